@@ -1,0 +1,187 @@
+//! # sluice-policy
+//!
+//! The policy language of Sluice: which datasets exist, what about them is public, and which operator
+//! may run which differentially private aggregations on them, within which privacy budget.
+//! Policies are TOML files that security reviewers read; this crate validates them (reporting every
+//! problem with file, line and column) and makes the authorization decision. It is pure logic: no I/O
+//! beyond reading the policy files.
+//!
+//! ```
+//! use sluice_policy::{parse_str, DatasetId, OperatorId, Date};
+//!
+//! let policy = parse_str("example.toml", r#"
+//! [dataset.health_visits]
+//! source = "data/health_visits.parquet"
+//! holder = "city-health-commission"
+//! classification = "sensitive"
+//! privacy_unit = "person_id"
+//! max_rows_per_unit = 5
+//! columns.district = { kind = "category", public_values = ["Guangling", "Hanjiang"] }
+//! columns.age      = { kind = "int", bounds = [0, 100] }
+//! columns.name     = { kind = "hidden" }
+//!
+//! [[grant]]
+//! operator = "canal-analytics"
+//! datasets = ["health_visits"]
+//! purpose = "public health planning"
+//! aggregations = ["count", "mean"]
+//! epsilon_per_job = 1.0
+//! epsilon_per_period = 10.0
+//! period = "30d"
+//! expires = 2027-12-31
+//! review = "none"
+//! "#).unwrap();
+//!
+//! let op = OperatorId::new("canal-analytics").unwrap();
+//! let ds = DatasetId::new("health_visits").unwrap();
+//! let today = Date { year: 2026, month: 11, day: 27 };
+//! let grant = policy.authorize(&op, &ds, today).unwrap();
+//! assert_eq!(grant.epsilon_per_job, 1.0);
+//! ```
+//!
+//! ## Core concepts
+//! - A **dataset** names its source file, holder, classification, **privacy unit** (the column that
+//!   identifies one person or entity) and `max_rows_per_unit`, the contribution bound.
+//! - Each **column** has a kind: `category` (with `public_values` it may be a GROUP BY key), `int` and
+//!   `float` (with `bounds` they may be summed and averaged), or `hidden` (never usable). Columns that
+//!   are not declared do not exist for jobs.
+//! - A **grant** lets one operator run some aggregations over some datasets for a purpose, with ε per
+//!   job and per period, an expiry date and whether jobs need review.
+//! - Validation is strict: unknown fields are errors, and every problem is reported at once
+//!   (`sluice policy check <dir>`).
+
+mod date;
+mod model;
+mod parse;
+
+use std::fmt;
+use std::path::PathBuf;
+
+pub use date::Date;
+pub use model::{
+    Aggregation, Classification, Column, ColumnKind, Dataset, DatasetId, Grant, OperatorId, Policy,
+    Review, SourceFormat,
+};
+pub use parse::{load, load_dir, load_file, parse_files};
+
+/// Validates policy text held in memory, as if it were the file `name`.
+pub fn parse_str(name: &str, text: &str) -> Result<Policy, PolicyError> {
+    parse_files(vec![(PathBuf::from(name), text.to_string())])
+}
+
+/// One problem in a policy file, at a place a reviewer can jump to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// The file.
+    pub file: PathBuf,
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column (in characters).
+    pub column: usize,
+    /// What is wrong and what would be accepted.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file.display(),
+            self.line,
+            self.column,
+            self.message
+        )
+    }
+}
+
+/// Every problem found in a policy, in file order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problems(pub Vec<Problem>);
+
+impl fmt::Display for Problems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Why a policy could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PolicyError {
+    /// A file or directory could not be read.
+    #[error("cannot read policy `{}`: {source}", path.display())]
+    Io {
+        /// What could not be read.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A directory holds no `*.toml` file.
+    #[error("no policy files (*.toml) in `{}`", .0.display())]
+    Empty(PathBuf),
+    /// The files were read but are not a valid policy.
+    #[error("{n} problem(s) in policy:\n{0}", n = .0.0.len())]
+    Invalid(Problems),
+}
+
+/// Why an operator may not use a dataset. Messages depend only on the policy, never on data.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Denial {
+    /// No dataset of that name (or the operator may not know of it).
+    #[error("dataset `{0}` is not granted to operator `{1}`")]
+    NotGranted(String, OperatorId),
+    /// The grant has expired.
+    #[error("the grant of dataset `{dataset}` to operator `{operator}` expired on {expires}")]
+    Expired {
+        /// The dataset.
+        dataset: DatasetId,
+        /// The operator.
+        operator: OperatorId,
+        /// The last valid day.
+        expires: Date,
+    },
+}
+
+impl Policy {
+    /// The grant under which `operator` may analyse `dataset` on day `today`, or why not.
+    ///
+    /// Unknown datasets and datasets without a grant get the same answer, so that an operator cannot
+    /// probe which datasets exist beyond those granted to them.
+    pub fn authorize(
+        &self,
+        operator: &OperatorId,
+        dataset: &DatasetId,
+        today: Date,
+    ) -> Result<&Grant, Denial> {
+        let grant = self
+            .grants
+            .iter()
+            .find(|g| &g.operator == operator && g.covers(dataset))
+            .filter(|_| self.datasets.contains_key(dataset))
+            .ok_or_else(|| Denial::NotGranted(dataset.to_string(), operator.clone()))?;
+        if grant.expires < today {
+            return Err(Denial::Expired {
+                dataset: dataset.clone(),
+                operator: operator.clone(),
+                expires: grant.expires,
+            });
+        }
+        Ok(grant)
+    }
+
+    /// The datasets `operator` holds an unexpired grant for on `today`, by name.
+    pub fn granted_datasets(&self, operator: &OperatorId, today: Date) -> Vec<&Dataset> {
+        self.datasets
+            .values()
+            .filter(|d| self.authorize(operator, &d.id, today).is_ok())
+            .collect()
+    }
+}

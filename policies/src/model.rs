@@ -1,0 +1,314 @@
+//! The validated policy model: what the rest of Sluice reads once a policy file passed validation.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+
+use crate::date::Date;
+
+macro_rules! id_newtype {
+    ($(#[$doc:meta])* $name:ident, $what:literal, $validate:path, $rule:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub struct $name(String);
+
+        impl $name {
+            #[doc = concat!("Validates `s`: ", $rule, ".")]
+            pub fn new(s: &str) -> Result<Self, String> {
+                $validate(s, $what).map(|()| Self(s.to_string()))
+            }
+
+            /// The identifier as written in policy.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                Self::new(s)
+            }
+        }
+    };
+}
+
+id_newtype!(
+    /// The name of a dataset, as declared by `[dataset.<name>]` and used in SQL.
+    DatasetId,
+    "dataset name",
+    validate_sql_name,
+    "1 to 64 characters of `a-z`, `0-9` and `_`, starting with a letter (it is used as a SQL table name)"
+);
+id_newtype!(
+    /// The identity of an authorized operator (an organisation or team).
+    OperatorId,
+    "operator id",
+    validate_id,
+    "1 to 64 characters of `a-z`, `0-9`, `_` and `-`, starting with a letter"
+);
+
+fn validate_id(s: &str, what: &str) -> Result<(), String> {
+    let ok_first = s.chars().next().is_some_and(|c| c.is_ascii_lowercase());
+    let ok_rest = s
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+    if s.is_empty() || s.len() > 64 || !ok_first || !ok_rest {
+        return Err(format!(
+            "invalid {what} `{s}`: use 1 to 64 characters of a-z, 0-9, `_` and `-`, starting with a letter"
+        ));
+    }
+    Ok(())
+}
+
+fn validate_sql_name(s: &str, what: &str) -> Result<(), String> {
+    let ok_first = s.chars().next().is_some_and(|c| c.is_ascii_lowercase());
+    let ok_rest = s
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if s.is_empty() || s.len() > 64 || !ok_first || !ok_rest {
+        return Err(format!(
+            "invalid {what} `{s}`: use 1 to 64 characters of a-z, 0-9 and `_`, starting with a letter"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a column name: SQL-friendly lower-case identifiers only, so that no quoting is ever needed.
+pub(crate) fn validate_column_name(s: &str) -> Result<(), String> {
+    let ok_first = s
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_');
+    let ok_rest = s
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if s.is_empty() || s.len() > 64 || !ok_first || !ok_rest {
+        return Err(format!(
+            "invalid column name `{s}`: use 1 to 64 characters of a-z, 0-9 and `_`, not starting with a digit"
+        ));
+    }
+    Ok(())
+}
+
+/// A whole validated policy: every dataset and every grant from one or more files.
+#[derive(Clone, Debug, Default)]
+pub struct Policy {
+    /// Datasets by name.
+    pub datasets: BTreeMap<DatasetId, Dataset>,
+    /// Grants in file order.
+    pub grants: Vec<Grant>,
+    /// The files this policy was read from, in the order read, with their exact bytes
+    /// (so that callers can hash what was loaded).
+    pub files: Vec<(PathBuf, String)>,
+}
+
+/// How sensitive a dataset is, in the programme's classification and grading scheme.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Classification {
+    /// Open data.
+    Public,
+    /// For use inside the programme.
+    Internal,
+    /// Personal or commercially sensitive.
+    Sensitive,
+    /// Core data: the highest grade.
+    Core,
+}
+
+impl Classification {
+    pub(crate) const NAMES: &'static [&'static str] = &["public", "internal", "sensitive", "core"];
+
+    pub(crate) fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "public" => Self::Public,
+            "internal" => Self::Internal,
+            "sensitive" => Self::Sensitive,
+            "core" => Self::Core,
+            _ => return None,
+        })
+    }
+
+    /// The name used in policy files.
+    pub fn as_str(self) -> &'static str {
+        Self::NAMES[self as usize]
+    }
+}
+
+/// The file format of a dataset's source, taken from its extension.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SourceFormat {
+    /// Apache Parquet (`.parquet`).
+    Parquet,
+    /// Comma-separated values with a header row (`.csv`).
+    Csv,
+}
+
+/// A dataset a holder makes available for DP analysis.
+#[derive(Clone, Debug)]
+pub struct Dataset {
+    /// Its name.
+    pub id: DatasetId,
+    /// Where its rows are, relative to the broker's data root unless absolute.
+    pub source: PathBuf,
+    /// The source's format.
+    pub format: SourceFormat,
+    /// Who holds the data.
+    pub holder: String,
+    /// Its classification.
+    pub classification: Classification,
+    /// The column that identifies one privacy unit (e.g. one person).
+    pub privacy_unit: String,
+    /// At most this many rows of one privacy unit enter any query.
+    pub max_rows_per_unit: u32,
+    /// Declared columns, in declaration order. Columns of the source that are not declared are
+    /// invisible to jobs.
+    pub columns: Vec<Column>,
+}
+
+impl Dataset {
+    /// The declared column called `name`, if any.
+    pub fn column(&self, name: &str) -> Option<&Column> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+
+    /// Names of the columns a job may use (every declared column that is not hidden).
+    pub fn public_column_names(&self) -> Vec<&str> {
+        self.columns
+            .iter()
+            .filter(|c| !matches!(c.kind, ColumnKind::Hidden))
+            .map(|c| c.name.as_str())
+            .collect()
+    }
+}
+
+/// One declared column.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Column {
+    /// Its name in the source.
+    pub name: String,
+    /// What it holds and what is public about it.
+    pub kind: ColumnKind,
+}
+
+/// What a column holds, and the public metadata that lets the engine use it safely.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ColumnKind {
+    /// Text categories. With `public_values` the column can be a GROUP BY key: every declared value is
+    /// released (empty ones too) and values outside the list are never released.
+    Category {
+        /// The public value domain, if declared.
+        public_values: Option<Vec<String>>,
+    },
+    /// 64-bit integers. With `bounds` the column can be summed and averaged (values are clamped).
+    Int {
+        /// Public clamp bounds, inclusive.
+        bounds: Option<(i64, i64)>,
+    },
+    /// Floating-point numbers. With `bounds` the column can be summed and averaged (values are clamped).
+    Float {
+        /// Public clamp bounds, inclusive.
+        bounds: Option<(f64, f64)>,
+    },
+    /// Never usable by a job, anywhere in a query.
+    Hidden,
+}
+
+impl ColumnKind {
+    pub(crate) const NAMES: &'static [&'static str] = &["category", "int", "float", "hidden"];
+
+    /// The kind's name in policy files.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Category { .. } => "category",
+            Self::Int { .. } => "int",
+            Self::Float { .. } => "float",
+            Self::Hidden => "hidden",
+        }
+    }
+
+    /// Clamp bounds as floats, for numeric columns that declare them.
+    pub fn bounds_f64(&self) -> Option<(f64, f64)> {
+        match self {
+            Self::Int { bounds: Some((lo, hi)) } => Some((*lo as f64, *hi as f64)),
+            Self::Float { bounds: Some(b) } => Some(*b),
+            _ => None,
+        }
+    }
+}
+
+/// An aggregation a grant may allow, in the analyst's words.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Aggregation {
+    /// `COUNT(*)`.
+    Count,
+    /// `SUM(col)`.
+    Sum,
+    /// `AVG(col)`.
+    Mean,
+}
+
+impl Aggregation {
+    pub(crate) const NAMES: &'static [&'static str] = &["count", "sum", "mean"];
+
+    pub(crate) fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "count" => Self::Count,
+            "sum" => Self::Sum,
+            "mean" => Self::Mean,
+            _ => return None,
+        })
+    }
+
+    /// The name used in policy files.
+    pub fn as_str(self) -> &'static str {
+        Self::NAMES[self as usize]
+    }
+}
+
+/// Whether a job under a grant needs a reviewer's approval before it runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Review {
+    /// Jobs run without review.
+    None,
+    /// A security reviewer must approve each job.
+    Required,
+}
+
+/// Permission for one operator to analyse some datasets, for a purpose, within a privacy budget.
+#[derive(Clone, Debug)]
+pub struct Grant {
+    /// Who may analyse.
+    pub operator: OperatorId,
+    /// Which datasets.
+    pub datasets: Vec<DatasetId>,
+    /// For what purpose (shown to reviewers and recorded with each job).
+    pub purpose: String,
+    /// Which aggregations queries may use.
+    pub aggregations: Vec<Aggregation>,
+    /// At most this much ε per job and dataset.
+    pub epsilon_per_job: f64,
+    /// At most this much ε per period and dataset.
+    pub epsilon_per_period: f64,
+    /// The length of a budget period, in seconds.
+    pub period_secs: u64,
+    /// The last day on which the grant is valid.
+    pub expires: Date,
+    /// Whether jobs need review.
+    pub review: Review,
+    /// Groups whose noisy count is below this are suppressed, if set.
+    pub min_group_count: Option<u64>,
+}
+
+impl Grant {
+    /// Whether this grant covers `dataset`.
+    pub fn covers(&self, dataset: &DatasetId) -> bool {
+        self.datasets.contains(dataset)
+    }
+}

@@ -1,0 +1,876 @@
+//! Reading policy files: TOML in, a validated [`Policy`] or every problem with file, line and column out.
+//!
+//! The reader walks TOML's spanned syntax tree by hand rather than deriving serde: that is what lets it
+//! report *all* problems at once, each at the exact place it occurs, with what would be accepted there.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use crate::date::Date;
+use crate::model::*;
+use crate::{PolicyError, Problem};
+
+/// Largest `max_rows_per_unit` accepted: beyond it sensitivity (and noise) is useless anyway.
+const MAX_ROWS_PER_UNIT_LIMIT: i64 = 10_000;
+/// Largest public value domain for one column.
+const MAX_PUBLIC_VALUES: usize = 10_000;
+
+/// Reads and validates one policy file.
+pub fn load_file(path: &Path) -> Result<Policy, PolicyError> {
+    let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse_files(vec![(path.to_path_buf(), text)])
+}
+
+/// Reads and validates every `*.toml` file in `dir` (sorted by name) as one policy.
+pub fn load_dir(dir: &Path) -> Result<Policy, PolicyError> {
+    let io = |source| PolicyError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(io)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    paths.sort();
+    if paths.is_empty() {
+        return Err(PolicyError::Empty(dir.to_path_buf()));
+    }
+    let mut files = Vec::new();
+    for p in paths {
+        let text = std::fs::read_to_string(&p).map_err(|source| PolicyError::Io {
+            path: p.clone(),
+            source,
+        })?;
+        files.push((p, text));
+    }
+    parse_files(files)
+}
+
+/// Reads a policy from a directory or a single file.
+pub fn load(path: &Path) -> Result<Policy, PolicyError> {
+    if path.is_dir() {
+        load_dir(path)
+    } else {
+        load_file(path)
+    }
+}
+
+/// Validates policy text held in memory; `files` pairs a display path with its contents.
+pub fn parse_files(files: Vec<(PathBuf, String)>) -> Result<Policy, PolicyError> {
+    let mut problems = Vec::new();
+    let mut policy = Policy::default();
+    // Dataset references in grants are checked once every file is read.
+    let mut refs: Vec<(usize, Range<usize>, DatasetId)> = Vec::new();
+    let mut grant_keys: BTreeMap<(OperatorId, DatasetId), ()> = BTreeMap::new();
+    // Every `[dataset.<name>]` seen, valid or not, so that grants naming an invalid dataset are not
+    // also reported as naming an unknown one.
+    let mut declared: BTreeSet<String> = BTreeSet::new();
+
+    for (index, (path, text)) in files.iter().enumerate() {
+        let mut cx = Cx {
+            file: index,
+            problems: Vec::new(),
+        };
+        match DeTable::parse(text) {
+            Err(e) => {
+                let span = e.span().unwrap_or(0..0);
+                cx.err(span, format!("invalid TOML: {}", e.message().trim()));
+            }
+            Ok(root) => {
+                if let Some(DeValue::Table(t)) = root.get_ref().get("dataset").map(|v| v.get_ref()) {
+                    declared.extend(t.iter().map(|(k, _)| k.get_ref().to_string()));
+                }
+                cx.document(root.get_ref(), &mut policy, &mut refs, &mut grant_keys);
+            }
+        }
+        cx.problems.sort_by_key(|(span, _)| span.start);
+        problems.extend(cx.problems.into_iter().map(|(span, message)| {
+            let (line, column) = line_col(text, span.start);
+            Problem {
+                file: path.clone(),
+                line,
+                column,
+                message,
+            }
+        }));
+    }
+
+    let mut missing = Vec::new();
+    for (file, span, id) in refs {
+        if !declared.contains(id.as_str()) {
+            let text = &files[file].1;
+            let (line, column) = line_col(text, span.start);
+            let known: Vec<_> = declared.iter().map(String::as_str).collect();
+            missing.push(Problem {
+                file: files[file].0.clone(),
+                line,
+                column,
+                message: format!(
+                    "grant names unknown dataset `{id}`; declared datasets are: {}",
+                    list_or_none(&known)
+                ),
+            });
+        }
+    }
+    // Keep file order: problems of each file sorted by place.
+    problems.extend(missing);
+    let order: Vec<&PathBuf> = files.iter().map(|(p, _)| p).collect();
+    problems.sort_by_key(|p| {
+        (
+            order.iter().position(|f| **f == p.file).unwrap_or(usize::MAX),
+            p.line,
+            p.column,
+        )
+    });
+
+    if problems.is_empty() {
+        policy.files = files;
+        Ok(policy)
+    } else {
+        Err(PolicyError::Invalid(crate::Problems(problems)))
+    }
+}
+
+fn int(i: &toml::de::DeInteger<'_>) -> Option<i64> {
+    i64::from_str_radix(i.as_str(), i.radix()).ok()
+}
+
+fn list_or_none(items: &[&str]) -> String {
+    if items.is_empty() {
+        "(none)".to_string()
+    } else {
+        items.join(", ")
+    }
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before
+        .rfind('\n')
+        .map_or(before.chars().count(), |i| before[i + 1..].chars().count())
+        + 1;
+    (line, column)
+}
+
+type Table<'i> = DeTable<'i>;
+type Value<'i> = Spanned<DeValue<'i>>;
+
+struct Cx {
+    file: usize,
+    problems: Vec<(Range<usize>, String)>,
+}
+
+/// The fields of one TOML table, taken one by one so that leftovers are reported as unknown.
+struct Fields<'t, 'i> {
+    table: &'t Table<'i>,
+    taken: BTreeSet<&'t str>,
+    span: Range<usize>,
+}
+
+impl<'t, 'i> Fields<'t, 'i> {
+    fn new(table: &'t Table<'i>, span: Range<usize>) -> Self {
+        Self {
+            table,
+            taken: BTreeSet::new(),
+            span,
+        }
+    }
+
+    fn get(&mut self, key: &'static str) -> Option<&'t Value<'i>> {
+        self.taken.insert(key);
+        self.table.get(key)
+    }
+
+    /// Reports every key that was never asked for, naming what is accepted here.
+    fn finish(self, cx: &mut Cx, what: &str, accepted: &[&str]) {
+        for (k, _) in self.table.iter() {
+            if !self.taken.contains(k.get_ref().as_ref()) {
+                cx.err(
+                    k.span(),
+                    format!(
+                        "unknown field `{}` in {what}; accepted fields are: {}",
+                        k.get_ref(),
+                        accepted.join(", ")
+                    ),
+                );
+            }
+        }
+    }
+}
+
+impl Cx {
+    fn err(&mut self, span: Range<usize>, message: String) {
+        self.problems.push((span, message));
+    }
+
+    fn document(
+        &mut self,
+        root: &Table<'_>,
+        policy: &mut Policy,
+        refs: &mut Vec<(usize, Range<usize>, DatasetId)>,
+        grant_keys: &mut BTreeMap<(OperatorId, DatasetId), ()>,
+    ) {
+        for (key, value) in root.iter() {
+            match key.get_ref().as_ref() {
+                "dataset" => match value.get_ref() {
+                    DeValue::Table(t) => {
+                        for (name, ds) in t.iter() {
+                            self.dataset(name, ds, policy);
+                        }
+                    }
+                    _ => self.err(
+                        value.span(),
+                        "`dataset` must be a table: write `[dataset.<name>]`".into(),
+                    ),
+                },
+                "grant" => match value.get_ref() {
+                    DeValue::Array(items) => {
+                        for item in items.iter() {
+                            self.grant(item, policy, refs, grant_keys);
+                        }
+                    }
+                    _ => self.err(
+                        value.span(),
+                        "`grant` must be an array of tables: write `[[grant]]`".into(),
+                    ),
+                },
+                other => self.err(
+                    key.span(),
+                    format!("unknown section `{other}`; accepted sections are: dataset, grant"),
+                ),
+            }
+        }
+    }
+
+    fn dataset(&mut self, name: &Spanned<impl AsRef<str>>, value: &Value<'_>, policy: &mut Policy) {
+        let id = match DatasetId::new(name.get_ref().as_ref()) {
+            Ok(id) => Some(id),
+            Err(e) => {
+                self.err(name.span(), e);
+                None
+            }
+        };
+        let DeValue::Table(table) = value.get_ref() else {
+            self.err(
+                value.span(),
+                "a dataset must be a table: write `[dataset.<name>]`".into(),
+            );
+            return;
+        };
+        let mut f = Fields::new(table, value.span());
+        let source = self.req_str(&mut f, "source");
+        let holder = self.req_str(&mut f, "holder");
+        let classification = self.req_enum(&mut f, "classification", Classification::NAMES);
+        let unit_value = f.get("privacy_unit");
+        let privacy_unit = self.req_str_value(unit_value, "privacy_unit", f.span.clone());
+        let max_rows = self.req_int(&mut f, "max_rows_per_unit", 1, MAX_ROWS_PER_UNIT_LIMIT);
+        let columns = self.columns(&mut f, privacy_unit.as_deref(), unit_value);
+        f.finish(
+            self,
+            "a dataset",
+            &[
+                "source",
+                "holder",
+                "classification",
+                "privacy_unit",
+                "max_rows_per_unit",
+                "columns",
+            ],
+        );
+
+        if let Some(u) = &privacy_unit
+            && let Err(e) = validate_column_name(u)
+        {
+            self.err(unit_value.map_or(0..0, |v| v.span()), e);
+        }
+
+        let format = source.as_ref().and_then(|(s, span)| {
+            let lower = s.to_ascii_lowercase();
+            if lower.ends_with(".parquet") {
+                Some(SourceFormat::Parquet)
+            } else if lower.ends_with(".csv") {
+                Some(SourceFormat::Csv)
+            } else {
+                self.err(
+                    span.clone(),
+                    format!("source `{s}` has an unknown format; accepted: a path ending in .parquet or .csv"),
+                );
+                None
+            }
+        });
+
+        let (
+            Some(id),
+            Some((source, _)),
+            Some(format),
+            Some((holder, _)),
+            Some(classification),
+            Some(privacy_unit),
+            Some(max_rows),
+            Some(columns),
+        ) = (
+            id,
+            source,
+            format,
+            holder,
+            classification,
+            privacy_unit,
+            max_rows,
+            columns,
+        )
+        else {
+            return;
+        };
+        if policy.datasets.contains_key(&id) {
+            self.err(
+                name.span(),
+                format!("dataset `{id}` is declared twice; each dataset name must be unique"),
+            );
+            return;
+        }
+        policy.datasets.insert(
+            id.clone(),
+            Dataset {
+                id,
+                source: PathBuf::from(source),
+                format,
+                holder,
+                classification: Classification::parse(&classification)
+                    .expect("validated by req_enum"),
+                privacy_unit,
+                max_rows_per_unit: max_rows as u32,
+                columns,
+            },
+        );
+    }
+
+    fn columns(
+        &mut self,
+        f: &mut Fields<'_, '_>,
+        privacy_unit: Option<&str>,
+        unit_value: Option<&Value<'_>>,
+    ) -> Option<Vec<Column>> {
+        let Some(value) = f.get("columns") else {
+            self.err(
+                f.span.clone(),
+                "missing field `columns`: declare each usable column, e.g. `columns.age = { kind = \"int\", bounds = [0, 100] }`".into(),
+            );
+            return None;
+        };
+        let DeValue::Table(table) = value.get_ref() else {
+            self.err(value.span(), "`columns` must be a table of column declarations".into());
+            return None;
+        };
+        if table.is_empty() {
+            self.err(value.span(), "`columns` declares no column".into());
+            return None;
+        }
+        let mut out = Vec::new();
+        let mut ok = true;
+        // Declaration order is the order columns are shown to jobs.
+        let mut entries: Vec<_> = table.iter().collect();
+        entries.sort_by_key(|(k, _)| k.span().start);
+        for (name, decl) in entries {
+            let name_str = name.get_ref().as_ref().to_string();
+            if let Err(e) = validate_column_name(&name_str) {
+                self.err(name.span(), e);
+                ok = false;
+                continue;
+            }
+            if Some(name_str.as_str()) == privacy_unit {
+                self.err(
+                    name.span(),
+                    format!(
+                        "column `{name_str}` is the privacy unit and must not be declared in `columns`: jobs never see it"
+                    ),
+                );
+                let _ = unit_value;
+                ok = false;
+                continue;
+            }
+            match self.column(&name_str, decl) {
+                Some(c) => out.push(c),
+                None => ok = false,
+            }
+        }
+        ok.then_some(out)
+    }
+
+    fn column(&mut self, name: &str, decl: &Value<'_>) -> Option<Column> {
+        let DeValue::Table(table) = decl.get_ref() else {
+            self.err(
+                decl.span(),
+                format!("column `{name}` must be an inline table such as `{{ kind = \"int\", bounds = [0, 100] }}`"),
+            );
+            return None;
+        };
+        let mut f = Fields::new(table, decl.span());
+        let kind = self.req_enum(&mut f, "kind", ColumnKind::NAMES);
+        let public_values = f.get("public_values");
+        let bounds = f.get("bounds");
+        f.finish(self, "a column", &["kind", "public_values", "bounds"]);
+        let kind = kind?;
+        let not_for = |cx: &mut Self, v: Option<&Value<'_>>, field: &str, allowed: &str| {
+            if let Some(v) = v {
+                cx.err(
+                    v.span(),
+                    format!("`{field}` is not allowed on a `{kind}` column; it is allowed on: {allowed}"),
+                );
+                true
+            } else {
+                false
+            }
+        };
+        match kind.as_str() {
+            "category" => {
+                let bad = not_for(self, bounds, "bounds", "int, float");
+                let values = match public_values {
+                    None => None,
+                    Some(v) => Some(self.public_values(v)?),
+                };
+                (!bad).then_some(Column {
+                    name: name.into(),
+                    kind: ColumnKind::Category {
+                        public_values: values,
+                    },
+                })
+            }
+            "int" => {
+                let bad = not_for(self, public_values, "public_values", "category");
+                let b = match bounds {
+                    None => None,
+                    Some(v) => {
+                        let (lo, hi) = self.bounds_pair(v)?;
+                        match (lo.get_ref(), hi.get_ref()) {
+                            (DeValue::Integer(a), DeValue::Integer(b)) => {
+                                match (int(a), int(b)) {
+                                    (Some(a), Some(b)) if a < b => Some((a, b)),
+                                    (Some(_), Some(_)) => {
+                                        self.err(v.span(), "bounds must be [lower, upper] with lower < upper".into());
+                                        return None;
+                                    }
+                                    _ => {
+                                        self.err(v.span(), "bounds do not fit in a 64-bit integer".into());
+                                        return None;
+                                    }
+                                }
+                            }
+                            _ => {
+                                self.err(v.span(), "bounds of an `int` column must be two integers, e.g. [0, 100]".into());
+                                return None;
+                            }
+                        }
+                    }
+                };
+                (!bad).then_some(Column {
+                    name: name.into(),
+                    kind: ColumnKind::Int { bounds: b },
+                })
+            }
+            "float" => {
+                let bad = not_for(self, public_values, "public_values", "category");
+                let b = match bounds {
+                    None => None,
+                    Some(v) => {
+                        let (lo, hi) = self.bounds_pair(v)?;
+                        let (a, b) = (self.number(lo)?, self.number(hi)?);
+                        if !(a.is_finite() && b.is_finite() && a < b) {
+                            self.err(v.span(), "bounds must be finite, [lower, upper] with lower < upper".into());
+                            return None;
+                        }
+                        if a.abs().max(b.abs()) > 1e15 {
+                            self.err(v.span(), "bounds must lie within ±1e15".into());
+                            return None;
+                        }
+                        Some((a, b))
+                    }
+                };
+                (!bad).then_some(Column {
+                    name: name.into(),
+                    kind: ColumnKind::Float { bounds: b },
+                })
+            }
+            "hidden" => {
+                let bad1 = not_for(self, public_values, "public_values", "category");
+                let bad2 = not_for(self, bounds, "bounds", "int, float");
+                (!bad1 && !bad2).then_some(Column {
+                    name: name.into(),
+                    kind: ColumnKind::Hidden,
+                })
+            }
+            _ => None,
+        }
+    }
+
+    fn public_values(&mut self, v: &Value<'_>) -> Option<Vec<String>> {
+        let DeValue::Array(items) = v.get_ref() else {
+            self.err(v.span(), "`public_values` must be an array of strings".into());
+            return None;
+        };
+        if items.is_empty() || items.len() > MAX_PUBLIC_VALUES {
+            self.err(
+                v.span(),
+                format!("`public_values` must list 1 to {MAX_PUBLIC_VALUES} values"),
+            );
+            return None;
+        }
+        let mut out: Vec<String> = Vec::new();
+        let mut ok = true;
+        for item in items.iter() {
+            match item.get_ref().as_str() {
+                Some(s) if out.iter().any(|o| o == s) => {
+                    self.err(item.span(), format!("public value `{s}` is listed twice"));
+                    ok = false;
+                }
+                Some(s) => out.push(s.to_string()),
+                None => {
+                    self.err(item.span(), "each public value must be a string".into());
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(out)
+    }
+
+    fn bounds_pair<'v, 'i>(&mut self, v: &'v Value<'i>) -> Option<(&'v Value<'i>, &'v Value<'i>)> {
+        match v.get_ref() {
+            DeValue::Array(items) if items.len() == 2 => Some((&items[0], &items[1])),
+            _ => {
+                self.err(v.span(), "`bounds` must be a pair [lower, upper]".into());
+                None
+            }
+        }
+    }
+
+    fn number(&mut self, v: &Value<'_>) -> Option<f64> {
+        match v.get_ref() {
+            DeValue::Integer(i) => int(i).map(|i| i as f64),
+            DeValue::Float(x) => x.as_str().parse::<f64>().ok(),
+            _ => {
+                self.err(v.span(), "expected a number".into());
+                None
+            }
+        }
+    }
+
+    fn grant(
+        &mut self,
+        item: &Value<'_>,
+        policy: &mut Policy,
+        refs: &mut Vec<(usize, Range<usize>, DatasetId)>,
+        grant_keys: &mut BTreeMap<(OperatorId, DatasetId), ()>,
+    ) {
+        let DeValue::Table(table) = item.get_ref() else {
+            self.err(item.span(), "each grant must be a table: write `[[grant]]`".into());
+            return;
+        };
+        let mut f = Fields::new(table, item.span());
+        let operator = self.req_str(&mut f, "operator").and_then(|(s, span)| {
+            OperatorId::new(&s).map_err(|e| self.err(span, e)).ok()
+        });
+        let datasets = self.datasets_list(&mut f);
+        // References are checked once every file is read, even if this grant has other problems.
+        for (span, id) in datasets.iter().flatten() {
+            refs.push((self.file, span.clone(), id.clone()));
+        }
+        let purpose = self.req_str(&mut f, "purpose");
+        let aggregations = self.aggregations(&mut f);
+        let eps_job = self.req_epsilon(&mut f, "epsilon_per_job");
+        let eps_period = self.req_epsilon(&mut f, "epsilon_per_period");
+        let period = self.period(&mut f);
+        let expires = self.date(&mut f, "expires");
+        let review = self.req_enum(&mut f, "review", &["none", "required"]);
+        let min_group = match f.get("min_group_count") {
+            None => Some(None),
+            Some(v) => match v.get_ref() {
+                DeValue::Integer(i) if int(i).is_some_and(|n| n >= 0) => {
+                    Some(int(i).map(|n| n as u64))
+                }
+                _ => {
+                    self.err(v.span(), "`min_group_count` must be a non-negative integer".into());
+                    None
+                }
+            },
+        };
+        f.finish(
+            self,
+            "a grant",
+            &[
+                "operator",
+                "datasets",
+                "purpose",
+                "aggregations",
+                "epsilon_per_job",
+                "epsilon_per_period",
+                "period",
+                "expires",
+                "review",
+                "min_group_count",
+            ],
+        );
+        if let (Some((j, span)), Some((p, _))) = (&eps_job, &eps_period)
+            && j > p
+        {
+            self.err(
+                span.clone(),
+                format!("epsilon_per_job ({j}) exceeds epsilon_per_period ({p})"),
+            );
+            return;
+        }
+        let (
+            Some(operator),
+            Some(datasets),
+            Some((purpose, _)),
+            Some(aggregations),
+            Some((eps_job, _)),
+            Some((eps_period, _)),
+            Some(period),
+            Some(expires),
+            Some(review),
+            Some(min_group_count),
+        ) = (
+            operator,
+            datasets,
+            purpose,
+            aggregations,
+            eps_job,
+            eps_period,
+            period,
+            expires,
+            review,
+            min_group,
+        )
+        else {
+            return;
+        };
+        for (span, id) in &datasets {
+            if grant_keys
+                .insert((operator.clone(), id.clone()), ())
+                .is_some()
+            {
+                self.err(
+                    span.clone(),
+                    format!("operator `{operator}` already has a grant for dataset `{id}`; at most one grant per operator and dataset"),
+                );
+                return;
+            }
+        }
+        policy.grants.push(Grant {
+            operator,
+            datasets: datasets.into_iter().map(|(_, d)| d).collect(),
+            purpose,
+            aggregations,
+            epsilon_per_job: eps_job,
+            epsilon_per_period: eps_period,
+            period_secs: period,
+            expires,
+            review: if review == "required" {
+                Review::Required
+            } else {
+                Review::None
+            },
+            min_group_count,
+        });
+    }
+
+    fn datasets_list(&mut self, f: &mut Fields<'_, '_>) -> Option<Vec<(Range<usize>, DatasetId)>> {
+        let v = self.require(f, "datasets", "an array of dataset names")?;
+        let DeValue::Array(items) = v.get_ref() else {
+            self.err(v.span(), "`datasets` must be an array of dataset names".into());
+            return None;
+        };
+        if items.is_empty() {
+            self.err(v.span(), "`datasets` names no dataset".into());
+            return None;
+        }
+        let mut out = Vec::new();
+        for item in items.iter() {
+            match item.get_ref().as_str().map(DatasetId::new) {
+                Some(Ok(id)) => out.push((item.span(), id)),
+                Some(Err(e)) => self.err(item.span(), e),
+                None => self.err(item.span(), "each dataset name must be a string".into()),
+            }
+        }
+        (out.len() == items.len()).then_some(out)
+    }
+
+    fn aggregations(&mut self, f: &mut Fields<'_, '_>) -> Option<Vec<Aggregation>> {
+        let v = self.require(f, "aggregations", "an array such as [\"count\", \"sum\", \"mean\"]")?;
+        let DeValue::Array(items) = v.get_ref() else {
+            self.err(v.span(), "`aggregations` must be an array of names".into());
+            return None;
+        };
+        let mut out = Vec::new();
+        let mut ok = true;
+        for item in items.iter() {
+            match item.get_ref().as_str().map(|s| (s, Aggregation::parse(s))) {
+                Some((_, Some(a))) => out.push(a),
+                Some((s, None)) => {
+                    self.err(
+                        item.span(),
+                        format!(
+                            "unknown aggregation `{s}`; accepted: {}",
+                            Aggregation::NAMES.join(", ")
+                        ),
+                    );
+                    ok = false;
+                }
+                None => {
+                    self.err(item.span(), "each aggregation must be a string".into());
+                    ok = false;
+                }
+            }
+        }
+        if ok && out.is_empty() {
+            self.err(v.span(), "`aggregations` allows nothing".into());
+            return None;
+        }
+        ok.then_some(out)
+    }
+
+    fn period(&mut self, f: &mut Fields<'_, '_>) -> Option<u64> {
+        let (s, span) = self.req_str(f, "period")?;
+        let (num, unit) = s.split_at(s.len().saturating_sub(1));
+        let mult = match unit {
+            "d" => 86_400,
+            "h" => 3_600,
+            _ => 0,
+        };
+        match num.parse::<u64>() {
+            Ok(n) if mult > 0 && n > 0 && n <= 3_660 => Some(n * mult),
+            _ => {
+                self.err(
+                    span,
+                    format!("invalid period `{s}`; write a whole number of days or hours, e.g. \"30d\" or \"12h\""),
+                );
+                None
+            }
+        }
+    }
+
+    fn date(&mut self, f: &mut Fields<'_, '_>, key: &'static str) -> Option<Date> {
+        let v = self.require(f, key, "a date such as 2027-12-31")?;
+        match v.get_ref() {
+            DeValue::Datetime(dt) if dt.time.is_none() && dt.offset.is_none() && dt.date.is_some() => {
+                let d = dt.date.expect("checked");
+                Some(Date {
+                    year: i32::from(d.year),
+                    month: d.month,
+                    day: d.day,
+                })
+            }
+            _ => {
+                self.err(v.span(), format!("`{key}` must be a date such as 2027-12-31 (no quotes, no time)"));
+                None
+            }
+        }
+    }
+
+    fn require<'t, 'i>(
+        &mut self,
+        f: &mut Fields<'t, 'i>,
+        key: &'static str,
+        expected: &str,
+    ) -> Option<&'t Value<'i>> {
+        let v = f.get(key);
+        if v.is_none() {
+            self.err(f.span.clone(), format!("missing field `{key}`: expected {expected}"));
+        }
+        v
+    }
+
+    fn req_str(&mut self, f: &mut Fields<'_, '_>, key: &'static str) -> Option<(String, Range<usize>)> {
+        let span = f.span.clone();
+        let v = f.get(key);
+        self.req_str_value(v, key, span)
+            .map(|s| (s, v.map_or(0..0, |v| v.span())))
+    }
+
+    fn req_str_value(&mut self, v: Option<&Value<'_>>, key: &str, table_span: Range<usize>) -> Option<String> {
+        let Some(v) = v else {
+            self.err(table_span, format!("missing field `{key}`: expected a string"));
+            return None;
+        };
+        match v.get_ref().as_str() {
+            Some(s) if !s.trim().is_empty() => Some(s.to_string()),
+            Some(_) => {
+                self.err(v.span(), format!("`{key}` must not be empty"));
+                None
+            }
+            None => {
+                self.err(v.span(), format!("`{key}` must be a string"));
+                None
+            }
+        }
+    }
+
+    fn req_enum(&mut self, f: &mut Fields<'_, '_>, key: &'static str, names: &[&str]) -> Option<String> {
+        let v = self.require(f, key, &format!("one of: {}", names.join(", ")))?;
+        match v.get_ref().as_str() {
+            Some(s) if names.contains(&s) => Some(s.to_string()),
+            Some(s) => {
+                self.err(
+                    v.span(),
+                    format!("invalid {key} `{s}`; accepted: {}", names.join(", ")),
+                );
+                None
+            }
+            None => {
+                self.err(
+                    v.span(),
+                    format!("`{key}` must be a string, one of: {}", names.join(", ")),
+                );
+                None
+            }
+        }
+    }
+
+    fn req_int(&mut self, f: &mut Fields<'_, '_>, key: &'static str, lo: i64, hi: i64) -> Option<i64> {
+        let v = self.require(f, key, &format!("an integer from {lo} to {hi}"))?;
+        match v.get_ref() {
+            DeValue::Integer(i) if int(i).is_some_and(|n| (lo..=hi).contains(&n)) => int(i),
+            _ => {
+                self.err(v.span(), format!("`{key}` must be an integer from {lo} to {hi}"));
+                None
+            }
+        }
+    }
+
+    fn req_epsilon(&mut self, f: &mut Fields<'_, '_>, key: &'static str) -> Option<(f64, Range<usize>)> {
+        let v = self.require(f, key, "a positive number such as 1.0")?;
+        let n = match v.get_ref() {
+            DeValue::Integer(i) => int(i).map(|i| i as f64),
+            DeValue::Float(x) => x.as_str().parse::<f64>().ok(),
+            _ => None,
+        };
+        match n {
+            Some(n) if n.is_finite() && n > 0.0 && n <= 100.0 => Some((n, v.span())),
+            _ => {
+                self.err(v.span(), format!("`{key}` must be a number greater than 0 and at most 100"));
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::line_col;
+
+    #[test]
+    fn line_col_counts_from_one() {
+        let text = "a\nbc\nd";
+        assert_eq!(line_col(text, 0), (1, 1));
+        assert_eq!(line_col(text, 3), (2, 2));
+        assert_eq!(line_col(text, 5), (3, 1));
+    }
+}
