@@ -52,7 +52,13 @@ mod tests {
     #[test]
     fn converts_known_days_to_dates() {
         assert_eq!(Date::from_days_since_epoch(0).to_string(), "1970-01-01");
-        assert_eq!(Date::from_days_since_epoch(11_016).to_string(), "2000-02-29");
-        assert_eq!(Date::from_days_since_epoch(20_784).to_string(), "2026-11-27");
+        assert_eq!(
+            Date::from_days_since_epoch(11_016).to_string(),
+            "2000-02-29"
+        );
+        assert_eq!(
+            Date::from_days_since_epoch(20_784).to_string(),
+            "2026-11-27"
+        );
     }
 }

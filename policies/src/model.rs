@@ -236,7 +236,9 @@ impl ColumnKind {
     /// Clamp bounds as floats, for numeric columns that declare them.
     pub fn bounds_f64(&self) -> Option<(f64, f64)> {
         match self {
-            Self::Int { bounds: Some((lo, hi)) } => Some((*lo as f64, *hi as f64)),
+            Self::Int {
+                bounds: Some((lo, hi)),
+            } => Some((*lo as f64, *hi as f64)),
             Self::Float { bounds: Some(b) } => Some(*b),
             _ => None,
         }

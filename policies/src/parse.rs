@@ -85,7 +85,8 @@ pub fn parse_files(files: Vec<(PathBuf, String)>) -> Result<Policy, PolicyError>
                 cx.err(span, format!("invalid TOML: {}", e.message().trim()));
             }
             Ok(root) => {
-                if let Some(DeValue::Table(t)) = root.get_ref().get("dataset").map(|v| v.get_ref()) {
+                if let Some(DeValue::Table(t)) = root.get_ref().get("dataset").map(|v| v.get_ref())
+                {
                     declared.extend(t.iter().map(|(k, _)| k.get_ref().to_string()));
                 }
                 cx.document(root.get_ref(), &mut policy, &mut refs, &mut grant_keys);
@@ -125,7 +126,10 @@ pub fn parse_files(files: Vec<(PathBuf, String)>) -> Result<Policy, PolicyError>
     let order: Vec<&PathBuf> = files.iter().map(|(p, _)| p).collect();
     problems.sort_by_key(|p| {
         (
-            order.iter().position(|f| **f == p.file).unwrap_or(usize::MAX),
+            order
+                .iter()
+                .position(|f| **f == p.file)
+                .unwrap_or(usize::MAX),
             p.line,
             p.column,
         )
@@ -367,7 +371,10 @@ impl Cx {
             return None;
         };
         let DeValue::Table(table) = value.get_ref() else {
-            self.err(value.span(), "`columns` must be a table of column declarations".into());
+            self.err(
+                value.span(),
+                "`columns` must be a table of column declarations".into(),
+            );
             return None;
         };
         if table.is_empty() {
@@ -423,7 +430,9 @@ impl Cx {
             if let Some(v) = v {
                 cx.err(
                     v.span(),
-                    format!("`{field}` is not allowed on a `{kind}` column; it is allowed on: {allowed}"),
+                    format!(
+                        "`{field}` is not allowed on a `{kind}` column; it is allowed on: {allowed}"
+                    ),
                 );
                 true
             } else {
@@ -451,21 +460,29 @@ impl Cx {
                     Some(v) => {
                         let (lo, hi) = self.bounds_pair(v)?;
                         match (lo.get_ref(), hi.get_ref()) {
-                            (DeValue::Integer(a), DeValue::Integer(b)) => {
-                                match (int(a), int(b)) {
-                                    (Some(a), Some(b)) if a < b => Some((a, b)),
-                                    (Some(_), Some(_)) => {
-                                        self.err(v.span(), "bounds must be [lower, upper] with lower < upper".into());
-                                        return None;
-                                    }
-                                    _ => {
-                                        self.err(v.span(), "bounds do not fit in a 64-bit integer".into());
-                                        return None;
-                                    }
+                            (DeValue::Integer(a), DeValue::Integer(b)) => match (int(a), int(b)) {
+                                (Some(a), Some(b)) if a < b => Some((a, b)),
+                                (Some(_), Some(_)) => {
+                                    self.err(
+                                        v.span(),
+                                        "bounds must be [lower, upper] with lower < upper".into(),
+                                    );
+                                    return None;
                                 }
-                            }
+                                _ => {
+                                    self.err(
+                                        v.span(),
+                                        "bounds do not fit in a 64-bit integer".into(),
+                                    );
+                                    return None;
+                                }
+                            },
                             _ => {
-                                self.err(v.span(), "bounds of an `int` column must be two integers, e.g. [0, 100]".into());
+                                self.err(
+                                    v.span(),
+                                    "bounds of an `int` column must be two integers, e.g. [0, 100]"
+                                        .into(),
+                                );
                                 return None;
                             }
                         }
@@ -484,7 +501,10 @@ impl Cx {
                         let (lo, hi) = self.bounds_pair(v)?;
                         let (a, b) = (self.number(lo)?, self.number(hi)?);
                         if !(a.is_finite() && b.is_finite() && a < b) {
-                            self.err(v.span(), "bounds must be finite, [lower, upper] with lower < upper".into());
+                            self.err(
+                                v.span(),
+                                "bounds must be finite, [lower, upper] with lower < upper".into(),
+                            );
                             return None;
                         }
                         if a.abs().max(b.abs()) > 1e15 {
@@ -513,7 +533,10 @@ impl Cx {
 
     fn public_values(&mut self, v: &Value<'_>) -> Option<Vec<String>> {
         let DeValue::Array(items) = v.get_ref() else {
-            self.err(v.span(), "`public_values` must be an array of strings".into());
+            self.err(
+                v.span(),
+                "`public_values` must be an array of strings".into(),
+            );
             return None;
         };
         if items.is_empty() || items.len() > MAX_PUBLIC_VALUES {
@@ -570,13 +593,16 @@ impl Cx {
         grant_keys: &mut BTreeMap<(OperatorId, DatasetId), ()>,
     ) {
         let DeValue::Table(table) = item.get_ref() else {
-            self.err(item.span(), "each grant must be a table: write `[[grant]]`".into());
+            self.err(
+                item.span(),
+                "each grant must be a table: write `[[grant]]`".into(),
+            );
             return;
         };
         let mut f = Fields::new(table, item.span());
-        let operator = self.req_str(&mut f, "operator").and_then(|(s, span)| {
-            OperatorId::new(&s).map_err(|e| self.err(span, e)).ok()
-        });
+        let operator = self
+            .req_str(&mut f, "operator")
+            .and_then(|(s, span)| OperatorId::new(&s).map_err(|e| self.err(span, e)).ok());
         let datasets = self.datasets_list(&mut f);
         // References are checked once every file is read, even if this grant has other problems.
         for (span, id) in datasets.iter().flatten() {
@@ -596,7 +622,10 @@ impl Cx {
                     Some(int(i).map(|n| n as u64))
                 }
                 _ => {
-                    self.err(v.span(), "`min_group_count` must be a non-negative integer".into());
+                    self.err(
+                        v.span(),
+                        "`min_group_count` must be a non-negative integer".into(),
+                    );
                     None
                 }
             },
@@ -685,7 +714,10 @@ impl Cx {
     fn datasets_list(&mut self, f: &mut Fields<'_, '_>) -> Option<Vec<(Range<usize>, DatasetId)>> {
         let v = self.require(f, "datasets", "an array of dataset names")?;
         let DeValue::Array(items) = v.get_ref() else {
-            self.err(v.span(), "`datasets` must be an array of dataset names".into());
+            self.err(
+                v.span(),
+                "`datasets` must be an array of dataset names".into(),
+            );
             return None;
         };
         if items.is_empty() {
@@ -704,7 +736,11 @@ impl Cx {
     }
 
     fn aggregations(&mut self, f: &mut Fields<'_, '_>) -> Option<Vec<Aggregation>> {
-        let v = self.require(f, "aggregations", "an array such as [\"count\", \"sum\", \"mean\"]")?;
+        let v = self.require(
+            f,
+            "aggregations",
+            "an array such as [\"count\", \"sum\", \"mean\"]",
+        )?;
         let DeValue::Array(items) = v.get_ref() else {
             self.err(v.span(), "`aggregations` must be an array of names".into());
             return None;
@@ -760,7 +796,9 @@ impl Cx {
     fn date(&mut self, f: &mut Fields<'_, '_>, key: &'static str) -> Option<Date> {
         let v = self.require(f, key, "a date such as 2027-12-31")?;
         match v.get_ref() {
-            DeValue::Datetime(dt) if dt.time.is_none() && dt.offset.is_none() && dt.date.is_some() => {
+            DeValue::Datetime(dt)
+                if dt.time.is_none() && dt.offset.is_none() && dt.date.is_some() =>
+            {
                 let d = dt.date.expect("checked");
                 Some(Date {
                     year: i32::from(d.year),
@@ -769,7 +807,10 @@ impl Cx {
                 })
             }
             _ => {
-                self.err(v.span(), format!("`{key}` must be a date such as 2027-12-31 (no quotes, no time)"));
+                self.err(
+                    v.span(),
+                    format!("`{key}` must be a date such as 2027-12-31 (no quotes, no time)"),
+                );
                 None
             }
         }
@@ -783,21 +824,36 @@ impl Cx {
     ) -> Option<&'t Value<'i>> {
         let v = f.get(key);
         if v.is_none() {
-            self.err(f.span.clone(), format!("missing field `{key}`: expected {expected}"));
+            self.err(
+                f.span.clone(),
+                format!("missing field `{key}`: expected {expected}"),
+            );
         }
         v
     }
 
-    fn req_str(&mut self, f: &mut Fields<'_, '_>, key: &'static str) -> Option<(String, Range<usize>)> {
+    fn req_str(
+        &mut self,
+        f: &mut Fields<'_, '_>,
+        key: &'static str,
+    ) -> Option<(String, Range<usize>)> {
         let span = f.span.clone();
         let v = f.get(key);
         self.req_str_value(v, key, span)
             .map(|s| (s, v.map_or(0..0, |v| v.span())))
     }
 
-    fn req_str_value(&mut self, v: Option<&Value<'_>>, key: &str, table_span: Range<usize>) -> Option<String> {
+    fn req_str_value(
+        &mut self,
+        v: Option<&Value<'_>>,
+        key: &str,
+        table_span: Range<usize>,
+    ) -> Option<String> {
         let Some(v) = v else {
-            self.err(table_span, format!("missing field `{key}`: expected a string"));
+            self.err(
+                table_span,
+                format!("missing field `{key}`: expected a string"),
+            );
             return None;
         };
         match v.get_ref().as_str() {
@@ -813,7 +869,12 @@ impl Cx {
         }
     }
 
-    fn req_enum(&mut self, f: &mut Fields<'_, '_>, key: &'static str, names: &[&str]) -> Option<String> {
+    fn req_enum(
+        &mut self,
+        f: &mut Fields<'_, '_>,
+        key: &'static str,
+        names: &[&str],
+    ) -> Option<String> {
         let v = self.require(f, key, &format!("one of: {}", names.join(", ")))?;
         match v.get_ref().as_str() {
             Some(s) if names.contains(&s) => Some(s.to_string()),
@@ -834,18 +895,31 @@ impl Cx {
         }
     }
 
-    fn req_int(&mut self, f: &mut Fields<'_, '_>, key: &'static str, lo: i64, hi: i64) -> Option<i64> {
+    fn req_int(
+        &mut self,
+        f: &mut Fields<'_, '_>,
+        key: &'static str,
+        lo: i64,
+        hi: i64,
+    ) -> Option<i64> {
         let v = self.require(f, key, &format!("an integer from {lo} to {hi}"))?;
         match v.get_ref() {
             DeValue::Integer(i) if int(i).is_some_and(|n| (lo..=hi).contains(&n)) => int(i),
             _ => {
-                self.err(v.span(), format!("`{key}` must be an integer from {lo} to {hi}"));
+                self.err(
+                    v.span(),
+                    format!("`{key}` must be an integer from {lo} to {hi}"),
+                );
                 None
             }
         }
     }
 
-    fn req_epsilon(&mut self, f: &mut Fields<'_, '_>, key: &'static str) -> Option<(f64, Range<usize>)> {
+    fn req_epsilon(
+        &mut self,
+        f: &mut Fields<'_, '_>,
+        key: &'static str,
+    ) -> Option<(f64, Range<usize>)> {
         let v = self.require(f, key, "a positive number such as 1.0")?;
         let n = match v.get_ref() {
             DeValue::Integer(i) => int(i).map(|i| i as f64),
@@ -855,7 +929,10 @@ impl Cx {
         match n {
             Some(n) if n.is_finite() && n > 0.0 && n <= 100.0 => Some((n, v.span())),
             _ => {
-                self.err(v.span(), format!("`{key}` must be a number greater than 0 and at most 100"));
+                self.err(
+                    v.span(),
+                    format!("`{key}` must be a number greater than 0 and at most 100"),
+                );
                 None
             }
         }

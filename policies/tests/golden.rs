@@ -20,8 +20,12 @@ fn check(name: &str) {
         std::fs::write(&expected_path, &actual).unwrap();
         return;
     }
-    let expected = std::fs::read_to_string(&expected_path)
-        .unwrap_or_else(|_| panic!("missing {}; run with SLUICE_BLESS=1", expected_path.display()));
+    let expected = std::fs::read_to_string(&expected_path).unwrap_or_else(|_| {
+        panic!(
+            "missing {}; run with SLUICE_BLESS=1",
+            expected_path.display()
+        )
+    });
     assert_eq!(actual, expected, "golden output of {name} changed");
 }
 
