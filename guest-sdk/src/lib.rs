@@ -1,0 +1,350 @@
+//! # sluice-guest
+//!
+//! Write Sluice analysis jobs in Rust. A job asks differentially private aggregate queries of the
+//! datasets its operator is granted, post-processes the noisy answers as it likes, and returns a
+//! report; it never sees a raw row. This crate hides the WIT bindings: you write one function.
+//!
+//! ```no_run
+//! use sluice_guest::{Job, Report, Result};
+//!
+//! fn visits_by_district(ctx: &mut Job) -> Result<Report> {
+//!     let visits = ctx
+//!         .query("SELECT district, COUNT(*) AS visits, AVG(cost) AS mean_cost FROM health_visits GROUP BY district")
+//!         .epsilon(0.5)
+//!         .run()?; // a noisy table with a ±95% accuracy per cell
+//!     ctx.log(format!("{} districts released", visits.rows().len()));
+//!     Ok(Report::new("Visits by district").table("visits by district", &visits))
+//! }
+//!
+//! sluice_guest::job!(visits_by_district);
+//! ```
+//!
+//! Build it for `wasm32-unknown-unknown` as a `cdylib` and run it locally with
+//! `sluice run --policy policies/examples --operator <id> target/wasm32-unknown-unknown/release/<job>.wasm`.
+//!
+//! ## Core concepts
+//! - [`Job`] is the job's context: its parameters, dataset metadata, budget and queries.
+//! - [`Query`] builds one DP query: SQL plus the ε it may spend. Each answer is charged to the
+//!   operator's budget *before* it is computed; repeating a query costs again.
+//! - [`Table`] is a noisy answer: key columns first, then aggregates, sorted by key, each aggregate
+//!   cell with the half-width of its 95% interval.
+//! - [`Report`] is what the job releases: tables, scalars and text.
+//! - The supported SQL: `SELECT <keys>, COUNT(*) | SUM(col) | AVG(col) FROM <dataset>
+//!   [WHERE …] [GROUP BY <keys>]`; keys must have public values in policy and summed columns must
+//!   have bounds.
+//!
+//! # Privacy
+//! Everything a job computes from [`Table`]s is post-processing of DP releases, so the report is
+//! differentially private with the total ε the job's queries spent.
+
+#[doc(hidden)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "wit",
+        world: "job",
+        pub_export_macro: true,
+        export_macro_name: "__export_sluice_job",
+        default_bindings_module: "sluice_guest::bindings",
+    });
+}
+
+use bindings::sluice::job::{data, log as wit_log, types};
+
+pub use types::{BudgetInfo, ColumnInfo, ColumnKind, DatasetInfo, PrivacyCost, QueryError, Value};
+
+/// Exports `f` (a `fn(&mut Job) -> Result<Report>`) as the job's entry point.
+#[macro_export]
+macro_rules! job {
+    ($f:path) => {
+        #[doc(hidden)]
+        struct __SluiceJobExport;
+
+        impl $crate::bindings::Guest for __SluiceJobExport {
+            fn run(
+                params: String,
+            ) -> ::core::result::Result<
+                $crate::bindings::sluice::job::types::Report,
+                $crate::bindings::sluice::job::types::JobError,
+            > {
+                $crate::__run(params, $f)
+            }
+        }
+
+        $crate::bindings::__export_sluice_job!(__SluiceJobExport with_types_in $crate::bindings);
+    };
+}
+
+#[doc(hidden)]
+pub fn __run(
+    params: String,
+    f: fn(&mut Job) -> Result<Report>,
+) -> core::result::Result<types::Report, types::JobError> {
+    // A panic traps the job; log its message first so the operator sees why.
+    std::panic::set_hook(Box::new(|info| {
+        wit_log::log(types::LogLevel::Error, &format!("job panicked: {info}"));
+    }));
+    let mut job = Job { params };
+    match f(&mut job) {
+        Ok(r) => Ok(r.into_wit()),
+        Err(Error::Query(q)) => Err(types::JobError::Query(q)),
+        Err(Error::InvalidParams(m)) => Err(types::JobError::InvalidParams(m)),
+        Err(Error::Failed(m)) => Err(types::JobError::Failed(m)),
+    }
+}
+
+/// Why a job step failed.
+#[derive(Debug, Clone)]
+pub enum Error {
+    /// A query was refused (the message depends only on the query and the policy).
+    Query(QueryError),
+    /// The parameters were not what the job expects.
+    InvalidParams(String),
+    /// Anything else.
+    Failed(String),
+}
+
+impl Error {
+    /// An error with a message.
+    pub fn msg(m: impl Into<String>) -> Self {
+        Self::Failed(m.into())
+    }
+}
+
+impl From<QueryError> for Error {
+    fn from(e: QueryError) -> Self {
+        Self::Query(e)
+    }
+}
+
+impl core::fmt::Display for Error {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Query(q) => write!(f, "query refused: {q:?}"),
+            Self::InvalidParams(m) => write!(f, "invalid parameters: {m}"),
+            Self::Failed(m) => f.write_str(m),
+        }
+    }
+}
+
+/// `Result` with [`Error`].
+pub type Result<T, E = Error> = core::result::Result<T, E>;
+
+/// The job's context.
+pub struct Job {
+    params: String,
+}
+
+impl Job {
+    /// The operator's parameter string, as submitted.
+    pub fn params(&self) -> &str {
+        &self.params
+    }
+
+    /// The value of `name` in parameters written as `key=value` pairs separated by `&`, `;` or
+    /// newlines (e.g. `min_age=18&epsilon=0.5`).
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params
+            .split(['&', ';', '\n'])
+            .filter_map(|kv| kv.split_once('='))
+            .find(|(k, _)| k.trim() == name)
+            .map(|(_, v)| v.trim())
+    }
+
+    /// A parameter parsed as a number, or `default` when absent.
+    pub fn param_f64(&self, name: &str, default: f64) -> Result<f64> {
+        match self.param(name) {
+            None => Ok(default),
+            Some(v) => v
+                .parse()
+                .map_err(|_| Error::InvalidParams(format!("`{name}` must be a number, got `{v}`"))),
+        }
+    }
+
+    /// The datasets this job may query (public metadata only).
+    pub fn datasets(&self) -> Vec<DatasetInfo> {
+        data::datasets()
+    }
+
+    /// Public metadata of one granted dataset.
+    pub fn describe(&self, dataset: &str) -> Option<DatasetInfo> {
+        data::describe(dataset)
+    }
+
+    /// What the grant still allows on `dataset`.
+    pub fn budget(&self, dataset: &str) -> Option<BudgetInfo> {
+        data::budget(dataset)
+    }
+
+    /// Starts a DP query. Set its ε with [`Query::epsilon`], then [`Query::run`].
+    pub fn query(&mut self, sql: impl Into<String>) -> Query<'_> {
+        Query {
+            _job: self,
+            sql: sql.into(),
+            epsilon: None,
+        }
+    }
+
+    /// Logs a progress line for the operator.
+    pub fn log(&self, message: impl AsRef<str>) {
+        wit_log::log(types::LogLevel::Info, message.as_ref());
+    }
+
+    /// Logs a warning for the operator.
+    pub fn warn(&self, message: impl AsRef<str>) {
+        wit_log::log(types::LogLevel::Warn, message.as_ref());
+    }
+}
+
+/// One DP aggregate query being built.
+pub struct Query<'a> {
+    _job: &'a mut Job,
+    sql: String,
+    epsilon: Option<f64>,
+}
+
+impl Query<'_> {
+    /// The total ε this query may spend (split evenly among its aggregates).
+    pub fn epsilon(mut self, epsilon: f64) -> Self {
+        self.epsilon = Some(epsilon);
+        self
+    }
+
+    /// Runs the query: the cost is charged first, then the noisy answer returned.
+    pub fn run(self) -> Result<Table> {
+        let Some(epsilon) = self.epsilon else {
+            return Err(Error::Failed(
+                "no privacy budget set for the query: call .epsilon(…) before .run()".into(),
+            ));
+        };
+        let t = data::query(&self.sql, types::QueryOptions { epsilon })?;
+        Ok(Table(t))
+    }
+}
+
+/// A noisy answer: key columns first, then aggregates, rows sorted by key.
+#[derive(Debug, Clone)]
+pub struct Table(types::NoisyTable);
+
+impl Table {
+    /// Column names.
+    pub fn columns(&self) -> &[String] {
+        &self.0.columns
+    }
+
+    /// How many leading columns are keys.
+    pub fn key_columns(&self) -> usize {
+        self.0.key_columns as usize
+    }
+
+    /// The rows.
+    pub fn rows(&self) -> &[Vec<Value>] {
+        &self.0.rows
+    }
+
+    /// Index of a column by name.
+    pub fn column(&self, name: &str) -> Option<usize> {
+        self.0.columns.iter().position(|c| c == name)
+    }
+
+    /// A cell as a number (`None` for keys and suppressed cells).
+    pub fn number(&self, row: usize, column: &str) -> Option<f64> {
+        let c = self.column(column)?;
+        match self.0.rows.get(row)?.get(c)? {
+            Value::Integer(i) => Some(*i as f64),
+            Value::Float(f) => Some(*f),
+            _ => None,
+        }
+    }
+
+    /// A key cell as text.
+    pub fn key(&self, row: usize, column: &str) -> Option<&str> {
+        let c = self.column(column)?;
+        match self.0.rows.get(row)?.get(c)? {
+            Value::Text(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The half-width of the 95% interval of a cell.
+    pub fn accuracy(&self, row: usize, column: &str) -> Option<f64> {
+        let c = self.column(column)?;
+        *self.0.accuracy.get(row)?.get(c)?
+    }
+
+    /// Sum of a numeric column over all rows (post-processing), with a conservative 95% half-width
+    /// (the sum of the cells' half-widths).
+    pub fn total(&self, column: &str) -> (f64, f64) {
+        (0..self.0.rows.len()).fold((0.0, 0.0), |(s, a), r| {
+            (
+                s + self.number(r, column).unwrap_or(0.0),
+                a + self.accuracy(r, column).unwrap_or(0.0),
+            )
+        })
+    }
+
+    /// What this answer cost.
+    pub fn cost(&self) -> PrivacyCost {
+        self.0.cost
+    }
+
+    /// How it was produced.
+    pub fn mechanism(&self) -> &str {
+        &self.0.mechanism
+    }
+}
+
+/// What the job releases.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    title: String,
+    text: String,
+    tables: Vec<types::NamedTable>,
+    scalars: Vec<types::Scalar>,
+}
+
+impl Report {
+    /// An empty report with a title.
+    pub fn new(title: impl Into<String>) -> Self {
+        Self {
+            title: title.into(),
+            ..Self::default()
+        }
+    }
+
+    /// Appends a paragraph of text.
+    pub fn text(mut self, text: impl AsRef<str>) -> Self {
+        if !self.text.is_empty() {
+            self.text.push('\n');
+        }
+        self.text.push_str(text.as_ref());
+        self
+    }
+
+    /// Adds a table.
+    pub fn table(mut self, name: impl Into<String>, table: &Table) -> Self {
+        self.tables.push(types::NamedTable {
+            name: name.into(),
+            table: table.0.clone(),
+        });
+        self
+    }
+
+    /// Adds a named number, with the half-width of its 95% interval if known.
+    pub fn scalar(mut self, name: impl Into<String>, value: f64, accuracy: Option<f64>) -> Self {
+        self.scalars.push(types::Scalar {
+            name: name.into(),
+            value,
+            accuracy,
+        });
+        self
+    }
+
+    fn into_wit(self) -> types::Report {
+        types::Report {
+            title: self.title,
+            text: self.text,
+            tables: self.tables,
+            scalars: self.scalars,
+        }
+    }
+}
