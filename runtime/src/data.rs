@@ -1,0 +1,209 @@
+//! The data layer: DataFusion sessions over the datasets a policy registers.
+//!
+//! Two contexts are kept. The **planning** context holds, for each dataset, an empty table with the
+//! declared columns only: a job's SQL is parsed and planned against it, so planning can never touch
+//! (or fail because of) data. The **execution** context holds the real Parquet/CSV sources and runs
+//! only the plans the privacy engine builds itself.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::datasource::empty::EmptyTable;
+use datafusion::prelude::{CsvReadOptions, ParquetReadOptions, SessionConfig, SessionContext};
+use sha2::{Digest, Sha256};
+use sluice_policy::{ColumnKind, Dataset, DatasetId, Policy, SourceFormat};
+
+use crate::privacy::udf::{FixedPoint, RandomKey};
+
+/// Why the data layer could not start. The broker refuses to start on any of these (fail closed).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DataError {
+    /// A source file is missing or unreadable.
+    #[error("dataset `{dataset}`: cannot read source `{}`: {cause}", path.display())]
+    Source {
+        /// The dataset.
+        dataset: DatasetId,
+        /// The resolved path.
+        path: PathBuf,
+        /// Why.
+        cause: String,
+    },
+    /// The source does not match what the policy declares.
+    #[error("dataset `{dataset}`: {problem}")]
+    Schema {
+        /// The dataset.
+        dataset: DatasetId,
+        /// What does not match.
+        problem: String,
+    },
+}
+
+/// A dataset as registered: its policy, the sha256 of its source bytes, and its declared schema.
+#[derive(Clone, Debug)]
+pub struct Registered {
+    /// The policy declaration.
+    pub policy: Dataset,
+    /// Hex sha256 of the source file: the dataset version.
+    pub content_hash: String,
+    /// The declared columns (including hidden ones), with their source types.
+    pub declared_schema: SchemaRef,
+}
+
+/// Every dataset of a policy, ready to plan against and to execute on.
+pub struct Catalog {
+    pub(crate) planning: SessionContext,
+    pub(crate) execution: SessionContext,
+    pub(crate) datasets: BTreeMap<DatasetId, Registered>,
+}
+
+impl std::fmt::Debug for Catalog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Catalog")
+            .field("datasets", &self.datasets.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+fn hash_file(path: &Path) -> std::io::Result<String> {
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
+fn type_fits(kind: &ColumnKind, dt: &DataType) -> bool {
+    use DataType::*;
+    match kind {
+        ColumnKind::Category { .. } => matches!(dt, Utf8 | LargeUtf8 | Utf8View),
+        ColumnKind::Int { .. } => {
+            matches!(dt, Int8 | Int16 | Int32 | Int64 | UInt8 | UInt16 | UInt32)
+        }
+        ColumnKind::Float { .. } => matches!(
+            dt,
+            Float32 | Float64 | Int8 | Int16 | Int32 | Int64 | UInt8 | UInt16 | UInt32
+        ),
+        ColumnKind::Hidden => true,
+    }
+}
+
+impl Catalog {
+    /// Registers every dataset of `policy`, resolving relative sources against `data_root`, hashing
+    /// each source and checking that every declared column exists with a fitting type.
+    pub async fn open(
+        policy: &Policy,
+        data_root: &Path,
+        partitions: usize,
+    ) -> Result<Self, DataError> {
+        let config = SessionConfig::new()
+            .with_target_partitions(partitions.max(1))
+            .with_information_schema(false);
+        let execution = SessionContext::new_with_config(config.clone());
+        execution.register_udf(FixedPoint::udf());
+        execution.register_udf(RandomKey::udf());
+        let planning = SessionContext::new_with_config(config);
+        let mut datasets = BTreeMap::new();
+
+        for ds in policy.datasets.values() {
+            let path = if ds.source.is_absolute() {
+                ds.source.clone()
+            } else {
+                data_root.join(&ds.source)
+            };
+            let source_err = |cause: String| DataError::Source {
+                dataset: ds.id.clone(),
+                path: path.clone(),
+                cause,
+            };
+            let content_hash = hash_file(&path).map_err(|e| source_err(e.to_string()))?;
+            let path_str = path
+                .to_str()
+                .ok_or_else(|| source_err("path is not valid UTF-8".into()))?;
+            let name = ds.id.as_str();
+            let registered = match ds.format {
+                SourceFormat::Parquet => {
+                    execution
+                        .register_parquet(name, path_str, ParquetReadOptions::default())
+                        .await
+                }
+                SourceFormat::Csv => {
+                    execution
+                        .register_csv(name, path_str, CsvReadOptions::new().has_header(true))
+                        .await
+                }
+            };
+            registered.map_err(|e| source_err(e.to_string()))?;
+            let provider = execution
+                .table_provider(name)
+                .await
+                .map_err(|e| source_err(e.to_string()))?;
+            let source_schema = provider.schema();
+
+            let schema_err = |problem: String| DataError::Schema {
+                dataset: ds.id.clone(),
+                problem,
+            };
+            if source_schema.field_with_name(&ds.privacy_unit).is_err() {
+                return Err(schema_err(format!(
+                    "privacy unit column `{}` is missing from the source",
+                    ds.privacy_unit
+                )));
+            }
+            let mut fields: Vec<Field> = Vec::new();
+            for col in &ds.columns {
+                let field = source_schema.field_with_name(&col.name).map_err(|_| {
+                    schema_err(format!(
+                        "column `{}` is declared in policy but missing from the source",
+                        col.name
+                    ))
+                })?;
+                if !type_fits(&col.kind, field.data_type()) {
+                    return Err(schema_err(format!(
+                        "column `{}` is declared `{}` but the source holds {}",
+                        col.name,
+                        col.kind.name(),
+                        field.data_type()
+                    )));
+                }
+                fields.push(field.clone());
+            }
+            let declared_schema = Arc::new(Schema::new(fields));
+            planning
+                .register_table(name, Arc::new(EmptyTable::new(declared_schema.clone())))
+                .map_err(|e| schema_err(e.to_string()))?;
+            datasets.insert(
+                ds.id.clone(),
+                Registered {
+                    policy: ds.clone(),
+                    content_hash,
+                    declared_schema,
+                },
+            );
+        }
+        Ok(Self {
+            planning,
+            execution,
+            datasets,
+        })
+    }
+
+    /// A registered dataset.
+    pub fn get(&self, id: &DatasetId) -> Option<&Registered> {
+        self.datasets.get(id)
+    }
+
+    /// Every registered dataset.
+    pub fn datasets(&self) -> impl Iterator<Item = &Registered> {
+        self.datasets.values()
+    }
+}

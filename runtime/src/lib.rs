@@ -1,0 +1,338 @@
+//! # sluice-runtime
+//!
+//! The sandbox of Sluice: it runs an analysis job (a WebAssembly component) in wasmtime, and answers
+//! the job's SQL only with differentially private aggregates computed by DataFusion and noised by
+//! OpenDP, charging the privacy budget before every answer.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use sluice_runtime::{Sandbox, SandboxConfig, InMemoryAccountant, JobRequest};
+//!
+//! let policy = sluice_policy::load("policies/examples".as_ref())?;
+//! let sandbox = Sandbox::new(SandboxConfig::new(policy, ".", Arc::new(InMemoryAccountant::new())))?;
+//! let wasm = std::fs::read("visits_by_district.wasm")?;
+//! let out = sandbox.run_job(&JobRequest::new("canal-analytics".parse()?, "job-1", &wasm, "{}"))
+//!     .map_err(|f| f.error)?;
+//! println!("{}", out.report.to_json());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! ## Core concepts
+//! - [`Sandbox`] is the front type: one wasmtime engine, a cache of compiled components keyed by the
+//!   sha256 of the submitted wasm, the DataFusion catalog and the privacy engine.
+//! - [`Limits`] caps each job: fuel, wall clock, memory, stack, queries, report and log size. A job
+//!   that exceeds one stops with a typed [`JobError`]; the sandbox carries on.
+//! - The privacy engine ([`privacy`]) validates SQL on DataFusion's logical plan, bounds
+//!   contributions, clamps, charges an [`Accountant`], executes and adds OpenDP noise.
+//! - Errors have three audiences: [`QueryError`] is returned to the guest and depends only on the
+//!   query and the policy; [`JobError`] ends a job; [`SandboxError`] stops the sandbox from starting.
+//!
+//! # Privacy
+//! A job sees public metadata and DP answers only; see [`privacy`] for what each answer releases,
+//! its sensitivity, mechanism and accounting. Out of scope: physical side channels and timing of
+//! query execution (documented in the threat model).
+
+pub mod data;
+pub mod privacy;
+pub mod report;
+mod wasm;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice_policy::{Date, OperatorId, Policy};
+
+pub use privacy::QueryRecord;
+pub use privacy::accountant::{Accountant, BudgetError, Charge, InMemoryAccountant, Spent};
+pub use report::{NoisyTable, PrivacyCost, Report, Scalar, Value};
+pub use wasm::{JobFailure, JobOutput, LogLine};
+
+/// Per-job resource caps. Every default is conservative; raise them deliberately.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Limits {
+    /// Wasm fuel (roughly instructions). Default 10 billion (seconds of pure compute).
+    pub fuel: u64,
+    /// Wall-clock time for the whole job, queries included. Default 60 s.
+    pub wall_clock: Duration,
+    /// Linear memory, in bytes. Default 256 MiB.
+    pub memory_bytes: usize,
+    /// Elements per table. Default 100,000.
+    pub table_elements: usize,
+    /// Instances, tables and memories per job. Default 16.
+    pub instances: usize,
+    /// Queries per job. Default 100.
+    pub max_queries: u32,
+    /// Size of the released report. Default 4 MiB.
+    pub max_report_bytes: usize,
+    /// Total bytes of log lines kept. Default 64 KiB.
+    pub max_log_bytes: usize,
+    /// Size of the operator's parameter string. Default 64 KiB.
+    pub max_params_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            fuel: 10_000_000_000,
+            wall_clock: Duration::from_secs(60),
+            memory_bytes: 256 << 20,
+            table_elements: 100_000,
+            instances: 16,
+            max_queries: 100,
+            max_report_bytes: 4 << 20,
+            max_log_bytes: 64 << 10,
+            max_params_bytes: 64 << 10,
+        }
+    }
+}
+
+/// Why a query was refused. Every message depends only on the query text and the policy.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum QueryError {
+    /// The SQL could not be parsed or planned.
+    #[error("invalid SQL: {0}")]
+    InvalidSql(String),
+    /// Outside the supported subset.
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+    /// No grant for the dataset.
+    #[error("not granted: {0}")]
+    NotGranted(String),
+    /// Unknown or hidden column.
+    #[error("column denied: {0}")]
+    ColumnDenied(String),
+    /// Aggregation not allowed by the grant, or column cannot be aggregated.
+    #[error("aggregation denied: {0}")]
+    AggregationDenied(String),
+    /// Bad query options.
+    #[error("invalid options: {0}")]
+    InvalidOptions(String),
+    /// Not enough budget; nothing was charged.
+    #[error("budget exhausted: {0}")]
+    BudgetExhausted(String),
+    /// The job's query limit was reached.
+    #[error("too many queries: the limit is {0} per job")]
+    TooManyQueries(u32),
+    /// Execution failed after the charge; the cause is never shown.
+    #[error("query execution failed")]
+    ExecutionFailed,
+}
+
+/// Why a job ended without a report.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum JobError {
+    /// The submitted bytes are not a valid job component.
+    #[error("invalid wasm: {0}")]
+    InvalidWasm(String),
+    /// The component imports something the sandbox never provides.
+    #[error("forbidden import `{0}`: jobs may import only sluice:job/data and sluice:job/log")]
+    ForbiddenImport(String),
+    /// The job ran out of fuel.
+    #[error("the job exceeded its compute limit ({0} fuel)")]
+    FuelExhausted(u64),
+    /// The job ran past its wall-clock limit.
+    #[error("the job exceeded its time limit of {0:?}")]
+    Timeout(Duration),
+    /// The job tried to grow memory past its cap.
+    #[error("the job exceeded its memory limit of {0} bytes")]
+    MemoryLimit(usize),
+    /// The job recursed too deeply.
+    #[error("the job overflowed its stack")]
+    StackOverflow,
+    /// The job trapped for another reason (e.g. a panic).
+    #[error("the job trapped: {0}")]
+    Trapped(String),
+    /// The report is larger than allowed.
+    #[error("the report is {bytes} bytes; the limit is {limit}")]
+    ReportTooLarge {
+        /// Its size.
+        bytes: usize,
+        /// The cap.
+        limit: usize,
+    },
+    /// The parameter string is larger than allowed.
+    #[error("the parameters are {bytes} bytes; the limit is {limit}")]
+    ParamsTooLarge {
+        /// Its size.
+        bytes: usize,
+        /// The cap.
+        limit: usize,
+    },
+    /// The job tried to pass more bytes to the host in one call (its report, a query, a log line)
+    /// than the transfer cap allows; the host stopped copying.
+    #[error(
+        "the job passed more than {0} bytes to the host in one call (report, query or log line)"
+    )]
+    TransferTooLarge(usize),
+    /// The job returned an error of its own.
+    #[error("the job failed: {0}")]
+    Guest(String),
+    /// A bug or resource failure in the host.
+    #[error("internal sandbox error: {0}")]
+    Host(String),
+}
+
+/// Why the sandbox could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SandboxError {
+    /// A dataset could not be registered.
+    #[error(transparent)]
+    Data(#[from] data::DataError),
+    /// The wasm engine or the async runtime could not start.
+    #[error("cannot start the sandbox: {0}")]
+    Start(String),
+}
+
+/// How to build a [`Sandbox`].
+pub struct SandboxConfig {
+    /// The validated policy.
+    pub policy: Policy,
+    /// Where relative dataset sources are resolved.
+    pub data_root: PathBuf,
+    /// Where charges go.
+    pub accountant: Arc<dyn Accountant>,
+    /// Default per-job limits.
+    pub limits: Limits,
+    /// DataFusion partitions (default: the number of CPUs).
+    pub partitions: usize,
+}
+
+impl SandboxConfig {
+    /// A configuration with default limits.
+    pub fn new(
+        policy: Policy,
+        data_root: impl Into<PathBuf>,
+        accountant: Arc<dyn Accountant>,
+    ) -> Self {
+        Self {
+            policy,
+            data_root: data_root.into(),
+            accountant,
+            limits: Limits::default(),
+            partitions: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        }
+    }
+
+    /// Replaces the default limits.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+}
+
+/// One job to run.
+#[derive(Clone, Debug)]
+pub struct JobRequest<'a> {
+    /// Whose grant applies.
+    pub operator: OperatorId,
+    /// The job's id (per-job budget caps are keyed by it).
+    pub job_id: String,
+    /// The component (or SDK-built core module).
+    pub wasm: &'a [u8],
+    /// The operator's parameters, passed to `run`.
+    pub params: &'a str,
+    /// Limits for this job; `None` for the sandbox's defaults.
+    pub limits: Option<Limits>,
+}
+
+impl<'a> JobRequest<'a> {
+    /// A request with the sandbox's default limits.
+    pub fn new(
+        operator: OperatorId,
+        job_id: impl Into<String>,
+        wasm: &'a [u8],
+        params: &'a str,
+    ) -> Self {
+        Self {
+            operator,
+            job_id: job_id.into(),
+            wasm,
+            params,
+            limits: None,
+        }
+    }
+
+    /// Overrides the limits for this job.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = Some(limits);
+        self
+    }
+}
+
+/// The sandbox: the front type of this crate.
+pub struct Sandbox {
+    host: wasm::Host,
+    engine: Arc<privacy::PrivacyEngine>,
+    rt: tokio::runtime::Runtime,
+    limits: Limits,
+}
+
+impl Sandbox {
+    /// Starts a sandbox: registers and hashes every dataset (failing closed if any source is missing
+    /// or does not match the policy) and starts the wasm engine.
+    ///
+    /// It owns a small tokio runtime for DataFusion, so call it (and drop it) outside async code, or
+    /// from `spawn_blocking`.
+    pub fn new(config: SandboxConfig) -> Result<Self, SandboxError> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(config.partitions.clamp(1, 8))
+            .thread_name("sluice-data")
+            .enable_all()
+            .build()
+            .map_err(|e| SandboxError::Start(e.to_string()))?;
+        let catalog = rt.block_on(data::Catalog::open(
+            &config.policy,
+            &config.data_root,
+            config.partitions,
+        ))?;
+        let engine = Arc::new(privacy::PrivacyEngine::new(
+            catalog,
+            Arc::new(config.policy),
+            config.accountant,
+        ));
+        let host = wasm::Host::new().map_err(|e| SandboxError::Start(e.to_string()))?;
+        Ok(Self {
+            host,
+            engine,
+            rt,
+            limits: config.limits,
+        })
+    }
+
+    /// The privacy engine, for running queries without a job (tests, benchmarks, `estimate`).
+    pub fn engine(&self) -> &Arc<privacy::PrivacyEngine> {
+        &self.engine
+    }
+
+    /// Runs `f` on the sandbox's async runtime.
+    pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.rt.block_on(f)
+    }
+
+    /// Compiles `wasm` into the cache without running it; returns whether it was cached already.
+    pub fn precompile(&self, wasm: &[u8]) -> Result<bool, JobError> {
+        self.host.load(wasm).map(|(_, cached)| cached)
+    }
+
+    /// Runs one job to completion (blocking). Queries it asked before failing stay charged.
+    pub fn run_job(&self, req: &JobRequest<'_>) -> Result<JobOutput, JobFailure> {
+        let asker = privacy::Asker {
+            operator: req.operator.clone(),
+            job: req.job_id.clone(),
+            today: Date::today_utc(),
+        };
+        let limits = req.limits.clone().unwrap_or_else(|| self.limits.clone());
+        self.host.run(
+            self.engine.clone(),
+            self.rt.handle().clone(),
+            asker,
+            limits,
+            req.wasm,
+            req.params,
+        )
+    }
+}

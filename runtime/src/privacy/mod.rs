@@ -1,0 +1,703 @@
+//! The privacy engine: from a job's SQL to a differentially private table.
+//!
+//! # Privacy
+//! - **Privacy unit:** the dataset's `privacy_unit` column (e.g. one person). Neighbouring datasets
+//!   differ by all rows of one unit.
+//! - **Contribution bounding:** after the WHERE filter, at most `max_rows_per_unit` (k) rows per unit
+//!   are kept, chosen uniformly at random (`ROW_NUMBER() OVER (PARTITION BY unit ORDER BY random)`).
+//! - **Released:** for every combination of the GROUP BY keys' *public* domains (empty groups
+//!   too, rows whose key is outside the domain dropped), each requested aggregate plus noise.
+//!   Key values come from policy, never from data.
+//! - **Sensitivity (L1, over the whole table of one aggregate):** `COUNT(*)`: k. `SUM(col)`: values are
+//!   clamped to the public bounds `[lo, hi]` and encoded in fixed point as `round(x·2^p)`, summed in
+//!   64-bit integers, so the sensitivity is `k·max(|lo·2^p|, |hi·2^p|)` exactly, with no
+//!   floating-point rounding in the sum. `AVG(col)` is released as a noisy fixed-point sum and a noisy
+//!   count of non-null values, and divided afterwards (post-processing).
+//! - **Mechanism:** discrete Laplace from OpenDP (see [`mechanisms`]).
+//! - **Accounting:** pure ε-DP. The query's ε is split evenly over its noisy releases (basic
+//!   composition) and charged to the [`Accountant`] *before* the query executes; it is never
+//!   refunded, whatever happens next.
+//! - **Errors:** every refusal depends only on the SQL and the policy. Execution failures (which the
+//!   validator makes impossible in practice) surface as one generic error after the charge.
+
+pub mod accountant;
+pub mod mechanisms;
+pub(crate) mod udf;
+pub mod validate;
+
+use std::collections::HashMap;
+use std::ops::ControlFlow;
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::arrow::array::{Array, Int64Array, StringArray};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::DataFusionError;
+use datafusion::functions_aggregate::expr_fn::{count, sum};
+use datafusion::functions_window::expr_fn::row_number;
+use datafusion::logical_expr::{ExprFunctionExt, ScalarUDF};
+use datafusion::prelude::{Expr, col, lit};
+use datafusion::sql::parser::{DFParserBuilder, Statement};
+use datafusion::sql::sqlparser::ast::{Expr as SqlExpr, visit_expressions};
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use sluice_policy::{ColumnKind, DatasetId, Date, OperatorId, Policy};
+
+use crate::QueryError;
+use crate::data::{Catalog, Registered};
+use crate::report::{NoisyTable, PrivacyCost, Value};
+use accountant::{Accountant, Charge};
+use mechanisms::{ALPHA, DiscreteLaplace};
+use udf::{FixedPoint, RandomKey};
+use validate::{AggSpec, OutputSource, ValidatedQuery};
+
+/// Longest SQL text accepted.
+pub const MAX_SQL_BYTES: usize = 16 * 1024;
+/// Largest ε one query may ask for.
+pub const MAX_QUERY_EPSILON: f64 = 100.0;
+
+/// Who is asking, for which job, on which day.
+#[derive(Clone, Debug)]
+pub struct Asker {
+    /// The operator whose grant applies.
+    pub operator: OperatorId,
+    /// The job (per-job budget caps).
+    pub job: String,
+    /// Today's date (grant expiry).
+    pub today: Date,
+}
+
+/// A record of one answered query, for logs and audit.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct QueryRecord {
+    /// The dataset queried.
+    pub dataset: String,
+    /// sha256 of the dataset's source: its version.
+    pub dataset_hash: String,
+    /// The query's canonical plan text.
+    pub normalized: String,
+    /// The cost charged.
+    pub cost: PrivacyCost,
+}
+
+/// The privacy engine: validates, charges, executes and adds noise.
+pub struct PrivacyEngine {
+    catalog: Catalog,
+    policy: Arc<Policy>,
+    accountant: Arc<dyn Accountant>,
+    fixed: Arc<ScalarUDF>,
+    random: Arc<ScalarUDF>,
+}
+
+/// One noisy release inside a query.
+#[derive(Clone, Debug)]
+enum Sub {
+    Count,
+    NonNullCount(String),
+    FixedSum {
+        column: String,
+        lo: f64,
+        hi: f64,
+        scale: f64,
+    },
+}
+
+/// Fixed-point scale 2^p for a column with bounds `(lo, hi)`: as fine as possible while every encoded
+/// value stays within ±2^31, so that sums of up to 2^32 rows fit in an i64. Integer columns are kept
+/// exact (scale 1) whenever they fit.
+fn fixed_scale(kind: &ColumnKind, lo: f64, hi: f64) -> f64 {
+    let max_abs = lo.abs().max(hi.abs()).max(f64::MIN_POSITIVE);
+    let limit = 2f64.powi(31);
+    let p = (limit / max_abs).log2().floor().clamp(-40.0, 24.0) as i32;
+    match kind {
+        ColumnKind::Int { .. } if p >= 0 => 1.0,
+        _ => 2f64.powi(p),
+    }
+}
+
+impl PrivacyEngine {
+    /// An engine over `catalog`, authorizing with `policy` and charging `accountant`.
+    pub fn new(catalog: Catalog, policy: Arc<Policy>, accountant: Arc<dyn Accountant>) -> Self {
+        Self {
+            catalog,
+            policy,
+            accountant,
+            fixed: Arc::new(FixedPoint::udf()),
+            random: Arc::new(RandomKey::udf()),
+        }
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// The datasets.
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// The accountant.
+    pub fn accountant(&self) -> &Arc<dyn Accountant> {
+        &self.accountant
+    }
+
+    /// Validates `sql` for `asker` and returns the validated query and the dataset, without charging
+    /// or running anything.
+    pub async fn prepare(
+        &self,
+        asker: &Asker,
+        sql: &str,
+    ) -> Result<(ValidatedQuery, &Registered), QueryError> {
+        if sql.len() > MAX_SQL_BYTES {
+            return Err(QueryError::InvalidSql(format!(
+                "the query is {} bytes; at most {MAX_SQL_BYTES} are accepted",
+                sql.len()
+            )));
+        }
+        let mut statements = DFParserBuilder::new(sql)
+            .with_dialect(&GenericDialect {})
+            .with_recursion_limit(64)
+            .build()
+            .and_then(|mut p| p.parse_statements())
+            .map_err(|e| QueryError::InvalidSql(first_line(&e.to_string())))?;
+        if statements.len() != 1 {
+            return Err(QueryError::InvalidSql(format!(
+                "expected exactly one SELECT statement, found {}",
+                statements.len()
+            )));
+        }
+        let statement = statements.pop_front().expect("one statement");
+        let is_query = matches!(&statement, Statement::Statement(s)
+            if matches!(s.as_ref(), datafusion::sql::sqlparser::ast::Statement::Query(_)));
+        if !is_query {
+            return Err(QueryError::Unsupported(
+                "only SELECT queries are accepted".into(),
+            ));
+        }
+        let state = self.catalog.planning.state();
+        let refs = state
+            .resolve_table_references(&statement)
+            .map_err(|e| QueryError::InvalidSql(first_line(&e.to_string())))?;
+        if let Some(r) = refs
+            .iter()
+            .find(|r| r.schema().is_some() || r.catalog().is_some())
+        {
+            return Err(QueryError::NotGranted(format!(
+                "dataset `{r}` is not granted to operator `{}`",
+                asker.operator
+            )));
+        }
+        let mut names: Vec<String> = refs.iter().map(|r| r.table().to_string()).collect();
+        names.sort();
+        names.dedup();
+        let [name] = names.as_slice() else {
+            return Err(QueryError::Unsupported(
+                "a query reads exactly one dataset (joins and subqueries are not supported)".into(),
+            ));
+        };
+        let not_granted = || {
+            QueryError::NotGranted(format!(
+                "dataset `{name}` is not granted to operator `{}`",
+                asker.operator
+            ))
+        };
+        let id = DatasetId::new(name).map_err(|_| not_granted())?;
+        let grant = self
+            .policy
+            .authorize(&asker.operator, &id, asker.today)
+            .map_err(|d| QueryError::NotGranted(d.to_string()))?;
+        let registered = self.catalog.get(&id).ok_or_else(not_granted)?;
+
+        // Hidden columns are refused by name wherever they appear, even where planning would fail
+        // for another reason first (e.g. AVG over a text column).
+        if let Statement::Statement(inner) = &statement {
+            let mut hidden = None;
+            let _ = visit_expressions(inner.as_ref(), |e| {
+                let ident = match e {
+                    SqlExpr::Identifier(i) => Some(i),
+                    SqlExpr::CompoundIdentifier(parts) => parts.last(),
+                    _ => None,
+                };
+                if let Some(i) = ident {
+                    let name = if i.quote_style.is_some() {
+                        i.value.clone()
+                    } else {
+                        i.value.to_ascii_lowercase()
+                    };
+                    if registered
+                        .policy
+                        .column(&name)
+                        .is_some_and(|c| matches!(c.kind, ColumnKind::Hidden))
+                    {
+                        hidden = Some(name);
+                        return ControlFlow::Break(());
+                    }
+                }
+                ControlFlow::Continue(())
+            });
+            if let Some(name) = hidden {
+                return Err(validate::hidden_column(&registered.policy, &name));
+            }
+        }
+
+        let plan = state
+            .statement_to_plan(statement)
+            .await
+            .map_err(|e| plan_error(&e, &registered.policy))?;
+        let q = validate::validate(&plan, &registered.policy, &grant.aggregations)?;
+        Ok((q, registered))
+    }
+
+    /// Answers one query: validate, charge, execute, add noise.
+    pub async fn query(
+        &self,
+        asker: &Asker,
+        sql: &str,
+        epsilon: f64,
+    ) -> Result<(NoisyTable, QueryRecord), QueryError> {
+        if !(epsilon.is_finite() && epsilon > 0.0 && epsilon <= MAX_QUERY_EPSILON) {
+            return Err(QueryError::InvalidOptions(format!(
+                "epsilon must be a number greater than 0 and at most {MAX_QUERY_EPSILON}"
+            )));
+        }
+        let (q, registered) = self.prepare(asker, sql).await?;
+        let ds = &registered.policy;
+        let grant = self
+            .policy
+            .authorize(&asker.operator, &ds.id, asker.today)
+            .map_err(|d| QueryError::NotGranted(d.to_string()))?;
+
+        // The noisy releases this query needs, and which of them each aggregate reads.
+        let mut subs: Vec<Sub> = Vec::new();
+        let mut agg_subs: Vec<Vec<usize>> = Vec::new();
+        for a in &q.aggregates {
+            let mut idx = Vec::new();
+            match a {
+                AggSpec::Count => {
+                    idx.push(subs.len());
+                    subs.push(Sub::Count);
+                }
+                AggSpec::Sum(c) | AggSpec::Mean(c) => {
+                    let kind = &ds.column(c).expect("validated column").kind;
+                    let (lo, hi) = kind.bounds_f64().expect("validated bounds");
+                    idx.push(subs.len());
+                    subs.push(Sub::FixedSum {
+                        column: c.clone(),
+                        lo,
+                        hi,
+                        scale: fixed_scale(kind, lo, hi),
+                    });
+                    if matches!(a, AggSpec::Mean(_)) {
+                        idx.push(subs.len());
+                        subs.push(Sub::NonNullCount(c.clone()));
+                    }
+                }
+            }
+            agg_subs.push(idx);
+        }
+        // Suppression by noisy count needs a count; spend part of ε on one if the query has none.
+        let suppress_with = grant.min_group_count.map(|_| {
+            subs.iter()
+                .position(|s| matches!(s, Sub::Count))
+                .unwrap_or_else(|| {
+                    subs.push(Sub::Count);
+                    subs.len() - 1
+                })
+        });
+        let eps_each = epsilon / subs.len() as f64;
+        let k = i64::from(ds.max_rows_per_unit);
+        let mut mechanisms = Vec::with_capacity(subs.len());
+        let mut sensitivities = Vec::with_capacity(subs.len());
+        for s in &subs {
+            let sens = match s {
+                Sub::Count | Sub::NonNullCount(_) => k,
+                Sub::FixedSum { lo, hi, scale, .. } => {
+                    let m = (lo * scale)
+                        .round()
+                        .abs()
+                        .max((hi * scale).round().abs())
+                        .max(1.0);
+                    k.saturating_mul(m as i64)
+                }
+            };
+            sensitivities.push(sens);
+            mechanisms.push(
+                DiscreteLaplace::new(sens, eps_each).map_err(|_| QueryError::ExecutionFailed)?,
+            );
+        }
+
+        // Charge before execution; never refunded.
+        let charge = Charge {
+            operator: asker.operator.clone(),
+            dataset: ds.id.clone(),
+            job: asker.job.clone(),
+            epsilon,
+            epsilon_per_job: grant.epsilon_per_job,
+            epsilon_per_period: grant.epsilon_per_period,
+            period: Duration::from_secs(grant.period_secs),
+        };
+        self.accountant
+            .charge(&charge)
+            .map_err(|e| QueryError::BudgetExhausted(e.to_string()))?;
+
+        let truth = self
+            .true_values(&q, registered, &subs)
+            .await
+            .map_err(|_| QueryError::ExecutionFailed)?;
+
+        // Every combination of the keys' public domains, in sorted order.
+        let domains: Vec<Vec<String>> = q
+            .keys
+            .iter()
+            .map(|k| match &ds.column(k).expect("validated key").kind {
+                ColumnKind::Category {
+                    public_values: Some(v),
+                } => {
+                    let mut v = v.clone();
+                    v.sort();
+                    v
+                }
+                _ => unreachable!("validated keys have public domains"),
+            })
+            .collect();
+        let cells = cartesian(&domains);
+        let mut noisy: Vec<Vec<i64>> = Vec::with_capacity(subs.len());
+        for (i, m) in mechanisms.iter().enumerate() {
+            let exact: Vec<i64> = cells
+                .iter()
+                .map(|c| truth.get(c).map_or(0, |v| v[i]))
+                .collect();
+            noisy.push(m.release(&exact).map_err(|_| QueryError::ExecutionFailed)?);
+        }
+
+        let suppressed: Vec<bool> = cells
+            .iter()
+            .enumerate()
+            .map(|(c, _)| match (suppress_with, grant.min_group_count) {
+                (Some(s), Some(min)) => noisy[s][c] < min as i64,
+                _ => false,
+            })
+            .collect();
+
+        let mut rows = Vec::with_capacity(cells.len());
+        let mut accuracy = Vec::with_capacity(cells.len());
+        for (c, cell) in cells.iter().enumerate() {
+            let mut row = Vec::with_capacity(q.outputs.len());
+            let mut acc = Vec::with_capacity(q.outputs.len());
+            for (_, src) in &q.outputs {
+                match src {
+                    OutputSource::Key(i) => {
+                        row.push(Value::Text(cell[*i].clone()));
+                        acc.push(None);
+                    }
+                    OutputSource::Agg(_) if suppressed[c] => {
+                        row.push(Value::Null);
+                        acc.push(None);
+                    }
+                    OutputSource::Agg(a) => {
+                        let (v, e) = self.finish_cell(
+                            &q.aggregates[*a],
+                            &agg_subs[*a],
+                            &subs,
+                            &mechanisms,
+                            &noisy,
+                            c,
+                            ds,
+                        );
+                        row.push(v);
+                        acc.push(Some(e));
+                    }
+                }
+            }
+            rows.push(row);
+            accuracy.push(acc);
+        }
+
+        let mut mechanism = format!(
+            "discrete Laplace noise (OpenDP make_laplace), pure ε-DP; at most {k} random rows per {} ; ε={epsilon} split evenly over {} noisy release(s) (basic composition):",
+            ds.privacy_unit,
+            subs.len()
+        );
+        for ((s, sens), m) in subs.iter().zip(&sensitivities).zip(&mechanisms) {
+            let what = match s {
+                Sub::Count => "COUNT(*)".to_string(),
+                Sub::NonNullCount(c) => format!("COUNT({c}) for AVG({c})"),
+                Sub::FixedSum {
+                    column,
+                    lo,
+                    hi,
+                    scale,
+                } => {
+                    format!(
+                        "SUM({column}) clamped to [{lo}, {hi}] in units of {}",
+                        1.0 / scale
+                    )
+                }
+            };
+            mechanism.push_str(&format!(
+                " {what}: sensitivity {sens}, scale {:.4};",
+                m.scale()
+            ));
+        }
+        if let Some(min) = grant.min_group_count {
+            mechanism.push_str(&format!(
+                " groups with noisy count below {min} are suppressed;"
+            ));
+        }
+        let columns = q.outputs.iter().map(|(n, _)| n.clone()).collect();
+        let key_columns = q
+            .outputs
+            .iter()
+            .take_while(|(_, s)| matches!(s, OutputSource::Key(_)))
+            .count();
+        let cost = PrivacyCost {
+            epsilon,
+            delta: 0.0,
+        };
+        let record = QueryRecord {
+            dataset: ds.id.to_string(),
+            dataset_hash: registered.content_hash.clone(),
+            normalized: q.normalized.clone(),
+            cost,
+        };
+        Ok((
+            NoisyTable {
+                columns,
+                key_columns,
+                rows,
+                accuracy,
+                cost,
+                mechanism,
+            },
+            record,
+        ))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn finish_cell(
+        &self,
+        agg: &AggSpec,
+        idx: &[usize],
+        subs: &[Sub],
+        mechanisms: &[DiscreteLaplace],
+        noisy: &[Vec<i64>],
+        cell: usize,
+        ds: &sluice_policy::Dataset,
+    ) -> (Value, f64) {
+        match agg {
+            AggSpec::Count => {
+                let i = idx[0];
+                (Value::Int(noisy[i][cell]), mechanisms[i].accuracy(ALPHA))
+            }
+            AggSpec::Sum(c) => {
+                let i = idx[0];
+                let Sub::FixedSum { scale, .. } = &subs[i] else {
+                    unreachable!()
+                };
+                let acc = mechanisms[i].accuracy(ALPHA) / scale;
+                let int_col = matches!(ds.column(c).map(|c| &c.kind), Some(ColumnKind::Int { .. }));
+                let v = if int_col && *scale == 1.0 {
+                    Value::Int(noisy[i][cell])
+                } else {
+                    Value::Float(noisy[i][cell] as f64 / scale)
+                };
+                (v, acc)
+            }
+            AggSpec::Mean(_) => {
+                let (si, ci) = (idx[0], idx[1]);
+                let Sub::FixedSum { scale, lo, hi, .. } = &subs[si] else {
+                    unreachable!()
+                };
+                let s = noisy[si][cell] as f64 / scale;
+                let n = noisy[ci][cell] as f64;
+                // A 95% interval by a union bound over two 97.5% intervals.
+                let a_s = mechanisms[si].accuracy(ALPHA / 2.0) / scale;
+                let a_n = mechanisms[ci].accuracy(ALPHA / 2.0);
+                if n < 1.0 {
+                    return (Value::Float((lo + hi) / 2.0), hi - lo);
+                }
+                let mean = (s / n).clamp(*lo, *hi);
+                if n - a_n < 1.0 {
+                    return (Value::Float(mean), hi - lo);
+                }
+                let corners = [
+                    (s - a_s) / (n - a_n),
+                    (s - a_s) / (n + a_n),
+                    (s + a_s) / (n - a_n),
+                    (s + a_s) / (n + a_n),
+                ];
+                let min = corners
+                    .iter()
+                    .copied()
+                    .fold(f64::INFINITY, f64::min)
+                    .clamp(*lo, *hi);
+                let max = corners
+                    .iter()
+                    .copied()
+                    .fold(f64::NEG_INFINITY, f64::max)
+                    .clamp(*lo, *hi);
+                (Value::Float(mean), (mean - min).max(max - mean))
+            }
+        }
+    }
+
+    /// Runs the DP rewrite on DataFusion and returns, per key tuple, the exact value of each release.
+    async fn true_values(
+        &self,
+        q: &ValidatedQuery,
+        registered: &Registered,
+        subs: &[Sub],
+    ) -> Result<HashMap<Vec<String>, Vec<i64>>, DataFusionError> {
+        let ds = &registered.policy;
+        let mut df = self.catalog.execution.table(ds.id.as_str()).await?;
+        if let Some(f) = &q.filter {
+            df = df.filter(f.clone())?;
+        }
+        let unit = col(ds.privacy_unit.as_str());
+        let rank = row_number()
+            .partition_by(vec![unit.clone()])
+            .order_by(vec![self.random.call(vec![unit]).sort(true, false)])
+            .build()?
+            .alias("__sluice_rank");
+        df = df
+            .window(vec![rank])?
+            .filter(col("__sluice_rank").lt_eq(lit(u64::from(ds.max_rows_per_unit))))?;
+        let aggs: Vec<Expr> = subs
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let e = match s {
+                    Sub::Count => count(lit(1i64)),
+                    Sub::NonNullCount(c) => count(col(c.as_str())),
+                    Sub::FixedSum {
+                        column,
+                        lo,
+                        hi,
+                        scale,
+                    } => sum(self.fixed.call(vec![
+                        col(column.as_str()),
+                        lit(*lo),
+                        lit(*hi),
+                        lit(*scale),
+                    ])),
+                };
+                e.alias(format!("__sluice_{i}"))
+            })
+            .collect();
+        let keys: Vec<Expr> = q.keys.iter().map(|k| col(k.as_str())).collect();
+        let batches = df.aggregate(keys, aggs)?.collect().await?;
+        collect_truth(&batches, q.keys.len(), subs.len())
+    }
+}
+
+fn collect_truth(
+    batches: &[RecordBatch],
+    nkeys: usize,
+    nsubs: usize,
+) -> Result<HashMap<Vec<String>, Vec<i64>>, DataFusionError> {
+    let mut out = HashMap::new();
+    for b in batches {
+        let keys: Vec<_> = (0..nkeys)
+            .map(|i| cast(b.column(i), &DataType::Utf8))
+            .collect::<Result<_, _>>()?;
+        let keys: Vec<&StringArray> = keys
+            .iter()
+            .map(|a| {
+                a.as_any()
+                    .downcast_ref::<StringArray>()
+                    .expect("cast to Utf8")
+            })
+            .collect();
+        let vals: Vec<_> = (0..nsubs)
+            .map(|i| cast(b.column(nkeys + i), &DataType::Int64))
+            .collect::<Result<_, _>>()?;
+        let vals: Vec<&Int64Array> = vals
+            .iter()
+            .map(|a| {
+                a.as_any()
+                    .downcast_ref::<Int64Array>()
+                    .expect("cast to Int64")
+            })
+            .collect();
+        'rows: for r in 0..b.num_rows() {
+            let mut key = Vec::with_capacity(nkeys);
+            for k in &keys {
+                if k.is_null(r) {
+                    continue 'rows; // outside every public domain: never released
+                }
+                key.push(k.value(r).to_string());
+            }
+            let v = vals
+                .iter()
+                .map(|a| if a.is_null(r) { 0 } else { a.value(r) })
+                .collect();
+            out.insert(key, v);
+        }
+    }
+    Ok(out)
+}
+
+fn cartesian(domains: &[Vec<String>]) -> Vec<Vec<String>> {
+    let mut out: Vec<Vec<String>> = vec![Vec::new()];
+    for d in domains {
+        out = out
+            .into_iter()
+            .flat_map(|prefix| {
+                d.iter().map(move |v| {
+                    let mut p = prefix.clone();
+                    p.push(v.clone());
+                    p
+                })
+            })
+            .collect();
+    }
+    out
+}
+
+fn first_line(s: &str) -> String {
+    let line = s.lines().next().unwrap_or("").trim();
+    line.chars().take(300).collect()
+}
+
+/// Maps a planning error to a message about the query and policy only.
+fn plan_error(e: &DataFusionError, ds: &sluice_policy::Dataset) -> QueryError {
+    if let DataFusionError::SchemaError(err, _) = e.find_root()
+        && let datafusion::common::SchemaError::FieldNotFound { field, .. } = err.as_ref()
+    {
+        return QueryError::ColumnDenied(format!(
+            "unknown column `{}` in dataset `{}`; public columns are: {}",
+            field.name,
+            ds.id,
+            ds.public_column_names().join(", ")
+        ));
+    }
+    QueryError::InvalidSql(first_line(&e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fixed_scale_keeps_integers_exact_and_floats_fine() {
+        let int = ColumnKind::Int {
+            bounds: Some((0, 100)),
+        };
+        assert_eq!(fixed_scale(&int, 0.0, 100.0), 1.0);
+        let float = ColumnKind::Float {
+            bounds: Some((0.0, 20000.0)),
+        };
+        let s = fixed_scale(&float, 0.0, 20000.0);
+        assert!(20000.0 * s <= 2f64.powi(31) && 20000.0 * s * 2.0 > 2f64.powi(31));
+    }
+
+    #[test]
+    fn cartesian_enumerates_every_cell_in_order() {
+        let d = vec![vec!["a".into(), "b".into()], vec!["x".into(), "y".into()]];
+        let c = cartesian(&d);
+        assert_eq!(c.len(), 4);
+        assert_eq!(c[1], vec!["a".to_string(), "y".to_string()]);
+    }
+}

@@ -1,0 +1,108 @@
+//! Scalar functions the DP rewrite inserts into plans. Jobs cannot call them: the validator only lets
+//! through the SQL subset, and these are registered on the execution context alone.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, Float64Array, Int64Array, UInt64Array};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::{Result, ScalarValue, exec_err};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+};
+use rand::RngCore;
+
+/// `sluice_fixed(x, lo, hi, scale)`: clamps `x` to `[lo, hi]` and encodes it as the integer
+/// `round(x * scale)`. NaN becomes NULL; the function never fails on any input value, so it cannot
+/// open an error channel.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct FixedPoint {
+    signature: Signature,
+}
+
+impl FixedPoint {
+    /// The function's name in plans.
+    pub const NAME: &'static str = "sluice_fixed";
+
+    /// The UDF.
+    pub fn udf() -> ScalarUDF {
+        ScalarUDF::new_from_impl(Self {
+            signature: Signature::any(4, Volatility::Immutable),
+        })
+    }
+}
+
+fn scalar_f64(v: &ColumnarValue) -> Result<f64> {
+    match v {
+        ColumnarValue::Scalar(ScalarValue::Float64(Some(x))) => Ok(*x),
+        _ => exec_err!("sluice_fixed: bounds and scale must be Float64 literals"),
+    }
+}
+
+impl ScalarUDFImpl for FixedPoint {
+    fn name(&self) -> &str {
+        Self::NAME
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Int64)
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let lo = scalar_f64(&args.args[1])?;
+        let hi = scalar_f64(&args.args[2])?;
+        let scale = scalar_f64(&args.args[3])?;
+        let input = args.args[0].to_array(args.number_rows)?;
+        let input = cast(&input, &DataType::Float64)?;
+        let input = input
+            .as_any()
+            .downcast_ref::<Float64Array>()
+            .expect("cast to Float64 yields a Float64Array");
+        let out: Int64Array = input
+            .iter()
+            .map(|v| {
+                v.filter(|x| !x.is_nan())
+                    .map(|x| (x.clamp(lo, hi) * scale).round() as i64)
+            })
+            .collect();
+        Ok(ColumnarValue::Array(Arc::new(out) as ArrayRef))
+    }
+}
+
+/// `sluice_random(x)`: a fresh uniformly random `u64` per row (the argument only sets the row count).
+/// Used to choose which rows of a privacy unit are kept; never used for noise.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct RandomKey {
+    signature: Signature,
+}
+
+impl RandomKey {
+    /// The function's name in plans.
+    pub const NAME: &'static str = "sluice_random";
+
+    /// The UDF.
+    pub fn udf() -> ScalarUDF {
+        ScalarUDF::new_from_impl(Self {
+            signature: Signature::any(1, Volatility::Volatile),
+        })
+    }
+}
+
+impl ScalarUDFImpl for RandomKey {
+    fn name(&self) -> &str {
+        Self::NAME
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(DataType::UInt64)
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let mut rng = rand::rng();
+        let out: UInt64Array = (0..args.number_rows).map(|_| rng.next_u64()).collect();
+        let _ = out.len();
+        Ok(ColumnarValue::Array(Arc::new(out) as ArrayRef))
+    }
+}

@@ -1,0 +1,536 @@
+//! Validation of a job's SQL on DataFusion's logical plan (never on strings).
+//!
+//! The accepted subset (v1) is
+//! `SELECT <keys and aggregates> FROM <dataset> [WHERE <predicate>] [GROUP BY <keys>]`:
+//! - aggregates: `COUNT(*)`, `SUM(col)`, `AVG(col)` over numeric columns with policy bounds;
+//! - keys: category columns with a public value domain;
+//! - predicate: comparisons of a column with a literal of a fitting type, `IN`, `BETWEEN`,
+//!   `IS [NOT] NULL`, `AND`, `OR`, `NOT`. No arithmetic and no casts, so evaluation can never fail on
+//!   some rows and not others (no error channel).
+//!
+//! Every refusal is a [`QueryError`] whose message depends only on the SQL and the policy.
+
+use datafusion::common::{
+    Column, ScalarValue,
+    tree_node::{Transformed, TreeNode},
+};
+use datafusion::logical_expr::{BinaryExpr, Expr, LogicalPlan, Operator};
+use sluice_policy::{Aggregation, ColumnKind, Dataset, DatasetId};
+
+use crate::QueryError;
+
+/// Largest number of released cells (product of the key domains) of one query.
+pub const MAX_CELLS: usize = 10_000;
+/// Deepest predicate accepted.
+const MAX_PREDICATE_DEPTH: usize = 32;
+/// Longest `IN` list accepted.
+const MAX_IN_LIST: usize = 1_000;
+
+/// One aggregate a query asks for.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AggSpec {
+    /// `COUNT(*)`.
+    Count,
+    /// `SUM(column)`.
+    Sum(String),
+    /// `AVG(column)`.
+    Mean(String),
+}
+
+impl AggSpec {
+    /// The grant permission this aggregate needs.
+    pub fn aggregation(&self) -> Aggregation {
+        match self {
+            Self::Count => Aggregation::Count,
+            Self::Sum(_) => Aggregation::Sum,
+            Self::Mean(_) => Aggregation::Mean,
+        }
+    }
+}
+
+/// Where an output column comes from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum OutputSource {
+    /// The i-th group key.
+    Key(usize),
+    /// The i-th aggregate.
+    Agg(usize),
+}
+
+/// A query that passed validation, in the engine's own terms.
+#[derive(Clone, Debug)]
+pub struct ValidatedQuery {
+    /// The dataset queried.
+    pub dataset: DatasetId,
+    /// The WHERE predicate, with unqualified column references.
+    pub filter: Option<Expr>,
+    /// Group key columns.
+    pub keys: Vec<String>,
+    /// Aggregates.
+    pub aggregates: Vec<AggSpec>,
+    /// Output columns in SELECT order: name and source.
+    pub outputs: Vec<(String, OutputSource)>,
+    /// A canonical text of the query (the plan), for logs and caching.
+    pub normalized: String,
+}
+
+fn unsupported(msg: impl Into<String>) -> QueryError {
+    QueryError::Unsupported(msg.into())
+}
+
+/// The dataset a plan scans, if it has the accepted shape down to the scan.
+pub fn scanned_dataset(plan: &LogicalPlan) -> Option<String> {
+    match plan {
+        LogicalPlan::TableScan(scan) => Some(scan.table_name.table().to_string()),
+        other => {
+            let inputs = other.inputs();
+            if inputs.len() == 1 {
+                scanned_dataset(inputs[0])
+            } else {
+                None
+            }
+        }
+    }
+}
+
+/// Validates `plan` (planned against the declared schema of `dataset`).
+pub fn validate(
+    plan: &LogicalPlan,
+    dataset: &Dataset,
+    allowed: &[Aggregation],
+) -> Result<ValidatedQuery, QueryError> {
+    let normalized = plan.display_indent().to_string();
+    let LogicalPlan::Projection(projection) = plan else {
+        return Err(match plan {
+            LogicalPlan::Sort(_) => unsupported(
+                "ORDER BY is not supported: released tables are always sorted by their keys",
+            ),
+            LogicalPlan::Limit(_) => unsupported("LIMIT is not supported"),
+            LogicalPlan::Distinct(_) => unsupported("SELECT DISTINCT is not supported"),
+            LogicalPlan::Union(_) => unsupported("UNION is not supported"),
+            _ => unsupported(
+                "only SELECT <keys>, <aggregates> FROM <dataset> [WHERE …] [GROUP BY …] is supported",
+            ),
+        });
+    };
+    let aggregate = match projection.input.as_ref() {
+        LogicalPlan::Aggregate(a) => a,
+        LogicalPlan::Filter(_) if contains_aggregate(&projection.input) => {
+            return Err(unsupported("HAVING is not supported"));
+        }
+        _ => {
+            return Err(unsupported(
+                "the query has no aggregate: every selected value must be COUNT(*), SUM(column) or AVG(column), or a GROUP BY key",
+            ));
+        }
+    };
+    if aggregate.aggr_expr.is_empty() {
+        return Err(unsupported(
+            "the query has no aggregate: add COUNT(*), SUM(column) or AVG(column)",
+        ));
+    }
+
+    // Below the aggregate: an optional filter, an optional alias, then the scan.
+    let mut node = aggregate.input.as_ref();
+    let mut filter = None;
+    if let LogicalPlan::Filter(f) = node {
+        filter = Some(f.predicate.clone());
+        node = f.input.as_ref();
+    }
+    if let LogicalPlan::SubqueryAlias(a) = node {
+        node = a.input.as_ref();
+    }
+    let LogicalPlan::TableScan(scan) = node else {
+        return Err(match node {
+            LogicalPlan::Join(_) => unsupported("joins are not supported"),
+            LogicalPlan::Subquery(_)
+            | LogicalPlan::Projection(_)
+            | LogicalPlan::SubqueryAlias(_) => unsupported("subqueries are not supported"),
+            _ => unsupported("the query must read one dataset directly: FROM <dataset>"),
+        });
+    };
+    if scan.table_name.table() != dataset.id.as_str()
+        || !scan.filters.is_empty()
+        || scan.fetch.is_some()
+    {
+        return Err(unsupported(
+            "the query must read one dataset directly: FROM <dataset>",
+        ));
+    }
+
+    let cx = Cx { dataset };
+
+    if let Some(pred) = &filter {
+        cx.predicate(pred, 0)?;
+    }
+
+    let mut keys = Vec::new();
+    let mut cells: usize = 1;
+    for g in &aggregate.group_expr {
+        let Expr::Column(c) = g else {
+            return Err(unsupported(
+                "GROUP BY accepts plain column names only (no expressions, ROLLUP or GROUPING SETS)",
+            ));
+        };
+        let kind = cx.column(&c.name)?;
+        match kind {
+            ColumnKind::Category {
+                public_values: Some(values),
+            } => {
+                cells = cells.saturating_mul(values.len());
+            }
+            _ => {
+                return Err(QueryError::ColumnDenied(format!(
+                    "column `{}` cannot be a GROUP BY key: the policy declares no public value domain for it",
+                    c.name
+                )));
+            }
+        }
+        keys.push(c.name.clone());
+    }
+    if cells > MAX_CELLS {
+        return Err(unsupported(format!(
+            "the GROUP BY keys have {cells} combinations; at most {MAX_CELLS} are released per query"
+        )));
+    }
+
+    let mut aggregates = Vec::new();
+    for e in &aggregate.aggr_expr {
+        let spec = cx.aggregate(e)?;
+        let needed = spec.aggregation();
+        if !allowed.contains(&needed) {
+            return Err(QueryError::AggregationDenied(format!(
+                "the grant does not allow `{}`; it allows: {}",
+                needed.as_str(),
+                allowed
+                    .iter()
+                    .map(|a| a.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        aggregates.push(spec);
+    }
+
+    let mut outputs = Vec::new();
+    for e in &projection.expr {
+        // The planner may stack aliases (`count(Int64(1)) AS count(*) AS n`): the outermost names it.
+        let mut inner = e;
+        let mut name = String::new();
+        while let Expr::Alias(a) = inner {
+            if name.is_empty() {
+                name = a.name.clone();
+            }
+            inner = a.expr.as_ref();
+        }
+        let Expr::Column(c) = inner else {
+            return Err(unsupported(
+                "each selected value must be a GROUP BY key or a plain aggregate (no arithmetic on aggregates; do that in the job)",
+            ));
+        };
+        let index = aggregate.schema.index_of_column(c).map_err(|_| {
+            unsupported("each selected value must be a GROUP BY key or an aggregate")
+        })?;
+        let ngroups = aggregate.group_expr.len();
+        let source = if index < ngroups {
+            OutputSource::Key(index)
+        } else {
+            OutputSource::Agg(index - ngroups)
+        };
+        let name = if name.is_empty() {
+            match &source {
+                OutputSource::Key(i) => keys[*i].clone(),
+                OutputSource::Agg(_) => c.name.clone(),
+            }
+        } else {
+            name
+        };
+        outputs.push((name, source));
+    }
+
+    let filter = filter.map(unqualify).transpose()?;
+    Ok(ValidatedQuery {
+        dataset: dataset.id.clone(),
+        filter,
+        keys,
+        aggregates,
+        outputs,
+        normalized,
+    })
+}
+
+fn contains_aggregate(plan: &LogicalPlan) -> bool {
+    matches!(plan, LogicalPlan::Aggregate(_)) || plan.inputs().into_iter().any(contains_aggregate)
+}
+
+/// Strips table qualifiers so the predicate can be applied to the execution context's table.
+fn unqualify(e: Expr) -> Result<Expr, QueryError> {
+    e.transform(|e| {
+        Ok(match e {
+            Expr::Column(c) => Transformed::yes(Expr::Column(Column::new_unqualified(c.name))),
+            other => Transformed::no(other),
+        })
+    })
+    .map(|t| t.data)
+    .map_err(|_| unsupported("the WHERE clause could not be prepared"))
+}
+
+/// The refusal of a hidden column.
+pub(crate) fn hidden_column(dataset: &Dataset, name: &str) -> QueryError {
+    QueryError::ColumnDenied(format!(
+        "column `{name}` of dataset `{}` is hidden by policy",
+        dataset.id
+    ))
+}
+
+/// A specific refusal for an operand that is neither a column nor a literal.
+fn operand_error(e: &Expr) -> QueryError {
+    match e {
+        Expr::Cast(_) | Expr::TryCast(_) => unsupported("CAST is not supported"),
+        Expr::ScalarFunction(f) => unsupported(format!(
+            "function `{}` is not supported in WHERE",
+            f.func.name()
+        )),
+        Expr::BinaryExpr(_) => {
+            unsupported("arithmetic is not supported in WHERE; compare a column with a literal")
+        }
+        Expr::ScalarSubquery(_) | Expr::InSubquery(_) | Expr::Exists(_) => {
+            unsupported("subqueries are not supported; compare a column with a literal")
+        }
+        _ => unsupported("WHERE comparisons must compare a column with a literal value"),
+    }
+}
+
+struct Cx<'a> {
+    dataset: &'a Dataset,
+}
+
+/// The kinds of literal a column may be compared with.
+#[derive(PartialEq)]
+enum Lit {
+    Text,
+    Int,
+    Float,
+    Null,
+    Other,
+}
+
+fn literal_kind(e: &Expr) -> Option<Lit> {
+    let v = match e {
+        Expr::Literal(v, _) => v,
+        Expr::Negative(inner) => {
+            return match literal_kind(inner)? {
+                Lit::Int => Some(Lit::Int),
+                Lit::Float => Some(Lit::Float),
+                _ => Some(Lit::Other),
+            };
+        }
+        _ => return None,
+    };
+    Some(if v.is_null() {
+        Lit::Null
+    } else {
+        match v {
+            ScalarValue::Utf8(_) | ScalarValue::LargeUtf8(_) | ScalarValue::Utf8View(_) => {
+                Lit::Text
+            }
+            ScalarValue::Int8(_)
+            | ScalarValue::Int16(_)
+            | ScalarValue::Int32(_)
+            | ScalarValue::Int64(_)
+            | ScalarValue::UInt8(_)
+            | ScalarValue::UInt16(_)
+            | ScalarValue::UInt32(_) => Lit::Int,
+            ScalarValue::Float32(_) | ScalarValue::Float64(_) => Lit::Float,
+            _ => Lit::Other,
+        }
+    })
+}
+
+impl Cx<'_> {
+    /// The policy kind of a column a query may use; hidden and undeclared columns are refused.
+    fn column(&self, name: &str) -> Result<&ColumnKind, QueryError> {
+        match self.dataset.column(name) {
+            Some(c) if matches!(c.kind, ColumnKind::Hidden) => {
+                Err(hidden_column(self.dataset, name))
+            }
+            Some(c) => Ok(&c.kind),
+            None => Err(QueryError::ColumnDenied(format!(
+                "unknown column `{name}` in dataset `{}`; public columns are: {}",
+                self.dataset.id,
+                self.dataset.public_column_names().join(", ")
+            ))),
+        }
+    }
+
+    fn aggregate(&self, e: &Expr) -> Result<AggSpec, QueryError> {
+        let mut e = e;
+        while let Expr::Alias(a) = e {
+            e = a.expr.as_ref();
+        }
+        let Expr::AggregateFunction(f) = e else {
+            return Err(unsupported(
+                "only COUNT(*), SUM(column) and AVG(column) are supported",
+            ));
+        };
+        let p = &f.params;
+        let name = f.func.name().to_ascii_lowercase();
+        if p.distinct {
+            return Err(unsupported(format!(
+                "{}(DISTINCT …) is not supported",
+                name.to_uppercase()
+            )));
+        }
+        if p.filter.is_some() || !p.order_by.is_empty() || p.null_treatment.is_some() {
+            return Err(unsupported(
+                "aggregate FILTER, ORDER BY and null treatment are not supported",
+            ));
+        }
+        match name.as_str() {
+            "count" => match p.args.as_slice() {
+                [Expr::Literal(v, _)] if !v.is_null() => Ok(AggSpec::Count),
+                [Expr::Column(c)] => {
+                    self.column(&c.name)?;
+                    Err(unsupported("COUNT(column) is not supported; use COUNT(*)"))
+                }
+                _ => Err(unsupported("COUNT accepts only *")),
+            },
+            "sum" | "avg" => {
+                let [Expr::Column(c)] = p.args.as_slice() else {
+                    return Err(unsupported(format!(
+                        "{}() accepts one plain column (no expressions)",
+                        name.to_uppercase()
+                    )));
+                };
+                let kind = self.column(&c.name)?;
+                if kind.bounds_f64().is_none() {
+                    return Err(QueryError::AggregationDenied(format!(
+                        "column `{}` cannot be aggregated with {}: the policy declares no bounds for it",
+                        c.name,
+                        name.to_uppercase()
+                    )));
+                }
+                Ok(if name == "sum" {
+                    AggSpec::Sum(c.name.clone())
+                } else {
+                    AggSpec::Mean(c.name.clone())
+                })
+            }
+            other => Err(unsupported(format!(
+                "aggregate `{other}` is not supported; supported: COUNT(*), SUM(column), AVG(column)"
+            ))),
+        }
+    }
+
+    fn predicate(&self, e: &Expr, depth: usize) -> Result<(), QueryError> {
+        if depth > MAX_PREDICATE_DEPTH {
+            return Err(unsupported(format!(
+                "the WHERE clause nests deeper than {MAX_PREDICATE_DEPTH} levels"
+            )));
+        }
+        match e {
+            Expr::BinaryExpr(BinaryExpr { left, op, right }) => match op {
+                Operator::And | Operator::Or => {
+                    self.predicate(left, depth + 1)?;
+                    self.predicate(right, depth + 1)
+                }
+                Operator::Eq
+                | Operator::NotEq
+                | Operator::Lt
+                | Operator::LtEq
+                | Operator::Gt
+                | Operator::GtEq => match (left.as_ref(), right.as_ref()) {
+                    (Expr::Column(c), lit) | (lit, Expr::Column(c))
+                        if literal_kind(lit).is_some() =>
+                    {
+                        self.comparable(c, lit)
+                    }
+                    (l, r) => Err(operand_error(
+                        if matches!(l, Expr::Column(_) | Expr::Literal(..)) {
+                            r
+                        } else {
+                            l
+                        },
+                    )),
+                },
+                other => Err(unsupported(format!(
+                    "operator `{other}` is not supported in WHERE; supported: = <> < <= > >= AND OR NOT IN BETWEEN IS NULL"
+                ))),
+            },
+            Expr::Not(inner) => self.predicate(inner, depth + 1),
+            Expr::IsNull(inner) | Expr::IsNotNull(inner) => match inner.as_ref() {
+                Expr::Column(c) => self.column(&c.name).map(|_| ()),
+                _ => Err(unsupported("IS NULL applies to a column only")),
+            },
+            Expr::Between(b) => {
+                let Expr::Column(c) = b.expr.as_ref() else {
+                    return Err(unsupported("BETWEEN applies to a column only"));
+                };
+                self.comparable(c, &b.low)?;
+                self.comparable(c, &b.high)
+            }
+            Expr::InList(l) => {
+                let Expr::Column(c) = l.expr.as_ref() else {
+                    return Err(unsupported("IN applies to a column only"));
+                };
+                if l.list.len() > MAX_IN_LIST {
+                    return Err(unsupported(format!(
+                        "IN lists are limited to {MAX_IN_LIST} values"
+                    )));
+                }
+                l.list.iter().try_for_each(|v| self.comparable(c, v))
+            }
+            Expr::Column(c) => {
+                self.column(&c.name)?;
+                Err(unsupported(
+                    "a bare column is not a condition; compare it with a value",
+                ))
+            }
+            Expr::ScalarFunction(f) => Err(unsupported(format!(
+                "function `{}` is not supported in WHERE",
+                f.func.name()
+            ))),
+            Expr::Cast(_) | Expr::TryCast(_) => Err(unsupported("CAST is not supported")),
+            Expr::Like(_) | Expr::SimilarTo(_) => Err(unsupported("LIKE is not supported")),
+            Expr::InSubquery(_) | Expr::Exists(_) | Expr::ScalarSubquery(_) => {
+                Err(unsupported("subqueries are not supported"))
+            }
+            _ => Err(unsupported(
+                "this WHERE condition is not supported; use comparisons with literals, IN, BETWEEN, IS NULL, AND, OR, NOT",
+            )),
+        }
+    }
+
+    /// A column compared with a literal: the literal must fit the column's kind, so that evaluation
+    /// never needs a cast that could fail on some rows.
+    fn comparable(&self, c: &Column, lit: &Expr) -> Result<(), QueryError> {
+        let kind = self.column(&c.name)?;
+        let Some(lk) = literal_kind(lit) else {
+            return Err(unsupported(
+                "WHERE comparisons must compare a column with a literal value",
+            ));
+        };
+        let ok = match kind {
+            ColumnKind::Category { .. } => lk == Lit::Text,
+            ColumnKind::Int { .. } => lk == Lit::Int,
+            ColumnKind::Float { .. } => matches!(lk, Lit::Int | Lit::Float),
+            ColumnKind::Hidden => false,
+        };
+        if lk == Lit::Null {
+            return Err(unsupported("compare with NULL using IS NULL"));
+        }
+        if !ok {
+            return Err(unsupported(format!(
+                "column `{}` is `{}`; compare it with {} literal",
+                c.name,
+                kind.name(),
+                match kind {
+                    ColumnKind::Category { .. } => "a string",
+                    ColumnKind::Int { .. } => "an integer",
+                    _ => "a numeric",
+                }
+            )));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,236 @@
+//! What leaves the sandbox: noisy tables and the job's report, serialisable to JSON and CSV.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+/// One cell of a released table.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Value {
+    /// No value (e.g. a suppressed group).
+    Null,
+    /// An integer.
+    Int(i64),
+    /// A floating-point number.
+    Float(f64),
+    /// Text (group keys).
+    Text(String),
+}
+
+impl Value {
+    /// The value as a float, if numeric.
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            Self::Int(i) => Some(*i as f64),
+            Self::Float(f) => Some(*f),
+            _ => None,
+        }
+    }
+
+    fn approx_bytes(&self) -> usize {
+        match self {
+            Self::Text(s) => s.len() + 8,
+            _ => 8,
+        }
+    }
+
+    fn csv(&self) -> String {
+        match self {
+            Self::Null => String::new(),
+            Self::Int(i) => i.to_string(),
+            Self::Float(f) => f.to_string(),
+            Self::Text(s) => csv_escape(s),
+        }
+    }
+}
+
+/// A privacy cost.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct PrivacyCost {
+    /// Pure-DP ε.
+    pub epsilon: f64,
+    /// δ (0 for pure mechanisms).
+    pub delta: f64,
+}
+
+/// A table of differentially private answers (or a table a job built from them).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct NoisyTable {
+    /// Column names: keys first, then aggregates.
+    pub columns: Vec<String>,
+    /// How many leading columns are group keys.
+    pub key_columns: usize,
+    /// Rows, sorted by key.
+    pub rows: Vec<Vec<Value>>,
+    /// Per cell: the half-width of a 95% interval for aggregate cells, `None` for keys.
+    pub accuracy: Vec<Vec<Option<f64>>>,
+    /// What releasing this table cost.
+    pub cost: PrivacyCost,
+    /// How it was produced.
+    pub mechanism: String,
+}
+
+impl NoisyTable {
+    /// Index of the column called `name`.
+    pub fn column_index(&self, name: &str) -> Option<usize> {
+        self.columns.iter().position(|c| c == name)
+    }
+
+    fn approx_bytes(&self) -> usize {
+        let cells: usize = self
+            .rows
+            .iter()
+            .flat_map(|r| r.iter().map(Value::approx_bytes))
+            .sum();
+        let names: usize = self.columns.iter().map(|c| c.len() + 8).sum();
+        cells
+            + names
+            + self.accuracy.iter().map(|r| r.len() * 8).sum::<usize>()
+            + self.mechanism.len()
+    }
+}
+
+/// A named scalar in a report.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Scalar {
+    /// Its name.
+    pub name: String,
+    /// Its value.
+    pub value: f64,
+    /// Half-width of a 95% interval, if stated.
+    pub accuracy: Option<f64>,
+}
+
+/// What a job releases.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Report {
+    /// A title.
+    pub title: String,
+    /// Free text.
+    pub text: String,
+    /// Named tables.
+    pub tables: Vec<(String, NoisyTable)>,
+    /// Named scalars.
+    pub scalars: Vec<Scalar>,
+}
+
+impl Report {
+    /// An upper estimate of the report's size in bytes, used for the output cap.
+    pub fn approx_bytes(&self) -> usize {
+        self.title.len()
+            + self.text.len()
+            + self
+                .tables
+                .iter()
+                .map(|(n, t)| n.len() + t.approx_bytes())
+                .sum::<usize>()
+            + self
+                .scalars
+                .iter()
+                .map(|s| s.name.len() + 16)
+                .sum::<usize>()
+    }
+
+    /// The report as pretty JSON.
+    pub fn to_json(&self) -> String {
+        let tables: Vec<_> = self
+            .tables
+            .iter()
+            .map(|(name, t)| serde_json::json!({ "name": name, "table": t }))
+            .collect();
+        serde_json::to_string_pretty(&serde_json::json!({
+            "title": self.title,
+            "text": self.text,
+            "tables": tables,
+            "scalars": self.scalars,
+        }))
+        .expect("a report always serialises")
+    }
+
+    /// The report as CSV: one section per table (a `# table: <name>` line, a header, the rows with a
+    /// `<column>_accuracy95` column after each aggregate), then the scalars.
+    pub fn to_csv(&self) -> String {
+        let mut out = String::new();
+        for (name, t) in &self.tables {
+            let _ = writeln!(out, "# table: {name}");
+            let header: Vec<String> = t
+                .columns
+                .iter()
+                .enumerate()
+                .flat_map(|(i, c)| {
+                    let c = csv_escape(c);
+                    if i < t.key_columns {
+                        vec![c]
+                    } else {
+                        vec![c.clone(), format!("{c}_accuracy95")]
+                    }
+                })
+                .collect();
+            let _ = writeln!(out, "{}", header.join(","));
+            for (r, row) in t.rows.iter().enumerate() {
+                let cells: Vec<String> = row
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(i, v)| {
+                        if i < t.key_columns {
+                            vec![v.csv()]
+                        } else {
+                            let acc = t
+                                .accuracy
+                                .get(r)
+                                .and_then(|a| a.get(i).copied().flatten())
+                                .map(|a| a.to_string())
+                                .unwrap_or_default();
+                            vec![v.csv(), acc]
+                        }
+                    })
+                    .collect();
+                let _ = writeln!(out, "{}", cells.join(","));
+            }
+            out.push('\n');
+        }
+        if !self.scalars.is_empty() {
+            out.push_str("# scalars\nname,value,accuracy95\n");
+            for s in &self.scalars {
+                let acc = s.accuracy.map(|a| a.to_string()).unwrap_or_default();
+                let _ = writeln!(out, "{},{},{}", csv_escape(&s.name), s.value, acc);
+            }
+        }
+        out
+    }
+}
+
+fn csv_escape(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_puts_accuracy_after_each_aggregate_and_escapes_keys() {
+        let t = NoisyTable {
+            columns: vec!["district".into(), "n".into()],
+            key_columns: 1,
+            rows: vec![vec![Value::Text("A, B".into()), Value::Int(12)]],
+            accuracy: vec![vec![None, Some(3.5)]],
+            cost: PrivacyCost::default(),
+            mechanism: String::new(),
+        };
+        let r = Report {
+            title: "t".into(),
+            tables: vec![("visits".into(), t)],
+            ..Default::default()
+        };
+        assert_eq!(
+            r.to_csv(),
+            "# table: visits\ndistrict,n,n_accuracy95\n\"A, B\",12,3.5\n\n"
+        );
+    }
+}

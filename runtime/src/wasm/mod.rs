@@ -1,0 +1,605 @@
+//! The wasm host: compiles job components, links only the `sluice:job` imports, enforces limits and
+//! turns traps into typed errors.
+//!
+//! Jobs are WebAssembly components built from `wasm32-unknown-unknown` with the guest SDK; a core
+//! module that carries the SDK's component-type section is componentized on load. No WASI is
+//! linked at all: a component that imports anything outside `sluice:job` (files, sockets, clocks,
+//! environment, random) fails before instantiation with an error naming the import.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine, ResourceLimiter, Store, Trap};
+
+use crate::privacy::{Asker, PrivacyEngine, QueryRecord};
+use crate::report::{self, NoisyTable, PrivacyCost};
+use crate::{JobError, Limits, QueryError};
+
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../guest-sdk/wit",
+        world: "job",
+    });
+}
+
+use bindings::Job;
+use bindings::sluice::job::types as wit;
+
+/// Interfaces a job may import, without version.
+const ALLOWED_IMPORTS: &[&str] = &["sluice:job/types", "sluice:job/data", "sluice:job/log"];
+/// Most compiled components kept in memory.
+const CACHE_CAPACITY: usize = 64;
+/// Native stack of the thread a job runs on.
+const JOB_THREAD_STACK: usize = 16 << 20;
+/// Epoch tick length: the wall-clock limit's resolution.
+const TICK: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// One line of a job's log.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct LogLine {
+    /// `debug`, `info`, `warn` or `error`.
+    pub level: &'static str,
+    /// The text (truncated to 1 KiB).
+    pub message: String,
+}
+
+/// Compiles and caches components; one per sandbox.
+pub(crate) struct Host {
+    engine: Engine,
+    linker: Linker<JobState>,
+    cache: Mutex<HashMap<[u8; 32], Component>>,
+    _ticker: Ticker,
+}
+
+/// Advances the engine's epoch every [`TICK`] until dropped.
+struct Ticker {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Per-job state inside the store.
+pub(crate) struct JobState {
+    engine: Arc<PrivacyEngine>,
+    rt: tokio::runtime::Handle,
+    asker: Asker,
+    limits: Limits,
+    queries: u32,
+    pub(crate) log: Vec<LogLine>,
+    log_bytes: usize,
+    pub(crate) log_dropped: u64,
+    pub(crate) records: Vec<QueryRecord>,
+    memory_limit_hit: bool,
+}
+
+impl ResourceLimiter for JobState {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.limits.memory_bytes {
+            self.memory_limit_hit = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= self.limits.table_elements)
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances
+    }
+
+    fn tables(&self) -> usize {
+        self.limits.instances
+    }
+
+    fn memories(&self) -> usize {
+        self.limits.instances
+    }
+}
+
+/// What a finished job produced.
+#[derive(Debug)]
+pub struct JobOutput {
+    /// The released report.
+    pub report: report::Report,
+    /// The job's log lines.
+    pub log: Vec<LogLine>,
+    /// Log lines dropped by the cap.
+    pub log_dropped: u64,
+    /// Every query answered, with its cost.
+    pub queries: Vec<QueryRecord>,
+    /// Whether the compiled component came from the cache.
+    pub cached: bool,
+    /// Time to load (compile or fetch) the component.
+    pub load_time: std::time::Duration,
+    /// Time to run it.
+    pub run_time: std::time::Duration,
+}
+
+/// A failed job with what it did before failing (queries stay charged).
+#[derive(Debug)]
+pub struct JobFailure {
+    /// Why it failed.
+    pub error: JobError,
+    /// Its log lines.
+    pub log: Vec<LogLine>,
+    /// Queries it had answered (and been charged for).
+    pub queries: Vec<QueryRecord>,
+}
+
+impl Host {
+    pub(crate) fn new() -> Result<Self, JobError> {
+        let mut config = Config::new();
+        config
+            .wasm_component_model(true)
+            .consume_fuel(true)
+            .epoch_interruption(true)
+            .max_wasm_stack(512 * 1024);
+        let engine = Engine::new(&config).map_err(|e| JobError::Host(e.to_string()))?;
+        let mut linker = Linker::new(&engine);
+        Job::add_to_linker::<JobState, HasSelf<JobState>>(&mut linker, |s| s)
+            .map_err(|e| JobError::Host(e.to_string()))?;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        {
+            let (engine, stop) = (engine.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name("sluice-epoch".into())
+                .spawn(move || {
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        std::thread::sleep(TICK);
+                        engine.increment_epoch();
+                    }
+                })
+                .map_err(|e| JobError::Host(e.to_string()))?;
+        }
+        Ok(Self {
+            engine,
+            linker,
+            cache: Mutex::new(HashMap::new()),
+            _ticker: Ticker { stop },
+        })
+    }
+
+    /// The component for `wasm`, from the cache (keyed by sha256) or freshly compiled.
+    pub(crate) fn load(&self, wasm: &[u8]) -> Result<(Component, bool), JobError> {
+        let key: [u8; 32] = Sha256::digest(wasm).into();
+        if let Some(c) = self.cache.lock().expect("cache lock").get(&key) {
+            return Ok((c.clone(), true));
+        }
+        let component_bytes = componentize(wasm)?;
+        let component = Component::new(&self.engine, &component_bytes)
+            .map_err(|e| JobError::InvalidWasm(first_line(&format!("{e:#}"))))?;
+        check_imports(&component, &self.engine)?;
+        let mut cache = self.cache.lock().expect("cache lock");
+        if cache.len() >= CACHE_CAPACITY
+            && let Some(k) = cache.keys().next().copied()
+        {
+            cache.remove(&k);
+        }
+        cache.insert(key, component.clone());
+        Ok((component, false))
+    }
+
+    pub(crate) fn run(
+        &self,
+        engine: Arc<PrivacyEngine>,
+        rt: tokio::runtime::Handle,
+        asker: Asker,
+        limits: Limits,
+        wasm: &[u8],
+        params: &str,
+    ) -> Result<JobOutput, JobFailure> {
+        let fail = |error| JobFailure {
+            error,
+            log: Vec::new(),
+            queries: Vec::new(),
+        };
+        if params.len() > limits.max_params_bytes {
+            return Err(fail(JobError::ParamsTooLarge {
+                bytes: params.len(),
+                limit: limits.max_params_bytes,
+            }));
+        }
+        let started = Instant::now();
+        let (component, cached) = self.load(wasm).map_err(fail)?;
+        let load_time = started.elapsed();
+        let started = Instant::now();
+
+        let state = JobState {
+            engine,
+            rt,
+            asker,
+            limits: limits.clone(),
+            queries: 0,
+            log: Vec::new(),
+            log_bytes: 0,
+            log_dropped: 0,
+            records: Vec::new(),
+            memory_limit_hit: false,
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| s);
+        store
+            .set_fuel(limits.fuel)
+            .map_err(|e| fail(JobError::Host(e.to_string())))?;
+        let ticks = (limits.wall_clock.as_millis() / TICK.as_millis()).max(1) as u64;
+        store.set_epoch_deadline(ticks);
+        // Caps what one guest-to-host call may make the host copy (the report included).
+        store.set_hostcall_fuel(transfer_cap(&limits));
+        store.epoch_deadline_trap();
+
+        // The guest runs on a thread of its own with a known, generous native stack: the wasm stack
+        // (512 KiB) and the host's work inside imports (planning, DataFusion) both fit, whatever
+        // the caller's thread size.
+        let linker = &self.linker;
+        let (result, store) = std::thread::scope(|scope| {
+            std::thread::Builder::new()
+                .name("sluice-job".into())
+                .stack_size(JOB_THREAD_STACK)
+                .spawn_scoped(scope, move || {
+                    let r = Job::instantiate(&mut store, &component, linker)
+                        .and_then(|job| job.call_run(&mut store, params));
+                    (r, store)
+                })
+                .map(|h| h.join())
+        })
+        .map_err(|e| fail(JobError::Host(format!("cannot start the job thread: {e}"))))?
+        .map_err(|_| fail(JobError::Host("the job thread panicked".into())))?;
+        let run_time = started.elapsed();
+        let state = store.into_data();
+        let failure = |error| JobFailure {
+            error,
+            log: state.log.clone(),
+            queries: state.records.clone(),
+        };
+        match result {
+            Err(e) => Err(failure(classify(&e, state.memory_limit_hit, &limits))),
+            Ok(Err(e)) => Err(failure(JobError::Guest(job_error_text(e)))),
+            Ok(Ok(r)) => {
+                let report = convert_report(r);
+                let bytes = report.approx_bytes();
+                if bytes > limits.max_report_bytes {
+                    return Err(failure(JobError::ReportTooLarge {
+                        bytes,
+                        limit: limits.max_report_bytes,
+                    }));
+                }
+                Ok(JobOutput {
+                    report,
+                    log: state.log,
+                    log_dropped: state.log_dropped,
+                    queries: state.records,
+                    cached,
+                    load_time,
+                    run_time,
+                })
+            }
+        }
+    }
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or("").chars().take(500).collect()
+}
+
+/// A core module carrying the SDK's component-type section is turned into a component; a component
+/// is passed through; anything else is refused.
+fn componentize(wasm: &[u8]) -> Result<Vec<u8>, JobError> {
+    const MAGIC: &[u8] = b"\0asm";
+    if wasm.len() < 8 || &wasm[..4] != MAGIC {
+        return Err(JobError::InvalidWasm(
+            "not a WebAssembly binary (missing the \\0asm header)".into(),
+        ));
+    }
+    // Bytes 4..8: version 1 for core modules, 0x0d + layer 1 for components.
+    if wasm[4..8] == [1, 0, 0, 0] {
+        wit_component::ComponentEncoder::default()
+            .module(wasm)
+            .and_then(|e| e.validate(true).encode())
+            .map_err(|e| {
+                JobError::InvalidWasm(format!(
+                    "core module could not be turned into a job component ({}); build jobs with the sluice-guest SDK for wasm32-unknown-unknown",
+                    first_line(&format!("{e:#}"))
+                ))
+            })
+    } else {
+        Ok(wasm.to_vec())
+    }
+}
+
+/// Refuses any import outside `sluice:job`, naming it.
+fn check_imports(component: &Component, engine: &Engine) -> Result<(), JobError> {
+    for (name, _) in component.component_type().imports(engine) {
+        let base = name.split('@').next().unwrap_or(name);
+        if !ALLOWED_IMPORTS.contains(&base) {
+            return Err(JobError::ForbiddenImport(name.to_string()));
+        }
+    }
+    Ok(())
+}
+
+/// Bytes one guest-to-host transfer may carry: the report cap plus room for its framing, so that a
+/// report just over the cap is still measured and refused by size.
+fn transfer_cap(limits: &Limits) -> usize {
+    limits.max_report_bytes.saturating_add(1 << 20)
+}
+
+fn classify(e: &wasmtime::Error, memory_limit_hit: bool, limits: &Limits) -> JobError {
+    if let Some(trap) = e.downcast_ref::<Trap>() {
+        return match trap {
+            Trap::OutOfFuel => JobError::FuelExhausted(limits.fuel),
+            Trap::Interrupt => JobError::Timeout(limits.wall_clock),
+            Trap::StackOverflow => JobError::StackOverflow,
+            _ if memory_limit_hit => JobError::MemoryLimit(limits.memory_bytes),
+            other => JobError::Trapped(other.to_string()),
+        };
+    }
+    if memory_limit_hit {
+        return JobError::MemoryLimit(limits.memory_bytes);
+    }
+    let text = format!("{e:#}");
+    if text.contains("too much data is being copied between the host and the guest") {
+        return JobError::TransferTooLarge(transfer_cap(limits));
+    }
+    if text.contains("import") && text.contains("not") {
+        return JobError::ForbiddenImport(first_line(&text));
+    }
+    JobError::Trapped(first_line(&text))
+}
+
+fn job_error_text(e: wit::JobError) -> String {
+    match e {
+        wit::JobError::InvalidParams(m) => format!("invalid parameters: {m}"),
+        wit::JobError::Query(q) => format!("query refused: {}", QueryError::from(q)),
+        wit::JobError::Failed(m) => m,
+    }
+}
+
+fn convert_value(v: wit::Value) -> report::Value {
+    match v {
+        wit::Value::Null => report::Value::Null,
+        wit::Value::Integer(i) => report::Value::Int(i),
+        wit::Value::Float(f) => report::Value::Float(f),
+        wit::Value::Text(s) => report::Value::Text(s),
+    }
+}
+
+fn convert_table(t: wit::NoisyTable) -> NoisyTable {
+    NoisyTable {
+        columns: t.columns,
+        key_columns: t.key_columns as usize,
+        rows: t
+            .rows
+            .into_iter()
+            .map(|r| r.into_iter().map(convert_value).collect())
+            .collect(),
+        accuracy: t.accuracy,
+        cost: PrivacyCost {
+            epsilon: t.cost.epsilon,
+            delta: t.cost.delta,
+        },
+        mechanism: t.mechanism,
+    }
+}
+
+fn convert_report(r: wit::Report) -> report::Report {
+    report::Report {
+        title: r.title,
+        text: r.text,
+        tables: r
+            .tables
+            .into_iter()
+            .map(|t| (t.name, convert_table(t.table)))
+            .collect(),
+        scalars: r
+            .scalars
+            .into_iter()
+            .map(|s| report::Scalar {
+                name: s.name,
+                value: s.value,
+                accuracy: s.accuracy,
+            })
+            .collect(),
+    }
+}
+
+fn to_wit_table(t: NoisyTable) -> wit::NoisyTable {
+    wit::NoisyTable {
+        columns: t.columns,
+        key_columns: t.key_columns as u32,
+        rows: t
+            .rows
+            .into_iter()
+            .map(|r| {
+                r.into_iter()
+                    .map(|v| match v {
+                        report::Value::Null => wit::Value::Null,
+                        report::Value::Int(i) => wit::Value::Integer(i),
+                        report::Value::Float(f) => wit::Value::Float(f),
+                        report::Value::Text(s) => wit::Value::Text(s),
+                    })
+                    .collect()
+            })
+            .collect(),
+        accuracy: t.accuracy,
+        cost: wit::PrivacyCost {
+            epsilon: t.cost.epsilon,
+            delta: t.cost.delta,
+        },
+        mechanism: t.mechanism,
+    }
+}
+
+impl From<QueryError> for wit::QueryError {
+    fn from(e: QueryError) -> Self {
+        match e {
+            QueryError::InvalidSql(m) => Self::InvalidSql(m),
+            QueryError::Unsupported(m) => Self::Unsupported(m),
+            QueryError::NotGranted(m) => Self::NotGranted(m),
+            QueryError::ColumnDenied(m) => Self::ColumnDenied(m),
+            QueryError::AggregationDenied(m) => Self::AggregationDenied(m),
+            QueryError::InvalidOptions(m) => Self::InvalidOptions(m),
+            QueryError::BudgetExhausted(m) => Self::BudgetExhausted(m),
+            QueryError::TooManyQueries(n) => Self::TooManyQueries(n),
+            QueryError::ExecutionFailed => Self::ExecutionFailed,
+        }
+    }
+}
+
+impl From<wit::QueryError> for QueryError {
+    fn from(e: wit::QueryError) -> Self {
+        match e {
+            wit::QueryError::InvalidSql(m) => Self::InvalidSql(m),
+            wit::QueryError::Unsupported(m) => Self::Unsupported(m),
+            wit::QueryError::NotGranted(m) => Self::NotGranted(m),
+            wit::QueryError::ColumnDenied(m) => Self::ColumnDenied(m),
+            wit::QueryError::AggregationDenied(m) => Self::AggregationDenied(m),
+            wit::QueryError::InvalidOptions(m) => Self::InvalidOptions(m),
+            wit::QueryError::BudgetExhausted(m) => Self::BudgetExhausted(m),
+            wit::QueryError::TooManyQueries(n) => Self::TooManyQueries(n),
+            wit::QueryError::ExecutionFailed => Self::ExecutionFailed,
+        }
+    }
+}
+
+fn dataset_info(d: &sluice_policy::Dataset) -> wit::DatasetInfo {
+    use sluice_policy::ColumnKind as K;
+    wit::DatasetInfo {
+        name: d.id.to_string(),
+        holder: d.holder.clone(),
+        classification: d.classification.as_str().to_string(),
+        privacy_unit: d.privacy_unit.clone(),
+        max_rows_per_unit: d.max_rows_per_unit,
+        columns: d
+            .columns
+            .iter()
+            .filter_map(|c| {
+                let (kind, public_values) = match &c.kind {
+                    K::Category { public_values } => {
+                        (wit::ColumnKind::Category, public_values.clone())
+                    }
+                    K::Int { .. } => (wit::ColumnKind::Integer, None),
+                    K::Float { .. } => (wit::ColumnKind::Float, None),
+                    K::Hidden => return None,
+                };
+                Some(wit::ColumnInfo {
+                    name: c.name.clone(),
+                    kind,
+                    public_values,
+                    bounds: c.kind.bounds_f64(),
+                })
+            })
+            .collect(),
+    }
+}
+
+impl bindings::sluice::job::types::Host for JobState {}
+
+impl bindings::sluice::job::data::Host for JobState {
+    fn datasets(&mut self) -> Vec<wit::DatasetInfo> {
+        self.engine
+            .policy()
+            .granted_datasets(&self.asker.operator, self.asker.today)
+            .into_iter()
+            .map(dataset_info)
+            .collect()
+    }
+
+    fn describe(&mut self, name: String) -> Option<wit::DatasetInfo> {
+        let id = sluice_policy::DatasetId::new(&name).ok()?;
+        let policy = self.engine.policy();
+        policy
+            .authorize(&self.asker.operator, &id, self.asker.today)
+            .ok()?;
+        policy.datasets.get(&id).map(dataset_info)
+    }
+
+    fn query(
+        &mut self,
+        sql: String,
+        options: wit::QueryOptions,
+    ) -> Result<wit::NoisyTable, wit::QueryError> {
+        if self.queries >= self.limits.max_queries {
+            return Err(wit::QueryError::TooManyQueries(self.limits.max_queries));
+        }
+        self.queries += 1;
+        let engine = self.engine.clone();
+        let asker = self.asker.clone();
+        let result = self
+            .rt
+            .block_on(async move { engine.query(&asker, &sql, options.epsilon).await });
+        match result {
+            Ok((table, record)) => {
+                self.records.push(record);
+                Ok(to_wit_table(table))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn budget(&mut self, dataset: String) -> Option<wit::BudgetInfo> {
+        let id = sluice_policy::DatasetId::new(&dataset).ok()?;
+        let grant = self
+            .engine
+            .policy()
+            .authorize(&self.asker.operator, &id, self.asker.today)
+            .ok()?;
+        let spent = self.engine.accountant().spent(
+            &self.asker.operator,
+            &id,
+            &self.asker.job,
+            std::time::Duration::from_secs(grant.period_secs),
+        );
+        Some(wit::BudgetInfo {
+            dataset,
+            epsilon_per_job: grant.epsilon_per_job,
+            epsilon_spent_this_job: spent.job,
+            epsilon_per_period: grant.epsilon_per_period,
+            epsilon_spent_this_period: spent.period,
+        })
+    }
+}
+
+impl bindings::sluice::job::log::Host for JobState {
+    fn log(&mut self, level: wit::LogLevel, message: String) {
+        let level = match level {
+            wit::LogLevel::Debug => "debug",
+            wit::LogLevel::Info => "info",
+            wit::LogLevel::Warn => "warn",
+            wit::LogLevel::Error => "error",
+        };
+        let mut message = message;
+        if message.len() > 1024 {
+            let mut cut = 1024;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+            message.push('…');
+        }
+        if self.log_bytes + message.len() > self.limits.max_log_bytes {
+            self.log_dropped += 1;
+            return;
+        }
+        self.log_bytes += message.len();
+        self.log.push(LogLine { level, message });
+    }
+}
