@@ -1,0 +1,247 @@
+//! Local commands: run a job without a server, the demo, policy check and data generation.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use sluice_policy::{OperatorId, PolicyError};
+use sluice_runtime::{InMemoryAccountant, JobOutput, JobRequest, Sandbox, SandboxConfig};
+
+use crate::print;
+
+/// How `run` prints the report.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum Format {
+    /// Aligned tables for a terminal.
+    Text,
+    /// JSON.
+    Json,
+    /// CSV.
+    Csv,
+}
+
+/// The sample jobs the demo runs: crate, operator, parameters.
+pub const SAMPLES: &[(&str, &str, &str)] = &[
+    (
+        "sample-visits-by-district",
+        "canal-analytics",
+        "epsilon=0.4&min_age=18",
+    ),
+    (
+        "sample-tourism-spend",
+        "yangzhou-tourism-lab",
+        "epsilon=1.0",
+    ),
+];
+
+/// The workspace this binary was built from.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("broker/ has a parent")
+        .to_path_buf()
+}
+
+fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
+}
+
+/// Installs the wasm target if it is missing (idempotent; needs rustup).
+fn ensure_wasm_target() -> Result<()> {
+    let sysroot = Command::new("rustc").args(["--print", "sysroot"]).output();
+    if let Ok(out) = sysroot {
+        let root = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        if root.join("lib/rustlib/wasm32-unknown-unknown").exists() {
+            return Ok(());
+        }
+    }
+    eprintln!("installing the wasm32-unknown-unknown target (once)…");
+    let status = Command::new("rustup")
+        .args(["target", "add", "wasm32-unknown-unknown"])
+        .status()
+        .context("while running `rustup target add wasm32-unknown-unknown`")?;
+    if !status.success() {
+        bail!("`rustup target add wasm32-unknown-unknown` failed");
+    }
+    Ok(())
+}
+
+/// Builds the sample jobs with cargo and returns the path of each `.wasm`.
+pub fn build_samples() -> Result<Vec<PathBuf>> {
+    ensure_wasm_target()?;
+    let root = workspace_root();
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(&root).args([
+        "build",
+        "--quiet",
+        "--release",
+        "--target",
+        "wasm32-unknown-unknown",
+    ]);
+    for (pkg, _, _) in SAMPLES {
+        cmd.args(["-p", pkg]);
+    }
+    eprintln!("building the sample jobs (wasm32-unknown-unknown)…");
+    let status = cmd
+        .status()
+        .context("while running cargo to build the sample jobs")?;
+    if !status.success() {
+        bail!("building the sample jobs failed");
+    }
+    let dir = target_dir(&root).join("wasm32-unknown-unknown/release");
+    Ok(SAMPLES
+        .iter()
+        .map(|(pkg, _, _)| dir.join(format!("{}.wasm", pkg.replace('-', "_"))))
+        .collect())
+}
+
+fn load_policy(path: &Path) -> Result<sluice_policy::Policy> {
+    sluice_policy::load(path).map_err(|e| match e {
+        PolicyError::Invalid(p) => anyhow::anyhow!("the policy is invalid:\n{p}"),
+        other => anyhow::anyhow!(other),
+    })
+}
+
+fn print_output(name: &str, operator: &str, out: &JobOutput, format: Format) {
+    match format {
+        Format::Json => println!("{}", out.report.to_json()),
+        Format::Csv => print!("{}", out.report.to_csv()),
+        Format::Text => {
+            println!("{}", print::report(&out.report));
+            for l in &out.log {
+                println!("  [job log {}] {}", l.level, l.message);
+            }
+            let spent: f64 = out.queries.iter().map(|q| q.cost.epsilon).sum();
+            println!(
+                "{name}: {} queries, ε spent {spent} by operator `{operator}`; component {} in {:.1} ms, ran in {:.1} ms",
+                out.queries.len(),
+                if out.cached { "from cache" } else { "compiled" },
+                out.load_time.as_secs_f64() * 1e3,
+                out.run_time.as_secs_f64() * 1e3,
+            );
+        }
+    }
+}
+
+/// `sluice run`.
+pub fn run(
+    policy: &Path,
+    operator: &str,
+    data_root: &Path,
+    params: &str,
+    format: Format,
+    job: &Path,
+) -> Result<ExitCode> {
+    let operator: OperatorId = operator.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+    let policy = load_policy(policy)?;
+    let wasm = std::fs::read(job).with_context(|| format!("while reading {}", job.display()))?;
+    let sandbox = Sandbox::new(SandboxConfig::new(
+        policy,
+        data_root,
+        Arc::new(InMemoryAccountant::new()),
+    ))?;
+    let job_id = format!("local-{}", std::process::id());
+    match sandbox.run_job(&JobRequest::new(operator.clone(), job_id, &wasm, params)) {
+        Ok(out) => {
+            print_output(&job.display().to_string(), operator.as_str(), &out, format);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(f) => {
+            for l in &f.log {
+                eprintln!("  [job log {}] {}", l.level, l.message);
+            }
+            let spent: f64 = f.queries.iter().map(|q| q.cost.epsilon).sum();
+            eprintln!("job failed: {} (ε spent before failing: {spent})", f.error);
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// `sluice demo`.
+pub fn demo(rows: usize, data_root: &Path) -> Result<ExitCode> {
+    let root = workspace_root();
+    let wasm_paths = build_samples()?;
+    let data = data_root.join("data");
+    let wrote = sluice_datagen::ensure_demo_data(&data, rows, sluice_datagen::DEFAULT_SEED)?;
+    for w in &wrote {
+        eprintln!("generated {}", w.display());
+    }
+    let policy = load_policy(&root.join("policies/examples"))?;
+    let sandbox = Sandbox::new(SandboxConfig::new(
+        policy.clone(),
+        data_root,
+        Arc::new(InMemoryAccountant::new()),
+    ))
+    .context("while starting the sandbox")?;
+    for ((pkg, operator, params), path) in SAMPLES.iter().zip(&wasm_paths) {
+        let wasm =
+            std::fs::read(path).with_context(|| format!("while reading {}", path.display()))?;
+        let operator: OperatorId = operator.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+        let needs_review = policy
+            .grants
+            .iter()
+            .any(|g| g.operator == operator && g.review == sluice_policy::Review::Required);
+        println!("\n=== {pkg} (operator `{operator}`, params `{params}`) ===");
+        if needs_review {
+            println!(
+                "(this grant requires a reviewer's approval; a local run is the data holder's own run and skips review)"
+            );
+        }
+        let out = sandbox
+            .run_job(&JobRequest::new(
+                operator.clone(),
+                format!("demo-{pkg}"),
+                &wasm,
+                params,
+            ))
+            .map_err(|f| anyhow::anyhow!("{pkg} failed: {}", f.error))?;
+        print_output(pkg, operator.as_str(), &out, Format::Text);
+    }
+    println!(
+        "\nEvery number above is a differentially private answer (OpenDP discrete Laplace noise); ± is the half-width of its 95% interval."
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `sluice policy check`.
+pub fn policy_check(path: &Path) -> Result<ExitCode> {
+    match sluice_policy::load(path) {
+        Ok(p) => {
+            println!(
+                "policy OK: {} dataset(s), {} grant(s) in {} file(s)",
+                p.datasets.len(),
+                p.grants.len(),
+                p.files.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(PolicyError::Invalid(problems)) => {
+            for p in &problems.0 {
+                eprintln!("{p}");
+            }
+            eprintln!("{} problem(s)", problems.0.len());
+            Ok(ExitCode::FAILURE)
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// `sluice datagen`.
+pub fn datagen(rows: usize, seed: u64, out: &Path) -> Result<ExitCode> {
+    let started = std::time::Instant::now();
+    sluice_datagen::health_visits(&out.join("health_visits.parquet"), rows, seed)?;
+    sluice_datagen::tourism_trips(&out.join("tourism_trips.parquet"), rows, seed)?;
+    println!(
+        "wrote {rows} rows each to {}/health_visits.parquet and {}/tourism_trips.parquet in {:.1} s",
+        out.display(),
+        out.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,87 @@
+//! A hostile job. Its parameter names the attack; each has a test in `tests/src/hostile.rs` that
+//! names the error it expects.
+
+use std::hint::black_box;
+
+use sluice_guest::{Error, Job, Report, Result};
+
+/// Recursion that lives on the wasm stack (no locals in linear memory), so it overflows the
+/// engine's stack limit rather than Rust's shadow stack in linear memory.
+fn recurse(n: u64) -> u64 {
+    if black_box(n) == u64::MAX {
+        return 0;
+    }
+    black_box(recurse(n + 1)).wrapping_mul(3) ^ n
+}
+
+fn hostile(ctx: &mut Job) -> Result<Report> {
+    let attack = ctx.params().to_string();
+    let (name, arg) = attack.split_once(':').unwrap_or((attack.as_str(), ""));
+    match name {
+        // Burns CPU forever: must hit the fuel limit (or, with unlimited fuel, the wall clock).
+        "loop" => {
+            let mut i: u64 = 0;
+            loop {
+                i = black_box(i.wrapping_add(1));
+            }
+        }
+        // Allocates without end: must hit the memory limit.
+        "memory" => {
+            let mut hoard: Vec<Vec<u8>> = Vec::new();
+            loop {
+                let mut chunk = vec![0u8; 16 << 20];
+                chunk[0] = 1;
+                hoard.push(black_box(chunk));
+            }
+        }
+        // Recurses without end: must hit the stack limit.
+        "recursion" => Ok(Report::new(format!("{}", recurse(0)))),
+        // Returns a report of `arg` MiB: must hit the report cap.
+        "big-report" => {
+            let mib: usize = arg.parse().unwrap_or(300);
+            Ok(Report::new("big").text("x".repeat(mib << 20)))
+        }
+        // Returns a report whose text is `arg` bytes.
+        "big-report-bytes" => {
+            let n: usize = arg.parse().unwrap_or(1 << 20);
+            Ok(Report::new("big").text("x".repeat(n)))
+        }
+        // Tries to read a host file. There is no filesystem to reach.
+        "open-file" => match std::fs::read_to_string("/etc/passwd") {
+            Ok(s) => Ok(Report::new("stolen").text(s)),
+            Err(e) => Err(Error::msg(format!("open-file: {e}"))),
+        },
+        // Tries to read the host environment. There is none.
+        "env" => {
+            let vars: Vec<String> = std::env::vars().map(|(k, v)| format!("{k}={v}")).collect();
+            if vars.is_empty() {
+                Err(Error::msg("env: no environment visible"))
+            } else {
+                Ok(Report::new("stolen").text(vars.join("\n")))
+            }
+        }
+        // Asks queries until refused: must hit the query limit.
+        "query-spam" => loop {
+            ctx.query("SELECT COUNT(*) AS n FROM health_visits")
+                .epsilon(0.001)
+                .run()?;
+        },
+        // Panics: a trap.
+        "panic" => panic!("hostile job panicked on purpose"),
+        // Queries with the given SQL, ε 0.1, and reports the answer.
+        "sql" => {
+            let t = ctx.query(arg).epsilon(0.1).run()?;
+            Ok(Report::new("answer").table("answer", &t))
+        }
+        // Spams the log.
+        "log-spam" => {
+            for i in 0..100_000 {
+                ctx.log(format!("line {i} {}", "y".repeat(100)));
+            }
+            Ok(Report::new("logged"))
+        }
+        other => Err(Error::InvalidParams(format!("unknown attack `{other}`"))),
+    }
+}
+
+sluice_guest::job!(hostile);

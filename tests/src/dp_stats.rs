@@ -1,0 +1,241 @@
+//! Statistical checks of the noise the engine adds, end to end through SQL.
+//!
+//! The exact answers come from plain DataFusion SQL over the same Parquet file, on the
+//! `health_stats` declaration whose contribution bound (7) no person in the data exceeds, so that the
+//! bounded answer equals the plain one. Each check is a Kolmogorov–Smirnov test of the errors
+//! against the discrete Laplace distribution with the scale the engine declares, at α = 0.001
+//! (a correct mechanism fails it one run in a thousand; the asymptotic KS critical value is
+//! conservative for a discrete distribution). The same test must *reject* noise whose scale is 30%
+//! off, drawn from OpenDP's sampler with a wrong calibration: that is the test's power.
+
+use std::collections::HashMap;
+
+use datafusion::arrow::array::{Array, Int64Array, StringArray};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::DataType;
+use datafusion::prelude::{ParquetReadOptions, SessionContext};
+use sluice_policy::Date;
+use sluice_runtime::Value;
+use sluice_runtime::privacy::Asker;
+use sluice_runtime::privacy::mechanisms::{ALPHA, DiscreteLaplace};
+
+use sluice_runtime::Sandbox;
+
+use crate::{data_root, op, sandbox};
+
+const KS_ALPHA: f64 = 0.001;
+
+/// P(X ≤ x) for the discrete Laplace distribution with `scale` (pmf ∝ exp(-|x|/scale)).
+fn discrete_laplace_cdf(x: i64, scale: f64) -> f64 {
+    let q = (-1.0 / scale).exp();
+    if x < 0 {
+        q.powf(-x as f64) / (1.0 + q)
+    } else {
+        1.0 - q.powf((x + 1) as f64) / (1.0 + q)
+    }
+}
+
+/// The KS statistic of integer samples against the discrete Laplace(`scale`) CDF, evaluated on
+/// both sides of every jump.
+fn ks_statistic(samples: &[i64], scale: f64) -> f64 {
+    let mut s = samples.to_vec();
+    s.sort_unstable();
+    let n = s.len() as f64;
+    let mut d: f64 = 0.0;
+    let mut i = 0;
+    while i < s.len() {
+        let v = s[i];
+        let below = i as f64 / n;
+        while i < s.len() && s[i] == v {
+            i += 1;
+        }
+        let upto = i as f64 / n;
+        d = d
+            .max((upto - discrete_laplace_cdf(v, scale)).abs())
+            .max((below - discrete_laplace_cdf(v - 1, scale)).abs());
+    }
+    d
+}
+
+fn ks_critical(n: usize) -> f64 {
+    (-0.5 * (KS_ALPHA / 2.0).ln()).sqrt() / (n as f64).sqrt()
+}
+
+/// Exact per-group answers of `sql` over the raw file registered as `t` (first columns keys, last
+/// column an integer), by plain DataFusion SQL.
+fn exact(s: &Sandbox, sql: &str, nkeys: usize) -> HashMap<Vec<String>, i64> {
+    let batches = s.block_on(async {
+        let ctx = SessionContext::new();
+        let path = data_root().join("data/health_visits.parquet");
+        ctx.register_parquet("t", path.to_str().unwrap(), ParquetReadOptions::default())
+            .await
+            .unwrap();
+        ctx.sql(sql).await.unwrap().collect().await.unwrap()
+    });
+    let mut out = HashMap::new();
+    for b in batches {
+        let keys: Vec<_> = (0..nkeys)
+            .map(|i| cast(b.column(i), &DataType::Utf8).unwrap())
+            .collect();
+        let v = cast(b.column(nkeys), &DataType::Int64).unwrap();
+        let v = v.as_any().downcast_ref::<Int64Array>().unwrap();
+        for r in 0..b.num_rows() {
+            let key = keys
+                .iter()
+                .map(|k| {
+                    k.as_any()
+                        .downcast_ref::<StringArray>()
+                        .unwrap()
+                        .value(r)
+                        .to_string()
+                })
+                .collect();
+            out.insert(key, v.value(r));
+        }
+    }
+    out
+}
+
+/// Runs `sql` `runs` times at `epsilon` and returns the errors of the last column against `truth`
+/// (multiplied by `unit` and rounded, so that fixed-point sums compare as integers), with the 95%
+/// accuracy the engine stated for each cell (in the same units).
+fn errors(
+    s: &Sandbox,
+    sql: &str,
+    nkeys: usize,
+    runs: usize,
+    epsilon: f64,
+    truth: &HashMap<Vec<String>, i64>,
+    unit: f64,
+) -> (Vec<i64>, Vec<f64>) {
+    let asker = Asker {
+        operator: op("stats"),
+        job: "stats".into(),
+        today: Date::today_utc(),
+    };
+    let mut errs = Vec::new();
+    let mut accs = Vec::new();
+    for _ in 0..runs {
+        let (t, _) = s
+            .block_on(s.engine().query(&asker, sql, epsilon))
+            .expect("query answered");
+        for (r, row) in t.rows.iter().enumerate() {
+            let key: Vec<String> = row[..nkeys]
+                .iter()
+                .map(|v| match v {
+                    Value::Text(s) => s.clone(),
+                    other => panic!("key {other:?}"),
+                })
+                .collect();
+            let noisy = row[nkeys].as_f64().expect("numeric aggregate");
+            let exact = *truth.get(&key).unwrap_or(&0) as f64;
+            errs.push(((noisy - exact) * unit).round() as i64);
+            accs.push(t.accuracy[r][nkeys].expect("aggregate accuracy") * unit);
+        }
+    }
+    (errs, accs)
+}
+
+/// Noise drawn from OpenDP's sampler at `scale` (for the power checks).
+fn opendp_noise(n: usize, scale: f64) -> Vec<i64> {
+    // sensitivity 1 and ε = 1/scale gives exactly `scale`.
+    let m = DiscreteLaplace::new(1, 1.0 / scale).unwrap();
+    m.release(&vec![0; n]).unwrap()
+}
+
+#[test]
+fn count_noise_matches_the_declared_scale_and_a_30_percent_error_is_detected() {
+    let (s, _) = sandbox();
+    let truth = exact(
+        &s,
+        "SELECT district, sex, COUNT(*) FROM t GROUP BY district, sex",
+        2,
+    );
+    // 500 runs x 18 cells = 9,000 errors; ε = 0.1 per query, sensitivity 7 → scale 70.
+    let sql = "SELECT district, sex, COUNT(*) AS n FROM health_stats GROUP BY district, sex";
+    let (errs, accs) = errors(&s, sql, 2, 500, 0.1, &truth, 1.0);
+    assert_eq!(errs.len(), 9_000);
+    let scale = 7.0 / 0.1;
+    let crit = ks_critical(errs.len());
+    let d = ks_statistic(&errs, scale);
+    assert!(
+        d < crit,
+        "KS statistic {d:.4} exceeds {crit:.4}: noise does not match scale {scale}"
+    );
+
+    // The same test rejects noise 30% too wide or too narrow (power).
+    for wrong in [scale * 1.3, scale * 0.7] {
+        let d = ks_statistic(&opendp_noise(errs.len(), wrong), scale);
+        assert!(
+            d > crit,
+            "KS failed to reject scale {wrong} (D={d:.4}, critical {crit:.4})"
+        );
+    }
+
+    // The stated 95% accuracy covers about 95% of the errors (discreteness makes it a bit more).
+    let expected = DiscreteLaplace::new(7, 0.1).unwrap().accuracy(ALPHA);
+    assert!(accs.iter().all(|a| (a - expected).abs() < 1e-9));
+    let covered = errs
+        .iter()
+        .zip(&accs)
+        .filter(|(e, a)| (e.abs() as f64) < **a)
+        .count() as f64
+        / errs.len() as f64;
+    assert!((0.94..=0.965).contains(&covered), "coverage {covered}");
+}
+
+#[test]
+fn sum_noise_matches_the_declared_scale_on_clamped_values() {
+    let (s, _) = sandbox();
+    // Ages in the data go up to 104; the policy clamps them to [0, 100] before summing.
+    let truth = exact(
+        &s,
+        "SELECT sex, SUM(CASE WHEN age > 100 THEN 100 ELSE age END) FROM t GROUP BY sex",
+        1,
+    );
+    // Integer column with bounds [0, 100] is summed exactly (unit 1): sensitivity 7 x 100 = 700,
+    // ε = 0.25 → scale 2800. 350 runs x 2 cells = 700 errors (ε 87.5 of the grant's 100).
+    let sql = "SELECT sex, SUM(age) AS s FROM health_stats GROUP BY sex";
+    let (errs, _) = errors(&s, sql, 1, 350, 0.25, &truth, 1.0);
+    let scale = 700.0 / 0.25;
+    let crit = ks_critical(errs.len());
+    let d = ks_statistic(&errs, scale);
+    assert!(
+        d < crit,
+        "KS statistic {d:.4} exceeds {crit:.4}: sum noise does not match scale {scale}"
+    );
+    let d_wrong = ks_statistic(&opendp_noise(errs.len(), scale * 0.5), scale);
+    assert!(
+        d_wrong > crit,
+        "KS failed to reject half the scale (D={d_wrong:.4})"
+    );
+}
+
+#[test]
+fn every_declared_key_is_released_sorted_even_when_empty() {
+    let (s, _) = sandbox();
+    let asker = Asker {
+        operator: op("stats"),
+        job: "keys".into(),
+        today: Date::today_utc(),
+    };
+    let (t, _) = s
+        .block_on(s.engine().query(
+            &asker,
+            "SELECT district, COUNT(*) AS n FROM health_stats WHERE district = 'Guangling' GROUP BY district",
+            1.0,
+        ))
+        .unwrap();
+    let keys: Vec<_> = t.rows.iter().map(|r| r[0].clone()).collect();
+    let mut expected: Vec<_> = sluice_datagen::DISTRICTS
+        .iter()
+        .map(|(d, _)| d.to_string())
+        .collect();
+    expected.sort();
+    assert_eq!(
+        keys,
+        expected.into_iter().map(Value::Text).collect::<Vec<_>>()
+    );
+    assert_eq!(t.key_columns, 1);
+    assert_eq!(t.cost.epsilon, 1.0);
+}
