@@ -171,6 +171,7 @@ fn invalid_wasm_is_refused_with_a_clear_error() {
         b"\0asm\x01\0\0\0\xff\xff".to_vec(),
         b"\0asm\x0d\0\x01\0garbage".to_vec(),
         Vec::new(),
+        vec![0u8; 17 << 20],
     ] {
         let err = s
             .run_job(&JobRequest::new(op("analyst"), "bad", &bytes, ""))

@@ -42,7 +42,7 @@ use datafusion::prelude::{Expr, col, lit};
 use datafusion::sql::parser::{DFParserBuilder, Statement};
 use datafusion::sql::sqlparser::ast::{Expr as SqlExpr, visit_expressions};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
-use sluice_policy::{ColumnKind, DatasetId, Date, OperatorId, Policy};
+use sluice_policy::{ColumnKind, DatasetId, Date, Grant, OperatorId, Policy};
 
 use crate::QueryError;
 use crate::data::{Catalog, Registered};
@@ -143,13 +143,13 @@ impl PrivacyEngine {
         &self.accountant
     }
 
-    /// Validates `sql` for `asker` and returns the validated query and the dataset, without charging
-    /// or running anything.
+    /// Validates `sql` for `asker` and returns the validated query, the dataset and the grant that
+    /// allows it, without charging or running anything.
     pub async fn prepare(
         &self,
         asker: &Asker,
         sql: &str,
-    ) -> Result<(ValidatedQuery, &Registered), QueryError> {
+    ) -> Result<(ValidatedQuery, &Registered, &Grant), QueryError> {
         if sql.len() > MAX_SQL_BYTES {
             return Err(QueryError::InvalidSql(format!(
                 "the query is {} bytes; at most {MAX_SQL_BYTES} are accepted",
@@ -247,7 +247,7 @@ impl PrivacyEngine {
             .await
             .map_err(|e| plan_error(&e, &registered.policy))?;
         let q = validate::validate(&plan, &registered.policy, &grant.aggregations)?;
-        Ok((q, registered))
+        Ok((q, registered, grant))
     }
 
     /// Answers one query: validate, charge, execute, add noise.
@@ -262,12 +262,8 @@ impl PrivacyEngine {
                 "epsilon must be a number greater than 0 and at most {MAX_QUERY_EPSILON}"
             )));
         }
-        let (q, registered) = self.prepare(asker, sql).await?;
+        let (q, registered, grant) = self.prepare(asker, sql).await?;
         let ds = &registered.policy;
-        let grant = self
-            .policy
-            .authorize(&asker.operator, &ds.id, asker.today)
-            .map_err(|d| QueryError::NotGranted(d.to_string()))?;
 
         // The noisy releases this query needs, and which of them each aggregate reads.
         let mut subs: Vec<Sub> = Vec::new();
@@ -416,7 +412,7 @@ impl PrivacyEngine {
         }
 
         let mut mechanism = format!(
-            "discrete Laplace noise (OpenDP make_laplace), pure ε-DP; at most {k} random rows per {} ; ε={epsilon} split evenly over {} noisy release(s) (basic composition):",
+            "discrete Laplace noise (OpenDP make_laplace), pure ε-DP; at most {k} random rows per {}; ε={epsilon} split evenly over {} noisy release(s) (basic composition):",
             ds.privacy_unit,
             subs.len()
         );

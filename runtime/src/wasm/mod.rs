@@ -30,6 +30,8 @@ use bindings::sluice::job::types as wit;
 
 /// Interfaces a job may import, without version.
 const ALLOWED_IMPORTS: &[&str] = &["sluice:job/types", "sluice:job/data", "sluice:job/log"];
+/// Largest job binary accepted: compilation time grows with size, so this bounds it.
+pub const MAX_WASM_BYTES: usize = 16 << 20;
 /// Most compiled components kept in memory.
 const CACHE_CAPACITY: usize = 64;
 /// Native stack of the thread a job runs on.
@@ -180,6 +182,12 @@ impl Host {
 
     /// The component for `wasm`, from the cache (keyed by sha256) or freshly compiled.
     pub(crate) fn load(&self, wasm: &[u8]) -> Result<(Component, bool), JobError> {
+        if wasm.len() > MAX_WASM_BYTES {
+            return Err(JobError::InvalidWasm(format!(
+                "the job is {} bytes; at most {MAX_WASM_BYTES} are accepted",
+                wasm.len()
+            )));
+        }
         let key: [u8; 32] = Sha256::digest(wasm).into();
         if let Some(c) = self.cache.lock().expect("cache lock").get(&key) {
             return Ok((c.clone(), true));
