@@ -70,6 +70,7 @@ privacy_unit = "person_id"
 max_rows_per_unit = 5
 columns.district = {{ kind = "category", public_values = ["Guangling", "Hanjiang", "Jiangdu", "Yizheng", "Gaoyou", "Baoying", "Development Zone", "Shugang-Slender West Lake", "Ecological New City"] }}
 columns.sex = {{ kind = "category", public_values = ["F", "M"] }}
+columns.diagnosis_group = {{ kind = "category", public_values = ["respiratory", "cardiovascular", "digestive", "musculoskeletal", "injury", "mental_health", "endocrine", "other"] }}
 columns.age = {{ kind = "int", bounds = [0, 100] }}
 columns.cost = {{ kind = "float", bounds = [0.0, 20000.0] }}
 

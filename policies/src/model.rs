@@ -54,47 +54,59 @@ id_newtype!(
     "1 to 64 characters of `a-z`, `0-9`, `_` and `-`, starting with a letter"
 );
 
-fn validate_id(s: &str, what: &str) -> Result<(), String> {
-    let ok_first = s.chars().next().is_some_and(|c| c.is_ascii_lowercase());
+/// The one name check: 1 to 64 characters of `a-z`, `0-9`, `_` (and `-` where `dash`), starting
+/// with a letter (or `_` where `underscore_first`). `rule` is the wording of the error.
+fn check_name(
+    s: &str,
+    what: &str,
+    dash: bool,
+    underscore_first: bool,
+    rule: &str,
+) -> Result<(), String> {
+    let ok_first = s
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || (underscore_first && c == '_'));
     let ok_rest = s
         .chars()
-        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || (dash && c == '-'));
     if s.is_empty() || s.len() > 64 || !ok_first || !ok_rest {
         return Err(format!(
-            "invalid {what} `{s}`: use 1 to 64 characters of a-z, 0-9, `_` and `-`, starting with a letter"
+            "invalid {what} `{s}`: use 1 to 64 characters of {rule}"
         ));
     }
     Ok(())
 }
 
+fn validate_id(s: &str, what: &str) -> Result<(), String> {
+    check_name(
+        s,
+        what,
+        true,
+        false,
+        "a-z, 0-9, `_` and `-`, starting with a letter",
+    )
+}
+
 fn validate_sql_name(s: &str, what: &str) -> Result<(), String> {
-    let ok_first = s.chars().next().is_some_and(|c| c.is_ascii_lowercase());
-    let ok_rest = s
-        .chars()
-        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-    if s.is_empty() || s.len() > 64 || !ok_first || !ok_rest {
-        return Err(format!(
-            "invalid {what} `{s}`: use 1 to 64 characters of a-z, 0-9 and `_`, starting with a letter"
-        ));
-    }
-    Ok(())
+    check_name(
+        s,
+        what,
+        false,
+        false,
+        "a-z, 0-9 and `_`, starting with a letter",
+    )
 }
 
 /// Checks a column name: SQL-friendly lower-case identifiers only, so that no quoting is ever needed.
 pub(crate) fn validate_column_name(s: &str) -> Result<(), String> {
-    let ok_first = s
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_lowercase() || c == '_');
-    let ok_rest = s
-        .chars()
-        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-    if s.is_empty() || s.len() > 64 || !ok_first || !ok_rest {
-        return Err(format!(
-            "invalid column name `{s}`: use 1 to 64 characters of a-z, 0-9 and `_`, not starting with a digit"
-        ));
-    }
-    Ok(())
+    check_name(
+        s,
+        "column name",
+        false,
+        true,
+        "a-z, 0-9 and `_`, not starting with a digit",
+    )
 }
 
 /// A whole validated policy: every dataset and every grant from one or more files.
