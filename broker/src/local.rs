@@ -114,7 +114,7 @@ fn print_output(name: &str, operator: &str, out: &JobOutput, format: Format) {
             for l in &out.log {
                 println!("  [job log {}] {}", l.level, l.message);
             }
-            let spent: f64 = out.queries.iter().map(|q| q.cost.epsilon).sum();
+            let spent = out.queries.iter().fold(0.0, |a, q| a + q.cost.epsilon);
             println!(
                 "{name}: {} queries, ε spent {spent} by operator `{operator}`; component {} in {:.1} ms, ran in {:.1} ms",
                 out.queries.len(),
@@ -153,7 +153,7 @@ pub fn run(
             for l in &f.log {
                 eprintln!("  [job log {}] {}", l.level, l.message);
             }
-            let spent: f64 = f.queries.iter().map(|q| q.cost.epsilon).sum();
+            let spent = f.queries.iter().fold(0.0, |a, q| a + q.cost.epsilon);
             eprintln!("job failed: {} (ε spent before failing: {spent})", f.error);
             Ok(ExitCode::FAILURE)
         }

@@ -1,0 +1,110 @@
+//! The `sluice` command line as a user sees it: exit codes and the text it prints.
+
+use std::process::Command;
+
+fn sluice(args: &[&str]) -> (i32, String, String) {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .current_dir(root)
+        .args(args)
+        .output()
+        .expect("run sluice");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn policy_check_accepts_the_examples() {
+    let (code, stdout, _) = sluice(&["policy", "check", "policies/examples"]);
+    assert_eq!(code, 0);
+    assert_eq!(stdout, "policy OK: 2 dataset(s), 2 grant(s) in 2 file(s)\n");
+}
+
+#[test]
+fn policy_check_lists_every_problem_and_fails() {
+    let (code, stdout, stderr) = sluice(&[
+        "policy",
+        "check",
+        "policies/tests/golden/many_problems.toml",
+    ]);
+    assert_eq!(code, 1);
+    assert!(stdout.is_empty());
+    let golden = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../policies/tests/golden/many_problems.expected"),
+    )
+    .unwrap();
+    // Same problems as the library reports, with the path as given, then a count.
+    let expected: String = golden
+        .lines()
+        .map(|l| format!("policies/tests/golden/{l}\n"))
+        .collect::<String>()
+        + &format!("{} problem(s)\n", golden.lines().count());
+    assert_eq!(stderr, expected);
+}
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("sluice-cli-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn run_refuses_to_start_when_the_policy_sources_are_missing() {
+    let dir = temp_dir("nodata");
+    let job = dir.join("job.wasm");
+    std::fs::write(&job, b"hello").unwrap();
+    let (code, _, stderr) = sluice(&[
+        "run",
+        "--operator",
+        "canal-analytics",
+        "--data-root",
+        dir.to_str().unwrap(),
+        job.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.starts_with("error: dataset `health_visits`: cannot read source"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn run_refuses_invalid_wasm_with_a_clear_message() {
+    let dir = temp_dir("badwasm");
+    let data = dir.join("data");
+    let (code, stdout, _) = sluice(&["datagen", "--rows", "2000", "--out", data.to_str().unwrap()]);
+    assert_eq!(code, 0);
+    assert!(stdout.starts_with("wrote 2000 rows each to"), "{stdout}");
+    let job = dir.join("job.wasm");
+    std::fs::write(&job, b"hello").unwrap();
+    let (code, stdout, stderr) = sluice(&[
+        "run",
+        "--operator",
+        "canal-analytics",
+        "--data-root",
+        dir.to_str().unwrap(),
+        job.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1);
+    assert!(stdout.is_empty());
+    assert_eq!(
+        stderr,
+        "job failed: invalid wasm: not a WebAssembly binary (missing the \\0asm header) (ε spent before failing: 0)\n"
+    );
+}
+
+#[test]
+fn unknown_subcommands_fail_with_usage() {
+    let (code, _, stderr) = sluice(&["frobnicate"]);
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("unrecognized subcommand 'frobnicate'"),
+        "{stderr}"
+    );
+}
