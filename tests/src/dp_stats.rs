@@ -200,6 +200,7 @@ fn sum_noise_matches_the_declared_scale_on_clamped_values() {
     let scale = 700.0 / 0.25;
     let crit = ks_critical(errs.len());
     let d = ks_statistic(&errs, scale);
+    eprintln!("sum: n={} KS D={d:.4} critical={crit:.4}", errs.len());
     assert!(
         d < crit,
         "KS statistic {d:.4} exceeds {crit:.4}: sum noise does not match scale {scale}"
