@@ -155,3 +155,59 @@ fn a_source_without_the_privacy_unit_stops_the_sandbox() {
         "dataset `energy`: privacy unit column `meter_id` is missing from the source"
     );
 }
+
+/// One heavy unit (1,000 rows, values far above the bounds) among ten light ones. With ε = 50 the
+/// noise scale is 0.04 (count) and 0.4 (sum): |noise| ≥ 1 has probability about 1e-11 and 0.15,
+/// and |noise| ≥ 10 about 1e-11 for the sum, so the bounds below fail only if bounding or clamping
+/// is broken.
+#[test]
+fn a_heavy_privacy_unit_contributes_at_most_its_bound_and_values_are_clamped() {
+    let dir = temp_dir("heavy");
+    let mut csv = String::from("meter_id,zone,kwh\n");
+    for _ in 0..1000 {
+        csv.push_str("1,north,1000000.0\n");
+    }
+    for m in 2..=11 {
+        csv.push_str(&format!("{m},north,5.0\n"));
+    }
+    std::fs::write(dir.join("energy.csv"), csv).unwrap();
+    let text = policy(
+        "energy.csv",
+        r#"columns.zone = { kind = "category", public_values = ["north"] }
+columns.kwh = { kind = "float", bounds = [0.0, 10.0] }"#,
+    )
+    .replace(
+        "epsilon_per_job = 10.0\nepsilon_per_period = 10.0",
+        "epsilon_per_job = 100.0\nepsilon_per_period = 100.0",
+    );
+    let s = start(&dir, &text).expect("starts");
+    let asker = Asker {
+        operator: op("analyst"),
+        job: "heavy".into(),
+        today: Date::today_utc(),
+    };
+    let (t, _) = s
+        .block_on(
+            s.engine()
+                .query(&asker, "SELECT COUNT(*) AS n FROM energy", 50.0),
+        )
+        .expect("answered");
+    let n = t.rows[0][0].as_f64().unwrap();
+    // max_rows_per_unit = 2: the heavy meter counts twice, the ten light ones once each.
+    assert!(
+        (n - 12.0).abs() <= 1.0,
+        "count {n}: contribution bounding failed"
+    );
+    let (t, _) = s
+        .block_on(
+            s.engine()
+                .query(&asker, "SELECT SUM(kwh) AS total FROM energy", 50.0),
+        )
+        .expect("answered");
+    let total = t.rows[0][0].as_f64().unwrap();
+    // 2 rows clamped to 10 + 10 rows of 5 = 70.
+    assert!(
+        (total - 70.0).abs() <= 10.0,
+        "sum {total}: bounding or clamping failed"
+    );
+}
