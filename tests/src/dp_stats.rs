@@ -240,3 +240,23 @@ fn every_declared_key_is_released_sorted_even_when_empty() {
     assert_eq!(t.key_columns, 1);
     assert_eq!(t.cost.epsilon, 1.0);
 }
+
+#[test]
+fn key_columns_come_first_whatever_the_select_order() {
+    let (s, _) = sandbox();
+    let asker = Asker {
+        operator: op("stats"),
+        job: "order".into(),
+        today: Date::today_utc(),
+    };
+    let (t, _) = s
+        .block_on(s.engine().query(
+            &asker,
+            "SELECT COUNT(*) AS n, sex FROM health_stats GROUP BY sex",
+            1.0,
+        ))
+        .unwrap();
+    assert_eq!(t.columns, vec!["sex", "n"]);
+    assert_eq!(t.key_columns, 1);
+    assert_eq!(t.rows[0][0], Value::Text("F".into()));
+}

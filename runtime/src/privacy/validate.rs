@@ -248,6 +248,9 @@ pub fn validate(
         outputs.push((name, source));
     }
 
+    // The contract puts key columns first: keep SELECT order within keys and within aggregates.
+    outputs.sort_by_key(|(_, source)| matches!(source, OutputSource::Agg(_)));
+
     let filter = filter.map(unqualify).transpose()?;
     Ok(ValidatedQuery {
         dataset: dataset.id.clone(),
