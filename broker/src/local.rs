@@ -37,7 +37,10 @@ pub const SAMPLES: &[(&str, &str, &str)] = &[
 
 /// The workspace this binary was built from.
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    // At run time under `cargo run` (the clone being used), else where this binary was built.
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
         .parent()
         .expect("broker/ has a parent")
         .to_path_buf()

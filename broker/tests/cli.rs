@@ -3,9 +3,7 @@
 use std::process::Command;
 
 fn sluice(args: &[&str]) -> (i32, String, String) {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap();
+    let root = manifest_dir().parent().unwrap().to_path_buf();
     let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
         .current_dir(root)
         .args(args)
@@ -35,8 +33,7 @@ fn policy_check_lists_every_problem_and_fails() {
     assert_eq!(code, 1);
     assert!(stdout.is_empty());
     let golden = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../policies/tests/golden/many_problems.expected"),
+        manifest_dir().join("../policies/tests/golden/many_problems.expected"),
     )
     .unwrap();
     // Same problems as the library reports, with the path as given, then a count.
@@ -107,4 +104,12 @@ fn unknown_subcommands_fail_with_usage() {
         stderr.contains("unrecognized subcommand 'frobnicate'"),
         "{stderr}"
     );
+}
+
+/// This package's directory, read when the test runs (cargo sets it), not when it was compiled: a
+/// shared target directory can reuse a test binary built from another clone of the repository.
+fn manifest_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into())
 }

@@ -2,12 +2,10 @@
 //! and its full output compared with `golden/<name>.expected`. Set `SLUICE_BLESS=1` to rewrite the
 //! expected files after a deliberate change of wording.
 
-use std::path::Path;
-
 use sluice_policy::PolicyError;
 
 fn check(name: &str) {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let dir = manifest_dir().join("tests/golden");
     let input = dir.join(format!("{name}.toml"));
     let text = std::fs::read_to_string(&input).unwrap();
     let actual = match sluice_policy::parse_files(vec![(format!("{name}.toml").into(), text)]) {
@@ -46,8 +44,16 @@ fn invalid_toml_is_reported_at_its_place() {
 
 #[test]
 fn the_example_policies_are_valid() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let dir = manifest_dir().join("examples");
     let p = sluice_policy::load(&dir).expect("examples are valid");
     assert_eq!(p.datasets.len(), 2);
     assert_eq!(p.grants.len(), 2);
+}
+
+/// This package's directory, read when the test runs (cargo sets it), not when it was compiled: a
+/// shared target directory can reuse a test binary built from another clone of the repository.
+fn manifest_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into())
 }

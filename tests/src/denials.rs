@@ -3,18 +3,14 @@
 
 use std::time::Duration;
 
-use sluice_policy::{DatasetId, Date};
+use sluice_policy::DatasetId;
 use sluice_runtime::privacy::Asker;
 use sluice_runtime::{Accountant, QueryError};
 
 use crate::{op, sandbox};
 
 fn asker(operator: &str) -> Asker {
-    Asker {
-        operator: op(operator),
-        job: "denials".into(),
-        today: Date::today_utc(),
-    }
+    crate::asker(operator, "denials")
 }
 
 /// Runs `sql` as `operator` and returns the refusal, checking that nothing was charged anywhere.

@@ -14,14 +14,12 @@ use datafusion::arrow::array::{Array, Int64Array, StringArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
-use sluice_policy::Date;
 use sluice_runtime::Value;
-use sluice_runtime::privacy::Asker;
 use sluice_runtime::privacy::mechanisms::{ALPHA, DiscreteLaplace};
 
 use sluice_runtime::Sandbox;
 
-use crate::{data_root, op, sandbox};
+use crate::{data_root, sandbox};
 
 const KS_ALPHA: f64 = 0.001;
 
@@ -108,11 +106,7 @@ fn errors(
     truth: &HashMap<Vec<String>, i64>,
     unit: f64,
 ) -> (Vec<i64>, Vec<f64>) {
-    let asker = Asker {
-        operator: op("stats"),
-        job: "stats".into(),
-        today: Date::today_utc(),
-    };
+    let asker = crate::asker("stats", "stats");
     let mut errs = Vec::new();
     let mut accs = Vec::new();
     for _ in 0..runs {
@@ -215,11 +209,7 @@ fn sum_noise_matches_the_declared_scale_on_clamped_values() {
 #[test]
 fn every_declared_key_is_released_sorted_even_when_empty() {
     let (s, _) = sandbox();
-    let asker = Asker {
-        operator: op("stats"),
-        job: "keys".into(),
-        today: Date::today_utc(),
-    };
+    let asker = crate::asker("stats", "keys");
     let (t, _) = s
         .block_on(s.engine().query(
             &asker,
@@ -244,11 +234,7 @@ fn every_declared_key_is_released_sorted_even_when_empty() {
 #[test]
 fn key_columns_come_first_whatever_the_select_order() {
     let (s, _) = sandbox();
-    let asker = Asker {
-        operator: op("stats"),
-        job: "order".into(),
-        today: Date::today_utc(),
-    };
+    let asker = crate::asker("stats", "order");
     let (t, _) = s
         .block_on(s.engine().query(
             &asker,

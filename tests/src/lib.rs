@@ -42,7 +42,7 @@ pub fn data_root() -> &'static Path {
 
 /// The test policy.
 pub fn policy() -> sluice_policy::Policy {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/policy");
+    let dir = manifest_dir().join("fixtures/policy");
     sluice_policy::load(&dir).expect("the test policy is valid")
 }
 
@@ -63,7 +63,24 @@ pub fn guest(path: &str) -> Vec<u8> {
     std::fs::read(path).unwrap_or_else(|e| panic!("cannot read guest {path}: {e}"))
 }
 
+/// Who asks a query directly of the engine: `operator`, for job `job`, today.
+pub fn asker(operator: &str, job: &str) -> sluice_runtime::privacy::Asker {
+    sluice_runtime::privacy::Asker {
+        operator: op(operator),
+        job: job.into(),
+        today: sluice_policy::Date::today_utc(),
+    }
+}
+
 /// An operator id.
 pub fn op(s: &str) -> sluice_policy::OperatorId {
     sluice_policy::OperatorId::new(s).unwrap()
+}
+
+/// This package's directory, read when the test runs (cargo sets it), not when it was compiled: a
+/// shared target directory can reuse a test binary built from another clone of the repository.
+fn manifest_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into())
 }

@@ -3,11 +3,7 @@
 
 use std::sync::Arc;
 
-use sluice_policy::Date;
-use sluice_runtime::privacy::Asker;
 use sluice_runtime::{InMemoryAccountant, Sandbox, SandboxConfig, SandboxError, Value};
-
-use crate::op;
 
 fn start(dir: &std::path::Path, policy: &str) -> Result<Sandbox, SandboxError> {
     let policy = sluice_policy::parse_str("startup.toml", policy).expect("valid policy text");
@@ -65,11 +61,7 @@ columns.kwh = { kind = "float", bounds = [0.0, 100.0] }"#,
         ),
     )
     .expect("starts over a matching CSV");
-    let asker = Asker {
-        operator: op("analyst"),
-        job: "csv".into(),
-        today: Date::today_utc(),
-    };
+    let asker = crate::asker("analyst", "csv");
     let (t, record) = s
         .block_on(s.engine().query(
             &asker,
@@ -181,11 +173,7 @@ columns.kwh = { kind = "float", bounds = [0.0, 10.0] }"#,
         "epsilon_per_job = 100.0\nepsilon_per_period = 100.0",
     );
     let s = start(&dir, &text).expect("starts");
-    let asker = Asker {
-        operator: op("analyst"),
-        job: "heavy".into(),
-        today: Date::today_utc(),
-    };
+    let asker = crate::asker("analyst", "heavy");
     let (t, _) = s
         .block_on(
             s.engine()
