@@ -41,7 +41,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sluice_policy::{Date, OperatorId, Policy};
+use sluice_policy::{DatasetId, OperatorId, Policy};
 
 pub use privacy::QueryRecord;
 pub use privacy::accountant::{Accountant, BudgetError, Charge, InMemoryAccountant, Spent};
@@ -237,6 +237,10 @@ pub struct JobRequest<'a> {
     pub params: &'a str,
     /// Limits for this job; `None` for the sandbox's defaults.
     pub limits: Option<Limits>,
+    /// The only datasets the job may query; `None` for every dataset granted to the operator.
+    pub datasets: Option<Vec<DatasetId>>,
+    /// A per-job ε cap below the grant's, per dataset.
+    pub max_epsilon: Option<f64>,
 }
 
 impl<'a> JobRequest<'a> {
@@ -253,6 +257,8 @@ impl<'a> JobRequest<'a> {
             wasm,
             params,
             limits: None,
+            datasets: None,
+            max_epsilon: None,
         }
     }
 
@@ -321,9 +327,9 @@ impl Sandbox {
     /// Runs one job to completion (blocking). Queries it asked before failing stay charged.
     pub fn run_job(&self, req: &JobRequest<'_>) -> Result<JobOutput, JobFailure> {
         let asker = privacy::Asker {
-            operator: req.operator.clone(),
-            job: req.job_id.clone(),
-            today: Date::today_utc(),
+            scope: req.datasets.clone(),
+            max_epsilon: req.max_epsilon,
+            ..privacy::Asker::new(req.operator.clone(), req.job_id.clone())
         };
         let limits = req.limits.clone().unwrap_or_else(|| self.limits.clone());
         self.host.run(

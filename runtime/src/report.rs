@@ -2,10 +2,10 @@
 
 use std::fmt::Write as _;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// One cell of a released table.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Value {
     /// No value (e.g. a suppressed group).
@@ -46,7 +46,7 @@ impl Value {
 }
 
 /// A privacy cost.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct PrivacyCost {
     /// Pure-DP ε.
     pub epsilon: f64,
@@ -55,7 +55,7 @@ pub struct PrivacyCost {
 }
 
 /// A table of differentially private answers (or a table a job built from them).
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NoisyTable {
     /// Column names: keys first, then aggregates.
     pub columns: Vec<String>,
@@ -92,7 +92,7 @@ impl NoisyTable {
 }
 
 /// A named scalar in a report.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Scalar {
     /// Its name.
     pub name: String,
@@ -146,6 +146,29 @@ impl Report {
             "scalars": self.scalars,
         }))
         .expect("a report always serialises")
+    }
+
+    /// Reads a report back from [`Report::to_json`]'s output.
+    pub fn from_json(json: &str) -> Result<Self, serde_json::Error> {
+        #[derive(Deserialize)]
+        struct Named {
+            name: String,
+            table: NoisyTable,
+        }
+        #[derive(Deserialize)]
+        struct Doc {
+            title: String,
+            text: String,
+            tables: Vec<Named>,
+            scalars: Vec<Scalar>,
+        }
+        let d: Doc = serde_json::from_str(json)?;
+        Ok(Self {
+            title: d.title,
+            text: d.text,
+            tables: d.tables.into_iter().map(|n| (n.name, n.table)).collect(),
+            scalars: d.scalars,
+        })
     }
 
     /// The report as CSV: one section per table (a `# table: <name>` line, a header, the rows with a
@@ -228,6 +251,7 @@ mod tests {
             tables: vec![("visits".into(), t)],
             ..Default::default()
         };
+        assert_eq!(Report::from_json(&r.to_json()).unwrap(), r);
         assert_eq!(
             r.to_csv(),
             "# table: visits\ndistrict,n,n_accuracy95\n\"A, B\",12,3.5\n\n"

@@ -18,12 +18,20 @@ pub struct Charge {
     pub job: String,
     /// The ε to charge.
     pub epsilon: f64,
+    /// The δ to charge (0 for pure ε-DP mechanisms).
+    pub delta: f64,
     /// The grant's ε per job.
     pub epsilon_per_job: f64,
     /// The grant's ε per period.
     pub epsilon_per_period: f64,
     /// The grant's period length.
     pub period: Duration,
+    /// The query's normalized SQL, for the audit log.
+    pub sql: String,
+    /// The sha256 of the dataset version the query reads.
+    pub dataset_hash: String,
+    /// The mechanism family, e.g. `discrete-laplace`.
+    pub mechanism: String,
 }
 
 /// What has been spent, seen from one job.
@@ -67,6 +75,9 @@ pub enum BudgetError {
         /// The cap.
         cap: f64,
     },
+    /// The operator or the dataset is suspended by the data holder; nothing can be charged.
+    #[error("access suspended: {0}")]
+    Suspended(String),
     /// The accountant could not record the charge (e.g. its storage failed); fail closed.
     #[error("the privacy budget ledger is unavailable")]
     Unavailable,
@@ -191,6 +202,10 @@ mod tests {
             dataset: DatasetId::new("ds").unwrap(),
             job: job.into(),
             epsilon: eps,
+            delta: 0.0,
+            sql: "SELECT COUNT(*) FROM ds".into(),
+            dataset_hash: "00".into(),
+            mechanism: "discrete-laplace".into(),
             epsilon_per_job: 1.0,
             epsilon_per_period: 5.0,
             period: Duration::from_secs(86_400),

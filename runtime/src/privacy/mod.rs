@@ -47,7 +47,7 @@ use sluice_policy::{ColumnKind, DatasetId, Date, Grant, OperatorId, Policy};
 use crate::QueryError;
 use crate::data::{Catalog, Registered};
 use crate::report::{NoisyTable, PrivacyCost, Value};
-use accountant::{Accountant, Charge};
+use accountant::{Accountant, BudgetError, Charge};
 use mechanisms::{ALPHA, DiscreteLaplace};
 use udf::{FixedPoint, RandomKey};
 use validate::{AggSpec, OutputSource, ValidatedQuery};
@@ -66,6 +66,23 @@ pub struct Asker {
     pub job: String,
     /// Today's date (grant expiry).
     pub today: Date,
+    /// The datasets the job declared it will use; `None` for any dataset granted to the operator.
+    pub scope: Option<Vec<DatasetId>>,
+    /// A per-job ε cap below the grant's (what the operator asked for and a reviewer approved).
+    pub max_epsilon: Option<f64>,
+}
+
+impl Asker {
+    /// An asker for `job` of `operator` today, limited only by the operator's grants.
+    pub fn new(operator: OperatorId, job: impl Into<String>) -> Self {
+        Self {
+            operator,
+            job: job.into(),
+            today: Date::today_utc(),
+            scope: None,
+            max_epsilon: None,
+        }
+    }
 }
 
 /// A record of one answered query, for logs and audit.
@@ -204,6 +221,13 @@ impl PrivacyEngine {
             ))
         };
         let id = DatasetId::new(name).map_err(|_| not_granted())?;
+        if let Some(scope) = &asker.scope
+            && !scope.contains(&id)
+        {
+            return Err(QueryError::NotGranted(format!(
+                "dataset `{name}` is not among the datasets this job declared"
+            )));
+        }
         let grant = self
             .policy
             .authorize(&asker.operator, &id, asker.today)
@@ -330,13 +354,20 @@ impl PrivacyEngine {
             dataset: ds.id.clone(),
             job: asker.job.clone(),
             epsilon,
-            epsilon_per_job: grant.epsilon_per_job,
+            delta: 0.0,
+            epsilon_per_job: asker
+                .max_epsilon
+                .map_or(grant.epsilon_per_job, |m| m.min(grant.epsilon_per_job)),
             epsilon_per_period: grant.epsilon_per_period,
             period: Duration::from_secs(grant.period_secs),
+            sql: q.normalized.clone(),
+            dataset_hash: registered.content_hash.clone(),
+            mechanism: "discrete-laplace".into(),
         };
-        self.accountant
-            .charge(&charge)
-            .map_err(|e| QueryError::BudgetExhausted(e.to_string()))?;
+        self.accountant.charge(&charge).map_err(|e| match e {
+            BudgetError::Suspended(_) => QueryError::NotGranted(e.to_string()),
+            _ => QueryError::BudgetExhausted(e.to_string()),
+        })?;
 
         let truth = self
             .true_values(&q, registered, &subs)
