@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
-use sluice_policy::Date;
 use sluice_runtime::privacy::Asker;
 use sluice_runtime::{InMemoryAccountant, JobRequest, Sandbox, SandboxConfig};
 
@@ -106,13 +105,12 @@ review = "none"
         ParquetReadOptions::default(),
     ))?;
 
-    let asker = Asker {
-        operator: "canal-analytics"
+    let asker = Asker::new(
+        "canal-analytics"
             .parse()
             .map_err(|e: String| anyhow::anyhow!(e))?,
-        job: "bench".into(),
-        today: Date::today_utc(),
-    };
+        "bench",
+    );
     println!("\n{rows} rows, median of {reps} runs; ε = 0.5 per DP query");
     println!(
         "{:<40} {:>10} {:>14} {:>10} {:>7}",
@@ -189,5 +187,156 @@ review = "none"
         ms(out.run_time),
         ms(out.load_time)
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Which benchmark `sluice bench` runs.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum Which {
+    /// DP queries against plain DataFusion on `--rows` rows; job compile vs cached.
+    Engine,
+    /// Submit → result over HTTP on loopback, against the same job run in-process.
+    Broker,
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// `sluice bench broker`: submit→result latency (p50/p99) and jobs/s over HTTP, against the
+/// same job run directly in a sandbox (no HTTP, no database) in the same run.
+pub fn broker(jobs: usize) -> Result<ExitCode> {
+    use sluice_broker::client::{Client, Submission};
+    use sluice_broker::server::{Config, Running};
+    use sluice_broker::store::{Role, Store};
+
+    let jobs = jobs.max(10);
+    let rows = 10_000;
+    let work = std::env::temp_dir().join(format!("sluice-bench-broker-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(work.join("policy"))?;
+    let data = work.join("health_visits.parquet");
+    sluice_datagen::health_visits(&data, rows, sluice_datagen::DEFAULT_SEED)?;
+    // The example policy with this dataset and the largest period budget a policy allows
+    // (ε 100: 5,000 jobs of ε 0.02).
+    let policy =
+        std::fs::read_to_string(local::workspace_root().join("policies/examples/health.toml"))?
+            .replace("data/health_visits.parquet", &data.display().to_string())
+            .replace("epsilon_per_period = 10.0", "epsilon_per_period = 100.0");
+    std::fs::write(work.join("policy/health.toml"), policy)?;
+    let wasm = std::fs::read(&local::build_samples()?[0])?;
+    let params = "epsilon=0.01";
+
+    // Baseline: the same job in-process, cached component, in-memory accountant.
+    let sandbox = Sandbox::new(SandboxConfig::new(
+        sluice_policy::load(&work.join("policy")).map_err(|e| anyhow::anyhow!("{e}"))?,
+        &work,
+        Arc::new(InMemoryAccountant::new()),
+    ))?;
+    let op: sluice_policy::OperatorId = "canal-analytics"
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!(e))?;
+    sandbox.precompile(&wasm)?;
+    let mut base = Vec::new();
+    for i in 0..jobs {
+        let t = Instant::now();
+        sandbox
+            .run_job(&JobRequest::new(op.clone(), format!("b{i}"), &wasm, params))
+            .map_err(|f| anyhow::anyhow!("baseline job failed: {}", f.error))?;
+        base.push(t.elapsed());
+    }
+    drop(sandbox);
+
+    let dir = work.join("broker");
+    let store = Store::init(&dir)?;
+    let token = store.create_token(Role::Operator, "canal-analytics", "bench")?;
+    drop(store);
+    let mut config = Config::new(work.join("policy"), work.clone());
+    config.max_queued = jobs as i64 + 8;
+    let running = Running::start(&dir, config, Default::default(), "127.0.0.1:0")?;
+    let client = Client::new(&running.url, &token);
+    let datasets = vec!["health_visits".to_string()];
+    let one = |c: &Client| -> Result<Duration> {
+        let t = Instant::now();
+        let r = c.submit(&Submission {
+            wasm: &wasm,
+            purpose: "benchmark",
+            params,
+            datasets: &datasets,
+            max_epsilon: None,
+        })?;
+        let id = r["id"].as_str().context("no id")?.to_string();
+        c.follow(&id, |_, _| {})?;
+        c.get_text(&format!("/v1/jobs/{id}/result"))?;
+        Ok(t.elapsed())
+    };
+    one(&client)?; // warm: the component is compiled once, then cached
+    let mut seq = Vec::new();
+    for _ in 0..jobs {
+        seq.push(one(&client)?);
+    }
+    let concurrency = 8;
+    let t = Instant::now();
+    std::thread::scope(|s| -> Result<()> {
+        let handles: Vec<_> = (0..concurrency)
+            .map(|_| {
+                let c = client.clone();
+                let one = &one;
+                s.spawn(move || -> Result<()> {
+                    for _ in 0..jobs / concurrency {
+                        one(&c)?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join()
+                .map_err(|_| anyhow::anyhow!("a client panicked"))??;
+        }
+        Ok(())
+    })?;
+    let wall = t.elapsed();
+    running.stop()?;
+    base.sort();
+    seq.sort();
+    let (b50, b99) = (percentile(&base, 0.5), percentile(&base, 0.99));
+    let (s50, s99) = (percentile(&seq, 0.5), percentile(&seq, 0.99));
+    println!(
+        "\nbroker load benchmark: visits-by-district ({params}, 2 DP queries) on {rows} rows, {jobs} jobs, loopback HTTP"
+    );
+    println!(
+        "{:<44} {:>10} {:>10} {:>10}",
+        "", "p50 ms", "p99 ms", "jobs/s"
+    );
+    println!(
+        "{:<44} {:>10.1} {:>10.1} {:>10.1}",
+        "in-process sandbox (baseline, sequential)",
+        ms(b50),
+        ms(b99),
+        jobs as f64 / base.iter().sum::<Duration>().as_secs_f64()
+    );
+    println!(
+        "{:<44} {:>10.1} {:>10.1} {:>10.1}",
+        "broker submit→result, sequential",
+        ms(s50),
+        ms(s99),
+        jobs as f64 / seq.iter().sum::<Duration>().as_secs_f64()
+    );
+    let done = (jobs / concurrency) * concurrency;
+    println!(
+        "{:<44} {:>10} {:>10} {:>10.1}",
+        format!("broker, {concurrency} concurrent clients, 2 workers"),
+        "-",
+        "-",
+        done as f64 / wall.as_secs_f64()
+    );
+    println!(
+        "ratio broker/baseline: p50 {:.1}x, p99 {:.1}x",
+        s50.as_secs_f64() / b50.as_secs_f64(),
+        s99.as_secs_f64() / b99.as_secs_f64()
+    );
+    let _ = std::fs::remove_dir_all(&work);
     Ok(ExitCode::SUCCESS)
 }

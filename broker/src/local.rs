@@ -163,8 +163,20 @@ pub fn run(
     }
 }
 
-/// `sluice demo`.
+/// The datasets each sample job declares.
+fn sample_datasets(pkg: &str) -> Vec<String> {
+    match pkg {
+        "sample-tourism-spend" => vec!["tourism_trips".into()],
+        _ => vec!["health_visits".into()],
+    }
+}
+
+/// `sluice demo`: an embedded broker on a loopback port; the samples go through it over HTTP.
 pub fn demo(rows: usize, data_root: &Path) -> Result<ExitCode> {
+    use sluice_broker::client::{Client, Submission};
+    use sluice_broker::server::{Config, Running};
+    use sluice_broker::store::{Role, Store};
+
     let root = workspace_root();
     let wasm_paths = build_samples()?;
     let data = data_root.join("data");
@@ -172,40 +184,102 @@ pub fn demo(rows: usize, data_root: &Path) -> Result<ExitCode> {
     for w in &wrote {
         eprintln!("generated {}", w.display());
     }
-    let policy = load_policy(&root.join("policies/examples"))?;
-    let sandbox = Sandbox::new(SandboxConfig::new(
-        policy.clone(),
-        data_root,
-        Arc::new(InMemoryAccountant::new()),
-    ))
-    .context("while starting the sandbox")?;
-    for ((pkg, operator, params), path) in SAMPLES.iter().zip(&wasm_paths) {
+    let policy_dir = root.join("policies/examples");
+    load_policy(&policy_dir)?;
+
+    // A fresh broker data directory: database, signing key, tokens.
+    let dir = std::env::temp_dir().join(format!("sluice-demo-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let store = Store::init(&dir)?;
+    let reviewer = store.create_token(Role::Reviewer, "demo-reviewer", "sluice demo")?;
+    let mut operator_tokens = Vec::new();
+    for (_, operator, _) in SAMPLES {
+        operator_tokens.push(store.create_token(Role::Operator, operator, "sluice demo")?);
+    }
+    let public_key = store.public_key();
+    drop(store);
+    let data_root = std::fs::canonicalize(data_root).unwrap_or_else(|_| data_root.to_path_buf());
+    let broker = Running::start(
+        &dir,
+        Config::new(policy_dir, data_root),
+        Default::default(),
+        "127.0.0.1:0",
+    )
+    .context("while starting the embedded broker")?;
+    println!(
+        "broker listening on {} (data directory {})",
+        broker.url,
+        dir.display()
+    );
+    let reviewer = Client::new(&broker.url, &reviewer);
+
+    for (((pkg, operator, params), path), token) in
+        SAMPLES.iter().zip(&wasm_paths).zip(&operator_tokens)
+    {
         let wasm =
             std::fs::read(path).with_context(|| format!("while reading {}", path.display()))?;
-        let operator: OperatorId = operator.parse().map_err(|e: String| anyhow::anyhow!(e))?;
-        let needs_review = policy
-            .grants
-            .iter()
-            .any(|g| g.operator == operator && g.review == sluice_policy::Review::Required);
-        println!("\n=== {pkg} (operator `{operator}`, params `{params}`) ===");
-        if needs_review {
-            println!(
-                "(this grant requires a reviewer's approval; a local run is the data holder's own run and skips review)"
-            );
+        let client = Client::new(&broker.url, token);
+        println!(
+            "\n=== {pkg}: submitted over HTTP by operator `{operator}` (params `{params}`) ==="
+        );
+        let submitted = client.submit(&Submission {
+            wasm: &wasm,
+            purpose: "demo: sample analysis",
+            params,
+            datasets: &sample_datasets(pkg),
+            max_epsilon: None,
+        })?;
+        let id = submitted["id"].as_str().context("no job id")?.to_string();
+        println!("job {id}: {}", submitted["state"].as_str().unwrap_or("?"));
+        if submitted["state"] == "pending_review" {
+            let pending = reviewer.get_json("/v1/reviews")?;
+            let listed = pending["pending"]
+                .as_array()
+                .is_some_and(|p| p.iter().any(|j| j["id"] == id.as_str()));
+            if !listed {
+                bail!("job {id} needs review but the reviewer does not see it");
+            }
+            reviewer.post_json(
+                &format!("/v1/reviews/{id}/approve"),
+                &serde_json::json!({ "reason": "demo: purpose matches the grant" }),
+            )?;
+            println!("reviewer `demo-reviewer` approved {id}");
         }
-        let out = sandbox
-            .run_job(&JobRequest::new(
-                operator.clone(),
-                format!("demo-{pkg}"),
-                &wasm,
-                params,
-            ))
-            .map_err(|f| anyhow::anyhow!("{pkg} failed: {}", f.error))?;
-        print_output(pkg, operator.as_str(), &out, Format::Text);
+        client.follow(&id, crate::remote::print_event)?;
+        let job = client.get_json(&format!("/v1/jobs/{id}"))?;
+        if job["state"] != "succeeded" {
+            bail!("{pkg} did not succeed: {}", job["error"]);
+        }
+        let report = client.get_text(&format!("/v1/jobs/{id}/result"))?;
+        let receipt: sluice_broker::keys::Receipt =
+            serde_json::from_str(&client.get_text(&format!("/v1/jobs/{id}/receipt"))?)?;
+        receipt.verify(
+            &sluice_broker::keys::public_key(&public_key)?,
+            report.as_bytes(),
+        )?;
+        println!(
+            "{}",
+            print::report(&sluice_runtime::Report::from_json(&report)?)
+        );
+        println!(
+            "receipt verified: ε={} charged, report sha256 {}…, audit entry {}",
+            receipt.epsilon,
+            &receipt.report_sha256[..16],
+            receipt.audit_seq
+        );
+    }
+    broker.stop()?;
+    match crate::remote::verify_dir(&dir, None)? {
+        Ok(v) => println!(
+            "\naudit verify: OK, {} entries, hash chain intact, {} signed checkpoint(s) valid",
+            v.entries, v.checkpoints
+        ),
+        Err(b) => bail!("audit verify failed: {b}"),
     }
     println!(
-        "\nEvery number above is a differentially private answer (OpenDP discrete Laplace noise); ± is the half-width of its 95% interval."
+        "Every number above is a differentially private answer (OpenDP discrete Laplace noise); ± is the half-width of its 95% interval."
     );
+    let _ = std::fs::remove_dir_all(&dir);
     Ok(ExitCode::SUCCESS)
 }
 

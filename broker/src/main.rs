@@ -1,20 +1,24 @@
 //! `sluice`: the Sluice command-line tool.
 //!
-//! - `sluice demo`: builds the sample jobs, generates the demo data if absent, runs both samples
-//!   in the sandbox and prints their DP reports.
-//! - `sluice run --policy <dir> --operator <id> <job.wasm>`: runs one job locally (no server).
-//! - `sluice policy check <dir>`: validates policy files, listing every problem.
-//! - `sluice datagen`: writes the synthetic datasets.
-//! - `sluice bench`: DP queries against plain DataFusion, and job compile vs cached run.
+//! - `sluice demo`: starts an embedded broker on loopback, submits the sample jobs over HTTP,
+//!   approves the one that needs review, prints the reports and verifies the audit log.
+//! - `sluice init` / `serve` / `token create`: set up and run a broker.
+//! - `sluice submit` / `status` / `result` / `budget`: operator commands (over HTTP).
+//! - `sluice review list|approve|reject`, `audit show`: reviewer commands (over HTTP).
+//! - `sluice audit verify`, `receipt verify`, `policy check`: offline checks for reviewers.
+//! - `sluice run`: runs one job locally, without a broker (job developers).
+//! - `sluice datagen`, `sluice bench`: demo data and benchmarks.
 
 mod bench;
 mod local;
 mod print;
+mod remote;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use sluice_broker::store::Role;
 
 #[derive(Parser)]
 #[command(
@@ -27,9 +31,21 @@ struct Cli {
     command: Command,
 }
 
+/// Where the broker is and who is asking.
+#[derive(Args, Clone)]
+pub struct Conn {
+    /// The broker's URL.
+    #[arg(long, env = "SLUICE_URL", default_value = "http://127.0.0.1:7878")]
+    pub url: String,
+    /// A bearer token (from `sluice token create`).
+    #[arg(long, env = "SLUICE_TOKEN", hide_env_values = true)]
+    pub token: String,
+}
+
 #[derive(Subcommand)]
 enum Command {
-    /// Build the sample jobs, generate demo data if absent, run both samples and print the reports.
+    /// Run the end-to-end demo: an embedded broker, the sample jobs over HTTP, review, reports,
+    /// receipts and audit verification.
     Demo {
         /// Rows per synthetic dataset, when they must be generated.
         #[arg(long, default_value_t = sluice_datagen::DEFAULT_ROWS)]
@@ -37,6 +53,97 @@ enum Command {
         /// The data root (datasets are read from <root>/data/).
         #[arg(long, default_value = ".")]
         data_root: PathBuf,
+    },
+    /// Create a broker data directory: database, signing key, config and a first admin token.
+    Init {
+        /// The data directory to create.
+        #[arg(long, default_value = "sluice-data")]
+        data_dir: PathBuf,
+        /// The policy file or directory the broker enforces.
+        #[arg(long, default_value = "policies/examples")]
+        policy: PathBuf,
+        /// Where relative dataset sources are resolved.
+        #[arg(long, default_value = ".")]
+        data_root: PathBuf,
+        /// The address `serve` listens on.
+        #[arg(long, default_value = "127.0.0.1:7878")]
+        listen: String,
+    },
+    /// Run the broker until interrupted (Ctrl-C or SIGTERM).
+    Serve {
+        /// The data directory (from `sluice init`).
+        #[arg(long, default_value = "sluice-data")]
+        data_dir: PathBuf,
+        /// Override the listen address from the config.
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Manage tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Submit a job (operator).
+    Submit {
+        #[command(flatten)]
+        conn: Conn,
+        /// The job's wasm.
+        job: PathBuf,
+        /// Why it runs (shown to reviewers and recorded in the audit log).
+        #[arg(long)]
+        purpose: String,
+        /// A dataset the job will use (repeat for several).
+        #[arg(long = "dataset", required = true)]
+        datasets: Vec<String>,
+        /// The parameter string passed to the job.
+        #[arg(long, default_value = "")]
+        params: String,
+        /// Cap the job's ε per dataset below the grant's.
+        #[arg(long)]
+        max_epsilon: Option<f64>,
+        /// Wait for the job to end, showing its progress.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Show a job's state (or list your jobs without an id).
+    Status {
+        #[command(flatten)]
+        conn: Conn,
+        /// The job.
+        id: Option<String>,
+    },
+    /// Download a released report and its receipt.
+    Result {
+        #[command(flatten)]
+        conn: Conn,
+        /// The job.
+        id: String,
+        /// Write the report here (and the receipt beside it, as <file>.receipt.json).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// CSV instead of JSON.
+        #[arg(long)]
+        csv: bool,
+    },
+    /// Your remaining privacy budget per dataset (operator).
+    Budget {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Review jobs (reviewer).
+    Review {
+        #[command(subcommand)]
+        command: ReviewCommand,
+    },
+    /// The audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Receipts.
+    Receipt {
+        #[command(subcommand)]
+        command: ReceiptCommand,
     },
     /// Run one job locally against the policy's datasets, printing its report and the ε it spent.
     Run {
@@ -75,8 +182,12 @@ enum Command {
         #[arg(long, default_value = "data")]
         out: PathBuf,
     },
-    /// Benchmark DP queries against the same non-private DataFusion SQL, and job compile vs cache.
+    /// Benchmarks: DP queries against plain DataFusion and job compile vs cache (`engine`), or
+    /// submit→result over HTTP on loopback (`broker`).
     Bench {
+        /// What to benchmark.
+        #[arg(value_enum, default_value_t = bench::Which::Engine)]
+        which: bench::Which,
         /// Rows of the benchmark dataset.
         #[arg(long, default_value_t = 10_000_000)]
         rows: usize,
@@ -86,6 +197,98 @@ enum Command {
         /// Where the benchmark dataset is kept.
         #[arg(long, default_value = "data/bench")]
         dir: PathBuf,
+        /// Jobs to submit (`broker`).
+        #[arg(long, default_value_t = 200)]
+        jobs: usize,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a token; it is printed once and only its hash is stored.
+    Create {
+        /// The data directory.
+        #[arg(long, default_value = "sluice-data")]
+        data_dir: PathBuf,
+        /// The role.
+        #[arg(long, value_enum)]
+        role: Role,
+        /// Who it is for (for operators: the operator id in the grants).
+        #[arg(long)]
+        principal: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ReviewCommand {
+    /// Jobs waiting for review, with what they ask for.
+    List {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Approve a job.
+    Approve {
+        #[command(flatten)]
+        conn: Conn,
+        /// The job.
+        id: String,
+        /// Why (recorded in the audit log).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Reject a job.
+    Reject {
+        #[command(flatten)]
+        conn: Conn,
+        /// The job.
+        id: String,
+        /// Why (recorded in the audit log and shown to the operator).
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Verify the hash chain and signed checkpoints of a data directory's audit log (offline).
+    Verify {
+        /// The data directory.
+        #[arg(long, default_value = "sluice-data")]
+        data_dir: PathBuf,
+        /// The broker's public key (hex, or a file holding it); default: <data-dir>/broker.pub.
+        #[arg(long)]
+        public_key: Option<String>,
+    },
+    /// Show audit entries (reviewer or admin, over HTTP).
+    Show {
+        #[command(flatten)]
+        conn: Conn,
+        /// Only entries about this job.
+        #[arg(long)]
+        job: Option<String>,
+        /// Only entries about this operator.
+        #[arg(long)]
+        operator: Option<String>,
+        /// Only entries about this dataset.
+        #[arg(long)]
+        dataset: Option<String>,
+        /// At most this many entries.
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+    },
+}
+
+#[derive(Subcommand)]
+enum ReceiptCommand {
+    /// Check a receipt's signature and that it covers a report file.
+    Verify {
+        /// The receipt (JSON).
+        receipt: PathBuf,
+        /// The report (JSON or CSV, exactly as downloaded).
+        report: PathBuf,
+        /// The broker's public key (hex, or a file holding it).
+        #[arg(long)]
+        public_key: String,
     },
 }
 
@@ -106,6 +309,74 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Demo { rows, data_root } => local::demo(rows, &data_root),
+        Command::Init {
+            data_dir,
+            policy,
+            data_root,
+            listen,
+        } => remote::init(&data_dir, policy, data_root, listen),
+        Command::Serve { data_dir, listen } => remote::serve(&data_dir, listen),
+        Command::Token {
+            command:
+                TokenCommand::Create {
+                    data_dir,
+                    role,
+                    principal,
+                },
+        } => remote::token_create(&data_dir, role, &principal),
+        Command::Submit {
+            conn,
+            job,
+            purpose,
+            datasets,
+            params,
+            max_epsilon,
+            wait,
+        } => remote::submit(&conn, &job, &purpose, &datasets, &params, max_epsilon, wait),
+        Command::Status { conn, id } => remote::status(&conn, id.as_deref()),
+        Command::Result {
+            conn,
+            id,
+            output,
+            csv,
+        } => remote::result(&conn, &id, output.as_deref(), csv),
+        Command::Budget { conn } => remote::budget(&conn),
+        Command::Review { command } => match command {
+            ReviewCommand::List { conn } => remote::review_list(&conn),
+            ReviewCommand::Approve { conn, id, reason } => {
+                remote::review(&conn, &id, true, &reason)
+            }
+            ReviewCommand::Reject { conn, id, reason } => {
+                remote::review(&conn, &id, false, &reason)
+            }
+        },
+        Command::Audit { command } => match command {
+            AuditCommand::Verify {
+                data_dir,
+                public_key,
+            } => remote::audit_verify(&data_dir, public_key.as_deref()),
+            AuditCommand::Show {
+                conn,
+                job,
+                operator,
+                dataset,
+                limit,
+            } => remote::audit_show(
+                &conn,
+                job.as_deref(),
+                operator.as_deref(),
+                dataset.as_deref(),
+                limit,
+            ),
+        },
+        Command::Receipt {
+            command:
+                ReceiptCommand::Verify {
+                    receipt,
+                    report,
+                    public_key,
+                },
+        } => remote::receipt_verify(&receipt, &report, &public_key),
         Command::Run {
             policy,
             operator,
@@ -118,7 +389,16 @@ fn main() -> ExitCode {
             command: PolicyCommand::Check { path },
         } => local::policy_check(&path),
         Command::Datagen { rows, seed, out } => local::datagen(rows, seed, &out),
-        Command::Bench { rows, reps, dir } => bench::run(rows, reps, &dir),
+        Command::Bench {
+            which,
+            rows,
+            reps,
+            dir,
+            jobs,
+        } => match which {
+            bench::Which::Engine => bench::run(rows, reps, &dir),
+            bench::Which::Broker => bench::broker(jobs),
+        },
     };
     match result {
         Ok(code) => code,

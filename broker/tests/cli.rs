@@ -113,3 +113,48 @@ fn manifest_dir() -> std::path::PathBuf {
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into())
 }
+
+#[test]
+fn init_then_audit_verify_passes_and_catches_an_edit() {
+    let dir = temp_dir("audit");
+    let data = dir.join("state");
+    let _ = std::fs::remove_dir_all(&data);
+    let (code, stdout, stderr) = sluice(&[
+        "init",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--policy",
+        "policies/examples",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("admin token (shown once"), "{stdout}");
+    let (code, _, stderr) = sluice(&[
+        "token",
+        "create",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--role",
+        "operator",
+        "--principal",
+        "canal-analytics",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let (code, stdout, _) = sluice(&["audit", "verify", "--data-dir", data.to_str().unwrap()]);
+    assert_eq!(code, 0);
+    assert!(stdout.starts_with("audit log OK: 3 entries"), "{stdout}");
+
+    let conn = rusqlite::Connection::open(data.join("sluice.db")).unwrap();
+    conn.execute(
+        "UPDATE audit SET body = replace(body, 'canal-analytics', 'someone-else') WHERE seq = 3",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    let (code, _, stderr) = sluice(&["audit", "verify", "--data-dir", data.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("verification failed at seq 3"), "{stderr}");
+    // A second init never overwrites a data directory.
+    let (code, _, stderr) = sluice(&["init", "--data-dir", data.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("already"), "{stderr}");
+}

@@ -1,0 +1,370 @@
+//! The audit log: an append-only hash chain in SQLite, with signed checkpoints.
+//!
+//! Each entry's body is canonical JSON (keys sorted) holding its sequence number, time, kind,
+//! actor, the job/operator/dataset it concerns, details, and the hash of the previous entry; the
+//! entry's hash is the sha256 of its body. Every [`CHECKPOINT_EVERY`] entries, at each release and
+//! at shutdown, the broker signs `(seq, hash)` with its ed25519 key and stores the checkpoint both
+//! in the database and in `<data-dir>/audit-checkpoints.jsonl`.
+//!
+//! [`verify`] detects an edited, deleted, reordered or inserted entry anywhere, and a truncation
+//! of the log back past any checkpoint (the file copy survives edits to the database). A tail
+//! written after the last checkpoint can be truncated undetectably; checkpoints bound that window.
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use ed25519_dalek::VerifyingKey;
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::keys::{self, Keys, sha256_hex};
+
+/// Entries between automatic checkpoints.
+pub const CHECKPOINT_EVERY: i64 = 16;
+
+/// The hash before the first entry.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// An entry to append.
+#[derive(Clone, Debug, Default)]
+pub struct NewEntry {
+    /// What happened, e.g. `job.submitted`.
+    pub kind: &'static str,
+    /// Who did it (a principal, or `broker`).
+    pub actor: String,
+    /// The job it concerns.
+    pub job: Option<String>,
+    /// The operator it concerns.
+    pub operator: Option<String>,
+    /// The dataset it concerns.
+    pub dataset: Option<String>,
+    /// Details.
+    pub detail: Value,
+}
+
+impl NewEntry {
+    /// An entry of `kind` by `actor`.
+    pub fn new(kind: &'static str, actor: impl Into<String>) -> Self {
+        Self {
+            kind,
+            actor: actor.into(),
+            detail: Value::Object(Default::default()),
+            ..Self::default()
+        }
+    }
+    /// Concerning `job`.
+    pub fn job(mut self, job: &str) -> Self {
+        self.job = Some(job.into());
+        self
+    }
+    /// Concerning `operator`.
+    pub fn operator(mut self, operator: &str) -> Self {
+        self.operator = Some(operator.into());
+        self
+    }
+    /// Concerning `dataset`.
+    pub fn dataset(mut self, dataset: &str) -> Self {
+        self.dataset = Some(dataset.into());
+        self
+    }
+    /// With details.
+    pub fn detail(mut self, detail: Value) -> Self {
+        self.detail = detail;
+        self
+    }
+}
+
+/// A stored entry.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Entry {
+    /// Position in the log, from 1.
+    pub seq: i64,
+    /// Unix ms.
+    pub at_ms: i64,
+    /// What happened.
+    pub kind: String,
+    /// Who did it.
+    pub actor: String,
+    /// The job it concerns.
+    pub job: Option<String>,
+    /// The operator it concerns.
+    pub operator: Option<String>,
+    /// The dataset it concerns.
+    pub dataset: Option<String>,
+    /// Details.
+    pub detail: Value,
+    /// Hash of the previous entry.
+    pub prev: String,
+    /// This entry's hash.
+    pub hash: String,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Appends `e` inside `tx`; returns its sequence number. The caller commits.
+pub fn append(tx: &Transaction<'_>, e: NewEntry) -> Result<i64> {
+    let (last_seq, prev): (i64, String) = tx
+        .query_row(
+            "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?
+        .unwrap_or((0, GENESIS.to_string()));
+    let seq = last_seq + 1;
+    let body = json!({
+        "seq": seq,
+        "at_ms": now_ms(),
+        "kind": e.kind,
+        "actor": e.actor,
+        "job": e.job,
+        "operator": e.operator,
+        "dataset": e.dataset,
+        "detail": e.detail,
+        "prev": prev,
+    })
+    .to_string();
+    let hash = sha256_hex(body.as_bytes());
+    tx.execute(
+        "INSERT INTO audit (seq, kind, job, operator, dataset, body, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![seq, e.kind, e.job, e.operator, e.dataset, body, hash],
+    )?;
+    Ok(seq)
+}
+
+/// The message a checkpoint signs.
+fn checkpoint_message(seq: i64, hash: &str) -> Vec<u8> {
+    format!("sluice-audit-checkpoint-v1\n{seq}\n{hash}").into_bytes()
+}
+
+/// A signed statement that the log's entry `seq` has hash `hash`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// The entry.
+    pub seq: i64,
+    /// Its hash.
+    pub hash: String,
+    /// When it was signed (Unix ms).
+    pub at_ms: i64,
+    /// ed25519 signature (hex).
+    pub signature: String,
+}
+
+/// Signs the current head (if not signed yet) into the database and the checkpoint file.
+pub fn checkpoint(conn: &Connection, keys: &Keys, file: &Path) -> Result<Option<Checkpoint>> {
+    let head: Option<(i64, String)> = conn
+        .query_row(
+            "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let Some((seq, hash)) = head else {
+        return Ok(None);
+    };
+    let done: bool = conn.query_row(
+        "SELECT EXISTS(SELECT 1 FROM checkpoints WHERE seq = ?1)",
+        [seq],
+        |r| r.get(0),
+    )?;
+    if done {
+        return Ok(None);
+    }
+    let cp = Checkpoint {
+        seq,
+        signature: keys.sign(&checkpoint_message(seq, &hash)),
+        hash,
+        at_ms: now_ms(),
+    };
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(file)
+        .with_context(|| format!("while opening {}", file.display()))?;
+    writeln!(f, "{}", serde_json::to_string(&cp)?)?;
+    f.sync_data()?;
+    conn.execute(
+        "INSERT OR IGNORE INTO checkpoints (seq, hash, at_ms, signature) VALUES (?1, ?2, ?3, ?4)",
+        params![cp.seq, cp.hash, cp.at_ms, cp.signature],
+    )?;
+    Ok(Some(cp))
+}
+
+/// What `verify` found.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Verified {
+    /// Entries checked.
+    pub entries: i64,
+    /// Checkpoints checked.
+    pub checkpoints: usize,
+    /// The last checkpointed sequence number.
+    pub last_checkpoint: Option<i64>,
+}
+
+/// Why the log failed verification: the first bad sequence number and what is wrong.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("audit log verification failed at seq {seq}: {problem}")]
+pub struct Broken {
+    /// The first sequence number found bad.
+    pub seq: i64,
+    /// What is wrong.
+    pub problem: String,
+}
+
+/// Reads entries, oldest first, matching the filters, after `after`, at most `limit`.
+pub fn read(
+    conn: &Connection,
+    job: Option<&str>,
+    operator: Option<&str>,
+    dataset: Option<&str>,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<Entry>> {
+    let mut stmt = conn.prepare(
+        "SELECT body, hash FROM audit WHERE seq > ?1
+           AND (?2 IS NULL OR job = ?2) AND (?3 IS NULL OR operator = ?3) AND (?4 IS NULL OR dataset = ?4)
+         ORDER BY seq LIMIT ?5",
+    )?;
+    let rows = stmt.query_map(params![after, job, operator, dataset, limit], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (body, hash) = row?;
+        let mut v: Value = serde_json::from_str(&body)?;
+        v["hash"] = Value::String(hash);
+        out.push(serde_json::from_value(v)?);
+    }
+    Ok(out)
+}
+
+/// Verifies the whole chain and every checkpoint (from the database and from `checkpoint_file`,
+/// if present) against `key`.
+pub fn verify(
+    conn: &Connection,
+    key: &VerifyingKey,
+    checkpoint_file: Option<&Path>,
+) -> Result<std::result::Result<Verified, Broken>> {
+    let mut stmt = conn.prepare(
+        "SELECT seq, seq, kind, job, operator, dataset, body, hash FROM audit ORDER BY seq",
+    )?;
+    let mut rows = stmt.query([])?;
+    let mut expected_seq = 1i64;
+    let mut prev = GENESIS.to_string();
+    let mut hashes: Vec<String> = Vec::new();
+    while let Some(r) = rows.next()? {
+        let seq: i64 = r.get(1)?;
+        let body: String = r.get(6)?;
+        let hash: String = r.get(7)?;
+        let bad = |problem: String| {
+            Ok(Err(Broken {
+                seq: expected_seq,
+                problem,
+            }))
+        };
+        if seq != expected_seq {
+            return bad(format!(
+                "expected entry {expected_seq} next but found {seq} (an entry was deleted, inserted or reordered)"
+            ));
+        }
+        let Ok(v) = serde_json::from_str::<Value>(&body) else {
+            return bad("the entry's body is not valid JSON (edited)".into());
+        };
+        let canonical = serde_json::to_string(&v).unwrap_or_default();
+        if canonical != body {
+            return bad("the entry's body is not in canonical form (edited)".into());
+        }
+        if sha256_hex(body.as_bytes()) != hash {
+            return bad("the entry's hash does not match its contents (edited)".into());
+        }
+        if v["seq"].as_i64() != Some(seq) {
+            return bad("the entry's body names another sequence number (moved)".into());
+        }
+        if v["prev"].as_str() != Some(prev.as_str()) {
+            return bad(
+                "the entry does not follow the previous one's hash (an entry before it was changed, deleted or reordered)"
+                    .into(),
+            );
+        }
+        let col = |i: usize, k: &str| -> rusqlite::Result<bool> {
+            let c: Option<String> = r.get(i)?;
+            Ok(c.as_deref() == v[k].as_str())
+        };
+        if !(col(2, "kind")? && col(3, "job")? && col(4, "operator")? && col(5, "dataset")?) {
+            return bad("the entry's indexed columns differ from its signed body (edited)".into());
+        }
+        prev = hash.clone();
+        hashes.push(hash);
+        expected_seq += 1;
+    }
+    let entries = expected_seq - 1;
+
+    let mut cps: Vec<Checkpoint> = {
+        let mut stmt = conn.prepare("SELECT seq, hash, at_ms, signature FROM checkpoints")?;
+        stmt.query_map([], |r| {
+            Ok(Checkpoint {
+                seq: r.get(0)?,
+                hash: r.get(1)?,
+                at_ms: r.get(2)?,
+                signature: r.get(3)?,
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?
+    };
+    if let Some(file) = checkpoint_file
+        && file.exists()
+    {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("while reading {}", file.display()))?;
+        for (i, line) in text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+        {
+            match serde_json::from_str::<Checkpoint>(line) {
+                Ok(cp) => cps.push(cp),
+                // A torn last line from a crash mid-write is not evidence of tampering.
+                Err(_) if i + 1 == text.lines().count() => {}
+                Err(e) => anyhow::bail!("{} line {}: {e}", file.display(), i + 1),
+            }
+        }
+    }
+    cps.sort_by_key(|c| c.seq);
+    cps.dedup();
+    for cp in &cps {
+        if !keys::verify(key, &checkpoint_message(cp.seq, &cp.hash), &cp.signature) {
+            return Ok(Err(Broken {
+                seq: cp.seq,
+                problem: "a checkpoint's signature is invalid for this broker's key".into(),
+            }));
+        }
+        if cp.seq > entries {
+            return Ok(Err(Broken {
+                seq: entries + 1,
+                problem: format!(
+                    "the log ends at entry {entries} but a signed checkpoint covers entry {} (truncated)",
+                    cp.seq
+                ),
+            }));
+        }
+        if hashes[(cp.seq - 1) as usize] != cp.hash {
+            return Ok(Err(Broken {
+                seq: cp.seq,
+                problem: "the entry differs from the signed checkpoint (the log was rewritten)"
+                    .into(),
+            }));
+        }
+    }
+    Ok(Ok(Verified {
+        entries,
+        checkpoints: cps.len(),
+        last_checkpoint: cps.last().map(|c| c.seq),
+    }))
+}

@@ -1,0 +1,155 @@
+//! A small blocking HTTP client for the broker's API, used by the `sluice` CLI and the demo.
+
+use std::io::{BufRead, BufReader};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use base64::Engine as _;
+use serde_json::{Value, json};
+
+/// A client bound to one broker and one bearer token.
+#[derive(Clone)]
+pub struct Client {
+    agent: ureq::Agent,
+    base: String,
+    token: String,
+}
+
+/// A job submission.
+#[derive(Clone, Debug, Default)]
+pub struct Submission<'a> {
+    /// The wasm.
+    pub wasm: &'a [u8],
+    /// Why the job runs.
+    pub purpose: &'a str,
+    /// Parameters for `run`.
+    pub params: &'a str,
+    /// Datasets it will use.
+    pub datasets: &'a [String],
+    /// A per-dataset ε cap below the grant's.
+    pub max_epsilon: Option<f64>,
+}
+
+impl Client {
+    /// A client for the broker at `base` (e.g. `http://127.0.0.1:7878`).
+    pub fn new(base: &str, token: &str) -> Self {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(Duration::from_secs(10)))
+            .build()
+            .into();
+        Self {
+            agent,
+            base: base.trim_end_matches('/').to_string(),
+            token: token.to_string(),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn auth(&self) -> String {
+        format!("Bearer {}", self.token)
+    }
+
+    fn finish(mut resp: ureq::http::Response<ureq::Body>) -> Result<(u16, String)> {
+        let status = resp.status().as_u16();
+        let text = resp
+            .body_mut()
+            .with_config()
+            .limit(64 << 20)
+            .read_to_string()
+            .context("while reading the broker's response")?;
+        Ok((status, text))
+    }
+
+    fn check(status: u16, text: String) -> Result<String> {
+        if (200..300).contains(&status) {
+            return Ok(text);
+        }
+        let msg = serde_json::from_str::<Value>(&text)
+            .ok()
+            .and_then(|v| {
+                Some(format!(
+                    "{} ({})",
+                    v["error"]["message"].as_str()?,
+                    v["error"]["code"].as_str()?
+                ))
+            })
+            .unwrap_or(text);
+        bail!("the broker answered {status}: {msg}")
+    }
+
+    /// GET `path`; the body as text.
+    pub fn get_text(&self, path: &str) -> Result<String> {
+        let resp = self
+            .agent
+            .get(self.url(path))
+            .header("Authorization", self.auth())
+            .call()
+            .with_context(|| format!("cannot reach the broker at {}", self.base))?;
+        let (s, t) = Self::finish(resp)?;
+        Self::check(s, t)
+    }
+
+    /// GET `path` as JSON.
+    pub fn get_json(&self, path: &str) -> Result<Value> {
+        Ok(serde_json::from_str(&self.get_text(path)?)?)
+    }
+
+    /// POST a JSON body to `path`.
+    pub fn post_json(&self, path: &str, body: &Value) -> Result<Value> {
+        let resp = self
+            .agent
+            .post(self.url(path))
+            .header("Authorization", self.auth())
+            .header("Content-Type", "application/json")
+            .send(body.to_string().as_bytes())
+            .with_context(|| format!("cannot reach the broker at {}", self.base))?;
+        let (s, t) = Self::finish(resp)?;
+        Ok(serde_json::from_str(&Self::check(s, t)?)?)
+    }
+
+    /// Submits a job; returns the broker's answer (`id`, `state`, `wasm_sha256`).
+    pub fn submit(&self, job: &Submission<'_>) -> Result<Value> {
+        self.post_json(
+            "/v1/jobs",
+            &json!({
+                "purpose": job.purpose,
+                "params": job.params,
+                "datasets": job.datasets,
+                "max_epsilon": job.max_epsilon,
+                "wasm_base64": base64::engine::general_purpose::STANDARD.encode(job.wasm),
+            }),
+        )
+    }
+
+    /// Follows a job's event stream until it ends, calling `on` for each `(kind, data)`.
+    pub fn follow(&self, id: &str, mut on: impl FnMut(&str, &Value)) -> Result<()> {
+        let mut resp = self
+            .agent
+            .get(self.url(&format!("/v1/jobs/{id}/events")))
+            .header("Authorization", self.auth())
+            .header("Accept", "text/event-stream")
+            .call()
+            .with_context(|| format!("cannot reach the broker at {}", self.base))?;
+        if resp.status().as_u16() != 200 {
+            let (s, t) = Self::finish(resp)?;
+            Self::check(s, t)?;
+            bail!("unexpected answer to the event stream");
+        }
+        let reader = BufReader::new(resp.body_mut().as_reader());
+        let mut kind = String::new();
+        for line in reader.lines() {
+            let line = line.context("the event stream broke")?;
+            if let Some(k) = line.strip_prefix("event:") {
+                kind = k.trim().to_string();
+            } else if let Some(d) = line.strip_prefix("data:") {
+                let v: Value = serde_json::from_str(d.trim()).unwrap_or(Value::Null);
+                on(&kind, &v);
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,241 @@
+//! The broker's signing key (ed25519), signed audit checkpoints and release receipts.
+//!
+//! The key is made by `sluice init` and kept in `<data-dir>/broker.key` (hex, owner-only);
+//! `<data-dir>/broker.pub` is the public key a reviewer verifies checkpoints and receipts with.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// Hex sha256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Fills `buf` from the operating system's CSPRNG.
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut buf = [0u8; N];
+    getrandom::fill(&mut buf).expect("the operating system's random source failed");
+    buf
+}
+
+/// The broker's key pair.
+pub struct Keys {
+    signing: SigningKey,
+}
+
+impl Keys {
+    /// A new random key pair.
+    pub fn generate() -> Self {
+        Self {
+            signing: SigningKey::from_bytes(&random_bytes::<32>()),
+        }
+    }
+
+    /// Writes `broker.key` (mode 0600) and `broker.pub` into `dir`; refuses to overwrite a key.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        let key = dir.join("broker.key");
+        if key.exists() {
+            bail!(
+                "{} already exists; refusing to replace a signing key",
+                key.display()
+            );
+        }
+        write_private(&key, &hex::encode(self.signing.to_bytes()))?;
+        std::fs::write(dir.join("broker.pub"), self.public_hex() + "\n")
+            .context("while writing broker.pub")?;
+        Ok(())
+    }
+
+    /// Reads `broker.key` from `dir`.
+    pub fn load(dir: &Path) -> Result<Self> {
+        let path = dir.join("broker.key");
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("while reading {}", path.display()))?;
+        let bytes: [u8; 32] = hex::decode(text.trim())
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .with_context(|| format!("{} is not a hex ed25519 key", path.display()))?;
+        Ok(Self {
+            signing: SigningKey::from_bytes(&bytes),
+        })
+    }
+
+    /// The public key, hex.
+    pub fn public_hex(&self) -> String {
+        hex::encode(self.signing.verifying_key().to_bytes())
+    }
+
+    /// Signs `msg`; hex signature.
+    pub fn sign(&self, msg: &[u8]) -> String {
+        hex::encode(self.signing.sign(msg).to_bytes())
+    }
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("while creating {}", path.display()))?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, text: &str) -> Result<()> {
+    std::fs::write(path, text).with_context(|| format!("while writing {}", path.display()))
+}
+
+/// Parses a hex public key.
+pub fn public_key(hex_key: &str) -> Result<VerifyingKey> {
+    let bytes: [u8; 32] = hex::decode(hex_key.trim())
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .context("not a hex ed25519 public key (64 hex digits)")?;
+    VerifyingKey::from_bytes(&bytes).context("not a valid ed25519 public key")
+}
+
+/// Whether `sig_hex` is `key`'s signature of `msg`.
+pub fn verify(key: &VerifyingKey, msg: &[u8], sig_hex: &str) -> bool {
+    let Some(bytes) = hex::decode(sig_hex)
+        .ok()
+        .and_then(|b| <[u8; 64]>::try_from(b).ok())
+    else {
+        return false;
+    };
+    key.verify(msg, &Signature::from_bytes(&bytes)).is_ok()
+}
+
+/// One dataset version a job read.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DatasetVersion {
+    /// The dataset.
+    pub name: String,
+    /// sha256 of its source.
+    pub sha256: String,
+}
+
+/// A signed statement of what was released, under which policy, at what privacy cost.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Receipt {
+    /// Format version (1).
+    pub version: u32,
+    /// The job.
+    pub job: String,
+    /// The operator it was released to.
+    pub operator: String,
+    /// sha256 of the job's wasm.
+    pub wasm_sha256: String,
+    /// sha256 of the policy in force.
+    pub policy_sha256: String,
+    /// The dataset versions the job could read.
+    pub datasets: Vec<DatasetVersion>,
+    /// Total ε charged to the job.
+    pub epsilon: f64,
+    /// Total δ charged to the job.
+    pub delta: f64,
+    /// Sequence number of the audit entry recording the release.
+    pub audit_seq: i64,
+    /// sha256 of the report as JSON (the exact bytes `result` serves).
+    pub report_sha256: String,
+    /// sha256 of the report as CSV.
+    pub report_csv_sha256: String,
+    /// When it was issued (Unix ms).
+    pub issued_at_ms: i64,
+    /// The broker's public key (hex). Verify against a key you trust, not this field alone.
+    pub public_key: String,
+    /// ed25519 signature (hex) over the receipt's canonical JSON without this field.
+    #[serde(default)]
+    pub signature: String,
+}
+
+impl Receipt {
+    fn signed_bytes(&self) -> Vec<u8> {
+        let mut unsigned = self.clone();
+        unsigned.signature.clear();
+        let mut v = serde_json::to_value(&unsigned).expect("receipt serializes");
+        if let Some(m) = v.as_object_mut() {
+            m.remove("signature");
+        }
+        format!("sluice-receipt-v1\n{v}").into_bytes()
+    }
+
+    /// Signs the receipt in place.
+    pub fn sign(&mut self, keys: &Keys) {
+        self.public_key = keys.public_hex();
+        self.signature = keys.sign(&self.signed_bytes());
+    }
+
+    /// Checks the signature with `key` and that `report` (JSON or CSV bytes) is the report it
+    /// covers.
+    pub fn verify(&self, key: &VerifyingKey, report: &[u8]) -> Result<()> {
+        if hex::encode(key.to_bytes()) != self.public_key {
+            bail!("the receipt was signed by a different key than the one given");
+        }
+        if !verify(key, &self.signed_bytes(), &self.signature) {
+            bail!("the receipt's signature is invalid (the receipt was altered or forged)");
+        }
+        let h = sha256_hex(report);
+        if h != self.report_sha256 && h != self.report_csv_sha256 {
+            bail!(
+                "the report does not match the receipt: its sha256 is {h}, the receipt covers {} (JSON) or {} (CSV)",
+                self.report_sha256,
+                self.report_csv_sha256
+            );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn receipt(keys: &Keys) -> Receipt {
+        let mut r = Receipt {
+            version: 1,
+            job: "job-1".into(),
+            operator: "op".into(),
+            wasm_sha256: sha256_hex(b"wasm"),
+            policy_sha256: sha256_hex(b"policy"),
+            datasets: vec![],
+            epsilon: 0.5,
+            delta: 0.0,
+            audit_seq: 7,
+            report_sha256: sha256_hex(b"{}"),
+            report_csv_sha256: sha256_hex(b"csv"),
+            issued_at_ms: 1,
+            public_key: String::new(),
+            signature: String::new(),
+        };
+        r.sign(keys);
+        r
+    }
+
+    #[test]
+    fn a_receipt_verifies_and_any_change_is_caught() {
+        let keys = Keys::generate();
+        let key = public_key(&keys.public_hex()).unwrap();
+        let r = receipt(&keys);
+        r.verify(&key, b"{}").unwrap();
+        r.verify(&key, b"csv").unwrap();
+        assert!(r.verify(&key, b"{ }").is_err());
+        let mut forged = r.clone();
+        forged.epsilon = 0.1;
+        assert!(forged.verify(&key, b"{}").is_err());
+        let other = Keys::generate();
+        assert!(
+            r.verify(&public_key(&other.public_hex()).unwrap(), b"{}")
+                .is_err()
+        );
+    }
+}

@@ -1,0 +1,350 @@
+//! Broker commands: set-up and serving (local files), and the operator/reviewer commands that
+//! talk to a broker over HTTP.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use serde_json::{Value, json};
+use sluice_broker::client::{Client, Submission};
+use sluice_broker::keys::{self, Receipt};
+use sluice_broker::server::{self, Broker, Config};
+use sluice_broker::store::{self, Role, Store};
+use sluice_runtime::Limits;
+
+use crate::Conn;
+
+fn client(conn: &Conn) -> Client {
+    Client::new(&conn.url, &conn.token)
+}
+
+/// `sluice init`.
+pub fn init(dir: &Path, policy: PathBuf, data_root: PathBuf, listen: String) -> Result<ExitCode> {
+    // Check the policy first: a data directory is never created for a policy that cannot load.
+    sluice_policy::load(&policy).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let store = Store::init(dir)?;
+    let abs = |p: PathBuf| std::fs::canonicalize(&p).unwrap_or(p);
+    let mut config = Config::new(abs(policy), abs(data_root));
+    config.listen = listen;
+    config.save(dir)?;
+    let token = store.create_token(Role::Admin, "admin", "sluice init")?;
+    println!("initialized {}", dir.display());
+    println!("public key (give it to reviewers): {}", store.public_key());
+    println!("admin token (shown once; keep it secret): {token}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `sluice token create`.
+pub fn token_create(dir: &Path, role: Role, principal: &str) -> Result<ExitCode> {
+    let store = Store::open(dir)?;
+    let token = store.create_token(role, principal, "sluice token create")?;
+    println!("{token}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `sluice serve`.
+pub fn serve(dir: &Path, listen: Option<String>) -> Result<ExitCode> {
+    let mut config = Config::load(dir)?;
+    if let Some(l) = listen {
+        config.listen = l;
+    }
+    let addr = config.listen.clone();
+    let broker = Broker::start(dir, config, Limits::default())?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("sluice-http")
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(&addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        eprintln!(
+            "sluice broker listening on http://{}",
+            listener.local_addr()?
+        );
+        server::serve(broker, listener, async {
+            #[cfg(unix)]
+            {
+                let mut term =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                        .expect("install a SIGTERM handler");
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            #[cfg(not(unix))]
+            let _ = tokio::signal::ctrl_c().await;
+            eprintln!("stopping: waiting for running jobs to finish");
+        })
+        .await
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints one progress event of a job.
+pub fn print_event(kind: &str, data: &Value) {
+    let d = &data["detail"];
+    match kind {
+        "query" => eprintln!(
+            "  query on {} charged ε={}",
+            d["dataset"].as_str().unwrap_or("?"),
+            d["epsilon"]
+        ),
+        "released" => eprintln!(
+            "  released (ε spent {}, audit entry {})",
+            d["epsilon"], d["audit_seq"]
+        ),
+        "failed" => eprintln!("  failed: {}", d["error"].as_str().unwrap_or("?")),
+        "rejected" => eprintln!("  rejected: {}", d["reason"].as_str().unwrap_or("?")),
+        other => eprintln!("  {}", other.replace('_', " ")),
+    }
+}
+
+/// `sluice submit`.
+pub fn submit(
+    conn: &Conn,
+    job: &Path,
+    purpose: &str,
+    datasets: &[String],
+    params: &str,
+    max_epsilon: Option<f64>,
+    wait: bool,
+) -> Result<ExitCode> {
+    let wasm = std::fs::read(job).with_context(|| format!("while reading {}", job.display()))?;
+    let c = client(conn);
+    let r = c.submit(&Submission {
+        wasm: &wasm,
+        purpose,
+        params,
+        datasets,
+        max_epsilon,
+    })?;
+    let id = r["id"].as_str().context("the broker returned no job id")?;
+    println!("{id}");
+    eprintln!("submitted {id} ({})", r["state"].as_str().unwrap_or("?"));
+    if !wait {
+        return Ok(ExitCode::SUCCESS);
+    }
+    c.follow(id, print_event)?;
+    let job = c.get_json(&format!("/v1/jobs/{id}"))?;
+    Ok(if job["state"] == "succeeded" {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// `sluice status`.
+pub fn status(conn: &Conn, id: Option<&str>) -> Result<ExitCode> {
+    let c = client(conn);
+    match id {
+        Some(id) => println!(
+            "{}",
+            serde_json::to_string_pretty(&c.get_json(&format!("/v1/jobs/{id}"))?)?
+        ),
+        None => {
+            let jobs = c.get_json("/v1/jobs")?;
+            for j in jobs["jobs"].as_array().into_iter().flatten() {
+                println!(
+                    "{}  {:<15} ε={:<6} {}",
+                    j["id"].as_str().unwrap_or("?"),
+                    j["state"].as_str().unwrap_or("?"),
+                    j["epsilon_spent"],
+                    j["purpose"].as_str().unwrap_or("")
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `sluice result`.
+pub fn result(conn: &Conn, id: &str, output: Option<&Path>, csv: bool) -> Result<ExitCode> {
+    let c = client(conn);
+    let fmt = if csv { "csv" } else { "json" };
+    let report = c.get_text(&format!("/v1/jobs/{id}/result?format={fmt}"))?;
+    let receipt = c.get_text(&format!("/v1/jobs/{id}/receipt"))?;
+    match output {
+        Some(path) => {
+            std::fs::write(path, &report)
+                .with_context(|| format!("while writing {}", path.display()))?;
+            let rpath = receipt_path(path);
+            std::fs::write(&rpath, &receipt)
+                .with_context(|| format!("while writing {}", rpath.display()))?;
+            eprintln!("wrote {} and {}", path.display(), rpath.display());
+        }
+        None => print!("{report}"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Where `result -o <file>` puts the receipt.
+pub fn receipt_path(report: &Path) -> PathBuf {
+    let mut s = report.as_os_str().to_owned();
+    s.push(".receipt.json");
+    PathBuf::from(s)
+}
+
+/// `sluice budget`.
+pub fn budget(conn: &Conn) -> Result<ExitCode> {
+    let b = client(conn).get_json("/v1/budget")?;
+    println!(
+        "{:<20} {:>10} {:>12} {:>12} {:>12}",
+        "dataset", "ε/job", "ε/period", "spent", "remaining"
+    );
+    for d in b["budgets"].as_array().into_iter().flatten() {
+        println!(
+            "{:<20} {:>10} {:>12} {:>12.4} {:>12.4}",
+            d["dataset"].as_str().unwrap_or("?"),
+            d["epsilon_per_job"],
+            d["epsilon_per_period"],
+            d["spent_this_period"].as_f64().unwrap_or(0.0),
+            d["remaining_this_period"].as_f64().unwrap_or(0.0)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `sluice review list`.
+pub fn review_list(conn: &Conn) -> Result<ExitCode> {
+    let r = client(conn).get_json("/v1/reviews")?;
+    let pending = r["pending"].as_array().cloned().unwrap_or_default();
+    if pending.is_empty() {
+        println!("no jobs pending review");
+    }
+    for j in pending {
+        println!(
+            "{}  operator={} datasets={} max_epsilon={} wasm_sha256={}\n    purpose: {}",
+            j["id"].as_str().unwrap_or("?"),
+            j["operator"].as_str().unwrap_or("?"),
+            j["datasets"],
+            if j["max_epsilon"].is_null() {
+                "grant's per-job cap".to_string()
+            } else {
+                j["max_epsilon"].to_string()
+            },
+            j["wasm_sha256"].as_str().unwrap_or("?"),
+            j["purpose"].as_str().unwrap_or("")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `sluice review approve|reject`.
+pub fn review(conn: &Conn, id: &str, approve: bool, reason: &str) -> Result<ExitCode> {
+    let decision = if approve { "approve" } else { "reject" };
+    let r = client(conn).post_json(
+        &format!("/v1/reviews/{id}/{decision}"),
+        &json!({ "reason": reason }),
+    )?;
+    println!("{id}: {}", r["state"].as_str().unwrap_or("?"));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn read_key(arg: &str) -> Result<ed25519_dalek::VerifyingKey> {
+    let text = if Path::new(arg).exists() {
+        std::fs::read_to_string(arg).with_context(|| format!("while reading {arg}"))?
+    } else {
+        arg.to_string()
+    };
+    keys::public_key(&text)
+}
+
+/// Verifies a data directory's audit log; `Ok(Err(..))` when it is broken.
+pub fn verify_dir(
+    dir: &Path,
+    public_key: Option<&str>,
+) -> Result<std::result::Result<sluice_broker::audit::Verified, sluice_broker::audit::Broken>> {
+    let key_arg = public_key
+        .map(str::to_string)
+        .unwrap_or_else(|| dir.join("broker.pub").display().to_string());
+    let key = read_key(&key_arg)?;
+    let conn = Store::open_conn_readonly(dir)?;
+    sluice_broker::audit::verify(&conn, &key, Some(&store::checkpoint_path(dir)))
+}
+
+/// `sluice audit verify`.
+pub fn audit_verify(dir: &Path, public_key: Option<&str>) -> Result<ExitCode> {
+    match verify_dir(dir, public_key)? {
+        Ok(v) => {
+            println!(
+                "audit log OK: {} entries, hash chain intact, {} signed checkpoint(s) valid (last at entry {})",
+                v.entries,
+                v.checkpoints,
+                v.last_checkpoint.map_or("none".into(), |s| s.to_string())
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(b) => {
+            eprintln!("{b}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// `sluice audit show`.
+pub fn audit_show(
+    conn: &Conn,
+    job: Option<&str>,
+    operator: Option<&str>,
+    dataset: Option<&str>,
+    limit: i64,
+) -> Result<ExitCode> {
+    let mut q = format!("/v1/audit?limit={}", limit.clamp(1, 1000));
+    for (k, v) in [("job", job), ("operator", operator), ("dataset", dataset)] {
+        if let Some(v) = v {
+            q.push_str(&format!("&{k}={}", urlencode(v)));
+        }
+    }
+    let r = client(conn).get_json(&q)?;
+    for e in r["entries"].as_array().into_iter().flatten() {
+        println!(
+            "{:>6}  {:<16} {:<20} {}",
+            e["seq"],
+            e["kind"].as_str().unwrap_or("?"),
+            e["actor"].as_str().unwrap_or("?"),
+            e["detail"]
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// `sluice receipt verify`.
+pub fn receipt_verify(receipt: &Path, report: &Path, public_key: &str) -> Result<ExitCode> {
+    let key = read_key(public_key)?;
+    let r: Receipt = serde_json::from_slice(
+        &std::fs::read(receipt).with_context(|| format!("while reading {}", receipt.display()))?,
+    )
+    .context("the receipt is not valid JSON")?;
+    let bytes =
+        std::fs::read(report).with_context(|| format!("while reading {}", report.display()))?;
+    match r.verify(&key, &bytes) {
+        Ok(()) => {
+            println!(
+                "receipt OK: job {} released to {} under policy {}, ε={} δ={}, audit entry {}",
+                r.job,
+                r.operator,
+                &r.policy_sha256[..16],
+                r.epsilon,
+                r.delta,
+                r.audit_seq
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("receipt INVALID: {e}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}

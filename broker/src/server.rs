@@ -1,0 +1,1365 @@
+//! The broker: the HTTP API (axum), the worker pool that runs jobs, and their shared state.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path as UrlPath, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header, request::Parts};
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sluice_policy::{ColumnKind, DatasetId, OperatorId, Policy, Review};
+use sluice_runtime::{JobRequest, Limits, Sandbox, SandboxConfig};
+
+use crate::audit::NewEntry;
+use crate::keys::{DatasetVersion, sha256_hex};
+use crate::store::{JobState, LedgerAccountant, NewJob, Principal, Role, StateError, Store};
+
+/// How a broker is configured; kept in `<data-dir>/config.json` by `sluice init`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Config {
+    /// The policy file or directory.
+    pub policy: PathBuf,
+    /// Where relative dataset sources are resolved.
+    pub data_root: PathBuf,
+    /// The address `serve` listens on.
+    pub listen: String,
+    /// Jobs run at once.
+    #[serde(default = "default_workers")]
+    pub workers: usize,
+    /// Queued jobs beyond which submissions get `429`.
+    #[serde(default = "default_max_queued")]
+    pub max_queued: i64,
+    /// Seconds before a request (other than an event stream) times out.
+    #[serde(default = "default_timeout")]
+    pub request_timeout_secs: u64,
+}
+
+fn default_workers() -> usize {
+    2
+}
+fn default_max_queued() -> i64 {
+    64
+}
+fn default_timeout() -> u64 {
+    30
+}
+
+impl Config {
+    /// A configuration with defaults.
+    pub fn new(policy: PathBuf, data_root: PathBuf) -> Self {
+        Self {
+            policy,
+            data_root,
+            listen: "127.0.0.1:7878".into(),
+            workers: default_workers(),
+            max_queued: default_max_queued(),
+            request_timeout_secs: default_timeout(),
+        }
+    }
+
+    /// Reads `<dir>/config.json`.
+    pub fn load(dir: &Path) -> Result<Self> {
+        let path = dir.join("config.json");
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("while reading {}", path.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("{} is not valid", path.display()))
+    }
+
+    /// Writes `<dir>/config.json`.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        std::fs::write(
+            dir.join("config.json"),
+            serde_json::to_string_pretty(self)? + "\n",
+        )
+        .context("while writing config.json")
+    }
+}
+
+/// Largest wasm accepted.
+pub const MAX_WASM_BYTES: usize = 16 << 20;
+/// Largest submit body (base64 wasm in JSON).
+const MAX_SUBMIT_BODY: usize = 24 << 20;
+/// Largest body of any other request.
+const MAX_BODY: usize = 64 << 10;
+
+/// The policy in force with its sandbox.
+struct Current {
+    sandbox: Sandbox,
+    policy_sha256: String,
+}
+
+/// sha256 over a policy's files (names and exact bytes, in load order).
+pub fn policy_sha256(policy: &Policy) -> String {
+    let mut all = Vec::new();
+    for (path, text) in &policy.files {
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        all.extend_from_slice(format!("{}\n{}\n", name.unwrap_or_default(), text.len()).as_bytes());
+        all.extend_from_slice(text.as_bytes());
+    }
+    sha256_hex(&all)
+}
+
+#[derive(Default)]
+struct Metrics {
+    jobs_run: AtomicU64,
+    job_seconds_micros: AtomicU64,
+    requests: AtomicU64,
+    denials: AtomicU64,
+}
+
+struct Shared {
+    store: Arc<Store>,
+    current: RwLock<Arc<Current>>,
+    config: Config,
+    limits: Limits,
+    wake: (Mutex<u64>, Condvar),
+    stop: AtomicBool,
+    metrics: Metrics,
+}
+
+/// A running broker: state, workers, and the router to serve.
+pub struct Broker {
+    shared: Arc<Shared>,
+    workers: Vec<std::thread::JoinHandle<()>>,
+}
+
+fn load_policy(path: &Path) -> Result<Policy> {
+    sluice_policy::load(path).map_err(|e| match e {
+        sluice_policy::PolicyError::Invalid(p) => anyhow::anyhow!("the policy is invalid:\n{p}"),
+        other => anyhow::anyhow!(other),
+    })
+}
+
+fn start_sandbox(store: &Arc<Store>, config: &Config, limits: &Limits) -> Result<Current> {
+    let policy = load_policy(&config.policy)?;
+    let policy_sha256 = policy_sha256(&policy);
+    let sandbox = Sandbox::new(
+        SandboxConfig::new(
+            policy,
+            &config.data_root,
+            Arc::new(LedgerAccountant(store.clone())),
+        )
+        .with_limits(limits.clone()),
+    )
+    .context("while starting the sandbox")?;
+    Ok(Current {
+        sandbox,
+        policy_sha256,
+    })
+}
+
+impl Broker {
+    /// Opens the data directory, fails jobs a crash left running, loads and checks the policy and
+    /// starts the workers. Blocking: call it outside async code (or in `spawn_blocking`).
+    pub fn start(data_dir: &Path, config: Config, limits: Limits) -> Result<Self> {
+        let store = Arc::new(Store::open(data_dir)?);
+        let interrupted = store.recover()?;
+        if interrupted > 0 {
+            tracing::warn!(
+                "{interrupted} job(s) were running when the broker stopped; marked failed"
+            );
+        }
+        let current = start_sandbox(&store, &config, &limits)?;
+        store.record(NewEntry::new("policy.loaded", "broker").detail(json!({
+            "policy_sha256": current.policy_sha256,
+            "files": current.sandbox.engine().policy().files.iter()
+                .map(|(p, t)| json!({"file": p.display().to_string(), "sha256": sha256_hex(t.as_bytes())}))
+                .collect::<Vec<_>>(),
+        })))?;
+        let shared = Arc::new(Shared {
+            store,
+            current: RwLock::new(Arc::new(current)),
+            limits,
+            wake: (Mutex::new(0), Condvar::new()),
+            stop: AtomicBool::new(false),
+            metrics: Metrics::default(),
+            config,
+        });
+        let workers = (0..shared.config.workers.max(1))
+            .map(|i| {
+                let s = shared.clone();
+                std::thread::Builder::new()
+                    .name(format!("sluice-worker-{i}"))
+                    .spawn(move || worker(s))
+                    .expect("spawn a worker thread")
+            })
+            .collect();
+        Ok(Self { shared, workers })
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.shared.store
+    }
+
+    /// The HTTP API.
+    pub fn router(&self) -> Router {
+        router(self.shared.clone())
+    }
+
+    /// Stops the workers (each finishes its current job), then signs a final checkpoint.
+    /// Blocking.
+    pub fn shutdown(mut self) -> Result<()> {
+        self.stop_workers();
+        self.shared
+            .store
+            .record(NewEntry::new("broker.stopped", "broker"))?;
+        self.shared.store.checkpoint()?;
+        Ok(())
+    }
+
+    fn stop_workers(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        self.shared.wake.1.notify_all();
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.stop_workers();
+    }
+}
+
+fn notify(shared: &Shared) {
+    let mut n = shared.wake.0.lock().unwrap_or_else(|p| p.into_inner());
+    *n += 1;
+    shared.wake.1.notify_all();
+}
+
+fn current(shared: &Shared) -> Arc<Current> {
+    shared
+        .current
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()
+}
+
+fn worker(shared: Arc<Shared>) {
+    while !shared.stop.load(Ordering::SeqCst) {
+        let seen = *shared.wake.0.lock().unwrap_or_else(|p| p.into_inner());
+        match shared.store.claim_next() {
+            Ok(Some(job)) => {
+                let id = job.id.clone();
+                if let Err(e) = run_claimed(&shared, job) {
+                    tracing::error!("job {id}: {e:#}");
+                    let _ = shared.store.fail(&id, "internal broker error");
+                }
+            }
+            Ok(None) => {
+                let guard = shared.wake.0.lock().unwrap_or_else(|p| p.into_inner());
+                if *guard == seen && !shared.stop.load(Ordering::SeqCst) {
+                    let _ = shared
+                        .wake
+                        .1
+                        .wait_timeout(guard, Duration::from_millis(500));
+                }
+            }
+            Err(e) => {
+                tracing::error!("cannot claim a job: {e:#}");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        }
+    }
+}
+
+fn run_claimed(shared: &Shared, job: crate::store::Claimed) -> Result<()> {
+    let cur = current(shared);
+    let operator: OperatorId = job
+        .operator
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!(e))?;
+    let today = sluice_policy::Date::today_utc();
+    let mut datasets = Vec::new();
+    for d in &job.datasets {
+        let id = DatasetId::new(d).map_err(|e| anyhow::anyhow!(e))?;
+        if let Err(denial) = cur
+            .sandbox
+            .engine()
+            .policy()
+            .authorize(&operator, &id, today)
+        {
+            shared
+                .store
+                .fail(&job.id, &format!("not started: {denial}"))?;
+            return Ok(());
+        }
+        datasets.push(id);
+    }
+    let started = Instant::now();
+    let mut req = JobRequest::new(operator, job.id.clone(), &job.wasm, &job.params);
+    req.datasets = Some(datasets.clone());
+    req.max_epsilon = job.max_epsilon;
+    let out = cur.sandbox.run_job(&req);
+    shared.metrics.jobs_run.fetch_add(1, Ordering::Relaxed);
+    shared
+        .metrics
+        .job_seconds_micros
+        .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+    match out {
+        Ok(out) => {
+            let versions = datasets
+                .iter()
+                .filter_map(|d| cur.sandbox.engine().catalog().get(d))
+                .map(|r| DatasetVersion {
+                    name: r.policy.id.to_string(),
+                    sha256: r.content_hash.clone(),
+                })
+                .collect();
+            shared.store.release(
+                &job.id,
+                &out.report.to_json(),
+                &out.report.to_csv(),
+                &cur.policy_sha256,
+                versions,
+            )?;
+        }
+        Err(f) => shared.store.fail(&job.id, &f.error.to_string())?,
+    }
+    Ok(())
+}
+
+// ---- errors --------------------------------------------------------------------------------
+
+/// An API error: a status, a stable code and a message that never carries data.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    retry_after: Option<u64>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+    fn bad(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+    fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+    fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+    fn internal(e: impl std::fmt::Display) -> Self {
+        tracing::error!("internal error: {e}");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal broker error",
+        )
+    }
+}
+
+impl From<anyhow::Error> for ApiError {
+    fn from(e: anyhow::Error) -> Self {
+        Self::internal(format!("{e:#}"))
+    }
+}
+
+impl From<StateError> for ApiError {
+    fn from(e: StateError) -> Self {
+        match e {
+            StateError::NoJob(_) => Self::not_found(e.to_string()),
+            StateError::WrongState { .. } => {
+                Self::new(StatusCode::CONFLICT, "conflict", e.to_string())
+            }
+            StateError::Db(e) => e.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut r = (
+            self.status,
+            Json(json!({ "error": { "code": self.code, "message": self.message } })),
+        )
+            .into_response();
+        if let Some(s) = self.retry_after {
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        r
+    }
+}
+
+type ApiResult<T> = std::result::Result<T, ApiError>;
+
+// ---- auth ----------------------------------------------------------------------------------
+
+/// The authenticated caller.
+struct Auth(Principal);
+
+impl FromRequestParts<Arc<Shared>> for Auth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, s: &Arc<Shared>) -> ApiResult<Self> {
+        let unauthorized = || {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "a valid bearer token is required (Authorization: Bearer <token>)",
+            )
+        };
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(unauthorized)?;
+        let p = s
+            .store
+            .authenticate(token.trim())?
+            .ok_or_else(unauthorized)?;
+        Ok(Auth(p))
+    }
+}
+
+impl Auth {
+    fn require(&self, roles: &[Role]) -> ApiResult<()> {
+        if roles.contains(&self.0.role) {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(format!(
+                "the {} role may not do this",
+                self.0.role.as_str()
+            )))
+        }
+    }
+}
+
+/// Records every 401 and 403 in the audit log, and counts requests.
+async fn audit_denials(State(s): State<Arc<Shared>>, req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let who = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|t| s.store.authenticate(t.trim()).ok().flatten());
+    s.metrics.requests.fetch_add(1, Ordering::Relaxed);
+    let resp = next.run(req).await;
+    let status = resp.status();
+    if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+        s.metrics.denials.fetch_add(1, Ordering::Relaxed);
+        let mut e = NewEntry::new(
+            "access.denied",
+            who.as_ref()
+                .map_or("anonymous".to_string(), |p| p.name.clone()),
+        )
+        .detail(json!({
+            "status": status.as_u16(),
+            "method": method.as_str(),
+            "path": path,
+            "role": who.as_ref().map(|p| p.role.as_str()),
+        }));
+        if let Some(p) = &who
+            && p.role == Role::Operator
+        {
+            e = e.operator(&p.name);
+        }
+        if let Err(err) = s.store.record(e) {
+            tracing::error!("cannot audit a denial: {err:#}");
+            return ApiError::internal("audit log unavailable").into_response();
+        }
+    }
+    resp
+}
+
+async fn timeout(State(s): State<Arc<Shared>>, req: Request, next: Next) -> Response {
+    let limit = Duration::from_secs(s.config.request_timeout_secs.max(1));
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "timeout",
+            format!("the request took longer than {} s", limit.as_secs()),
+        )
+        .into_response(),
+    }
+}
+
+fn router(s: Arc<Shared>) -> Router {
+    let api = Router::new()
+        .route("/v1/jobs", post(submit).get(list_jobs))
+        .route("/v1/jobs/{id}", get(job_status))
+        .route("/v1/jobs/{id}/result", get(job_result))
+        .route("/v1/jobs/{id}/receipt", get(job_receipt))
+        .route("/v1/jobs/{id}/cancel", post(job_cancel))
+        .route("/v1/datasets", get(datasets))
+        .route("/v1/datasets/{name}", get(dataset))
+        .route("/v1/budget", get(budget))
+        .route("/v1/reviews", get(reviews))
+        .route("/v1/reviews/{id}/{decision}", post(review))
+        .route("/v1/audit", get(audit_log))
+        .route("/v1/admin/policy/reload", post(reload))
+        .route("/v1/admin/{kind}/{name}/{action}", post(suspend))
+        .route("/v1/admin/usage", get(usage))
+        .route("/v1/admin/suspensions", get(suspensions))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .layer(middleware::from_fn_with_state(s.clone(), timeout));
+    let streams = Router::new().route("/v1/jobs/{id}/events", get(events));
+    api.merge(streams)
+        .fallback(|| async {
+            ApiError::not_found("no such endpoint; the API lives under /v1 (see docs/operator.md)")
+        })
+        .layer(middleware::from_fn_with_state(s.clone(), audit_denials))
+        .layer(DefaultBodyLimit::max(MAX_SUBMIT_BODY))
+        .with_state(s)
+}
+
+// ---- helpers -------------------------------------------------------------------------------
+
+fn body(b: std::result::Result<Bytes, BytesRejection>, max: usize) -> ApiResult<Bytes> {
+    let b = b.map_err(|r| {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("the request body is larger than {max} bytes"),
+            )
+        } else {
+            ApiError::bad("bad_body", "the request body could not be read")
+        }
+    })?;
+    if b.len() > max {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!(
+                "the request body is {} bytes; at most {max} are accepted",
+                b.len()
+            ),
+        ));
+    }
+    Ok(b)
+}
+
+fn json_body<T: serde::de::DeserializeOwned>(headers: &HeaderMap, b: &[u8]) -> ApiResult<T> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !ct.starts_with("application/json") {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the request body as application/json",
+        ));
+    }
+    serde_json::from_slice(b).map_err(|e| {
+        ApiError::bad(
+            "bad_json",
+            format!("the JSON body is not valid: {}", first_line(&e.to_string())),
+        )
+    })
+}
+
+fn first_line(s: &str) -> String {
+    let l = s.lines().next().unwrap_or("");
+    l.chars().take(200).collect()
+}
+
+fn query<T>(q: std::result::Result<Query<T>, QueryRejection>) -> ApiResult<T> {
+    q.map(|Query(t)| t).map_err(|e| {
+        ApiError::bad(
+            "bad_query",
+            format!("invalid query string: {}", first_line(&e.body_text())),
+        )
+    })
+}
+
+fn job_id_ok(id: &str) -> ApiResult<()> {
+    if id.len() == 20 && id.starts_with("job-") && id[4..].bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(())
+    } else {
+        Err(ApiError::not_found(format!("no job `{}`", first_line(id))))
+    }
+}
+
+/// Loads a job the caller may see: its operator, or any reviewer/admin when `staff_ok`.
+fn visible_job(
+    s: &Shared,
+    auth: &Auth,
+    id: &str,
+    staff_ok: bool,
+) -> ApiResult<crate::store::JobInfo> {
+    job_id_ok(id)?;
+    let job = s
+        .store
+        .job(id)?
+        .ok_or_else(|| ApiError::not_found(format!("no job `{id}`")))?;
+    let mine = auth.0.role == Role::Operator && job.operator == auth.0.name;
+    if mine || (staff_ok && auth.0.role != Role::Operator) {
+        Ok(job)
+    } else {
+        Err(ApiError::forbidden(format!("job `{id}` is not yours")))
+    }
+}
+
+// ---- operator endpoints --------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubmitJson {
+    purpose: String,
+    #[serde(default)]
+    params: String,
+    datasets: Vec<String>,
+    #[serde(default)]
+    max_epsilon: Option<f64>,
+    wasm_base64: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubmitQuery {
+    purpose: Option<String>,
+    #[serde(default)]
+    params: String,
+    datasets: Option<String>,
+    max_epsilon: Option<f64>,
+}
+
+async fn submit(
+    State(s): State<Arc<Shared>>,
+    auth: Auth,
+    headers: HeaderMap,
+    q: std::result::Result<Query<SubmitQuery>, QueryRejection>,
+    b: std::result::Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
+    auth.require(&[Role::Operator])?;
+    let b = body(b, MAX_SUBMIT_BODY)?;
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let (purpose, params, datasets, max_epsilon, wasm) = if ct.starts_with("application/json") {
+        let j: SubmitJson = json_body(&headers, &b)?;
+        let wasm = base64::engine::general_purpose::STANDARD
+            .decode(j.wasm_base64.as_bytes())
+            .map_err(|_| ApiError::bad("bad_wasm_encoding", "wasm_base64 is not valid base64"))?;
+        (j.purpose, j.params, j.datasets, j.max_epsilon, wasm)
+    } else if ct.starts_with("application/wasm") || ct.starts_with("application/octet-stream") {
+        let q = query(q)?;
+        let datasets = q
+            .datasets
+            .unwrap_or_default()
+            .split(',')
+            .filter(|d| !d.is_empty())
+            .map(str::to_string)
+            .collect();
+        (
+            q.purpose.unwrap_or_default(),
+            q.params,
+            datasets,
+            q.max_epsilon,
+            b.to_vec(),
+        )
+    } else {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "submit the job as application/wasm (metadata in the query string) or as application/json with wasm_base64",
+        ));
+    };
+    let purpose = purpose.trim().to_string();
+    if purpose.is_empty() || purpose.chars().count() > 500 {
+        return Err(ApiError::bad(
+            "bad_purpose",
+            "state the job's purpose (1 to 500 characters)",
+        ));
+    }
+    if params.len() > s.limits.max_params_bytes {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "params_too_large",
+            format!(
+                "the parameters are {} bytes; at most {} are accepted",
+                params.len(),
+                s.limits.max_params_bytes
+            ),
+        ));
+    }
+    if wasm.is_empty() || wasm.len() > MAX_WASM_BYTES {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "bad_wasm",
+            format!("a job is 1 byte to {MAX_WASM_BYTES} bytes of wasm"),
+        ));
+    }
+    if datasets.is_empty() || datasets.len() > 16 {
+        return Err(ApiError::bad(
+            "bad_datasets",
+            "name the datasets the job will use (1 to 16)",
+        ));
+    }
+    if let Some(m) = max_epsilon
+        && !(m.is_finite() && m > 0.0)
+    {
+        return Err(ApiError::bad(
+            "bad_epsilon",
+            "max_epsilon must be a number above 0",
+        ));
+    }
+    let operator: OperatorId = auth
+        .0
+        .name
+        .parse()
+        .map_err(|_| ApiError::forbidden("this principal is not a valid operator id"))?;
+    let needs_review = {
+        let cur = s.current.read().unwrap_or_else(|p| p.into_inner());
+        let policy = cur.sandbox.engine().policy();
+        let today = sluice_policy::Date::today_utc();
+        let mut review = false;
+        for d in &datasets {
+            let id = DatasetId::new(d).map_err(|_| {
+                ApiError::forbidden(format!(
+                    "dataset `{}` is not granted to operator `{operator}`",
+                    first_line(d)
+                ))
+            })?;
+            let grant = policy
+                .authorize(&operator, &id, today)
+                .map_err(|d| ApiError::forbidden(d.to_string()))?;
+            if let Some(m) = max_epsilon
+                && m > grant.epsilon_per_job
+            {
+                return Err(ApiError::bad(
+                    "bad_epsilon",
+                    format!(
+                        "max_epsilon {m} exceeds the grant's per-job cap of {} on `{id}`",
+                        grant.epsilon_per_job
+                    ),
+                ));
+            }
+            review |= grant.review == Review::Required;
+        }
+        review
+    };
+    if let Some(why) = s.store.suspensions()?.iter().find(|(k, n, _)| {
+        (k == "operator" && *n == auth.0.name) || (k == "dataset" && datasets.contains(n))
+    }) {
+        return Err(ApiError::forbidden(format!(
+            "{} `{}` is suspended",
+            why.0, why.1
+        )));
+    }
+    if !needs_review && s.store.queued()? >= s.config.max_queued {
+        let mut e = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "queue_full",
+            format!("{} jobs are queued; try again later", s.config.max_queued),
+        );
+        e.retry_after = Some(5);
+        return Err(e);
+    }
+    // Compile now: an invalid job is refused at the door, and the first run skips compilation.
+    let s2 = s.clone();
+    let wasm = tokio::task::spawn_blocking(move || {
+        let cur = current(&s2);
+        let r = cur.sandbox.precompile(&wasm).map(|_| wasm);
+        drop(cur);
+        r
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(|e| ApiError::bad("invalid_wasm", e.to_string()))?;
+    let (id, state) = s.store.submit(&NewJob {
+        operator: &auth.0.name,
+        purpose: &purpose,
+        params: &params,
+        wasm: &wasm,
+        datasets: &datasets,
+        max_epsilon,
+        needs_review,
+    })?;
+    notify(&s);
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, format!("/v1/jobs/{id}"))],
+        Json(json!({ "id": id, "state": state, "wasm_sha256": sha256_hex(&wasm) })),
+    )
+        .into_response())
+}
+
+async fn list_jobs(State(s): State<Arc<Shared>>, auth: Auth) -> ApiResult<Json<Value>> {
+    let jobs = match auth.0.role {
+        Role::Operator => s.store.jobs_of(&auth.0.name, 200)?,
+        _ => s.store.jobs_recent(200)?,
+    };
+    Ok(Json(json!({ "jobs": jobs })))
+}
+
+async fn job_status(
+    State(s): State<Arc<Shared>>,
+    auth: Auth,
+    UrlPath(id): UrlPath<String>,
+) -> ApiResult<Json<crate::store::JobInfo>> {
+    Ok(Json(visible_job(&s, &auth, &id, true)?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResultQuery {
+    format: Option<String>,
+}
+
+async fn job_result(
+    State(s): State<Arc<Shared>>,
+    auth: Auth,
+    UrlPath(id): UrlPath<String>,
+    q: std::result::Result<Query<ResultQuery>, QueryRejection>,
+) -> ApiResult<Response> {
+    let job = visible_job(&s, &auth, &id, false)?;
+    let csv = match query(q)?.format.as_deref() {
+        None | Some("json") => false,
+        Some("csv") => true,
+        Some(_) => return Err(ApiError::bad("bad_format", "format is json or csv")),
+    };
+    let Some((report, _)) = s.store.result(&id, csv)? else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_released",
+            format!(
+                "job `{id}` is {}; only succeeded jobs have a report",
+                job.state.as_str()
+            ),
+        ));
+    };
+    let ct = if csv {
+        "text/csv; charset=utf-8"
+    } else {
+        "application/json"
+    };
+    Ok(([(header::CONTENT_TYPE, ct)], report).into_response())
+}
+
+async fn job_receipt(
+    State(s): State<Arc<Shared>>,
+    auth: Auth,
+    UrlPath(id): UrlPath<String>,
+) -> ApiResult<Response> {
+    let job = visible_job(&s, &auth, &id, true)?;
+    let Some((_, receipt)) = s.store.result(&id, false)? else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_released",
+            format!(
+                "job `{id}` is {}; only succeeded jobs have a receipt",
+                job.state.as_str()
+            ),
+        ));
+    };
+    Ok(([(header::CONTENT_TYPE, "application/json")], receipt).into_response())
+}
+
+async fn job_cancel(
+    State(s): State<Arc<Shared>>,
+    auth: Auth,
+    UrlPath(id): UrlPath<String>,
+) -> ApiResult<Json<Value>> {
+    visible_job(&s, &auth, &id, false)?;
+    s.store.cancel(&id, &auth.0.name)?;
+    Ok(Json(json!({ "id": id, "state": "cancelled" })))
+}
+
+async fn events(
+    State(s): State<Arc<Shared>>,
+    auth: Auth,
+    UrlPath(id): UrlPath<String>,
+) -> ApiResult<
+    Sse<impl futures_util::Stream<Item = std::result::Result<SseEvent, std::convert::Infallible>>>,
+> {
+    visible_job(&s, &auth, &id, true)?;
+    let stream = futures_util::stream::unfold(
+        (s, id, 0i64, false, std::collections::VecDeque::new()),
+        |(s, id, mut after, mut done, mut pending)| async move {
+            loop {
+                if let Some(e) = pending.pop_front() {
+                    let e: crate::store::Event = e;
+                    let ev = SseEvent::default()
+                        .event(e.kind.clone())
+                        .id(e.id.to_string())
+                        .data(
+                            json!({ "at_ms": e.at_ms, "kind": e.kind, "detail": e.detail })
+                                .to_string(),
+                        );
+                    return Some((Ok(ev), (s, id, after, done, pending)));
+                }
+                if done {
+                    return None;
+                }
+                let store = s.store.clone();
+                let changed = store.changed().notified();
+                tokio::pin!(changed);
+                changed.as_mut().enable();
+                match store.events(&id, after) {
+                    Ok(evs) if !evs.is_empty() => {
+                        after = evs.last().map_or(after, |e| e.id);
+                        done = evs.iter().any(|e| {
+                            matches!(
+                                e.kind.as_str(),
+                                "released" | "failed" | "rejected" | "cancelled"
+                            )
+                        });
+                        pending.extend(evs);
+                    }
+                    Ok(_) => {
+                        // Another process (e.g. `sluice token create`) may write without waking
+                        // us: look again every second regardless.
+                        let _ = tokio::time::timeout(Duration::from_secs(1), changed).await;
+                    }
+                    Err(_) => return None,
+                }
+            }
+        },
+    );
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+fn dataset_json(d: &sluice_policy::Dataset) -> Value {
+    let columns: Vec<Value> = d
+        .columns
+        .iter()
+        .filter(|c| !matches!(c.kind, ColumnKind::Hidden))
+        .map(|c| {
+            let mut v = json!({ "name": c.name, "kind": c.kind.name() });
+            if let Some((lo, hi)) = c.kind.bounds_f64() {
+                v["bounds"] = json!([lo, hi]);
+            }
+            if let ColumnKind::Category {
+                public_values: Some(vals),
+            } = &c.kind
+            {
+                v["public_values"] = json!(vals);
+            }
+            v
+        })
+        .collect();
+    json!({
+        "name": d.id.as_str(),
+        "holder": d.holder,
+        "classification": d.classification.as_str(),
+        "privacy_unit": d.privacy_unit,
+        "max_rows_per_unit": d.max_rows_per_unit,
+        "columns": columns,
+    })
+}
+
+fn visible_datasets(s: &Shared, auth: &Auth) -> Vec<Value> {
+    let cur = s.current.read().unwrap_or_else(|p| p.into_inner());
+    let policy = cur.sandbox.engine().policy();
+    match auth.0.role {
+        Role::Operator => match auth.0.name.parse::<OperatorId>() {
+            Ok(op) => policy
+                .granted_datasets(&op, sluice_policy::Date::today_utc())
+                .into_iter()
+                .map(dataset_json)
+                .collect(),
+            Err(_) => vec![],
+        },
+        _ => policy.datasets.values().map(dataset_json).collect(),
+    }
+}
+
+async fn datasets(State(s): State<Arc<Shared>>, auth: Auth) -> ApiResult<Json<Value>> {
+    Ok(Json(json!({ "datasets": visible_datasets(&s, &auth) })))
+}
+
+async fn dataset(
+    State(s): State<Arc<Shared>>,
+    auth: Auth,
+    UrlPath(name): UrlPath<String>,
+) -> ApiResult<Json<Value>> {
+    visible_datasets(&s, &auth)
+        .into_iter()
+        .find(|d| d["name"] == name.as_str())
+        .map(Json)
+        .ok_or_else(|| {
+            ApiError::forbidden(format!(
+                "dataset `{}` is not granted to `{}`",
+                first_line(&name),
+                auth.0.name
+            ))
+        })
+}
+
+async fn budget(State(s): State<Arc<Shared>>, auth: Auth) -> ApiResult<Json<Value>> {
+    auth.require(&[Role::Operator])?;
+    let op: OperatorId = auth
+        .0
+        .name
+        .parse()
+        .map_err(|_| ApiError::forbidden("this principal is not a valid operator id"))?;
+    let cur = current(&s);
+    let policy = cur.sandbox.engine().policy();
+    let today = sluice_policy::Date::today_utc();
+    let mut out = Vec::new();
+    for d in policy.granted_datasets(&op, today) {
+        let g = policy.authorize(&op, &d.id, today).expect("granted");
+        let spent = s.store.spent(
+            op.as_str(),
+            d.id.as_str(),
+            "",
+            Duration::from_secs(g.period_secs),
+        );
+        out.push(json!({
+            "dataset": d.id.as_str(),
+            "epsilon_per_job": g.epsilon_per_job,
+            "epsilon_per_period": g.epsilon_per_period,
+            "period_secs": g.period_secs,
+            "spent_this_period": spent.period,
+            "remaining_this_period": (g.epsilon_per_period - spent.period).max(0.0),
+            "expires": g.expires.to_string(),
+            "review": if g.review == Review::Required { "required" } else { "none" },
+        }));
+    }
+    // The Arc may be the last one if a reload just happened: drop it off the async threads.
+    tokio::task::spawn_blocking(move || drop(cur));
+    Ok(Json(json!({ "operator": op.as_str(), "budgets": out })))
+}
+
+// ---- reviewer endpoints --------------------------------------------------------------------
+
+async fn reviews(State(s): State<Arc<Shared>>, auth: Auth) -> ApiResult<Json<Value>> {
+    auth.require(&[Role::Reviewer])?;
+    Ok(Json(json!({ "pending": s.store.pending_reviews()? })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReviewBody {
+    reason: String,
+}
+
+async fn review(
+    State(s): State<Arc<Shared>>,
+    auth: Auth,
+    headers: HeaderMap,
+    UrlPath((id, decision)): UrlPath<(String, String)>,
+    b: std::result::Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<Value>> {
+    auth.require(&[Role::Reviewer])?;
+    let approve = match decision.as_str() {
+        "approve" => true,
+        "reject" => false,
+        _ => return Err(ApiError::not_found("the decision is approve or reject")),
+    };
+    job_id_ok(&id)?;
+    let b = body(b, MAX_BODY)?;
+    let r: ReviewBody = json_body(&headers, &b)?;
+    if r.reason.trim().is_empty() || r.reason.len() > 2000 {
+        return Err(ApiError::bad(
+            "bad_reason",
+            "give a reason (1 to 2000 bytes)",
+        ));
+    }
+    let state = s
+        .store
+        .review(&id, &auth.0.name, approve, r.reason.trim())?;
+    notify(&s);
+    Ok(Json(json!({ "id": id, "state": state })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    job: Option<String>,
+    operator: Option<String>,
+    dataset: Option<String>,
+    #[serde(default)]
+    after: i64,
+    limit: Option<i64>,
+}
+
+async fn audit_log(
+    State(s): State<Arc<Shared>>,
+    auth: Auth,
+    q: std::result::Result<Query<AuditQuery>, QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    auth.require(&[Role::Reviewer, Role::Admin])?;
+    let q = query(q)?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let entries = s.store.audit_entries(
+        q.job.as_deref(),
+        q.operator.as_deref(),
+        q.dataset.as_deref(),
+        q.after,
+        limit,
+    )?;
+    let next = (entries.len() as i64 == limit).then(|| entries.last().map(|e| e.seq));
+    Ok(Json(
+        json!({ "entries": entries, "next_after": next.flatten() }),
+    ))
+}
+
+// ---- admin endpoints -----------------------------------------------------------------------
+
+async fn reload(State(s): State<Arc<Shared>>, auth: Auth) -> ApiResult<Json<Value>> {
+    auth.require(&[Role::Admin])?;
+    let who = auth.0.name.clone();
+    let s2 = s.clone();
+    tokio::task::spawn_blocking(move || -> ApiResult<Json<Value>> {
+        let next = match start_sandbox(&s2.store, &s2.config, &s2.limits) {
+            Ok(c) => c,
+            Err(e) => {
+                let msg = format!("{e:#}");
+                s2.store.record(
+                    NewEntry::new("policy.rejected", &who).detail(json!({ "error": msg })),
+                )?;
+                return Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_policy",
+                    format!("the new policy was not loaded; the old one stays in force: {msg}"),
+                ));
+            }
+        };
+        let sha = next.policy_sha256.clone();
+        s2.store
+            .record(NewEntry::new("policy.loaded", &who).detail(json!({ "policy_sha256": sha })))?;
+        let old = std::mem::replace(
+            &mut *s2.current.write().unwrap_or_else(|p| p.into_inner()),
+            Arc::new(next),
+        );
+        drop(old);
+        Ok(Json(json!({ "policy_sha256": sha })))
+    })
+    .await
+    .map_err(ApiError::internal)?
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ReasonBody {
+    #[serde(default)]
+    reason: String,
+}
+
+async fn suspend(
+    State(s): State<Arc<Shared>>,
+    auth: Auth,
+    headers: HeaderMap,
+    UrlPath((kind, name, action)): UrlPath<(String, String, String)>,
+    b: std::result::Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<Value>> {
+    auth.require(&[Role::Admin])?;
+    let kind: &'static str = match kind.as_str() {
+        "operators" => "operator",
+        "datasets" => "dataset",
+        _ => {
+            return Err(ApiError::not_found(
+                "suspend operators/<id> or datasets/<name>",
+            ));
+        }
+    };
+    let suspend = match action.as_str() {
+        "suspend" => true,
+        "resume" => false,
+        _ => return Err(ApiError::not_found("the action is suspend or resume")),
+    };
+    if name.is_empty() || name.len() > 64 {
+        return Err(ApiError::bad("bad_name", "a name is 1 to 64 characters"));
+    }
+    let b = body(b, MAX_BODY)?;
+    let r: ReasonBody = if b.is_empty() {
+        ReasonBody::default()
+    } else {
+        json_body(&headers, &b)?
+    };
+    s.store
+        .set_suspended(kind, &name, suspend, &auth.0.name, &r.reason)?;
+    Ok(Json(
+        json!({ "kind": kind, "name": name, "suspended": suspend }),
+    ))
+}
+
+async fn usage(State(s): State<Arc<Shared>>, auth: Auth) -> ApiResult<Json<Value>> {
+    auth.require(&[Role::Admin])?;
+    let holders: BTreeMap<String, String> = {
+        let cur = s.current.read().unwrap_or_else(|p| p.into_inner());
+        cur.sandbox
+            .engine()
+            .policy()
+            .datasets
+            .values()
+            .map(|d| (d.id.to_string(), d.holder.clone()))
+            .collect()
+    };
+    let rows: Vec<Value> = s
+        .store
+        .usage()?
+        .into_iter()
+        .map(|u| {
+            let mut v = serde_json::to_value(&u).unwrap_or(Value::Null);
+            v["holder"] = json!(holders.get(&u.dataset));
+            v
+        })
+        .collect();
+    Ok(Json(json!({ "usage": rows })))
+}
+
+async fn suspensions(State(s): State<Arc<Shared>>, auth: Auth) -> ApiResult<Json<Value>> {
+    auth.require(&[Role::Admin])?;
+    let list: Vec<Value> = s
+        .store
+        .suspensions()?
+        .into_iter()
+        .map(|(k, n, r)| json!({ "kind": k, "name": n, "reason": r }))
+        .collect();
+    Ok(Json(json!({ "suspensions": list })))
+}
+
+async fn metrics(State(s): State<Arc<Shared>>, auth: Auth) -> ApiResult<Response> {
+    auth.require(&[Role::Admin])?;
+    let mut out = String::new();
+    out.push_str("# HELP sluice_jobs Jobs by state.\n# TYPE sluice_jobs gauge\n");
+    let counts: BTreeMap<String, i64> = s.store.job_counts()?.into_iter().collect();
+    for st in JobState::ALL {
+        out.push_str(&format!(
+            "sluice_jobs{{state=\"{}\"}} {}\n",
+            st.as_str(),
+            counts.get(st.as_str()).copied().unwrap_or(0)
+        ));
+    }
+    let (queries, eps) = s.store.charge_totals()?;
+    out.push_str(&format!(
+        "# HELP sluice_queries_total Queries charged.\n# TYPE sluice_queries_total counter\nsluice_queries_total {queries}\n"
+    ));
+    out.push_str(&format!(
+        "# HELP sluice_epsilon_charged_total Epsilon charged, all grants.\n# TYPE sluice_epsilon_charged_total counter\nsluice_epsilon_charged_total {eps}\n"
+    ));
+    let m = &s.metrics;
+    out.push_str(&format!(
+        "# HELP sluice_job_duration_seconds Time jobs ran (this process).\n# TYPE sluice_job_duration_seconds summary\nsluice_job_duration_seconds_sum {}\nsluice_job_duration_seconds_count {}\n",
+        m.job_seconds_micros.load(Ordering::Relaxed) as f64 / 1e6,
+        m.jobs_run.load(Ordering::Relaxed)
+    ));
+    out.push_str(&format!(
+        "# HELP sluice_http_requests_total HTTP requests (this process).\n# TYPE sluice_http_requests_total counter\nsluice_http_requests_total {}\n",
+        m.requests.load(Ordering::Relaxed)
+    ));
+    out.push_str(&format!(
+        "# HELP sluice_http_denials_total 401 and 403 responses (this process).\n# TYPE sluice_http_denials_total counter\nsluice_http_denials_total {}\n",
+        m.denials.load(Ordering::Relaxed)
+    ));
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
+}
+
+/// Serves the API on `listener` until `shutdown` resolves, then stops the broker cleanly.
+pub async fn serve(
+    broker: Broker,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let app = broker.router();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("the HTTP server failed")?;
+    tokio::task::spawn_blocking(move || broker.shutdown())
+        .await
+        .context("shutdown panicked")?
+}
+
+/// A broker serving on a background thread (the demo, benchmarks and tests embed one).
+pub struct Running {
+    /// Its base URL, e.g. `http://127.0.0.1:40123`.
+    pub url: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<Result<()>>>,
+}
+
+impl Running {
+    /// Starts a broker on `data_dir` listening on `listen` (port 0 picks a free port). Blocking.
+    pub fn start(data_dir: &Path, config: Config, limits: Limits, listen: &str) -> Result<Self> {
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let dir = data_dir.to_path_buf();
+        let listen = listen.to_string();
+        let thread = std::thread::Builder::new()
+            .name("sluice-broker".into())
+            .spawn(move || -> Result<()> {
+                let started = (|| {
+                    let broker = Broker::start(&dir, config, limits)?;
+                    let rt = tokio::runtime::Builder::new_multi_thread()
+                        .worker_threads(2)
+                        .thread_name("sluice-http")
+                        .enable_all()
+                        .build()?;
+                    let listener = rt.block_on(tokio::net::TcpListener::bind(&listen))?;
+                    anyhow::Ok((broker, rt, listener))
+                })();
+                let (broker, rt, listener) = match started {
+                    Ok(v) => v,
+                    Err(e) => {
+                        let _ = addr_tx.send(Err(format!("{e:#}")));
+                        return Err(e);
+                    }
+                };
+                let _ = addr_tx.send(Ok(listener.local_addr()?));
+                let r = rt.block_on(serve(broker, listener, async {
+                    let _ = stop_rx.await;
+                }));
+                rt.shutdown_timeout(Duration::from_secs(5));
+                r
+            })?;
+        let addr = addr_rx
+            .recv()
+            .context("the broker thread ended before listening")?
+            .map_err(|e| anyhow::anyhow!(e))?;
+        Ok(Self {
+            url: format!("http://{addr}"),
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops serving, lets running jobs finish, and signs a final checkpoint.
+    pub fn stop(mut self) -> Result<()> {
+        self.stop_inner()
+    }
+
+    fn stop_inner(&mut self) -> Result<()> {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        match self.thread.take() {
+            Some(t) => t
+                .join()
+                .map_err(|_| anyhow::anyhow!("the broker thread panicked"))?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.stop_inner();
+    }
+}

@@ -1,0 +1,1160 @@
+//! The broker's state in one SQLite file (WAL mode): jobs, the budget ledger, tokens,
+//! suspensions, job events and the audit log.
+//!
+//! Every state change happens in one immediate transaction together with its audit entry, so the
+//! entry is durable when (and only when) the change is: *log before effect*. A charge checks the
+//! grant and is committed with its `query` audit entry before the query executes: *charge before
+//! release*.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use serde::Serialize;
+use serde_json::{Value, json};
+use sluice_runtime::{BudgetError, Charge, Spent, privacy::accountant::check_limits};
+
+use crate::audit::{self, NewEntry, now_ms};
+use crate::keys::{DatasetVersion, Keys, Receipt, random_bytes, sha256_hex};
+
+/// Schema migrations, applied in order; `PRAGMA user_version` is the number applied.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE audit (
+    seq INTEGER PRIMARY KEY, kind TEXT NOT NULL, job TEXT, operator TEXT, dataset TEXT,
+    body TEXT NOT NULL, hash TEXT NOT NULL);
+CREATE INDEX audit_job ON audit(job);
+CREATE INDEX audit_operator ON audit(operator);
+CREATE INDEX audit_dataset ON audit(dataset);
+CREATE TABLE checkpoints (
+    seq INTEGER PRIMARY KEY, hash TEXT NOT NULL, at_ms INTEGER NOT NULL, signature TEXT NOT NULL);
+CREATE TABLE tokens (
+    hash TEXT PRIMARY KEY, principal TEXT NOT NULL, role TEXT NOT NULL, created_ms INTEGER NOT NULL);
+CREATE TABLE wasm (sha256 TEXT PRIMARY KEY, bytes BLOB NOT NULL);
+CREATE TABLE jobs (
+    id TEXT PRIMARY KEY, n INTEGER NOT NULL UNIQUE, operator TEXT NOT NULL, purpose TEXT NOT NULL,
+    params TEXT NOT NULL, wasm_sha256 TEXT NOT NULL REFERENCES wasm(sha256), datasets TEXT NOT NULL,
+    max_epsilon REAL, state TEXT NOT NULL, error TEXT, review_reason TEXT, reviewer TEXT,
+    created_ms INTEGER NOT NULL, started_ms INTEGER, finished_ms INTEGER,
+    report_json TEXT, report_csv TEXT, receipt TEXT);
+CREATE INDEX jobs_state ON jobs(state, n);
+CREATE INDEX jobs_operator ON jobs(operator, n);
+CREATE TABLE charges (
+    id INTEGER PRIMARY KEY, at_ms INTEGER NOT NULL, operator TEXT NOT NULL, dataset TEXT NOT NULL,
+    job TEXT NOT NULL, epsilon REAL NOT NULL, delta REAL NOT NULL, audit_seq INTEGER NOT NULL);
+CREATE INDEX charges_grant ON charges(operator, dataset, at_ms);
+CREATE INDEX charges_job ON charges(job);
+CREATE TABLE events (
+    id INTEGER PRIMARY KEY, job TEXT NOT NULL, at_ms INTEGER NOT NULL, kind TEXT NOT NULL,
+    detail TEXT NOT NULL);
+CREATE INDEX events_job ON events(job, id);
+CREATE TABLE suspensions (
+    kind TEXT NOT NULL, name TEXT NOT NULL, reason TEXT NOT NULL, at_ms INTEGER NOT NULL,
+    PRIMARY KEY (kind, name));
+"#];
+
+/// A principal's role.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Submits jobs and reads their results.
+    Operator,
+    /// Approves jobs and reads the audit log.
+    Reviewer,
+    /// A data holder: reloads policy, suspends, reads usage.
+    Admin,
+}
+
+impl Role {
+    /// Its name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Operator => "operator",
+            Self::Reviewer => "reviewer",
+            Self::Admin => "admin",
+        }
+    }
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "operator" => Self::Operator,
+            "reviewer" => Self::Reviewer,
+            "admin" => Self::Admin,
+            _ => return None,
+        })
+    }
+}
+
+/// Who a token belongs to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Principal {
+    /// The name (for operators: the operator id of their grants).
+    pub name: String,
+    /// The role.
+    pub role: Role,
+}
+
+/// A job's state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    /// Waiting for a reviewer.
+    PendingReview,
+    /// Waiting for a worker.
+    Queued,
+    /// Running.
+    Running,
+    /// Released a report.
+    Succeeded,
+    /// Ended without a report.
+    Failed,
+    /// Refused by a reviewer.
+    Rejected,
+    /// Cancelled by its operator before it ran.
+    Cancelled,
+}
+
+impl JobState {
+    /// Every state.
+    pub const ALL: [Self; 7] = [
+        Self::PendingReview,
+        Self::Queued,
+        Self::Running,
+        Self::Succeeded,
+        Self::Failed,
+        Self::Rejected,
+        Self::Cancelled,
+    ];
+    /// Its name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::PendingReview => "pending_review",
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Rejected => "rejected",
+            Self::Cancelled => "cancelled",
+        }
+    }
+    fn parse(s: &str) -> Self {
+        Self::ALL
+            .into_iter()
+            .find(|j| j.as_str() == s)
+            .unwrap_or(Self::Failed)
+    }
+    /// Whether the job will not change any more.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            Self::Succeeded | Self::Failed | Self::Rejected | Self::Cancelled
+        )
+    }
+}
+
+/// A job as the API shows it (without its report).
+#[derive(Clone, Debug, Serialize)]
+pub struct JobInfo {
+    /// Its id.
+    pub id: String,
+    /// Who submitted it.
+    pub operator: String,
+    /// The stated purpose.
+    pub purpose: String,
+    /// sha256 of the wasm.
+    pub wasm_sha256: String,
+    /// The datasets it declared.
+    pub datasets: Vec<String>,
+    /// The ε per dataset it asked for (or `None`: the grant's per-job cap).
+    pub max_epsilon: Option<f64>,
+    /// Its state.
+    pub state: JobState,
+    /// Why it failed or was rejected.
+    pub error: Option<String>,
+    /// The reviewer's reason.
+    pub review_reason: Option<String>,
+    /// The reviewer.
+    pub reviewer: Option<String>,
+    /// ε charged so far, over all its datasets.
+    pub epsilon_spent: f64,
+    /// Queries charged so far.
+    pub queries: i64,
+    /// When it was submitted (Unix ms).
+    pub created_ms: i64,
+    /// When it started running.
+    pub started_ms: Option<i64>,
+    /// When it ended.
+    pub finished_ms: Option<i64>,
+}
+
+/// A job claimed by a worker.
+#[derive(Clone, Debug)]
+pub struct Claimed {
+    /// Its id.
+    pub id: String,
+    /// Its operator.
+    pub operator: String,
+    /// The wasm.
+    pub wasm: Vec<u8>,
+    /// sha256 of the wasm.
+    pub wasm_sha256: String,
+    /// Parameters.
+    pub params: String,
+    /// Declared datasets.
+    pub datasets: Vec<String>,
+    /// Requested ε cap.
+    pub max_epsilon: Option<f64>,
+}
+
+/// A new job.
+#[derive(Clone, Debug)]
+pub struct NewJob<'a> {
+    /// Who submits it.
+    pub operator: &'a str,
+    /// Why.
+    pub purpose: &'a str,
+    /// Parameters for `run`.
+    pub params: &'a str,
+    /// The wasm.
+    pub wasm: &'a [u8],
+    /// Datasets it will use.
+    pub datasets: &'a [String],
+    /// Requested per-dataset ε cap.
+    pub max_epsilon: Option<f64>,
+    /// Whether a reviewer must approve it first.
+    pub needs_review: bool,
+}
+
+/// One job event for the progress stream.
+#[derive(Clone, Debug, Serialize)]
+pub struct Event {
+    /// Monotonic id.
+    pub id: i64,
+    /// Unix ms.
+    pub at_ms: i64,
+    /// `queued`, `pending_review`, `running`, `query`, `released`, `failed`, `rejected`, `cancelled`.
+    pub kind: String,
+    /// Details.
+    pub detail: Value,
+}
+
+/// ε charged on one dataset, with its holder.
+#[derive(Clone, Debug, Serialize)]
+pub struct Usage {
+    /// The dataset.
+    pub dataset: String,
+    /// The operator.
+    pub operator: String,
+    /// Queries charged.
+    pub queries: i64,
+    /// Jobs that charged.
+    pub jobs: i64,
+    /// Total ε.
+    pub epsilon: f64,
+    /// Total δ.
+    pub delta: f64,
+}
+
+/// Why a state change was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// No such job.
+    #[error("no job `{0}`")]
+    NoJob(String),
+    /// The job is not in a state that allows it.
+    #[error("job `{id}` is {state}; {what}")]
+    WrongState {
+        /// The job.
+        id: String,
+        /// Its state.
+        state: &'static str,
+        /// What was expected.
+        what: &'static str,
+    },
+    /// The database failed.
+    #[error(transparent)]
+    Db(#[from] anyhow::Error),
+}
+
+impl From<rusqlite::Error> for StateError {
+    fn from(e: rusqlite::Error) -> Self {
+        Self::Db(e.into())
+    }
+}
+
+/// The store.
+pub struct Store {
+    conn: Mutex<Connection>,
+    keys: Keys,
+    dir: PathBuf,
+    changed: tokio::sync::Notify,
+}
+
+/// The database file in a data directory.
+pub fn db_path(dir: &Path) -> PathBuf {
+    dir.join("sluice.db")
+}
+
+/// The checkpoint file in a data directory.
+pub fn checkpoint_path(dir: &Path) -> PathBuf {
+    dir.join("audit-checkpoints.jsonl")
+}
+
+fn open_conn(dir: &Path) -> Result<Connection> {
+    let path = db_path(dir);
+    let mut conn =
+        Connection::open(&path).with_context(|| format!("while opening {}", path.display()))?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let version = usize::try_from(version).unwrap_or(usize::MAX);
+    if version > MIGRATIONS.len() {
+        bail!(
+            "{} has schema version {version}, newer than this broker knows ({}); upgrade sluice",
+            path.display(),
+            MIGRATIONS.len()
+        );
+    }
+    for (i, m) in MIGRATIONS.iter().enumerate().skip(version) {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive)?;
+        tx.execute_batch(m)
+            .with_context(|| format!("while applying schema migration {}", i + 1))?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(conn)
+}
+
+/// Hash of a bearer token, as stored.
+fn token_hash(token: &str) -> String {
+    sha256_hex(format!("sluice-token-v1\n{token}").as_bytes())
+}
+
+/// Constant-time equality of two byte strings of equal length.
+fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl Store {
+    /// Creates a data directory: database, signing key; returns nothing secret.
+    pub fn init(dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("while creating {}", dir.display()))?;
+        if db_path(dir).exists() {
+            bail!(
+                "{} is already initialized (found {})",
+                dir.display(),
+                db_path(dir).display()
+            );
+        }
+        Keys::generate().save(dir)?;
+        let store = Self::open_unchecked(dir)?;
+        let public_key = store.keys.public_hex();
+        store.record(
+            NewEntry::new("broker.initialized", "sluice init")
+                .detail(json!({ "public_key": public_key })),
+        )?;
+        Ok(store)
+    }
+
+    /// Opens an initialized data directory.
+    pub fn open(dir: &Path) -> Result<Self> {
+        if !db_path(dir).exists() {
+            bail!(
+                "{} is not a Sluice data directory (no sluice.db); run `sluice init --data-dir {}` first",
+                dir.display(),
+                dir.display()
+            );
+        }
+        Self::open_unchecked(dir)
+    }
+
+    fn open_unchecked(dir: &Path) -> Result<Self> {
+        let keys = Keys::load(dir)?;
+        Ok(Self {
+            conn: Mutex::new(open_conn(dir)?),
+            keys,
+            dir: dir.to_path_buf(),
+            changed: tokio::sync::Notify::new(),
+        })
+    }
+
+    /// Opens a data directory for reading and verification only (no key needed).
+    pub fn open_conn_readonly(dir: &Path) -> Result<Connection> {
+        let path = db_path(dir);
+        if !path.exists() {
+            bail!("{} has no sluice.db", dir.display());
+        }
+        Ok(Connection::open_with_flags(
+            &path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )?)
+    }
+
+    /// Woken after every committed change (job event streams wait on it).
+    pub fn changed(&self) -> &tokio::sync::Notify {
+        &self.changed
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The broker's public key (hex).
+    pub fn public_key(&self) -> String {
+        self.keys.public_hex()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave a transaction half-applied (SQLite rolls
+        // back an unfinished transaction), so a poisoned lock is safe to reuse.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` in an immediate transaction, commits, then checkpoints if due.
+    fn write<T, E>(
+        &self,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> std::result::Result<T, E>,
+    ) -> std::result::Result<T, E>
+    where
+        E: From<rusqlite::Error> + From<anyhow::Error>,
+    {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let out = f(&tx)?;
+        tx.commit()?;
+        self.changed.notify_waiters();
+        self.checkpoint_if_due(&conn)?;
+        Ok(out)
+    }
+
+    fn checkpoint_if_due(&self, conn: &Connection) -> Result<()> {
+        let (head, last): (i64, i64) = conn.query_row(
+            "SELECT (SELECT COALESCE(MAX(seq), 0) FROM audit), (SELECT COALESCE(MAX(seq), 0) FROM checkpoints)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        if head - last >= audit::CHECKPOINT_EVERY {
+            audit::checkpoint(conn, &self.keys, &checkpoint_path(&self.dir))?;
+        }
+        Ok(())
+    }
+
+    /// Signs a checkpoint of the current head now (at releases and at shutdown).
+    pub fn checkpoint(&self) -> Result<Option<audit::Checkpoint>> {
+        let conn = self.lock();
+        audit::checkpoint(&conn, &self.keys, &checkpoint_path(&self.dir))
+    }
+
+    /// Appends one audit entry on its own.
+    pub fn record(&self, e: NewEntry) -> Result<i64> {
+        self.write(|tx| audit::append(tx, e))
+    }
+
+    /// Reads audit entries (see [`audit::read`]).
+    pub fn audit_entries(
+        &self,
+        job: Option<&str>,
+        operator: Option<&str>,
+        dataset: Option<&str>,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<audit::Entry>> {
+        audit::read(&self.lock(), job, operator, dataset, after, limit)
+    }
+
+    // ---- tokens -------------------------------------------------------------------------
+
+    /// Creates a token for `principal` with `role`; returns it (shown once; only its hash is kept).
+    pub fn create_token(&self, role: Role, principal: &str, actor: &str) -> Result<String> {
+        if principal.is_empty()
+            || principal.len() > 64
+            || !principal
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            bail!("a principal is 1 to 64 characters of letters, digits, '-', '_' and '.'");
+        }
+        let token = format!("sluice_{}", hex::encode(random_bytes::<32>()));
+        let hash = token_hash(&token);
+        self.write(|tx| -> Result<()> {
+            audit::append(
+                tx,
+                NewEntry::new("token.created", actor).detail(json!({
+                    "principal": principal,
+                    "role": role.as_str(),
+                    "token_id": &hash[..16],
+                })),
+            )?;
+            tx.execute(
+                "INSERT INTO tokens (hash, principal, role, created_ms) VALUES (?1, ?2, ?3, ?4)",
+                params![hash, principal, role.as_str(), now_ms()],
+            )?;
+            Ok(())
+        })?;
+        Ok(token)
+    }
+
+    /// The principal a bearer token belongs to.
+    pub fn authenticate(&self, token: &str) -> Result<Option<Principal>> {
+        if token.len() > 200 {
+            return Ok(None);
+        }
+        let hash = token_hash(token);
+        let row: Option<(String, String, String)> = self
+            .lock()
+            .query_row(
+                "SELECT hash, principal, role FROM tokens WHERE hash = ?1",
+                [&hash],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        Ok(row.and_then(|(stored, name, role)| {
+            ct_eq(stored.as_bytes(), hash.as_bytes())
+                .then_some(())
+                .and(Role::parse(&role))
+                .map(|role| Principal { name, role })
+        }))
+    }
+
+    // ---- jobs ---------------------------------------------------------------------------
+
+    /// Records a submitted job; returns its id.
+    pub fn submit(&self, job: &NewJob<'_>) -> Result<(String, JobState)> {
+        let id = format!("job-{}", hex::encode(random_bytes::<8>()));
+        let sha = sha256_hex(job.wasm);
+        let state = if job.needs_review {
+            JobState::PendingReview
+        } else {
+            JobState::Queued
+        };
+        self.write(|tx| -> Result<()> {
+            audit::append(
+                tx,
+                NewEntry::new("job.submitted", job.operator)
+                    .job(&id)
+                    .operator(job.operator)
+                    .detail(json!({
+                        "purpose": job.purpose,
+                        "wasm_sha256": sha,
+                        "wasm_bytes": job.wasm.len(),
+                        "params_sha256": sha256_hex(job.params.as_bytes()),
+                        "datasets": job.datasets,
+                        "max_epsilon": job.max_epsilon,
+                        "decision": if job.needs_review { "allowed, pending review" } else { "allowed" },
+                    })),
+            )?;
+            tx.execute(
+                "INSERT OR IGNORE INTO wasm (sha256, bytes) VALUES (?1, ?2)",
+                params![sha, job.wasm],
+            )?;
+            tx.execute(
+                "INSERT INTO jobs (id, n, operator, purpose, params, wasm_sha256, datasets, max_epsilon, state, created_ms)
+                 VALUES (?1, (SELECT COALESCE(MAX(n), 0) + 1 FROM jobs), ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    id,
+                    job.operator,
+                    job.purpose,
+                    job.params,
+                    sha,
+                    serde_json::to_string(job.datasets)?,
+                    job.max_epsilon,
+                    state.as_str(),
+                    now_ms()
+                ],
+            )?;
+            event(tx, &id, state.as_str(), json!({}))?;
+            Ok(())
+        })?;
+        Ok((id, state))
+    }
+
+    fn job_state(tx: &Connection, id: &str) -> Result<Option<(JobState, String)>, StateError> {
+        Ok(tx
+            .query_row(
+                "SELECT state, operator FROM jobs WHERE id = ?1",
+                [id],
+                |r| Ok((JobState::parse(&r.get::<_, String>(0)?), r.get(1)?)),
+            )
+            .optional()?)
+    }
+
+    /// A reviewer's decision on a pending job.
+    pub fn review(
+        &self,
+        id: &str,
+        reviewer: &str,
+        approve: bool,
+        reason: &str,
+    ) -> Result<JobState, StateError> {
+        self.write(|tx| {
+            let (state, operator) =
+                Self::job_state(tx, id)?.ok_or_else(|| StateError::NoJob(id.into()))?;
+            if state != JobState::PendingReview {
+                return Err(StateError::WrongState {
+                    id: id.into(),
+                    state: state.as_str(),
+                    what: "only jobs pending review can be approved or rejected",
+                });
+            }
+            let (kind, next) = if approve {
+                ("review.approved", JobState::Queued)
+            } else {
+                ("review.rejected", JobState::Rejected)
+            };
+            audit::append(
+                tx,
+                NewEntry::new(kind, reviewer)
+                    .job(id)
+                    .operator(&operator)
+                    .detail(json!({ "reason": reason })),
+            )?;
+            tx.execute(
+                "UPDATE jobs SET state = ?2, review_reason = ?3, reviewer = ?4,
+                   finished_ms = CASE WHEN ?2 = 'rejected' THEN ?5 ELSE NULL END WHERE id = ?1",
+                params![id, next.as_str(), reason, reviewer, now_ms()],
+            )?;
+            event(
+                tx,
+                id,
+                next.as_str(),
+                json!({ "reason": reason, "reviewer": reviewer }),
+            )?;
+            Ok(next)
+        })
+    }
+
+    /// Cancels a job that has not started.
+    pub fn cancel(&self, id: &str, actor: &str) -> Result<(), StateError> {
+        self.write(|tx| {
+            let (state, operator) =
+                Self::job_state(tx, id)?.ok_or_else(|| StateError::NoJob(id.into()))?;
+            if !matches!(state, JobState::Queued | JobState::PendingReview) {
+                return Err(StateError::WrongState {
+                    id: id.into(),
+                    state: state.as_str(),
+                    what: "only queued jobs or jobs pending review can be cancelled",
+                });
+            }
+            audit::append(
+                tx,
+                NewEntry::new("job.cancelled", actor)
+                    .job(id)
+                    .operator(&operator),
+            )?;
+            tx.execute(
+                "UPDATE jobs SET state = 'cancelled', finished_ms = ?2 WHERE id = ?1",
+                params![id, now_ms()],
+            )?;
+            event(tx, id, "cancelled", json!({}))?;
+            Ok(())
+        })
+    }
+
+    /// Claims the oldest queued job whose operator and datasets are not suspended; jobs of
+    /// suspended operators or datasets fail instead.
+    pub fn claim_next(&self) -> Result<Option<Claimed>> {
+        self.write(|tx| -> Result<Option<Claimed>> {
+            loop {
+                let row: Option<(String, String, String, String, String, Option<f64>)> = tx
+                    .query_row(
+                        "SELECT id, operator, wasm_sha256, params, datasets, max_epsilon FROM jobs
+                         WHERE state = 'queued' ORDER BY n LIMIT 1",
+                        [],
+                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
+                    )
+                    .optional()?;
+                let Some((id, operator, sha, params, datasets, max_epsilon)) = row else {
+                    return Ok(None);
+                };
+                let datasets: Vec<String> = serde_json::from_str(&datasets)?;
+                if let Some(why) = suspended(tx, &operator, &datasets)? {
+                    let error = format!("not started: {why}");
+                    audit::append(
+                        tx,
+                        NewEntry::new("job.failed", "broker")
+                            .job(&id)
+                            .operator(&operator)
+                            .detail(json!({ "error": error })),
+                    )?;
+                    tx.execute(
+                        "UPDATE jobs SET state = 'failed', error = ?2, finished_ms = ?3 WHERE id = ?1",
+                        params![id, error, now_ms()],
+                    )?;
+                    event(tx, &id, "failed", json!({ "error": error }))?;
+                    continue;
+                }
+                audit::append(
+                    tx,
+                    NewEntry::new("job.started", "broker").job(&id).operator(&operator),
+                )?;
+                tx.execute(
+                    "UPDATE jobs SET state = 'running', started_ms = ?2 WHERE id = ?1",
+                    params![id, now_ms()],
+                )?;
+                event(tx, &id, "running", json!({}))?;
+                let wasm: Vec<u8> =
+                    tx.query_row("SELECT bytes FROM wasm WHERE sha256 = ?1", [&sha], |r| r.get(0))?;
+                return Ok(Some(Claimed {
+                    id,
+                    operator,
+                    wasm,
+                    wasm_sha256: sha,
+                    params,
+                    datasets,
+                    max_epsilon,
+                }));
+            }
+        })
+    }
+
+    /// Releases a job's report: audit entry, signed receipt, then the report becomes readable.
+    pub fn release(
+        &self,
+        id: &str,
+        report_json: &str,
+        report_csv: &str,
+        policy_sha256: &str,
+        datasets: Vec<DatasetVersion>,
+    ) -> Result<Receipt> {
+        let receipt = self.write(|tx| -> Result<Receipt> {
+            let (operator, wasm_sha256): (String, String) = tx.query_row(
+                "SELECT operator, wasm_sha256 FROM jobs WHERE id = ?1 AND state = 'running'",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            let (epsilon, delta): (f64, f64) = tx.query_row(
+                "SELECT COALESCE(SUM(epsilon), 0), COALESCE(SUM(delta), 0) FROM charges WHERE job = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            let report_sha256 = sha256_hex(report_json.as_bytes());
+            let report_csv_sha256 = sha256_hex(report_csv.as_bytes());
+            let seq = audit::append(
+                tx,
+                NewEntry::new("job.released", "broker")
+                    .job(id)
+                    .operator(&operator)
+                    .detail(json!({
+                        "report_sha256": report_sha256,
+                        "report_csv_sha256": report_csv_sha256,
+                        "report_bytes": report_json.len(),
+                        "epsilon": epsilon,
+                        "delta": delta,
+                        "policy_sha256": policy_sha256,
+                    })),
+            )?;
+            let mut receipt = Receipt {
+                version: 1,
+                job: id.into(),
+                operator,
+                wasm_sha256,
+                policy_sha256: policy_sha256.into(),
+                datasets,
+                epsilon,
+                delta,
+                audit_seq: seq,
+                report_sha256,
+                report_csv_sha256,
+                issued_at_ms: now_ms(),
+                public_key: String::new(),
+                signature: String::new(),
+            };
+            receipt.sign(&self.keys);
+            tx.execute(
+                "UPDATE jobs SET state = 'succeeded', finished_ms = ?2, report_json = ?3, report_csv = ?4, receipt = ?5
+                 WHERE id = ?1",
+                params![id, now_ms(), report_json, report_csv, serde_json::to_string(&receipt)?],
+            )?;
+            event(tx, id, "released", json!({ "epsilon": epsilon, "delta": delta, "audit_seq": seq }))?;
+            Ok(receipt)
+        })?;
+        self.checkpoint()?;
+        Ok(receipt)
+    }
+
+    /// Marks a running job failed.
+    pub fn fail(&self, id: &str, error: &str) -> Result<()> {
+        self.write(|tx| -> Result<()> {
+            let operator: String =
+                tx.query_row("SELECT operator FROM jobs WHERE id = ?1", [id], |r| r.get(0))?;
+            audit::append(
+                tx,
+                NewEntry::new("job.failed", "broker")
+                    .job(id)
+                    .operator(&operator)
+                    .detail(json!({ "error": error })),
+            )?;
+            tx.execute(
+                "UPDATE jobs SET state = 'failed', error = ?2, finished_ms = ?3 WHERE id = ?1 AND state = 'running'",
+                params![id, error, now_ms()],
+            )?;
+            event(tx, id, "failed", json!({ "error": error }))?;
+            Ok(())
+        })
+    }
+
+    /// At start-up: jobs left running by a crash are failed (their charges stay).
+    pub fn recover(&self) -> Result<usize> {
+        let ids: Vec<String> = {
+            let conn = self.lock();
+            let mut stmt =
+                conn.prepare("SELECT id FROM jobs WHERE state = 'running' ORDER BY n")?;
+            stmt.query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?
+        };
+        for id in &ids {
+            self.fail(id, "interrupted: the broker stopped while the job was running; what it spent stays charged")?;
+        }
+        Ok(ids.len())
+    }
+
+    /// One job.
+    pub fn job(&self, id: &str) -> Result<Option<JobInfo>> {
+        let conn = self.lock();
+        Ok(jobs_where(&conn, "j.id = ?1", params![id])?.pop())
+    }
+
+    /// An operator's jobs, newest first.
+    pub fn jobs_of(&self, operator: &str, limit: i64) -> Result<Vec<JobInfo>> {
+        let conn = self.lock();
+        jobs_where(
+            &conn,
+            "j.operator = ?1 ORDER BY j.n DESC LIMIT ?2",
+            params![operator, limit],
+        )
+    }
+
+    /// The most recent jobs of every operator, newest first.
+    pub fn jobs_recent(&self, limit: i64) -> Result<Vec<JobInfo>> {
+        let conn = self.lock();
+        jobs_where(&conn, "1 = 1 ORDER BY j.n DESC LIMIT ?1", params![limit])
+    }
+
+    /// Jobs pending review, oldest first.
+    pub fn pending_reviews(&self) -> Result<Vec<JobInfo>> {
+        let conn = self.lock();
+        jobs_where(&conn, "j.state = 'pending_review' ORDER BY j.n", params![])
+    }
+
+    /// A released job's report (JSON or CSV) and receipt.
+    pub fn result(&self, id: &str, csv: bool) -> Result<Option<(String, String)>> {
+        let conn = self.lock();
+        let col = if csv { "report_csv" } else { "report_json" };
+        Ok(conn
+            .query_row(
+                &format!("SELECT {col}, receipt FROM jobs WHERE id = ?1 AND state = 'succeeded'"),
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
+    }
+
+    /// Events of a job after `after`.
+    pub fn events(&self, job: &str, after: i64) -> Result<Vec<Event>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT id, at_ms, kind, detail FROM events WHERE job = ?1 AND id > ?2 ORDER BY id",
+        )?;
+        let rows = stmt.query_map(params![job, after], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get::<_, String>(3)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, at_ms, kind, detail) = row?;
+            out.push(Event {
+                id,
+                at_ms,
+                kind,
+                detail: serde_json::from_str(&detail).unwrap_or(Value::Null),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Number of queued jobs.
+    pub fn queued(&self) -> Result<i64> {
+        Ok(self.lock().query_row(
+            "SELECT COUNT(*) FROM jobs WHERE state = 'queued'",
+            [],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// Jobs by state.
+    pub fn job_counts(&self) -> Result<Vec<(String, i64)>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare("SELECT state, COUNT(*) FROM jobs GROUP BY state")?;
+        Ok(stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Total queries charged and ε charged.
+    pub fn charge_totals(&self) -> Result<(i64, f64)> {
+        Ok(self.lock().query_row(
+            "SELECT COUNT(*), COALESCE(SUM(epsilon), 0) FROM charges",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?)
+    }
+
+    /// Usage by dataset and operator.
+    pub fn usage(&self) -> Result<Vec<Usage>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT dataset, operator, COUNT(*), COUNT(DISTINCT job), SUM(epsilon), SUM(delta)
+             FROM charges GROUP BY dataset, operator ORDER BY dataset, operator",
+        )?;
+        Ok(stmt
+            .query_map([], |r| {
+                Ok(Usage {
+                    dataset: r.get(0)?,
+                    operator: r.get(1)?,
+                    queries: r.get(2)?,
+                    jobs: r.get(3)?,
+                    epsilon: r.get(4)?,
+                    delta: r.get(5)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?)
+    }
+
+    // ---- suspensions --------------------------------------------------------------------
+
+    /// Suspends (or resumes) an operator or dataset; `kind` is `operator` or `dataset`.
+    pub fn set_suspended(
+        &self,
+        kind: &'static str,
+        name: &str,
+        suspend: bool,
+        actor: &str,
+        reason: &str,
+    ) -> Result<()> {
+        self.write(|tx| -> Result<()> {
+            let mut e = NewEntry::new(if suspend { "suspended" } else { "resumed" }, actor)
+                .detail(json!({ "kind": kind, "name": name, "reason": reason }));
+            if kind == "operator" {
+                e = e.operator(name);
+            } else {
+                e = e.dataset(name);
+            }
+            audit::append(tx, e)?;
+            if suspend {
+                tx.execute(
+                    "INSERT OR REPLACE INTO suspensions (kind, name, reason, at_ms) VALUES (?1, ?2, ?3, ?4)",
+                    params![kind, name, reason, now_ms()],
+                )?;
+            } else {
+                tx.execute(
+                    "DELETE FROM suspensions WHERE kind = ?1 AND name = ?2",
+                    params![kind, name],
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Current suspensions: (kind, name, reason).
+    pub fn suspensions(&self) -> Result<Vec<(String, String, String)>> {
+        let conn = self.lock();
+        let mut stmt =
+            conn.prepare("SELECT kind, name, reason FROM suspensions ORDER BY kind, name")?;
+        Ok(stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<rusqlite::Result<_>>()?)
+    }
+
+    // ---- the ledger ---------------------------------------------------------------------
+
+    /// Charges a query: checks suspension and the grant's caps against the ledger, appends the
+    /// `query` audit entry and the charge, and commits, all in one transaction, before the query
+    /// runs. Nothing is recorded when it is refused.
+    pub fn charge(&self, c: &Charge) -> Result<(), BudgetError> {
+        let mut conn = self.lock();
+        let result = (|| -> Result<Result<(), BudgetError>> {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if let Some(why) = suspended(&tx, c.operator.as_str(), &[c.dataset.to_string()])? {
+                return Ok(Err(BudgetError::Suspended(why)));
+            }
+            let spent = spent(
+                &tx,
+                c.operator.as_str(),
+                c.dataset.as_str(),
+                &c.job,
+                c.period,
+            )?;
+            if let Err(e) = check_limits(c, spent) {
+                return Ok(Err(e));
+            }
+            let seq = audit::append(
+                &tx,
+                NewEntry::new("query", c.operator.as_str())
+                    .job(&c.job)
+                    .operator(c.operator.as_str())
+                    .dataset(c.dataset.as_str())
+                    .detail(json!({
+                        "sql": c.sql,
+                        "dataset_sha256": c.dataset_hash,
+                        "mechanism": c.mechanism,
+                        "epsilon": c.epsilon,
+                        "delta": c.delta,
+                    })),
+            )?;
+            tx.execute(
+                "INSERT INTO charges (at_ms, operator, dataset, job, epsilon, delta, audit_seq)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    now_ms(),
+                    c.operator.as_str(),
+                    c.dataset.as_str(),
+                    c.job,
+                    c.epsilon,
+                    c.delta,
+                    seq
+                ],
+            )?;
+            event(
+                &tx,
+                &c.job,
+                "query",
+                json!({ "dataset": c.dataset.as_str(), "epsilon": c.epsilon, "delta": c.delta }),
+            )?;
+            tx.commit()?;
+            self.changed.notify_waiters();
+            self.checkpoint_if_due(&conn)?;
+            Ok(Ok(()))
+        })();
+        result.unwrap_or_else(|e| {
+            tracing::error!("budget ledger failure: {e:#}");
+            Err(BudgetError::Unavailable)
+        })
+    }
+
+    /// What `operator` spent on `dataset` this period, and `job` in all.
+    pub fn spent(&self, operator: &str, dataset: &str, job: &str, period: Duration) -> Spent {
+        spent(&self.lock(), operator, dataset, job, period).unwrap_or_default()
+    }
+
+    /// Totals per job from the ledger, for consistency checks: (job, ε).
+    pub fn ledger_by_job(&self) -> Result<Vec<(String, f64)>> {
+        let conn = self.lock();
+        let mut stmt =
+            conn.prepare("SELECT job, SUM(epsilon) FROM charges GROUP BY job ORDER BY job")?;
+        Ok(stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?)
+    }
+}
+
+fn event(tx: &Connection, job: &str, kind: &str, detail: Value) -> rusqlite::Result<usize> {
+    tx.execute(
+        "INSERT INTO events (job, at_ms, kind, detail) VALUES (?1, ?2, ?3, ?4)",
+        params![job, now_ms(), kind, detail.to_string()],
+    )
+}
+
+fn suspended(tx: &Connection, operator: &str, datasets: &[String]) -> Result<Option<String>> {
+    let op: Option<String> = tx
+        .query_row(
+            "SELECT reason FROM suspensions WHERE kind = 'operator' AND name = ?1",
+            [operator],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if op.is_some() {
+        return Ok(Some(format!(
+            "operator `{operator}` is suspended by the data holder"
+        )));
+    }
+    for d in datasets {
+        let ds: Option<String> = tx
+            .query_row(
+                "SELECT reason FROM suspensions WHERE kind = 'dataset' AND name = ?1",
+                [d],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if ds.is_some() {
+            return Ok(Some(format!("dataset `{d}` is suspended by its holder")));
+        }
+    }
+    Ok(None)
+}
+
+fn spent(
+    conn: &Connection,
+    operator: &str,
+    dataset: &str,
+    job: &str,
+    period: Duration,
+) -> Result<Spent> {
+    let since = now_ms().saturating_sub(period.as_millis().min(i64::MAX as u128) as i64);
+    Ok(conn.query_row(
+        "SELECT
+           COALESCE(SUM(CASE WHEN job = ?3 THEN epsilon END), 0),
+           COALESCE(SUM(CASE WHEN at_ms >= ?4 THEN epsilon END), 0)
+         FROM charges WHERE operator = ?1 AND dataset = ?2",
+        params![operator, dataset, job, since],
+        |r| {
+            Ok(Spent {
+                job: r.get(0)?,
+                period: r.get(1)?,
+            })
+        },
+    )?)
+}
+
+fn jobs_where(conn: &Connection, clause: &str, p: &[&dyn rusqlite::ToSql]) -> Result<Vec<JobInfo>> {
+    let sql = format!(
+        "SELECT j.id, j.operator, j.purpose, j.wasm_sha256, j.datasets, j.max_epsilon, j.state, j.error,
+                j.review_reason, j.reviewer, j.created_ms, j.started_ms, j.finished_ms,
+                (SELECT COALESCE(SUM(epsilon), 0) FROM charges c WHERE c.job = j.id),
+                (SELECT COUNT(*) FROM charges c WHERE c.job = j.id)
+         FROM jobs j WHERE {clause}"
+    );
+    let mut stmt = conn.prepare(&sql)?;
+    let rows = stmt.query_map(p, |r| {
+        Ok(JobInfo {
+            id: r.get(0)?,
+            operator: r.get(1)?,
+            purpose: r.get(2)?,
+            wasm_sha256: r.get(3)?,
+            datasets: serde_json::from_str(&r.get::<_, String>(4)?).unwrap_or_default(),
+            max_epsilon: r.get(5)?,
+            state: JobState::parse(&r.get::<_, String>(6)?),
+            error: r.get(7)?,
+            review_reason: r.get(8)?,
+            reviewer: r.get(9)?,
+            created_ms: r.get(10)?,
+            started_ms: r.get(11)?,
+            finished_ms: r.get(12)?,
+            epsilon_spent: r.get(13)?,
+            queries: r.get(14)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// The broker's accountant: the runtime charges through the ledger in the database.
+pub struct LedgerAccountant(pub std::sync::Arc<Store>);
+
+impl sluice_runtime::Accountant for LedgerAccountant {
+    fn charge(&self, charge: &Charge) -> Result<(), BudgetError> {
+        self.0.charge(charge)
+    }
+
+    fn spent(
+        &self,
+        operator: &sluice_policy::OperatorId,
+        dataset: &sluice_policy::DatasetId,
+        job: &str,
+        period: Duration,
+    ) -> Spent {
+        self.0
+            .spent(operator.as_str(), dataset.as_str(), job, period)
+    }
+}
