@@ -1,0 +1,96 @@
+//! The persistent ledger under concurrency: 240 queries at once, through two broker stores (two
+//! SQLite connections, as two broker processes would have), against one grant.
+
+use std::sync::{Arc, Barrier};
+
+use sluice_broker::store::{LedgerAccountant, Store};
+use sluice_runtime::{QueryError, Sandbox, SandboxConfig};
+
+use crate::{asker, data_root, temp_dir, write_policy};
+
+#[test]
+fn concurrent_queries_never_overspend_a_grant() {
+    let root = temp_dir("ledger");
+    // `counter` may spend ε 5.0 per period and ε 1.0 per job; every query is its own job.
+    let policy_dir = write_policy(&root, |p| {
+        p.replace(
+            "epsilon_per_job = 1.0\nepsilon_per_period = 2.0",
+            "epsilon_per_job = 1.0\nepsilon_per_period = 5.0",
+        )
+    });
+    let dir = root.join("state");
+    drop(Store::init(&dir).unwrap());
+    let stores: Vec<Arc<Store>> = (0..2)
+        .map(|_| Arc::new(Store::open(&dir).unwrap()))
+        .collect();
+    let sandboxes: Vec<Arc<Sandbox>> = stores
+        .iter()
+        .map(|s| {
+            let policy = sluice_policy::load(&policy_dir).unwrap();
+            Arc::new(
+                Sandbox::new(SandboxConfig::new(
+                    policy,
+                    data_root(),
+                    Arc::new(LedgerAccountant(s.clone())),
+                ))
+                .unwrap(),
+            )
+        })
+        .collect();
+
+    const N: usize = 240;
+    const EPS: f64 = 0.1;
+    let barrier = Arc::new(Barrier::new(N));
+    let threads: Vec<_> = (0..N)
+        .map(|i| {
+            let sandbox = sandboxes[i % 2].clone();
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                barrier.wait();
+                let r = sandbox.block_on(sandbox.engine().query(
+                    &asker("counter", &format!("job-{i}")),
+                    "SELECT COUNT(*) AS n FROM health_visits",
+                    EPS,
+                ));
+                drop(sandbox);
+                r.map(|_| ())
+            })
+        })
+        .collect();
+    let results: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let ok = results.iter().filter(|r| r.is_ok()).count();
+    for r in &results {
+        if let Err(e) = r {
+            assert!(matches!(e, QueryError::BudgetExhausted(_)), "{e}");
+        }
+    }
+    assert_eq!(ok, 50, "exactly 5.0 / 0.1 queries fit the period cap");
+
+    let conn = Store::open_conn_readonly(&dir).unwrap();
+    let (n, total): (i64, f64) = conn
+        .query_row("SELECT COUNT(*), SUM(epsilon) FROM charges", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert_eq!(n, 50);
+    assert!(total <= 5.0 + 1e-9, "charged {total}");
+    let queries: i64 = conn
+        .query_row("SELECT COUNT(*) FROM audit WHERE kind = 'query'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(
+        queries, 50,
+        "each charge has its audit entry, refusals have none"
+    );
+    let key = sluice_broker::keys::public_key(&stores[0].public_key()).unwrap();
+    sluice_broker::audit::verify(
+        &conn,
+        &key,
+        Some(&sluice_broker::store::checkpoint_path(&dir)),
+    )
+    .unwrap()
+    .expect("the audit chain stays intact under concurrent writers");
+    // Sandboxes own runtimes: drop them outside any async context (here, the test thread).
+    drop(sandboxes);
+}
