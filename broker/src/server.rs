@@ -126,6 +126,8 @@ struct Shared {
     limits: Limits,
     wake: (Mutex<u64>, Condvar),
     stop: AtomicBool,
+    /// Set when the server starts shutting down: event streams end so that it can.
+    closing: AtomicBool,
     metrics: Metrics,
 }
 
@@ -184,6 +186,7 @@ impl Broker {
             limits,
             wake: (Mutex::new(0), Condvar::new()),
             stop: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
             metrics: Metrics::default(),
             config,
         });
@@ -912,7 +915,7 @@ async fn events(
                         );
                     return Some((Ok(ev), (s, id, after, done, pending)));
                 }
-                if done {
+                if done || s.closing.load(Ordering::SeqCst) {
                     return None;
                 }
                 let store = s.store.clone();
@@ -1278,8 +1281,14 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let app = broker.router();
+    let shared = broker.shared.clone();
     axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            // Open event streams would hold the graceful shutdown forever: end them.
+            shared.closing.store(true, Ordering::SeqCst);
+            shared.store.changed().notify_waiters();
+        })
         .await
         .context("the HTTP server failed")?;
     tokio::task::spawn_blocking(move || broker.shutdown())

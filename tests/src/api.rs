@@ -648,3 +648,35 @@ fn a_hostile_job_fails_with_its_error_and_the_queue_is_bounded() {
         }
     }
 }
+
+#[test]
+fn shutdown_ends_open_event_streams_and_signs_the_head() {
+    let mut b = TestBroker::start("shutdown", |p| p);
+    let wasm = guest(env!("GUEST_TOURISM_SPEND"));
+    let r = b
+        .client(&b.tourism)
+        .submit(&Submission {
+            wasm: &wasm,
+            purpose: "waits for a review that never comes",
+            params: "",
+            datasets: &["tourism_trips".into()],
+            max_epsilon: None,
+        })
+        .unwrap();
+    let id = r["id"].as_str().unwrap().to_string();
+    let c = b.client(&b.tourism);
+    let follower = std::thread::spawn(move || {
+        let mut kinds = Vec::new();
+        let _ = c.follow(&id, |k, _| kinds.push(k.to_string()));
+        kinds
+    });
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let t = std::time::Instant::now();
+    b.stop();
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(10),
+        "stop took {:?}",
+        t.elapsed()
+    );
+    assert_eq!(follower.join().unwrap(), vec!["pending_review".to_string()]);
+}

@@ -94,3 +94,42 @@ fn concurrent_queries_never_overspend_a_grant() {
     // Sandboxes own runtimes: drop them outside any async context (here, the test thread).
     drop(sandboxes);
 }
+
+#[test]
+fn a_suspension_refuses_further_charges_at_once_and_records_nothing() {
+    use sluice_runtime::{BudgetError, Charge};
+    let dir = temp_dir("suspend").join("state");
+    let store = Store::init(&dir).unwrap();
+    let charge = Charge {
+        operator: crate::op("analyst"),
+        dataset: sluice_policy::DatasetId::new("health_visits").unwrap(),
+        job: "job-1".into(),
+        epsilon: 0.1,
+        delta: 0.0,
+        epsilon_per_job: 1.0,
+        epsilon_per_period: 10.0,
+        period: std::time::Duration::from_secs(86_400),
+        sql: "SELECT COUNT(*) FROM health_visits".into(),
+        dataset_hash: "00".into(),
+        mechanism: "discrete-laplace".into(),
+    };
+    store.charge(&charge).unwrap();
+    for (kind, name) in [("dataset", "health_visits"), ("operator", "analyst")] {
+        store
+            .set_suspended(kind, name, true, "root", "incident")
+            .unwrap();
+        assert!(matches!(
+            store.charge(&charge),
+            Err(BudgetError::Suspended(_))
+        ));
+        store
+            .set_suspended(kind, name, false, "root", "resolved")
+            .unwrap();
+    }
+    store.charge(&charge).unwrap();
+    let spent = store.spent("analyst", "health_visits", "job-1", charge.period);
+    assert!(
+        (spent.job - 0.2).abs() < 1e-9,
+        "refused charges record nothing: {spent:?}"
+    );
+}
