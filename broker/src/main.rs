@@ -217,6 +217,20 @@ enum TokenCommand {
         #[arg(long)]
         principal: String,
     },
+    /// List tokens: id, principal, role (never the tokens themselves).
+    List {
+        /// The data directory.
+        #[arg(long, default_value = "sluice-data")]
+        data_dir: PathBuf,
+    },
+    /// Revoke a token by id; it stops working at once.
+    Revoke {
+        /// The data directory.
+        #[arg(long, default_value = "sluice-data")]
+        data_dir: PathBuf,
+        /// The token's id (from `sluice token list`).
+        id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -316,14 +330,15 @@ fn main() -> ExitCode {
             listen,
         } => remote::init(&data_dir, policy, data_root, listen),
         Command::Serve { data_dir, listen } => remote::serve(&data_dir, listen),
-        Command::Token {
-            command:
-                TokenCommand::Create {
-                    data_dir,
-                    role,
-                    principal,
-                },
-        } => remote::token_create(&data_dir, role, &principal),
+        Command::Token { command } => match command {
+            TokenCommand::Create {
+                data_dir,
+                role,
+                principal,
+            } => remote::token_create(&data_dir, role, &principal),
+            TokenCommand::List { data_dir } => remote::token_list(&data_dir),
+            TokenCommand::Revoke { data_dir, id } => remote::token_revoke(&data_dir, &id),
+        },
         Command::Submit {
             conn,
             job,

@@ -42,6 +42,23 @@ pub fn token_create(dir: &Path, role: Role, principal: &str) -> Result<ExitCode>
     Ok(ExitCode::SUCCESS)
 }
 
+/// `sluice token list`.
+pub fn token_list(dir: &Path) -> Result<ExitCode> {
+    let store = Store::open(dir)?;
+    println!("{:<18} {:<10} principal", "id", "role");
+    for (id, principal, role, _) in store.tokens()? {
+        println!("{id:<18} {role:<10} {principal}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `sluice token revoke`.
+pub fn token_revoke(dir: &Path, id: &str) -> Result<ExitCode> {
+    Store::open(dir)?.revoke_token(id, "sluice token revoke")?;
+    println!("revoked {id}");
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `sluice serve`.
 pub fn serve(dir: &Path, listen: Option<String>) -> Result<ExitCode> {
     let mut config = Config::load(dir)?;

@@ -498,6 +498,53 @@ impl Store {
         Ok(token)
     }
 
+    /// Every token: (id, principal, role, created ms). The id is a prefix of the token's hash,
+    /// never the token.
+    pub fn tokens(&self) -> Result<Vec<(String, String, String, i64)>> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare("SELECT hash, principal, role, created_ms FROM tokens ORDER BY created_ms")?;
+        Ok(stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?[..16].to_string(),
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Revokes the token with id `id` (from [`Store::tokens`]); it stops working at once.
+    pub fn revoke_token(&self, id: &str, actor: &str) -> Result<()> {
+        if id.len() != 16 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            bail!("a token id is 16 hex digits (see `sluice token list`)");
+        }
+        self.write(|tx| -> Result<()> {
+            let principal: Option<(String, String)> = tx
+                .query_row(
+                    "SELECT principal, role FROM tokens WHERE substr(hash, 1, 16) = ?1",
+                    [id],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            let Some((principal, role)) = principal else {
+                bail!("no token with id {id}");
+            };
+            audit::append(
+                tx,
+                NewEntry::new("token.revoked", actor).detail(json!({
+                    "principal": principal,
+                    "role": role,
+                    "token_id": id,
+                })),
+            )?;
+            tx.execute("DELETE FROM tokens WHERE substr(hash, 1, 16) = ?1", [id])?;
+            Ok(())
+        })
+    }
+
     /// The principal a bearer token belongs to.
     pub fn authenticate(&self, token: &str) -> Result<Option<Principal>> {
         if token.len() > 200 {

@@ -142,6 +142,22 @@ fn init_then_audit_verify_passes_and_catches_an_edit() {
     let (code, stdout, _) = sluice(&["audit", "verify", "--data-dir", data.to_str().unwrap()]);
     assert_eq!(code, 0);
     assert!(stdout.starts_with("audit log OK: 3 entries"), "{stdout}");
+    let (code, list, _) = sluice(&["token", "list", "--data-dir", data.to_str().unwrap()]);
+    assert_eq!(code, 0);
+    assert!(!list.contains("sluice_"), "tokens are never listed: {list}");
+    let ops: Vec<&str> = list
+        .lines()
+        .filter(|l| l.ends_with("canal-analytics"))
+        .collect();
+    assert_eq!(ops.len(), 1, "{list}");
+    let id = ops[0].split_whitespace().next().unwrap();
+    let (code, _, stderr) = sluice(&["token", "revoke", "--data-dir", data.to_str().unwrap(), id]);
+    assert_eq!(code, 0, "{stderr}");
+    let (_, list, _) = sluice(&["token", "list", "--data-dir", data.to_str().unwrap()]);
+    assert!(!list.contains("canal-analytics"), "{list}");
+    let (code, _, stderr) = sluice(&["token", "revoke", "--data-dir", data.to_str().unwrap(), id]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("no token with id"), "{stderr}");
 
     let conn = rusqlite::Connection::open(data.join("sluice.db")).unwrap();
     conn.execute(

@@ -513,6 +513,19 @@ fn every_role_reaches_only_its_endpoints_and_every_denial_is_audited() {
     );
     let (status, _) = http(b.url(), "GET", "/healthz", None, None, b"");
     assert_eq!(status, 200, "health checks need no token");
+
+    // A revoked token stops working at once, even though another process revoked it.
+    let other = sluice_broker::store::Store::open(&b.dir).unwrap();
+    let (id, ..) = other
+        .tokens()
+        .unwrap()
+        .into_iter()
+        .find(|t| t.1 == "tourism-lab")
+        .unwrap();
+    other.revoke_token(&id, "test").unwrap();
+    let (status, _) = http(b.url(), "GET", "/v1/jobs", Some(&b.tourism), None, b"");
+    assert_eq!(status, 401);
+    denials += 1;
     assert_eq!(
         count_denials() - before,
         denials,
