@@ -24,7 +24,9 @@ use sluice_runtime::{JobRequest, Limits, Sandbox, SandboxConfig};
 
 use crate::audit::NewEntry;
 use crate::keys::{DatasetVersion, sha256_hex};
-use crate::store::{JobState, LedgerAccountant, NewJob, Principal, Role, StateError, Store};
+use crate::store::{
+    JobState, LedgerAccountant, LedgerAnswerCache, NewJob, Principal, Role, StateError, Store,
+};
 
 /// How a broker is configured; kept in `<data-dir>/config.json` by `sluice init`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -153,6 +155,7 @@ fn start_sandbox(store: &Arc<Store>, config: &Config, limits: &Limits) -> Result
             &config.data_root,
             Arc::new(LedgerAccountant(store.clone())),
         )
+        .with_answer_cache(Arc::new(LedgerAnswerCache(store.clone())))
         .with_limits(limits.clone()),
     )
     .context("while starting the sandbox")?;

@@ -20,7 +20,8 @@ use crate::audit::{self, NewEntry, now_ms};
 use crate::keys::{DatasetVersion, Keys, Receipt, random_bytes, sha256_hex};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` is the number applied.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE audit (
     seq INTEGER PRIMARY KEY, kind TEXT NOT NULL, job TEXT, operator TEXT, dataset TEXT,
     body TEXT NOT NULL, hash TEXT NOT NULL);
@@ -52,7 +53,14 @@ CREATE INDEX events_job ON events(job, id);
 CREATE TABLE suspensions (
     kind TEXT NOT NULL, name TEXT NOT NULL, reason TEXT NOT NULL, at_ms INTEGER NOT NULL,
     PRIMARY KEY (kind, name));
-"#];
+"#,
+    r#"
+CREATE TABLE answers (
+    key TEXT PRIMARY KEY, operator TEXT NOT NULL, dataset TEXT NOT NULL,
+    dataset_hash TEXT NOT NULL, sql TEXT NOT NULL, epsilon REAL NOT NULL,
+    answer TEXT NOT NULL, created_ms INTEGER NOT NULL);
+"#,
+];
 
 /// A principal's role.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
@@ -1184,6 +1192,82 @@ fn jobs_where(conn: &Connection, clause: &str, p: &[&dyn rusqlite::ToSql]) -> Re
         })
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// The broker's identical-query cache: released answers in the database, so that a repeated query
+/// is free and returns the same answer across jobs and restarts. Each hit is audited.
+pub struct LedgerAnswerCache(pub std::sync::Arc<Store>);
+
+impl sluice_runtime::AnswerCache for LedgerAnswerCache {
+    fn lookup(
+        &self,
+        key: &sluice_runtime::CacheKey,
+        job: &str,
+    ) -> Option<sluice_runtime::NoisyTable> {
+        let digest = key.digest();
+        let found: Option<String> = self
+            .0
+            .lock()
+            .query_row(
+                "SELECT answer FROM answers WHERE key = ?1",
+                [&digest],
+                |r| r.get(0),
+            )
+            .optional()
+            .ok()
+            .flatten();
+        let table: sluice_runtime::NoisyTable = serde_json::from_str(&found?).ok()?;
+        // Log before effect: if the hit cannot be audited, answer afresh (and charge) instead.
+        self.0
+            .write(|tx| -> Result<()> {
+                audit::append(
+                    tx,
+                    NewEntry::new("query.cached", &key.operator)
+                        .job(job)
+                        .operator(&key.operator)
+                        .dataset(&key.dataset)
+                        .detail(json!({
+                            "sql": key.normalized,
+                            "dataset_sha256": key.dataset_hash,
+                            "epsilon_of_original": key.epsilon,
+                            "answer_key": digest,
+                            "charged": 0.0,
+                        })),
+                )?;
+                event(
+                    tx,
+                    job,
+                    "query",
+                    json!({ "dataset": key.dataset, "epsilon": 0.0, "cached": true }),
+                )?;
+                Ok(())
+            })
+            .ok()?;
+        Some(table)
+    }
+
+    fn store(&self, key: &sluice_runtime::CacheKey, table: &sluice_runtime::NoisyTable) {
+        let Ok(answer) = serde_json::to_string(table) else {
+            return;
+        };
+        let r = self.0.lock().execute(
+            "INSERT OR IGNORE INTO answers (key, operator, dataset, dataset_hash, sql, epsilon, answer, created_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                key.digest(),
+                key.operator,
+                key.dataset,
+                key.dataset_hash,
+                key.normalized,
+                key.epsilon,
+                answer,
+                now_ms()
+            ],
+        );
+        if let Err(e) = r {
+            tracing::warn!("cannot store an answer in the cache: {e}");
+        }
+    }
 }
 
 /// The broker's accountant: the runtime charges through the ledger in the database.

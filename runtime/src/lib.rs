@@ -45,6 +45,7 @@ use sluice_policy::{DatasetId, OperatorId, Policy};
 
 pub use privacy::QueryRecord;
 pub use privacy::accountant::{Accountant, BudgetError, Charge, InMemoryAccountant, Spent};
+pub use privacy::cache::{AnswerCache, CacheKey, InMemoryAnswerCache};
 pub use report::{NoisyTable, PrivacyCost, Report, Scalar, Value};
 pub use wasm::{JobFailure, JobOutput, LogLine};
 
@@ -199,6 +200,9 @@ pub struct SandboxConfig {
     pub limits: Limits,
     /// DataFusion partitions (default: the number of CPUs).
     pub partitions: usize,
+    /// Where answers to repeated queries are kept (default: in memory). `None` makes every
+    /// repetition a fresh, charged release: only for statistical tests of the mechanisms.
+    pub answer_cache: Option<Arc<dyn AnswerCache>>,
 }
 
 impl SandboxConfig {
@@ -214,7 +218,21 @@ impl SandboxConfig {
             accountant,
             limits: Limits::default(),
             partitions: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            answer_cache: Some(Arc::new(InMemoryAnswerCache::new())),
         }
+    }
+
+    /// Keeps answers to repeated queries in `cache` (the broker's is in its database).
+    pub fn with_answer_cache(mut self, cache: Arc<dyn AnswerCache>) -> Self {
+        self.answer_cache = Some(cache);
+        self
+    }
+
+    /// Answers every repetition afresh, each charged: for statistical tests of the mechanisms
+    /// only. Without the cache an operator can average repeated answers (at full price).
+    pub fn without_answer_cache(mut self) -> Self {
+        self.answer_cache = None;
+        self
     }
 
     /// Replaces the default limits.
@@ -299,6 +317,7 @@ impl Sandbox {
             catalog,
             Arc::new(config.policy),
             config.accountant,
+            config.answer_cache,
         ));
         let host = wasm::Host::new().map_err(|e| SandboxError::Start(e.to_string()))?;
         Ok(Self {

@@ -134,10 +134,13 @@ fn killed_brokers_stay_consistent() {
         let c = Client::new(&url, &token);
         let deadline = Instant::now() + Duration::from_millis(200 + rng.below(1300));
         while Instant::now() < deadline {
+            // A distinct ε per job, so that no answer comes from the identical-query cache and
+            // every report's queries are charged to that job.
+            let params = format!("epsilon=0.05{:04}&min_age=18", submitted.len() + 1);
             if let Ok(r) = c.submit(&Submission {
                 wasm: &wasm,
                 purpose: "crash test",
-                params: "epsilon=0.05&min_age=18",
+                params: &params,
                 datasets: &datasets,
                 max_epsilon: None,
             }) {

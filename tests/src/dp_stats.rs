@@ -19,7 +19,7 @@ use sluice_runtime::privacy::mechanisms::{ALPHA, DiscreteLaplace};
 
 use sluice_runtime::Sandbox;
 
-use crate::{data_root, sandbox};
+use crate::{data_root, stats_sandbox as sandbox};
 
 const KS_ALPHA: f64 = 0.001;
 

@@ -183,7 +183,7 @@ fn invalid_wasm_is_refused_with_a_clear_error() {
 }
 
 #[test]
-fn asking_too_many_queries_is_refused_and_each_answer_was_charged() {
+fn asking_too_many_queries_is_refused_and_repeats_cost_nothing() {
     let (s, accountant) = sandbox();
     let limits = Limits {
         max_queries: 20,
@@ -197,7 +197,11 @@ fn asking_too_many_queries_is_refused_and_each_answer_was_charged() {
         JobError::Guest(msg) => assert!(msg.contains("too many queries"), "{msg}"),
         other => panic!("expected the query limit, got {other:?}"),
     }
+    // The query limit counts every query; the spam repeats one query, so only the first answer
+    // was charged and the other 19 came from the answer cache (averaging them gains nothing).
     assert_eq!(failure.queries.len(), 20);
+    assert_eq!(failure.queries[0].cost.epsilon, 0.001);
+    assert!(failure.queries[1..].iter().all(|q| q.cost.epsilon == 0.0));
     let spent = sluice_runtime::Accountant::spent(
         accountant.as_ref(),
         &op("analyst"),
@@ -205,7 +209,7 @@ fn asking_too_many_queries_is_refused_and_each_answer_was_charged() {
         "spam",
         Duration::from_secs(86_400),
     );
-    assert!((spent.job - 20.0 * 0.001).abs() < 1e-9, "{spent:?}");
+    assert!((spent.job - 0.001).abs() < 1e-12, "{spent:?}");
 }
 
 #[test]

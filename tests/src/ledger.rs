@@ -28,11 +28,11 @@ fn concurrent_queries_never_overspend_a_grant() {
         .map(|s| {
             let policy = sluice_policy::load(&policy_dir).unwrap();
             Arc::new(
-                Sandbox::new(SandboxConfig::new(
-                    policy,
-                    data_root(),
-                    Arc::new(LedgerAccountant(s.clone())),
-                ))
+                // No answer cache: every query here must be a separate, charged release.
+                Sandbox::new(
+                    SandboxConfig::new(policy, data_root(), Arc::new(LedgerAccountant(s.clone())))
+                        .without_answer_cache(),
+                )
                 .unwrap(),
             )
         })
@@ -132,4 +132,104 @@ fn a_suspension_refuses_further_charges_at_once_and_records_nothing() {
         (spent.job - 0.2).abs() < 1e-9,
         "refused charges record nothing: {spent:?}"
     );
+}
+
+/// A sandbox over `dir`'s ledger and answer cache, under `policy_dir`.
+fn broker_sandbox(dir: &std::path::Path, policy_dir: &std::path::Path) -> (Arc<Store>, Sandbox) {
+    let store = Arc::new(Store::open(dir).unwrap());
+    let sandbox = Sandbox::new(
+        SandboxConfig::new(
+            sluice_policy::load(policy_dir).unwrap(),
+            data_root(),
+            Arc::new(LedgerAccountant(store.clone())),
+        )
+        .with_answer_cache(Arc::new(sluice_broker::store::LedgerAnswerCache(
+            store.clone(),
+        ))),
+    )
+    .unwrap();
+    (store, sandbox)
+}
+
+#[test]
+fn a_query_repeated_a_thousand_times_is_charged_once_and_answered_identically() {
+    let root = temp_dir("cache");
+    let policy_dir = write_policy(&root, |p| p);
+    let dir = root.join("state");
+    drop(Store::init(&dir).unwrap());
+    let sql = "SELECT district, COUNT(*) AS n FROM health_visits GROUP BY district";
+    // Spelled differently, planned the same: still the same query.
+    let respelled = "select DISTRICT, count(*) as n\n  from health_visits group by district";
+    let (store, sandbox) = broker_sandbox(&dir, &policy_dir);
+    let (first, _) = sandbox
+        .block_on(sandbox.engine().query(&asker("analyst", "job-0"), sql, 0.5))
+        .unwrap();
+    for i in 1..1000 {
+        let q = if i % 2 == 0 { sql } else { respelled };
+        let (t, record) = sandbox
+            .block_on(
+                sandbox
+                    .engine()
+                    .query(&asker("analyst", &format!("job-{i}")), q, 0.5),
+            )
+            .unwrap();
+        assert_eq!(
+            t.rows, first.rows,
+            "repetition {i} returned a different answer"
+        );
+        assert_eq!(record.cost.epsilon, 0.0);
+    }
+    let spent = store.spent(
+        "analyst",
+        "health_visits",
+        "job-0",
+        std::time::Duration::from_secs(86_400),
+    );
+    assert!(
+        (spent.period - 0.5).abs() < 1e-9,
+        "charged {} in all",
+        spent.period
+    );
+    drop(sandbox);
+    drop(store);
+
+    // After a restart the answer is still cached; a different ε is a different, charged query.
+    let (store, sandbox) = broker_sandbox(&dir, &policy_dir);
+    let (again, record) = sandbox
+        .block_on(
+            sandbox
+                .engine()
+                .query(&asker("analyst", "job-after"), sql, 0.5),
+        )
+        .unwrap();
+    assert_eq!(again.rows, first.rows);
+    assert_eq!(record.cost.epsilon, 0.0);
+    let (_, record) = sandbox
+        .block_on(
+            sandbox
+                .engine()
+                .query(&asker("analyst", "job-after"), sql, 0.25),
+        )
+        .unwrap();
+    assert_eq!(record.cost.epsilon, 0.25);
+    // Another operator's identical query is its own release.
+    let (_, record) = sandbox
+        .block_on(sandbox.engine().query(&asker("counter", "job-c"), sql, 0.5))
+        .unwrap();
+    assert_eq!(record.cost.epsilon, 0.5);
+    let conn = Store::open_conn_readonly(&dir).unwrap();
+    let count = |kind: &str| -> i64 {
+        conn.query_row("SELECT COUNT(*) FROM audit WHERE kind = ?1", [kind], |r| {
+            r.get(0)
+        })
+        .unwrap()
+    };
+    assert_eq!(count("query"), 3, "three charged releases");
+    assert_eq!(
+        count("query.cached"),
+        1000,
+        "every cached answer is audited"
+    );
+    drop(sandbox);
+    drop(store);
 }

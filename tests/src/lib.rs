@@ -63,6 +63,15 @@ pub fn sandbox_with(limits: Limits) -> (Sandbox, Arc<InMemoryAccountant>) {
     (Sandbox::new(config).expect("sandbox starts"), accountant)
 }
 
+/// A fresh sandbox that answers every repetition afresh (no answer cache), for the statistical
+/// tests of the mechanisms.
+pub fn stats_sandbox() -> (Sandbox, Arc<InMemoryAccountant>) {
+    let accountant = Arc::new(InMemoryAccountant::new());
+    let config =
+        SandboxConfig::new(policy(), data_root(), accountant.clone()).without_answer_cache();
+    (Sandbox::new(config).expect("sandbox starts"), accountant)
+}
+
 /// A fresh sandbox with default limits.
 pub fn sandbox() -> (Sandbox, Arc<InMemoryAccountant>) {
     sandbox_with(Limits::default())

@@ -17,10 +17,13 @@
 //! - **Accounting:** pure ε-DP. The query's ε is split evenly over its noisy releases (basic
 //!   composition) and charged to the [`Accountant`] *before* the query executes; it is never
 //!   refunded, whatever happens next.
+//! - **Repeats:** an identical query (same operator, dataset version, normalized plan and ε) gets
+//!   the stored answer at no charge (see [`cache`]), so repeating a query cannot average noise away.
 //! - **Errors:** every refusal depends only on the SQL and the policy. Execution failures (which the
 //!   validator makes impossible in practice) surface as one generic error after the charge.
 
 pub mod accountant;
+pub mod cache;
 pub mod mechanisms;
 pub(crate) mod udf;
 pub mod validate;
@@ -103,6 +106,7 @@ pub struct PrivacyEngine {
     catalog: Catalog,
     policy: Arc<Policy>,
     accountant: Arc<dyn Accountant>,
+    cache: Option<Arc<dyn cache::AnswerCache>>,
     fixed: Arc<ScalarUDF>,
     random: Arc<ScalarUDF>,
 }
@@ -134,12 +138,19 @@ fn fixed_scale(kind: &ColumnKind, lo: f64, hi: f64) -> f64 {
 }
 
 impl PrivacyEngine {
-    /// An engine over `catalog`, authorizing with `policy` and charging `accountant`.
-    pub fn new(catalog: Catalog, policy: Arc<Policy>, accountant: Arc<dyn Accountant>) -> Self {
+    /// An engine over `catalog`, authorizing with `policy`, charging `accountant` and answering
+    /// repeated queries from `cache` (`None` only for statistical tests of the mechanisms).
+    pub fn new(
+        catalog: Catalog,
+        policy: Arc<Policy>,
+        accountant: Arc<dyn Accountant>,
+        cache: Option<Arc<dyn cache::AnswerCache>>,
+    ) -> Self {
         Self {
             catalog,
             policy,
             accountant,
+            cache,
             fixed: Arc::new(FixedPoint::udf()),
             random: Arc::new(RandomKey::udf()),
         }
@@ -288,6 +299,27 @@ impl PrivacyEngine {
         }
         let (q, registered, grant) = self.prepare(asker, sql).await?;
         let ds = &registered.policy;
+        let key = cache::CacheKey {
+            operator: asker.operator.to_string(),
+            dataset: ds.id.to_string(),
+            dataset_hash: registered.content_hash.clone(),
+            normalized: q.normalized.clone(),
+            epsilon,
+        };
+        if let Some(mut table) = self.cache.as_ref().and_then(|c| c.lookup(&key, &asker.job)) {
+            table.cost = PrivacyCost::default();
+            table.mechanism = format!(
+                "identical to an earlier answer to the same query (returned from the cache, no charge); {}",
+                table.mechanism
+            );
+            let record = QueryRecord {
+                dataset: ds.id.to_string(),
+                dataset_hash: registered.content_hash.clone(),
+                normalized: q.normalized.clone(),
+                cost: PrivacyCost::default(),
+            };
+            return Ok((table, record));
+        }
 
         // The noisy releases this query needs, and which of them each aggregate reads.
         let mut subs: Vec<Sub> = Vec::new();
@@ -489,17 +521,18 @@ impl PrivacyEngine {
             normalized: q.normalized.clone(),
             cost,
         };
-        Ok((
-            NoisyTable {
-                columns,
-                key_columns,
-                rows,
-                accuracy,
-                cost,
-                mechanism,
-            },
-            record,
-        ))
+        let table = NoisyTable {
+            columns,
+            key_columns,
+            rows,
+            accuracy,
+            cost,
+            mechanism,
+        };
+        if let Some(c) = &self.cache {
+            c.store(&key, &table);
+        }
+        Ok((table, record))
     }
 
     #[allow(clippy::too_many_arguments)]
