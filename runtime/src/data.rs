@@ -177,9 +177,17 @@ impl Catalog {
                 }
                 fields.push(field.clone());
             }
-            let declared_schema = Arc::new(Schema::new(fields));
+            let declared_schema = Arc::new(Schema::new(fields.clone()));
+            // Planning also knows the privacy unit, so that `COUNT(DISTINCT unit)` plans; the
+            // validator refuses the unit anywhere else (it is not a declared column).
+            if ds.column(&ds.privacy_unit).is_none()
+                && let Ok(f) = source_schema.field_with_name(&ds.privacy_unit)
+            {
+                fields.push(f.clone());
+            }
+            let planning_schema = Arc::new(Schema::new(fields));
             planning
-                .register_table(name, Arc::new(EmptyTable::new(declared_schema.clone())))
+                .register_table(name, Arc::new(EmptyTable::new(planning_schema)))
                 .map_err(|e| schema_err(e.to_string()))?;
             datasets.insert(
                 ds.id.clone(),

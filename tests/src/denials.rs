@@ -161,7 +161,7 @@ fn a_function_outside_the_subset_is_refused() {
     assert_eq!(
         refused("analyst", "SELECT MAX(age) FROM health_visits", 1.0),
         QueryError::Unsupported(
-            "aggregate `max` is not supported; supported: COUNT(*), SUM(column), AVG(column)"
+            "aggregate `max` is not supported; supported: COUNT(*), COUNT(DISTINCT <privacy unit>), SUM(column), AVG(column)"
                 .into()
         )
     );
@@ -229,6 +229,28 @@ fn shapes_outside_the_subset_are_refused() {
             }
             other => panic!("{sql}: unexpected {other:?}"),
         }
+    }
+}
+
+#[test]
+fn the_privacy_unit_is_usable_only_inside_count_distinct() {
+    for sql in [
+        "SELECT person_id, COUNT(*) FROM health_visits GROUP BY person_id",
+        "SELECT COUNT(*) FROM health_visits WHERE person_id = 17",
+        "SELECT SUM(person_id) FROM health_visits",
+    ] {
+        match refused("analyst", sql, 1.0) {
+            QueryError::ColumnDenied(m) => assert!(m.contains("person_id"), "{sql}: {m}"),
+            other => panic!("{sql}: unexpected {other:?}"),
+        }
+    }
+    match refused(
+        "analyst",
+        "SELECT COUNT(DISTINCT sex) FROM health_visits",
+        1.0,
+    ) {
+        QueryError::Unsupported(m) => assert!(m.contains("COUNT(DISTINCT person_id)"), "{m}"),
+        other => panic!("unexpected {other:?}"),
     }
 }
 

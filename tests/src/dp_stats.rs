@@ -179,6 +179,55 @@ fn count_noise_matches_the_declared_scale_and_a_30_percent_error_is_detected() {
 }
 
 #[test]
+fn distinct_unit_count_noise_matches_its_scale_and_a_30_percent_error_is_detected() {
+    let (s, _) = sandbox();
+    let truth = exact(
+        &s,
+        "SELECT district, COUNT(DISTINCT person_id) FROM t GROUP BY district",
+        1,
+    );
+    // 900 runs x 9 districts = 8,100 errors (ε 90 of the grant's 100). A person counts once in
+    // each district they visited, at most min(k = 7, 9 districts) = 7: ε = 0.1 gives scale 70.
+    let sql =
+        "SELECT district, COUNT(DISTINCT person_id) AS people FROM health_stats GROUP BY district";
+    let (errs, accs) = errors(&s, sql, 1, 900, 0.1, &truth, 1.0);
+    assert_eq!(errs.len(), 8_100);
+    let scale = 7.0 / 0.1;
+    let crit = ks_critical(errs.len());
+    let d = ks_statistic(&errs, scale);
+    assert!(
+        d < crit,
+        "KS statistic {d:.4} exceeds {crit:.4} at scale {scale}"
+    );
+    for wrong in [scale * 1.3, scale * 0.7] {
+        let d = ks_statistic(&errs, wrong);
+        assert!(
+            d > crit,
+            "KS failed to reject scale {wrong} (D={d:.4}, critical {crit:.4})"
+        );
+    }
+    let expected = DiscreteLaplace::new(7, 0.1).unwrap().accuracy(ALPHA);
+    assert!(accs.iter().all(|a| (a - expected).abs() < 1e-9));
+
+    // Without GROUP BY a person counts once: sensitivity 1.
+    let (t, _) = s
+        .block_on(s.engine().query(
+            &crate::asker("stats", "distinct-total"),
+            "SELECT COUNT(DISTINCT person_id) FROM health_stats",
+            0.1,
+        ))
+        .unwrap();
+    let one = DiscreteLaplace::new(1, 0.1).unwrap().accuracy(ALPHA);
+    assert!((t.accuracy[0][0].unwrap() - one).abs() < 1e-9);
+    assert!(
+        t.mechanism
+            .contains("COUNT(DISTINCT person_id): sensitivity 1"),
+        "{}",
+        t.mechanism
+    );
+}
+
+#[test]
 fn sum_noise_matches_the_declared_scale_on_clamped_values() {
     let (s, _) = sandbox();
     // Ages in the data go up to 104; the policy clamps them to [0, 100] before summing.

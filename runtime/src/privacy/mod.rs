@@ -8,7 +8,9 @@
 //! - **Released:** for every combination of the GROUP BY keys' *public* domains (empty groups
 //!   too, rows whose key is outside the domain dropped), each requested aggregate plus noise.
 //!   Key values come from policy, never from data.
-//! - **Sensitivity (L1, over the whole table of one aggregate):** `COUNT(*)`: k. `SUM(col)`: values are
+//! - **Sensitivity (L1, over the whole table of one aggregate):** `COUNT(*)`: k.
+//!   `COUNT(DISTINCT unit)`: a unit counts once in each group it keeps a row in, so min(k, number of
+//!   released cells) (1 without GROUP BY). `SUM(col)`: values are
 //!   clamped to the public bounds `[lo, hi]` and encoded in fixed point as `round(x·2^p)`, summed in
 //!   64-bit integers, so the sensitivity is `k·max(|lo·2^p|, |hi·2^p|)` exactly, with no
 //!   floating-point rounding in the sum. `AVG(col)` is released as a noisy fixed-point sum and a noisy
@@ -38,7 +40,7 @@ use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::DataFusionError;
-use datafusion::functions_aggregate::expr_fn::{count, sum};
+use datafusion::functions_aggregate::expr_fn::{count, count_distinct, sum};
 use datafusion::functions_window::expr_fn::row_number;
 use datafusion::logical_expr::{ExprFunctionExt, ScalarUDF};
 use datafusion::prelude::{Expr, col, lit};
@@ -115,6 +117,8 @@ pub struct PrivacyEngine {
 #[derive(Clone, Debug)]
 enum Sub {
     Count,
+    /// Distinct privacy units (after bounding).
+    Units,
     NonNullCount(String),
     FixedSum {
         column: String,
@@ -331,6 +335,10 @@ impl PrivacyEngine {
                     idx.push(subs.len());
                     subs.push(Sub::Count);
                 }
+                AggSpec::CountUnits => {
+                    idx.push(subs.len());
+                    subs.push(Sub::Units);
+                }
                 AggSpec::Sum(c) | AggSpec::Mean(c) => {
                     let kind = &ds.column(c).expect("validated column").kind;
                     let (lo, hi) = kind.bounds_f64().expect("validated bounds");
@@ -360,11 +368,25 @@ impl PrivacyEngine {
         });
         let eps_each = epsilon / subs.len() as f64;
         let k = i64::from(ds.max_rows_per_unit);
+        // Released cells: the product of the keys' public domain sizes.
+        let n_cells: i64 = q
+            .keys
+            .iter()
+            .map(|key| match &ds.column(key).map(|c| &c.kind) {
+                Some(ColumnKind::Category {
+                    public_values: Some(v),
+                }) => v.len() as i64,
+                _ => 1,
+            })
+            .fold(1i64, |a, n| a.saturating_mul(n.max(1)));
         let mut mechanisms = Vec::with_capacity(subs.len());
         let mut sensitivities = Vec::with_capacity(subs.len());
         for s in &subs {
             let sens = match s {
                 Sub::Count | Sub::NonNullCount(_) => k,
+                // A unit is counted once in each group it has a (kept) row in: at most k groups,
+                // and never more groups than are released.
+                Sub::Units => k.min(n_cells),
                 Sub::FixedSum { lo, hi, scale, .. } => {
                     let m = (lo * scale)
                         .round()
@@ -482,6 +504,7 @@ impl PrivacyEngine {
         for ((s, sens), m) in subs.iter().zip(&sensitivities).zip(&mechanisms) {
             let what = match s {
                 Sub::Count => "COUNT(*)".to_string(),
+                Sub::Units => format!("COUNT(DISTINCT {})", ds.privacy_unit),
                 Sub::NonNullCount(c) => format!("COUNT({c}) for AVG({c})"),
                 Sub::FixedSum {
                     column,
@@ -547,7 +570,7 @@ impl PrivacyEngine {
         ds: &sluice_policy::Dataset,
     ) -> (Value, f64) {
         match agg {
-            AggSpec::Count => {
+            AggSpec::Count | AggSpec::CountUnits => {
                 let i = idx[0];
                 (Value::Int(noisy[i][cell]), mechanisms[i].accuracy(ALPHA))
             }
@@ -630,6 +653,7 @@ impl PrivacyEngine {
             .map(|(i, s)| {
                 let e = match s {
                     Sub::Count => count(lit(1i64)),
+                    Sub::Units => count_distinct(col(ds.privacy_unit.as_str())),
                     Sub::NonNullCount(c) => count(col(c.as_str())),
                     Sub::FixedSum {
                         column,

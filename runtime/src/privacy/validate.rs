@@ -35,13 +35,15 @@ pub enum AggSpec {
     Sum(String),
     /// `AVG(column)`.
     Mean(String),
+    /// `COUNT(DISTINCT <privacy unit>)`: how many units (e.g. people) have a row.
+    CountUnits,
 }
 
 impl AggSpec {
     /// The grant permission this aggregate needs.
     pub fn aggregation(&self) -> Aggregation {
         match self {
-            Self::Count => Aggregation::Count,
+            Self::Count | Self::CountUnits => Aggregation::Count,
             Self::Sum(_) => Aggregation::Sum,
             Self::Mean(_) => Aggregation::Mean,
         }
@@ -120,13 +122,13 @@ pub fn validate(
         }
         _ => {
             return Err(unsupported(
-                "the query has no aggregate: every selected value must be COUNT(*), SUM(column) or AVG(column), or a GROUP BY key",
+                "the query has no aggregate: every selected value must be COUNT(*), COUNT(DISTINCT <privacy unit>), SUM(column) or AVG(column), or a GROUP BY key",
             ));
         }
     };
     if aggregate.aggr_expr.is_empty() {
         return Err(unsupported(
-            "the query has no aggregate: add COUNT(*), SUM(column) or AVG(column)",
+            "the query has no aggregate: add COUNT(*), COUNT(DISTINCT <privacy unit>), SUM(column) or AVG(column)",
         ));
     }
 
@@ -373,15 +375,22 @@ impl Cx<'_> {
         }
         let Expr::AggregateFunction(f) = e else {
             return Err(unsupported(
-                "only COUNT(*), SUM(column) and AVG(column) are supported",
+                "only COUNT(*), COUNT(DISTINCT <privacy unit>), SUM(column) and AVG(column) are supported",
             ));
         };
         let p = &f.params;
         let name = f.func.name().to_ascii_lowercase();
         if p.distinct {
+            if let (true, [Expr::Column(c)]) = (name == "count", p.args.as_slice())
+                && c.name == self.dataset.privacy_unit
+                && p.filter.is_none()
+            {
+                return Ok(AggSpec::CountUnits);
+            }
             return Err(unsupported(format!(
-                "{}(DISTINCT …) is not supported",
-                name.to_uppercase()
+                "{}(DISTINCT …) is not supported; the only distinct count is COUNT(DISTINCT {}), the privacy unit",
+                name.to_uppercase(),
+                self.dataset.privacy_unit
             )));
         }
         if p.filter.is_some() || !p.order_by.is_empty() || p.null_treatment.is_some() {
@@ -420,7 +429,7 @@ impl Cx<'_> {
                 })
             }
             other => Err(unsupported(format!(
-                "aggregate `{other}` is not supported; supported: COUNT(*), SUM(column), AVG(column)"
+                "aggregate `{other}` is not supported; supported: COUNT(*), COUNT(DISTINCT <privacy unit>), SUM(column), AVG(column)"
             ))),
         }
     }
