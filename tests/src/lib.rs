@@ -18,6 +18,8 @@ mod crash;
 #[cfg(test)]
 mod denials;
 #[cfg(test)]
+mod dp_audit;
+#[cfg(test)]
 mod dp_stats;
 #[cfg(test)]
 mod hostile;
