@@ -3,7 +3,7 @@
 //! - `sluice demo`: starts an embedded broker on loopback, submits the sample jobs over HTTP,
 //!   approves the one that needs review, prints the reports and verifies the audit log.
 //! - `sluice init` / `serve` / `token create`: set up and run a broker.
-//! - `sluice submit` / `status` / `result` / `budget`: operator commands (over HTTP).
+//! - `sluice submit` / `status` / `result` / `budget` / `estimate`: operator commands (over HTTP).
 //! - `sluice review list|approve|reject`, `audit show`: reviewer commands (over HTTP).
 //! - `sluice audit verify`, `receipt verify`, `policy check`: offline checks for reviewers.
 //! - `sluice run`: runs one job locally, without a broker (job developers).
@@ -124,6 +124,23 @@ enum Command {
         /// CSV instead of JSON.
         #[arg(long)]
         csv: bool,
+    },
+    /// What a query would cost and how accurate it would be, without running it (operator).
+    Estimate {
+        #[command(flatten)]
+        conn: Conn,
+        /// The SQL.
+        sql: String,
+        /// Spend this ε.
+        #[arg(
+            long,
+            conflicts_with = "accuracy",
+            required_unless_present = "accuracy"
+        )]
+        epsilon: Option<f64>,
+        /// Or: the 95% half-width every aggregate cell must have; the broker solves for ε.
+        #[arg(long)]
+        accuracy: Option<f64>,
     },
     /// Your remaining privacy budget per dataset (operator).
     Budget {
@@ -356,6 +373,12 @@ fn main() -> ExitCode {
             csv,
         } => remote::result(&conn, &id, output.as_deref(), csv),
         Command::Budget { conn } => remote::budget(&conn),
+        Command::Estimate {
+            conn,
+            sql,
+            epsilon,
+            accuracy,
+        } => remote::estimate(&conn, &sql, epsilon, accuracy),
         Command::Review { command } => match command {
             ReviewCommand::List { conn } => remote::review_list(&conn),
             ReviewCommand::Approve { conn, id, reason } => {

@@ -224,6 +224,36 @@ pub fn budget(conn: &Conn) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `sluice estimate`.
+pub fn estimate(
+    conn: &Conn,
+    sql: &str,
+    epsilon: Option<f64>,
+    accuracy: Option<f64>,
+) -> Result<ExitCode> {
+    let e = client(conn).post_json(
+        "/v1/estimate",
+        &json!({ "sql": sql, "epsilon": epsilon, "accuracy": accuracy }),
+    )?;
+    println!(
+        "dataset {}: would charge ε={} (δ={}) over {} noisy release(s); nothing was run or charged",
+        e["dataset"].as_str().unwrap_or("?"),
+        e["epsilon"],
+        e["delta"],
+        e["releases"]
+    );
+    for col in e["accuracy"].as_array().into_iter().flatten() {
+        match col[1].as_f64() {
+            Some(a) => println!("  {}: ±{a:.3} (95%)", col[0].as_str().unwrap_or("?")),
+            None => println!(
+                "  {}: depends on the noisy count (AVG)",
+                col[0].as_str().unwrap_or("?")
+            ),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `sluice review list`.
 pub fn review_list(conn: &Conn) -> Result<ExitCode> {
     let r = client(conn).get_json("/v1/reviews")?;

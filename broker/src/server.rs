@@ -518,6 +518,7 @@ fn router(s: Arc<Shared>) -> Router {
         .route("/v1/datasets", get(datasets))
         .route("/v1/datasets/{name}", get(dataset))
         .route("/v1/budget", get(budget))
+        .route("/v1/estimate", post(estimate))
         .route("/v1/reviews", get(reviews))
         .route("/v1/reviews/{id}/{decision}", post(review))
         .route("/v1/audit", get(audit_log))
@@ -1049,6 +1050,59 @@ async fn budget(State(s): State<Arc<Shared>>, auth: Auth) -> ApiResult<Json<Valu
     // The Arc may be the last one if a reload just happened: drop it off the async threads.
     tokio::task::spawn_blocking(move || drop(cur));
     Ok(Json(json!({ "operator": op.as_str(), "budgets": out })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EstimateBody {
+    sql: String,
+    epsilon: Option<f64>,
+    accuracy: Option<f64>,
+}
+
+async fn estimate(
+    State(s): State<Arc<Shared>>,
+    auth: Auth,
+    headers: HeaderMap,
+    b: std::result::Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<Value>> {
+    auth.require(&[Role::Operator])?;
+    let b = body(b, MAX_BODY)?;
+    let r: EstimateBody = json_body(&headers, &b)?;
+    let budget = match (r.epsilon, r.accuracy) {
+        (Some(e), None) => sluice_runtime::Budget::Epsilon(e),
+        (None, Some(a)) => sluice_runtime::Budget::Accuracy(a),
+        _ => {
+            return Err(ApiError::bad(
+                "bad_budget",
+                "give exactly one of epsilon and accuracy (the 95% half-width you need)",
+            ));
+        }
+    };
+    let op: OperatorId = auth
+        .0
+        .name
+        .parse()
+        .map_err(|_| ApiError::forbidden("this principal is not a valid operator id"))?;
+    let s2 = s.clone();
+    let answer = tokio::task::spawn_blocking(move || {
+        let cur = current(&s2);
+        let asker = sluice_runtime::privacy::Asker::new(op, "estimate");
+        let r = cur
+            .sandbox
+            .block_on(cur.sandbox.engine().estimate(&asker, &r.sql, budget));
+        drop(cur);
+        r
+    })
+    .await
+    .map_err(ApiError::internal)?;
+    match answer {
+        Ok(e) => Ok(Json(serde_json::to_value(&e).map_err(ApiError::internal)?)),
+        Err(e @ sluice_runtime::QueryError::NotGranted(_)) => {
+            Err(ApiError::forbidden(e.to_string()))
+        }
+        Err(e) => Err(ApiError::bad("query_refused", e.to_string())),
+    }
 }
 
 // ---- reviewer endpoints --------------------------------------------------------------------

@@ -43,9 +43,9 @@ use std::time::Duration;
 
 use sluice_policy::{DatasetId, OperatorId, Policy};
 
-pub use privacy::QueryRecord;
 pub use privacy::accountant::{Accountant, BudgetError, Charge, InMemoryAccountant, Spent};
 pub use privacy::cache::{AnswerCache, CacheKey, InMemoryAnswerCache};
+pub use privacy::{Budget, Estimate, QueryRecord};
 pub use report::{NoisyTable, PrivacyCost, Report, Scalar, Value};
 pub use wasm::{JobFailure, JobOutput, LogLine};
 

@@ -112,6 +112,18 @@ fn a_job_goes_from_submission_to_a_verified_receipt_over_http() {
         .clone();
     assert!((hv["spent_this_period"].as_f64().unwrap() - receipt.epsilon).abs() < 1e-9);
 
+    // An estimate over HTTP costs nothing.
+    let e = c
+        .post_json(
+            "/v1/estimate",
+            &json!({"sql": "SELECT COUNT(*) AS n FROM health_visits", "accuracy": 100.0}),
+        )
+        .unwrap();
+    assert!(e["epsilon"].as_f64().unwrap() > 0.0);
+    assert!(e["accuracy"][0][1].as_f64().unwrap() <= 100.0);
+    let after = c.get_json("/v1/budget").unwrap();
+    assert_eq!(after["budgets"], budget["budgets"], "an estimate is free");
+
     // The audit log holds the submission, the queries and the release, and verifies.
     let audit = b
         .client(&b.reviewer)
@@ -398,6 +410,13 @@ fn every_role_reaches_only_its_endpoints_and_every_denial_is_audited() {
             None,
             vec![],
             [true, true, false, false],
+        ),
+        (
+            "POST",
+            "/v1/estimate".into(),
+            Some("application/json"),
+            br#"{"sql":"SELECT COUNT(*) FROM health_visits","epsilon":1.0}"#.to_vec(),
+            [true, false, false, false],
         ),
         (
             "GET",

@@ -22,6 +22,8 @@ mod dp_audit;
 #[cfg(test)]
 mod dp_stats;
 #[cfg(test)]
+mod estimate;
+#[cfg(test)]
 mod hostile;
 #[cfg(test)]
 mod ledger;

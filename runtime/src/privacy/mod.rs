@@ -289,20 +289,60 @@ impl PrivacyEngine {
         Ok((q, registered, grant))
     }
 
-    /// Answers one query: validate, charge, execute, add noise.
+    /// Answers one query at `epsilon`: validate, charge, execute, add noise.
     pub async fn query(
         &self,
         asker: &Asker,
         sql: &str,
         epsilon: f64,
     ) -> Result<(NoisyTable, QueryRecord), QueryError> {
-        if !(epsilon.is_finite() && epsilon > 0.0 && epsilon <= MAX_QUERY_EPSILON) {
-            return Err(QueryError::InvalidOptions(format!(
-                "epsilon must be a number greater than 0 and at most {MAX_QUERY_EPSILON}"
-            )));
+        self.query_with(asker, sql, Budget::Epsilon(epsilon)).await
+    }
+
+    /// What a query would cost and how accurate each aggregate would be, without executing it
+    /// or charging anything. Planning reads only the policy and the schema, never data.
+    pub async fn estimate(
+        &self,
+        asker: &Asker,
+        sql: &str,
+        budget: Budget,
+    ) -> Result<Estimate, QueryError> {
+        let (q, registered, grant) = self.prepare(asker, sql).await?;
+        let ds = &registered.policy;
+        let d = design(&q, ds, grant);
+        let epsilon = solve_budget(&q, &d, budget)?;
+        let columns = q
+            .outputs
+            .iter()
+            .filter_map(|(name, src)| match src {
+                OutputSource::Agg(a) => {
+                    Some((name.clone(), aggregate_accuracy(&q, &d, *a, epsilon)))
+                }
+                OutputSource::Key(_) => None,
+            })
+            .collect();
+        Ok(Estimate {
+            dataset: ds.id.to_string(),
+            epsilon,
+            delta: 0.0,
+            accuracy: columns,
+            releases: d.subs.len(),
+        })
+    }
+
+    /// Answers one query with `budget`: an ε, or a target accuracy the engine solves ε for.
+    pub async fn query_with(
+        &self,
+        asker: &Asker,
+        sql: &str,
+        budget: Budget,
+    ) -> Result<(NoisyTable, QueryRecord), QueryError> {
+        if let Budget::Epsilon(epsilon) = budget {
+            check_epsilon(epsilon)?;
         }
         let (q, registered, grant) = self.prepare(asker, sql).await?;
         let ds = &registered.policy;
+        let epsilon = solve_budget(&q, &design(&q, ds, grant), budget)?;
         let key = cache::CacheKey {
             operator: asker.operator.to_string(),
             dataset: ds.id.to_string(),
@@ -325,80 +365,18 @@ impl PrivacyEngine {
             return Ok((table, record));
         }
 
-        // The noisy releases this query needs, and which of them each aggregate reads.
-        let mut subs: Vec<Sub> = Vec::new();
-        let mut agg_subs: Vec<Vec<usize>> = Vec::new();
-        for a in &q.aggregates {
-            let mut idx = Vec::new();
-            match a {
-                AggSpec::Count => {
-                    idx.push(subs.len());
-                    subs.push(Sub::Count);
-                }
-                AggSpec::CountUnits => {
-                    idx.push(subs.len());
-                    subs.push(Sub::Units);
-                }
-                AggSpec::Sum(c) | AggSpec::Mean(c) => {
-                    let kind = &ds.column(c).expect("validated column").kind;
-                    let (lo, hi) = kind.bounds_f64().expect("validated bounds");
-                    idx.push(subs.len());
-                    subs.push(Sub::FixedSum {
-                        column: c.clone(),
-                        lo,
-                        hi,
-                        scale: fixed_scale(kind, lo, hi),
-                    });
-                    if matches!(a, AggSpec::Mean(_)) {
-                        idx.push(subs.len());
-                        subs.push(Sub::NonNullCount(c.clone()));
-                    }
-                }
-            }
-            agg_subs.push(idx);
-        }
-        // Suppression by noisy count needs a count; spend part of ε on one if the query has none.
-        let suppress_with = grant.min_group_count.map(|_| {
-            subs.iter()
-                .position(|s| matches!(s, Sub::Count))
-                .unwrap_or_else(|| {
-                    subs.push(Sub::Count);
-                    subs.len() - 1
-                })
-        });
+        let Design {
+            subs,
+            agg_subs,
+            suppress_with,
+            sensitivities,
+        } = design(&q, ds, grant);
         let eps_each = epsilon / subs.len() as f64;
         let k = i64::from(ds.max_rows_per_unit);
-        // Released cells: the product of the keys' public domain sizes.
-        let n_cells: i64 = q
-            .keys
-            .iter()
-            .map(|key| match &ds.column(key).map(|c| &c.kind) {
-                Some(ColumnKind::Category {
-                    public_values: Some(v),
-                }) => v.len() as i64,
-                _ => 1,
-            })
-            .fold(1i64, |a, n| a.saturating_mul(n.max(1)));
         let mut mechanisms = Vec::with_capacity(subs.len());
-        let mut sensitivities = Vec::with_capacity(subs.len());
-        for s in &subs {
-            let sens = match s {
-                Sub::Count | Sub::NonNullCount(_) => k,
-                // A unit is counted once in each group it has a (kept) row in: at most k groups,
-                // and never more groups than are released.
-                Sub::Units => k.min(n_cells),
-                Sub::FixedSum { lo, hi, scale, .. } => {
-                    let m = (lo * scale)
-                        .round()
-                        .abs()
-                        .max((hi * scale).round().abs())
-                        .max(1.0);
-                    k.saturating_mul(m as i64)
-                }
-            };
-            sensitivities.push(sens);
+        for sens in &sensitivities {
             mechanisms.push(
-                DiscreteLaplace::new(sens, eps_each).map_err(|_| QueryError::ExecutionFailed)?,
+                DiscreteLaplace::new(*sens, eps_each).map_err(|_| QueryError::ExecutionFailed)?,
             );
         }
 
@@ -784,4 +762,186 @@ mod tests {
         assert_eq!(c.len(), 4);
         assert_eq!(c[1], vec!["a".to_string(), "y".to_string()]);
     }
+}
+
+/// How a query's ε is given.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Budget {
+    /// Spend exactly this ε.
+    Epsilon(f64),
+    /// Spend the least ε for which every aggregate cell's 95% interval has at most this
+    /// half-width (in the aggregate's units). For COUNT, COUNT(DISTINCT) and SUM; AVG's
+    /// accuracy depends on the noisy count, so it cannot be targeted in advance.
+    Accuracy(f64),
+}
+
+/// What [`PrivacyEngine::estimate`] returns.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Estimate {
+    /// The dataset.
+    pub dataset: String,
+    /// The ε the query would be charged.
+    pub epsilon: f64,
+    /// The δ it would be charged.
+    pub delta: f64,
+    /// For each aggregate column: the 95% half-width of every cell, or `None` when it depends on
+    /// the data (AVG).
+    pub accuracy: Vec<(String, Option<f64>)>,
+    /// Noisy releases the ε is split over.
+    pub releases: usize,
+}
+
+fn check_epsilon(epsilon: f64) -> Result<(), QueryError> {
+    if epsilon.is_finite() && epsilon > 0.0 && epsilon <= MAX_QUERY_EPSILON {
+        Ok(())
+    } else {
+        Err(QueryError::InvalidOptions(format!(
+            "epsilon must be a number greater than 0 and at most {MAX_QUERY_EPSILON}"
+        )))
+    }
+}
+
+/// A query's noisy releases, which of them each aggregate reads, and their sensitivities.
+struct Design {
+    subs: Vec<Sub>,
+    agg_subs: Vec<Vec<usize>>,
+    suppress_with: Option<usize>,
+    sensitivities: Vec<i64>,
+}
+
+fn design(q: &ValidatedQuery, ds: &sluice_policy::Dataset, grant: &Grant) -> Design {
+    // The noisy releases this query needs, and which of them each aggregate reads.
+    let mut subs: Vec<Sub> = Vec::new();
+    let mut agg_subs: Vec<Vec<usize>> = Vec::new();
+    for a in &q.aggregates {
+        let mut idx = Vec::new();
+        match a {
+            AggSpec::Count => {
+                idx.push(subs.len());
+                subs.push(Sub::Count);
+            }
+            AggSpec::CountUnits => {
+                idx.push(subs.len());
+                subs.push(Sub::Units);
+            }
+            AggSpec::Sum(c) | AggSpec::Mean(c) => {
+                let kind = &ds.column(c).expect("validated column").kind;
+                let (lo, hi) = kind.bounds_f64().expect("validated bounds");
+                idx.push(subs.len());
+                subs.push(Sub::FixedSum {
+                    column: c.clone(),
+                    lo,
+                    hi,
+                    scale: fixed_scale(kind, lo, hi),
+                });
+                if matches!(a, AggSpec::Mean(_)) {
+                    idx.push(subs.len());
+                    subs.push(Sub::NonNullCount(c.clone()));
+                }
+            }
+        }
+        agg_subs.push(idx);
+    }
+    // Suppression by noisy count needs a count; spend part of ε on one if the query has none.
+    let suppress_with = grant.min_group_count.map(|_| {
+        subs.iter()
+            .position(|s| matches!(s, Sub::Count))
+            .unwrap_or_else(|| {
+                subs.push(Sub::Count);
+                subs.len() - 1
+            })
+    });
+    let k = i64::from(ds.max_rows_per_unit);
+    // Released cells: the product of the keys' public domain sizes.
+    let n_cells: i64 = q
+        .keys
+        .iter()
+        .map(|key| match &ds.column(key).map(|c| &c.kind) {
+            Some(ColumnKind::Category {
+                public_values: Some(v),
+            }) => v.len() as i64,
+            _ => 1,
+        })
+        .fold(1i64, |a, n| a.saturating_mul(n.max(1)));
+    let mut sensitivities = Vec::with_capacity(subs.len());
+    for s in &subs {
+        let sens = match s {
+            Sub::Count | Sub::NonNullCount(_) => k,
+            // A unit is counted once in each group it has a (kept) row in: at most k groups,
+            // and never more groups than are released.
+            Sub::Units => k.min(n_cells),
+            Sub::FixedSum { lo, hi, scale, .. } => {
+                let m = (lo * scale)
+                    .round()
+                    .abs()
+                    .max((hi * scale).round().abs())
+                    .max(1.0);
+                k.saturating_mul(m as i64)
+            }
+        };
+        sensitivities.push(sens);
+    }
+
+    Design {
+        subs,
+        agg_subs,
+        suppress_with,
+        sensitivities,
+    }
+}
+
+/// The 95% half-width of every cell of aggregate `a` at total `epsilon`; `None` for AVG.
+fn aggregate_accuracy(q: &ValidatedQuery, d: &Design, a: usize, epsilon: f64) -> Option<f64> {
+    let eps_each = epsilon / d.subs.len() as f64;
+    let i = d.agg_subs[a][0];
+    let acc = DiscreteLaplace::new(d.sensitivities[i], eps_each)
+        .ok()?
+        .accuracy(ALPHA);
+    match (&q.aggregates[a], &d.subs[i]) {
+        (AggSpec::Mean(_), _) => None,
+        (_, Sub::FixedSum { scale, .. }) => Some(acc / scale),
+        _ => Some(acc),
+    }
+}
+
+/// The ε to spend: as given, or the least ε (found by bisection; accuracy falls as ε grows)
+/// at which every aggregate meets the target.
+fn solve_budget(q: &ValidatedQuery, d: &Design, budget: Budget) -> Result<f64, QueryError> {
+    let target = match budget {
+        Budget::Epsilon(e) => {
+            check_epsilon(e)?;
+            return Ok(e);
+        }
+        Budget::Accuracy(a) if a.is_finite() && a > 0.0 => a,
+        Budget::Accuracy(_) => {
+            return Err(QueryError::InvalidOptions(
+                "the target accuracy must be a number greater than 0".into(),
+            ));
+        }
+    };
+    if q.aggregates.iter().any(|a| matches!(a, AggSpec::Mean(_))) {
+        return Err(QueryError::InvalidOptions(
+            "a target accuracy works for COUNT, COUNT(DISTINCT) and SUM; AVG's accuracy depends on the noisy count, so give an epsilon".into(),
+        ));
+    }
+    let worst = |eps: f64| {
+        (0..q.aggregates.len())
+            .filter_map(|a| aggregate_accuracy(q, d, a, eps))
+            .fold(0.0f64, f64::max)
+    };
+    if worst(MAX_QUERY_EPSILON) > target {
+        return Err(QueryError::InvalidOptions(format!(
+            "a 95% half-width of {target} needs more than the largest ε a query may spend ({MAX_QUERY_EPSILON})"
+        )));
+    }
+    let (mut lo, mut hi) = (0.0f64, MAX_QUERY_EPSILON);
+    for _ in 0..100 {
+        let mid = (lo + hi) / 2.0;
+        if mid > 0.0 && worst(mid) <= target {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    Ok(hi)
 }
