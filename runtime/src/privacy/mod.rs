@@ -4,7 +4,8 @@
 //! - **Privacy unit:** the dataset's `privacy_unit` column (e.g. one person). Neighbouring datasets
 //!   differ by all rows of one unit.
 //! - **Contribution bounding:** after the WHERE filter, at most `max_rows_per_unit` (k) rows per unit
-//!   are kept, chosen uniformly at random (`ROW_NUMBER() OVER (PARTITION BY unit ORDER BY random)`).
+//!   are kept, chosen uniformly at random (`ROW_NUMBER() OVER (PARTITION BY unit ORDER BY random)`,
+//!   applied only to the rows of units that have more than k; a missing unit counts as one unit).
 //! - **Released:** for every combination of the GROUP BY keys' *public* domains (empty groups
 //!   too, rows whose key is outside the domain dropped), each requested aggregate plus noise.
 //!   Key values come from policy, never from data.
@@ -43,7 +44,7 @@ use datafusion::common::DataFusionError;
 use datafusion::functions_aggregate::expr_fn::{count, count_distinct, sum};
 use datafusion::functions_window::expr_fn::row_number;
 use datafusion::logical_expr::{ExprFunctionExt, ScalarUDF};
-use datafusion::prelude::{Expr, col, lit};
+use datafusion::prelude::{DataFrame, Expr, JoinType, col, lit};
 use datafusion::sql::parser::{DFParserBuilder, Statement};
 use datafusion::sql::sqlparser::ast::{Expr as SqlExpr, visit_expressions};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
@@ -605,6 +606,59 @@ impl PrivacyEngine {
     }
 
     /// Runs the DP rewrite on DataFusion and returns, per key tuple, the exact value of each release.
+    /// Keeps at most `k` rows of each privacy unit, chosen uniformly at random.
+    ///
+    /// Units with at most `k` rows keep them all; only the rows of the other units (and of a
+    /// missing unit, treated as one unit) go through `ROW_NUMBER() OVER (PARTITION BY unit ORDER
+    /// BY random) <= k`. The result is the same as windowing every row, but the sort touches only
+    /// the heavy units: counting rows per unit is a hash aggregate, much cheaper than sorting.
+    fn bound_contributions(
+        &self,
+        df: DataFrame,
+        unit: &str,
+        k: u32,
+    ) -> Result<DataFrame, DataFusionError> {
+        let columns: Vec<Expr> = df
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| col(datafusion::common::Column::new_unqualified(f.name())))
+            .collect();
+        let light_units = df
+            .clone()
+            .aggregate(vec![col(unit)], vec![count(lit(1i64)).alias("__sluice_n")])?
+            .filter(
+                col("__sluice_n")
+                    .lt_eq(lit(i64::from(k)))
+                    .and(col(unit).is_not_null()),
+            )?
+            .select(vec![col(unit).alias("__sluice_light")])?;
+        let light = df.clone().join(
+            light_units.clone(),
+            JoinType::LeftSemi,
+            &[unit],
+            &["__sluice_light"],
+            None,
+        )?;
+        let rank = row_number()
+            .partition_by(vec![col(unit)])
+            .order_by(vec![self.random.call(vec![col(unit)]).sort(true, false)])
+            .build()?
+            .alias("__sluice_rank");
+        let heavy = df
+            .join(
+                light_units,
+                JoinType::LeftAnti,
+                &[unit],
+                &["__sluice_light"],
+                None,
+            )?
+            .window(vec![rank])?
+            .filter(col("__sluice_rank").lt_eq(lit(u64::from(k))))?
+            .select(columns)?;
+        light.union(heavy)
+    }
+
     async fn true_values(
         &self,
         q: &ValidatedQuery,
@@ -616,15 +670,7 @@ impl PrivacyEngine {
         if let Some(f) = &q.filter {
             df = df.filter(f.clone())?;
         }
-        let unit = col(ds.privacy_unit.as_str());
-        let rank = row_number()
-            .partition_by(vec![unit.clone()])
-            .order_by(vec![self.random.call(vec![unit]).sort(true, false)])
-            .build()?
-            .alias("__sluice_rank");
-        df = df
-            .window(vec![rank])?
-            .filter(col("__sluice_rank").lt_eq(lit(u64::from(ds.max_rows_per_unit))))?;
+        df = self.bound_contributions(df, &ds.privacy_unit, ds.max_rows_per_unit)?;
         let aggs: Vec<Expr> = subs
             .iter()
             .enumerate()
