@@ -444,6 +444,14 @@ impl FromRequestParts<Arc<Shared>> for Auth {
 }
 
 impl Auth {
+    /// The caller as an operator id.
+    fn operator(&self) -> ApiResult<OperatorId> {
+        self.0
+            .name
+            .parse()
+            .map_err(|_| ApiError::forbidden("this principal is not a valid operator id"))
+    }
+
     fn require(&self, roles: &[Role]) -> ApiResult<()> {
         if roles.contains(&self.0.role) {
             Ok(())
@@ -734,11 +742,7 @@ async fn submit(
             "max_epsilon must be a number above 0",
         ));
     }
-    let operator: OperatorId = auth
-        .0
-        .name
-        .parse()
-        .map_err(|_| ApiError::forbidden("this principal is not a valid operator id"))?;
+    let operator = auth.operator()?;
     let needs_review = {
         let cur = s.current.read().unwrap_or_else(|p| p.into_inner());
         let policy = cur.sandbox.engine().policy();
@@ -1019,11 +1023,7 @@ async fn dataset(
 
 async fn budget(State(s): State<Arc<Shared>>, auth: Auth) -> ApiResult<Json<Value>> {
     auth.require(&[Role::Operator])?;
-    let op: OperatorId = auth
-        .0
-        .name
-        .parse()
-        .map_err(|_| ApiError::forbidden("this principal is not a valid operator id"))?;
+    let op = auth.operator()?;
     let cur = current(&s);
     let policy = cur.sandbox.engine().policy();
     let today = sluice_policy::Date::today_utc();
@@ -1079,11 +1079,7 @@ async fn estimate(
             ));
         }
     };
-    let op: OperatorId = auth
-        .0
-        .name
-        .parse()
-        .map_err(|_| ApiError::forbidden("this principal is not a valid operator id"))?;
+    let op = auth.operator()?;
     let s2 = s.clone();
     let answer = tokio::task::spawn_blocking(move || {
         let cur = current(&s2);
