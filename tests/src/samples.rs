@@ -36,7 +36,10 @@ fn visits_by_district_releases_every_district_with_accuracy_and_charges_its_quer
             (0.0..=20_000.0).contains(&mean),
             "mean cost {mean} outside the policy bounds"
         );
-        assert!(acc[0].is_none() && acc[1].unwrap() > 0.0 && acc[2].unwrap() > 0.0);
+        assert!(
+            acc[0].is_none() && acc[1].unwrap() > 0.0 && acc[2].unwrap() > 0.0,
+            "{row:?} {acc:?}"
+        );
     }
     assert_eq!(out.queries.len(), 2);
     assert!(

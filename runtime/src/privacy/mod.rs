@@ -590,22 +590,20 @@ impl PrivacyEngine {
                     (s + a_s) / (n - a_n),
                     (s + a_s) / (n + a_n),
                 ];
-                let min = corners
-                    .iter()
-                    .copied()
-                    .fold(f64::INFINITY, f64::min)
-                    .clamp(*lo, *hi);
-                let max = corners
-                    .iter()
-                    .copied()
-                    .fold(f64::NEG_INFINITY, f64::max)
-                    .clamp(*lo, *hi);
+                let min = corners.iter().copied().fold(f64::INFINITY, f64::min);
+                let max = corners.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                // The true mean always lies within the bounds: an interval wholly outside them
+                // means the noise landed in its 5% tail, and the release says nothing beyond
+                // the bounds. (Clamping such an interval would claim a half-width of 0.)
+                if max < *lo || min > *hi {
+                    return (Value::Float(mean), hi - lo);
+                }
+                let (min, max) = (min.clamp(*lo, *hi), max.clamp(*lo, *hi));
                 (Value::Float(mean), (mean - min).max(max - mean))
             }
         }
     }
 
-    /// Runs the DP rewrite on DataFusion and returns, per key tuple, the exact value of each release.
     /// Keeps at most `k` rows of each privacy unit, chosen uniformly at random.
     ///
     /// Units with at most `k` rows keep them all; only the rows of the other units (and of a
@@ -659,6 +657,7 @@ impl PrivacyEngine {
         light.union(heavy)
     }
 
+    /// Runs the DP rewrite on DataFusion and returns, per key tuple, the exact value of each release.
     async fn true_values(
         &self,
         q: &ValidatedQuery,
