@@ -39,6 +39,18 @@ const CASES: &[(&str, &str)] = &[
         "SELECT district, COUNT(DISTINCT person_id) AS p FROM health_visits GROUP BY district",
     ),
     (
+        "MEDIAN(cost) by district",
+        "SELECT district, MEDIAN(cost) AS m FROM health_visits GROUP BY district",
+    ),
+    (
+        "PERCENTILE_CONT(0.9) of age by sex",
+        "SELECT sex, PERCENTILE_CONT(0.9) WITHIN GROUP (ORDER BY age) AS p90 FROM health_visits GROUP BY sex",
+    ),
+    (
+        "STDDEV(cost) by district",
+        "SELECT district, STDDEV(cost) AS sd FROM health_visits GROUP BY district",
+    ),
+    (
         "COUNT by district, sex WHERE age >= 18",
         "SELECT district, sex, COUNT(*) AS n FROM health_visits WHERE age >= 18 GROUP BY district, sex",
     ),
@@ -81,7 +93,7 @@ columns.cost = {{ kind = "float", bounds = [0.0, 20000.0] }}
 operator = "canal-analytics"
 datasets = ["health_visits"]
 purpose = "benchmark"
-aggregations = ["count", "sum", "mean"]
+aggregations = ["count", "sum", "mean", "quantile", "variance"]
 epsilon_per_job = 100.0
 epsilon_per_period = 100.0
 period = "1d"

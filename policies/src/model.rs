@@ -266,16 +266,23 @@ pub enum Aggregation {
     Sum,
     /// `AVG(col)`.
     Mean,
+    /// `MEDIAN(col)`, `PERCENTILE_CONT(p) WITHIN GROUP (ORDER BY col)`.
+    Quantile,
+    /// `VARIANCE(col)`, `STDDEV(col)` and their `_POP`/`_SAMP` forms.
+    Variance,
 }
 
 impl Aggregation {
-    pub(crate) const NAMES: &'static [&'static str] = &["count", "sum", "mean"];
+    pub(crate) const NAMES: &'static [&'static str] =
+        &["count", "sum", "mean", "quantile", "variance"];
 
     pub(crate) fn parse(s: &str) -> Option<Self> {
         Some(match s {
             "count" => Self::Count,
             "sum" => Self::Sum,
             "mean" => Self::Mean,
+            "quantile" => Self::Quantile,
+            "variance" => Self::Variance,
             _ => return None,
         })
     }

@@ -16,7 +16,7 @@ use datafusion::prelude::{CsvReadOptions, ParquetReadOptions, SessionConfig, Ses
 use sha2::{Digest, Sha256};
 use sluice_policy::{ColumnKind, Dataset, DatasetId, Policy, SourceFormat};
 
-use crate::privacy::udf::{FixedPoint, RandomKey};
+use crate::privacy::udf::{FixedPoint, RandomKey, RankCode};
 
 /// Why the data layer could not start. The broker refuses to start on any of these (fail closed).
 #[derive(Debug, thiserror::Error)]
@@ -111,7 +111,15 @@ impl Catalog {
         let execution = SessionContext::new_with_config(config.clone());
         execution.register_udf(FixedPoint::udf());
         execution.register_udf(RandomKey::udf());
+        execution.register_udf(RankCode::udf());
         let planning = SessionContext::new_with_config(config);
+        // `VARIANCE(x)` is the common SQL spelling of DataFusion's `var` (sample variance).
+        planning.register_udaf(
+            datafusion::functions_aggregate::variance::var_samp_udaf()
+                .as_ref()
+                .clone()
+                .with_aliases(["variance"]),
+        );
         let mut datasets = BTreeMap::new();
 
         for ds in policy.datasets.values() {

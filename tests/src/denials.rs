@@ -161,7 +161,7 @@ fn a_function_outside_the_subset_is_refused() {
     assert_eq!(
         refused("analyst", "SELECT MAX(age) FROM health_visits", 1.0),
         QueryError::Unsupported(
-            "aggregate `max` is not supported; supported: COUNT(*), COUNT(DISTINCT <privacy unit>), SUM(column), AVG(column)"
+            "aggregate `max` is not supported; supported: COUNT(*), COUNT(DISTINCT <privacy unit>), SUM(column), AVG(column), VARIANCE(column), STDDEV(column) (and _POP), MEDIAN(column), PERCENTILE_CONT(q) WITHIN GROUP (ORDER BY column)"
                 .into()
         )
     );
@@ -178,6 +178,53 @@ fn an_aggregation_the_grant_does_not_allow_is_refused() {
         refused("counter", "SELECT SUM(age) FROM health_visits", 0.5),
         QueryError::AggregationDenied("the grant does not allow `sum`; it allows: count".into())
     );
+    for (sql, needed) in [
+        ("SELECT MEDIAN(age) FROM health_visits", "quantile"),
+        (
+            "SELECT PERCENTILE_CONT(0.9) WITHIN GROUP (ORDER BY age) FROM health_visits",
+            "quantile",
+        ),
+        ("SELECT STDDEV(age) FROM health_visits", "variance"),
+        ("SELECT VARIANCE(age) FROM health_visits", "variance"),
+    ] {
+        assert_eq!(
+            refused("counter", sql, 0.5),
+            QueryError::AggregationDenied(format!(
+                "the grant does not allow `{needed}`; it allows: count"
+            )),
+            "{sql}"
+        );
+    }
+}
+
+#[test]
+fn quantiles_and_variances_need_bounds_and_a_plain_ascending_column() {
+    assert_eq!(
+        refused("analyst", "SELECT MEDIAN(cost) FROM health_raw", 1.0),
+        QueryError::AggregationDenied(
+            "column `cost` cannot be aggregated with MEDIAN: the policy declares no bounds for it"
+                .into()
+        )
+    );
+    for (sql, needle) in [
+        (
+            "SELECT PERCENTILE_CONT(0.9) WITHIN GROUP (ORDER BY age DESC) FROM health_visits",
+            "ascending",
+        ),
+        (
+            "SELECT PERCENTILE_CONT(1.5) WITHIN GROUP (ORDER BY age) FROM health_visits",
+            "[0, 1]",
+        ),
+        ("SELECT MEDIAN(age + 1) FROM health_visits", "plain column"),
+        ("SELECT STDDEV(age) * 2 FROM health_visits", "arithmetic"),
+    ] {
+        match refused("analyst", sql, 1.0) {
+            QueryError::Unsupported(m) | QueryError::InvalidSql(m) => {
+                assert!(m.contains(needle), "{sql}: {m}")
+            }
+            other => panic!("{sql}: unexpected {other:?}"),
+        }
+    }
 }
 
 #[test]

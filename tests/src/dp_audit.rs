@@ -18,7 +18,7 @@ use crate::{asker, data_root, policy, temp_dir};
 
 /// Test-only: an accountant that records nothing and allows everything, so that one query can
 /// be released thousands of times. Never used outside this test.
-struct Unlimited;
+pub(crate) struct Unlimited;
 impl Accountant for Unlimited {
     fn charge(&self, _: &Charge) -> Result<(), BudgetError> {
         Ok(())
@@ -105,7 +105,7 @@ fn heavy_person(s: &Sandbox) -> (i64, String, i64) {
     (p, d, c)
 }
 
-fn sandbox_over(root: &std::path::Path) -> Sandbox {
+pub(crate) fn sandbox_over(root: &std::path::Path) -> Sandbox {
     Sandbox::new(SandboxConfig::new(policy(), root, Arc::new(Unlimited)).without_answer_cache())
         .unwrap()
 }
@@ -128,7 +128,7 @@ fn releases(s: &Sandbox, district: &str) -> Vec<[f64; 3]> {
 }
 
 /// Wilson score interval for `k` successes in `n` trials.
-fn wilson(k: usize, n: usize, z: f64) -> (f64, f64) {
+pub(crate) fn wilson(k: usize, n: usize, z: f64) -> (f64, f64) {
     let (k, n) = (k as f64, n as f64);
     let p = k / n;
     let denom = 1.0 + z * z / n;

@@ -295,3 +295,162 @@ fn key_columns_come_first_whatever_the_select_order() {
     assert_eq!(t.key_columns, 1);
     assert_eq!(t.rows[0][0], Value::Text("F".into()));
 }
+
+/// A Laplace(`scale`) sample (a reference distribution for the test, not privacy noise).
+fn laplace(rng: &mut impl rand::Rng, scale: f64) -> f64 {
+    let u: f64 = rng.random_range(-0.5..0.5);
+    -scale * u.signum() * (1.0 - 2.0 * u.abs()).ln()
+}
+
+/// Two-sample Kolmogorov–Smirnov statistic.
+fn ks_two_sample(a: &[f64], b: &[f64]) -> f64 {
+    let (mut a, mut b) = (a.to_vec(), b.to_vec());
+    a.sort_by(f64::total_cmp);
+    b.sort_by(f64::total_cmp);
+    let (mut i, mut j, mut d) = (0, 0, 0.0f64);
+    while i < a.len() && j < b.len() {
+        let x = a[i].min(b[j]);
+        while i < a.len() && a[i] <= x {
+            i += 1;
+        }
+        while j < b.len() && b[j] <= x {
+            j += 1;
+        }
+        d = d.max((i as f64 / a.len() as f64 - j as f64 / b.len() as f64).abs());
+    }
+    d
+}
+
+#[test]
+fn variance_releases_follow_the_declared_noisy_sums_and_a_30_percent_error_is_detected() {
+    // The engine releases VARIANCE(age) from three noisy sums over ages clamped to [0, 100] and
+    // centered at 50: Σ(x-50) (sensitivity 7·50), Σ(x-50)² (7·2500) and the count (7), each at
+    // ε/3. The test simulates that construction with its own estimator and compares the
+    // engine's releases with the simulation by a two-sample KS test at α = 0.001; a simulation
+    // with every scale 30% too wide or too narrow must be rejected (power).
+    let s = crate::dp_audit::sandbox_over(crate::data_root());
+    let ages = {
+        let batches = s.block_on(async {
+            let ctx = SessionContext::new();
+            let path = data_root().join("data/health_visits.parquet");
+            ctx.register_parquet("t", path.to_str().unwrap(), ParquetReadOptions::default())
+                .await
+                .unwrap();
+            ctx.sql("SELECT CAST(age AS BIGINT) FROM t WHERE age IS NOT NULL")
+                .await
+                .unwrap()
+                .collect()
+                .await
+                .unwrap()
+        });
+        let mut v = Vec::new();
+        for b in batches {
+            let a = b.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+            v.extend(a.iter().flatten().map(|x| (x.clamp(0, 100) - 50) as f64));
+        }
+        v
+    };
+    let n = ages.len() as f64;
+    let sum: f64 = ages.iter().sum();
+    let sum_sq: f64 = ages.iter().map(|x| x * x).sum();
+    let true_var = (sum_sq - sum * sum / n) / (n - 1.0);
+
+    let epsilon = 0.3;
+    let each = epsilon / 3.0;
+    let runs = 1500;
+    let asker = crate::asker("stats", "variance");
+    let mut released = Vec::with_capacity(runs);
+    let mut covered = 0;
+    for _ in 0..runs {
+        let (t, _) = s
+            .block_on(s.engine().query(
+                &asker,
+                "SELECT VARIANCE(age) AS v FROM health_stats",
+                epsilon,
+            ))
+            .unwrap();
+        let v = t.rows[0][0].as_f64().unwrap();
+        let acc = t.accuracy[0][0].expect("variance states an accuracy");
+        covered += usize::from((v - true_var).abs() <= acc);
+        released.push(v);
+    }
+
+    let estimate = |rng: &mut rand::rngs::StdRng, widen: f64| {
+        let noisy_n = n
+            + (DiscreteLaplace::new(7, each / widen)
+                .unwrap()
+                .release(&[0])
+                .unwrap()[0]) as f64;
+        let s = sum + laplace(rng, 7.0 * 50.0 / each * widen);
+        let ss = sum_sq + laplace(rng, 7.0 * 2500.0 / each * widen);
+        let mean = (s / noisy_n).clamp(-50.0, 50.0);
+        ((ss / noisy_n - mean * mean).clamp(0.0, 2500.0) * noisy_n / (noisy_n - 1.0)).min(2500.0)
+    };
+    use rand::SeedableRng;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+    let reference: Vec<f64> = (0..20_000).map(|_| estimate(&mut rng, 1.0)).collect();
+    let crit = |a: usize, b: usize| 1.949 * ((a + b) as f64 / (a * b) as f64).sqrt();
+    let d = ks_two_sample(&released, &reference);
+    assert!(
+        d < crit(runs, reference.len()),
+        "KS {d:.4} > {:.4}: variance releases differ from the declared construction",
+        crit(runs, reference.len())
+    );
+    for widen in [1.3, 0.7] {
+        let wrong: Vec<f64> = (0..runs).map(|_| estimate(&mut rng, widen)).collect();
+        let d = ks_two_sample(&wrong, &reference);
+        assert!(
+            d > crit(runs, reference.len()),
+            "KS failed to reject scales x{widen} (D={d:.4})"
+        );
+    }
+    // The stated 95% interval (a union bound over the three sums) covers at least 95%.
+    let coverage = covered as f64 / runs as f64;
+    assert!(coverage >= 0.94, "coverage {coverage}");
+    eprintln!("variance: KS D={d:.4}, coverage {coverage:.3}, true {true_var:.1}");
+}
+
+#[test]
+fn stddev_and_population_forms_agree_with_plain_sql_at_high_epsilon() {
+    let s = crate::dp_audit::sandbox_over(crate::data_root());
+    let exact: f64 = {
+        let b = s.block_on(async {
+            let ctx = SessionContext::new();
+            let path = data_root().join("data/health_visits.parquet");
+            ctx.register_parquet("t", path.to_str().unwrap(), ParquetReadOptions::default())
+                .await
+                .unwrap();
+            ctx.sql("SELECT STDDEV_POP(CASE WHEN age > 100 THEN 100 ELSE age END) FROM t")
+                .await
+                .unwrap()
+                .collect()
+                .await
+                .unwrap()
+        });
+        b[0].column(0)
+            .as_any()
+            .downcast_ref::<datafusion::arrow::array::Float64Array>()
+            .unwrap()
+            .value(0)
+    };
+    let (t, _) = s
+        .block_on(s.engine().query(
+            &crate::asker("stats", "stddev"),
+            "SELECT sex, STDDEV_POP(age) AS sd, STDDEV(age) AS sd_s, VAR_POP(age) AS v FROM health_stats GROUP BY sex",
+            100.0,
+        ))
+        .unwrap();
+    assert_eq!(t.columns, ["sex", "sd", "sd_s", "v"]);
+    for row in &t.rows {
+        let sd = row[1].as_f64().unwrap();
+        let v = row[3].as_f64().unwrap();
+        // Per sex the spread is close to the overall one; ε = 100 makes the noise negligible.
+        assert!((sd - exact).abs() < 0.1 * exact, "{sd} vs {exact}");
+        assert!((v.sqrt() - sd).abs() < 0.1 * exact);
+    }
+    assert!(
+        t.mechanism.contains("SUM((clamp(age, 0, 100) - 50)^2)"),
+        "{}",
+        t.mechanism
+    );
+}

@@ -28,6 +28,8 @@ mod hostile;
 #[cfg(test)]
 mod ledger;
 #[cfg(test)]
+mod quantiles;
+#[cfg(test)]
 mod samples;
 #[cfg(test)]
 mod startup;

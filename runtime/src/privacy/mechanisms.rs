@@ -44,6 +44,12 @@ pub struct DiscreteLaplace {
 #[error("noise mechanism failed: {0}")]
 pub struct MechanismError(String);
 
+impl MechanismError {
+    pub(crate) fn new(msg: String) -> Self {
+        Self(msg)
+    }
+}
+
 impl DiscreteLaplace {
     /// Calibrates noise so that releasing a vector with L1 `sensitivity` costs at most `epsilon`.
     pub fn new(sensitivity: i64, epsilon: f64) -> Result<Self, MechanismError> {

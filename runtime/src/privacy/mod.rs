@@ -28,6 +28,7 @@
 pub mod accountant;
 pub mod cache;
 pub mod mechanisms;
+pub mod quantile;
 pub(crate) mod udf;
 pub mod validate;
 
@@ -55,7 +56,8 @@ use crate::data::{Catalog, Registered};
 use crate::report::{NoisyTable, PrivacyCost, Value};
 use accountant::{Accountant, BudgetError, Charge};
 use mechanisms::{ALPHA, DiscreteLaplace};
-use udf::{FixedPoint, RandomKey};
+use quantile::QuantileMechanism;
+use udf::{FixedPoint, RandomKey, RankCode};
 use validate::{AggSpec, OutputSource, ValidatedQuery};
 
 /// Longest SQL text accepted.
@@ -112,6 +114,7 @@ pub struct PrivacyEngine {
     cache: Option<Arc<dyn cache::AnswerCache>>,
     fixed: Arc<ScalarUDF>,
     random: Arc<ScalarUDF>,
+    rank: Arc<ScalarUDF>,
 }
 
 /// One noisy release inside a query.
@@ -121,12 +124,43 @@ enum Sub {
     /// Distinct privacy units (after bounding).
     Units,
     NonNullCount(String),
+    /// `Σ round(((clamp(x, lo, hi) - center)^power) · scale)` over non-null values.
     FixedSum {
         column: String,
         lo: f64,
         hi: f64,
+        center: f64,
+        power: i32,
         scale: f64,
     },
+    /// One candidate by OpenDP's private quantile (not additive noise).
+    Quantile {
+        column: String,
+        q: f64,
+        lo: f64,
+        hi: f64,
+        integer: bool,
+    },
+}
+
+/// The mechanism of one release.
+enum Noise {
+    Laplace(DiscreteLaplace),
+    Quantile(QuantileMechanism),
+}
+
+impl Noise {
+    fn laplace(&self) -> &DiscreteLaplace {
+        match self {
+            Self::Laplace(m) => m,
+            Self::Quantile(_) => unreachable!("an additive release"),
+        }
+    }
+}
+
+/// The largest |encoded value| of a fixed-point release, before scaling.
+fn encoded_range(lo: f64, hi: f64, center: f64, power: i32) -> f64 {
+    (lo - center).abs().max((hi - center).abs()).powi(power)
 }
 
 /// Fixed-point scale 2^p for a column with bounds `(lo, hi)`: as fine as possible while every encoded
@@ -158,6 +192,7 @@ impl PrivacyEngine {
             cache,
             fixed: Arc::new(FixedPoint::udf()),
             random: Arc::new(RandomKey::udf()),
+            rank: Arc::new(RankCode::udf()),
         }
     }
 
@@ -375,10 +410,20 @@ impl PrivacyEngine {
         let eps_each = epsilon / subs.len() as f64;
         let k = i64::from(ds.max_rows_per_unit);
         let mut mechanisms = Vec::with_capacity(subs.len());
-        for sens in &sensitivities {
-            mechanisms.push(
-                DiscreteLaplace::new(*sens, eps_each).map_err(|_| QueryError::ExecutionFailed)?,
-            );
+        for (sub, sens) in subs.iter().zip(&sensitivities) {
+            let m = match sub {
+                Sub::Quantile {
+                    q, lo, hi, integer, ..
+                } => QuantileMechanism::new(
+                    quantile::candidates(*lo, *hi, *integer),
+                    *q,
+                    ds.max_rows_per_unit,
+                    eps_each,
+                )
+                .map(Noise::Quantile),
+                _ => DiscreteLaplace::new(*sens, eps_each).map(Noise::Laplace),
+            };
+            mechanisms.push(m.map_err(|_| QueryError::ExecutionFailed)?);
         }
 
         // Charge before execution; never refunded.
@@ -406,6 +451,23 @@ impl PrivacyEngine {
             .true_values(&q, registered, &subs)
             .await
             .map_err(|_| QueryError::ExecutionFailed)?;
+        let mut histograms = HashMap::new();
+        for (i, sub) in subs.iter().enumerate() {
+            if let Sub::Quantile {
+                column,
+                lo,
+                hi,
+                integer,
+                ..
+            } = sub
+            {
+                let h = self
+                    .quantile_histograms(&q, registered, column, *lo, *hi, *integer)
+                    .await
+                    .map_err(|_| QueryError::ExecutionFailed)?;
+                histograms.insert(i, h);
+            }
+        }
 
         // Every combination of the keys' public domains, in sorted order.
         let domains: Vec<Vec<String>> = q
@@ -423,13 +485,30 @@ impl PrivacyEngine {
             })
             .collect();
         let cells = cartesian(&domains);
+        // Additive releases in `noisy`, quantiles in `chosen` (the other one empty for each).
         let mut noisy: Vec<Vec<i64>> = Vec::with_capacity(subs.len());
+        let mut chosen: Vec<Vec<f64>> = Vec::with_capacity(subs.len());
         for (i, m) in mechanisms.iter().enumerate() {
-            let exact: Vec<i64> = cells
-                .iter()
-                .map(|c| truth.get(c).map_or(0, |v| v[i]))
-                .collect();
-            noisy.push(m.release(&exact).map_err(|_| QueryError::ExecutionFailed)?);
+            match m {
+                Noise::Laplace(m) => {
+                    let exact: Vec<i64> = cells
+                        .iter()
+                        .map(|c| truth.get(c).map_or(0, |v| v[i]))
+                        .collect();
+                    noisy.push(m.release(&exact).map_err(|_| QueryError::ExecutionFailed)?);
+                    chosen.push(Vec::new());
+                }
+                Noise::Quantile(m) => {
+                    let empty = vec![0u64; 2 * m.candidates().len() + 1];
+                    let mut out = Vec::with_capacity(cells.len());
+                    for c in &cells {
+                        let h = histograms[&i].get(c).unwrap_or(&empty);
+                        out.push(m.release(h).map_err(|_| QueryError::ExecutionFailed)?);
+                    }
+                    noisy.push(Vec::new());
+                    chosen.push(out);
+                }
+            }
         }
 
         let suppressed: Vec<bool> = cells
@@ -457,17 +536,17 @@ impl PrivacyEngine {
                         acc.push(None);
                     }
                     OutputSource::Agg(a) => {
-                        let (v, e) = self.finish_cell(
+                        let (v, e) = finish_cell(
                             &q.aggregates[*a],
                             &agg_subs[*a],
                             &subs,
                             &mechanisms,
-                            &noisy,
+                            (&noisy, &chosen),
                             c,
                             ds,
                         );
                         row.push(v);
-                        acc.push(Some(e));
+                        acc.push(e);
                     }
                 }
             }
@@ -476,7 +555,7 @@ impl PrivacyEngine {
         }
 
         let mut mechanism = format!(
-            "discrete Laplace noise (OpenDP make_laplace), pure ε-DP; at most {k} random rows per {}; ε={epsilon} split evenly over {} noisy release(s) (basic composition):",
+            "pure ε-DP; at most {k} random rows per {}; ε={epsilon} split evenly over {} release(s) (basic composition); additive releases use discrete Laplace noise (OpenDP make_laplace):",
             ds.privacy_unit,
             subs.len()
         );
@@ -484,22 +563,42 @@ impl PrivacyEngine {
             let what = match s {
                 Sub::Count => "COUNT(*)".to_string(),
                 Sub::Units => format!("COUNT(DISTINCT {})", ds.privacy_unit),
-                Sub::NonNullCount(c) => format!("COUNT({c}) for AVG({c})"),
+                Sub::NonNullCount(c) => format!("COUNT({c}) of non-null values"),
                 Sub::FixedSum {
                     column,
                     lo,
                     hi,
+                    center,
+                    power,
                     scale,
                 } => {
-                    format!(
-                        "SUM({column}) clamped to [{lo}, {hi}] in units of {}",
-                        1.0 / scale
-                    )
+                    let x = format!("clamp({column}, {lo}, {hi})");
+                    let term = match (*center == 0.0, power) {
+                        (true, 1) => x,
+                        (false, 1) => format!("({x} - {center})"),
+                        _ => format!("({x} - {center})^{power}"),
+                    };
+                    format!("SUM({term}) in units of {}", 1.0 / scale)
+                }
+                Sub::Quantile {
+                    column, q, lo, hi, ..
+                } => {
+                    let Noise::Quantile(m) = m else {
+                        unreachable!()
+                    };
+                    mechanism.push_str(&format!(
+                        " {q}-quantile of {column}: OpenDP private quantile (make_quantile_score_candidates + make_noisy_max, permute-and-flip) over {} candidates in [{lo}, {hi}], {k} rows per unit, scale {:.4} (score units, {} per row); the released rank is within ±{:.1} rows of the requested rank at 95%;",
+                        m.candidates().len(),
+                        m.scale(),
+                        m.alpha_fraction().1,
+                        m.rank_accuracy(ALPHA),
+                    ));
+                    continue;
                 }
             };
             mechanism.push_str(&format!(
                 " {what}: sensitivity {sens}, scale {:.4};",
-                m.scale()
+                m.laplace().scale()
             ));
         }
         if let Some(min) = grant.min_group_count {
@@ -535,73 +634,6 @@ impl PrivacyEngine {
             c.store(&key, &table);
         }
         Ok((table, record))
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn finish_cell(
-        &self,
-        agg: &AggSpec,
-        idx: &[usize],
-        subs: &[Sub],
-        mechanisms: &[DiscreteLaplace],
-        noisy: &[Vec<i64>],
-        cell: usize,
-        ds: &sluice_policy::Dataset,
-    ) -> (Value, f64) {
-        match agg {
-            AggSpec::Count | AggSpec::CountUnits => {
-                let i = idx[0];
-                (Value::Int(noisy[i][cell]), mechanisms[i].accuracy(ALPHA))
-            }
-            AggSpec::Sum(c) => {
-                let i = idx[0];
-                let Sub::FixedSum { scale, .. } = &subs[i] else {
-                    unreachable!()
-                };
-                let acc = mechanisms[i].accuracy(ALPHA) / scale;
-                let int_col = matches!(ds.column(c).map(|c| &c.kind), Some(ColumnKind::Int { .. }));
-                let v = if int_col && *scale == 1.0 {
-                    Value::Int(noisy[i][cell])
-                } else {
-                    Value::Float(noisy[i][cell] as f64 / scale)
-                };
-                (v, acc)
-            }
-            AggSpec::Mean(_) => {
-                let (si, ci) = (idx[0], idx[1]);
-                let Sub::FixedSum { scale, lo, hi, .. } = &subs[si] else {
-                    unreachable!()
-                };
-                let s = noisy[si][cell] as f64 / scale;
-                let n = noisy[ci][cell] as f64;
-                // A 95% interval by a union bound over two 97.5% intervals.
-                let a_s = mechanisms[si].accuracy(ALPHA / 2.0) / scale;
-                let a_n = mechanisms[ci].accuracy(ALPHA / 2.0);
-                if n < 1.0 {
-                    return (Value::Float((lo + hi) / 2.0), hi - lo);
-                }
-                let mean = (s / n).clamp(*lo, *hi);
-                if n - a_n < 1.0 {
-                    return (Value::Float(mean), hi - lo);
-                }
-                let corners = [
-                    (s - a_s) / (n - a_n),
-                    (s - a_s) / (n + a_n),
-                    (s + a_s) / (n - a_n),
-                    (s + a_s) / (n + a_n),
-                ];
-                let min = corners.iter().copied().fold(f64::INFINITY, f64::min);
-                let max = corners.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-                // The true mean always lies within the bounds: an interval wholly outside them
-                // means the noise landed in its 5% tail, and the release says nothing beyond
-                // the bounds. (Clamping such an interval would claim a half-width of 0.)
-                if max < *lo || min > *hi {
-                    return (Value::Float(mean), hi - lo);
-                }
-                let (min, max) = (min.clamp(*lo, *hi), max.clamp(*lo, *hi));
-                (Value::Float(mean), (mean - min).max(max - mean))
-            }
-        }
     }
 
     /// Keeps at most `k` rows of each privacy unit, chosen uniformly at random.
@@ -669,12 +701,18 @@ impl PrivacyEngine {
         if let Some(f) = &q.filter {
             df = df.filter(f.clone())?;
         }
+        // Quantiles are answered by `quantile_histograms`; the rest is one aggregate.
+        let additive: Vec<usize> = (0..subs.len())
+            .filter(|i| !matches!(subs[*i], Sub::Quantile { .. }))
+            .collect();
+        if additive.is_empty() {
+            return Ok(HashMap::new());
+        }
         df = self.bound_contributions(df, &ds.privacy_unit, ds.max_rows_per_unit)?;
-        let aggs: Vec<Expr> = subs
+        let aggs: Vec<Expr> = additive
             .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                let e = match s {
+            .map(|&i| {
+                let e = match &subs[i] {
                     Sub::Count => count(lit(1i64)),
                     Sub::Units => count_distinct(col(ds.privacy_unit.as_str())),
                     Sub::NonNullCount(c) => count(col(c.as_str())),
@@ -682,21 +720,259 @@ impl PrivacyEngine {
                         column,
                         lo,
                         hi,
+                        center,
+                        power,
                         scale,
                     } => sum(self.fixed.call(vec![
                         col(column.as_str()),
                         lit(*lo),
                         lit(*hi),
+                        lit(*center),
+                        lit(f64::from(*power)),
                         lit(*scale),
                     ])),
+                    Sub::Quantile { .. } => unreachable!("filtered out"),
                 };
                 e.alias(format!("__sluice_{i}"))
             })
             .collect();
         let keys: Vec<Expr> = q.keys.iter().map(|k| col(k.as_str())).collect();
         let batches = df.aggregate(keys, aggs)?.collect().await?;
-        collect_truth(&batches, q.keys.len(), subs.len())
+        let truth = collect_truth(&batches, q.keys.len(), additive.len())?;
+        Ok(truth
+            .into_iter()
+            .map(|(key, vals)| {
+                let mut full = vec![0i64; subs.len()];
+                for (v, &i) in vals.into_iter().zip(&additive) {
+                    full[i] = v;
+                }
+                (key, full)
+            })
+            .collect())
     }
+
+    /// Per key tuple, the histogram of [`quantile::code`]s of `column`'s bounded values: the
+    /// counts OpenDP's quantile score is computed from.
+    async fn quantile_histograms(
+        &self,
+        q: &ValidatedQuery,
+        registered: &Registered,
+        column: &str,
+        lo: f64,
+        hi: f64,
+        integer: bool,
+    ) -> Result<HashMap<Vec<String>, Vec<u64>>, DataFusionError> {
+        let ds = &registered.policy;
+        let m = quantile::candidates(lo, hi, integer).len();
+        let mut df = self.catalog.execution.table(ds.id.as_str()).await?;
+        if let Some(f) = &q.filter {
+            df = df.filter(f.clone())?;
+        }
+        df = self.bound_contributions(df, &ds.privacy_unit, ds.max_rows_per_unit)?;
+        let mut keys: Vec<Expr> = q.keys.iter().map(|k| col(k.as_str())).collect();
+        keys.push(
+            self.rank
+                .call(vec![
+                    col(column),
+                    lit(lo),
+                    lit(hi),
+                    lit(if integer { 1.0 } else { 0.0 }),
+                ])
+                .alias("__sluice_code"),
+        );
+        let batches = df
+            .aggregate(keys, vec![count(lit(1i64)).alias("__sluice_n")])?
+            .collect()
+            .await?;
+        // The code becomes the last "key"; rows with a NULL code (NULL or NaN value) are dropped
+        // like rows outside every public domain.
+        let flat = collect_truth(&batches, q.keys.len() + 1, 1)?;
+        let mut out: HashMap<Vec<String>, Vec<u64>> = HashMap::new();
+        for (mut key, n) in flat {
+            let code: usize = key
+                .pop()
+                .and_then(|c| c.parse().ok())
+                .filter(|c| *c <= 2 * m)
+                .ok_or_else(|| DataFusionError::Internal("rank code".into()))?;
+            out.entry(key).or_insert_with(|| vec![0; 2 * m + 1])[code] += n[0].max(0) as u64;
+        }
+        Ok(out)
+    }
+}
+
+/// The released value of aggregate `agg` in `cell` and the half-width of its 95% interval (`None`
+/// when that depends on the data, as for quantiles).
+fn finish_cell(
+    agg: &AggSpec,
+    idx: &[usize],
+    subs: &[Sub],
+    mechanisms: &[Noise],
+    (noisy, chosen): (&[Vec<i64>], &[Vec<f64>]),
+    cell: usize,
+    ds: &sluice_policy::Dataset,
+) -> (Value, Option<f64>) {
+    let fixed = |i: usize, alpha: f64| {
+        let Sub::FixedSum { scale, .. } = &subs[i] else {
+            unreachable!("a fixed-point sum")
+        };
+        (
+            noisy[i][cell] as f64 / scale,
+            mechanisms[i].laplace().accuracy(alpha) / scale,
+        )
+    };
+    let counted = |i: usize, alpha: f64| {
+        (
+            noisy[i][cell] as f64,
+            mechanisms[i].laplace().accuracy(alpha),
+        )
+    };
+    match agg {
+        AggSpec::Count | AggSpec::CountUnits => {
+            let i = idx[0];
+            (
+                Value::Int(noisy[i][cell]),
+                Some(mechanisms[i].laplace().accuracy(ALPHA)),
+            )
+        }
+        AggSpec::Sum(c) => {
+            let i = idx[0];
+            let Sub::FixedSum { scale, .. } = &subs[i] else {
+                unreachable!()
+            };
+            let (v, acc) = fixed(i, ALPHA);
+            let int_col = matches!(ds.column(c).map(|c| &c.kind), Some(ColumnKind::Int { .. }));
+            let v = if int_col && *scale == 1.0 {
+                Value::Int(noisy[i][cell])
+            } else {
+                Value::Float(v)
+            };
+            (v, Some(acc))
+        }
+        AggSpec::Mean(_) => {
+            let Sub::FixedSum { lo, hi, .. } = &subs[idx[0]] else {
+                unreachable!()
+            };
+            // A 95% interval by a union bound over two 97.5% intervals.
+            let (s, a_s) = fixed(idx[0], ALPHA / 2.0);
+            let (n, a_n) = counted(idx[1], ALPHA / 2.0);
+            let (mean, acc) = mean_interval(s, a_s, n, a_n, *lo, *hi);
+            (Value::Float(mean), Some(acc))
+        }
+        AggSpec::Variance { sample, stddev, .. } => {
+            let Sub::FixedSum { lo, hi, center, .. } = &subs[idx[0]] else {
+                unreachable!()
+            };
+            // A 95% interval by a union bound over three 98.33% intervals.
+            let (s, a_s) = fixed(idx[0], ALPHA / 3.0);
+            let (ss, a_ss) = fixed(idx[1], ALPHA / 3.0);
+            let (n, a_n) = counted(idx[2], ALPHA / 3.0);
+            let (v, acc) = variance_interval(
+                (s, a_s),
+                (ss, a_ss),
+                (n, a_n),
+                (lo - center, hi - center),
+                *sample,
+                *stddev,
+            );
+            (Value::Float(v), Some(acc))
+        }
+        AggSpec::Quantile { column, .. } => {
+            let v = chosen[idx[0]][cell];
+            let int_col = matches!(
+                ds.column(column).map(|c| &c.kind),
+                Some(ColumnKind::Int { .. })
+            );
+            let v = if int_col {
+                Value::Int(v as i64)
+            } else {
+                Value::Float(v)
+            };
+            (v, None)
+        }
+    }
+}
+
+/// A mean from a noisy sum `s` (±`a_s`) and a noisy count `n` (±`a_n`) of values within
+/// `[lo, hi]`: the estimate and the half-width of the interval the two intervals imply.
+fn mean_interval(s: f64, a_s: f64, n: f64, a_n: f64, lo: f64, hi: f64) -> (f64, f64) {
+    if n < 1.0 {
+        return ((lo + hi) / 2.0, hi - lo);
+    }
+    let mean = (s / n).clamp(lo, hi);
+    if n - a_n < 1.0 {
+        return (mean, hi - lo);
+    }
+    let corners = [
+        (s - a_s) / (n - a_n),
+        (s - a_s) / (n + a_n),
+        (s + a_s) / (n - a_n),
+        (s + a_s) / (n + a_n),
+    ];
+    let min = corners.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = corners.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    // The true mean always lies within the bounds: an interval wholly outside them means the
+    // noise landed in its 5% tail, and the release says nothing beyond the bounds. (Clamping
+    // such an interval would claim a half-width of 0.)
+    if max < lo || min > hi {
+        return (mean, hi - lo);
+    }
+    let (min, max) = (min.clamp(lo, hi), max.clamp(lo, hi));
+    (mean, (mean - min).max(max - mean))
+}
+
+/// A variance (or standard deviation) from noisy sums of centered values `s`, of their squares
+/// `ss`, and a noisy count `n`, each with its half-width, for centered values within `[clo, chi]`:
+/// the estimate and the half-width of the interval the three intervals imply.
+fn variance_interval(
+    (s, a_s): (f64, f64),
+    (ss, a_ss): (f64, f64),
+    (n, a_n): (f64, f64),
+    (clo, chi): (f64, f64),
+    sample: bool,
+    stddev: bool,
+) -> (f64, f64) {
+    // The largest possible variance of values within the bounds: half the range, squared.
+    let vmax = ((chi - clo) / 2.0).powi(2);
+    let finish = |v: f64| if stddev { v.sqrt() } else { v };
+    let unknown = (finish(vmax / 2.0), finish(vmax));
+    if n < 2.0 {
+        return unknown;
+    }
+    let correct = |v: f64, n: f64| if sample { v * n / (n - 1.0) } else { v };
+    let mean = (s / n).clamp(clo, chi);
+    let var = correct((ss / n - mean * mean).clamp(0.0, vmax), n).min(vmax);
+    if n - a_n < 2.0 {
+        return (finish(var), finish(vmax));
+    }
+    let (n_lo, n_hi) = (n - a_n, n + a_n);
+    let ratios = |x: f64, a: f64| {
+        let c = [
+            (x - a) / n_lo,
+            (x - a) / n_hi,
+            (x + a) / n_lo,
+            (x + a) / n_hi,
+        ];
+        (
+            c.iter().copied().fold(f64::INFINITY, f64::min),
+            c.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        )
+    };
+    let (m_lo, m_hi) = ratios(s, a_s);
+    let (m_lo, m_hi) = (m_lo.clamp(clo, chi), m_hi.clamp(clo, chi));
+    let (e2_lo, e2_hi) = ratios(ss, a_ss);
+    let sq_hi = (m_lo * m_lo).max(m_hi * m_hi);
+    let sq_lo = if m_lo <= 0.0 && m_hi >= 0.0 {
+        0.0
+    } else {
+        (m_lo * m_lo).min(m_hi * m_hi)
+    };
+    let v_lo = correct((e2_lo - sq_hi).max(0.0), n_hi).min(vmax);
+    let v_hi = correct((e2_hi - sq_lo).max(0.0), n_lo).min(vmax);
+    if v_hi < v_lo || v_lo > vmax {
+        return (finish(var), finish(vmax));
+    }
+    let (lo, hi, v) = (finish(v_lo), finish(v_hi), finish(var));
+    (v, (v - lo).max(hi - v))
 }
 
 fn collect_truth(
@@ -815,8 +1091,9 @@ pub enum Budget {
     /// Spend exactly this ε.
     Epsilon(f64),
     /// Spend the least ε for which every aggregate cell's 95% interval has at most this
-    /// half-width (in the aggregate's units). For COUNT, COUNT(DISTINCT) and SUM; AVG's
-    /// accuracy depends on the noisy count, so it cannot be targeted in advance.
+    /// half-width (in the aggregate's units). For COUNT, COUNT(DISTINCT) and SUM; the accuracy
+    /// of AVG, VARIANCE, STDDEV and quantiles depends on the data, so it cannot be targeted in
+    /// advance.
     Accuracy(f64),
 }
 
@@ -830,7 +1107,7 @@ pub struct Estimate {
     /// The δ it would be charged.
     pub delta: f64,
     /// For each aggregate column: the 95% half-width of every cell, or `None` when it depends on
-    /// the data (AVG).
+    /// the data (AVG, VARIANCE, STDDEV, quantiles).
     pub accuracy: Vec<(String, Option<f64>)>,
     /// Noisy releases the ε is split over.
     pub releases: usize,
@@ -877,12 +1154,47 @@ fn design(q: &ValidatedQuery, ds: &sluice_policy::Dataset, grant: &Grant) -> Des
                     column: c.clone(),
                     lo,
                     hi,
+                    center: 0.0,
+                    power: 1,
                     scale: fixed_scale(kind, lo, hi),
                 });
                 if matches!(a, AggSpec::Mean(_)) {
                     idx.push(subs.len());
                     subs.push(Sub::NonNullCount(c.clone()));
                 }
+            }
+            AggSpec::Variance { column, .. } => {
+                // Centered at the middle of the bounds, which halves the sums' sensitivity.
+                let kind = &ds.column(column).expect("validated column").kind;
+                let (lo, hi) = kind.bounds_f64().expect("validated bounds");
+                let center = (lo + hi) / 2.0;
+                let float = ColumnKind::Float { bounds: None };
+                for power in [1, 2] {
+                    let r = encoded_range(lo, hi, center, power);
+                    idx.push(subs.len());
+                    subs.push(Sub::FixedSum {
+                        column: column.clone(),
+                        lo,
+                        hi,
+                        center,
+                        power,
+                        scale: fixed_scale(&float, -r, r),
+                    });
+                }
+                idx.push(subs.len());
+                subs.push(Sub::NonNullCount(column.clone()));
+            }
+            AggSpec::Quantile { column, q } => {
+                let kind = &ds.column(column).expect("validated column").kind;
+                let (lo, hi) = kind.bounds_f64().expect("validated bounds");
+                idx.push(subs.len());
+                subs.push(Sub::Quantile {
+                    column: column.clone(),
+                    q: *q,
+                    lo,
+                    hi,
+                    integer: matches!(kind, ColumnKind::Int { .. }),
+                });
             }
         }
         agg_subs.push(idx);
@@ -911,15 +1223,23 @@ fn design(q: &ValidatedQuery, ds: &sluice_policy::Dataset, grant: &Grant) -> Des
     let mut sensitivities = Vec::with_capacity(subs.len());
     for s in &subs {
         let sens = match s {
-            Sub::Count | Sub::NonNullCount(_) => k,
+            // Quantiles: k rows (the mechanism is calibrated from k itself).
+            Sub::Count | Sub::NonNullCount(_) | Sub::Quantile { .. } => k,
             // A unit is counted once in each group it has a (kept) row in: at most k groups,
             // and never more groups than are released.
             Sub::Units => k.min(n_cells),
-            Sub::FixedSum { lo, hi, scale, .. } => {
-                let m = (lo * scale)
+            // Each value is encoded as round(((x - center)^power)·scale), so its magnitude is at
+            // most round(range·scale) (rounding is monotone).
+            Sub::FixedSum {
+                lo,
+                hi,
+                center,
+                power,
+                scale,
+                ..
+            } => {
+                let m = (encoded_range(*lo, *hi, *center, *power) * scale)
                     .round()
-                    .abs()
-                    .max((hi * scale).round().abs())
                     .max(1.0);
                 k.saturating_mul(m as i64)
             }
@@ -935,16 +1255,19 @@ fn design(q: &ValidatedQuery, ds: &sluice_policy::Dataset, grant: &Grant) -> Des
     }
 }
 
-/// The 95% half-width of every cell of aggregate `a` at total `epsilon`; `None` for AVG.
+/// The 95% half-width of every cell of aggregate `a` at total `epsilon`; `None` where it depends
+/// on the data (AVG, VARIANCE, STDDEV, quantiles).
 fn aggregate_accuracy(q: &ValidatedQuery, d: &Design, a: usize, epsilon: f64) -> Option<f64> {
+    if !q.aggregates[a].accuracy_is_public() {
+        return None;
+    }
     let eps_each = epsilon / d.subs.len() as f64;
     let i = d.agg_subs[a][0];
     let acc = DiscreteLaplace::new(d.sensitivities[i], eps_each)
         .ok()?
         .accuracy(ALPHA);
-    match (&q.aggregates[a], &d.subs[i]) {
-        (AggSpec::Mean(_), _) => None,
-        (_, Sub::FixedSum { scale, .. }) => Some(acc / scale),
+    match &d.subs[i] {
+        Sub::FixedSum { scale, .. } => Some(acc / scale),
         _ => Some(acc),
     }
 }
@@ -964,9 +1287,9 @@ fn solve_budget(q: &ValidatedQuery, d: &Design, budget: Budget) -> Result<f64, Q
             ));
         }
     };
-    if q.aggregates.iter().any(|a| matches!(a, AggSpec::Mean(_))) {
+    if !q.aggregates.iter().all(AggSpec::accuracy_is_public) {
         return Err(QueryError::InvalidOptions(
-            "a target accuracy works for COUNT, COUNT(DISTINCT) and SUM; AVG's accuracy depends on the noisy count, so give an epsilon".into(),
+            "a target accuracy works for COUNT, COUNT(DISTINCT) and SUM; the accuracy of AVG, VARIANCE, STDDEV and quantiles depends on the data, so give an epsilon".into(),
         ));
     }
     let worst = |eps: f64| {

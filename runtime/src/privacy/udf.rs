@@ -12,9 +12,9 @@ use datafusion::logical_expr::{
 };
 use rand::RngCore;
 
-/// `sluice_fixed(x, lo, hi, scale)`: clamps `x` to `[lo, hi]` and encodes it as the integer
-/// `round(x * scale)`. NaN becomes NULL; the function never fails on any input value, so it cannot
-/// open an error channel.
+/// `sluice_fixed(x, lo, hi, center, power, scale)`: clamps `x` to `[lo, hi]` and encodes it as the
+/// integer `round((x - center)^power * scale)` (power 1 or 2). NaN becomes NULL; the function never
+/// fails on any input value, so it cannot open an error channel.
 #[derive(Debug, PartialEq, Eq, Hash)]
 pub struct FixedPoint {
     signature: Signature,
@@ -27,7 +27,7 @@ impl FixedPoint {
     /// The UDF.
     pub fn udf() -> ScalarUDF {
         ScalarUDF::new_from_impl(Self {
-            signature: Signature::any(4, Volatility::Immutable),
+            signature: Signature::any(6, Volatility::Immutable),
         })
     }
 }
@@ -35,7 +35,7 @@ impl FixedPoint {
 fn scalar_f64(v: &ColumnarValue) -> Result<f64> {
     match v {
         ColumnarValue::Scalar(ScalarValue::Float64(Some(x))) => Ok(*x),
-        _ => exec_err!("sluice_fixed: bounds and scale must be Float64 literals"),
+        _ => exec_err!("sluice: parameters must be Float64 literals"),
     }
 }
 
@@ -52,19 +52,69 @@ impl ScalarUDFImpl for FixedPoint {
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let lo = scalar_f64(&args.args[1])?;
         let hi = scalar_f64(&args.args[2])?;
-        let scale = scalar_f64(&args.args[3])?;
-        let input = args.args[0].to_array(args.number_rows)?;
-        let input = cast(&input, &DataType::Float64)?;
-        let input = input
-            .as_any()
-            .downcast_ref::<Float64Array>()
-            .expect("cast to Float64 yields a Float64Array");
+        let center = scalar_f64(&args.args[3])?;
+        let power = scalar_f64(&args.args[4])? as i32;
+        let scale = scalar_f64(&args.args[5])?;
+        let input = float_input(&args.args[0], args.number_rows)?;
         let out: Int64Array = input
             .iter()
             .map(|v| {
                 v.filter(|x| !x.is_nan())
-                    .map(|x| (x.clamp(lo, hi) * scale).round() as i64)
+                    .map(|x| ((x.clamp(lo, hi) - center).powi(power) * scale).round() as i64)
             })
+            .collect();
+        Ok(ColumnarValue::Array(Arc::new(out) as ArrayRef))
+    }
+}
+
+fn float_input(v: &ColumnarValue, rows: usize) -> Result<Float64Array> {
+    let input = cast(&v.to_array(rows)?, &DataType::Float64)?;
+    Ok(input
+        .as_any()
+        .downcast_ref::<Float64Array>()
+        .expect("cast to Float64 yields a Float64Array")
+        .clone())
+}
+
+/// `sluice_rank(x, lo, hi, integer)`: where `x` falls among the quantile candidates of a column
+/// with bounds `[lo, hi]` ([`crate::privacy::quantile::code`]). NULL and NaN become NULL; never
+/// fails on any input value.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct RankCode {
+    signature: Signature,
+}
+
+impl RankCode {
+    /// The function's name in plans.
+    pub const NAME: &'static str = "sluice_rank";
+
+    /// The UDF.
+    pub fn udf() -> ScalarUDF {
+        ScalarUDF::new_from_impl(Self {
+            signature: Signature::any(4, Volatility::Immutable),
+        })
+    }
+}
+
+impl ScalarUDFImpl for RankCode {
+    fn name(&self) -> &str {
+        Self::NAME
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Int64)
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let lo = scalar_f64(&args.args[1])?;
+        let hi = scalar_f64(&args.args[2])?;
+        let integer = scalar_f64(&args.args[3])? != 0.0;
+        let candidates = crate::privacy::quantile::candidates(lo, hi, integer);
+        let input = float_input(&args.args[0], args.number_rows)?;
+        let out: Int64Array = input
+            .iter()
+            .map(|v| v.and_then(|x| crate::privacy::quantile::code(&candidates, x)))
             .collect();
         Ok(ColumnarValue::Array(Arc::new(out) as ArrayRef))
     }

@@ -2,7 +2,9 @@
 //!
 //! The accepted subset (v1) is
 //! `SELECT <keys and aggregates> FROM <dataset> [WHERE <predicate>] [GROUP BY <keys>]`:
-//! - aggregates: `COUNT(*)`, `SUM(col)`, `AVG(col)` over numeric columns with policy bounds;
+//! - aggregates: `COUNT(*)`, `COUNT(DISTINCT <privacy unit>)`, and over numeric columns with
+//!   policy bounds `SUM`, `AVG`, `VARIANCE`/`STDDEV` (sample and `_POP`), `MEDIAN` and
+//!   `PERCENTILE_CONT`;
 //! - keys: category columns with a public value domain;
 //! - predicate: comparisons of a column with a literal of a fitting type, `IN`, `BETWEEN`,
 //!   `IS [NOT] NULL`, `AND`, `OR`, `NOT`. No arithmetic and no casts, so evaluation can never fail on
@@ -18,6 +20,9 @@ use datafusion::logical_expr::{BinaryExpr, Expr, LogicalPlan, Operator};
 use sluice_policy::{Aggregation, ColumnKind, Dataset, DatasetId};
 
 use crate::QueryError;
+
+/// The aggregates the engine answers, for messages.
+const SUPPORTED: &str = "COUNT(*), COUNT(DISTINCT <privacy unit>), SUM(column), AVG(column), VARIANCE(column), STDDEV(column) (and _POP), MEDIAN(column), PERCENTILE_CONT(q) WITHIN GROUP (ORDER BY column)";
 
 /// Largest number of released cells (product of the key domains) of one query.
 pub const MAX_CELLS: usize = 10_000;
@@ -37,15 +42,40 @@ pub enum AggSpec {
     Mean(String),
     /// `COUNT(DISTINCT <privacy unit>)`: how many units (e.g. people) have a row.
     CountUnits,
+    /// The `q`-quantile of a column: `MEDIAN(col)` (q = 0.5), `PERCENTILE_CONT(q) WITHIN GROUP
+    /// (ORDER BY col)` or `PERCENTILE_CONT(col, q)`.
+    Quantile {
+        /// The column.
+        column: String,
+        /// The quantile, in [0, 1].
+        q: f64,
+    },
+    /// `VARIANCE(col)`/`VAR_SAMP`, `VAR_POP`, `STDDEV(col)`/`STDDEV_SAMP`, `STDDEV_POP`.
+    Variance {
+        /// The column.
+        column: String,
+        /// Divide by n - 1 (sample) rather than n (population).
+        sample: bool,
+        /// Release the square root (standard deviation).
+        stddev: bool,
+    },
 }
 
 impl AggSpec {
+    /// Whether the accuracy of every cell is known before the query runs (it is for additive
+    /// noise on one release; AVG, VARIANCE, STDDEV and quantiles depend on the data).
+    pub fn accuracy_is_public(&self) -> bool {
+        matches!(self, Self::Count | Self::CountUnits | Self::Sum(_))
+    }
+
     /// The grant permission this aggregate needs.
     pub fn aggregation(&self) -> Aggregation {
         match self {
             Self::Count | Self::CountUnits => Aggregation::Count,
             Self::Sum(_) => Aggregation::Sum,
             Self::Mean(_) => Aggregation::Mean,
+            Self::Quantile { .. } => Aggregation::Quantile,
+            Self::Variance { .. } => Aggregation::Variance,
         }
     }
 }
@@ -121,15 +151,15 @@ pub fn validate(
             return Err(unsupported("HAVING is not supported"));
         }
         _ => {
-            return Err(unsupported(
-                "the query has no aggregate: every selected value must be COUNT(*), COUNT(DISTINCT <privacy unit>), SUM(column) or AVG(column), or a GROUP BY key",
-            ));
+            return Err(unsupported(format!(
+                "the query has no aggregate: every selected value must be a GROUP BY key or one of {SUPPORTED}"
+            )));
         }
     };
     if aggregate.aggr_expr.is_empty() {
-        return Err(unsupported(
-            "the query has no aggregate: add COUNT(*), COUNT(DISTINCT <privacy unit>), SUM(column) or AVG(column)",
-        ));
+        return Err(unsupported(format!(
+            "the query has no aggregate: add one of {SUPPORTED}"
+        )));
     }
 
     // Below the aggregate: an optional filter, an optional alias, then the scan.
@@ -374,9 +404,9 @@ impl Cx<'_> {
             e = a.expr.as_ref();
         }
         let Expr::AggregateFunction(f) = e else {
-            return Err(unsupported(
-                "only COUNT(*), COUNT(DISTINCT <privacy unit>), SUM(column) and AVG(column) are supported",
-            ));
+            return Err(unsupported(format!(
+                "only these aggregates are supported: {SUPPORTED}"
+            )));
         };
         let p = &f.params;
         let name = f.func.name().to_ascii_lowercase();
@@ -393,10 +423,21 @@ impl Cx<'_> {
                 self.dataset.privacy_unit
             )));
         }
-        if p.filter.is_some() || !p.order_by.is_empty() || p.null_treatment.is_some() {
+        if p.filter.is_some() || p.null_treatment.is_some() {
             return Err(unsupported(
-                "aggregate FILTER, ORDER BY and null treatment are not supported",
+                "aggregate FILTER and null treatment are not supported",
             ));
+        }
+        let quantile = matches!(
+            name.as_str(),
+            "median"
+                | "approx_median"
+                | "percentile_cont"
+                | "quantile_cont"
+                | "approx_percentile_cont"
+        );
+        if !p.order_by.is_empty() && !quantile {
+            return Err(unsupported("ORDER BY inside an aggregate is not supported"));
         }
         match name.as_str() {
             "count" => match p.args.as_slice() {
@@ -407,30 +448,90 @@ impl Cx<'_> {
                 }
                 _ => Err(unsupported("COUNT accepts only *")),
             },
-            "sum" | "avg" => {
+            "sum" | "avg" | "var" | "var_samp" | "var_sample" | "var_pop" | "var_population"
+            | "variance" | "stddev" | "stddev_samp" | "stddev_pop" | "median" | "approx_median" => {
                 let [Expr::Column(c)] = p.args.as_slice() else {
                     return Err(unsupported(format!(
                         "{}() accepts one plain column (no expressions)",
                         name.to_uppercase()
                     )));
                 };
-                let kind = self.column(&c.name)?;
-                if kind.bounds_f64().is_none() {
-                    return Err(QueryError::AggregationDenied(format!(
-                        "column `{}` cannot be aggregated with {}: the policy declares no bounds for it",
-                        c.name,
+                self.bounded(c, &name)?;
+                let column = c.name.clone();
+                Ok(match name.as_str() {
+                    "sum" => AggSpec::Sum(column),
+                    "avg" => AggSpec::Mean(column),
+                    "median" | "approx_median" => {
+                        self.quantile_order(&p.order_by, c)?;
+                        AggSpec::Quantile { column, q: 0.5 }
+                    }
+                    other => AggSpec::Variance {
+                        column,
+                        sample: !other.ends_with("_pop") && !other.ends_with("_population"),
+                        stddev: other.starts_with("stddev"),
+                    },
+                })
+            }
+            "percentile_cont" | "quantile_cont" | "approx_percentile_cont" => {
+                let [Expr::Column(c), q] = p.args.as_slice() else {
+                    return Err(unsupported(format!(
+                        "write {}(q) WITHIN GROUP (ORDER BY column) with a plain column and a literal q",
                         name.to_uppercase()
                     )));
+                };
+                self.bounded(c, &name)?;
+                self.quantile_order(&p.order_by, c)?;
+                let q = match q {
+                    Expr::Literal(ScalarValue::Float64(Some(q)), _) => *q,
+                    Expr::Literal(ScalarValue::Float32(Some(q)), _) => f64::from(*q),
+                    Expr::Literal(ScalarValue::Int64(Some(q @ (0 | 1))), _) => *q as f64,
+                    _ => {
+                        return Err(unsupported(
+                            "the quantile must be a literal number in [0, 1]",
+                        ));
+                    }
+                };
+                if !(0.0..=1.0).contains(&q) {
+                    return Err(unsupported(
+                        "the quantile must be a literal number in [0, 1]",
+                    ));
                 }
-                Ok(if name == "sum" {
-                    AggSpec::Sum(c.name.clone())
-                } else {
-                    AggSpec::Mean(c.name.clone())
+                Ok(AggSpec::Quantile {
+                    column: c.name.clone(),
+                    q,
                 })
             }
             other => Err(unsupported(format!(
-                "aggregate `{other}` is not supported; supported: COUNT(*), COUNT(DISTINCT <privacy unit>), SUM(column), AVG(column)"
+                "aggregate `{other}` is not supported; supported: {SUPPORTED}"
             ))),
+        }
+    }
+
+    /// A column an aggregate reads: public, with policy bounds.
+    fn bounded(&self, c: &Column, aggregate: &str) -> Result<(), QueryError> {
+        let kind = self.column(&c.name)?;
+        if kind.bounds_f64().is_none() {
+            return Err(QueryError::AggregationDenied(format!(
+                "column `{}` cannot be aggregated with {}: the policy declares no bounds for it",
+                c.name,
+                aggregate.to_uppercase()
+            )));
+        }
+        Ok(())
+    }
+
+    /// A quantile's WITHIN GROUP clause, if any, must order by its own column, ascending.
+    fn quantile_order(
+        &self,
+        order_by: &[datafusion::logical_expr::SortExpr],
+        c: &Column,
+    ) -> Result<(), QueryError> {
+        match order_by {
+            [] => Ok(()),
+            [s] if s.asc && matches!(&s.expr, Expr::Column(o) if o.name == c.name) => Ok(()),
+            _ => Err(unsupported(
+                "a quantile orders by its own column, ascending: PERCENTILE_CONT(q) WITHIN GROUP (ORDER BY column)",
+            )),
         }
     }
 
