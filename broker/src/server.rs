@@ -967,10 +967,16 @@ fn dataset_json(d: &sluice_policy::Dataset) -> Value {
                 v["bounds"] = json!([lo, hi]);
             }
             if let ColumnKind::Category {
-                public_values: Some(vals),
+                public_values,
+                partition_selection,
             } = &c.kind
             {
-                v["public_values"] = json!(vals);
+                if let Some(vals) = public_values {
+                    v["public_values"] = json!(vals);
+                }
+                if *partition_selection {
+                    v["partition_selection"] = json!(true);
+                }
             }
             v
         })

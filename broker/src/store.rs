@@ -1151,13 +1151,15 @@ fn spent(
     Ok(conn.query_row(
         "SELECT
            COALESCE(SUM(CASE WHEN job = ?3 THEN epsilon END), 0),
-           COALESCE(SUM(CASE WHEN at_ms >= ?4 THEN epsilon END), 0)
+           COALESCE(SUM(CASE WHEN at_ms >= ?4 THEN epsilon END), 0),
+           COALESCE(SUM(CASE WHEN at_ms >= ?4 THEN delta END), 0)
          FROM charges WHERE operator = ?1 AND dataset = ?2",
         params![operator, dataset, job, since],
         |r| {
             Ok(Spent {
                 job: r.get(0)?,
                 period: r.get(1)?,
+                delta_period: r.get(2)?,
             })
         },
     )?)

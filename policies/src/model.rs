@@ -213,10 +213,15 @@ pub struct Column {
 #[derive(Clone, Debug, PartialEq)]
 pub enum ColumnKind {
     /// Text categories. With `public_values` the column can be a GROUP BY key: every declared value is
-    /// released (empty ones too) and values outside the list are never released.
+    /// released (empty ones too) and values outside the list are never released. With
+    /// `partition_selection` instead, it can be a GROUP BY key whose values come from the data:
+    /// a value is released only when its noisy count passes a threshold that costs δ (the
+    /// grant's `delta_per_query`).
     Category {
         /// The public value domain, if declared.
         public_values: Option<Vec<String>>,
+        /// Values may be released by DP partition selection.
+        partition_selection: bool,
     },
     /// 64-bit integers. With `bounds` the column can be summed and averaged (values are clamped).
     Int {
@@ -325,6 +330,11 @@ pub struct Grant {
     pub review: Review,
     /// Groups whose noisy count is below this are suppressed, if set.
     pub min_group_count: Option<u64>,
+    /// The δ a query spends when it releases keys by DP partition selection; `None`: the grant
+    /// allows no δ, so such queries are refused.
+    pub delta_per_query: Option<f64>,
+    /// The δ the operator may spend per dataset per period (0 when `delta_per_query` is `None`).
+    pub delta_per_period: f64,
 }
 
 impl Grant {

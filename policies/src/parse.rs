@@ -18,6 +18,8 @@ use crate::{PolicyError, Problem};
 const MAX_ROWS_PER_UNIT_LIMIT: i64 = 10_000;
 /// Largest public value domain for one column.
 const MAX_PUBLIC_VALUES: usize = 10_000;
+/// Largest δ a grant may declare, per query or per period.
+const MAX_DELTA: f64 = 1e-3;
 
 /// Reads and validates one policy file.
 pub fn load_file(path: &Path) -> Result<Policy, PolicyError> {
@@ -424,7 +426,12 @@ impl Cx {
         let kind = self.req_enum(&mut f, "kind", ColumnKind::NAMES);
         let public_values = f.get("public_values");
         let bounds = f.get("bounds");
-        f.finish(self, "a column", &["kind", "public_values", "bounds"]);
+        let selection = f.get("partition_selection");
+        f.finish(
+            self,
+            "a column",
+            &["kind", "public_values", "bounds", "partition_selection"],
+        );
         let kind = kind?;
         let not_for = |cx: &mut Self, v: Option<&Value<'_>>, field: &str, allowed: &str| {
             if let Some(v) = v {
@@ -446,15 +453,35 @@ impl Cx {
                     None => None,
                     Some(v) => Some(self.public_values(v)?),
                 };
+                let partition_selection = match selection.map(|v| (v, v.get_ref())) {
+                    None => false,
+                    Some((_, DeValue::Boolean(b))) => *b,
+                    Some((v, _)) => {
+                        self.err(
+                            v.span(),
+                            "`partition_selection` must be true or false".into(),
+                        );
+                        return None;
+                    }
+                };
+                if let (Some(v), true, Some(_)) = (selection, partition_selection, &values) {
+                    self.err(
+                        v.span(),
+                        "declare either `public_values` (every value released) or `partition_selection = true` (values released by a noisy threshold), not both".into(),
+                    );
+                    return None;
+                }
                 (!bad).then_some(Column {
                     name: name.into(),
                     kind: ColumnKind::Category {
                         public_values: values,
+                        partition_selection,
                     },
                 })
             }
             "int" => {
-                let bad = not_for(self, public_values, "public_values", "category");
+                let bad = not_for(self, public_values, "public_values", "category")
+                    | not_for(self, selection, "partition_selection", "category");
                 let b = match bounds {
                     None => None,
                     Some(v) => {
@@ -494,7 +521,8 @@ impl Cx {
                 })
             }
             "float" => {
-                let bad = not_for(self, public_values, "public_values", "category");
+                let bad = not_for(self, public_values, "public_values", "category")
+                    | not_for(self, selection, "partition_selection", "category");
                 let b = match bounds {
                     None => None,
                     Some(v) => {
@@ -522,7 +550,8 @@ impl Cx {
             "hidden" => {
                 let bad1 = not_for(self, public_values, "public_values", "category");
                 let bad2 = not_for(self, bounds, "bounds", "int, float");
-                (!bad1 && !bad2).then_some(Column {
+                let bad3 = not_for(self, selection, "partition_selection", "category");
+                (!bad1 && !bad2 && !bad3).then_some(Column {
                     name: name.into(),
                     kind: ColumnKind::Hidden,
                 })
@@ -630,10 +659,14 @@ impl Cx {
                 }
             },
         };
+        let delta_query = self.opt_delta(&mut f, "delta_per_query");
+        let delta_period = self.opt_delta(&mut f, "delta_per_period");
         f.finish(
             self,
             "a grant",
             &[
+                "delta_per_query",
+                "delta_per_period",
                 "operator",
                 "datasets",
                 "purpose",
@@ -646,6 +679,27 @@ impl Cx {
                 "min_group_count",
             ],
         );
+        let delta = match (delta_query, delta_period) {
+            (Some(None), Some(None)) => Some((None, 0.0)),
+            (Some(Some((q, span))), Some(Some((p, _)))) => {
+                if q > p {
+                    self.err(
+                        span,
+                        format!("delta_per_query ({q}) exceeds delta_per_period ({p})"),
+                    );
+                    return;
+                }
+                Some((Some(q), p))
+            }
+            (Some(Some((_, span))), Some(None)) | (Some(None), Some(Some((_, span)))) => {
+                self.err(
+                    span,
+                    "declare both `delta_per_query` and `delta_per_period`, or neither".into(),
+                );
+                return;
+            }
+            _ => None,
+        };
         if let (Some((j, span)), Some((p, _))) = (&eps_job, &eps_period)
             && j > p
         {
@@ -666,6 +720,7 @@ impl Cx {
             Some(expires),
             Some(review),
             Some(min_group_count),
+            Some((delta_per_query, delta_per_period)),
         ) = (
             operator,
             datasets,
@@ -677,6 +732,7 @@ impl Cx {
             expires,
             review,
             min_group,
+            delta,
         )
         else {
             return;
@@ -708,6 +764,8 @@ impl Cx {
                 Review::None
             },
             min_group_count,
+            delta_per_query,
+            delta_per_period,
         });
     }
 
@@ -909,6 +967,33 @@ impl Cx {
                 self.err(
                     v.span(),
                     format!("`{key}` must be an integer from {lo} to {hi}"),
+                );
+                None
+            }
+        }
+    }
+
+    /// An optional δ: `Some(None)` when absent, `None` after reporting a bad value.
+    fn opt_delta(
+        &mut self,
+        f: &mut Fields<'_, '_>,
+        key: &'static str,
+    ) -> Option<Option<(f64, Range<usize>)>> {
+        let Some(v) = f.get(key) else {
+            return Some(None);
+        };
+        let n = match v.get_ref() {
+            DeValue::Float(x) => x.as_str().parse::<f64>().ok(),
+            _ => None,
+        };
+        match n {
+            Some(n) if n.is_finite() && n > 0.0 && n <= MAX_DELTA => Some(Some((n, v.span()))),
+            _ => {
+                self.err(
+                    v.span(),
+                    format!(
+                        "`{key}` must be a number greater than 0 and at most {MAX_DELTA}, e.g. 1e-7"
+                    ),
                 );
                 None
             }

@@ -38,6 +38,11 @@ fn unknown_sections_are_named() {
 }
 
 #[test]
+fn partition_selection_and_delta_misuse_is_reported() {
+    check("selection_problems");
+}
+
+#[test]
 fn invalid_toml_is_reported_at_its_place() {
     check("invalid_toml");
 }

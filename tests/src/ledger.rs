@@ -108,6 +108,7 @@ fn a_suspension_refuses_further_charges_at_once_and_records_nothing() {
         delta: 0.0,
         epsilon_per_job: 1.0,
         epsilon_per_period: 10.0,
+        delta_per_period: 0.0,
         period: std::time::Duration::from_secs(86_400),
         sql: "SELECT COUNT(*) FROM health_visits".into(),
         dataset_hash: "00".into(),

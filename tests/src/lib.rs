@@ -32,6 +32,8 @@ mod quantiles;
 #[cfg(test)]
 mod samples;
 #[cfg(test)]
+mod selection;
+#[cfg(test)]
 mod startup;
 #[cfg(test)]
 mod tamper;
@@ -114,6 +116,30 @@ pub fn temp_dir(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("create a temp dir");
     dir
+}
+
+/// A data root holding `data/<dataset>.csv` with `csv` as its content, and a policy directory
+/// holding `policy`: a small world for tests where every row matters.
+pub fn csv_world(name: &str, dataset: &str, csv: &str, policy: &str) -> (PathBuf, PathBuf) {
+    let root = temp_dir(name);
+    std::fs::create_dir_all(root.join("data")).expect("create the data dir");
+    std::fs::write(root.join(format!("data/{dataset}.csv")), csv).expect("write the data");
+    let pdir = root.join("policy");
+    std::fs::create_dir_all(&pdir).expect("create the policy dir");
+    std::fs::write(pdir.join("policy.toml"), policy).expect("write the policy");
+    (root, pdir)
+}
+
+/// A sandbox over `root` under the policy in `policy_dir`, charging `accountant`, without the
+/// answer cache (tests repeat queries to look at the noise).
+pub fn world_sandbox(
+    root: &Path,
+    policy_dir: &Path,
+    accountant: Arc<dyn sluice_runtime::Accountant>,
+) -> Sandbox {
+    let policy = sluice_policy::load(policy_dir).expect("the test world's policy is valid");
+    Sandbox::new(SandboxConfig::new(policy, root, accountant).without_answer_cache())
+        .expect("sandbox starts")
 }
 
 /// Writes the test policy, edited by `edit`, into `<dir>/policy/` and returns that directory.

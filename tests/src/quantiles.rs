@@ -16,10 +16,10 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use sluice_runtime::{Sandbox, SandboxConfig, Value};
+use sluice_runtime::{Sandbox, Value};
 
 use crate::dp_audit::{Unlimited, wilson};
-use crate::{asker, temp_dir};
+use crate::{asker, csv_world, world_sandbox};
 
 /// Contribution bound of the small dataset.
 const K: u32 = 3;
@@ -28,19 +28,12 @@ const HI: i64 = 40;
 
 /// A data root and policy with dataset `small` (`person_id`, `grp` in {a, b}, `v` in [0, HI]).
 fn small_world(name: &str, rows: &[(i64, &str, i64)]) -> (PathBuf, PathBuf) {
-    let root = temp_dir(name);
-    std::fs::create_dir_all(root.join("data")).unwrap();
     let mut csv = String::from("person_id,grp,v\n");
     for (p, g, v) in rows {
         csv.push_str(&format!("{p},{g},{v}\n"));
     }
-    std::fs::write(root.join("data/small.csv"), csv).unwrap();
-    let policy = root.join("policy");
-    std::fs::create_dir_all(&policy).unwrap();
-    std::fs::write(
-        policy.join("small.toml"),
-        format!(
-            r#"
+    let policy = format!(
+        r#"
 [dataset.small]
 source = "data/small.csv"
 holder = "test"
@@ -61,16 +54,12 @@ period = "30d"
 expires = 2099-12-31
 review = "none"
 "#
-        ),
-    )
-    .unwrap();
-    (root, policy)
+    );
+    csv_world(name, "small", &csv, &policy)
 }
 
 fn sandbox(root: &std::path::Path, policy: &std::path::Path) -> Sandbox {
-    let policy = sluice_policy::load(policy).expect("the small policy is valid");
-    Sandbox::new(SandboxConfig::new(policy, root, Arc::new(Unlimited)).without_answer_cache())
-        .expect("sandbox starts")
+    world_sandbox(root, policy, Arc::new(Unlimited))
 }
 
 /// `runs` releases of the single aggregate of `sql` (no GROUP BY), as integers.

@@ -24,6 +24,8 @@ pub struct Charge {
     pub epsilon_per_job: f64,
     /// The grant's ε per period.
     pub epsilon_per_period: f64,
+    /// The grant's δ per period (0: no δ may be spent).
+    pub delta_per_period: f64,
     /// The grant's period length.
     pub period: Duration,
     /// The query's normalized SQL, for the audit log.
@@ -41,6 +43,8 @@ pub struct Spent {
     pub job: f64,
     /// ε spent by the operator on this dataset in the current period (all jobs).
     pub period: f64,
+    /// δ spent by the operator on this dataset in the current period (all jobs).
+    pub delta_period: f64,
 }
 
 /// Why a charge was refused. Nothing was charged.
@@ -66,6 +70,20 @@ pub enum BudgetError {
         "query needs ε={needed} but the operator has ε={remaining} left on dataset `{dataset}` this period (cap {cap})"
     )]
     PeriodCap {
+        /// The dataset.
+        dataset: DatasetId,
+        /// What the query needs.
+        needed: f64,
+        /// What is left.
+        remaining: f64,
+        /// The cap.
+        cap: f64,
+    },
+    /// The operator's δ cap for the period would be exceeded.
+    #[error(
+        "query needs δ={needed} but the operator has δ={remaining} left on dataset `{dataset}` this period (cap {cap})"
+    )]
+    DeltaCap {
         /// The dataset.
         dataset: DatasetId,
         /// What the query needs.
@@ -114,6 +132,7 @@ struct Entry {
     at: SystemTime,
     job: String,
     epsilon: f64,
+    delta: f64,
 }
 
 impl InMemoryAccountant {
@@ -133,6 +152,7 @@ impl InMemoryAccountant {
             }
             if e.at >= since {
                 s.period += e.epsilon;
+                s.delta_period += e.delta;
             }
         }
         s
@@ -157,6 +177,17 @@ pub fn check_limits(charge: &Charge, spent: Spent) -> Result<(), BudgetError> {
             cap: charge.epsilon_per_period,
         });
     }
+    // δ is compared relative to the cap (caps are tiny numbers such as 1e-6).
+    if charge.delta > 0.0
+        && spent.delta_period + charge.delta > charge.delta_per_period * (1.0 + SLACK)
+    {
+        return Err(BudgetError::DeltaCap {
+            dataset: charge.dataset.clone(),
+            needed: charge.delta,
+            remaining: (charge.delta_per_period - spent.delta_period).max(0.0),
+            cap: charge.delta_per_period,
+        });
+    }
     Ok(())
 }
 
@@ -171,6 +202,7 @@ impl Accountant for InMemoryAccountant {
             at: SystemTime::now(),
             job: charge.job.clone(),
             epsilon: charge.epsilon,
+            delta: charge.delta,
         });
         Ok(())
     }
@@ -208,6 +240,7 @@ mod tests {
             mechanism: "discrete-laplace".into(),
             epsilon_per_job: 1.0,
             epsilon_per_period: 5.0,
+            delta_per_period: 0.0,
             period: Duration::from_secs(86_400),
         }
     }
@@ -229,6 +262,29 @@ mod tests {
             Duration::from_secs(86_400),
         );
         assert!((s.job - 1.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn delta_is_capped_per_period_and_refused_without_a_cap() {
+        let a = InMemoryAccountant::new();
+        let with_delta = |job: &str, cap: f64| Charge {
+            delta: 1e-7,
+            delta_per_period: cap,
+            epsilon_per_job: 10.0,
+            epsilon_per_period: 10.0,
+            ..charge(job, 0.01)
+        };
+        assert!(matches!(
+            a.charge(&with_delta("j0", 0.0)),
+            Err(BudgetError::DeltaCap { .. })
+        ));
+        for i in 0..10 {
+            a.charge(&with_delta(&format!("j{i}"), 1e-6)).unwrap();
+        }
+        assert!(matches!(
+            a.charge(&with_delta("j11", 1e-6)),
+            Err(BudgetError::DeltaCap { .. })
+        ));
     }
 
     #[test]

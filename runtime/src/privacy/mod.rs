@@ -29,6 +29,7 @@ pub mod accountant;
 pub mod cache;
 pub mod mechanisms;
 pub mod quantile;
+pub mod selection;
 pub(crate) mod udf;
 pub mod validate;
 
@@ -57,6 +58,7 @@ use crate::report::{NoisyTable, PrivacyCost, Value};
 use accountant::{Accountant, BudgetError, Charge};
 use mechanisms::{ALPHA, DiscreteLaplace};
 use quantile::QuantileMechanism;
+use selection::PartitionSelection;
 use udf::{FixedPoint, RandomKey, RankCode};
 use validate::{AggSpec, OutputSource, ValidatedQuery};
 
@@ -147,12 +149,15 @@ enum Sub {
 enum Noise {
     Laplace(DiscreteLaplace),
     Quantile(QuantileMechanism),
+    /// The count that selects non-public keys; the discrete Laplace of the same scale states
+    /// its accuracy.
+    Select(PartitionSelection, DiscreteLaplace),
 }
 
 impl Noise {
     fn laplace(&self) -> &DiscreteLaplace {
         match self {
-            Self::Laplace(m) => m,
+            Self::Laplace(m) | Self::Select(_, m) => m,
             Self::Quantile(_) => unreachable!("an additive release"),
         }
     }
@@ -322,6 +327,12 @@ impl PrivacyEngine {
             .await
             .map_err(|e| plan_error(&e, &registered.policy))?;
         let q = validate::validate(&plan, &registered.policy, &grant.aggregations)?;
+        if let (Some(column), None) = (q.selected.first(), grant.delta_per_query) {
+            return Err(QueryError::NotGranted(format!(
+                "column `{column}` has no public value domain: its values are released only by DP partition selection, which spends δ, and the grant of operator `{}` on dataset `{}` allows no δ (delta_per_query)",
+                asker.operator, registered.policy.id
+            )));
+        }
         Ok((q, registered, grant))
     }
 
@@ -360,7 +371,11 @@ impl PrivacyEngine {
         Ok(Estimate {
             dataset: ds.id.to_string(),
             epsilon,
-            delta: 0.0,
+            delta: if q.selected.is_empty() {
+                0.0
+            } else {
+                grant.delta_per_query.unwrap_or(0.0)
+            },
             accuracy: columns,
             releases: d.subs.len(),
         })
@@ -405,13 +420,24 @@ impl PrivacyEngine {
             subs,
             agg_subs,
             suppress_with,
+            select_with,
             sensitivities,
         } = design(&q, ds, grant);
         let eps_each = epsilon / subs.len() as f64;
         let k = i64::from(ds.max_rows_per_unit);
+        let delta = if select_with.is_some() {
+            grant.delta_per_query.ok_or(QueryError::ExecutionFailed)?
+        } else {
+            0.0
+        };
         let mut mechanisms = Vec::with_capacity(subs.len());
-        for (sub, sens) in subs.iter().zip(&sensitivities) {
+        for (i, (sub, sens)) in subs.iter().zip(&sensitivities).enumerate() {
             let m = match sub {
+                // A unit's k rows reach at most k key tuples, k rows in all, k in one.
+                _ if select_with == Some(i) => {
+                    PartitionSelection::new((ds.max_rows_per_unit, k, k), eps_each, delta)
+                        .and_then(|s| Ok(Noise::Select(s, DiscreteLaplace::new(k, eps_each)?)))
+                }
                 Sub::Quantile {
                     q, lo, hi, integer, ..
                 } => QuantileMechanism::new(
@@ -432,15 +458,20 @@ impl PrivacyEngine {
             dataset: ds.id.clone(),
             job: asker.job.clone(),
             epsilon,
-            delta: 0.0,
+            delta,
             epsilon_per_job: asker
                 .max_epsilon
                 .map_or(grant.epsilon_per_job, |m| m.min(grant.epsilon_per_job)),
             epsilon_per_period: grant.epsilon_per_period,
+            delta_per_period: grant.delta_per_period,
             period: Duration::from_secs(grant.period_secs),
             sql: q.normalized.clone(),
             dataset_hash: registered.content_hash.clone(),
-            mechanism: "discrete-laplace".into(),
+            mechanism: if select_with.is_some() {
+                "discrete-laplace+partition-selection".into()
+            } else {
+                "discrete-laplace".into()
+            },
         };
         self.accountant.charge(&charge).map_err(|e| match e {
             BudgetError::Suspended(_) => QueryError::NotGranted(e.to_string()),
@@ -469,27 +500,68 @@ impl PrivacyEngine {
             }
         }
 
-        // Every combination of the keys' public domains, in sorted order.
-        let domains: Vec<Vec<String>> = q
+        // The released cells: every combination of the keys' public domains, or, with partition
+        // selection, the key tuples whose noisy count passes the threshold. Sorted either way.
+        let domains: Vec<Option<Vec<String>>> = q
             .keys
             .iter()
             .map(|k| match &ds.column(k).expect("validated key").kind {
                 ColumnKind::Category {
                     public_values: Some(v),
+                    ..
                 } => {
                     let mut v = v.clone();
                     v.sort();
-                    v
+                    Some(v)
                 }
-                _ => unreachable!("validated keys have public domains"),
+                _ => None,
             })
             .collect();
-        let cells = cartesian(&domains);
+        let mut selected_counts = HashMap::new();
+        let cells = match (select_with, &mechanisms[select_with.unwrap_or(0)]) {
+            (Some(s), Noise::Select(sel, _)) => {
+                // Tuples seen in the data, minus those with a value outside a public domain.
+                let mut by_name = HashMap::new();
+                let mut counts = HashMap::new();
+                for (tuple, v) in &truth {
+                    let public_ok = tuple.iter().zip(&domains).all(|(value, d)| {
+                        d.as_ref().is_none_or(|d| d.binary_search(value).is_ok())
+                    });
+                    if public_ok {
+                        let name = serde_json::to_string(tuple)
+                            .map_err(|_| QueryError::ExecutionFailed)?;
+                        counts.insert(name.clone(), v[s]);
+                        by_name.insert(name, tuple.clone());
+                    }
+                }
+                let released = sel
+                    .release(&counts)
+                    .map_err(|_| QueryError::ExecutionFailed)?;
+                let mut cells: Vec<Vec<String>> = Vec::with_capacity(released.len());
+                for (name, noisy) in released {
+                    let tuple = by_name.remove(&name).ok_or(QueryError::ExecutionFailed)?;
+                    selected_counts.insert(tuple.clone(), noisy);
+                    cells.push(tuple);
+                }
+                cells.sort();
+                cells
+            }
+            _ => cartesian(
+                &domains
+                    .into_iter()
+                    .map(|d| d.expect("validated keys have public domains without selection"))
+                    .collect::<Vec<_>>(),
+            ),
+        };
         // Additive releases in `noisy`, quantiles in `chosen` (the other one empty for each).
         let mut noisy: Vec<Vec<i64>> = Vec::with_capacity(subs.len());
         let mut chosen: Vec<Vec<f64>> = Vec::with_capacity(subs.len());
         for (i, m) in mechanisms.iter().enumerate() {
             match m {
+                Noise::Select(..) => {
+                    noisy.push(cells.iter().map(|c| selected_counts[c]).collect());
+                    chosen.push(Vec::new());
+                }
                 Noise::Laplace(m) => {
                     let exact: Vec<i64> = cells
                         .iter()
@@ -555,11 +627,25 @@ impl PrivacyEngine {
         }
 
         let mut mechanism = format!(
-            "pure ε-DP; at most {k} random rows per {}; ε={epsilon} split evenly over {} release(s) (basic composition); additive releases use discrete Laplace noise (OpenDP make_laplace):",
+            "{}; at most {k} random rows per {}; ε={epsilon} split evenly over {} release(s) (basic composition); additive releases use discrete Laplace noise (OpenDP make_laplace):",
+            if delta > 0.0 {
+                format!("(ε, δ)-DP with δ={delta}")
+            } else {
+                "pure ε-DP".to_string()
+            },
             ds.privacy_unit,
             subs.len()
         );
         for ((s, sens), m) in subs.iter().zip(&sensitivities).zip(&mechanisms) {
+            if let Noise::Select(sel, _) = m {
+                let (e, d) = sel.spent();
+                mechanism.push_str(&format!(
+                    " the values of {} are not public: a key tuple is released only when its noisy COUNT(*) reaches {} (DP partition selection, OpenDP make_laplace_threshold, scale {:.4}, ε={e}, δ={d:e} by OpenDP's map);",
+                    q.selected.join(", "),
+                    sel.threshold(),
+                    sel.scale()
+                ));
+            }
             let what = match s {
                 Sub::Count => "COUNT(*)".to_string(),
                 Sub::Units => format!("COUNT(DISTINCT {})", ds.privacy_unit),
@@ -612,10 +698,7 @@ impl PrivacyEngine {
             .iter()
             .take_while(|(_, s)| matches!(s, OutputSource::Key(_)))
             .count();
-        let cost = PrivacyCost {
-            epsilon,
-            delta: 0.0,
-        };
+        let cost = PrivacyCost { epsilon, delta };
         let record = QueryRecord {
             dataset: ds.id.to_string(),
             dataset_hash: registered.content_hash.clone(),
@@ -1128,6 +1211,8 @@ struct Design {
     subs: Vec<Sub>,
     agg_subs: Vec<Vec<usize>>,
     suppress_with: Option<usize>,
+    /// The count that selects key tuples, when some keys have no public domain.
+    select_with: Option<usize>,
     sensitivities: Vec<i64>,
 }
 
@@ -1208,16 +1293,26 @@ fn design(q: &ValidatedQuery, ds: &sluice_policy::Dataset, grant: &Grant) -> Des
                 subs.len() - 1
             })
     });
+    // Partition selection needs a count too (the same one).
+    let select_with = (!q.selected.is_empty()).then(|| {
+        subs.iter()
+            .position(|s| matches!(s, Sub::Count))
+            .unwrap_or_else(|| {
+                subs.push(Sub::Count);
+                subs.len() - 1
+            })
+    });
     let k = i64::from(ds.max_rows_per_unit);
-    // Released cells: the product of the keys' public domain sizes.
+    // Released cells: the product of the keys' public domain sizes (unbounded with selection).
     let n_cells: i64 = q
         .keys
         .iter()
         .map(|key| match &ds.column(key).map(|c| &c.kind) {
             Some(ColumnKind::Category {
                 public_values: Some(v),
+                ..
             }) => v.len() as i64,
-            _ => 1,
+            _ => i64::MAX,
         })
         .fold(1i64, |a, n| a.saturating_mul(n.max(1)));
     let mut sensitivities = Vec::with_capacity(subs.len());
@@ -1251,6 +1346,7 @@ fn design(q: &ValidatedQuery, ds: &sluice_policy::Dataset, grant: &Grant) -> Des
         subs,
         agg_subs,
         suppress_with,
+        select_with,
         sensitivities,
     }
 }

@@ -5,7 +5,8 @@
 //! - aggregates: `COUNT(*)`, `COUNT(DISTINCT <privacy unit>)`, and over numeric columns with
 //!   policy bounds `SUM`, `AVG`, `VARIANCE`/`STDDEV` (sample and `_POP`), `MEDIAN` and
 //!   `PERCENTILE_CONT`;
-//! - keys: category columns with a public value domain;
+//! - keys: category columns with a public value domain, or whose policy allows DP partition
+//!   selection;
 //! - predicate: comparisons of a column with a literal of a fitting type, `IN`, `BETWEEN`,
 //!   `IS [NOT] NULL`, `AND`, `OR`, `NOT`. No arithmetic and no casts, so evaluation can never fail on
 //!   some rows and not others (no error channel).
@@ -98,6 +99,8 @@ pub struct ValidatedQuery {
     pub filter: Option<Expr>,
     /// Group key columns.
     pub keys: Vec<String>,
+    /// The keys whose values are released by DP partition selection (no public domain).
+    pub selected: Vec<String>,
     /// Aggregates.
     pub aggregates: Vec<AggSpec>,
     /// Output columns in SELECT order: name and source.
@@ -197,6 +200,7 @@ pub fn validate(
     }
 
     let mut keys = Vec::new();
+    let mut selected = Vec::new();
     let mut cells: usize = 1;
     for g in &aggregate.group_expr {
         let Expr::Column(c) = g else {
@@ -208,12 +212,17 @@ pub fn validate(
         match kind {
             ColumnKind::Category {
                 public_values: Some(values),
+                ..
             } => {
                 cells = cells.saturating_mul(values.len());
             }
+            ColumnKind::Category {
+                partition_selection: true,
+                ..
+            } => selected.push(c.name.clone()),
             _ => {
                 return Err(QueryError::ColumnDenied(format!(
-                    "column `{}` cannot be a GROUP BY key: the policy declares no public value domain for it",
+                    "column `{}` cannot be a GROUP BY key: the policy declares no public value domain for it and does not allow partition selection on it",
                     c.name
                 )));
             }
@@ -288,6 +297,7 @@ pub fn validate(
         dataset: dataset.id.clone(),
         filter,
         keys,
+        selected,
         aggregates,
         outputs,
         normalized,

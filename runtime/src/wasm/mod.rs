@@ -501,7 +501,7 @@ fn dataset_info(d: &sluice_policy::Dataset) -> wit::DatasetInfo {
             .iter()
             .filter_map(|c| {
                 let (kind, public_values) = match &c.kind {
-                    K::Category { public_values } => {
+                    K::Category { public_values, .. } => {
                         (wit::ColumnKind::Category, public_values.clone())
                     }
                     K::Int { .. } => (wit::ColumnKind::Integer, None),
