@@ -51,6 +51,10 @@ const CASES: &[(&str, &str)] = &[
         "SELECT district, STDDEV(cost) AS sd FROM health_visits GROUP BY district",
     ),
     (
+        "COUNT by district, partition selection",
+        "SELECT district, COUNT(*) AS n FROM health_sel GROUP BY district",
+    ),
+    (
         "COUNT by district, sex WHERE age >= 18",
         "SELECT district, sex, COUNT(*) AS n FROM health_visits WHERE age >= 18 GROUP BY district, sex",
     ),
@@ -89,9 +93,18 @@ columns.diagnosis_group = {{ kind = "category", public_values = ["respiratory", 
 columns.age = {{ kind = "int", bounds = [0, 100] }}
 columns.cost = {{ kind = "float", bounds = [0.0, 20000.0] }}
 
+# The same file with districts released by DP partition selection instead of a public domain.
+[dataset.health_sel]
+source = "{}"
+holder = "bench"
+classification = "sensitive"
+privacy_unit = "person_id"
+max_rows_per_unit = 5
+columns.district = {{ kind = "category", partition_selection = true }}
+
 [[grant]]
 operator = "canal-analytics"
-datasets = ["health_visits"]
+datasets = ["health_visits", "health_sel"]
 purpose = "benchmark"
 aggregations = ["count", "sum", "mean", "quantile", "variance"]
 epsilon_per_job = 100.0
@@ -99,7 +112,10 @@ epsilon_per_period = 100.0
 period = "1d"
 expires = 2099-12-31
 review = "none"
+delta_per_query = 1e-7
+delta_per_period = 1e-3
 "#,
+        abs.display(),
         abs.display()
     );
     let policy = sluice_policy::parse_str("bench.toml", &policy_text)?;
@@ -114,11 +130,13 @@ review = "none"
     );
 
     let plain = SessionContext::new();
-    sandbox.block_on(plain.register_parquet(
-        "health_visits",
-        abs.to_str().context("utf-8 path")?,
-        ParquetReadOptions::default(),
-    ))?;
+    for name in ["health_visits", "health_sel"] {
+        sandbox.block_on(plain.register_parquet(
+            name,
+            abs.to_str().context("utf-8 path")?,
+            ParquetReadOptions::default(),
+        ))?;
+    }
 
     let asker = Asker::new(
         "canal-analytics"
@@ -138,6 +156,10 @@ review = "none"
         sql.replace(
             "FROM health_visits",
             "FROM (SELECT * FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY person_id) AS rn FROM health_visits) WHERE rn <= 5)",
+        )
+        .replace(
+            "FROM health_sel",
+            "FROM (SELECT * FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY person_id) AS rn FROM health_sel) WHERE rn <= 5)",
         )
     };
     for (name, sql) in CASES {

@@ -8,18 +8,24 @@
 //!   applied only to the rows of units that have more than k; a missing unit counts as one unit).
 //! - **Released:** for every combination of the GROUP BY keys' *public* domains (empty groups
 //!   too, rows whose key is outside the domain dropped), each requested aggregate plus noise.
-//!   Key values come from policy, never from data.
+//!   Key values come from policy, never from data, except for keys whose policy allows DP
+//!   partition selection: then only the key tuples whose noisy count passes a threshold are
+//!   released, at a cost of δ (see [`selection`]).
 //! - **Sensitivity (L1, over the whole table of one aggregate):** `COUNT(*)`: k.
 //!   `COUNT(DISTINCT unit)`: a unit counts once in each group it keeps a row in, so min(k, number of
 //!   released cells) (1 without GROUP BY). `SUM(col)`: values are
 //!   clamped to the public bounds `[lo, hi]` and encoded in fixed point as `round(x·2^p)`, summed in
 //!   64-bit integers, so the sensitivity is `k·max(|lo·2^p|, |hi·2^p|)` exactly, with no
 //!   floating-point rounding in the sum. `AVG(col)` is released as a noisy fixed-point sum and a noisy
-//!   count of non-null values, and divided afterwards (post-processing).
-//! - **Mechanism:** discrete Laplace from OpenDP (see [`mechanisms`]).
-//! - **Accounting:** pure ε-DP. The query's ε is split evenly over its noisy releases (basic
-//!   composition) and charged to the [`Accountant`] *before* the query executes; it is never
-//!   refunded, whatever happens next.
+//!   count of non-null values, and divided afterwards (post-processing). `VARIANCE`/`STDDEV` are
+//!   released as noisy sums of `x - c` and `(x - c)²` (c the middle of the bounds, so the
+//!   sensitivities are k·(hi-lo)/2 and k·((hi-lo)/2)²) and a noisy count, combined afterwards.
+//!   Quantiles: see [`quantile`].
+//! - **Mechanisms:** discrete Laplace from OpenDP (see [`mechanisms`]); OpenDP's private quantile
+//!   ([`quantile`]); OpenDP's Laplace threshold for partition selection ([`selection`]).
+//! - **Accounting:** ε-DP, or (ε, δ)-DP when a key is selected. The query's ε is split evenly over
+//!   its releases (basic composition) and, with its δ, charged to the [`Accountant`] *before* the
+//!   query executes; it is never refunded, whatever happens next.
 //! - **Repeats:** an identical query (same operator, dataset version, normalized plan and ε) gets
 //!   the stored answer at no charge (see [`cache`]), so repeating a query cannot average noise away.
 //! - **Errors:** every refusal depends only on the SQL and the policy. Execution failures (which the
