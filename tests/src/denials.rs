@@ -280,6 +280,49 @@ fn shapes_outside_the_subset_are_refused() {
 }
 
 #[test]
+fn case_buckets_must_be_labelled_searched_cases_over_allowed_columns() {
+    for (sql, needle) in [
+        (
+            "SELECT CASE WHEN age < 18 THEN 1 ELSE 2 END AS b, COUNT(*) FROM health_visits GROUP BY b",
+            "text literal",
+        ),
+        (
+            "SELECT CASE WHEN age < 18 THEN district ELSE 'x' END AS b, COUNT(*) FROM health_visits GROUP BY b",
+            "text literal",
+        ),
+        (
+            "SELECT CASE sex WHEN 'F' THEN 'f' END AS b, COUNT(*) FROM health_visits GROUP BY b",
+            "CASE WHEN",
+        ),
+        (
+            "SELECT CASE WHEN abs(age) < 18 THEN 'c' END AS b, COUNT(*) FROM health_visits GROUP BY b",
+            "abs",
+        ),
+        (
+            "SELECT age + 1 AS b, COUNT(*) FROM health_visits GROUP BY b",
+            "CASE WHEN",
+        ),
+    ] {
+        match refused("analyst", sql, 1.0) {
+            QueryError::Unsupported(m) | QueryError::InvalidSql(m) => {
+                assert!(m.contains(needle), "{sql}: {m}")
+            }
+            other => panic!("{sql}: unexpected {other:?}"),
+        }
+    }
+    assert_eq!(
+        refused(
+            "analyst",
+            "SELECT CASE WHEN name = 'x' THEN 'a' END AS b, COUNT(*) FROM health_visits GROUP BY b",
+            1.0
+        ),
+        QueryError::ColumnDenied(
+            "column `name` of dataset `health_visits` is hidden by policy".into()
+        )
+    );
+}
+
+#[test]
 fn the_privacy_unit_is_usable_only_inside_count_distinct() {
     for sql in [
         "SELECT person_id, COUNT(*) FROM health_visits GROUP BY person_id",

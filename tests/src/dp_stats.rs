@@ -454,3 +454,43 @@ fn stddev_and_population_forms_agree_with_plain_sql_at_high_epsilon() {
         t.mechanism
     );
 }
+
+#[test]
+fn case_buckets_release_every_label_and_match_plain_sql() {
+    // A histogram of a bounded column into query-declared bins: the domain is the labels, every
+    // label is released (the empty '200+' too), rows matching no branch are dropped.
+    let (s, _) = sandbox();
+    let buckets = "CASE WHEN age < 18 THEN 'child' WHEN age BETWEEN 18 AND 64 THEN 'adult' \
+                   WHEN age > 200 THEN '200+' WHEN age >= 65 AND sex = 'F' THEN 'senior-f' END";
+    let truth = exact(
+        &s,
+        &format!("SELECT {buckets} AS band, COUNT(*) FROM t GROUP BY band"),
+        1,
+    );
+    let (t, _) = s
+        .block_on(s.engine().query(
+            &crate::asker("stats", "buckets"),
+            &format!("SELECT {buckets} AS band, COUNT(*) AS n FROM health_stats GROUP BY band"),
+            50.0,
+        ))
+        .unwrap();
+    assert_eq!(t.columns, ["band", "n"]);
+    let labels: Vec<&Value> = t.rows.iter().map(|r| &r[0]).collect();
+    assert_eq!(
+        labels,
+        ["200+", "adult", "child", "senior-f"]
+            .map(|l| Value::Text(l.into()))
+            .iter()
+            .collect::<Vec<_>>()
+    );
+    for row in &t.rows {
+        let Value::Text(label) = &row[0] else {
+            unreachable!()
+        };
+        let exact = *truth.get(&vec![label.clone()]).unwrap_or(&0) as f64;
+        let noisy = row[1].as_f64().unwrap();
+        // ε = 50, sensitivity 7: scale 0.14, so the noise is almost always 0 or ±1.
+        assert!((noisy - exact).abs() <= 3.0, "{label}: {noisy} vs {exact}");
+    }
+    assert!(!truth.contains_key(&vec!["200+".to_string()]));
+}

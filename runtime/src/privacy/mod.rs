@@ -508,21 +508,7 @@ impl PrivacyEngine {
 
         // The released cells: every combination of the keys' public domains, or, with partition
         // selection, the key tuples whose noisy count passes the threshold. Sorted either way.
-        let domains: Vec<Option<Vec<String>>> = q
-            .keys
-            .iter()
-            .map(|k| match &ds.column(k).expect("validated key").kind {
-                ColumnKind::Category {
-                    public_values: Some(v),
-                    ..
-                } => {
-                    let mut v = v.clone();
-                    v.sort();
-                    Some(v)
-                }
-                _ => None,
-            })
-            .collect();
+        let domains = q.key_domains.clone();
         let mut selected_counts = HashMap::new();
         let cells = match (select_with, &mechanisms[select_with.unwrap_or(0)]) {
             (Some(s), Noise::Select(sel, _)) => {
@@ -825,8 +811,7 @@ impl PrivacyEngine {
                 e.alias(format!("__sluice_{i}"))
             })
             .collect();
-        let keys: Vec<Expr> = q.keys.iter().map(|k| col(k.as_str())).collect();
-        let batches = df.aggregate(keys, aggs)?.collect().await?;
+        let batches = df.aggregate(key_exprs(q), aggs)?.collect().await?;
         let truth = collect_truth(&batches, q.keys.len(), additive.len())?;
         Ok(truth
             .into_iter()
@@ -858,7 +843,7 @@ impl PrivacyEngine {
             df = df.filter(f.clone())?;
         }
         df = self.bound_contributions(df, &ds.privacy_unit, ds.max_rows_per_unit)?;
-        let mut keys: Vec<Expr> = q.keys.iter().map(|k| col(k.as_str())).collect();
+        let mut keys = key_exprs(q);
         keys.push(
             self.rank
                 .call(vec![
@@ -1062,6 +1047,15 @@ fn variance_interval(
     }
     let (lo, hi, v) = (finish(v_lo), finish(v_hi), finish(var));
     (v, (v - lo).max(hi - v))
+}
+
+/// The GROUP BY expressions of the DP rewrite, each under a name of its own.
+fn key_exprs(q: &ValidatedQuery) -> Vec<Expr> {
+    q.key_exprs
+        .iter()
+        .enumerate()
+        .map(|(i, e)| e.clone().alias(format!("__sluice_key_{i}")))
+        .collect()
 }
 
 fn collect_truth(
@@ -1311,15 +1305,9 @@ fn design(q: &ValidatedQuery, ds: &sluice_policy::Dataset, grant: &Grant) -> Des
     let k = i64::from(ds.max_rows_per_unit);
     // Released cells: the product of the keys' public domain sizes (unbounded with selection).
     let n_cells: i64 = q
-        .keys
+        .key_domains
         .iter()
-        .map(|key| match &ds.column(key).map(|c| &c.kind) {
-            Some(ColumnKind::Category {
-                public_values: Some(v),
-                ..
-            }) => v.len() as i64,
-            _ => i64::MAX,
-        })
+        .map(|d| d.as_ref().map_or(i64::MAX, |v| v.len() as i64))
         .fold(1i64, |a, n| a.saturating_mul(n.max(1)));
     let mut sensitivities = Vec::with_capacity(subs.len());
     for s in &subs {

@@ -6,7 +6,8 @@
 //!   policy bounds `SUM`, `AVG`, `VARIANCE`/`STDDEV` (sample and `_POP`), `MEDIAN` and
 //!   `PERCENTILE_CONT`;
 //! - keys: category columns with a public value domain, or whose policy allows DP partition
-//!   selection;
+//!   selection, and derived keys `CASE WHEN <predicate> THEN '<label>' … [ELSE '<label>'] END`
+//!   (buckets: histograms of bounded numbers into query-declared bins), whose domain is the labels;
 //! - predicate: comparisons of a column with a literal of a fitting type, `IN`, `BETWEEN`,
 //!   `IS [NOT] NULL`, `AND`, `OR`, `NOT`. No arithmetic and no casts, so evaluation can never fail on
 //!   some rows and not others (no error channel).
@@ -97,8 +98,13 @@ pub struct ValidatedQuery {
     pub dataset: DatasetId,
     /// The WHERE predicate, with unqualified column references.
     pub filter: Option<Expr>,
-    /// Group key columns.
+    /// Group key names: a column's name, or a derived key's output name.
     pub keys: Vec<String>,
+    /// The expression of each key (a column, or a `CASE` with unqualified columns), for execution.
+    pub key_exprs: Vec<Expr>,
+    /// The public domain of each key (sorted), or `None` for a key released by partition
+    /// selection.
+    pub key_domains: Vec<Option<Vec<String>>>,
     /// The keys whose values are released by DP partition selection (no public domain).
     pub selected: Vec<String>,
     /// Aggregates.
@@ -200,12 +206,22 @@ pub fn validate(
     }
 
     let mut keys = Vec::new();
+    let mut key_exprs = Vec::new();
+    let mut key_domains = Vec::new();
     let mut selected = Vec::new();
     let mut cells: usize = 1;
     for g in &aggregate.group_expr {
+        if let Expr::Case(case) = g {
+            let domain = cx.case_key(case)?;
+            cells = cells.saturating_mul(domain.len());
+            keys.push(g.schema_name().to_string());
+            key_exprs.push(unqualify(g.clone())?);
+            key_domains.push(Some(domain));
+            continue;
+        }
         let Expr::Column(c) = g else {
             return Err(unsupported(
-                "GROUP BY accepts plain column names only (no expressions, ROLLUP or GROUPING SETS)",
+                "GROUP BY accepts column names and CASE WHEN <condition> THEN '<label>' … END buckets only (no other expressions, ROLLUP or GROUPING SETS)",
             ));
         };
         let kind = cx.column(&c.name)?;
@@ -215,11 +231,17 @@ pub fn validate(
                 ..
             } => {
                 cells = cells.saturating_mul(values.len());
+                let mut v = values.clone();
+                v.sort();
+                key_domains.push(Some(v));
             }
             ColumnKind::Category {
                 partition_selection: true,
                 ..
-            } => selected.push(c.name.clone()),
+            } => {
+                selected.push(c.name.clone());
+                key_domains.push(None);
+            }
             _ => {
                 return Err(QueryError::ColumnDenied(format!(
                     "column `{}` cannot be a GROUP BY key: the policy declares no public value domain for it and does not allow partition selection on it",
@@ -228,6 +250,7 @@ pub fn validate(
             }
         }
         keys.push(c.name.clone());
+        key_exprs.push(Expr::Column(Column::new_unqualified(c.name.clone())));
     }
     if cells > MAX_CELLS {
         return Err(unsupported(format!(
@@ -297,6 +320,8 @@ pub fn validate(
         dataset: dataset.id.clone(),
         filter,
         keys,
+        key_exprs,
+        key_domains,
         selected,
         aggregates,
         outputs,
@@ -543,6 +568,43 @@ impl Cx<'_> {
                 "a quantile orders by its own column, ascending: PERCENTILE_CONT(q) WITHIN GROUP (ORDER BY column)",
             )),
         }
+    }
+
+    /// A derived key `CASE WHEN <condition> THEN '<label>' … [ELSE '<label>'] END`: each condition
+    /// is a WHERE-style predicate, each result a text literal. Its domain is the set of labels
+    /// (public: they are written in the query); rows that match no branch and have no ELSE are
+    /// dropped, like rows outside a public domain.
+    fn case_key(
+        &self,
+        case: &datafusion::logical_expr::expr::Case,
+    ) -> Result<Vec<String>, QueryError> {
+        if case.expr.is_some() {
+            return Err(unsupported(
+                "write CASE buckets as CASE WHEN <condition> THEN '<label>' … END (not CASE <column> WHEN …)",
+            ));
+        }
+        let label = |e: &Expr| match e {
+            Expr::Literal(
+                ScalarValue::Utf8(Some(s))
+                | ScalarValue::LargeUtf8(Some(s))
+                | ScalarValue::Utf8View(Some(s)),
+                _,
+            ) => Ok(s.clone()),
+            _ => Err(unsupported(
+                "each CASE bucket must be labelled with a text literal, e.g. THEN '18-64'",
+            )),
+        };
+        let mut domain = Vec::new();
+        for (when, then) in &case.when_then_expr {
+            self.predicate(when, 1)?;
+            domain.push(label(then)?);
+        }
+        if let Some(e) = &case.else_expr {
+            domain.push(label(e)?);
+        }
+        domain.sort();
+        domain.dedup();
+        Ok(domain)
     }
 
     fn predicate(&self, e: &Expr, depth: usize) -> Result<(), QueryError> {
