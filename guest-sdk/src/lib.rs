@@ -24,14 +24,19 @@
 //!
 //! ## Core concepts
 //! - [`Job`] is the job's context: its parameters, dataset metadata, budget and queries.
-//! - [`Query`] builds one DP query: SQL plus the ε it may spend. Each answer is charged to the
-//!   operator's budget *before* it is computed; repeating a query costs again.
+//! - [`Query`] builds one DP query: SQL plus the ε it may spend ([`Query::epsilon`]) or the
+//!   accuracy it must reach ([`Query::accuracy`]: the engine solves for the least ε). Each answer is
+//!   charged to the operator's budget *before* it is computed; [`Query::estimate`] tells cost and
+//!   accuracy first, without running or charging anything. Repeating an identical query returns
+//!   the first answer at no charge.
 //! - [`Table`] is a noisy answer: key columns first, then aggregates, sorted by key, each aggregate
 //!   cell with the half-width of its 95% interval.
 //! - [`Report`] is what the job releases: tables, scalars and text.
-//! - The supported SQL: `SELECT <keys>, COUNT(*) | SUM(col) | AVG(col) FROM <dataset>
-//!   [WHERE …] [GROUP BY <keys>]`; keys must have public values in policy and summed columns must
-//!   have bounds.
+//! - The supported SQL: `SELECT <keys>, <aggregates> FROM <dataset> [WHERE …] [GROUP BY <keys>]`
+//!   with `COUNT(*)`, `COUNT(DISTINCT <privacy unit>)`, `SUM`, `AVG`, `VARIANCE`, `STDDEV`,
+//!   `MEDIAN` and `PERCENTILE_CONT(q) WITHIN GROUP (ORDER BY col)`; keys must have public values (or
+//!   partition selection) in policy, or be `CASE WHEN … THEN '<label>' … END` buckets, and
+//!   aggregated columns must have bounds.
 //!
 //! # Privacy
 //! Everything a job computes from [`Table`]s is post-processing of DP releases, so the report is
@@ -50,7 +55,9 @@ pub mod bindings {
 
 use bindings::sluice::job::{data, log as wit_log, types};
 
-pub use types::{BudgetInfo, ColumnInfo, ColumnKind, DatasetInfo, PrivacyCost, QueryError, Value};
+pub use types::{
+    BudgetInfo, ColumnInfo, ColumnKind, CostEstimate, DatasetInfo, PrivacyCost, QueryError, Value,
+};
 
 /// Exports `f` (a `fn(&mut Job) -> Result<Report>`) as the job's entry point.
 #[macro_export]
@@ -175,12 +182,13 @@ impl Job {
         data::budget(dataset)
     }
 
-    /// Starts a DP query. Set its ε with [`Query::epsilon`], then [`Query::run`].
+    /// Starts a DP query. Set its ε with [`Query::epsilon`] (or a target accuracy with
+    /// [`Query::accuracy`]), then [`Query::run`] or [`Query::estimate`].
     pub fn query(&mut self, sql: impl Into<String>) -> Query<'_> {
         Query {
             _job: self,
             sql: sql.into(),
-            epsilon: None,
+            target: None,
         }
     }
 
@@ -199,25 +207,44 @@ impl Job {
 pub struct Query<'a> {
     _job: &'a mut Job,
     sql: String,
-    epsilon: Option<f64>,
+    target: Option<types::Target>,
 }
 
 impl Query<'_> {
-    /// The total ε this query may spend (split evenly among its aggregates).
+    /// The total ε this query may spend (split evenly among its releases).
     pub fn epsilon(mut self, epsilon: f64) -> Self {
-        self.epsilon = Some(epsilon);
+        self.target = Some(types::Target::Epsilon(epsilon));
         self
+    }
+
+    /// Spend the least ε for which every aggregate cell's 95% interval is at most ±`half_width`
+    /// (in the aggregate's units). For COUNT, COUNT(DISTINCT) and SUM; other aggregates' accuracy
+    /// depends on the data, so they need an ε.
+    pub fn accuracy(mut self, half_width: f64) -> Self {
+        self.target = Some(types::Target::Accuracy(half_width));
+        self
+    }
+
+    fn options(&self) -> Result<types::QueryOptions> {
+        let target = self.target.ok_or_else(|| {
+            Error::Failed(
+                "no privacy budget set for the query: call .epsilon(…) or .accuracy(…) first"
+                    .into(),
+            )
+        })?;
+        Ok(types::QueryOptions { target })
     }
 
     /// Runs the query: the cost is charged first, then the noisy answer returned.
     pub fn run(self) -> Result<Table> {
-        let Some(epsilon) = self.epsilon else {
-            return Err(Error::Failed(
-                "no privacy budget set for the query: call .epsilon(…) before .run()".into(),
-            ));
-        };
-        let t = data::query(&self.sql, types::QueryOptions { epsilon })?;
+        let t = data::query(&self.sql, self.options()?)?;
         Ok(Table(t))
+    }
+
+    /// What [`Query::run`] would cost and how accurate it would be, from the query and the policy
+    /// alone: nothing runs and nothing is charged (it counts towards the job's query limit).
+    pub fn estimate(&self) -> Result<CostEstimate> {
+        Ok(data::estimate(&self.sql, self.options()?)?)
     }
 }
 

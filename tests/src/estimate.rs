@@ -108,3 +108,33 @@ fn a_target_accuracy_is_met_with_the_least_epsilon() {
         );
     }
 }
+
+#[test]
+fn a_job_estimates_then_queries_at_a_target_accuracy_through_the_wit_boundary() {
+    use sluice_runtime::JobRequest;
+    let (s, accountant) = sandbox();
+    let wasm = crate::guest(env!("GUEST_HOSTILE"));
+    let out = s
+        .run_job(&JobRequest::new(
+            op("analyst"),
+            "accuracy-job",
+            &wasm,
+            "accuracy:SELECT district, COUNT(*) AS n FROM health_visits GROUP BY district",
+        ))
+        .map_err(|f| f.error)
+        .expect("the job runs");
+    let scalar = |name: &str| {
+        out.report
+            .scalars
+            .iter()
+            .find(|s| s.name == name)
+            .unwrap_or_else(|| panic!("scalar {name}"))
+            .value
+    };
+    let (estimated, charged) = (scalar("estimated epsilon"), scalar("charged epsilon"));
+    assert!(estimated > 0.0 && (estimated - charged).abs() < 1e-12);
+    assert!(scalar("estimated half-width") <= 50.0);
+    assert!((scalar("estimated half-width") - scalar("released half-width")).abs() < 1e-9);
+    // Only the query was charged, not the estimate.
+    assert!((spent(accountant.as_ref(), "accuracy-job") - charged).abs() < 1e-12);
+}

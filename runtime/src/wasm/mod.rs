@@ -30,6 +30,8 @@ use bindings::sluice::job::types as wit;
 
 /// Interfaces a job may import, without version.
 const ALLOWED_IMPORTS: &[&str] = &["sluice:job/types", "sluice:job/data", "sluice:job/log"];
+/// The version of the `sluice:job` package this host implements (`guest-sdk/wit/job.wit`).
+const WIT_VERSION: &str = "0.2.0";
 /// Largest job binary accepted: compilation time grows with size, so this bounds it.
 pub const MAX_WASM_BYTES: usize = 16 << 20;
 /// Most compiled components kept in memory.
@@ -336,10 +338,21 @@ fn componentize(wasm: &[u8]) -> Result<Vec<u8>, JobError> {
 /// Refuses any import outside `sluice:job`, naming it.
 fn check_imports(component: &Component, engine: &Engine) -> Result<(), JobError> {
     for (name, _) in component.component_type().imports(engine) {
-        let base = name.split('@').next().unwrap_or(name);
-        if !ALLOWED_IMPORTS.contains(&base) {
-            return Err(JobError::ForbiddenImport(name.to_string()));
-        }
+        import_allowed(name)?;
+    }
+    Ok(())
+}
+
+/// One import: a `sluice:job` interface of the version this host implements.
+fn import_allowed(name: &str) -> Result<(), JobError> {
+    let (base, version) = name.split_once('@').unwrap_or((name, ""));
+    if !ALLOWED_IMPORTS.contains(&base) {
+        return Err(JobError::ForbiddenImport(name.to_string()));
+    }
+    if version != WIT_VERSION {
+        return Err(JobError::InvalidWasm(format!(
+            "the job was built for `{name}`, but this broker speaks sluice:job@{WIT_VERSION}; rebuild it with the current sluice-guest"
+        )));
     }
     Ok(())
 }
@@ -456,6 +469,13 @@ fn to_wit_table(t: NoisyTable) -> wit::NoisyTable {
     }
 }
 
+fn budget_of(options: wit::QueryOptions) -> crate::privacy::Budget {
+    match options.target {
+        wit::Target::Epsilon(e) => crate::privacy::Budget::Epsilon(e),
+        wit::Target::Accuracy(a) => crate::privacy::Budget::Accuracy(a),
+    }
+}
+
 impl From<QueryError> for wit::QueryError {
     fn from(e: QueryError) -> Self {
         match e {
@@ -500,12 +520,17 @@ fn dataset_info(d: &sluice_policy::Dataset) -> wit::DatasetInfo {
             .columns
             .iter()
             .filter_map(|c| {
-                let (kind, public_values) = match &c.kind {
-                    K::Category { public_values, .. } => {
-                        (wit::ColumnKind::Category, public_values.clone())
-                    }
-                    K::Int { .. } => (wit::ColumnKind::Integer, None),
-                    K::Float { .. } => (wit::ColumnKind::Float, None),
+                let (kind, public_values, partition_selection) = match &c.kind {
+                    K::Category {
+                        public_values,
+                        partition_selection,
+                    } => (
+                        wit::ColumnKind::Category,
+                        public_values.clone(),
+                        *partition_selection,
+                    ),
+                    K::Int { .. } => (wit::ColumnKind::Integer, None, false),
+                    K::Float { .. } => (wit::ColumnKind::Float, None, false),
                     K::Hidden => return None,
                 };
                 Some(wit::ColumnInfo {
@@ -513,6 +538,7 @@ fn dataset_info(d: &sluice_policy::Dataset) -> wit::DatasetInfo {
                     kind,
                     public_values,
                     bounds: c.kind.bounds_f64(),
+                    partition_selection,
                 })
             })
             .collect(),
@@ -551,9 +577,10 @@ impl bindings::sluice::job::data::Host for JobState {
         self.queries += 1;
         let engine = self.engine.clone();
         let asker = self.asker.clone();
+        let budget = budget_of(options);
         let result = self
             .rt
-            .block_on(async move { engine.query(&asker, &sql, options.epsilon).await });
+            .block_on(async move { engine.query_with(&asker, &sql, budget).await });
         match result {
             Ok((table, record)) => {
                 self.records.push(record);
@@ -561,6 +588,34 @@ impl bindings::sluice::job::data::Host for JobState {
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    fn estimate(
+        &mut self,
+        sql: String,
+        options: wit::QueryOptions,
+    ) -> Result<wit::CostEstimate, wit::QueryError> {
+        // Estimates read only the policy and the schema, but planning costs CPU: they count
+        // towards the query limit like queries.
+        if self.queries >= self.limits.max_queries {
+            return Err(wit::QueryError::TooManyQueries(self.limits.max_queries));
+        }
+        self.queries += 1;
+        let engine = self.engine.clone();
+        let asker = self.asker.clone();
+        let budget = budget_of(options);
+        let e = self
+            .rt
+            .block_on(async move { engine.estimate(&asker, &sql, budget).await })?;
+        Ok(wit::CostEstimate {
+            dataset: e.dataset,
+            cost: wit::PrivacyCost {
+                epsilon: e.epsilon,
+                delta: e.delta,
+            },
+            accuracy: e.accuracy,
+            releases: u32::try_from(e.releases).unwrap_or(u32::MAX),
+        })
     }
 
     fn budget(&mut self, dataset: String) -> Option<wit::BudgetInfo> {
@@ -582,6 +637,8 @@ impl bindings::sluice::job::data::Host for JobState {
             epsilon_spent_this_job: spent.job,
             epsilon_per_period: grant.epsilon_per_period,
             epsilon_spent_this_period: spent.period,
+            delta_per_period: grant.delta_per_period,
+            delta_spent_this_period: spent.delta_period,
         })
     }
 }
@@ -609,5 +666,26 @@ impl bindings::sluice::job::log::Host for JobState {
         }
         self.log_bytes += message.len();
         self.log.push(LogLine { level, message });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn imports_must_be_sluice_job_at_the_host_version() {
+        assert!(import_allowed("sluice:job/data@0.2.0").is_ok());
+        match import_allowed("sluice:job/data@0.1.0") {
+            Err(JobError::InvalidWasm(m)) => assert!(m.contains("rebuild"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            import_allowed("wasi:cli/environment@0.2.0"),
+            Err(JobError::ForbiddenImport(_))
+        ));
+        // The WIT file and the host agree on the version.
+        let wit = include_str!("../../../guest-sdk/wit/job.wit");
+        assert!(wit.contains(&format!("package sluice:job@{WIT_VERSION};")));
     }
 }

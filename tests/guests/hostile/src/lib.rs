@@ -73,6 +73,25 @@ fn hostile(ctx: &mut Job) -> Result<Report> {
             let t = ctx.query(arg).epsilon(0.1).run()?;
             Ok(Report::new("answer").table("answer", &t))
         }
+        // Estimates the SQL at a ±50 target, then runs it at that target: reports both costs.
+        "accuracy" => {
+            let e = ctx.query(arg).accuracy(50.0).estimate()?;
+            let t = ctx.query(arg).accuracy(50.0).run()?;
+            let first = t.columns()[t.key_columns()].clone();
+            Ok(Report::new("accuracy")
+                .scalar("estimated epsilon", e.cost.epsilon, None)
+                .scalar(
+                    "estimated half-width",
+                    e.accuracy[0].1.unwrap_or(f64::NAN),
+                    None,
+                )
+                .scalar("charged epsilon", t.cost().epsilon, None)
+                .scalar(
+                    "released half-width",
+                    t.accuracy(0, &first).unwrap_or(f64::NAN),
+                    None,
+                ))
+        }
         // Spams the log.
         "log-spam" => {
             for i in 0..100_000 {
