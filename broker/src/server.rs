@@ -987,6 +987,8 @@ fn dataset_json(d: &sluice_policy::Dataset) -> Value {
         "classification": d.classification.as_str(),
         "privacy_unit": d.privacy_unit,
         "max_rows_per_unit": d.max_rows_per_unit,
+        "max_groups_per_unit": d.max_groups_per_unit,
+        "max_rows_per_group": d.max_rows_per_group,
         "columns": columns,
     })
 }

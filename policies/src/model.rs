@@ -179,6 +179,15 @@ pub struct Dataset {
     pub privacy_unit: String,
     /// At most this many rows of one privacy unit enter any query.
     pub max_rows_per_unit: u32,
+    /// At most this many groups (key tuples) of one privacy unit enter a grouped query (L0),
+    /// chosen at random per query; `None`: bounded by `max_rows_per_unit` alone.
+    pub max_groups_per_unit: Option<u32>,
+    /// At most this many rows of one privacy unit in any one group (L∞), chosen at random;
+    /// `None`: bounded by `max_rows_per_unit` alone.
+    pub max_rows_per_group: Option<u32>,
+    /// Pad every query's response time to a multiple of this many milliseconds, so that timing
+    /// reveals at most a coarse bucket of the execution time.
+    pub response_time_bucket_ms: Option<u32>,
     /// Declared columns, in declaration order. Columns of the source that are not declared are
     /// invisible to jobs.
     pub columns: Vec<Column>,

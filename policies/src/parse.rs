@@ -279,6 +279,9 @@ impl Cx {
         let unit_value = f.get("privacy_unit");
         let privacy_unit = self.req_str_value(unit_value, "privacy_unit", f.span.clone());
         let max_rows = self.req_int(&mut f, "max_rows_per_unit", 1, MAX_ROWS_PER_UNIT_LIMIT);
+        let max_groups = self.opt_int(&mut f, "max_groups_per_unit", 1, MAX_ROWS_PER_UNIT_LIMIT);
+        let max_rows_group = self.opt_int(&mut f, "max_rows_per_group", 1, MAX_ROWS_PER_UNIT_LIMIT);
+        let bucket = self.opt_int(&mut f, "response_time_bucket_ms", 1, 60_000);
         let columns = self.columns(&mut f, privacy_unit.as_deref(), unit_value);
         f.finish(
             self,
@@ -289,6 +292,9 @@ impl Cx {
                 "classification",
                 "privacy_unit",
                 "max_rows_per_unit",
+                "max_groups_per_unit",
+                "max_rows_per_group",
+                "response_time_bucket_ms",
                 "columns",
             ],
         );
@@ -322,6 +328,9 @@ impl Cx {
             Some(classification),
             Some(privacy_unit),
             Some(max_rows),
+            Some(max_groups),
+            Some(max_rows_group),
+            Some(bucket),
             Some(columns),
         ) = (
             id,
@@ -331,6 +340,9 @@ impl Cx {
             classification,
             privacy_unit,
             max_rows,
+            max_groups,
+            max_rows_group,
+            bucket,
             columns,
         )
         else {
@@ -354,6 +366,9 @@ impl Cx {
                     .expect("validated by req_enum"),
                 privacy_unit,
                 max_rows_per_unit: max_rows as u32,
+                max_groups_per_unit: max_groups.map(|n| n as u32),
+                max_rows_per_group: max_rows_group.map(|n| n as u32),
+                response_time_bucket_ms: bucket.map(|n| n as u32),
                 columns,
             },
         );
@@ -963,6 +978,30 @@ impl Cx {
         let v = self.require(f, key, &format!("an integer from {lo} to {hi}"))?;
         match v.get_ref() {
             DeValue::Integer(i) if int(i).is_some_and(|n| (lo..=hi).contains(&n)) => int(i),
+            _ => {
+                self.err(
+                    v.span(),
+                    format!("`{key}` must be an integer from {lo} to {hi}"),
+                );
+                None
+            }
+        }
+    }
+
+    /// An optional integer in `lo..=hi`: `Some(None)` when absent, `None` after reporting a bad
+    /// value.
+    fn opt_int(
+        &mut self,
+        f: &mut Fields<'_, '_>,
+        key: &'static str,
+        lo: i64,
+        hi: i64,
+    ) -> Option<Option<i64>> {
+        let Some(v) = f.get(key) else {
+            return Some(None);
+        };
+        match v.get_ref() {
+            DeValue::Integer(i) if int(i).is_some_and(|n| (lo..=hi).contains(&n)) => Some(int(i)),
             _ => {
                 self.err(
                     v.span(),

@@ -14,6 +14,8 @@ use sluice_runtime::{InMemoryAccountant, Limits, Sandbox, SandboxConfig};
 #[cfg(test)]
 mod api;
 #[cfg(test)]
+mod bounding;
+#[cfg(test)]
 mod crash;
 #[cfg(test)]
 mod denials;

@@ -388,17 +388,42 @@ impl PrivacyEngine {
     }
 
     /// Answers one query with `budget`: an ε, or a target accuracy the engine solves ε for.
+    ///
+    /// When the dataset's policy sets `response_time_bucket_ms`, the answer (or refusal) is
+    /// returned only at the next multiple of that time since the query arrived, so that how long
+    /// execution took shows at most as a coarse bucket.
     pub async fn query_with(
         &self,
         asker: &Asker,
         sql: &str,
         budget: Budget,
     ) -> Result<(NoisyTable, QueryRecord), QueryError> {
+        let started = std::time::Instant::now();
+        let mut bucket = None;
+        let result = self.answer(asker, sql, budget, &mut bucket).await;
+        if let Some(ms) = bucket {
+            let bucket = Duration::from_millis(u64::from(ms));
+            let elapsed = started.elapsed();
+            let buckets = elapsed.as_nanos().div_ceil(bucket.as_nanos()).max(1);
+            let target = bucket.saturating_mul(u32::try_from(buckets).unwrap_or(u32::MAX));
+            tokio::time::sleep(target.saturating_sub(elapsed)).await;
+        }
+        result
+    }
+
+    async fn answer(
+        &self,
+        asker: &Asker,
+        sql: &str,
+        budget: Budget,
+        bucket: &mut Option<u32>,
+    ) -> Result<(NoisyTable, QueryRecord), QueryError> {
         if let Budget::Epsilon(epsilon) = budget {
             check_epsilon(epsilon)?;
         }
         let (q, registered, grant) = self.prepare(asker, sql).await?;
         let ds = &registered.policy;
+        *bucket = ds.response_time_bucket_ms;
         let epsilon = solve_budget(&q, &design(&q, ds, grant), budget)?;
         let key = cache::CacheKey {
             operator: asker.operator.to_string(),
@@ -428,9 +453,10 @@ impl PrivacyEngine {
             suppress_with,
             select_with,
             sensitivities,
+            bounds,
         } = design(&q, ds, grant);
         let eps_each = epsilon / subs.len() as f64;
-        let k = i64::from(ds.max_rows_per_unit);
+        let k = bounds.l1;
         let delta = if select_with.is_some() {
             grant.delta_per_query.ok_or(QueryError::ExecutionFailed)?
         } else {
@@ -439,17 +465,23 @@ impl PrivacyEngine {
         let mut mechanisms = Vec::with_capacity(subs.len());
         for (i, (sub, sens)) in subs.iter().zip(&sensitivities).enumerate() {
             let m = match sub {
-                // A unit's k rows reach at most k key tuples, k rows in all, k in one.
-                _ if select_with == Some(i) => {
-                    PartitionSelection::new((ds.max_rows_per_unit, k, k), eps_each, delta)
-                        .and_then(|s| Ok(Noise::Select(s, DiscreteLaplace::new(k, eps_each)?)))
-                }
+                // A unit reaches at most l0 key tuples, with l1 rows in all and l∞ in one.
+                _ if select_with == Some(i) => PartitionSelection::new(
+                    (
+                        u32::try_from(bounds.l0).unwrap_or(u32::MAX),
+                        bounds.l1,
+                        bounds.linf,
+                    ),
+                    eps_each,
+                    delta,
+                )
+                .and_then(|s| Ok(Noise::Select(s, DiscreteLaplace::new(k, eps_each)?))),
                 Sub::Quantile {
                     q, lo, hi, integer, ..
                 } => QuantileMechanism::new(
                     quantile::candidates(*lo, *hi, *integer),
                     *q,
-                    ds.max_rows_per_unit,
+                    u32::try_from(k).unwrap_or(u32::MAX),
                     eps_each,
                 )
                 .map(Noise::Quantile),
@@ -619,13 +651,15 @@ impl PrivacyEngine {
         }
 
         let mut mechanism = format!(
-            "{}; at most {k} random rows per {}; ε={epsilon} split evenly over {} release(s) (basic composition); additive releases use discrete Laplace noise (OpenDP make_laplace):",
+            "{}; contribution bounds per {}: {} group(s), {k} row(s), {} per group, chosen at random; ε={epsilon} split evenly over {} release(s) (basic composition); additive releases use discrete Laplace noise (OpenDP make_laplace):",
             if delta > 0.0 {
                 format!("(ε, δ)-DP with δ={delta}")
             } else {
                 "pure ε-DP".to_string()
             },
             ds.privacy_unit,
+            bounds.l0,
+            bounds.linf,
             subs.len()
         );
         for ((s, sens), m) in subs.iter().zip(&sensitivities).zip(&mechanisms) {
@@ -711,6 +745,78 @@ impl PrivacyEngine {
         Ok((table, record))
     }
 
+    /// Contribution bounding as the policy declares it: for a grouped query, at most
+    /// `max_groups_per_unit` key tuples per unit and `max_rows_per_group` rows per unit and tuple
+    /// (each chosen at random; rows with a NULL unit or key are dropped by these steps); then at
+    /// most `max_rows_per_unit` rows per unit (at most `max_rows_per_group` without GROUP BY).
+    fn bound(
+        &self,
+        mut df: DataFrame,
+        q: &ValidatedQuery,
+        ds: &sluice_policy::Dataset,
+    ) -> Result<DataFrame, DataFusionError> {
+        let unit = ds.privacy_unit.as_str();
+        let random = |cols: Vec<Expr>| self.random.call(cols).sort(true, false);
+        if q.key_exprs.is_empty() {
+            let k = ds
+                .max_rows_per_group
+                .map_or(ds.max_rows_per_unit, |r| r.min(ds.max_rows_per_unit));
+            return self.bound_contributions(df, unit, k);
+        }
+        if ds.max_groups_per_unit.is_some() || ds.max_rows_per_group.is_some() {
+            let keys: Vec<String> = (0..q.key_exprs.len())
+                .map(|i| format!("__sluice_k{i}"))
+                .collect();
+            for (name, e) in keys.iter().zip(&q.key_exprs) {
+                df = df.with_column(name, e.clone())?;
+            }
+            let columns: Vec<Expr> = df
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| col(datafusion::common::Column::new_unqualified(f.name())))
+                .collect();
+            if let Some(g) = ds.max_groups_per_unit {
+                let mut tuple = vec![col(unit)];
+                tuple.extend(keys.iter().map(|k| col(k.as_str())));
+                let rank = row_number()
+                    .partition_by(vec![col(unit)])
+                    .order_by(vec![random(vec![col(unit)])])
+                    .build()?
+                    .alias("__sluice_grank");
+                let mut kept = vec![col(unit).alias("__sluice_gu")];
+                kept.extend(keys.iter().map(|k| col(k.as_str()).alias(format!("{k}_g"))));
+                let chosen = df
+                    .clone()
+                    .aggregate(tuple, vec![])?
+                    .window(vec![rank])?
+                    .filter(col("__sluice_grank").lt_eq(lit(u64::from(g))))?
+                    .select(kept)?;
+                let mut left = vec![unit.to_string()];
+                left.extend(keys.iter().cloned());
+                let mut right = vec!["__sluice_gu".to_string()];
+                right.extend(keys.iter().map(|k| format!("{k}_g")));
+                let left: Vec<&str> = left.iter().map(String::as_str).collect();
+                let right: Vec<&str> = right.iter().map(String::as_str).collect();
+                df = df.join(chosen, JoinType::LeftSemi, &left, &right, None)?;
+            }
+            if let Some(r) = ds.max_rows_per_group {
+                let mut partition = vec![col(unit)];
+                partition.extend(keys.iter().map(|k| col(k.as_str())));
+                let rank = row_number()
+                    .partition_by(partition)
+                    .order_by(vec![random(vec![col(unit)])])
+                    .build()?
+                    .alias("__sluice_rrank");
+                df = df
+                    .window(vec![rank])?
+                    .filter(col("__sluice_rrank").lt_eq(lit(u64::from(r))))?
+                    .select(columns)?;
+            }
+        }
+        self.bound_contributions(df, unit, ds.max_rows_per_unit)
+    }
+
     /// Keeps at most `k` rows of each privacy unit, chosen uniformly at random.
     ///
     /// Units with at most `k` rows keep them all; only the rows of the other units (and of a
@@ -783,7 +889,7 @@ impl PrivacyEngine {
         if additive.is_empty() {
             return Ok(HashMap::new());
         }
-        df = self.bound_contributions(df, &ds.privacy_unit, ds.max_rows_per_unit)?;
+        df = self.bound(df, q, ds)?;
         let aggs: Vec<Expr> = additive
             .iter()
             .map(|&i| {
@@ -842,7 +948,7 @@ impl PrivacyEngine {
         if let Some(f) = &q.filter {
             df = df.filter(f.clone())?;
         }
-        df = self.bound_contributions(df, &ds.privacy_unit, ds.max_rows_per_unit)?;
+        df = self.bound(df, q, ds)?;
         let mut keys = key_exprs(q);
         keys.push(
             self.rank
@@ -1206,6 +1312,41 @@ fn check_epsilon(epsilon: f64) -> Result<(), QueryError> {
     }
 }
 
+/// How much one privacy unit can change a query's table after contribution bounding.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Bounds {
+    /// Cells (key tuples) it can reach.
+    pub l0: i64,
+    /// Rows it can contribute in all.
+    pub l1: i64,
+    /// Rows it can contribute to one cell.
+    pub linf: i64,
+}
+
+impl Bounds {
+    /// The bounds the policy's `max_rows_per_unit` (k), `max_groups_per_unit` (g) and
+    /// `max_rows_per_group` (r) give a query releasing `cells` cells (`i64::MAX` when unknown).
+    /// An ungrouped query has one group, so r bounds the unit's rows there too.
+    pub fn of(ds: &sluice_policy::Dataset, grouped: bool, cells: i64) -> Self {
+        let k = i64::from(ds.max_rows_per_unit);
+        let g = ds.max_groups_per_unit.map_or(k, i64::from);
+        let r = ds.max_rows_per_group.map_or(k, i64::from).min(k);
+        if !grouped {
+            return Self {
+                l0: 1,
+                l1: r,
+                linf: r,
+            };
+        }
+        let l0 = k.min(g).min(cells.max(1));
+        Self {
+            l0,
+            l1: k.min(l0.saturating_mul(r)),
+            linf: r,
+        }
+    }
+}
+
 /// A query's noisy releases, which of them each aggregate reads, and their sensitivities.
 struct Design {
     subs: Vec<Sub>,
@@ -1214,6 +1355,7 @@ struct Design {
     /// The count that selects key tuples, when some keys have no public domain.
     select_with: Option<usize>,
     sensitivities: Vec<i64>,
+    bounds: Bounds,
 }
 
 fn design(q: &ValidatedQuery, ds: &sluice_policy::Dataset, grant: &Grant) -> Design {
@@ -1302,21 +1444,22 @@ fn design(q: &ValidatedQuery, ds: &sluice_policy::Dataset, grant: &Grant) -> Des
                 subs.len() - 1
             })
     });
-    let k = i64::from(ds.max_rows_per_unit);
     // Released cells: the product of the keys' public domain sizes (unbounded with selection).
     let n_cells: i64 = q
         .key_domains
         .iter()
         .map(|d| d.as_ref().map_or(i64::MAX, |v| v.len() as i64))
         .fold(1i64, |a, n| a.saturating_mul(n.max(1)));
+    let bounds = Bounds::of(ds, !q.keys.is_empty(), n_cells);
+    let k = bounds.l1;
     let mut sensitivities = Vec::with_capacity(subs.len());
     for s in &subs {
         let sens = match s {
-            // Quantiles: k rows (the mechanism is calibrated from k itself).
+            // Rows: L1. Quantiles: the mechanism is calibrated from L1 rows itself.
             Sub::Count | Sub::NonNullCount(_) | Sub::Quantile { .. } => k,
-            // A unit is counted once in each group it has a (kept) row in: at most k groups,
-            // and never more groups than are released.
-            Sub::Units => k.min(n_cells),
+            // A unit is counted once in each group it has a (kept) row in: at most l0 groups,
+            // never more than it has rows nor more than are released.
+            Sub::Units => bounds.l0.min(k),
             // Each value is encoded as round(((x - center)^power)·scale), so its magnitude is at
             // most round(range·scale) (rounding is monotone).
             Sub::FixedSum {
@@ -1342,6 +1485,7 @@ fn design(q: &ValidatedQuery, ds: &sluice_policy::Dataset, grant: &Grant) -> Des
         suppress_with,
         select_with,
         sensitivities,
+        bounds,
     }
 }
 

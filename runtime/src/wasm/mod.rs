@@ -516,6 +516,8 @@ fn dataset_info(d: &sluice_policy::Dataset) -> wit::DatasetInfo {
         classification: d.classification.as_str().to_string(),
         privacy_unit: d.privacy_unit.clone(),
         max_rows_per_unit: d.max_rows_per_unit,
+        max_groups_per_unit: d.max_groups_per_unit,
+        max_rows_per_group: d.max_rows_per_group,
         columns: d
             .columns
             .iter()
