@@ -246,7 +246,7 @@ pub fn estimate(
         match col[1].as_f64() {
             Some(a) => println!("  {}: ±{a:.3} (95%)", col[0].as_str().unwrap_or("?")),
             None => println!(
-                "  {}: depends on the noisy count (AVG)",
+                "  {}: depends on the data (AVG, VARIANCE, STDDEV, quantiles)",
                 col[0].as_str().unwrap_or("?")
             ),
         }

@@ -10,6 +10,10 @@ use crate::dp_audit::Unlimited;
 use crate::{asker, csv_world, world_sandbox};
 
 fn world(name: &str, csv: &str, extra: &str) -> Sandbox {
+    world_k(name, csv, 5, extra)
+}
+
+fn world_k(name: &str, csv: &str, k: u32, extra: &str) -> Sandbox {
     let policy = format!(
         r#"
 [dataset.visits]
@@ -17,7 +21,7 @@ source = "data/visits.csv"
 holder = "test"
 classification = "sensitive"
 privacy_unit = "person_id"
-max_rows_per_unit = 5
+max_rows_per_unit = {k}
 {extra}
 columns.grp = {{ kind = "category", public_values = ["a", "b", "c", "d"] }}
 columns.v = {{ kind = "int", bounds = [0, 10] }}
@@ -142,4 +146,26 @@ fn responses_are_padded_to_the_policy_time_bucket() {
             "{sql}: answered after {took:?}, not in the first 400 ms bucket"
         );
     }
+}
+
+#[test]
+fn random_group_choices_are_consistent_with_the_row_bound() {
+    // One person: 5 rows in a, 1 in b. With one group kept and up to 5 rows per group, the
+    // per-unit bound k = 3 must still hold whichever group is chosen: never more than 3 rows.
+    let csv = "person_id,grp,v\n1,a,1\n1,a,1\n1,a,1\n1,a,1\n1,a,1\n1,b,1\n";
+    let s3 = world_k(
+        "bound-consistent",
+        csv,
+        3,
+        "max_groups_per_unit = 1\nmax_rows_per_group = 5",
+    );
+    let mut totals = std::collections::BTreeSet::new();
+    for _ in 0..60 {
+        let t = query(&s3, "SELECT grp, COUNT(*) AS n FROM visits GROUP BY grp");
+        totals.insert(column(&t, 1).iter().sum::<i64>());
+    }
+    assert!(
+        totals.iter().all(|t| [1, 3].contains(t)),
+        "a unit contributed beyond its bounds: totals {totals:?}"
+    );
 }

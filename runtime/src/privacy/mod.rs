@@ -811,8 +811,21 @@ impl PrivacyEngine {
                 df = df
                     .window(vec![rank])?
                     .filter(col("__sluice_rrank").lt_eq(lit(u64::from(r))))?
-                    .select(columns)?;
+                    .select(columns.clone())?;
             }
+            // The rows above come from random choices: a plan that read them twice (as the
+            // light/heavy split of `bound_contributions` does) would see two different
+            // choices and could let a unit through unbounded. One window over them all reads
+            // them once.
+            let rank = row_number()
+                .partition_by(vec![col(unit)])
+                .order_by(vec![random(vec![col(unit)])])
+                .build()?
+                .alias("__sluice_rank");
+            return df
+                .window(vec![rank])?
+                .filter(col("__sluice_rank").lt_eq(lit(u64::from(ds.max_rows_per_unit))))?
+                .select(columns);
         }
         self.bound_contributions(df, unit, ds.max_rows_per_unit)
     }
@@ -823,6 +836,9 @@ impl PrivacyEngine {
     /// missing unit, treated as one unit) go through `ROW_NUMBER() OVER (PARTITION BY unit ORDER
     /// BY random) <= k`. The result is the same as windowing every row, but the sort touches only
     /// the heavy units: counting rows per unit is a hash aggregate, much cheaper than sorting.
+    ///
+    /// The plan reads `df` more than once (to count, and in each branch), so `df` must be
+    /// deterministic: a scan with a filter and key expressions, never random choices.
     fn bound_contributions(
         &self,
         df: DataFrame,
