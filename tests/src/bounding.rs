@@ -169,3 +169,12 @@ fn random_group_choices_are_consistent_with_the_row_bound() {
         "a unit contributed beyond its bounds: totals {totals:?}"
     );
 }
+
+#[test]
+fn rows_without_a_unit_are_bounded_together_as_one_unit() {
+    // Eight rows with no person in a, and person 1 with one row in b: k = 5.
+    let csv = "person_id,grp,v\n,a,1\n,a,1\n,a,1\n,a,1\n,a,1\n,a,1\n,a,1\n,a,1\n1,b,1\n";
+    let s = world("bound-null", csv, "");
+    let t = query(&s, "SELECT grp, COUNT(*) AS n FROM visits GROUP BY grp");
+    assert_eq!(column(&t, 1), [5, 1, 0, 0]);
+}

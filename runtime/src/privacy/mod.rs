@@ -749,7 +749,7 @@ impl PrivacyEngine {
     /// `max_groups_per_unit` key tuples per unit and `max_rows_per_group` rows per unit and tuple
     /// (each chosen at random; rows with a NULL unit or key are dropped by these steps); then at
     /// most `max_rows_per_unit` rows per unit (at most `max_rows_per_group` without GROUP BY).
-    fn bound(
+    async fn bound(
         &self,
         mut df: DataFrame,
         q: &ValidatedQuery,
@@ -761,7 +761,7 @@ impl PrivacyEngine {
             let k = ds
                 .max_rows_per_group
                 .map_or(ds.max_rows_per_unit, |r| r.min(ds.max_rows_per_unit));
-            return self.bound_contributions(df, unit, k);
+            return self.bound_contributions(df, unit, k).await;
         }
         if ds.max_groups_per_unit.is_some() || ds.max_rows_per_group.is_some() {
             let keys: Vec<String> = (0..q.key_exprs.len())
@@ -828,18 +828,20 @@ impl PrivacyEngine {
                 .select(columns);
         }
         self.bound_contributions(df, unit, ds.max_rows_per_unit)
+            .await
     }
 
     /// Keeps at most `k` rows of each privacy unit, chosen uniformly at random.
     ///
-    /// Units with at most `k` rows keep them all; only the rows of the other units (and of a
-    /// missing unit, treated as one unit) go through `ROW_NUMBER() OVER (PARTITION BY unit ORDER
-    /// BY random) <= k`. The result is the same as windowing every row, but the sort touches only
-    /// the heavy units: counting rows per unit is a hash aggregate, much cheaper than sorting.
+    /// Units with at most `k` rows keep them all; only the rows of the other units (found first
+    /// and held in memory) and of a missing unit (treated as one unit) go through
+    /// `ROW_NUMBER() OVER (PARTITION BY unit ORDER BY random) <= k`. The result is the same as
+    /// windowing every row, but the sort touches only the heavy units, and both joins build
+    /// their hash table over the heavy units alone.
     ///
     /// The plan reads `df` more than once (to count, and in each branch), so `df` must be
     /// deterministic: a scan with a filter and key expressions, never random choices.
-    fn bound_contributions(
+    async fn bound_contributions(
         &self,
         df: DataFrame,
         unit: &str,
@@ -851,20 +853,27 @@ impl PrivacyEngine {
             .iter()
             .map(|f| col(datafusion::common::Column::new_unqualified(f.name())))
             .collect();
-        let light_units = df
+        // The units above the bound, computed once and held in memory: usually few, so both
+        // joins below build a small hash table instead of one over every unit.
+        let heavy_units = df
             .clone()
             .aggregate(vec![col(unit)], vec![count(lit(1i64)).alias("__sluice_n")])?
             .filter(
                 col("__sluice_n")
-                    .lt_eq(lit(i64::from(k)))
+                    .gt(lit(i64::from(k)))
                     .and(col(unit).is_not_null()),
             )?
-            .select(vec![col(unit).alias("__sluice_light")])?;
-        let light = df.clone().join(
-            light_units.clone(),
-            JoinType::LeftSemi,
+            .select(vec![col(unit).alias("__sluice_heavy")])?;
+        let schema = Arc::new(heavy_units.schema().as_arrow().clone());
+        let batches = heavy_units.collect().await?;
+        let heavy_units = self.catalog.execution.read_table(Arc::new(
+            datafusion::datasource::MemTable::try_new(schema, vec![batches])?,
+        ))?;
+        let light = df.clone().filter(col(unit).is_not_null())?.join(
+            heavy_units.clone(),
+            JoinType::LeftAnti,
             &[unit],
-            &["__sluice_light"],
+            &["__sluice_heavy"],
             None,
         )?;
         let rank = row_number()
@@ -872,14 +881,17 @@ impl PrivacyEngine {
             .order_by(vec![self.random.call(vec![col(unit)]).sort(true, false)])
             .build()?
             .alias("__sluice_rank");
+        // Rows of heavy units, and rows without a unit (bounded together as one unit).
         let heavy = df
+            .clone()
             .join(
-                light_units,
-                JoinType::LeftAnti,
+                heavy_units,
+                JoinType::LeftSemi,
                 &[unit],
-                &["__sluice_light"],
+                &["__sluice_heavy"],
                 None,
             )?
+            .union(df.filter(col(unit).is_null())?)?
             .window(vec![rank])?
             .filter(col("__sluice_rank").lt_eq(lit(u64::from(k))))?
             .select(columns)?;
@@ -905,7 +917,7 @@ impl PrivacyEngine {
         if additive.is_empty() {
             return Ok(HashMap::new());
         }
-        df = self.bound(df, q, ds)?;
+        df = self.bound(df, q, ds).await?;
         let aggs: Vec<Expr> = additive
             .iter()
             .map(|&i| {
@@ -964,7 +976,7 @@ impl PrivacyEngine {
         if let Some(f) = &q.filter {
             df = df.filter(f.clone())?;
         }
-        df = self.bound(df, q, ds)?;
+        df = self.bound(df, q, ds).await?;
         let mut keys = key_exprs(q);
         keys.push(
             self.rank
