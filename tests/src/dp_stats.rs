@@ -59,17 +59,22 @@ fn ks_critical(n: usize) -> f64 {
     (-0.5 * (KS_ALPHA / 2.0).ln()).sqrt() / (n as f64).sqrt()
 }
 
-/// Exact per-group answers of `sql` over the raw file registered as `t` (first columns keys, last
-/// column an integer), by plain DataFusion SQL.
-fn exact(s: &Sandbox, sql: &str, nkeys: usize) -> HashMap<Vec<String>, i64> {
-    let batches = s.block_on(async {
+/// Runs `sql` with plain DataFusion over the raw test file registered as `t`.
+fn plain(s: &Sandbox, sql: &str) -> Vec<datafusion::arrow::record_batch::RecordBatch> {
+    s.block_on(async {
         let ctx = SessionContext::new();
         let path = data_root().join("data/health_visits.parquet");
         ctx.register_parquet("t", path.to_str().unwrap(), ParquetReadOptions::default())
             .await
             .unwrap();
         ctx.sql(sql).await.unwrap().collect().await.unwrap()
-    });
+    })
+}
+
+/// Exact per-group answers of `sql` over the raw file registered as `t` (first columns keys, last
+/// column an integer), by plain DataFusion SQL.
+fn exact(s: &Sandbox, sql: &str, nkeys: usize) -> HashMap<Vec<String>, i64> {
+    let batches = plain(s, sql);
     let mut out = HashMap::new();
     for b in batches {
         let keys: Vec<_> = (0..nkeys)
@@ -330,19 +335,10 @@ fn variance_releases_follow_the_declared_noisy_sums_and_a_30_percent_error_is_de
     // with every scale 30% too wide or too narrow must be rejected (power).
     let s = crate::dp_audit::sandbox_over(crate::data_root());
     let ages = {
-        let batches = s.block_on(async {
-            let ctx = SessionContext::new();
-            let path = data_root().join("data/health_visits.parquet");
-            ctx.register_parquet("t", path.to_str().unwrap(), ParquetReadOptions::default())
-                .await
-                .unwrap();
-            ctx.sql("SELECT CAST(age AS BIGINT) FROM t WHERE age IS NOT NULL")
-                .await
-                .unwrap()
-                .collect()
-                .await
-                .unwrap()
-        });
+        let batches = plain(
+            &s,
+            "SELECT CAST(age AS BIGINT) FROM t WHERE age IS NOT NULL",
+        );
         let mut v = Vec::new();
         for b in batches {
             let a = b.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
@@ -414,19 +410,10 @@ fn variance_releases_follow_the_declared_noisy_sums_and_a_30_percent_error_is_de
 fn stddev_and_population_forms_agree_with_plain_sql_at_high_epsilon() {
     let s = crate::dp_audit::sandbox_over(crate::data_root());
     let exact: f64 = {
-        let b = s.block_on(async {
-            let ctx = SessionContext::new();
-            let path = data_root().join("data/health_visits.parquet");
-            ctx.register_parquet("t", path.to_str().unwrap(), ParquetReadOptions::default())
-                .await
-                .unwrap();
-            ctx.sql("SELECT STDDEV_POP(CASE WHEN age > 100 THEN 100 ELSE age END) FROM t")
-                .await
-                .unwrap()
-                .collect()
-                .await
-                .unwrap()
-        });
+        let b = plain(
+            &s,
+            "SELECT STDDEV_POP(CASE WHEN age > 100 THEN 100 ELSE age END) FROM t",
+        );
         b[0].column(0)
             .as_any()
             .downcast_ref::<datafusion::arrow::array::Float64Array>()

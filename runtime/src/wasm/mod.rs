@@ -547,6 +547,17 @@ fn dataset_info(d: &sluice_policy::Dataset) -> wit::DatasetInfo {
     }
 }
 
+impl JobState {
+    /// Counts one query (or estimate) against the job's limit.
+    fn count_query(&mut self) -> Result<(), wit::QueryError> {
+        if self.queries >= self.limits.max_queries {
+            return Err(wit::QueryError::TooManyQueries(self.limits.max_queries));
+        }
+        self.queries += 1;
+        Ok(())
+    }
+}
+
 impl bindings::sluice::job::types::Host for JobState {}
 
 impl bindings::sluice::job::data::Host for JobState {
@@ -573,10 +584,7 @@ impl bindings::sluice::job::data::Host for JobState {
         sql: String,
         options: wit::QueryOptions,
     ) -> Result<wit::NoisyTable, wit::QueryError> {
-        if self.queries >= self.limits.max_queries {
-            return Err(wit::QueryError::TooManyQueries(self.limits.max_queries));
-        }
-        self.queries += 1;
+        self.count_query()?;
         let engine = self.engine.clone();
         let asker = self.asker.clone();
         let budget = budget_of(options);
@@ -599,10 +607,7 @@ impl bindings::sluice::job::data::Host for JobState {
     ) -> Result<wit::CostEstimate, wit::QueryError> {
         // Estimates read only the policy and the schema, but planning costs CPU: they count
         // towards the query limit like queries.
-        if self.queries >= self.limits.max_queries {
-            return Err(wit::QueryError::TooManyQueries(self.limits.max_queries));
-        }
-        self.queries += 1;
+        self.count_query()?;
         let engine = self.engine.clone();
         let asker = self.asker.clone();
         let budget = budget_of(options);
