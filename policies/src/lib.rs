@@ -59,8 +59,8 @@ use std::path::PathBuf;
 
 pub use date::Date;
 pub use model::{
-    Aggregation, Classification, Column, ColumnKind, Dataset, DatasetId, Grant, OperatorId, Policy,
-    Review, SourceFormat,
+    Aggregation, Classification, Column, ColumnKind, Dataset, DatasetId, Grant, Lookup, OperatorId,
+    Policy, Review, SourceFormat,
 };
 pub use parse::{load, load_dir, load_file, parse_files};
 

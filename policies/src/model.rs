@@ -116,6 +116,8 @@ pub struct Policy {
     pub datasets: BTreeMap<DatasetId, Dataset>,
     /// Grants in file order.
     pub grants: Vec<Grant>,
+    /// Public lookup tables by name (e.g. district → region), joinable with any dataset.
+    pub lookups: BTreeMap<DatasetId, Lookup>,
     /// The files this policy was read from, in the order read, with their exact bytes
     /// (so that callers can hash what was loaded).
     pub files: Vec<(PathBuf, String)>,
@@ -160,6 +162,20 @@ pub enum SourceFormat {
     Parquet,
     /// Comma-separated values with a header row (`.csv`).
     Csv,
+}
+
+/// A public reference table a query may join with a dataset: every value in it is public, and its
+/// key is unique, so the join neither reveals nor multiplies private rows.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Lookup {
+    /// Its name in queries.
+    pub id: DatasetId,
+    /// Where its rows are, relative to the broker's data root unless absolute.
+    pub source: PathBuf,
+    /// The source's format.
+    pub format: SourceFormat,
+    /// The column a dataset joins on; its values must be unique and non-null.
+    pub key: String,
 }
 
 /// A dataset a holder makes available for DP analysis.

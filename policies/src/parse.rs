@@ -249,12 +249,86 @@ impl Cx {
                         "`grant` must be an array of tables: write `[[grant]]`".into(),
                     ),
                 },
+                "lookup" => match value.get_ref() {
+                    DeValue::Table(t) => {
+                        for (name, lk) in t.iter() {
+                            self.lookup(name, lk, policy);
+                        }
+                    }
+                    _ => self.err(
+                        value.span(),
+                        "`lookup` must be a table: write `[lookup.<name>]`".into(),
+                    ),
+                },
                 other => self.err(
                     key.span(),
-                    format!("unknown section `{other}`; accepted sections are: dataset, grant"),
+                    format!(
+                        "unknown section `{other}`; accepted sections are: dataset, grant, lookup"
+                    ),
                 ),
             }
         }
+    }
+
+    fn lookup(&mut self, name: &Spanned<impl AsRef<str>>, value: &Value<'_>, policy: &mut Policy) {
+        let id = match DatasetId::new(name.get_ref().as_ref()) {
+            Ok(id) => Some(id),
+            Err(e) => {
+                self.err(name.span(), e);
+                None
+            }
+        };
+        let DeValue::Table(table) = value.get_ref() else {
+            self.err(
+                value.span(),
+                "a lookup must be a table: write `[lookup.<name>]`".into(),
+            );
+            return;
+        };
+        let mut f = Fields::new(table, value.span());
+        let source = self.req_str(&mut f, "source");
+        let key = self.req_str(&mut f, "key");
+        f.finish(self, "a lookup", &["source", "key"]);
+        let format = source.as_ref().and_then(|(s, span)| {
+            let lower = s.to_ascii_lowercase();
+            if lower.ends_with(".parquet") {
+                Some(SourceFormat::Parquet)
+            } else if lower.ends_with(".csv") {
+                Some(SourceFormat::Csv)
+            } else {
+                self.err(
+                    span.clone(),
+                    format!("source `{s}` has an unknown format; accepted: a path ending in .parquet or .csv"),
+                );
+                None
+            }
+        });
+        if let Some((k, span)) = &key
+            && let Err(e) = validate_column_name(k)
+        {
+            self.err(span.clone(), e);
+            return;
+        }
+        let (Some(id), Some((source, _)), Some(format), Some((key, _))) = (id, source, format, key)
+        else {
+            return;
+        };
+        if policy.datasets.contains_key(&id) || policy.lookups.contains_key(&id) {
+            self.err(
+                name.span(),
+                format!("`{id}` is declared twice; dataset and lookup names must be unique"),
+            );
+            return;
+        }
+        policy.lookups.insert(
+            id.clone(),
+            Lookup {
+                id,
+                source: PathBuf::from(source),
+                format,
+                key,
+            },
+        );
     }
 
     fn dataset(&mut self, name: &Spanned<impl AsRef<str>>, value: &Value<'_>, policy: &mut Policy) {
@@ -348,7 +422,7 @@ impl Cx {
         else {
             return;
         };
-        if policy.datasets.contains_key(&id) {
+        if policy.datasets.contains_key(&id) || policy.lookups.contains_key(&id) {
             self.err(
                 name.span(),
                 format!("dataset `{id}` is declared twice; each dataset name must be unique"),

@@ -18,6 +18,129 @@ use sluice_policy::{ColumnKind, Dataset, DatasetId, Policy, SourceFormat};
 
 use crate::privacy::udf::{FixedPoint, RandomKey, RankCode};
 
+/// Loads a lookup into memory as text columns, checks its key is unique and non-null, and
+/// registers it for planning (its own column names) and execution (renamed columns).
+async fn load_lookup(
+    lk: &sluice_policy::Lookup,
+    data_root: &Path,
+    planning: &SessionContext,
+    execution: &SessionContext,
+) -> Result<LoadedLookup, DataError> {
+    use datafusion::arrow::array::{Array, ArrayRef, StringArray};
+    use datafusion::arrow::compute::{cast, concat_batches};
+    use datafusion::arrow::datatypes::{DataType, Field};
+    use datafusion::arrow::record_batch::RecordBatch;
+
+    let path = if lk.source.is_absolute() {
+        lk.source.clone()
+    } else {
+        data_root.join(&lk.source)
+    };
+    let source_err = |cause: String| DataError::Source {
+        dataset: lk.id.clone(),
+        path: path.clone(),
+        cause,
+    };
+    let schema_err = |problem: String| DataError::Schema {
+        dataset: lk.id.clone(),
+        problem,
+    };
+    let content_hash = hash_file(&path).map_err(|e| source_err(e.to_string()))?;
+    let path_str = path
+        .to_str()
+        .ok_or_else(|| source_err("path is not valid UTF-8".into()))?;
+    let df = match lk.format {
+        SourceFormat::Parquet => {
+            execution
+                .read_parquet(path_str, ParquetReadOptions::default())
+                .await
+        }
+        SourceFormat::Csv => {
+            execution
+                .read_csv(path_str, CsvReadOptions::new().has_header(true))
+                .await
+        }
+    }
+    .map_err(|e| source_err(e.to_string()))?;
+    let schema = Arc::new(df.schema().as_arrow().clone());
+    let batches = df
+        .limit(0, Some(MAX_LOOKUP_ROWS + 1))
+        .map_err(|e| source_err(e.to_string()))?
+        .collect()
+        .await
+        .map_err(|e| source_err(e.to_string()))?;
+    let all = concat_batches(&schema, &batches).map_err(|e| source_err(e.to_string()))?;
+    if all.num_rows() > MAX_LOOKUP_ROWS {
+        return Err(schema_err(format!(
+            "a lookup holds at most {MAX_LOOKUP_ROWS} rows"
+        )));
+    }
+    let mut names = Vec::new();
+    let mut columns: Vec<ArrayRef> = Vec::new();
+    let mut domains = BTreeMap::new();
+    for (field, array) in schema.fields().iter().zip(all.columns()) {
+        let text = cast(array, &DataType::Utf8).map_err(|e| schema_err(e.to_string()))?;
+        let values = text
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .expect("cast to Utf8");
+        let mut domain: Vec<String> = values.iter().flatten().map(str::to_string).collect();
+        if field.name() == &lk.key {
+            if values.null_count() > 0 {
+                return Err(schema_err(format!(
+                    "lookup key `{}` has NULL values",
+                    lk.key
+                )));
+            }
+            let n = domain.len();
+            domain.sort();
+            domain.dedup();
+            if domain.len() != n {
+                return Err(schema_err(format!(
+                    "lookup key `{}` is not unique: a join would repeat private rows",
+                    lk.key
+                )));
+            }
+        }
+        domain.sort();
+        domain.dedup();
+        domains.insert(field.name().clone(), domain);
+        names.push(field.name().clone());
+        columns.push(text);
+    }
+    if !names.contains(&lk.key) {
+        return Err(schema_err(format!(
+            "lookup key `{}` is not a column of the source; its columns are: {}",
+            lk.key,
+            names.join(", ")
+        )));
+    }
+    let register = |ctx: &SessionContext, table: &str, rename: bool| {
+        let fields: Vec<Field> = names
+            .iter()
+            .map(|n| {
+                let name = if rename { lookup_column(n) } else { n.clone() };
+                Field::new(name, DataType::Utf8, true)
+            })
+            .collect();
+        let schema = Arc::new(Schema::new(fields));
+        let batch = RecordBatch::try_new(schema.clone(), columns.clone())
+            .map_err(|e| schema_err(e.to_string()))?;
+        let table_provider = datafusion::datasource::MemTable::try_new(schema, vec![vec![batch]])
+            .map_err(|e| schema_err(e.to_string()))?;
+        ctx.register_table(table, Arc::new(table_provider))
+            .map(|_| ())
+            .map_err(|e| schema_err(e.to_string()))
+    };
+    register(planning, lk.id.as_str(), false)?;
+    register(execution, &lookup_table(lk.id.as_str()), true)?;
+    Ok(LoadedLookup {
+        policy: lk.clone(),
+        content_hash,
+        domains,
+    })
+}
+
 /// Why the data layer could not start. The broker refuses to start on any of these (fail closed).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -53,11 +176,37 @@ pub struct Registered {
     pub declared_schema: SchemaRef,
 }
 
+/// A public lookup table as loaded: every column as text, its key checked unique.
+#[derive(Clone, Debug)]
+pub struct LoadedLookup {
+    /// The policy declaration.
+    pub policy: sluice_policy::Lookup,
+    /// Hex sha256 of the source file.
+    pub content_hash: String,
+    /// Every column's distinct non-null values, sorted: the public domain of a GROUP BY on it.
+    pub domains: BTreeMap<String, Vec<String>>,
+}
+
+/// Largest lookup table accepted (rows): lookups are small public reference tables.
+pub const MAX_LOOKUP_ROWS: usize = 100_000;
+
+/// The execution context's name for a lookup table, whose columns are renamed with
+/// [`lookup_column`] so that they never collide with a dataset's.
+pub(crate) fn lookup_table(name: &str) -> String {
+    format!("__sluice_lookup_{name}")
+}
+
+/// The execution context's name for column `column` of a lookup.
+pub(crate) fn lookup_column(column: &str) -> String {
+    format!("__sluice_lk_{column}")
+}
+
 /// Every dataset of a policy, ready to plan against and to execute on.
 pub struct Catalog {
     pub(crate) planning: SessionContext,
     pub(crate) execution: SessionContext,
     pub(crate) datasets: BTreeMap<DatasetId, Registered>,
+    pub(crate) lookups: BTreeMap<DatasetId, LoadedLookup>,
 }
 
 impl std::fmt::Debug for Catalog {
@@ -206,11 +355,22 @@ impl Catalog {
                 },
             );
         }
+        let mut lookups = BTreeMap::new();
+        for lk in policy.lookups.values() {
+            let loaded = load_lookup(lk, data_root, &planning, &execution).await?;
+            lookups.insert(lk.id.clone(), loaded);
+        }
         Ok(Self {
             planning,
             execution,
             datasets,
+            lookups,
         })
+    }
+
+    /// A loaded lookup table.
+    pub fn lookup(&self, id: &DatasetId) -> Option<&LoadedLookup> {
+        self.lookups.get(id)
     }
 
     /// A registered dataset.

@@ -30,6 +30,8 @@ mod hostile;
 #[cfg(test)]
 mod ledger;
 #[cfg(test)]
+mod lookups;
+#[cfg(test)]
 mod quantiles;
 #[cfg(test)]
 mod samples;

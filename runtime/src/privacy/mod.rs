@@ -271,11 +271,23 @@ impl PrivacyEngine {
         let mut names: Vec<String> = refs.iter().map(|r| r.table().to_string()).collect();
         names.sort();
         names.dedup();
+        // Public lookup tables may be joined; everything else must be one dataset.
+        let (lookups, names): (Vec<String>, Vec<String>) = names.into_iter().partition(|n| {
+            DatasetId::new(n).is_ok_and(|id| self.catalog.lookups.contains_key(&id))
+        });
         let [name] = names.as_slice() else {
             return Err(QueryError::Unsupported(
-                "a query reads exactly one dataset (joins and subqueries are not supported)".into(),
+                "a query reads exactly one dataset, optionally joined with one public lookup table (other joins and subqueries are not supported)".into(),
             ));
         };
+        if lookups.len() > 1 {
+            return Err(QueryError::Unsupported(
+                "a query joins at most one public lookup table".into(),
+            ));
+        }
+        let lookup = lookups
+            .first()
+            .and_then(|l| self.catalog.lookup(&DatasetId::new(l).ok()?));
         let not_granted = || {
             QueryError::NotGranted(format!(
                 "dataset `{name}` is not granted to operator `{}`",
@@ -332,7 +344,7 @@ impl PrivacyEngine {
             .statement_to_plan(statement)
             .await
             .map_err(|e| plan_error(&e, &registered.policy))?;
-        let q = validate::validate(&plan, &registered.policy, &grant.aggregations)?;
+        let q = validate::validate(&plan, &registered.policy, &grant.aggregations, lookup)?;
         if let (Some(column), None) = (q.selected.first(), grant.delta_per_query) {
             return Err(QueryError::NotGranted(format!(
                 "column `{column}` has no public value domain: its values are released only by DP partition selection, which spends δ, and the grant of operator `{}` on dataset `{}` allows no δ (delta_per_query)",
@@ -428,7 +440,11 @@ impl PrivacyEngine {
         let key = cache::CacheKey {
             operator: asker.operator.to_string(),
             dataset: ds.id.to_string(),
-            dataset_hash: registered.content_hash.clone(),
+            // A joined lookup is part of the data version.
+            dataset_hash: match &q.lookup {
+                Some(j) => format!("{}+{}", registered.content_hash, j.content_hash),
+                None => registered.content_hash.clone(),
+            },
             normalized: q.normalized.clone(),
             epsilon,
         };
@@ -898,6 +914,31 @@ impl PrivacyEngine {
         light.union(heavy)
     }
 
+    /// The rows a query reads before bounding: the dataset, joined with its public lookup (an
+    /// INNER join on a unique key, so no row is repeated), filtered by the WHERE clause.
+    async fn base(
+        &self,
+        q: &ValidatedQuery,
+        ds: &sluice_policy::Dataset,
+    ) -> Result<DataFrame, DataFusionError> {
+        let mut df = self.catalog.execution.table(ds.id.as_str()).await?;
+        if let Some(j) = &q.lookup {
+            let lookup = self.catalog.execution.table(j.table.as_str()).await?;
+            df = df.join_on(
+                lookup,
+                JoinType::Inner,
+                vec![
+                    datafusion::prelude::cast(col(j.on.as_str()), DataType::Utf8)
+                        .eq(col(j.key.as_str())),
+                ],
+            )?;
+        }
+        if let Some(f) = &q.filter {
+            df = df.filter(f.clone())?;
+        }
+        Ok(df)
+    }
+
     /// Runs the DP rewrite on DataFusion and returns, per key tuple, the exact value of each release.
     async fn true_values(
         &self,
@@ -906,10 +947,7 @@ impl PrivacyEngine {
         subs: &[Sub],
     ) -> Result<HashMap<Vec<String>, Vec<i64>>, DataFusionError> {
         let ds = &registered.policy;
-        let mut df = self.catalog.execution.table(ds.id.as_str()).await?;
-        if let Some(f) = &q.filter {
-            df = df.filter(f.clone())?;
-        }
+        let mut df = self.base(q, ds).await?;
         // Quantiles are answered by `quantile_histograms`; the rest is one aggregate.
         let additive: Vec<usize> = (0..subs.len())
             .filter(|i| !matches!(subs[*i], Sub::Quantile { .. }))
@@ -972,10 +1010,7 @@ impl PrivacyEngine {
     ) -> Result<HashMap<Vec<String>, Vec<u64>>, DataFusionError> {
         let ds = &registered.policy;
         let m = quantile::candidates(lo, hi, integer).len();
-        let mut df = self.catalog.execution.table(ds.id.as_str()).await?;
-        if let Some(f) = &q.filter {
-            df = df.filter(f.clone())?;
-        }
+        let mut df = self.base(q, ds).await?;
         df = self.bound(df, q, ds).await?;
         let mut keys = key_exprs(q);
         keys.push(

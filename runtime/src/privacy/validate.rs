@@ -1,7 +1,10 @@
 //! Validation of a job's SQL on DataFusion's logical plan (never on strings).
 //!
-//! The accepted subset (v1) is
-//! `SELECT <keys and aggregates> FROM <dataset> [WHERE <predicate>] [GROUP BY <keys>]`:
+//! The accepted subset is
+//! `SELECT <keys and aggregates> FROM <dataset> [JOIN <lookup> ON <column> = <key>]
+//! [WHERE <predicate>] [GROUP BY <keys>]`:
+//! - a public lookup table may be INNER-joined on its unique key; its columns may only be GROUP BY
+//!   keys (domain: the lookup's values), never in WHERE or aggregates;
 //! - aggregates: `COUNT(*)`, `COUNT(DISTINCT <privacy unit>)`, and over numeric columns with
 //!   policy bounds `SUM`, `AVG`, `VARIANCE`/`STDDEV` (sample and `_POP`), `MEDIAN` and
 //!   `PERCENTILE_CONT`;
@@ -15,13 +18,14 @@
 //! Every refusal is a [`QueryError`] whose message depends only on the SQL and the policy.
 
 use datafusion::common::{
-    Column, ScalarValue,
+    Column, ScalarValue, TableReference,
     tree_node::{Transformed, TreeNode},
 };
 use datafusion::logical_expr::{BinaryExpr, Expr, LogicalPlan, Operator};
 use sluice_policy::{Aggregation, ColumnKind, Dataset, DatasetId};
 
 use crate::QueryError;
+use crate::data::LoadedLookup;
 
 /// The aggregates the engine answers, for messages.
 const SUPPORTED: &str = "COUNT(*), COUNT(DISTINCT <privacy unit>), SUM(column), AVG(column), VARIANCE(column), STDDEV(column) (and _POP), MEDIAN(column), PERCENTILE_CONT(q) WITHIN GROUP (ORDER BY column)";
@@ -82,6 +86,35 @@ impl AggSpec {
     }
 }
 
+/// An INNER join of the dataset with a public lookup table, in execution terms.
+#[derive(Clone, Debug)]
+pub struct LookupJoin {
+    /// The lookup's table in the execution context (columns renamed).
+    pub table: String,
+    /// The dataset column joined on.
+    pub on: String,
+    /// The lookup key column, as renamed in the execution context.
+    pub key: String,
+    /// The sha256 of the lookup's source: part of the answer cache's dataset version.
+    pub content_hash: String,
+}
+
+/// The relation name and table of a (possibly aliased) table scan.
+fn scan_side(plan: &LogicalPlan) -> Option<(TableReference, String)> {
+    match plan {
+        LogicalPlan::SubqueryAlias(a) => match a.input.as_ref() {
+            LogicalPlan::TableScan(t) if t.filters.is_empty() && t.fetch.is_none() => {
+                Some((a.alias.clone(), t.table_name.table().to_string()))
+            }
+            _ => None,
+        },
+        LogicalPlan::TableScan(t) if t.filters.is_empty() && t.fetch.is_none() => {
+            Some((t.table_name.clone(), t.table_name.table().to_string()))
+        }
+        _ => None,
+    }
+}
+
 /// Where an output column comes from.
 #[derive(Clone, Debug, PartialEq)]
 pub enum OutputSource {
@@ -105,6 +138,8 @@ pub struct ValidatedQuery {
     /// The public domain of each key (sorted), or `None` for a key released by partition
     /// selection.
     pub key_domains: Vec<Option<Vec<String>>>,
+    /// The public lookup table joined in, if any.
+    pub lookup: Option<LookupJoin>,
     /// The keys whose values are released by DP partition selection (no public domain).
     pub selected: Vec<String>,
     /// Aggregates.
@@ -139,6 +174,7 @@ pub fn validate(
     plan: &LogicalPlan,
     dataset: &Dataset,
     allowed: &[Aggregation],
+    lookup: Option<&LoadedLookup>,
 ) -> Result<ValidatedQuery, QueryError> {
     let normalized = plan.display_indent().to_string();
     let LogicalPlan::Projection(projection) = plan else {
@@ -178,12 +214,94 @@ pub fn validate(
         filter = Some(f.predicate.clone());
         node = f.input.as_ref();
     }
+    // An INNER equi-join with a public lookup table: its columns may only be GROUP BY keys.
+    let mut join: Option<(LookupJoin, TableReference, &LoadedLookup)> = None;
+    if let LogicalPlan::Join(j) = node {
+        let Some(lk) = lookup else {
+            return Err(unsupported(
+                "joins are supported only with a public lookup table declared in policy",
+            ));
+        };
+        let shape = || {
+            unsupported(
+                "join a lookup as: FROM <dataset> [AS d] JOIN <lookup> [AS l] ON d.<column> = l.<key>",
+            )
+        };
+        // The SQL planner leaves `ON a = b` in the join filter (the optimizer, which we do not
+        // run on jobs' plans, would move it to `on`); accept either form, nothing more.
+        let pair = match (j.on.as_slice(), &j.filter) {
+            ([(a, b)], None) => (a.clone(), b.clone()),
+            (
+                [],
+                Some(Expr::BinaryExpr(BinaryExpr {
+                    left,
+                    op: Operator::Eq,
+                    right,
+                })),
+            ) => (left.as_ref().clone(), right.as_ref().clone()),
+            _ => return Err(shape()),
+        };
+        if j.join_type != datafusion::logical_expr::JoinType::Inner {
+            return Err(shape());
+        }
+        let (lrel, lscan) = scan_side(&j.left).ok_or_else(shape)?;
+        let (rrel, rscan) = scan_side(&j.right).ok_or_else(shape)?;
+        let lk_name = lk.policy.id.as_str();
+        let (ds_plan, lk_rel) = if lscan == dataset.id.as_str() && rscan == lk_name {
+            (j.left.as_ref(), rrel)
+        } else if rscan == dataset.id.as_str() && lscan == lk_name {
+            (j.right.as_ref(), lrel)
+        } else {
+            return Err(shape());
+        };
+        let (Expr::Column(a), Expr::Column(b)) = (&pair.0, &pair.1) else {
+            return Err(shape());
+        };
+        let (ds_col, lk_col) = if b.relation.as_ref() == Some(&lk_rel) {
+            (a, b)
+        } else {
+            (b, a)
+        };
+        if lk_col.relation.as_ref() != Some(&lk_rel) || lk_col.name != lk.policy.key {
+            return Err(unsupported(format!(
+                "a join with lookup `{lk_name}` must match its key `{}`",
+                lk.policy.key
+            )));
+        }
+        if !matches!(
+            (Cx { dataset }).column(&ds_col.name)?,
+            ColumnKind::Category { .. }
+        ) {
+            return Err(unsupported(
+                "a lookup joins on a category column of the dataset",
+            ));
+        }
+        join = Some((
+            LookupJoin {
+                table: crate::data::lookup_table(lk_name),
+                on: ds_col.name.clone(),
+                key: crate::data::lookup_column(&lk.policy.key),
+                content_hash: lk.content_hash.clone(),
+            },
+            lk_rel,
+            lk,
+        ));
+        node = ds_plan;
+    }
+    let from_lookup = |c: &Column| {
+        join.as_ref()
+            .is_some_and(|(_, rel, _)| c.relation.as_ref() == Some(rel))
+    };
+    let uses_lookup = |e: &Expr| e.column_refs().into_iter().any(&from_lookup);
+
     if let LogicalPlan::SubqueryAlias(a) = node {
         node = a.input.as_ref();
     }
     let LogicalPlan::TableScan(scan) = node else {
         return Err(match node {
-            LogicalPlan::Join(_) => unsupported("joins are not supported"),
+            LogicalPlan::Join(_) => {
+                unsupported("joins are supported only with one public lookup table")
+            }
             LogicalPlan::Subquery(_)
             | LogicalPlan::Projection(_)
             | LogicalPlan::SubqueryAlias(_) => unsupported("subqueries are not supported"),
@@ -201,6 +319,11 @@ pub fn validate(
 
     let cx = Cx { dataset };
 
+    if filter.as_ref().is_some_and(uses_lookup) || aggregate.aggr_expr.iter().any(uses_lookup) {
+        return Err(unsupported(
+            "columns of a lookup table may only be GROUP BY keys (not in WHERE or in aggregates)",
+        ));
+    }
     if let Some(pred) = &filter {
         cx.predicate(pred, 0)?;
     }
@@ -211,6 +334,28 @@ pub fn validate(
     let mut selected = Vec::new();
     let mut cells: usize = 1;
     for g in &aggregate.group_expr {
+        if let (Expr::Column(c), Some((_, _, lk))) = (g, &join)
+            && from_lookup(c)
+        {
+            let domain = lk.domains.get(&c.name).ok_or_else(|| {
+                QueryError::ColumnDenied(format!(
+                    "unknown column `{}` in lookup `{}`",
+                    c.name, lk.policy.id
+                ))
+            })?;
+            cells = cells.saturating_mul(domain.len());
+            keys.push(c.name.clone());
+            key_exprs.push(Expr::Column(Column::new_unqualified(
+                crate::data::lookup_column(&c.name),
+            )));
+            key_domains.push(Some(domain.clone()));
+            continue;
+        }
+        if uses_lookup(g) {
+            return Err(unsupported(
+                "columns of a lookup table may be GROUP BY keys only as plain columns",
+            ));
+        }
         if let Expr::Case(case) = g {
             let domain = cx.case_key(case)?;
             cells = cells.saturating_mul(domain.len());
@@ -322,6 +467,7 @@ pub fn validate(
         keys,
         key_exprs,
         key_domains,
+        lookup: join.map(|(j, _, _)| j),
         selected,
         aggregates,
         outputs,
