@@ -270,14 +270,34 @@ impl Cx {
         }
     }
 
+    /// A dataset's or lookup's name.
+    fn name(&mut self, name: &Spanned<impl AsRef<str>>) -> Option<DatasetId> {
+        DatasetId::new(name.get_ref().as_ref())
+            .map_err(|e| self.err(name.span(), e))
+            .ok()
+    }
+
+    /// A source's format, from its extension.
+    fn source_format(&mut self, source: Option<&(String, Range<usize>)>) -> Option<SourceFormat> {
+        let (s, span) = source?;
+        let lower = s.to_ascii_lowercase();
+        if lower.ends_with(".parquet") {
+            Some(SourceFormat::Parquet)
+        } else if lower.ends_with(".csv") {
+            Some(SourceFormat::Csv)
+        } else {
+            self.err(
+                span.clone(),
+                format!(
+                    "source `{s}` has an unknown format; accepted: a path ending in .parquet or .csv"
+                ),
+            );
+            None
+        }
+    }
+
     fn lookup(&mut self, name: &Spanned<impl AsRef<str>>, value: &Value<'_>, policy: &mut Policy) {
-        let id = match DatasetId::new(name.get_ref().as_ref()) {
-            Ok(id) => Some(id),
-            Err(e) => {
-                self.err(name.span(), e);
-                None
-            }
-        };
+        let id = self.name(name);
         let DeValue::Table(table) = value.get_ref() else {
             self.err(
                 value.span(),
@@ -289,20 +309,7 @@ impl Cx {
         let source = self.req_str(&mut f, "source");
         let key = self.req_str(&mut f, "key");
         f.finish(self, "a lookup", &["source", "key"]);
-        let format = source.as_ref().and_then(|(s, span)| {
-            let lower = s.to_ascii_lowercase();
-            if lower.ends_with(".parquet") {
-                Some(SourceFormat::Parquet)
-            } else if lower.ends_with(".csv") {
-                Some(SourceFormat::Csv)
-            } else {
-                self.err(
-                    span.clone(),
-                    format!("source `{s}` has an unknown format; accepted: a path ending in .parquet or .csv"),
-                );
-                None
-            }
-        });
+        let format = self.source_format(source.as_ref());
         if let Some((k, span)) = &key
             && let Err(e) = validate_column_name(k)
         {
@@ -332,13 +339,7 @@ impl Cx {
     }
 
     fn dataset(&mut self, name: &Spanned<impl AsRef<str>>, value: &Value<'_>, policy: &mut Policy) {
-        let id = match DatasetId::new(name.get_ref().as_ref()) {
-            Ok(id) => Some(id),
-            Err(e) => {
-                self.err(name.span(), e);
-                None
-            }
-        };
+        let id = self.name(name);
         let DeValue::Table(table) = value.get_ref() else {
             self.err(
                 value.span(),
@@ -379,20 +380,7 @@ impl Cx {
             self.err(unit_value.map_or(0..0, |v| v.span()), e);
         }
 
-        let format = source.as_ref().and_then(|(s, span)| {
-            let lower = s.to_ascii_lowercase();
-            if lower.ends_with(".parquet") {
-                Some(SourceFormat::Parquet)
-            } else if lower.ends_with(".csv") {
-                Some(SourceFormat::Csv)
-            } else {
-                self.err(
-                    span.clone(),
-                    format!("source `{s}` has an unknown format; accepted: a path ending in .parquet or .csv"),
-                );
-                None
-            }
-        });
+        let format = self.source_format(source.as_ref());
 
         let (
             Some(id),
