@@ -1010,7 +1010,21 @@ fn visible_datasets(s: &Shared, auth: &Auth) -> Vec<Value> {
 }
 
 async fn datasets(State(s): State<Arc<Shared>>, auth: Auth) -> ApiResult<Json<Value>> {
-    Ok(Json(json!({ "datasets": visible_datasets(&s, &auth) })))
+    // Lookup tables are public reference data: every caller may see them, values included.
+    let cur = current(&s);
+    let catalog = cur.sandbox.engine().catalog();
+    let lookups: Vec<Value> = cur
+        .sandbox
+        .engine()
+        .policy()
+        .lookups
+        .keys()
+        .filter_map(|id| catalog.lookup(id))
+        .map(|l| json!({ "name": l.policy.id.as_str(), "key": l.policy.key, "columns": l.domains }))
+        .collect();
+    Ok(Json(
+        json!({ "datasets": visible_datasets(&s, &auth), "lookups": lookups }),
+    ))
 }
 
 async fn dataset(

@@ -712,3 +712,21 @@ fn shutdown_ends_open_event_streams_and_signs_the_head() {
     );
     assert_eq!(follower.join().unwrap(), vec!["pending_review".to_string()]);
 }
+
+#[test]
+fn the_datasets_endpoint_lists_public_lookups_with_their_values() {
+    std::fs::write(
+        crate::data_root().join("data/district_region_api.csv"),
+        "district,region\nGuangling,Central\nHanjiang,Central\nGaoyou,North\n",
+    )
+    .unwrap();
+    let b = TestBroker::start("lookups", |p| {
+        p + "\n[lookup.district_region]\nsource = \"data/district_region_api.csv\"\nkey = \"district\"\n"
+    });
+    let (status, body) = http(b.url(), "GET", "/v1/datasets", Some(&b.analyst), None, b"");
+    assert_eq!(status, 200, "{body}");
+    let lookup = &body["lookups"][0];
+    assert_eq!(lookup["name"], "district_region");
+    assert_eq!(lookup["key"], "district");
+    assert_eq!(lookup["columns"]["region"], json!(["Central", "North"]));
+}
