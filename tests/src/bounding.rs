@@ -25,19 +25,8 @@ max_rows_per_unit = {k}
 {extra}
 columns.grp = {{ kind = "category", public_values = ["a", "b", "c", "d"] }}
 columns.v = {{ kind = "int", bounds = [0, 10] }}
-
-[[grant]]
-operator = "stats"
-datasets = ["visits"]
-purpose = "tests: bounding"
-aggregations = ["count", "sum"]
-epsilon_per_job = 100.0
-epsilon_per_period = 100.0
-period = "30d"
-expires = 2099-12-31
-review = "none"
 "#
-    );
+    ) + &crate::stats_grant("visits", "bounding", r#""count", "sum""#);
     let (root, pol) = csv_world(name, "visits", csv, &policy);
     world_sandbox(&root, &pol, Arc::new(Unlimited))
 }

@@ -134,6 +134,25 @@ pub fn csv_world(name: &str, dataset: &str, csv: &str, policy: &str) -> (PathBuf
     (root, pdir)
 }
 
+/// A `[[grant]]` for operator `stats` on `dataset` with `aggregations` (TOML list items), ε 100
+/// per job and per period, no review: the grant every small test world uses.
+pub fn stats_grant(dataset: &str, purpose: &str, aggregations: &str) -> String {
+    format!(
+        r#"
+[[grant]]
+operator = "stats"
+datasets = ["{dataset}"]
+purpose = "tests: {purpose}"
+aggregations = [{aggregations}]
+epsilon_per_job = 100.0
+epsilon_per_period = 100.0
+period = "30d"
+expires = 2099-12-31
+review = "none"
+"#
+    )
+}
+
 /// A sandbox over `root` under the policy in `policy_dir`, charging `accountant`, without the
 /// answer cache (tests repeat queries to look at the noise).
 pub fn world_sandbox(

@@ -8,7 +8,7 @@ use sluice_runtime::{QueryError, Sandbox, SandboxConfig, Value};
 use crate::dp_audit::Unlimited;
 use crate::{asker, csv_world};
 
-const POLICY: &str = r#"
+const DATASET: &str = r#"
 [dataset.visits]
 source = "data/visits.csv"
 holder = "test"
@@ -23,17 +23,11 @@ columns.secret = { kind = "hidden" }
 source = "data/district_region.csv"
 key = "district"
 
-[[grant]]
-operator = "stats"
-datasets = ["visits"]
-purpose = "tests: lookups"
-aggregations = ["count", "sum"]
-epsilon_per_job = 100.0
-epsilon_per_period = 100.0
-period = "30d"
-expires = 2099-12-31
-review = "none"
 "#;
+
+fn policy() -> String {
+    DATASET.to_string() + &crate::stats_grant("visits", "lookups", r#""count", "sum""#)
+}
 
 /// 30 people in east-1, 20 in east-2, 10 in west-1, 5 in `nowhere` (absent from the lookup).
 fn visits() -> String {
@@ -54,7 +48,7 @@ fn visits() -> String {
 }
 
 fn world(name: &str, lookup_csv: &str) -> Result<Sandbox, String> {
-    let (root, pol) = csv_world(name, "visits", &visits(), POLICY);
+    let (root, pol) = csv_world(name, "visits", &visits(), &policy());
     std::fs::write(root.join("data/district_region.csv"), lookup_csv).unwrap();
     let policy = sluice_policy::load(&pol).map_err(|e| e.to_string())?;
     Sandbox::new(SandboxConfig::new(policy, &root, Arc::new(Unlimited)).without_answer_cache())

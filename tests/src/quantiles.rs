@@ -42,19 +42,8 @@ privacy_unit = "person_id"
 max_rows_per_unit = {K}
 columns.grp = {{ kind = "category", public_values = ["a", "b"] }}
 columns.v = {{ kind = "int", bounds = [0, {HI}] }}
-
-[[grant]]
-operator = "stats"
-datasets = ["small"]
-purpose = "tests: quantiles"
-aggregations = ["count", "quantile"]
-epsilon_per_job = 100.0
-epsilon_per_period = 100.0
-period = "30d"
-expires = 2099-12-31
-review = "none"
 "#
-    );
+    ) + &crate::stats_grant("small", "quantiles", r#""count", "quantile""#);
     csv_world(name, "small", &csv, &policy)
 }
 

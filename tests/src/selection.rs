@@ -35,20 +35,9 @@ max_rows_per_unit = {K}
 columns.code = {{ kind = "category", partition_selection = true }}
 columns.region = {{ kind = "category", public_values = ["north", "south"] }}
 columns.note = {{ kind = "category" }}
-
-[[grant]]
-operator = "stats"
-datasets = ["clinic"]
-purpose = "tests: partition selection"
-aggregations = ["count"]
-epsilon_per_job = 100.0
-epsilon_per_period = 100.0
-period = "30d"
-expires = 2099-12-31
-review = "none"
-{delta}
 "#
-    )
+    ) + &crate::stats_grant("clinic", "partition selection", r#""count""#)
+        + delta
 }
 
 /// 200 people: codes `common-0..3` shared by many, one person at the cap with `rare-x` only,

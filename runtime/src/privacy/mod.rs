@@ -436,7 +436,8 @@ impl PrivacyEngine {
         let (q, registered, grant) = self.prepare(asker, sql).await?;
         let ds = &registered.policy;
         *bucket = ds.response_time_bucket_ms;
-        let epsilon = solve_budget(&q, &design(&q, ds, grant), budget)?;
+        let d = design(&q, ds, grant);
+        let epsilon = solve_budget(&q, &d, budget)?;
         let key = cache::CacheKey {
             operator: asker.operator.to_string(),
             dataset: ds.id.to_string(),
@@ -470,7 +471,7 @@ impl PrivacyEngine {
             select_with,
             sensitivities,
             bounds,
-        } = design(&q, ds, grant);
+        } = d;
         let eps_each = epsilon / subs.len() as f64;
         let k = bounds.l1;
         let delta = if select_with.is_some() {
