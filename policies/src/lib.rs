@@ -45,8 +45,11 @@
 //! - Each **column** has a kind: `category` (with `public_values` it may be a GROUP BY key), `int` and
 //!   `float` (with `bounds` they may be summed and averaged), or `hidden` (never usable). Columns that
 //!   are not declared do not exist for jobs.
-//! - A **grant** lets one operator run some aggregations over some datasets for a purpose, with ε per
-//!   job and per period, an expiry date and whether jobs need review.
+//! - A dataset's `privacy_measure` is `pure` (ε-DP, Laplace noise; the default) or `zcdp`
+//!   (ρ-zero-concentrated DP, Gaussian noise, tighter over many queries).
+//! - A **grant** lets one operator run some aggregations over some datasets for a purpose, with a
+//!   budget per job and per period in each covered dataset's measure (`epsilon_per_*` for pure
+//!   datasets, `rho_per_*` for zCDP ones), an expiry date and whether jobs need review.
 //! - Validation is strict: unknown fields are errors, and every problem is reported at once
 //!   (`sluice policy check <dir>`).
 
@@ -60,7 +63,7 @@ use std::path::PathBuf;
 pub use date::Date;
 pub use model::{
     Aggregation, Classification, Column, ColumnKind, Dataset, DatasetId, Grant, Lookup, OperatorId,
-    Policy, Review, SourceFormat,
+    Policy, PrivacyMeasure, Review, SourceFormat,
 };
 pub use parse::{load, load_dir, load_file, parse_files};
 

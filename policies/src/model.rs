@@ -164,6 +164,28 @@ pub enum SourceFormat {
     Csv,
 }
 
+/// How a dataset's privacy loss is measured, composed and capped: the family of mechanisms its
+/// queries use and the unit its grants' budgets are written in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PrivacyMeasure {
+    /// Pure ε-differential privacy (Laplace family); grants cap ε (`epsilon_per_job`,
+    /// `epsilon_per_period`).
+    #[default]
+    Pure,
+    /// ρ-zero-concentrated differential privacy (Gaussian family), which composes more tightly
+    /// over many queries; grants cap ρ (`rho_per_job`, `rho_per_period`).
+    Zcdp,
+}
+
+impl PrivacyMeasure {
+    pub(crate) const NAMES: &'static [&'static str] = &["pure", "zcdp"];
+
+    /// The name used in policy files.
+    pub fn as_str(self) -> &'static str {
+        Self::NAMES[self as usize]
+    }
+}
+
 /// A public reference table a query may join with a dataset: every value in it is public, and its
 /// key is unique, so the join neither reveals nor multiplies private rows.
 #[derive(Clone, Debug, PartialEq)]
@@ -201,6 +223,8 @@ pub struct Dataset {
     /// At most this many rows of one privacy unit in any one group (L∞), chosen at random;
     /// `None`: bounded by `max_rows_per_unit` alone.
     pub max_rows_per_group: Option<u32>,
+    /// How privacy loss on this dataset is measured, composed and capped.
+    pub measure: PrivacyMeasure,
     /// Pad every query's response time to a multiple of this many milliseconds, so that timing
     /// reveals at most a coarse bucket of the execution time.
     pub response_time_bucket_ms: Option<u32>,
@@ -343,10 +367,16 @@ pub struct Grant {
     pub purpose: String,
     /// Which aggregations queries may use.
     pub aggregations: Vec<Aggregation>,
-    /// At most this much ε per job and dataset.
+    /// At most this much ε per job and dataset (pure-DP datasets); 0 when the grant declares no
+    /// ε caps, which it may only do when it covers no pure-DP dataset.
     pub epsilon_per_job: f64,
-    /// At most this much ε per period and dataset.
+    /// At most this much ε per period and dataset (pure-DP datasets); 0 when not declared.
     pub epsilon_per_period: f64,
+    /// At most this much ρ per job and dataset (zCDP datasets); 0 when the grant declares no ρ
+    /// caps, which it may only do when it covers no zCDP dataset.
+    pub rho_per_job: f64,
+    /// At most this much ρ per period and dataset (zCDP datasets); 0 when not declared.
+    pub rho_per_period: f64,
     /// The length of a budget period, in seconds.
     pub period_secs: u64,
     /// The last day on which the grant is valid.

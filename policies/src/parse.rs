@@ -70,7 +70,7 @@ pub fn parse_files(files: Vec<(PathBuf, String)>) -> Result<Policy, PolicyError>
     let mut problems = Vec::new();
     let mut policy = Policy::default();
     // Dataset references in grants are checked once every file is read.
-    let mut refs: Vec<(usize, Range<usize>, DatasetId)> = Vec::new();
+    let mut refs: Vec<DatasetRef> = Vec::new();
     let mut grant_keys: BTreeMap<(OperatorId, DatasetId), ()> = BTreeMap::new();
     // Every `[dataset.<name>]` seen, valid or not, so that grants naming an invalid dataset are not
     // also reported as naming an unknown one.
@@ -107,10 +107,28 @@ pub fn parse_files(files: Vec<(PathBuf, String)>) -> Result<Policy, PolicyError>
     }
 
     let mut missing = Vec::new();
-    for (file, span, id) in refs {
+    for (file, span, id, (eps, rho)) in refs {
+        let text = &files[file].1;
+        let (line, column) = line_col(text, span.start);
+        // A valid dataset's budget unit must be one the grant caps.
+        let unit = policy.datasets.get(&id).and_then(|d| match d.measure {
+            PrivacyMeasure::Pure if !eps => {
+                Some(("pure", "epsilon_per_job` and `epsilon_per_period"))
+            }
+            PrivacyMeasure::Zcdp if !rho => Some(("zcdp", "rho_per_job` and `rho_per_period")),
+            _ => None,
+        });
+        if let Some((measure, keys)) = unit {
+            missing.push(Problem {
+                file: files[file].0.clone(),
+                line,
+                column,
+                message: format!(
+                    "dataset `{id}` has privacy_measure = \"{measure}\", so a grant covering it must declare `{keys}`"
+                ),
+            });
+        }
         if !declared.contains(id.as_str()) {
-            let text = &files[file].1;
-            let (line, column) = line_col(text, span.start);
             let known: Vec<_> = declared.iter().map(String::as_str).collect();
             missing.push(Problem {
                 file: files[file].0.clone(),
@@ -144,6 +162,9 @@ pub fn parse_files(files: Vec<(PathBuf, String)>) -> Result<Policy, PolicyError>
         Err(PolicyError::Invalid(crate::Problems(problems)))
     }
 }
+
+/// A grant's reference to a dataset: file index, place, name, and whether the grant caps ε and ρ.
+type DatasetRef = (usize, Range<usize>, DatasetId, (bool, bool));
 
 fn int(i: &toml::de::DeInteger<'_>) -> Option<i64> {
     i64::from_str_radix(i.as_str(), i.radix()).ok()
@@ -222,7 +243,7 @@ impl Cx {
         &mut self,
         root: &Table<'_>,
         policy: &mut Policy,
-        refs: &mut Vec<(usize, Range<usize>, DatasetId)>,
+        refs: &mut Vec<DatasetRef>,
         grant_keys: &mut BTreeMap<(OperatorId, DatasetId), ()>,
     ) {
         for (key, value) in root.iter() {
@@ -357,6 +378,23 @@ impl Cx {
         let max_groups = self.opt_int(&mut f, "max_groups_per_unit", 1, MAX_ROWS_PER_UNIT_LIMIT);
         let max_rows_group = self.opt_int(&mut f, "max_rows_per_group", 1, MAX_ROWS_PER_UNIT_LIMIT);
         let bucket = self.opt_int(&mut f, "response_time_bucket_ms", 1, 60_000);
+        let measure = match f.get("privacy_measure") {
+            None => Some(PrivacyMeasure::Pure),
+            Some(v) => match v.get_ref().as_str() {
+                Some("pure") => Some(PrivacyMeasure::Pure),
+                Some("zcdp") => Some(PrivacyMeasure::Zcdp),
+                _ => {
+                    self.err(
+                        v.span(),
+                        format!(
+                            "`privacy_measure` must be one of: {} (pure ε-DP with Laplace noise, or zero-concentrated DP with Gaussian noise)",
+                            PrivacyMeasure::NAMES.join(", ")
+                        ),
+                    );
+                    None
+                }
+            },
+        };
         let columns = self.columns(&mut f, privacy_unit.as_deref(), unit_value);
         f.finish(
             self,
@@ -370,6 +408,7 @@ impl Cx {
                 "max_groups_per_unit",
                 "max_rows_per_group",
                 "response_time_bucket_ms",
+                "privacy_measure",
                 "columns",
             ],
         );
@@ -393,6 +432,7 @@ impl Cx {
             Some(max_groups),
             Some(max_rows_group),
             Some(bucket),
+            Some(measure),
             Some(columns),
         ) = (
             id,
@@ -405,6 +445,7 @@ impl Cx {
             max_groups,
             max_rows_group,
             bucket,
+            measure,
             columns,
         )
         else {
@@ -431,6 +472,7 @@ impl Cx {
                 max_groups_per_unit: max_groups.map(|n| n as u32),
                 max_rows_per_group: max_rows_group.map(|n| n as u32),
                 response_time_bucket_ms: bucket.map(|n| n as u32),
+                measure,
                 columns,
             },
         );
@@ -695,7 +737,7 @@ impl Cx {
         &mut self,
         item: &Value<'_>,
         policy: &mut Policy,
-        refs: &mut Vec<(usize, Range<usize>, DatasetId)>,
+        refs: &mut Vec<DatasetRef>,
         grant_keys: &mut BTreeMap<(OperatorId, DatasetId), ()>,
     ) {
         let DeValue::Table(table) = item.get_ref() else {
@@ -710,14 +752,26 @@ impl Cx {
             .req_str(&mut f, "operator")
             .and_then(|(s, span)| OperatorId::new(&s).map_err(|e| self.err(span, e)).ok());
         let datasets = self.datasets_list(&mut f);
-        // References are checked once every file is read, even if this grant has other problems.
-        for (span, id) in datasets.iter().flatten() {
-            refs.push((self.file, span.clone(), id.clone()));
-        }
         let purpose = self.req_str(&mut f, "purpose");
         let aggregations = self.aggregations(&mut f);
-        let eps_job = self.req_epsilon(&mut f, "epsilon_per_job");
-        let eps_period = self.req_epsilon(&mut f, "epsilon_per_period");
+        let eps = self.cap_pair(&mut f, ["epsilon_per_job", "epsilon_per_period"]);
+        let rho = self.cap_pair(&mut f, ["rho_per_job", "rho_per_period"]);
+        // References are checked once every file is read, even if this grant has other problems,
+        // with which budget units the grant declares (each dataset needs its measure's).
+        let none = matches!((&eps, &rho), (Some(None), Some(None)));
+        let units = (
+            none || !matches!(eps, Some(None)),
+            none || !matches!(rho, Some(None)),
+        );
+        for (span, id) in datasets.iter().flatten() {
+            refs.push((self.file, span.clone(), id.clone(), units));
+        }
+        if let (Some(None), Some(None)) = (&eps, &rho) {
+            self.err(
+                f.span.clone(),
+                "a grant must cap the budget: declare `epsilon_per_job` and `epsilon_per_period` (pure-DP datasets), `rho_per_job` and `rho_per_period` (zCDP datasets), or both pairs".into(),
+            );
+        }
         let period = self.period(&mut f);
         let expires = self.date(&mut f, "expires");
         let review = self.req_enum(&mut f, "review", &["none", "required"]);
@@ -750,6 +804,8 @@ impl Cx {
                 "aggregations",
                 "epsilon_per_job",
                 "epsilon_per_period",
+                "rho_per_job",
+                "rho_per_period",
                 "period",
                 "expires",
                 "review",
@@ -777,22 +833,13 @@ impl Cx {
             }
             _ => None,
         };
-        if let (Some((j, span)), Some((p, _))) = (&eps_job, &eps_period)
-            && j > p
-        {
-            self.err(
-                span.clone(),
-                format!("epsilon_per_job ({j}) exceeds epsilon_per_period ({p})"),
-            );
-            return;
-        }
         let (
             Some(operator),
             Some(datasets),
             Some((purpose, _)),
             Some(aggregations),
-            Some((eps_job, _)),
-            Some((eps_period, _)),
+            Some(eps),
+            Some(rho),
             Some(period),
             Some(expires),
             Some(review),
@@ -803,8 +850,8 @@ impl Cx {
             datasets,
             purpose,
             aggregations,
-            eps_job,
-            eps_period,
+            eps,
+            rho,
             period,
             expires,
             review,
@@ -831,8 +878,10 @@ impl Cx {
             datasets: datasets.into_iter().map(|(_, d)| d).collect(),
             purpose,
             aggregations,
-            epsilon_per_job: eps_job,
-            epsilon_per_period: eps_period,
+            epsilon_per_job: eps.map_or(0.0, |c| c.0),
+            epsilon_per_period: eps.map_or(0.0, |c| c.1),
+            rho_per_job: rho.map_or(0.0, |c| c.0),
+            rho_per_period: rho.map_or(0.0, |c| c.1),
             period_secs: period,
             expires,
             review: if review == "required" {
@@ -1101,19 +1150,48 @@ impl Cx {
         }
     }
 
-    fn req_epsilon(
+    /// A per-job and per-period budget cap pair (`keys`), both or neither: `Some(None)` when
+    /// both are absent, `None` after reporting a problem.
+    fn cap_pair(
+        &mut self,
+        f: &mut Fields<'_, '_>,
+        keys: [&'static str; 2],
+    ) -> Option<Option<(f64, f64)>> {
+        let job = self.opt_budget(f, keys[0]);
+        let period = self.opt_budget(f, keys[1]);
+        match (job?, period?) {
+            (None, None) => Some(None),
+            (Some((j, span)), Some((p, _))) if j > p => {
+                self.err(span, format!("{} ({j}) exceeds {} ({p})", keys[0], keys[1]));
+                None
+            }
+            (Some((j, _)), Some((p, _))) => Some(Some((j, p))),
+            (Some((_, span)), None) | (None, Some((_, span))) => {
+                self.err(
+                    span,
+                    format!("declare both `{}` and `{}`, or neither", keys[0], keys[1]),
+                );
+                None
+            }
+        }
+    }
+
+    /// An optional budget (ε or ρ) in (0, 100]: `Some(None)` when absent, `None` after reporting.
+    fn opt_budget(
         &mut self,
         f: &mut Fields<'_, '_>,
         key: &'static str,
-    ) -> Option<(f64, Range<usize>)> {
-        let v = self.require(f, key, "a positive number such as 1.0")?;
+    ) -> Option<Option<(f64, Range<usize>)>> {
+        let Some(v) = f.get(key) else {
+            return Some(None);
+        };
         let n = match v.get_ref() {
             DeValue::Integer(i) => int(i).map(|i| i as f64),
             DeValue::Float(x) => x.as_str().parse::<f64>().ok(),
             _ => None,
         };
         match n {
-            Some(n) if n.is_finite() && n > 0.0 && n <= 100.0 => Some((n, v.span())),
+            Some(n) if n.is_finite() && n > 0.0 && n <= 100.0 => Some(Some((n, v.span()))),
             _ => {
                 self.err(
                     v.span(),

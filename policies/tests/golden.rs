@@ -43,6 +43,11 @@ fn partition_selection_and_delta_misuse_is_reported() {
 }
 
 #[test]
+fn privacy_measure_and_budget_cap_misuse_is_reported() {
+    check("measure_problems");
+}
+
+#[test]
 fn invalid_toml_is_reported_at_its_place() {
     check("invalid_toml");
 }
