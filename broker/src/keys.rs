@@ -143,6 +143,10 @@ pub struct Receipt {
     pub epsilon: f64,
     /// Total δ charged to the job.
     pub delta: f64,
+    /// Total ρ charged to the job on zCDP datasets (absent, and not signed, when 0, so that
+    /// receipts issued before zCDP existed still verify).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub rho: f64,
     /// Sequence number of the audit entry recording the release.
     pub audit_seq: i64,
     /// sha256 of the report as JSON (the exact bytes `result` serves).
@@ -156,6 +160,10 @@ pub struct Receipt {
     /// ed25519 signature (hex) over the receipt's canonical JSON without this field.
     #[serde(default)]
     pub signature: String,
+}
+
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
 }
 
 impl Receipt {
@@ -210,6 +218,7 @@ mod tests {
             datasets: vec![],
             epsilon: 0.5,
             delta: 0.0,
+            rho: 0.0,
             audit_seq: 7,
             report_sha256: sha256_hex(b"{}"),
             report_csv_sha256: sha256_hex(b"csv"),
@@ -232,6 +241,17 @@ mod tests {
         let mut forged = r.clone();
         forged.epsilon = 0.1;
         assert!(forged.verify(&key, b"{}").is_err());
+        // ρ is signed when present: a receipt cannot gain or lose it.
+        let mut forged = r.clone();
+        forged.rho = 0.2;
+        assert!(forged.verify(&key, b"{}").is_err());
+        let mut zcdp = receipt(&keys);
+        zcdp.rho = 0.25;
+        zcdp.sign(&keys);
+        zcdp.verify(&key, b"{}").unwrap();
+        let mut stripped = zcdp.clone();
+        stripped.rho = 0.0;
+        assert!(stripped.verify(&key, b"{}").is_err());
         let other = Keys::generate();
         assert!(
             r.verify(&public_key(&other.public_hex()).unwrap(), b"{}")

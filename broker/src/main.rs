@@ -131,14 +131,17 @@ enum Command {
         conn: Conn,
         /// The SQL.
         sql: String,
-        /// Spend this ε.
+        /// Spend this ε (pure-DP datasets).
         #[arg(
             long,
-            conflicts_with = "accuracy",
-            required_unless_present = "accuracy"
+            conflicts_with_all = ["accuracy", "rho"],
+            required_unless_present_any = ["accuracy", "rho"]
         )]
         epsilon: Option<f64>,
-        /// Or: the 95% half-width every aggregate cell must have; the broker solves for ε.
+        /// Or: spend this ρ (zCDP datasets).
+        #[arg(long, conflicts_with = "accuracy")]
+        rho: Option<f64>,
+        /// Or: the 95% half-width every aggregate cell must have; the broker solves for ε (or ρ).
         #[arg(long)]
         accuracy: Option<f64>,
     },
@@ -377,8 +380,9 @@ fn main() -> ExitCode {
             conn,
             sql,
             epsilon,
+            rho,
             accuracy,
-        } => remote::estimate(&conn, &sql, epsilon, accuracy),
+        } => remote::estimate(&conn, &sql, [epsilon, rho, accuracy]),
         Command::Review { command } => match command {
             ReviewCommand::List { conn } => remote::review_list(&conn),
             ReviewCommand::Approve { conn, id, reason } => {

@@ -208,17 +208,25 @@ pub fn receipt_path(report: &Path) -> PathBuf {
 pub fn budget(conn: &Conn) -> Result<ExitCode> {
     let b = client(conn).get_json("/v1/budget")?;
     println!(
-        "{:<20} {:>10} {:>12} {:>12} {:>12}",
-        "dataset", "ε/job", "ε/period", "spent", "remaining"
+        "{:<20} {:>5} {:>8} {:>10} {:>10} {:>10} {:>16}",
+        "dataset", "unit", "per job", "per period", "spent", "remaining", "(ε, δ) so far"
     );
     for d in b["budgets"].as_array().into_iter().flatten() {
+        let rho = d["privacy_measure"] == "zcdp";
+        let cap = |unit: &str| &d[format!("{}_{unit}", if rho { "rho" } else { "epsilon" })];
         println!(
-            "{:<20} {:>10} {:>12} {:>12.4} {:>12.4}",
+            "{:<20} {:>5} {:>8} {:>10} {:>10.4} {:>10.4} {:>16}",
             d["dataset"].as_str().unwrap_or("?"),
-            d["epsilon_per_job"],
-            d["epsilon_per_period"],
+            if rho { "ρ" } else { "ε" },
+            cap("per_job"),
+            cap("per_period"),
             d["spent_this_period"].as_f64().unwrap_or(0.0),
-            d["remaining_this_period"].as_f64().unwrap_or(0.0)
+            d["remaining_this_period"].as_f64().unwrap_or(0.0),
+            format!(
+                "({:.3}, {:.1e})",
+                d["implied_epsilon_this_period"].as_f64().unwrap_or(0.0),
+                d["implied_delta_this_period"].as_f64().unwrap_or(0.0)
+            )
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -228,17 +236,20 @@ pub fn budget(conn: &Conn) -> Result<ExitCode> {
 pub fn estimate(
     conn: &Conn,
     sql: &str,
-    epsilon: Option<f64>,
-    accuracy: Option<f64>,
+    [epsilon, rho, accuracy]: [Option<f64>; 3],
 ) -> Result<ExitCode> {
     let e = client(conn).post_json(
         "/v1/estimate",
-        &json!({ "sql": sql, "epsilon": epsilon, "accuracy": accuracy }),
+        &json!({ "sql": sql, "epsilon": epsilon, "rho": rho, "accuracy": accuracy }),
     )?;
+    let (unit, amount) = if e["rho"].as_f64().unwrap_or(0.0) > 0.0 {
+        ("ρ", &e["rho"])
+    } else {
+        ("ε", &e["epsilon"])
+    };
     println!(
-        "dataset {}: would charge ε={} (δ={}) over {} noisy release(s); nothing was run or charged",
+        "dataset {}: would charge {unit}={amount} (δ={}) over {} noisy release(s); nothing was run or charged",
         e["dataset"].as_str().unwrap_or("?"),
-        e["epsilon"],
         e["delta"],
         e["releases"]
     );

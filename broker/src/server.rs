@@ -1060,13 +1060,31 @@ async fn budget(State(s): State<Arc<Shared>>, auth: Auth) -> ApiResult<Json<Valu
             "",
             Duration::from_secs(g.period_secs),
         );
+        // Caps and spending in the dataset's measure: ε, or ρ on zCDP datasets.
+        let (measure, per_period, spent_period) = match d.measure {
+            sluice_policy::PrivacyMeasure::Pure => ("pure", g.epsilon_per_period, spent.period),
+            sluice_policy::PrivacyMeasure::Zcdp => ("zcdp", g.rho_per_period, spent.rho_period),
+        };
         out.push(json!({
             "dataset": d.id.as_str(),
+            "privacy_measure": measure,
             "epsilon_per_job": g.epsilon_per_job,
             "epsilon_per_period": g.epsilon_per_period,
+            "rho_per_job": g.rho_per_job,
+            "rho_per_period": g.rho_per_period,
             "period_secs": g.period_secs,
-            "spent_this_period": spent.period,
-            "remaining_this_period": (g.epsilon_per_period - spent.period).max(0.0),
+            "spent_this_period": spent_period,
+            "remaining_this_period": (per_period - spent_period).max(0.0),
+            "delta_per_period": g.delta_per_period,
+            "delta_spent_this_period": spent.delta_period,
+            // The (ε, δ)-DP guarantee this period's spending amounts to.
+            "implied_epsilon_this_period": spent.implied_epsilon(),
+            "implied_delta_this_period": spent.delta_period
+                + if measure == "zcdp" && spent.rho_period > 0.0 {
+                    sluice_runtime::privacy::accountant::ZCDP_REPORT_DELTA
+                } else {
+                    0.0
+                },
             "expires": g.expires.to_string(),
             "review": if g.review == Review::Required { "required" } else { "none" },
         }));
@@ -1081,6 +1099,7 @@ async fn budget(State(s): State<Arc<Shared>>, auth: Auth) -> ApiResult<Json<Valu
 struct EstimateBody {
     sql: String,
     epsilon: Option<f64>,
+    rho: Option<f64>,
     accuracy: Option<f64>,
 }
 
@@ -1093,13 +1112,14 @@ async fn estimate(
     auth.require(&[Role::Operator])?;
     let b = body(b, MAX_BODY)?;
     let r: EstimateBody = json_body(&headers, &b)?;
-    let budget = match (r.epsilon, r.accuracy) {
-        (Some(e), None) => sluice_runtime::Budget::Epsilon(e),
-        (None, Some(a)) => sluice_runtime::Budget::Accuracy(a),
+    let budget = match (r.epsilon, r.rho, r.accuracy) {
+        (Some(e), None, None) => sluice_runtime::Budget::Epsilon(e),
+        (None, Some(rho), None) => sluice_runtime::Budget::Rho(rho),
+        (None, None, Some(a)) => sluice_runtime::Budget::Accuracy(a),
         _ => {
             return Err(ApiError::bad(
                 "bad_budget",
-                "give exactly one of epsilon and accuracy (the 95% half-width you need)",
+                "give exactly one of epsilon (pure-DP datasets), rho (zCDP datasets) and accuracy (the 95% half-width you need)",
             ));
         }
     };

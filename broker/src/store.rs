@@ -60,6 +60,10 @@ CREATE TABLE answers (
     dataset_hash TEXT NOT NULL, sql TEXT NOT NULL, epsilon REAL NOT NULL,
     answer TEXT NOT NULL, created_ms INTEGER NOT NULL);
 "#,
+    // zero-concentrated DP: charges on zCDP datasets are in ρ (and 0 in ε).
+    r#"
+ALTER TABLE charges ADD COLUMN rho REAL NOT NULL DEFAULT 0;
+"#,
 ];
 
 /// A principal's role.
@@ -261,6 +265,8 @@ pub struct Usage {
     pub epsilon: f64,
     /// Total δ.
     pub delta: f64,
+    /// Total ρ (zCDP datasets).
+    pub rho: f64,
 }
 
 /// Why a state change was refused.
@@ -781,10 +787,11 @@ impl Store {
                 [id],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )?;
-            let (epsilon, delta): (f64, f64) = tx.query_row(
-                "SELECT COALESCE(SUM(epsilon), 0), COALESCE(SUM(delta), 0) FROM charges WHERE job = ?1",
+            let (epsilon, delta, rho): (f64, f64, f64) = tx.query_row(
+                "SELECT COALESCE(SUM(epsilon), 0), COALESCE(SUM(delta), 0), COALESCE(SUM(rho), 0)
+                 FROM charges WHERE job = ?1",
                 [id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )?;
             let report_sha256 = sha256_hex(report_json.as_bytes());
             let report_csv_sha256 = sha256_hex(report_csv.as_bytes());
@@ -799,6 +806,7 @@ impl Store {
                         "report_bytes": report_json.len(),
                         "epsilon": epsilon,
                         "delta": delta,
+                        "rho": rho,
                         "policy_sha256": policy_sha256,
                     })),
             )?;
@@ -811,6 +819,7 @@ impl Store {
                 datasets,
                 epsilon,
                 delta,
+                rho,
                 audit_seq: seq,
                 report_sha256,
                 report_csv_sha256,
@@ -961,7 +970,7 @@ impl Store {
     pub fn usage(&self) -> Result<Vec<Usage>> {
         let conn = self.lock();
         let mut stmt = conn.prepare(
-            "SELECT dataset, operator, COUNT(*), COUNT(DISTINCT job), SUM(epsilon), SUM(delta)
+            "SELECT dataset, operator, COUNT(*), COUNT(DISTINCT job), SUM(epsilon), SUM(delta), SUM(rho)
              FROM charges GROUP BY dataset, operator ORDER BY dataset, operator",
         )?;
         Ok(stmt
@@ -973,6 +982,7 @@ impl Store {
                     jobs: r.get(3)?,
                     epsilon: r.get(4)?,
                     delta: r.get(5)?,
+                    rho: r.get(6)?,
                 })
             })?
             .collect::<rusqlite::Result<_>>()?)
@@ -1056,12 +1066,13 @@ impl Store {
                         "dataset_sha256": c.dataset_hash,
                         "mechanism": c.mechanism,
                         "epsilon": c.epsilon,
+                        "rho": c.rho,
                         "delta": c.delta,
                     })),
             )?;
             tx.execute(
-                "INSERT INTO charges (at_ms, operator, dataset, job, epsilon, delta, audit_seq)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO charges (at_ms, operator, dataset, job, epsilon, delta, audit_seq, rho)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 params![
                     now_ms(),
                     c.operator.as_str(),
@@ -1069,14 +1080,15 @@ impl Store {
                     c.job,
                     c.epsilon,
                     c.delta,
-                    seq
+                    seq,
+                    c.rho
                 ],
             )?;
             event(
                 &tx,
                 &c.job,
                 "query",
-                json!({ "dataset": c.dataset.as_str(), "epsilon": c.epsilon, "delta": c.delta }),
+                json!({ "dataset": c.dataset.as_str(), "epsilon": c.epsilon, "rho": c.rho, "delta": c.delta }),
             )?;
             tx.commit()?;
             self.changed.notify_waiters();
@@ -1152,7 +1164,9 @@ fn spent(
         "SELECT
            COALESCE(SUM(CASE WHEN job = ?3 THEN epsilon END), 0),
            COALESCE(SUM(CASE WHEN at_ms >= ?4 THEN epsilon END), 0),
-           COALESCE(SUM(CASE WHEN at_ms >= ?4 THEN delta END), 0)
+           COALESCE(SUM(CASE WHEN at_ms >= ?4 THEN delta END), 0),
+           COALESCE(SUM(CASE WHEN job = ?3 THEN rho END), 0),
+           COALESCE(SUM(CASE WHEN at_ms >= ?4 THEN rho END), 0)
          FROM charges WHERE operator = ?1 AND dataset = ?2",
         params![operator, dataset, job, since],
         |r| {
@@ -1160,6 +1174,8 @@ fn spent(
                 job: r.get(0)?,
                 period: r.get(1)?,
                 delta_period: r.get(2)?,
+                rho_job: r.get(3)?,
+                rho_period: r.get(4)?,
             })
         },
     )?)

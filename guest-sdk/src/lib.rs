@@ -24,8 +24,10 @@
 //!
 //! ## Core concepts
 //! - [`Job`] is the job's context: its parameters, dataset metadata, budget and queries.
-//! - [`Query`] builds one DP query: SQL plus the ε it may spend ([`Query::epsilon`]) or the
-//!   accuracy it must reach ([`Query::accuracy`]: the engine solves for the least ε). Each answer is
+//! - [`Query`] builds one DP query: SQL plus the ε it may spend ([`Query::epsilon`]), the ρ on
+//!   datasets with zero-concentrated DP accounting ([`Query::rho`]; see
+//!   [`DatasetInfo::privacy_measure`]), or the accuracy it must reach ([`Query::accuracy`]: the
+//!   engine solves for the least ε or ρ). Each answer is
 //!   charged to the operator's budget *before* it is computed; [`Query::estimate`] tells cost and
 //!   accuracy first, without running or charging anything. Repeating an identical query returns
 //!   the first answer at no charge.
@@ -40,7 +42,7 @@
 //!
 //! # Privacy
 //! Everything a job computes from [`Table`]s is post-processing of DP releases, so the report is
-//! differentially private with the total ε the job's queries spent.
+//! differentially private with the total ε (or ρ) the job's queries spent.
 
 #[doc(hidden)]
 pub mod bindings {
@@ -56,7 +58,8 @@ pub mod bindings {
 use bindings::sluice::job::{data, log as wit_log, types};
 
 pub use types::{
-    BudgetInfo, ColumnInfo, ColumnKind, CostEstimate, DatasetInfo, PrivacyCost, QueryError, Value,
+    BudgetInfo, ColumnInfo, ColumnKind, CostEstimate, DatasetInfo, PrivacyCost, PrivacyMeasure,
+    QueryError, Value,
 };
 
 /// Exports `f` (a `fn(&mut Job) -> Result<Report>`) as the job's entry point.
@@ -217,9 +220,16 @@ impl Query<'_> {
         self
     }
 
-    /// Spend the least ε for which every aggregate cell's 95% interval is at most ±`half_width`
-    /// (in the aggregate's units). For COUNT, COUNT(DISTINCT) and SUM; other aggregates' accuracy
-    /// depends on the data, so they need an ε.
+    /// The total ρ this query may spend (split evenly among its releases), on datasets whose
+    /// [`DatasetInfo::privacy_measure`] is [`PrivacyMeasure::Zcdp`]; they refuse an ε.
+    pub fn rho(mut self, rho: f64) -> Self {
+        self.target = Some(types::Target::Rho(rho));
+        self
+    }
+
+    /// Spend the least ε (or ρ, on zCDP datasets) for which every aggregate cell's 95% interval
+    /// is at most ±`half_width` (in the aggregate's units). For COUNT, COUNT(DISTINCT) and SUM;
+    /// other aggregates' accuracy depends on the data, so they need an ε or ρ.
     pub fn accuracy(mut self, half_width: f64) -> Self {
         self.target = Some(types::Target::Accuracy(half_width));
         self
@@ -228,7 +238,7 @@ impl Query<'_> {
     fn options(&self) -> Result<types::QueryOptions> {
         let target = self.target.ok_or_else(|| {
             Error::Failed(
-                "no privacy budget set for the query: call .epsilon(…) or .accuracy(…) first"
+                "no privacy budget set for the query: call .epsilon(…), .rho(…) or .accuracy(…) first"
                     .into(),
             )
         })?;

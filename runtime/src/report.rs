@@ -45,13 +45,17 @@ impl Value {
     }
 }
 
-/// A privacy cost.
+/// A privacy cost, in the measure of the dataset charged: ε on pure-DP datasets, ρ on zCDP
+/// datasets (the other one is 0), plus δ where partition selection spent some.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct PrivacyCost {
-    /// Pure-DP ε.
+    /// Pure-DP ε (0 on zCDP datasets).
     pub epsilon: f64,
-    /// δ (0 for pure mechanisms).
+    /// δ (0 unless keys were released by partition selection).
     pub delta: f64,
+    /// zero-concentrated DP ρ (0 on pure-DP datasets).
+    #[serde(default)]
+    pub rho: f64,
 }
 
 /// A table of differentially private answers (or a table a job built from them).

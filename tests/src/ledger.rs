@@ -105,9 +105,12 @@ fn a_suspension_refuses_further_charges_at_once_and_records_nothing() {
         dataset: sluice_policy::DatasetId::new("health_visits").unwrap(),
         job: "job-1".into(),
         epsilon: 0.1,
+        rho: 0.0,
         delta: 0.0,
         epsilon_per_job: 1.0,
         epsilon_per_period: 10.0,
+        rho_per_job: 0.0,
+        rho_per_period: 0.0,
         delta_per_period: 0.0,
         period: std::time::Duration::from_secs(86_400),
         sql: "SELECT COUNT(*) FROM health_visits".into(),
@@ -233,4 +236,69 @@ fn a_query_repeated_a_thousand_times_is_charged_once_and_answered_identically() 
     );
     drop(sandbox);
     drop(store);
+}
+
+#[test]
+fn zcdp_charges_are_stored_in_rho_capped_in_rho_and_survive_a_restart() {
+    use sluice_runtime::{BudgetError, Charge};
+    let dir = temp_dir("ledger-rho").join("state");
+    let charge = |job: &str, rho: f64| Charge {
+        operator: crate::op("analyst"),
+        dataset: sluice_policy::DatasetId::new("visits_zcdp").unwrap(),
+        job: job.into(),
+        epsilon: 0.0,
+        rho,
+        delta: 0.0,
+        epsilon_per_job: 0.0,
+        epsilon_per_period: 0.0,
+        rho_per_job: 0.3,
+        rho_per_period: 0.5,
+        delta_per_period: 0.0,
+        period: std::time::Duration::from_secs(86_400),
+        sql: "SELECT COUNT(*) FROM visits_zcdp".into(),
+        dataset_hash: "00".into(),
+        mechanism: "discrete-gaussian".into(),
+    };
+    {
+        let store = Store::init(&dir).unwrap();
+        store.charge(&charge("j1", 0.2)).unwrap();
+        assert!(matches!(
+            store.charge(&charge("j1", 0.2)),
+            Err(BudgetError::JobCap { unit: "ρ", .. })
+        ));
+        store.charge(&charge("j2", 0.25)).unwrap();
+    }
+    // Reopened: the ρ spent is still there and still caps the period.
+    let store = Store::open(&dir).unwrap();
+    let e = store.charge(&charge("j3", 0.1)).unwrap_err();
+    assert!(matches!(e, BudgetError::PeriodCap { unit: "ρ", .. }), "{e}");
+    let spent = store.spent(
+        "analyst",
+        "visits_zcdp",
+        "j1",
+        std::time::Duration::from_secs(86_400),
+    );
+    assert!((spent.rho_job - 0.2).abs() < 1e-12);
+    assert!((spent.rho_period - 0.45).abs() < 1e-12);
+    assert_eq!(spent.period, 0.0, "nothing is charged in ε");
+    // Reported as (ε, δ) too: ρ = 0.45 implies ε ≈ 8 at δ = 1e-6 (below ρ + 2√(ρ ln 1e6)).
+    let eps = spent.implied_epsilon();
+    assert!(
+        eps > 3.0 && eps < 0.45 + 2.0 * (0.45 * 1e6f64.ln()).sqrt(),
+        "{eps}"
+    );
+    let usage = store.usage().unwrap();
+    assert!((usage[0].rho - 0.45).abs() < 1e-12 && usage[0].epsilon == 0.0);
+    // A pure-ε charge on the same dataset this period is refused: the measures never mix.
+    let pure = Charge {
+        epsilon: 0.1,
+        rho: 0.0,
+        epsilon_per_job: 1.0,
+        epsilon_per_period: 1.0,
+        ..charge("j4", 0.0)
+    };
+    assert!(matches!(
+        store.charge(&pure),
+        Err(BudgetError::MeasureChanged { .. })
+    ));
 }

@@ -41,6 +41,8 @@ mod selection;
 mod startup;
 #[cfg(test)]
 mod tamper;
+#[cfg(test)]
+mod zcdp;
 
 /// Rows in the test datasets.
 pub const HEALTH_ROWS: usize = 20_000;

@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use sluice_runtime::privacy::selection::PartitionSelection;
+use sluice_runtime::privacy::selection::{PartitionSelection, Reach};
 use sluice_runtime::{Accountant, InMemoryAccountant, QueryError, Sandbox, Value};
 
 use crate::dp_audit::{Unlimited, wilson};
@@ -66,8 +66,26 @@ const DELTA: &str = "delta_per_query = 1e-6\ndelta_per_period = 1e-3";
 #[test]
 fn a_key_held_by_one_unit_is_released_at_most_at_the_delta_level() {
     let delta = 0.01;
-    for (l0, count) in [(1u32, 1i64), (K as u32, K)] {
-        let sel = PartitionSelection::new((l0, K.min(count.max(1)), count), 1.0, delta).unwrap();
+    // Both families: discrete Laplace at ε 1 (pure datasets) and discrete Gaussian at ρ 0.5
+    // (zCDP datasets). The lone key holds `count` rows of its one unit.
+    for (family, l0, count) in [
+        ("laplace", 1u32, 1i64),
+        ("laplace", K as u32, K),
+        ("gaussian", 1, 1),
+        ("gaussian", K as u32, K),
+    ] {
+        let reach = Reach {
+            l0,
+            l1: K.min(count.max(1)),
+            l2: count as f64,
+            linf: count,
+        };
+        let sel = if family == "laplace" {
+            PartitionSelection::laplace(reach, 1.0, delta)
+        } else {
+            PartitionSelection::gaussian(reach, 0.5, delta)
+        }
+        .unwrap();
         let input = HashMap::from([("rare".to_string(), count), ("big".to_string(), 5_000)]);
         let runs = 20_000;
         let mut released = 0;
@@ -79,10 +97,10 @@ fn a_key_held_by_one_unit_is_released_at_most_at_the_delta_level() {
         let (lo, _) = wilson(released, runs, 4.5);
         assert!(
             lo <= delta,
-            "l0 {l0}: the lone key was released {released} times in {runs} (rate significantly above δ={delta})"
+            "{family} l0 {l0}: the lone key was released {released} times in {runs} (rate significantly above δ={delta})"
         );
         println!(
-            "l0 {l0}: lone key released {released}/{runs} (δ {delta}), threshold {}",
+            "{family} l0 {l0}: lone key released {released}/{runs} (δ {delta}), threshold {}",
             sel.threshold()
         );
     }

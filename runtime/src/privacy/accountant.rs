@@ -16,14 +16,20 @@ pub struct Charge {
     pub dataset: DatasetId,
     /// The job that asked.
     pub job: String,
-    /// The ε to charge.
+    /// The ε to charge (pure-DP datasets; 0 on zCDP datasets).
     pub epsilon: f64,
-    /// The δ to charge (0 for pure ε-DP mechanisms).
+    /// The ρ to charge (zCDP datasets; 0 on pure-DP datasets).
+    pub rho: f64,
+    /// The δ to charge (0 unless partition selection spends some).
     pub delta: f64,
     /// The grant's ε per job.
     pub epsilon_per_job: f64,
     /// The grant's ε per period.
     pub epsilon_per_period: f64,
+    /// The grant's ρ per job.
+    pub rho_per_job: f64,
+    /// The grant's ρ per period.
+    pub rho_per_period: f64,
     /// The grant's δ per period (0: no δ may be spent).
     pub delta_per_period: f64,
     /// The grant's period length.
@@ -45,17 +51,36 @@ pub struct Spent {
     pub period: f64,
     /// δ spent by the operator on this dataset in the current period (all jobs).
     pub delta_period: f64,
+    /// ρ spent by this job on this dataset.
+    pub rho_job: f64,
+    /// ρ spent by the operator on this dataset in the current period (all jobs).
+    pub rho_period: f64,
+}
+
+impl Spent {
+    /// The ε of the (ε, δ)-DP guarantee this period's spending amounts to: the ε spent on a pure
+    /// dataset; on a zCDP dataset, the ε its ρ implies at δ = [`ZCDP_REPORT_DELTA`] (the δ of
+    /// that guarantee is that plus `delta_period`).
+    pub fn implied_epsilon(&self) -> f64 {
+        if self.rho_period > 0.0 {
+            zcdp_epsilon(self.rho_period, ZCDP_REPORT_DELTA).unwrap_or(f64::INFINITY)
+        } else {
+            self.period
+        }
+    }
 }
 
 /// Why a charge was refused. Nothing was charged.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum BudgetError {
-    /// The job's own ε cap would be exceeded.
+    /// The job's own cap (ε or ρ) would be exceeded.
     #[error(
-        "query needs ε={needed} but the job has ε={remaining} left on dataset `{dataset}` (per-job cap {cap})"
+        "query needs {unit}={needed} but the job has {unit}={remaining} left on dataset `{dataset}` (per-job cap {cap})"
     )]
     JobCap {
+        /// `ε` or `ρ`: the dataset's measure.
+        unit: &'static str,
         /// The dataset.
         dataset: DatasetId,
         /// What the query needs.
@@ -65,11 +90,13 @@ pub enum BudgetError {
         /// The cap.
         cap: f64,
     },
-    /// The operator's period cap would be exceeded.
+    /// The operator's period cap (ε or ρ) would be exceeded.
     #[error(
-        "query needs ε={needed} but the operator has ε={remaining} left on dataset `{dataset}` this period (cap {cap})"
+        "query needs {unit}={needed} but the operator has {unit}={remaining} left on dataset `{dataset}` this period (cap {cap})"
     )]
     PeriodCap {
+        /// `ε` or `ρ`: the dataset's measure.
+        unit: &'static str,
         /// The dataset.
         dataset: DatasetId,
         /// What the query needs.
@@ -92,6 +119,16 @@ pub enum BudgetError {
         remaining: f64,
         /// The cap.
         cap: f64,
+    },
+    /// The dataset's privacy measure changed this period (policy edited from pure ε-DP to zCDP or
+    /// back): spending in the two measures cannot be capped together, so nothing more is charged
+    /// on it until the period of the earlier spending has passed.
+    #[error(
+        "dataset `{dataset}` changed privacy measure this period; it can be queried again once the period of the earlier spending has passed"
+    )]
+    MeasureChanged {
+        /// The dataset.
+        dataset: DatasetId,
     },
     /// The operator or the dataset is suspended by the data holder; nothing can be charged.
     #[error("access suspended: {0}")]
@@ -117,6 +154,22 @@ pub trait Accountant: Send + Sync {
     ) -> Spent;
 }
 
+/// The δ at which spending on zCDP datasets is also reported as (ε, δ)-DP.
+pub const ZCDP_REPORT_DELTA: f64 = 1e-6;
+
+/// The ε for which ρ-zCDP implies (ε, `delta`)-DP, by OpenDP's conversion (Canonne, Kamath and
+/// Steinke 2020, as in `make_zCDP_to_approxDP`); `None` if OpenDP cannot compute it.
+pub fn zcdp_epsilon(rho: f64, delta: f64) -> Option<f64> {
+    use opendp::combinators::ConcentratedMeasure;
+    use opendp::measures::ZeroConcentratedDivergence;
+    if rho == 0.0 {
+        return Some(0.0);
+    }
+    ZeroConcentratedDivergence::convert(rho)
+        .and_then(|profile| profile.epsilon(delta))
+        .ok()
+}
+
 /// Tolerance for float comparisons of budgets, so that ten charges of 0.1 fit a cap of 1.0.
 const SLACK: f64 = 1e-9;
 
@@ -132,6 +185,7 @@ struct Entry {
     at: SystemTime,
     job: String,
     epsilon: f64,
+    rho: f64,
     delta: f64,
 }
 
@@ -149,10 +203,12 @@ impl InMemoryAccountant {
         for e in entries {
             if e.job == job {
                 s.job += e.epsilon;
+                s.rho_job += e.rho;
             }
             if e.at >= since {
                 s.period += e.epsilon;
                 s.delta_period += e.delta;
+                s.rho_period += e.rho;
             }
         }
         s
@@ -161,20 +217,49 @@ impl InMemoryAccountant {
 
 /// Checks a charge against what has been spent; shared by every accountant implementation.
 pub fn check_limits(charge: &Charge, spent: Spent) -> Result<(), BudgetError> {
-    if spent.job + charge.epsilon > charge.epsilon_per_job + SLACK {
-        return Err(BudgetError::JobCap {
+    let zcdp = charge.rho > 0.0;
+    if (zcdp && spent.period > 0.0) || (!zcdp && spent.rho_period > 0.0) {
+        return Err(BudgetError::MeasureChanged {
             dataset: charge.dataset.clone(),
-            needed: charge.epsilon,
-            remaining: (charge.epsilon_per_job - spent.job).max(0.0),
-            cap: charge.epsilon_per_job,
         });
     }
-    if spent.period + charge.epsilon > charge.epsilon_per_period + SLACK {
-        return Err(BudgetError::PeriodCap {
+    let (unit, needed, job, period, job_cap, period_cap) = if zcdp {
+        let c = charge;
+        (
+            "ρ",
+            c.rho,
+            spent.rho_job,
+            spent.rho_period,
+            c.rho_per_job,
+            c.rho_per_period,
+        )
+    } else {
+        let c = charge;
+        (
+            "ε",
+            c.epsilon,
+            spent.job,
+            spent.period,
+            c.epsilon_per_job,
+            c.epsilon_per_period,
+        )
+    };
+    if job + needed > job_cap + SLACK {
+        return Err(BudgetError::JobCap {
+            unit,
             dataset: charge.dataset.clone(),
-            needed: charge.epsilon,
-            remaining: (charge.epsilon_per_period - spent.period).max(0.0),
-            cap: charge.epsilon_per_period,
+            needed,
+            remaining: (job_cap - job).max(0.0),
+            cap: job_cap,
+        });
+    }
+    if period + needed > period_cap + SLACK {
+        return Err(BudgetError::PeriodCap {
+            unit,
+            dataset: charge.dataset.clone(),
+            needed,
+            remaining: (period_cap - period).max(0.0),
+            cap: period_cap,
         });
     }
     // δ is compared relative to the cap (caps are tiny numbers such as 1e-6).
@@ -202,6 +287,7 @@ impl Accountant for InMemoryAccountant {
             at: SystemTime::now(),
             job: charge.job.clone(),
             epsilon: charge.epsilon,
+            rho: charge.rho,
             delta: charge.delta,
         });
         Ok(())
@@ -234,12 +320,15 @@ mod tests {
             dataset: DatasetId::new("ds").unwrap(),
             job: job.into(),
             epsilon: eps,
+            rho: 0.0,
             delta: 0.0,
             sql: "SELECT COUNT(*) FROM ds".into(),
             dataset_hash: "00".into(),
             mechanism: "discrete-laplace".into(),
             epsilon_per_job: 1.0,
             epsilon_per_period: 5.0,
+            rho_per_job: 0.0,
+            rho_per_period: 0.0,
             delta_per_period: 0.0,
             period: Duration::from_secs(86_400),
         }
@@ -285,6 +374,50 @@ mod tests {
             a.charge(&with_delta("j11", 1e-6)),
             Err(BudgetError::DeltaCap { .. })
         ));
+    }
+
+    #[test]
+    fn rho_is_capped_in_its_own_unit_and_measures_never_mix_in_a_period() {
+        let a = InMemoryAccountant::new();
+        let zcdp = |job: &str, rho: f64| Charge {
+            epsilon: 0.0,
+            rho,
+            rho_per_job: 0.5,
+            rho_per_period: 1.0,
+            ..charge(job, 0.0)
+        };
+        a.charge(&zcdp("j1", 0.3)).unwrap();
+        let e = a.charge(&zcdp("j1", 0.3)).unwrap_err();
+        assert!(matches!(e, BudgetError::JobCap { unit: "ρ", .. }), "{e}");
+        a.charge(&zcdp("j2", 0.5)).unwrap();
+        assert!(matches!(
+            a.charge(&zcdp("j3", 0.3)),
+            Err(BudgetError::PeriodCap { unit: "ρ", .. })
+        ));
+        // The dataset switched back to pure ε-DP: refused until the ρ spending is out of period.
+        assert!(matches!(
+            a.charge(&charge("j4", 0.1)),
+            Err(BudgetError::MeasureChanged { .. })
+        ));
+        let s = a.spent(
+            &charge("j1", 0.0).operator,
+            &charge("j1", 0.0).dataset,
+            "j1",
+            Duration::from_secs(86_400),
+        );
+        assert!((s.rho_job - 0.3).abs() < 1e-12 && (s.rho_period - 0.8).abs() < 1e-12);
+        assert_eq!(s.period, 0.0);
+    }
+
+    #[test]
+    fn rho_converts_to_epsilon_at_least_as_tightly_as_the_classic_bound() {
+        // ρ + 2√(ρ ln(1/δ)) (Bun & Steinke 2016) is an upper bound; OpenDP's is tighter.
+        for rho in [0.01, 0.1, 0.5, 2.0] {
+            let e = zcdp_epsilon(rho, 1e-6).unwrap();
+            let classic = rho + 2.0 * (rho * (1e6f64).ln()).sqrt();
+            assert!(e > 0.0 && e <= classic, "ρ {rho}: {e} vs {classic}");
+        }
+        assert_eq!(zcdp_epsilon(0.0, 1e-6), Some(0.0));
     }
 
     #[test]

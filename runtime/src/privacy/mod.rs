@@ -26,6 +26,13 @@
 //! - **Accounting:** ε-DP, or (ε, δ)-DP when a key is selected. The query's ε is split evenly over
 //!   its releases (basic composition) and, with its δ, charged to the [`Accountant`] *before* the
 //!   query executes; it is never refunded, whatever happens next.
+//! - **zCDP datasets** (`privacy_measure = "zcdp"`): the same releases with discrete Gaussian noise
+//!   calibrated to the **L2** sensitivity (a unit adds at most l∞ rows to each of at most l0 cells
+//!   and l1 in all, so its count vector moves by at most √(m·l∞² + r²), m = min(l0, ⌊l1/l∞⌋) full
+//!   cells and r the rest; sums scale it by the largest encoded value; COUNT(DISTINCT) is
+//!   √min(l0, l1)); quantiles by the same ε-DP mechanism at ε = √(2ρ); partition selection by
+//!   OpenDP's Gaussian threshold. The query's ρ is split evenly (ρ adds up under composition) and
+//!   charged as ρ (plus δ); the answer also states the (ε, δ) it implies alone.
 //! - **Repeats:** an identical query (same operator, dataset version, normalized plan and ε) gets
 //!   the stored answer at no charge (see [`cache`]), so repeating a query cannot average noise away.
 //! - **Errors:** every refusal depends only on the SQL and the policy. Execution failures (which the
@@ -56,15 +63,15 @@ use datafusion::prelude::{DataFrame, Expr, JoinType, col, lit};
 use datafusion::sql::parser::{DFParserBuilder, Statement};
 use datafusion::sql::sqlparser::ast::{Expr as SqlExpr, visit_expressions};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
-use sluice_policy::{ColumnKind, DatasetId, Date, Grant, OperatorId, Policy};
+use sluice_policy::{ColumnKind, DatasetId, Date, Grant, OperatorId, Policy, PrivacyMeasure};
 
 use crate::QueryError;
 use crate::data::{Catalog, Registered};
 use crate::report::{NoisyTable, PrivacyCost, Value};
-use accountant::{Accountant, BudgetError, Charge};
-use mechanisms::{ALPHA, DiscreteLaplace};
+use accountant::{Accountant, BudgetError, Charge, ZCDP_REPORT_DELTA, zcdp_epsilon};
+use mechanisms::{ALPHA, Additive, DiscreteGaussian, DiscreteLaplace, MechanismError};
 use quantile::QuantileMechanism;
-use selection::PartitionSelection;
+use selection::{PartitionSelection, Reach};
 use udf::{FixedPoint, RandomKey, RankCode};
 use validate::{AggSpec, OutputSource, ValidatedQuery};
 
@@ -72,6 +79,8 @@ use validate::{AggSpec, OutputSource, ValidatedQuery};
 pub const MAX_SQL_BYTES: usize = 16 * 1024;
 /// Largest ε one query may ask for.
 pub const MAX_QUERY_EPSILON: f64 = 100.0;
+/// Largest ρ one query may ask for (on zCDP datasets).
+pub const MAX_QUERY_RHO: f64 = 50.0;
 
 /// Who is asking, for which job, on which day.
 #[derive(Clone, Debug)]
@@ -153,20 +162,34 @@ enum Sub {
 
 /// The mechanism of one release.
 enum Noise {
-    Laplace(DiscreteLaplace),
+    Additive(Additive),
     Quantile(QuantileMechanism),
-    /// The count that selects non-public keys; the discrete Laplace of the same scale states
-    /// its accuracy.
-    Select(PartitionSelection, DiscreteLaplace),
+    /// The count that selects non-public keys; the additive noise of the same scale states its
+    /// accuracy.
+    Select(PartitionSelection, Additive),
 }
 
 impl Noise {
-    fn laplace(&self) -> &DiscreteLaplace {
+    fn additive(&self) -> &Additive {
         match self {
-            Self::Laplace(m) | Self::Select(_, m) => m,
+            Self::Additive(m) | Self::Select(_, m) => m,
             Self::Quantile(_) => unreachable!("an additive release"),
         }
     }
+}
+
+/// The additive mechanism of a release with L1 sensitivity `l1` and L2 sensitivity `l2`
+/// spending `each` (ε or ρ, by the dataset's measure).
+fn additive(
+    measure: PrivacyMeasure,
+    l1: i64,
+    l2: f64,
+    each: f64,
+) -> Result<Additive, MechanismError> {
+    Ok(match measure {
+        PrivacyMeasure::Pure => Additive::Laplace(DiscreteLaplace::new(l1, each)?),
+        PrivacyMeasure::Zcdp => Additive::Gaussian(DiscreteGaussian::new(l2, each)?),
+    })
 }
 
 /// The largest |encoded value| of a fixed-point release, before scaling.
@@ -375,20 +398,22 @@ impl PrivacyEngine {
         let (q, registered, grant) = self.prepare(asker, sql).await?;
         let ds = &registered.policy;
         let d = design(&q, ds, grant);
-        let epsilon = solve_budget(&q, &d, budget)?;
+        let amount = solve_budget(&q, &d, ds, budget)?;
         let columns = q
             .outputs
             .iter()
             .filter_map(|(name, src)| match src {
                 OutputSource::Agg(a) => {
-                    Some((name.clone(), aggregate_accuracy(&q, &d, *a, epsilon)))
+                    Some((name.clone(), aggregate_accuracy(&q, &d, *a, amount)))
                 }
                 OutputSource::Key(_) => None,
             })
             .collect();
+        let (epsilon, rho) = d.split_amount(amount);
         Ok(Estimate {
             dataset: ds.id.to_string(),
             epsilon,
+            rho,
             delta: if q.selected.is_empty() {
                 0.0
             } else {
@@ -430,14 +455,19 @@ impl PrivacyEngine {
         budget: Budget,
         bucket: &mut Option<u32>,
     ) -> Result<(NoisyTable, QueryRecord), QueryError> {
-        if let Budget::Epsilon(epsilon) = budget {
-            check_epsilon(epsilon)?;
+        match budget {
+            Budget::Epsilon(epsilon) => check_epsilon(epsilon)?,
+            Budget::Rho(rho) => check_rho(rho)?,
+            Budget::Accuracy(_) => {}
         }
         let (q, registered, grant) = self.prepare(asker, sql).await?;
         let ds = &registered.policy;
         *bucket = ds.response_time_bucket_ms;
         let d = design(&q, ds, grant);
-        let epsilon = solve_budget(&q, &d, budget)?;
+        // What the query spends, in the dataset's measure: ε (pure) or ρ (zCDP).
+        let amount = solve_budget(&q, &d, ds, budget)?;
+        let measure = d.measure;
+        let (epsilon, rho) = d.split_amount(amount);
         let key = cache::CacheKey {
             operator: asker.operator.to_string(),
             dataset: ds.id.to_string(),
@@ -447,7 +477,7 @@ impl PrivacyEngine {
                 None => registered.content_hash.clone(),
             },
             normalized: q.normalized.clone(),
-            epsilon,
+            epsilon: amount,
         };
         if let Some(mut table) = self.cache.as_ref().and_then(|c| c.lookup(&key, &asker.job)) {
             table.cost = PrivacyCost::default();
@@ -470,9 +500,11 @@ impl PrivacyEngine {
             suppress_with,
             select_with,
             sensitivities,
+            l2,
             bounds,
+            ..
         } = d;
-        let eps_each = epsilon / subs.len() as f64;
+        let each = amount / subs.len() as f64;
         let k = bounds.l1;
         let delta = if select_with.is_some() {
             grant.delta_per_query.ok_or(QueryError::ExecutionFailed)?
@@ -483,26 +515,31 @@ impl PrivacyEngine {
         for (i, (sub, sens)) in subs.iter().zip(&sensitivities).enumerate() {
             let m = match sub {
                 // A unit reaches at most l0 key tuples, with l1 rows in all and l∞ in one.
-                _ if select_with == Some(i) => PartitionSelection::new(
-                    (
-                        u32::try_from(bounds.l0).unwrap_or(u32::MAX),
-                        bounds.l1,
-                        bounds.linf,
-                    ),
-                    eps_each,
-                    delta,
-                )
-                .and_then(|s| Ok(Noise::Select(s, DiscreteLaplace::new(k, eps_each)?))),
+                _ if select_with == Some(i) => {
+                    let reach = Reach {
+                        l0: u32::try_from(bounds.l0).unwrap_or(u32::MAX),
+                        l1: bounds.l1,
+                        l2: bounds.l2_rows(),
+                        linf: bounds.linf,
+                    };
+                    match measure {
+                        PrivacyMeasure::Pure => PartitionSelection::laplace(reach, each, delta),
+                        PrivacyMeasure::Zcdp => PartitionSelection::gaussian(reach, each, delta),
+                    }
+                    .and_then(|s| Ok(Noise::Select(s, additive(measure, k, l2[i], each)?)))
+                }
                 Sub::Quantile {
                     q, lo, hi, integer, ..
-                } => QuantileMechanism::new(
-                    quantile::candidates(*lo, *hi, *integer),
-                    *q,
-                    u32::try_from(k).unwrap_or(u32::MAX),
-                    eps_each,
-                )
-                .map(Noise::Quantile),
-                _ => DiscreteLaplace::new(*sens, eps_each).map(Noise::Laplace),
+                } => {
+                    let candidates = quantile::candidates(*lo, *hi, *integer);
+                    let k = u32::try_from(k).unwrap_or(u32::MAX);
+                    match measure {
+                        PrivacyMeasure::Pure => QuantileMechanism::new(candidates, *q, k, each),
+                        PrivacyMeasure::Zcdp => QuantileMechanism::zcdp(candidates, *q, k, each),
+                    }
+                    .map(Noise::Quantile)
+                }
+                _ => additive(measure, *sens, l2[i], each).map(Noise::Additive),
             };
             mechanisms.push(m.map_err(|_| QueryError::ExecutionFailed)?);
         }
@@ -513,19 +550,26 @@ impl PrivacyEngine {
             dataset: ds.id.clone(),
             job: asker.job.clone(),
             epsilon,
+            rho,
             delta,
             epsilon_per_job: asker
                 .max_epsilon
                 .map_or(grant.epsilon_per_job, |m| m.min(grant.epsilon_per_job)),
             epsilon_per_period: grant.epsilon_per_period,
+            // A job's ε cap, where set, caps its ρ at the ρ an ε-DP query of that ε counts for.
+            rho_per_job: asker
+                .max_epsilon
+                .map_or(grant.rho_per_job, |m| (m * m / 2.0).min(grant.rho_per_job)),
+            rho_per_period: grant.rho_per_period,
             delta_per_period: grant.delta_per_period,
             period: Duration::from_secs(grant.period_secs),
             sql: q.normalized.clone(),
             dataset_hash: registered.content_hash.clone(),
-            mechanism: if select_with.is_some() {
-                "discrete-laplace+partition-selection".into()
-            } else {
-                "discrete-laplace".into()
+            mechanism: match (measure, select_with.is_some()) {
+                (PrivacyMeasure::Pure, false) => "discrete-laplace".into(),
+                (PrivacyMeasure::Pure, true) => "discrete-laplace+partition-selection".into(),
+                (PrivacyMeasure::Zcdp, false) => "discrete-gaussian".into(),
+                (PrivacyMeasure::Zcdp, true) => "discrete-gaussian+partition-selection".into(),
             },
         };
         self.accountant.charge(&charge).map_err(|e| match e {
@@ -603,7 +647,7 @@ impl PrivacyEngine {
                     noisy.push(cells.iter().map(|c| selected_counts[c]).collect());
                     chosen.push(Vec::new());
                 }
-                Noise::Laplace(m) => {
+                Noise::Additive(m) => {
                     let exact: Vec<i64> = cells
                         .iter()
                         .map(|c| truth.get(c).map_or(0, |v| v[i]))
@@ -667,23 +711,49 @@ impl PrivacyEngine {
             accuracy.push(acc);
         }
 
+        let guarantee = match (measure, delta > 0.0) {
+            (PrivacyMeasure::Pure, false) => "pure ε-DP".to_string(),
+            (PrivacyMeasure::Pure, true) => format!("(ε, δ)-DP with δ={delta}"),
+            (PrivacyMeasure::Zcdp, d) => format!(
+                "{}ρ-zCDP with ρ={rho}{}, which alone implies (ε={:.4}, δ={:e})-DP",
+                if d { "δ-approximate " } else { "" },
+                if d {
+                    format!(" and δ={delta}")
+                } else {
+                    String::new()
+                },
+                zcdp_epsilon(rho, ZCDP_REPORT_DELTA).unwrap_or(f64::INFINITY),
+                ZCDP_REPORT_DELTA + delta,
+            ),
+        };
+        let (unit, composition, family) = match measure {
+            PrivacyMeasure::Pure => (
+                "ε",
+                "basic composition",
+                "discrete Laplace noise (OpenDP make_laplace)",
+            ),
+            PrivacyMeasure::Zcdp => (
+                "ρ",
+                "zCDP composition: ρ adds up",
+                "discrete Gaussian noise calibrated to L2 sensitivity (OpenDP make_gaussian)",
+            ),
+        };
         let mut mechanism = format!(
-            "{}; contribution bounds per {}: {} group(s), {k} row(s), {} per group, chosen at random; ε={epsilon} split evenly over {} release(s) (basic composition); additive releases use discrete Laplace noise (OpenDP make_laplace):",
-            if delta > 0.0 {
-                format!("(ε, δ)-DP with δ={delta}")
-            } else {
-                "pure ε-DP".to_string()
-            },
+            "{guarantee}; contribution bounds per {}: {} group(s), {k} row(s), {} per group, chosen at random; {unit}={amount} split evenly over {} release(s) ({composition}); additive releases use {family}:",
             ds.privacy_unit,
             bounds.l0,
             bounds.linf,
             subs.len()
         );
-        for ((s, sens), m) in subs.iter().zip(&sensitivities).zip(&mechanisms) {
+        for (i, ((s, sens), m)) in subs.iter().zip(&sensitivities).zip(&mechanisms).enumerate() {
             if let Noise::Select(sel, _) = m {
                 let (e, d) = sel.spent();
+                let how = match measure {
+                    PrivacyMeasure::Pure => "make_laplace_threshold",
+                    PrivacyMeasure::Zcdp => "make_gaussian_threshold",
+                };
                 mechanism.push_str(&format!(
-                    " the values of {} are not public: a key tuple is released only when its noisy COUNT(*) reaches {} (DP partition selection, OpenDP make_laplace_threshold, scale {:.4}, ε={e}, δ={d:e} by OpenDP's map);",
+                    " the values of {} are not public: a key tuple is released only when its noisy COUNT(*) reaches {} (DP partition selection, OpenDP {how}, scale {:.4}, {unit}={e}, δ={d:e} by OpenDP's map);",
                     q.selected.join(", "),
                     sel.threshold(),
                     sel.scale()
@@ -725,10 +795,17 @@ impl PrivacyEngine {
                     continue;
                 }
             };
-            mechanism.push_str(&format!(
-                " {what}: sensitivity {sens}, scale {:.4};",
-                m.laplace().scale()
-            ));
+            match m.additive() {
+                Additive::Laplace(_) => mechanism.push_str(&format!(
+                    " {what}: sensitivity {sens}, scale {:.4};",
+                    m.additive().scale()
+                )),
+                Additive::Gaussian(_) => mechanism.push_str(&format!(
+                    " {what}: L2 sensitivity {:.4}, σ {:.4};",
+                    l2[i],
+                    m.additive().scale()
+                )),
+            }
         }
         if let Some(min) = grant.min_group_count {
             mechanism.push_str(&format!(
@@ -741,7 +818,11 @@ impl PrivacyEngine {
             .iter()
             .take_while(|(_, s)| matches!(s, OutputSource::Key(_)))
             .count();
-        let cost = PrivacyCost { epsilon, delta };
+        let cost = PrivacyCost {
+            epsilon,
+            delta,
+            rho,
+        };
         let record = QueryRecord {
             dataset: ds.id.to_string(),
             dataset_hash: registered.content_hash.clone(),
@@ -1061,13 +1142,13 @@ fn finish_cell(
         };
         (
             noisy[i][cell] as f64 / scale,
-            mechanisms[i].laplace().accuracy(alpha) / scale,
+            mechanisms[i].additive().accuracy(alpha) / scale,
         )
     };
     let counted = |i: usize, alpha: f64| {
         (
             noisy[i][cell] as f64,
-            mechanisms[i].laplace().accuracy(alpha),
+            mechanisms[i].additive().accuracy(alpha),
         )
     };
     match agg {
@@ -1075,7 +1156,7 @@ fn finish_cell(
             let i = idx[0];
             (
                 Value::Int(noisy[i][cell]),
-                Some(mechanisms[i].laplace().accuracy(ALPHA)),
+                Some(mechanisms[i].additive().accuracy(ALPHA)),
             )
         }
         AggSpec::Sum(c) => {
@@ -1336,14 +1417,46 @@ mod tests {
         assert_eq!(c.len(), 4);
         assert_eq!(c[1], vec!["a".to_string(), "y".to_string()]);
     }
+
+    #[test]
+    fn the_l2_bound_is_the_norm_of_the_most_concentrated_contribution() {
+        // Brute force over every way to spread at most l1 rows over l0 cells, at most l∞ each.
+        fn brute(l0: i64, l1: i64, linf: i64) -> f64 {
+            fn go(cells: i64, left: i64, linf: i64) -> i64 {
+                if cells == 0 {
+                    return 0;
+                }
+                (0..=left.min(linf))
+                    .map(|c| c * c + go(cells - 1, left - c, linf))
+                    .max()
+                    .unwrap_or(0)
+            }
+            (go(l0, l1, linf) as f64).sqrt()
+        }
+        for l0 in 1..=4 {
+            for linf in 1..=5 {
+                for l1 in linf..=(l0 * linf) {
+                    let b = Bounds { l0, l1, linf };
+                    assert!(
+                        (b.l2_rows() - brute(l0, l1, linf)).abs() < 1e-9,
+                        "{b:?}: {} vs {}",
+                        b.l2_rows(),
+                        brute(l0, l1, linf)
+                    );
+                }
+            }
+        }
+    }
 }
 
 /// How a query's ε is given.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Budget {
-    /// Spend exactly this ε.
+    /// Spend exactly this ε (datasets with pure ε-DP accounting).
     Epsilon(f64),
-    /// Spend the least ε for which every aggregate cell's 95% interval has at most this
+    /// Spend exactly this ρ (datasets with zero-concentrated DP accounting).
+    Rho(f64),
+    /// Spend the least ε (or ρ) for which every aggregate cell's 95% interval has at most this
     /// half-width (in the aggregate's units). For COUNT, COUNT(DISTINCT) and SUM; the accuracy
     /// of AVG, VARIANCE, STDDEV and quantiles depends on the data, so it cannot be targeted in
     /// advance.
@@ -1355,8 +1468,10 @@ pub enum Budget {
 pub struct Estimate {
     /// The dataset.
     pub dataset: String,
-    /// The ε the query would be charged.
+    /// The ε the query would be charged (0 on zCDP datasets).
     pub epsilon: f64,
+    /// The ρ the query would be charged (0 on pure-DP datasets).
+    pub rho: f64,
     /// The δ it would be charged.
     pub delta: f64,
     /// For each aggregate column: the 95% half-width of every cell, or `None` when it depends on
@@ -1364,6 +1479,16 @@ pub struct Estimate {
     pub accuracy: Vec<(String, Option<f64>)>,
     /// Noisy releases the ε is split over.
     pub releases: usize,
+}
+
+fn check_rho(rho: f64) -> Result<(), QueryError> {
+    if rho.is_finite() && rho > 0.0 && rho <= MAX_QUERY_RHO {
+        Ok(())
+    } else {
+        Err(QueryError::InvalidOptions(format!(
+            "rho must be a number greater than 0 and at most {MAX_QUERY_RHO}"
+        )))
+    }
 }
 
 fn check_epsilon(epsilon: f64) -> Result<(), QueryError> {
@@ -1409,6 +1534,20 @@ impl Bounds {
             linf: r,
         }
     }
+
+    /// The largest L2 norm of the change one unit makes to a vector of per-cell row counts:
+    /// l∞ rows in each of m = min(l0, ⌊l1/l∞⌋) cells and the rest of l1 (at most l∞) in one more
+    /// cell, if a cell is left (concentrating rows maximises the norm).
+    pub fn l2_rows(&self) -> f64 {
+        let (l0, l1, linf) = (self.l0 as f64, self.l1 as f64, self.linf.max(1) as f64);
+        let full = l0.min((l1 / linf).floor());
+        let rest = if full < l0 {
+            (l1 - full * linf).clamp(0.0, linf)
+        } else {
+            0.0
+        };
+        (full * linf * linf + rest * rest).sqrt()
+    }
 }
 
 /// A query's noisy releases, which of them each aggregate reads, and their sensitivities.
@@ -1419,7 +1558,20 @@ struct Design {
     /// The count that selects key tuples, when some keys have no public domain.
     select_with: Option<usize>,
     sensitivities: Vec<i64>,
+    /// The L2 sensitivities, for zCDP datasets.
+    l2: Vec<f64>,
     bounds: Bounds,
+    measure: PrivacyMeasure,
+}
+
+impl Design {
+    /// An amount in the dataset's measure, as (ε, ρ): the other one is 0.
+    fn split_amount(&self, amount: f64) -> (f64, f64) {
+        match self.measure {
+            PrivacyMeasure::Pure => (amount, 0.0),
+            PrivacyMeasure::Zcdp => (0.0, amount),
+        }
+    }
 }
 
 fn design(q: &ValidatedQuery, ds: &sluice_policy::Dataset, grant: &Grant) -> Design {
@@ -1516,8 +1668,28 @@ fn design(q: &ValidatedQuery, ds: &sluice_policy::Dataset, grant: &Grant) -> Des
         .fold(1i64, |a, n| a.saturating_mul(n.max(1)));
     let bounds = Bounds::of(ds, !q.keys.is_empty(), n_cells);
     let k = bounds.l1;
+    let rows_l2 = bounds.l2_rows();
     let mut sensitivities = Vec::with_capacity(subs.len());
+    let mut l2 = Vec::with_capacity(subs.len());
     for s in &subs {
+        l2.push(match s {
+            Sub::Count | Sub::NonNullCount(_) | Sub::Quantile { .. } => rows_l2,
+            // Once in each of at most min(l0, l1) cells.
+            Sub::Units => (bounds.l0.min(k) as f64).sqrt(),
+            Sub::FixedSum {
+                lo,
+                hi,
+                center,
+                power,
+                scale,
+                ..
+            } => {
+                (encoded_range(*lo, *hi, *center, *power) * scale)
+                    .round()
+                    .max(1.0)
+                    * rows_l2
+            }
+        });
         let sens = match s {
             // Rows: L1. Quantiles: the mechanism is calibrated from L1 rows itself.
             Sub::Count | Sub::NonNullCount(_) | Sub::Quantile { .. } => k,
@@ -1549,19 +1721,21 @@ fn design(q: &ValidatedQuery, ds: &sluice_policy::Dataset, grant: &Grant) -> Des
         suppress_with,
         select_with,
         sensitivities,
+        l2,
         bounds,
+        measure: ds.measure,
     }
 }
 
-/// The 95% half-width of every cell of aggregate `a` at total `epsilon`; `None` where it depends
-/// on the data (AVG, VARIANCE, STDDEV, quantiles).
-fn aggregate_accuracy(q: &ValidatedQuery, d: &Design, a: usize, epsilon: f64) -> Option<f64> {
+/// The 95% half-width of every cell of aggregate `a` at total `amount` (ε or ρ); `None` where
+/// it depends on the data (AVG, VARIANCE, STDDEV, quantiles).
+fn aggregate_accuracy(q: &ValidatedQuery, d: &Design, a: usize, amount: f64) -> Option<f64> {
     if !q.aggregates[a].accuracy_is_public() {
         return None;
     }
-    let eps_each = epsilon / d.subs.len() as f64;
+    let each = amount / d.subs.len() as f64;
     let i = d.agg_subs[a][0];
-    let acc = DiscreteLaplace::new(d.sensitivities[i], eps_each)
+    let acc = additive(d.measure, d.sensitivities[i], d.l2[i], each)
         .ok()?
         .accuracy(ALPHA);
     match &d.subs[i] {
@@ -1570,37 +1744,68 @@ fn aggregate_accuracy(q: &ValidatedQuery, d: &Design, a: usize, epsilon: f64) ->
     }
 }
 
-/// The ε to spend: as given, or the least ε (found by bisection; accuracy falls as ε grows)
-/// at which every aggregate meets the target.
-fn solve_budget(q: &ValidatedQuery, d: &Design, budget: Budget) -> Result<f64, QueryError> {
-    let target = match budget {
-        Budget::Epsilon(e) => {
+/// What to spend, in the dataset's measure (ε or ρ): as given, or the least amount (found by
+/// bisection; the half-width falls as the amount grows) at which every aggregate meets the
+/// target.
+fn solve_budget(
+    q: &ValidatedQuery,
+    d: &Design,
+    ds: &sluice_policy::Dataset,
+    budget: Budget,
+) -> Result<f64, QueryError> {
+    let (max, unit) = match d.measure {
+        PrivacyMeasure::Pure => (MAX_QUERY_EPSILON, "ε"),
+        PrivacyMeasure::Zcdp => (MAX_QUERY_RHO, "ρ"),
+    };
+    let target = match (budget, d.measure) {
+        (Budget::Epsilon(e), PrivacyMeasure::Pure) => {
             check_epsilon(e)?;
             return Ok(e);
         }
-        Budget::Accuracy(a) if a.is_finite() && a > 0.0 => a,
-        Budget::Accuracy(_) => {
+        (Budget::Rho(r), PrivacyMeasure::Zcdp) => {
+            check_rho(r)?;
+            return Ok(r);
+        }
+        (Budget::Epsilon(_), PrivacyMeasure::Zcdp) => {
+            return Err(QueryError::InvalidOptions(format!(
+                "dataset `{}` accounts privacy in zero-concentrated DP (privacy_measure = \"zcdp\"): give rho (e.g. 0.05) or a target accuracy instead of epsilon",
+                ds.id
+            )));
+        }
+        (Budget::Rho(_), PrivacyMeasure::Pure) => {
+            return Err(QueryError::InvalidOptions(format!(
+                "dataset `{}` accounts privacy in pure ε-DP: give epsilon (e.g. 0.5) or a target accuracy instead of rho",
+                ds.id
+            )));
+        }
+        (Budget::Accuracy(a), _) if a.is_finite() && a > 0.0 => a,
+        (Budget::Accuracy(_), _) => {
             return Err(QueryError::InvalidOptions(
                 "the target accuracy must be a number greater than 0".into(),
             ));
         }
     };
     if !q.aggregates.iter().all(AggSpec::accuracy_is_public) {
-        return Err(QueryError::InvalidOptions(
-            "a target accuracy works for COUNT, COUNT(DISTINCT) and SUM; the accuracy of AVG, VARIANCE, STDDEV and quantiles depends on the data, so give an epsilon".into(),
-        ));
+        return Err(QueryError::InvalidOptions(format!(
+            "a target accuracy works for COUNT, COUNT(DISTINCT) and SUM; the accuracy of AVG, VARIANCE, STDDEV and quantiles depends on the data, so give {}",
+            if d.measure == PrivacyMeasure::Zcdp {
+                "rho"
+            } else {
+                "epsilon"
+            }
+        )));
     }
     let worst = |eps: f64| {
         (0..q.aggregates.len())
             .filter_map(|a| aggregate_accuracy(q, d, a, eps))
             .fold(0.0f64, f64::max)
     };
-    if worst(MAX_QUERY_EPSILON) > target {
+    if worst(max) > target {
         return Err(QueryError::InvalidOptions(format!(
-            "a 95% half-width of {target} needs more than the largest ε a query may spend ({MAX_QUERY_EPSILON})"
+            "a 95% half-width of {target} needs more than the largest {unit} a query may spend ({max})"
         )));
     }
-    let (mut lo, mut hi) = (0.0f64, MAX_QUERY_EPSILON);
+    let (mut lo, mut hi) = (0.0f64, max);
     for _ in 0..100 {
         let mid = (lo + hi) / 2.0;
         if mid > 0.0 && worst(mid) <= target {

@@ -26,7 +26,11 @@
 //! exp(-gap/scale); a union bound over the m candidates), i.e. its rank is within
 //! [`QuantileMechanism::rank_accuracy`] rows of the requested rank. The error in the column's units
 //! depends on the data and is not stated.
+//!
+//! **zCDP datasets:** the same ε-DP mechanism, at the ε whose ρ = ε²/2 (Bun & Steinke 2016,
+//! Prop. 1.4; OpenDP `make_pureDP_to_zCDP`) is the ρ the query spends on it.
 
+use opendp::combinators::make_pureDP_to_zCDP;
 use opendp::core::Measurement;
 use opendp::domains::{AtomDomain, VectorDomain};
 use opendp::measurements::make_noisy_max;
@@ -103,6 +107,8 @@ pub struct QuantileMechanism {
     alpha_num: u64,
     alpha_den: u64,
     scale: f64,
+    /// The ρ of this ε-DP mechanism in zero-concentrated DP (ε²/2, OpenDP `make_pureDP_to_zCDP`).
+    rho: f64,
     noisy_max: Measurement<VectorDomain<AtomDomain<u64>>, LInfDistance<u64>, MaxDivergence, usize>,
 }
 
@@ -145,6 +151,10 @@ impl QuantileMechanism {
         .map_err(err)?;
         let chained = (score(candidates.clone())? >> noisy_max.clone()).map_err(err)?;
         let spent = chained.map(&k).map_err(err)?;
+        let rho = make_pureDP_to_zCDP(chained)
+            .map_err(err)?
+            .map(&k)
+            .map_err(err)?;
         if spent > epsilon * (1.0 + 1e-9) {
             return Err(MechanismError::new(format!(
                 "privacy map gives ε={spent}, above the intended ε={epsilon}"
@@ -155,8 +165,27 @@ impl QuantileMechanism {
             alpha_num,
             alpha_den,
             scale,
+            rho,
             noisy_max,
         })
+    }
+
+    /// The same mechanism for a zCDP dataset: at the ε whose ρ = ε²/2 is `rho`, checked
+    /// against OpenDP's pure-to-zCDP map.
+    pub fn zcdp(
+        candidates: Vec<f64>,
+        alpha: f64,
+        k: u32,
+        rho: f64,
+    ) -> Result<Self, MechanismError> {
+        let m = Self::new(candidates, alpha, k, (2.0 * rho).sqrt())?;
+        if m.rho > rho * (1.0 + 1e-9) {
+            return Err(MechanismError::new(format!(
+                "privacy map gives ρ={}, above the intended ρ={rho}",
+                m.rho
+            )));
+        }
+        Ok(m)
     }
 
     /// The candidates, in increasing order.

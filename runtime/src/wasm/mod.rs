@@ -31,7 +31,7 @@ use bindings::sluice::job::types as wit;
 /// Interfaces a job may import, without version.
 const ALLOWED_IMPORTS: &[&str] = &["sluice:job/types", "sluice:job/data", "sluice:job/log"];
 /// The version of the `sluice:job` package this host implements (`guest-sdk/wit/job.wit`).
-const WIT_VERSION: &str = "0.2.0";
+const WIT_VERSION: &str = "0.3.0";
 /// Largest job binary accepted: compilation time grows with size, so this bounds it.
 pub const MAX_WASM_BYTES: usize = 16 << 20;
 /// Most compiled components kept in memory.
@@ -416,6 +416,7 @@ fn convert_table(t: wit::NoisyTable) -> NoisyTable {
         cost: PrivacyCost {
             epsilon: t.cost.epsilon,
             delta: t.cost.delta,
+            rho: t.cost.rho,
         },
         mechanism: t.mechanism,
     }
@@ -464,6 +465,7 @@ fn to_wit_table(t: NoisyTable) -> wit::NoisyTable {
         cost: wit::PrivacyCost {
             epsilon: t.cost.epsilon,
             delta: t.cost.delta,
+            rho: t.cost.rho,
         },
         mechanism: t.mechanism,
     }
@@ -472,6 +474,7 @@ fn to_wit_table(t: NoisyTable) -> wit::NoisyTable {
 fn budget_of(options: wit::QueryOptions) -> crate::privacy::Budget {
     match options.target {
         wit::Target::Epsilon(e) => crate::privacy::Budget::Epsilon(e),
+        wit::Target::Rho(r) => crate::privacy::Budget::Rho(r),
         wit::Target::Accuracy(a) => crate::privacy::Budget::Accuracy(a),
     }
 }
@@ -508,6 +511,13 @@ impl From<wit::QueryError> for QueryError {
     }
 }
 
+fn measure_of(d: &sluice_policy::Dataset) -> wit::PrivacyMeasure {
+    match d.measure {
+        sluice_policy::PrivacyMeasure::Pure => wit::PrivacyMeasure::Pure,
+        sluice_policy::PrivacyMeasure::Zcdp => wit::PrivacyMeasure::Zcdp,
+    }
+}
+
 fn dataset_info(d: &sluice_policy::Dataset) -> wit::DatasetInfo {
     use sluice_policy::ColumnKind as K;
     wit::DatasetInfo {
@@ -518,6 +528,7 @@ fn dataset_info(d: &sluice_policy::Dataset) -> wit::DatasetInfo {
         max_rows_per_unit: d.max_rows_per_unit,
         max_groups_per_unit: d.max_groups_per_unit,
         max_rows_per_group: d.max_rows_per_group,
+        privacy_measure: measure_of(d),
         columns: d
             .columns
             .iter()
@@ -619,6 +630,7 @@ impl bindings::sluice::job::data::Host for JobState {
             cost: wit::PrivacyCost {
                 epsilon: e.epsilon,
                 delta: e.delta,
+                rho: e.rho,
             },
             accuracy: e.accuracy,
             releases: u32::try_from(e.releases).unwrap_or(u32::MAX),
@@ -638,8 +650,15 @@ impl bindings::sluice::job::data::Host for JobState {
             &self.asker.job,
             std::time::Duration::from_secs(grant.period_secs),
         );
+        let ds = self.engine.policy().datasets.get(&id)?;
         Some(wit::BudgetInfo {
             dataset,
+            privacy_measure: measure_of(ds),
+            epsilon_implied_this_period: spent.implied_epsilon(),
+            rho_per_job: grant.rho_per_job,
+            rho_spent_this_job: spent.rho_job,
+            rho_per_period: grant.rho_per_period,
+            rho_spent_this_period: spent.rho_period,
             epsilon_per_job: grant.epsilon_per_job,
             epsilon_spent_this_job: spent.job,
             epsilon_per_period: grant.epsilon_per_period,
@@ -682,7 +701,7 @@ mod tests {
 
     #[test]
     fn imports_must_be_sluice_job_at_the_host_version() {
-        assert!(import_allowed("sluice:job/data@0.2.0").is_ok());
+        assert!(import_allowed("sluice:job/data@0.3.0").is_ok());
         match import_allowed("sluice:job/data@0.1.0") {
             Err(JobError::InvalidWasm(m)) => assert!(m.contains("rebuild"), "{m}"),
             other => panic!("{other:?}"),
