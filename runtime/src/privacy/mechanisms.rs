@@ -64,6 +64,26 @@ impl MechanismError {
     }
 }
 
+fn opendp_error(e: opendp::error::Error) -> MechanismError {
+    MechanismError(e.to_string())
+}
+
+/// Checks what OpenDP's privacy map says a mechanism `spent` against what was `intended` (in
+/// `unit`, with float slack).
+fn within(
+    spent: Result<f64, opendp::error::Error>,
+    intended: f64,
+    unit: &str,
+) -> Result<(), MechanismError> {
+    let spent = spent.map_err(opendp_error)?;
+    if spent > intended * (1.0 + 1e-9) {
+        return Err(MechanismError(format!(
+            "privacy map gives {unit}={spent}, above the intended {unit}={intended}"
+        )));
+    }
+    Ok(())
+}
+
 impl DiscreteLaplace {
     /// Calibrates noise so that releasing a vector with L1 `sensitivity` costs at most `epsilon`.
     pub fn new(sensitivity: i64, epsilon: f64) -> Result<Self, MechanismError> {
@@ -89,15 +109,8 @@ impl DiscreteLaplace {
             scale,
             None,
         )
-        .map_err(|e| MechanismError(e.to_string()))?;
-        let spent = measurement
-            .map(&sensitivity)
-            .map_err(|e| MechanismError(e.to_string()))?;
-        if spent > epsilon * (1.0 + 1e-9) {
-            return Err(MechanismError(format!(
-                "privacy map gives ε={spent}, above the intended ε={epsilon}"
-            )));
-        }
+        .map_err(opendp_error)?;
+        within(measurement.map(&sensitivity), epsilon, "ε")?;
         Ok(Self { measurement, scale })
     }
 
@@ -147,15 +160,8 @@ impl DiscreteGaussian {
             scale,
             None,
         )
-        .map_err(|e| MechanismError(e.to_string()))?;
-        let spent = measurement
-            .map(&sensitivity)
-            .map_err(|e| MechanismError(e.to_string()))?;
-        if spent > rho * (1.0 + 1e-9) {
-            return Err(MechanismError(format!(
-                "privacy map gives ρ={spent}, above the intended ρ={rho}"
-            )));
-        }
+        .map_err(opendp_error)?;
+        within(measurement.map(&sensitivity), rho, "ρ")?;
         Ok(Self { measurement, scale })
     }
 }

@@ -1672,46 +1672,31 @@ fn design(q: &ValidatedQuery, ds: &sluice_policy::Dataset, grant: &Grant) -> Des
     let mut sensitivities = Vec::with_capacity(subs.len());
     let mut l2 = Vec::with_capacity(subs.len());
     for s in &subs {
-        l2.push(match s {
-            Sub::Count | Sub::NonNullCount(_) | Sub::Quantile { .. } => rows_l2,
-            // Once in each of at most min(l0, l1) cells.
-            Sub::Units => (bounds.l0.min(k) as f64).sqrt(),
-            Sub::FixedSum {
-                lo,
-                hi,
-                center,
-                power,
-                scale,
-                ..
-            } => {
-                (encoded_range(*lo, *hi, *center, *power) * scale)
-                    .round()
-                    .max(1.0)
-                    * rows_l2
-            }
-        });
-        let sens = match s {
-            // Rows: L1. Quantiles: the mechanism is calibrated from L1 rows itself.
-            Sub::Count | Sub::NonNullCount(_) | Sub::Quantile { .. } => k,
+        let (sens, sens2) = match s {
             // A unit is counted once in each group it has a (kept) row in: at most l0 groups,
             // never more than it has rows nor more than are released.
-            Sub::Units => bounds.l0.min(k),
-            // Each value is encoded as round(((x - center)^power)·scale), so its magnitude is at
-            // most round(range·scale) (rounding is monotone).
-            Sub::FixedSum {
-                lo,
-                hi,
-                center,
-                power,
-                scale,
-                ..
-            } => {
-                let m = (encoded_range(*lo, *hi, *center, *power) * scale)
-                    .round()
-                    .max(1.0);
-                k.saturating_mul(m as i64)
+            Sub::Units => (bounds.l0.min(k), (bounds.l0.min(k) as f64).sqrt()),
+            // Otherwise each kept row moves its cell by at most m: 1 for counts (quantiles: the
+            // mechanism is calibrated from the rows itself); for sums, each value is encoded as
+            // round(((x - center)^power)·scale), so m = round(range·scale) (rounding is monotone).
+            _ => {
+                let m = match s {
+                    Sub::FixedSum {
+                        lo,
+                        hi,
+                        center,
+                        power,
+                        scale,
+                        ..
+                    } => (encoded_range(*lo, *hi, *center, *power) * scale)
+                        .round()
+                        .max(1.0),
+                    _ => 1.0,
+                };
+                (k.saturating_mul(m as i64), rows_l2 * m)
             }
         };
+        l2.push(sens2);
         sensitivities.push(sens);
     }
 
