@@ -966,6 +966,9 @@ fn dataset_json(d: &sluice_policy::Dataset) -> Value {
             if let Some((lo, hi)) = c.kind.bounds_f64() {
                 v["bounds"] = json!([lo, hi]);
             }
+            if let Some(edges) = &c.bins {
+                v["bins"] = json!(edges);
+            }
             if let ColumnKind::Category {
                 public_values,
                 partition_selection,
@@ -989,6 +992,7 @@ fn dataset_json(d: &sluice_policy::Dataset) -> Value {
         "max_rows_per_unit": d.max_rows_per_unit,
         "max_groups_per_unit": d.max_groups_per_unit,
         "max_rows_per_group": d.max_rows_per_group,
+        "privacy_measure": d.measure.as_str(),
         "columns": columns,
     })
 }

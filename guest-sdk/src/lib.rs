@@ -37,7 +37,7 @@
 //! - The supported SQL: `SELECT <keys>, <aggregates> FROM <dataset> [WHERE …] [GROUP BY <keys>]`
 //!   with `COUNT(*)`, `COUNT(DISTINCT <privacy unit>)`, `SUM`, `AVG`, `VARIANCE`, `STDDEV`,
 //!   `MEDIAN` and `PERCENTILE_CONT(q) WITHIN GROUP (ORDER BY col)`; keys must have public values (or
-//!   partition selection) in policy, or be `CASE WHEN … THEN '<label>' … END` buckets, and
+//!   partition selection, or bins) in policy, or be `CASE WHEN … THEN '<label>' … END` buckets, and
 //!   aggregated columns must have bounds.
 //!
 //! # Privacy

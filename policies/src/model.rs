@@ -256,6 +256,27 @@ pub struct Column {
     pub name: String,
     /// What it holds and what is public about it.
     pub kind: ColumnKind,
+    /// Public bin edges of a numeric column, strictly increasing: with them, `GROUP BY <column>`
+    /// releases a histogram over the bins `[e0, e1)`, `[e1, e2)`, …, `[eₙ₋₁, eₙ]` (every bin,
+    /// empty ones too; values outside every bin are dropped).
+    pub bins: Option<Vec<f64>>,
+}
+
+impl Column {
+    /// The bins' labels and bounds, in order: `[lo, hi)` for each bin, the last one closed.
+    pub fn bin_labels(&self) -> Vec<(String, f64, f64)> {
+        let Some(edges) = &self.bins else {
+            return Vec::new();
+        };
+        edges
+            .windows(2)
+            .enumerate()
+            .map(|(i, w)| {
+                let close = if i + 2 == edges.len() { ']' } else { ')' };
+                (format!("[{}, {}{close}", w[0], w[1]), w[0], w[1])
+            })
+            .collect()
+    }
 }
 
 /// What a column holds, and the public metadata that lets the engine use it safely.

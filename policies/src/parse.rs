@@ -546,12 +546,32 @@ impl Cx {
         let public_values = f.get("public_values");
         let bounds = f.get("bounds");
         let selection = f.get("partition_selection");
+        let bins_value = f.get("bins");
         f.finish(
             self,
             "a column",
-            &["kind", "public_values", "bounds", "partition_selection"],
+            &[
+                "kind",
+                "public_values",
+                "bounds",
+                "partition_selection",
+                "bins",
+            ],
         );
         let kind = kind?;
+        let bins = match bins_value {
+            None => None,
+            Some(_) if !matches!(kind.as_str(), "int" | "float") => {
+                self.err(
+                    bins_value.map_or(0..0, |v| v.span()),
+                    format!(
+                        "`bins` is not allowed on a `{kind}` column; it is allowed on: int, float"
+                    ),
+                );
+                return None;
+            }
+            Some(v) => Some(self.bins(v, kind == "int")?),
+        };
         let not_for = |cx: &mut Self, v: Option<&Value<'_>>, field: &str, allowed: &str| {
             if let Some(v) = v {
                 cx.err(
@@ -591,6 +611,7 @@ impl Cx {
                     return None;
                 }
                 (!bad).then_some(Column {
+                    bins: bins.clone(),
                     name: name.into(),
                     kind: ColumnKind::Category {
                         public_values: values,
@@ -635,6 +656,7 @@ impl Cx {
                     }
                 };
                 (!bad).then_some(Column {
+                    bins: bins.clone(),
                     name: name.into(),
                     kind: ColumnKind::Int { bounds: b },
                 })
@@ -662,6 +684,7 @@ impl Cx {
                     }
                 };
                 (!bad).then_some(Column {
+                    bins: bins.clone(),
                     name: name.into(),
                     kind: ColumnKind::Float { bounds: b },
                 })
@@ -671,6 +694,7 @@ impl Cx {
                 let bad2 = not_for(self, bounds, "bounds", "int, float");
                 let bad3 = not_for(self, selection, "partition_selection", "category");
                 (!bad1 && !bad2 && !bad3).then_some(Column {
+                    bins: None,
                     name: name.into(),
                     kind: ColumnKind::Hidden,
                 })
@@ -710,6 +734,39 @@ impl Cx {
             }
         }
         ok.then_some(out)
+    }
+
+    /// Bin edges: 2 to 1,001 numbers (integers for an `int` column), strictly increasing.
+    fn bins(&mut self, v: &Value<'_>, integers: bool) -> Option<Vec<f64>> {
+        let rule = if integers {
+            "`bins` of an `int` column must be 2 to 1001 strictly increasing integers, e.g. [0, 18, 65, 120]"
+        } else {
+            "`bins` must be 2 to 1001 strictly increasing finite numbers within ±1e15, e.g. [0.0, 0.5, 1.0]"
+        };
+        let DeValue::Array(items) = v.get_ref() else {
+            self.err(v.span(), rule.into());
+            return None;
+        };
+        let mut edges = Vec::with_capacity(items.len());
+        for item in items.iter() {
+            let n = match item.get_ref() {
+                DeValue::Integer(i) => int(i).map(|i| i as f64),
+                DeValue::Float(x) if !integers => x.as_str().parse::<f64>().ok(),
+                _ => None,
+            };
+            match n {
+                Some(n) if n.is_finite() && n.abs() <= 1e15 => edges.push(n),
+                _ => {
+                    self.err(item.span(), rule.into());
+                    return None;
+                }
+            }
+        }
+        if !(2..=1001).contains(&edges.len()) || edges.windows(2).any(|w| w[0] >= w[1]) {
+            self.err(v.span(), rule.into());
+            return None;
+        }
+        Some(edges)
     }
 
     fn bounds_pair<'v, 'i>(&mut self, v: &'v Value<'i>) -> Option<(&'v Value<'i>, &'v Value<'i>)> {

@@ -48,6 +48,11 @@ fn privacy_measure_and_budget_cap_misuse_is_reported() {
 }
 
 #[test]
+fn bin_misuse_is_reported() {
+    check("bins_problems");
+}
+
+#[test]
 fn invalid_toml_is_reported_at_its_place() {
     check("invalid_toml");
 }

@@ -26,6 +26,8 @@ mod dp_stats;
 #[cfg(test)]
 mod estimate;
 #[cfg(test)]
+mod histograms;
+#[cfg(test)]
 mod hostile;
 #[cfg(test)]
 mod ledger;

@@ -21,7 +21,7 @@ use datafusion::common::{
     Column, ScalarValue, TableReference,
     tree_node::{Transformed, TreeNode},
 };
-use datafusion::logical_expr::{BinaryExpr, Expr, LogicalPlan, Operator};
+use datafusion::logical_expr::{BinaryExpr, Expr, LogicalPlan, Operator, lit};
 use sluice_policy::{Aggregation, ColumnKind, Dataset, DatasetId};
 
 use crate::QueryError;
@@ -370,6 +370,16 @@ pub fn validate(
             ));
         };
         let kind = cx.column(&c.name)?;
+        if let Some(column) = dataset.column(&c.name).filter(|col| col.bins.is_some()) {
+            // A histogram over the policy's bins: the bucket expression is built here, from
+            // policy, and its labels are the key's public domain.
+            let (expr, domain) = bins_key(column);
+            cells = cells.saturating_mul(domain.len());
+            keys.push(c.name.clone());
+            key_exprs.push(expr);
+            key_domains.push(Some(domain));
+            continue;
+        }
         match kind {
             ColumnKind::Category {
                 public_values: Some(values),
@@ -389,7 +399,7 @@ pub fn validate(
             }
             _ => {
                 return Err(QueryError::ColumnDenied(format!(
-                    "column `{}` cannot be a GROUP BY key: the policy declares no public value domain for it and does not allow partition selection on it",
+                    "column `{}` cannot be a GROUP BY key: the policy declares no public value domain, bins or partition selection for it (bucket it with CASE WHEN … THEN '<label>' … END instead)",
                     c.name
                 )));
             }
@@ -497,6 +507,31 @@ pub(crate) fn hidden_column(dataset: &Dataset, name: &str) -> QueryError {
         "column `{name}` of dataset `{}` is hidden by policy",
         dataset.id
     ))
+}
+
+/// The GROUP BY expression of a column with policy bins, `CASE WHEN lo <= x AND x < hi THEN
+/// '[lo, hi)' … END` (the last bin closed), and its labels, sorted.
+fn bins_key(column: &sluice_policy::Column) -> (Expr, Vec<String>) {
+    let int = matches!(column.kind, ColumnKind::Int { .. });
+    let edge = |v: f64| if int { lit(v as i64) } else { lit(v) };
+    let x = || Expr::Column(Column::new_unqualified(column.name.clone()));
+    let bins = column.bin_labels();
+    let last = bins.len().saturating_sub(1);
+    let mut labels = Vec::with_capacity(bins.len());
+    let mut when_then = Vec::with_capacity(bins.len());
+    for (i, (label, lo, hi)) in bins.into_iter().enumerate() {
+        let upper = if i == last {
+            x().lt_eq(edge(hi))
+        } else {
+            x().lt(edge(hi))
+        };
+        let cond = x().gt_eq(edge(lo)).and(upper);
+        when_then.push((Box::new(cond), Box::new(lit(label.clone()))));
+        labels.push(label);
+    }
+    labels.sort();
+    let case = datafusion::logical_expr::expr::Case::new(None, when_then, None);
+    (Expr::Case(case), labels)
 }
 
 /// A specific refusal for an operand that is neither a column nor a literal.

@@ -551,6 +551,7 @@ fn dataset_info(d: &sluice_policy::Dataset) -> wit::DatasetInfo {
                     kind,
                     public_values,
                     bounds: c.kind.bounds_f64(),
+                    bins: c.bins.clone(),
                     partition_selection,
                 })
             })
