@@ -969,6 +969,12 @@ fn dataset_json(d: &sluice_policy::Dataset) -> Value {
             if let Some(edges) = &c.bins {
                 v["bins"] = json!(edges);
             }
+            if let ColumnKind::Date {
+                bounds: Some((lo, hi)),
+            } = &c.kind
+            {
+                v["bounds"] = json!([lo.to_string(), hi.to_string()]);
+            }
             if let ColumnKind::Category {
                 public_values,
                 partition_selection,

@@ -37,8 +37,9 @@
 //! - The supported SQL: `SELECT <keys>, <aggregates> FROM <dataset> [WHERE …] [GROUP BY <keys>]`
 //!   with `COUNT(*)`, `COUNT(DISTINCT <privacy unit>)`, `SUM`, `AVG`, `VARIANCE`, `STDDEV`,
 //!   `MEDIAN` and `PERCENTILE_CONT(q) WITHIN GROUP (ORDER BY col)`; keys must have public values (or
-//!   partition selection, or bins) in policy, or be `CASE WHEN … THEN '<label>' … END` buckets, and
-//!   aggregated columns must have bounds.
+//!   partition selection, or bins) in policy, or be `CASE WHEN … THEN '<label>' … END` buckets or
+//!   `date_trunc('month', day)` / `EXTRACT(MONTH FROM day)` on date columns, and aggregated
+//!   columns must have bounds.
 //!
 //! # Privacy
 //! Everything a job computes from [`Table`]s is post-processing of DP releases, so the report is

@@ -1,4 +1,4 @@
-//! A calendar date, enough for grant expiry.
+//! A calendar date: grant expiry, date column bounds and date keys.
 
 use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -39,6 +39,35 @@ impl Date {
     }
 }
 
+impl Date {
+    /// Days since 1970-01-01 (Howard Hinnant's `days_from_civil`).
+    pub fn days_since_epoch(&self) -> i64 {
+        let (m, d) = (i64::from(self.month), i64::from(self.day));
+        let y = i64::from(self.year) - i64::from(m <= 2);
+        let era = y.div_euclid(400);
+        let yoe = y.rem_euclid(400);
+        let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        era * 146_097 + doe - 719_468
+    }
+
+    /// Parses `YYYY-MM-DD` (a real calendar date).
+    pub fn parse(s: &str) -> Option<Self> {
+        let b = s.as_bytes();
+        if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+            return None;
+        }
+        let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<u32>().ok();
+        let d = Self {
+            year: i32::try_from(num(0..4)?).ok()?,
+            month: u8::try_from(num(5..7)?).ok()?,
+            day: u8::try_from(num(8..10)?).ok()?,
+        };
+        // Valid exactly when it survives the round trip through a day count.
+        (Self::from_days_since_epoch(d.days_since_epoch()) == d).then_some(d)
+    }
+}
+
 impl fmt::Display for Date {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:04}-{:02}-{:02}", self.year, self.month, self.day)
@@ -48,6 +77,26 @@ impl fmt::Display for Date {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn days_round_trip_and_invalid_dates_are_refused() {
+        for days in [-800_000, -1, 0, 11_016, 20_784, 60_000] {
+            assert_eq!(Date::from_days_since_epoch(days).days_since_epoch(), days);
+        }
+        assert_eq!(
+            Date::parse("2024-02-29").map(|d| d.days_since_epoch()),
+            Some(19_782)
+        );
+        for bad in [
+            "2023-02-29",
+            "2024-13-01",
+            "2024-1-01",
+            "20240101",
+            "2024-01-32",
+        ] {
+            assert_eq!(Date::parse(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn converts_known_days_to_dates() {

@@ -303,12 +303,21 @@ pub enum ColumnKind {
         /// Public clamp bounds, inclusive.
         bounds: Option<(f64, f64)>,
     },
+    /// Calendar dates. Comparable with date literals in WHERE; with `bounds`, usable as a GROUP BY
+    /// key through `date_trunc('month', col)` and `EXTRACT(YEAR FROM col)`, whose released values
+    /// are every truncated date (or year) within the bounds. `EXTRACT` of the quarter, month, day,
+    /// day of week or day of year needs no bounds (its domain is fixed).
+    Date {
+        /// The first and last public date of the column, inclusive.
+        bounds: Option<(Date, Date)>,
+    },
     /// Never usable by a job, anywhere in a query.
     Hidden,
 }
 
 impl ColumnKind {
-    pub(crate) const NAMES: &'static [&'static str] = &["category", "int", "float", "hidden"];
+    pub(crate) const NAMES: &'static [&'static str] =
+        &["category", "int", "float", "date", "hidden"];
 
     /// The kind's name in policy files.
     pub fn name(&self) -> &'static str {
@@ -316,6 +325,7 @@ impl ColumnKind {
             Self::Category { .. } => "category",
             Self::Int { .. } => "int",
             Self::Float { .. } => "float",
+            Self::Date { .. } => "date",
             Self::Hidden => "hidden",
         }
     }

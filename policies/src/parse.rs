@@ -587,7 +587,7 @@ impl Cx {
         };
         match kind.as_str() {
             "category" => {
-                let bad = not_for(self, bounds, "bounds", "int, float");
+                let bad = not_for(self, bounds, "bounds", "int, float, date");
                 let values = match public_values {
                     None => None,
                     Some(v) => Some(self.public_values(v)?),
@@ -689,9 +689,44 @@ impl Cx {
                     kind: ColumnKind::Float { bounds: b },
                 })
             }
+            "date" => {
+                let bad = not_for(self, public_values, "public_values", "category")
+                    | not_for(self, selection, "partition_selection", "category");
+                let b = match bounds {
+                    None => None,
+                    Some(v) => {
+                        let (lo, hi) = self.bounds_pair(v)?;
+                        let as_date = |x: &Value<'_>| match x.get_ref() {
+                            DeValue::Datetime(dt) if dt.time.is_none() && dt.offset.is_none() => {
+                                dt.date.map(|d| Date {
+                                    year: i32::from(d.year),
+                                    month: d.month,
+                                    day: d.day,
+                                })
+                            }
+                            _ => None,
+                        };
+                        match (as_date(lo), as_date(hi)) {
+                            (Some(a), Some(b)) if a < b => Some((a, b)),
+                            _ => {
+                                self.err(
+                                    v.span(),
+                                    "bounds of a `date` column must be two dates, first before last, e.g. [2024-01-01, 2026-12-31] (no quotes)".into(),
+                                );
+                                return None;
+                            }
+                        }
+                    }
+                };
+                (!bad).then_some(Column {
+                    bins: None,
+                    name: name.into(),
+                    kind: ColumnKind::Date { bounds: b },
+                })
+            }
             "hidden" => {
                 let bad1 = not_for(self, public_values, "public_values", "category");
-                let bad2 = not_for(self, bounds, "bounds", "int, float");
+                let bad2 = not_for(self, bounds, "bounds", "int, float, date");
                 let bad3 = not_for(self, selection, "partition_selection", "category");
                 (!bad1 && !bad2 && !bad3).then_some(Column {
                     bins: None,

@@ -48,8 +48,8 @@ fn privacy_measure_and_budget_cap_misuse_is_reported() {
 }
 
 #[test]
-fn bin_misuse_is_reported() {
-    check("bins_problems");
+fn bin_and_date_column_misuse_is_reported() {
+    check("column_problems");
 }
 
 #[test]

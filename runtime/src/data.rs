@@ -242,6 +242,7 @@ fn type_fits(kind: &ColumnKind, dt: &DataType) -> bool {
             dt,
             Float32 | Float64 | Int8 | Int16 | Int32 | Int64 | UInt8 | UInt16 | UInt32
         ),
+        ColumnKind::Date { .. } => matches!(dt, Date32 | Date64),
         ColumnKind::Hidden => true,
     }
 }
@@ -261,7 +262,21 @@ impl Catalog {
         execution.register_udf(FixedPoint::udf());
         execution.register_udf(RandomKey::udf());
         execution.register_udf(RankCode::udf());
-        let planning = SessionContext::new_with_config(config);
+        execution.register_udf(crate::privacy::dates::DateKey::udf());
+        let mut planning = SessionContext::new_with_config(config);
+        // Date keys: planning-only `date_trunc`/`date_part`, and `EXTRACT` planned as `date_part`.
+        for udf in crate::privacy::dates::planning_udfs() {
+            planning.register_udf(udf);
+        }
+        {
+            use datafusion::execution::FunctionRegistry;
+            // It only appends to a list; should it ever fail, EXTRACT is refused at planning.
+            if let Err(e) = planning
+                .register_expr_planner(Arc::new(crate::privacy::dates::ExtractPlanner::new()))
+            {
+                tracing::warn!("EXTRACT will not be available: {e}");
+            }
+        }
         // `VARIANCE(x)` is the common SQL spelling of DataFusion's `var` (sample variance).
         planning.register_udaf(
             datafusion::functions_aggregate::variance::var_samp_udaf()

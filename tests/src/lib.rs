@@ -18,6 +18,8 @@ mod bounding;
 #[cfg(test)]
 mod crash;
 #[cfg(test)]
+mod dates;
+#[cfg(test)]
 mod denials;
 #[cfg(test)]
 mod dp_audit;

@@ -40,6 +40,7 @@
 
 pub mod accountant;
 pub mod cache;
+pub mod dates;
 pub mod mechanisms;
 pub mod quantile;
 pub mod selection;

@@ -17,6 +17,7 @@
 //!
 //! Every refusal is a [`QueryError`] whose message depends only on the SQL and the policy.
 
+use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{
     Column, ScalarValue, TableReference,
     tree_node::{Transformed, TreeNode},
@@ -24,6 +25,7 @@ use datafusion::common::{
 use datafusion::logical_expr::{BinaryExpr, Expr, LogicalPlan, Operator, lit};
 use sluice_policy::{Aggregation, ColumnKind, Dataset, DatasetId};
 
+use super::dates::{DateKey, Granularity};
 use crate::QueryError;
 use crate::data::LoadedLookup;
 
@@ -364,10 +366,21 @@ pub fn validate(
             key_domains.push(Some(domain));
             continue;
         }
+        if let Expr::ScalarFunction(f) = g
+            && matches!(f.func.name(), "date_trunc" | "date_part")
+        {
+            let (expr, domain) = cx.date_key(f)?;
+            cells = cells.saturating_mul(domain.len());
+            keys.push(g.schema_name().to_string());
+            key_exprs.push(expr);
+            key_domains.push(Some(domain));
+            continue;
+        }
         let Expr::Column(c) = g else {
-            return Err(unsupported(
-                "GROUP BY accepts column names and CASE WHEN <condition> THEN '<label>' … END buckets only (no other expressions, ROLLUP or GROUPING SETS)",
-            ));
+            return Err(unsupported(format!(
+                "GROUP BY accepts column names, CASE WHEN <condition> THEN '<label>' … END buckets and, on date columns, {} (no other expressions, ROLLUP or GROUPING SETS)",
+                Granularity::ACCEPTED
+            )));
         };
         let kind = cx.column(&c.name)?;
         if let Some(column) = dataset.column(&c.name).filter(|col| col.bins.is_some()) {
@@ -396,6 +409,13 @@ pub fn validate(
             } => {
                 selected.push(c.name.clone());
                 key_domains.push(None);
+            }
+            ColumnKind::Date { .. } => {
+                return Err(unsupported(format!(
+                    "date column `{}` is grouped by a unit of time: use {}",
+                    c.name,
+                    Granularity::ACCEPTED
+                )));
             }
             _ => {
                 return Err(QueryError::ColumnDenied(format!(
@@ -509,6 +529,19 @@ pub(crate) fn hidden_column(dataset: &Dataset, name: &str) -> QueryError {
     ))
 }
 
+/// The text of a string literal.
+fn text_literal(e: &Expr) -> Option<&str> {
+    match e {
+        Expr::Literal(
+            ScalarValue::Utf8(Some(s))
+            | ScalarValue::LargeUtf8(Some(s))
+            | ScalarValue::Utf8View(Some(s)),
+            _,
+        ) => Some(s),
+        _ => None,
+    }
+}
+
 /// The GROUP BY expression of a column with policy bins, `CASE WHEN lo <= x AND x < hi THEN
 /// '[lo, hi)' … END` (the last bin closed), and its labels, sorted.
 fn bins_key(column: &sluice_policy::Column) -> (Expr, Vec<String>) {
@@ -562,12 +595,20 @@ enum Lit {
     Text,
     Int,
     Float,
+    Date,
     Null,
     Other,
 }
 
 fn literal_kind(e: &Expr) -> Option<Lit> {
     let v = match e {
+        // `DATE '2025-01-31'` plans as a cast of the string: a date when the string is one.
+        Expr::Cast(c) if matches!(c.field.data_type(), DataType::Date32 | DataType::Date64) => {
+            return Some(match text_literal(&c.expr) {
+                Some(s) if sluice_policy::Date::parse(s).is_some() => Lit::Date,
+                _ => Lit::Other,
+            });
+        }
         Expr::Literal(v, _) => v,
         Expr::Negative(inner) => {
             return match literal_kind(inner)? {
@@ -593,6 +634,7 @@ fn literal_kind(e: &Expr) -> Option<Lit> {
             | ScalarValue::UInt16(_)
             | ScalarValue::UInt32(_) => Lit::Int,
             ScalarValue::Float32(_) | ScalarValue::Float64(_) => Lit::Float,
+            ScalarValue::Date32(_) | ScalarValue::Date64(_) => Lit::Date,
             _ => Lit::Other,
         }
     })
@@ -788,6 +830,34 @@ impl Cx<'_> {
         Ok(domain)
     }
 
+    /// A date key, `date_trunc('<unit>', col)` or `date_part('<field>', col)` (`EXTRACT`): its
+    /// execution expression and its public domain, derived from the policy.
+    fn date_key(
+        &self,
+        f: &datafusion::logical_expr::expr::ScalarFunction,
+    ) -> Result<(Expr, Vec<String>), QueryError> {
+        let usage = || unsupported(format!("date keys are written {}", Granularity::ACCEPTED));
+        let [what, Expr::Column(c)] = f.args.as_slice() else {
+            return Err(usage());
+        };
+        let g = text_literal(what)
+            .and_then(|w| Granularity::parse(f.func.name(), w))
+            .ok_or_else(usage)?;
+        let ColumnKind::Date { bounds } = self.column(&c.name)? else {
+            return Err(unsupported(format!(
+                "`{}` applies to date columns; `{}` is `{}`",
+                f.func.name(),
+                c.name,
+                self.column(&c.name)?.name()
+            )));
+        };
+        let domain = g
+            .domain(*bounds)
+            .map_err(|m| QueryError::ColumnDenied(format!("column `{}`: {m}", c.name)))?;
+        let column = Expr::Column(Column::new_unqualified(c.name.clone()));
+        Ok((DateKey::call(g, column), domain))
+    }
+
     fn predicate(&self, e: &Expr, depth: usize) -> Result<(), QueryError> {
         if depth > MAX_PREDICATE_DEPTH {
             return Err(unsupported(format!(
@@ -880,6 +950,12 @@ impl Cx<'_> {
             ColumnKind::Category { .. } => lk == Lit::Text,
             ColumnKind::Int { .. } => lk == Lit::Int,
             ColumnKind::Float { .. } => matches!(lk, Lit::Int | Lit::Float),
+            // A string is a date only if it parses as one here, so that the cast DataFusion
+            // inserts can never fail on execution.
+            ColumnKind::Date { .. } => {
+                lk == Lit::Date
+                    || text_literal(lit).is_some_and(|s| sluice_policy::Date::parse(s).is_some())
+            }
             ColumnKind::Hidden => false,
         };
         if lk == Lit::Null {
@@ -893,6 +969,7 @@ impl Cx<'_> {
                 match kind {
                     ColumnKind::Category { .. } => "a string",
                     ColumnKind::Int { .. } => "an integer",
+                    ColumnKind::Date { .. } => "a date such as DATE '2025-01-31' or '2025-01-31'",
                     _ => "a numeric",
                 }
             )));

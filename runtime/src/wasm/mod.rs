@@ -544,6 +544,7 @@ fn dataset_info(d: &sluice_policy::Dataset) -> wit::DatasetInfo {
                     ),
                     K::Int { .. } => (wit::ColumnKind::Integer, None, false),
                     K::Float { .. } => (wit::ColumnKind::Float, None, false),
+                    K::Date { .. } => (wit::ColumnKind::Date, None, false),
                     K::Hidden => return None,
                 };
                 Some(wit::ColumnInfo {
@@ -552,6 +553,12 @@ fn dataset_info(d: &sluice_policy::Dataset) -> wit::DatasetInfo {
                     public_values,
                     bounds: c.kind.bounds_f64(),
                     bins: c.bins.clone(),
+                    date_bounds: match &c.kind {
+                        K::Date {
+                            bounds: Some((lo, hi)),
+                        } => Some((lo.to_string(), hi.to_string())),
+                        _ => None,
+                    },
                     partition_selection,
                 })
             })
