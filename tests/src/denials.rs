@@ -116,7 +116,7 @@ fn group_by_a_column_without_public_domain_is_refused() {
     assert_eq!(
         refused("analyst", "SELECT district, COUNT(*) FROM health_raw GROUP BY district", 1.0),
         QueryError::ColumnDenied(
-            "column `district` cannot be a GROUP BY key: the policy declares no public value domain for it and does not allow partition selection on it".into()
+            "column `district` cannot be a GROUP BY key: the policy declares no public value domain, bins or partition selection for it (bucket it with CASE WHEN … THEN '<label>' … END instead)".into()
         )
     );
 }
