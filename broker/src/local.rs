@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use sluice_policy::{OperatorId, PolicyError};
-use sluice_runtime::{InMemoryAccountant, JobOutput, JobRequest, Sandbox, SandboxConfig};
+use sluice_runtime::{
+    InMemoryAccountant, JobOutput, JobRequest, PrivacyCost, Sandbox, SandboxConfig,
+};
 
 use crate::print;
 
@@ -117,9 +119,12 @@ fn print_output(name: &str, operator: &str, out: &JobOutput, format: Format) {
             for l in &out.log {
                 println!("  [job log {}] {}", l.level, l.message);
             }
-            let spent = out.queries.iter().fold(0.0, |a, q| a + q.cost.epsilon);
+            let spent = out
+                .queries
+                .iter()
+                .fold(PrivacyCost::default(), |a, q| a.plus(q.cost));
             println!(
-                "{name}: {} queries, ε spent {spent} by operator `{operator}`; component {} in {:.1} ms, ran in {:.1} ms",
+                "{name}: {} queries, {spent} spent by operator `{operator}`; component {} in {:.1} ms, ran in {:.1} ms",
                 out.queries.len(),
                 if out.cached { "from cache" } else { "compiled" },
                 out.load_time.as_secs_f64() * 1e3,
@@ -156,8 +161,11 @@ pub fn run(
             for l in &f.log {
                 eprintln!("  [job log {}] {}", l.level, l.message);
             }
-            let spent = f.queries.iter().fold(0.0, |a, q| a + q.cost.epsilon);
-            eprintln!("job failed: {} (ε spent before failing: {spent})", f.error);
+            let spent = f
+                .queries
+                .iter()
+                .fold(PrivacyCost::default(), |a, q| a.plus(q.cost));
+            eprintln!("job failed: {} ({spent} spent before failing)", f.error);
             Ok(ExitCode::FAILURE)
         }
     }
@@ -262,8 +270,12 @@ pub fn demo(rows: usize, data_root: &Path) -> Result<ExitCode> {
             print::report(&sluice_runtime::Report::from_json(&report)?)
         );
         println!(
-            "receipt verified: ε={} charged, report sha256 {}…, audit entry {}",
-            receipt.epsilon,
+            "receipt verified: {} charged, report sha256 {}…, audit entry {}",
+            PrivacyCost {
+                epsilon: receipt.epsilon,
+                delta: receipt.delta,
+                rho: receipt.rho,
+            },
             &receipt.report_sha256[..16],
             receipt.audit_seq
         );

@@ -66,7 +66,7 @@ pub fn report(r: &Report) -> String {
         let _ = writeln!(out, "{}", r.text);
     }
     for (name, t) in &r.tables {
-        let _ = writeln!(out, "\n{name} (cost ε={}):", t.cost.epsilon);
+        let _ = writeln!(out, "\n{name} (cost {}):", t.cost);
         out.push_str(&table(t));
         if !t.mechanism.is_empty() {
             let _ = writeln!(out, "  mechanism: {}", t.mechanism);

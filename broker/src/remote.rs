@@ -100,18 +100,29 @@ pub fn serve(dir: &Path, listen: Option<String>) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The privacy cost in an event's or a job's JSON (`epsilon`, `rho`, `delta`).
+fn cost_of(d: &Value) -> sluice_runtime::PrivacyCost {
+    let f = |k: &str| d[k].as_f64().unwrap_or(0.0);
+    sluice_runtime::PrivacyCost {
+        epsilon: f("epsilon"),
+        delta: f("delta"),
+        rho: f("rho"),
+    }
+}
+
 /// Prints one progress event of a job.
 pub fn print_event(kind: &str, data: &Value) {
     let d = &data["detail"];
     match kind {
         "query" => eprintln!(
-            "  query on {} charged ε={}",
+            "  query on {} charged {}",
             d["dataset"].as_str().unwrap_or("?"),
-            d["epsilon"]
+            cost_of(d)
         ),
         "released" => eprintln!(
-            "  released (ε spent {}, audit entry {})",
-            d["epsilon"], d["audit_seq"]
+            "  released ({} spent, audit entry {})",
+            cost_of(d),
+            d["audit_seq"]
         ),
         "failed" => eprintln!("  failed: {}", d["error"].as_str().unwrap_or("?")),
         "rejected" => eprintln!("  rejected: {}", d["reason"].as_str().unwrap_or("?")),
@@ -164,11 +175,16 @@ pub fn status(conn: &Conn, id: Option<&str>) -> Result<ExitCode> {
         None => {
             let jobs = c.get_json("/v1/jobs")?;
             for j in jobs["jobs"].as_array().into_iter().flatten() {
+                let spent = sluice_runtime::PrivacyCost {
+                    epsilon: j["epsilon_spent"].as_f64().unwrap_or(0.0),
+                    delta: 0.0,
+                    rho: j["rho_spent"].as_f64().unwrap_or(0.0),
+                };
                 println!(
-                    "{}  {:<15} ε={:<6} {}",
+                    "{}  {:<15} {:<10} {}",
                     j["id"].as_str().unwrap_or("?"),
                     j["state"].as_str().unwrap_or("?"),
-                    j["epsilon_spent"],
+                    spent.to_string(),
                     j["purpose"].as_str().unwrap_or("")
                 );
             }

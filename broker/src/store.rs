@@ -187,8 +187,10 @@ pub struct JobInfo {
     pub review_reason: Option<String>,
     /// The reviewer.
     pub reviewer: Option<String>,
-    /// ε charged so far, over all its datasets.
+    /// ε charged so far, over all its pure-DP datasets.
     pub epsilon_spent: f64,
+    /// ρ charged so far, over all its zCDP datasets.
+    pub rho_spent: f64,
     /// Queries charged so far.
     pub queries: i64,
     /// When it was submitted (Unix ms).
@@ -833,7 +835,7 @@ impl Store {
                  WHERE id = ?1",
                 params![id, now_ms(), report_json, report_csv, serde_json::to_string(&receipt)?],
             )?;
-            event(tx, id, "released", json!({ "epsilon": epsilon, "delta": delta, "audit_seq": seq }))?;
+            event(tx, id, "released", json!({ "epsilon": epsilon, "delta": delta, "rho": rho, "audit_seq": seq }))?;
             Ok(receipt)
         })?;
         self.checkpoint()?;
@@ -1186,7 +1188,8 @@ fn jobs_where(conn: &Connection, clause: &str, p: &[&dyn rusqlite::ToSql]) -> Re
         "SELECT j.id, j.operator, j.purpose, j.wasm_sha256, j.datasets, j.max_epsilon, j.state, j.error,
                 j.review_reason, j.reviewer, j.created_ms, j.started_ms, j.finished_ms,
                 (SELECT COALESCE(SUM(epsilon), 0) FROM charges c WHERE c.job = j.id),
-                (SELECT COUNT(*) FROM charges c WHERE c.job = j.id)
+                (SELECT COUNT(*) FROM charges c WHERE c.job = j.id),
+                (SELECT COALESCE(SUM(rho), 0) FROM charges c WHERE c.job = j.id)
          FROM jobs j WHERE {clause}"
     );
     let mut stmt = conn.prepare(&sql)?;
@@ -1207,6 +1210,7 @@ fn jobs_where(conn: &Connection, clause: &str, p: &[&dyn rusqlite::ToSql]) -> Re
             finished_ms: r.get(12)?,
             epsilon_spent: r.get(13)?,
             queries: r.get(14)?,
+            rho_spent: r.get(15)?,
         })
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)

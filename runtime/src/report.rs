@@ -58,6 +58,33 @@ pub struct PrivacyCost {
     pub rho: f64,
 }
 
+impl PrivacyCost {
+    /// The two costs together (basic composition: each of ε, δ and ρ adds up).
+    pub fn plus(self, other: Self) -> Self {
+        Self {
+            epsilon: self.epsilon + other.epsilon,
+            delta: self.delta + other.delta,
+            rho: self.rho + other.rho,
+        }
+    }
+}
+
+impl std::fmt::Display for PrivacyCost {
+    /// `ε=0.5`, `ρ=0.05`, with `, δ=1e-6` when δ was spent (both ε and ρ when a job spent on
+    /// datasets of both measures).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.epsilon > 0.0, self.rho > 0.0) {
+            (_, false) => write!(f, "ε={}", self.epsilon)?,
+            (false, true) => write!(f, "ρ={}", self.rho)?,
+            (true, true) => write!(f, "ε={}, ρ={}", self.epsilon, self.rho)?,
+        }
+        if self.delta > 0.0 {
+            write!(f, ", δ={:e}", self.delta)?;
+        }
+        Ok(())
+    }
+}
+
 /// A table of differentially private answers (or a table a job built from them).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NoisyTable {

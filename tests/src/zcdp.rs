@@ -272,3 +272,52 @@ fn quantiles_and_partition_selection_run_under_zcdp() {
         assert!(t.mechanism.contains("make_gaussian_threshold"));
     }
 }
+
+#[test]
+fn the_http_api_estimates_in_rho_and_reports_the_implied_epsilon() {
+    let zcdp = r#"
+[dataset.visits_z]
+source = "data/health_visits.parquet"
+holder = "city-health-commission"
+classification = "sensitive"
+privacy_unit = "person_id"
+max_rows_per_unit = 5
+privacy_measure = "zcdp"
+columns.sex = { kind = "category", public_values = ["F", "M"] }
+
+[[grant]]
+operator = "analyst"
+datasets = ["visits_z"]
+purpose = "tests: zCDP over HTTP"
+aggregations = ["count"]
+rho_per_job = 0.5
+rho_per_period = 2.0
+period = "30d"
+expires = 2099-12-31
+review = "none"
+"#;
+    let mut b = crate::TestBroker::start("zcdp-http", |p| p + zcdp);
+    let c = b.client(&b.analyst);
+    let sql = "SELECT sex, COUNT(*) AS n FROM visits_z GROUP BY sex";
+    let e = c
+        .post_json("/v1/estimate", &serde_json::json!({ "sql": sql, "rho": 0.1 }))
+        .unwrap();
+    assert_eq!((e["rho"].as_f64(), e["epsilon"].as_f64()), (Some(0.1), Some(0.0)));
+    let refused = c
+        .post_json("/v1/estimate", &serde_json::json!({ "sql": sql, "epsilon": 1.0 }))
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("rho"), "{refused}");
+    let budget = c.get_json("/v1/budget").unwrap();
+    let z = budget["budgets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["dataset"] == "visits_z")
+        .unwrap();
+    assert_eq!(z["privacy_measure"], "zcdp");
+    assert_eq!(z["rho_per_period"], 2.0);
+    assert_eq!(z["remaining_this_period"], 2.0, "an estimate is free");
+    assert_eq!(z["implied_epsilon_this_period"], 0.0);
+    b.stop();
+}
