@@ -30,11 +30,7 @@ pub const SAMPLES: &[(&str, &str, &str)] = &[
         "canal-analytics",
         "epsilon=0.4&min_age=18",
     ),
-    (
-        "sample-tourism-spend",
-        "yangzhou-tourism-lab",
-        "epsilon=1.0",
-    ),
+    ("sample-tourism-spend", "yangzhou-tourism-lab", "rho=0.5"),
 ];
 
 /// The workspace this binary was built from.
@@ -289,7 +285,7 @@ pub fn demo(rows: usize, data_root: &Path) -> Result<ExitCode> {
         Err(b) => bail!("audit verify failed: {b}"),
     }
     println!(
-        "Every number above is a differentially private answer (OpenDP discrete Laplace noise); ± is the half-width of its 95% interval."
+        "Every number above is a differentially private answer (OpenDP discrete Laplace or Gaussian noise, as each dataset's policy chooses); ± is the half-width of its 95% interval."
     );
     let _ = std::fs::remove_dir_all(&dir);
     Ok(ExitCode::SUCCESS)

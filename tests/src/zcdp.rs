@@ -300,11 +300,20 @@ review = "none"
     let c = b.client(&b.analyst);
     let sql = "SELECT sex, COUNT(*) AS n FROM visits_z GROUP BY sex";
     let e = c
-        .post_json("/v1/estimate", &serde_json::json!({ "sql": sql, "rho": 0.1 }))
+        .post_json(
+            "/v1/estimate",
+            &serde_json::json!({ "sql": sql, "rho": 0.1 }),
+        )
         .unwrap();
-    assert_eq!((e["rho"].as_f64(), e["epsilon"].as_f64()), (Some(0.1), Some(0.0)));
+    assert_eq!(
+        (e["rho"].as_f64(), e["epsilon"].as_f64()),
+        (Some(0.1), Some(0.0))
+    );
     let refused = c
-        .post_json("/v1/estimate", &serde_json::json!({ "sql": sql, "epsilon": 1.0 }))
+        .post_json(
+            "/v1/estimate",
+            &serde_json::json!({ "sql": sql, "epsilon": 1.0 }),
+        )
         .unwrap_err()
         .to_string();
     assert!(refused.contains("rho"), "{refused}");
@@ -320,4 +329,40 @@ review = "none"
     assert_eq!(z["remaining_this_period"], 2.0, "an estimate is free");
     assert_eq!(z["implied_epsilon_this_period"], 0.0);
     b.stop();
+}
+
+#[test]
+fn the_tourism_sample_asks_in_rho_under_the_example_policy() {
+    // The example policy accounts `tourism_trips` in zCDP; the sample job reads the measure and
+    // asks for ρ.
+    let policy = sluice_policy::load(&crate::manifest_dir().join("../policies/examples")).unwrap();
+    let s = sluice_runtime::Sandbox::new(
+        sluice_runtime::SandboxConfig::new(
+            policy,
+            crate::data_root(),
+            Arc::new(InMemoryAccountant::new()),
+        )
+        .without_answer_cache(),
+    )
+    .unwrap();
+    let wasm = crate::guest(env!("GUEST_TOURISM_SPEND"));
+    let out = s
+        .run_job(&sluice_runtime::JobRequest::new(
+            crate::op("yangzhou-tourism-lab"),
+            "tourism-z",
+            &wasm,
+            "rho=0.5",
+        ))
+        .expect("the sample runs");
+    assert_eq!(out.queries.len(), 1);
+    assert_eq!(out.queries[0].cost.rho, 0.5);
+    assert_eq!(out.queries[0].cost.epsilon, 0.0);
+    let (_, t) = &out.report.tables[0];
+    assert!(t.mechanism.contains("discrete Gaussian"), "{}", t.mechanism);
+    assert!(out.report.text.contains("ρ=0.5"), "{}", out.report.text);
+    assert!(
+        out.log.iter().any(|l| l.message.contains("ρ 0.50 of 1.00")),
+        "{:?}",
+        out.log
+    );
 }
