@@ -161,7 +161,11 @@ pub fn run(
                 .queries
                 .iter()
                 .fold(PrivacyCost::default(), |a, q| a.plus(q.cost));
-            eprintln!("job failed: {} ({spent} spent before failing)", f.error);
+            if spent == PrivacyCost::default() {
+                eprintln!("job failed: {} (no privacy budget spent)", f.error);
+            } else {
+                eprintln!("job failed: {} ({spent} spent before failing)", f.error);
+            }
             Ok(ExitCode::FAILURE)
         }
     }

@@ -92,7 +92,7 @@ fn run_refuses_invalid_wasm_with_a_clear_message() {
     assert!(stdout.is_empty());
     assert_eq!(
         stderr,
-        "job failed: invalid wasm: not a WebAssembly binary (missing the \\0asm header) (ε spent before failing: 0)\n"
+        "job failed: invalid wasm: not a WebAssembly binary (missing the \\0asm header) (no privacy budget spent)\n"
     );
 }
 

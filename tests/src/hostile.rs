@@ -269,3 +269,54 @@ fn the_sandbox_keeps_serving_after_every_attack_in_a_row() {
     }
     assert_still_serves(&s);
 }
+
+#[test]
+fn a_query_still_running_at_the_wall_clock_limit_is_abandoned() {
+    // Responses on health_visits are padded to 10 s; the job may run 500 ms. Without the
+    // deadline on host calls the job would wait out the padding.
+    let dir = crate::temp_dir("host-deadline");
+    let pdir = crate::write_policy(&dir, |p| {
+        p.replacen(
+            "max_rows_per_unit = 5\n",
+            "max_rows_per_unit = 5\nresponse_time_bucket_ms = 10000\n",
+            1,
+        )
+    });
+    let policy = sluice_policy::load(&pdir).unwrap();
+    let limits = Limits {
+        wall_clock: Duration::from_millis(500),
+        ..Limits::default()
+    };
+    let accountant = std::sync::Arc::new(sluice_runtime::InMemoryAccountant::new());
+    let s = Sandbox::new(
+        sluice_runtime::SandboxConfig::new(policy, crate::data_root(), accountant.clone())
+            .with_limits(limits),
+    )
+    .unwrap();
+    let wasm = guest(env!("GUEST_VISITS_BY_DISTRICT"));
+    let started = std::time::Instant::now();
+    let failure = s
+        .run_job(&JobRequest::new(
+            op("analyst"),
+            "deadline",
+            &wasm,
+            "epsilon=0.3&min_age=18",
+        ))
+        .expect_err("the job runs out of time");
+    assert_eq!(failure.error, JobError::Timeout(Duration::from_millis(500)));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    // No answer was released, but the abandoned query was charged (before it executed).
+    assert!(failure.queries.is_empty());
+    let spent = sluice_runtime::Accountant::spent(
+        accountant.as_ref(),
+        &op("analyst"),
+        &sluice_policy::DatasetId::new("health_visits").unwrap(),
+        "deadline",
+        Duration::from_secs(86_400),
+    );
+    assert!(spent.job > 0.0, "{spent:?}");
+}

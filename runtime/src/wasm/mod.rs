@@ -81,6 +81,11 @@ pub(crate) struct JobState {
     pub(crate) log_dropped: u64,
     pub(crate) records: Vec<QueryRecord>,
     memory_limit_hit: bool,
+    /// When the job's wall clock runs out. The epoch interrupt stops wasm code only, so host
+    /// calls that wait on DataFusion stop waiting here.
+    deadline: Instant,
+    /// A host call was abandoned at the deadline: the job ran out of time, whatever it returns.
+    timed_out: bool,
 }
 
 impl ResourceLimiter for JobState {
@@ -244,6 +249,8 @@ impl Host {
             log_dropped: 0,
             records: Vec::new(),
             memory_limit_hit: false,
+            deadline: started + limits.wall_clock,
+            timed_out: false,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| s);
@@ -281,6 +288,7 @@ impl Host {
             queries: state.records.clone(),
         };
         match result {
+            _ if state.timed_out => Err(failure(JobError::Timeout(limits.wall_clock))),
             Err(e) => Err(failure(classify(&e, state.memory_limit_hit, &limits))),
             Ok(Err(e)) => Err(failure(JobError::Guest(job_error_text(e)))),
             Ok(Ok(r)) => {
@@ -607,9 +615,18 @@ impl bindings::sluice::job::data::Host for JobState {
         let engine = self.engine.clone();
         let asker = self.asker.clone();
         let budget = budget_of(options);
+        let deadline = tokio::time::Instant::from_std(self.deadline);
+        // Past the deadline the query is abandoned (its charge stands, as for any failure after
+        // the charge) and the job traps on its next wasm instruction.
         let result = self
             .rt
-            .block_on(async move { engine.query_with(&asker, &sql, budget).await });
+            .block_on(async move {
+                tokio::time::timeout_at(deadline, engine.query_with(&asker, &sql, budget)).await
+            })
+            .unwrap_or_else(|_| {
+                self.timed_out = true;
+                Err(QueryError::ExecutionFailed)
+            });
         match result {
             Ok((table, record)) => {
                 self.records.push(record);
