@@ -166,6 +166,20 @@ pub fn parse_files(files: Vec<(PathBuf, String)>) -> Result<Policy, PolicyError>
 /// A grant's reference to a dataset: file index, place, name, and whether the grant caps ε and ρ.
 type DatasetRef = (usize, Range<usize>, DatasetId, (bool, bool));
 
+/// A TOML local date (no time, no offset), e.g. `2027-12-31`.
+fn toml_date(v: &Value<'_>) -> Option<Date> {
+    match v.get_ref() {
+        DeValue::Datetime(dt) if dt.time.is_none() && dt.offset.is_none() => {
+            dt.date.map(|d| Date {
+                year: i32::from(d.year),
+                month: d.month,
+                day: d.day,
+            })
+        }
+        _ => None,
+    }
+}
+
 fn int(i: &toml::de::DeInteger<'_>) -> Option<i64> {
     i64::from_str_radix(i.as_str(), i.radix()).ok()
 }
@@ -696,17 +710,7 @@ impl Cx {
                     None => None,
                     Some(v) => {
                         let (lo, hi) = self.bounds_pair(v)?;
-                        let as_date = |x: &Value<'_>| match x.get_ref() {
-                            DeValue::Datetime(dt) if dt.time.is_none() && dt.offset.is_none() => {
-                                dt.date.map(|d| Date {
-                                    year: i32::from(d.year),
-                                    month: d.month,
-                                    day: d.day,
-                                })
-                            }
-                            _ => None,
-                        };
-                        match (as_date(lo), as_date(hi)) {
+                        match (toml_date(lo), toml_date(hi)) {
                             (Some(a), Some(b)) if a < b => Some((a, b)),
                             _ => {
                                 self.err(
@@ -1071,18 +1075,9 @@ impl Cx {
 
     fn date(&mut self, f: &mut Fields<'_, '_>, key: &'static str) -> Option<Date> {
         let v = self.require(f, key, "a date such as 2027-12-31")?;
-        match v.get_ref() {
-            DeValue::Datetime(dt)
-                if dt.time.is_none() && dt.offset.is_none() && dt.date.is_some() =>
-            {
-                let d = dt.date.expect("checked");
-                Some(Date {
-                    year: i32::from(d.year),
-                    month: d.month,
-                    day: d.day,
-                })
-            }
-            _ => {
+        match toml_date(v) {
+            Some(d) => Some(d),
+            None => {
                 self.err(
                     v.span(),
                     format!("`{key}` must be a date such as 2027-12-31 (no quotes, no time)"),
