@@ -38,7 +38,8 @@ fn main() {
     cmd.current_dir(&root)
         .args([
             "build",
-            "--release",
+            "--profile",
+            "guest",
             "--target",
             "wasm32-unknown-unknown",
             "--target-dir",
@@ -79,7 +80,7 @@ fn main() {
 
 fn wasm_path(target_dir: &Path, pkg: &str) -> PathBuf {
     target_dir
-        .join("wasm32-unknown-unknown/release")
+        .join("wasm32-unknown-unknown/guest")
         .join(format!("{}.wasm", pkg.replace('-', "_")))
 }
 

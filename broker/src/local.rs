@@ -78,7 +78,8 @@ pub fn build_samples() -> Result<Vec<PathBuf>> {
     cmd.current_dir(&root).args([
         "build",
         "--quiet",
-        "--release",
+        "--profile",
+        "guest",
         "--target",
         "wasm32-unknown-unknown",
     ]);
@@ -92,7 +93,7 @@ pub fn build_samples() -> Result<Vec<PathBuf>> {
     if !status.success() {
         bail!("building the sample jobs failed");
     }
-    let dir = target_dir(&root).join("wasm32-unknown-unknown/release");
+    let dir = target_dir(&root).join("wasm32-unknown-unknown/guest");
     Ok(SAMPLES
         .iter()
         .map(|(pkg, _, _)| dir.join(format!("{}.wasm", pkg.replace('-', "_"))))
