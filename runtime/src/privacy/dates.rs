@@ -16,7 +16,7 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, Date32Array, StringArray};
+use datafusion::arrow::array::{Array, ArrayRef, Date32Array};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{Result, ScalarValue, exec_err};
@@ -332,10 +332,7 @@ impl ScalarUDFImpl for DateKey {
             .as_any()
             .downcast_ref::<Date32Array>()
             .ok_or_else(|| datafusion::error::DataFusionError::Internal("date32".into()))?;
-        let out: StringArray = days
-            .iter()
-            .map(|d| d.map(|d| g.label(i64::from(d))))
-            .collect();
+        let out = sluice_kernels::date_labels(days, &|d| g.label(d));
         Ok(ColumnarValue::Array(Arc::new(out)))
     }
 }

@@ -1080,7 +1080,7 @@ impl PrivacyEngine {
             .collect())
     }
 
-    /// Per key tuple, the histogram of [`quantile::code`]s of `column`'s bounded values: the
+    /// Per key tuple, the histogram of [`sluice_kernels::rank_code`]s of `column`'s bounded values: the
     /// counts OpenDP's quantile score is computed from.
     async fn quantile_histograms(
         &self,

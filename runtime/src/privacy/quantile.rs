@@ -60,18 +60,7 @@ pub fn candidates(lo: f64, hi: f64, integer: bool) -> Vec<f64> {
     out
 }
 
-/// Where a value falls among the candidates: `2·#(candidates < x) + [x is a candidate]`. The
-/// per-cell histogram of these codes is all the score needs.
-pub fn code(candidates: &[f64], x: f64) -> Option<i64> {
-    if x.is_nan() {
-        return None;
-    }
-    let lt = candidates.partition_point(|c| *c < x);
-    let eq = usize::from(candidates.get(lt) == Some(&x));
-    Some((2 * lt + eq) as i64)
-}
-
-/// OpenDP's score of every candidate from a histogram of [`code`]s (`hist[code]` = rows with that
+/// OpenDP's score of every candidate from a histogram of [`sluice_kernels::rank_code`]s (`hist[code]` = rows with that
 /// code; length `2·m + 1`). Lower is better. This is `score_candidates` of OpenDP's
 /// `quantile_score_candidates` for a dataset of unknown size, computed from counts.
 pub fn scores(hist: &[u64], m: usize, alpha_num: u64, alpha_den: u64) -> Vec<u64> {
@@ -203,7 +192,7 @@ impl QuantileMechanism {
         self.scale
     }
 
-    /// Releases one candidate from a histogram of [`code`]s.
+    /// Releases one candidate from a histogram of [`sluice_kernels::rank_code`]s.
     pub fn release(&self, hist: &[u64]) -> Result<f64, MechanismError> {
         let s = scores(hist, self.candidates.len(), self.alpha_num, self.alpha_den);
         let i = self
@@ -228,7 +217,7 @@ mod tests {
     fn histogram(c: &[f64], xs: &[f64]) -> Vec<u64> {
         let mut h = vec![0u64; 2 * c.len() + 1];
         for &x in xs {
-            h[code(c, x).unwrap() as usize] += 1;
+            h[sluice_kernels::rank_code(c, x).unwrap() as usize] += 1;
         }
         h
     }

@@ -1,16 +1,16 @@
 //! Scalar functions the DP rewrite inserts into plans. Jobs cannot call them: the validator only lets
-//! through the SQL subset, and these are registered on the execution context alone.
+//! through the SQL subset, and these are registered on the execution context alone. Their per-row
+//! loops are in [`sluice_kernels`], which every build profile optimises.
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, Float64Array, Int64Array, UInt64Array};
+use datafusion::arrow::array::{Array, ArrayRef, Float64Array};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{Result, ScalarValue, exec_err};
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
-use rand::RngCore;
 
 /// `sluice_fixed(x, lo, hi, center, power, scale)`: clamps `x` to `[lo, hi]` and encodes it as the
 /// integer `round((x - center)^power * scale)` (power 1 or 2). NaN becomes NULL; the function never
@@ -56,19 +56,17 @@ impl ScalarUDFImpl for FixedPoint {
         let power = scalar_f64(&args.args[4])? as i32;
         let scale = scalar_f64(&args.args[5])?;
         let input = float_input(&args.args[0], args.number_rows)?;
-        let out: Int64Array = input
-            .iter()
-            .map(|v| {
-                v.filter(|x| !x.is_nan())
-                    .map(|x| ((x.clamp(lo, hi) - center).powi(power) * scale).round() as i64)
-            })
-            .collect();
+        let out = sluice_kernels::fixed_point(&input, lo, hi, center, power, scale);
         Ok(ColumnarValue::Array(Arc::new(out) as ArrayRef))
     }
 }
 
 fn float_input(v: &ColumnarValue, rows: usize) -> Result<Float64Array> {
-    let input = cast(&v.to_array(rows)?, &DataType::Float64)?;
+    let input = v.to_array(rows)?;
+    if let Some(numbers) = sluice_kernels::to_f64(&input) {
+        return Ok(numbers);
+    }
+    let input = cast(&input, &DataType::Float64)?;
     Ok(input
         .as_any()
         .downcast_ref::<Float64Array>()
@@ -77,7 +75,7 @@ fn float_input(v: &ColumnarValue, rows: usize) -> Result<Float64Array> {
 }
 
 /// `sluice_rank(x, lo, hi, integer)`: where `x` falls among the quantile candidates of a column
-/// with bounds `[lo, hi]` ([`crate::privacy::quantile::code`]). NULL and NaN become NULL; never
+/// with bounds `[lo, hi]` ([`sluice_kernels::rank_code`]). NULL and NaN become NULL; never
 /// fails on any input value.
 #[derive(Debug, PartialEq, Eq, Hash)]
 pub struct RankCode {
@@ -112,10 +110,7 @@ impl ScalarUDFImpl for RankCode {
         let integer = scalar_f64(&args.args[3])? != 0.0;
         let candidates = crate::privacy::quantile::candidates(lo, hi, integer);
         let input = float_input(&args.args[0], args.number_rows)?;
-        let out: Int64Array = input
-            .iter()
-            .map(|v| v.and_then(|x| crate::privacy::quantile::code(&candidates, x)))
-            .collect();
+        let out = sluice_kernels::rank_codes(&input, &candidates);
         Ok(ColumnarValue::Array(Arc::new(out) as ArrayRef))
     }
 }
@@ -150,9 +145,7 @@ impl ScalarUDFImpl for RandomKey {
         Ok(DataType::UInt64)
     }
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let mut rng = rand::rng();
-        let out: UInt64Array = (0..args.number_rows).map(|_| rng.next_u64()).collect();
-        let _ = out.len();
+        let out = sluice_kernels::random_keys(args.number_rows);
         Ok(ColumnarValue::Array(Arc::new(out) as ArrayRef))
     }
 }
