@@ -1080,8 +1080,8 @@ impl PrivacyEngine {
             .collect())
     }
 
-    /// Per key tuple, the histogram of [`sluice_kernels::rank_code`]s of `column`'s bounded values: the
-    /// counts OpenDP's quantile score is computed from.
+    /// Per key tuple, the histogram of [`sluice_kernels::rank_code`]s of `column`'s bounded
+    /// values: the counts OpenDP's quantile score is computed from.
     async fn quantile_histograms(
         &self,
         q: &ValidatedQuery,

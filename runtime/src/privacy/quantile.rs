@@ -60,9 +60,10 @@ pub fn candidates(lo: f64, hi: f64, integer: bool) -> Vec<f64> {
     out
 }
 
-/// OpenDP's score of every candidate from a histogram of [`sluice_kernels::rank_code`]s (`hist[code]` = rows with that
-/// code; length `2·m + 1`). Lower is better. This is `score_candidates` of OpenDP's
-/// `quantile_score_candidates` for a dataset of unknown size, computed from counts.
+/// OpenDP's score of every candidate from a histogram of [`sluice_kernels::rank_code`]s
+/// (`hist[code]` = rows with that code; length `2·m + 1`). Lower is better. This is
+/// `score_candidates` of OpenDP's `quantile_score_candidates` for a dataset of unknown size,
+/// computed from counts.
 pub fn scores(hist: &[u64], m: usize, alpha_num: u64, alpha_den: u64) -> Vec<u64> {
     // (-inf, c1), [c1, c2), …: rows whose first candidate ≥ x is c_i, by equality.
     let mut hist_ro = vec![0u64; m + 1];
