@@ -287,12 +287,32 @@ impl<'a> JobRequest<'a> {
     }
 }
 
+/// Native stack of the sandbox's own threads (job threads and the data runtime's workers), where
+/// all SQL planning runs: planning recurses over the statement, whose shape is bounded by
+/// [`privacy::sql_bounds`] well inside this.
+pub const PLANNING_STACK_BYTES: usize = 16 << 20;
+
 /// The sandbox: the front type of this crate.
+///
+/// It can be dropped anywhere, also on an async runtime's thread: its own runtime is shut down
+/// in the background rather than waited for.
 pub struct Sandbox {
     host: wasm::Host,
     engine: Arc<privacy::PrivacyEngine>,
-    rt: tokio::runtime::Runtime,
+    /// Always `Some` until dropped.
+    rt: Option<tokio::runtime::Runtime>,
     limits: Limits,
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        // Dropping a runtime blocks until its workers stop, which panics inside async code;
+        // shutting it down in the background never blocks. Nothing of ours outlives the sandbox
+        // on it: jobs and estimates wait for their tasks before returning.
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 impl Sandbox {
@@ -305,6 +325,7 @@ impl Sandbox {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(config.partitions.clamp(1, 8))
             .thread_name("sluice-data")
+            .thread_stack_size(PLANNING_STACK_BYTES)
             .enable_all()
             .build()
             .map_err(|e| SandboxError::Start(e.to_string()))?;
@@ -323,7 +344,7 @@ impl Sandbox {
         Ok(Self {
             host,
             engine,
-            rt,
+            rt: Some(rt),
             limits: config.limits,
         })
     }
@@ -333,9 +354,36 @@ impl Sandbox {
         &self.engine
     }
 
-    /// Runs `f` on the sandbox's async runtime.
+    fn rt(&self) -> &tokio::runtime::Runtime {
+        self.rt
+            .as_ref()
+            .expect("the runtime lives until the sandbox is dropped")
+    }
+
+    /// Runs `f` on the sandbox's async runtime, on the calling thread.
     pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
-        self.rt.block_on(f)
+        self.rt().block_on(f)
+    }
+
+    /// What `sql` would cost `asker` and how accurate it would be, without running or charging
+    /// anything ([`privacy::PrivacyEngine::estimate`]). Planning runs on one of the sandbox's own
+    /// threads, whose stack is known ([`PLANNING_STACK_BYTES`]), whatever the caller's thread.
+    /// Blocking: call it outside async code (or in `spawn_blocking`).
+    pub fn estimate(
+        &self,
+        asker: privacy::Asker,
+        sql: String,
+        budget: Budget,
+    ) -> Result<Estimate, QueryError> {
+        let engine = self.engine.clone();
+        let task = self
+            .rt()
+            .spawn(async move { engine.estimate(&asker, &sql, budget).await });
+        self.block_on(task).unwrap_or_else(|_| {
+            Err(QueryError::Unsupported(
+                "the query could not be planned".into(),
+            ))
+        })
     }
 
     /// Compiles `wasm` into the cache without running it; returns whether it was cached already.
@@ -353,7 +401,7 @@ impl Sandbox {
         let limits = req.limits.clone().unwrap_or_else(|| self.limits.clone());
         self.host.run(
             self.engine.clone(),
-            self.rt.handle().clone(),
+            self.rt().handle().clone(),
             asker,
             limits,
             req.wasm,

@@ -250,6 +250,12 @@ fn plan_only(name: &'static str, output: DataType) -> ScalarUDF {
     })
 }
 
+/// Whether `udf` is one of [`planning_udfs`], which plan but never execute.
+pub(crate) fn is_planned_only(udf: &ScalarUDF) -> bool {
+    let any: &dyn std::any::Any = udf.inner().as_ref();
+    any.is::<PlanOnly>()
+}
+
 /// The planning-only `date_trunc` and `date_part`.
 pub fn planning_udfs() -> [ScalarUDF; 2] {
     [

@@ -40,10 +40,12 @@
 
 pub mod accountant;
 pub mod cache;
+mod constants;
 pub mod dates;
 pub mod mechanisms;
 pub mod quantile;
 pub mod selection;
+pub mod sql_bounds;
 pub(crate) mod udf;
 pub mod validate;
 
@@ -259,6 +261,7 @@ impl PrivacyEngine {
                 sql.len()
             )));
         }
+        sql_bounds::check(sql)?;
         let mut statements = DFParserBuilder::new(sql)
             .with_dialect(&GenericDialect {})
             .with_recursion_limit(64)
@@ -369,6 +372,8 @@ impl PrivacyEngine {
             .await
             .map_err(|e| plan_error(&e, &registered.policy))?;
         let q = validate::validate(&plan, &registered.policy, &grant.aggregations, lookup)?;
+        // After validation, whose refusals say more about the query; both come before the charge.
+        constants::check(&plan)?;
         if let (Some(column), None) = (q.selected.first(), grant.delta_per_query) {
             return Err(QueryError::NotGranted(format!(
                 "column `{column}` has no public value domain: its values are released only by DP partition selection, which spends δ, and the grant of operator `{}` on dataset `{}` allows no δ (delta_per_query)",
