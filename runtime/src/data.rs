@@ -247,6 +247,59 @@ fn type_fits(kind: &ColumnKind, dt: &DataType) -> bool {
     }
 }
 
+/// Decodes `columns` of every row of the CSV at `path` once, keeping nothing. One partition, so
+/// that the line arrow names counts from the start of the file.
+async fn read_every_row(path: &str, columns: &[&str]) -> Result<(), String> {
+    use datafusion::functions_aggregate::expr_fn::count;
+    use datafusion::prelude::ident;
+    let ctx = SessionContext::new_with_config(
+        SessionConfig::new()
+            .with_target_partitions(1)
+            .with_repartition_file_scans(false),
+    );
+    let counts = columns.iter().map(|c| count(ident(*c))).collect();
+    let scan = async {
+        ctx.read_csv(path, CsvReadOptions::new().has_header(true))
+            .await?
+            .aggregate(vec![], counts)?
+            .collect()
+            .await
+    };
+    scan.await
+        .map(drop)
+        .map_err(|e| csv_error(&e.strip_backtrace()))
+}
+
+/// Arrow's CSV error with its line counted in the file (arrow counts data rows from 1, after the
+/// header) and without the row it quotes.
+fn csv_error(text: &str) -> String {
+    let text = text.split(". Row data").next().unwrap_or("");
+    let text: String = text
+        .lines()
+        .next()
+        .unwrap_or("")
+        .chars()
+        .take(300)
+        .collect();
+    const AT: &str = " at line ";
+    let Some(at) = text.find(AT) else {
+        return text;
+    };
+    let digits: String = text[at + AT.len()..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    match digits.parse::<u64>() {
+        Ok(row) => format!(
+            "{}{AT}{}{}",
+            &text[..at],
+            row + 1,
+            &text[at + AT.len() + digits.len()..]
+        ),
+        Err(_) => text,
+    }
+}
+
 impl Catalog {
     /// Registers every dataset of `policy`, resolving relative sources against `data_root`, hashing
     /// each source and checking that every declared column exists with a fitting type.
@@ -348,6 +401,19 @@ impl Catalog {
                     )));
                 }
                 fields.push(field.clone());
+            }
+            if matches!(ds.format, SourceFormat::Csv) {
+                // A CSV's types are inferred from its first rows: read every row once, so that
+                // a value further down that does not parse fails the start (fail closed), not a
+                // query after its charge.
+                let mut read: Vec<&str> = ds.columns.iter().map(|c| c.name.as_str()).collect();
+                read.push(&ds.privacy_unit);
+                read_every_row(path_str, &read).await.map_err(|cause| {
+                    schema_err(format!(
+                        "{}: {cause}; every value of a column must parse as the type its first rows have",
+                        path.display()
+                    ))
+                })?;
             }
             let declared_schema = Arc::new(Schema::new(fields.clone()));
             // Planning also knows the privacy unit, so that `COUNT(DISTINCT unit)` plans; the
