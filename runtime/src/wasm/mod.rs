@@ -2,9 +2,14 @@
 //! turns traps into typed errors.
 //!
 //! Jobs are WebAssembly components built from `wasm32-unknown-unknown` with the guest SDK; a core
-//! module that carries the SDK's component-type section is componentized on load. No WASI is
-//! linked at all: a component that imports anything outside `sluice:job` (files, sockets, clocks,
-//! environment, random) fails before instantiation with an error naming the import.
+//! module built with the SDK is componentized on load against the host's own copy of the WIT
+//! ([`load`]). No WASI is linked at all: a component that imports anything outside `sluice:job`
+//! (files, sockets, clocks, environment, random) fails before instantiation with an error naming
+//! the import.
+//!
+//! The engine enables exactly the WebAssembly features in [`load::JOB_FEATURES`]. The memory cap
+//! is per job: every linear memory and table the job's instances create or grow counts against
+//! one total ([`JobState`]'s resource limiter).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -17,6 +22,8 @@ use wasmtime::{Config, Engine, ResourceLimiter, Store, Trap};
 use crate::privacy::{Asker, PrivacyEngine, QueryRecord};
 use crate::report::{self, NoisyTable, PrivacyCost};
 use crate::{JobError, Limits, QueryError};
+
+mod load;
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -36,8 +43,8 @@ const WIT_VERSION: &str = "0.3.0";
 pub const MAX_WASM_BYTES: usize = 16 << 20;
 /// Most compiled components kept in memory.
 const CACHE_CAPACITY: usize = 64;
-/// Native stack of the thread a job runs on.
-const JOB_THREAD_STACK: usize = 16 << 20;
+/// Bytes a table element is counted as against the job's memory cap (a pointer and its tag).
+const TABLE_ELEMENT_BYTES: usize = 16;
 /// Epoch tick length: the wall-clock limit's resolution.
 const TICK: std::time::Duration = std::time::Duration::from_millis(10);
 
@@ -54,6 +61,7 @@ pub struct LogLine {
 pub(crate) struct Host {
     engine: Engine,
     linker: Linker<JobState>,
+    contract: load::Contract,
     cache: Mutex<HashMap<[u8; 32], Component>>,
     _ticker: Ticker,
 }
@@ -80,7 +88,8 @@ pub(crate) struct JobState {
     log_bytes: usize,
     pub(crate) log_dropped: u64,
     pub(crate) records: Vec<QueryRecord>,
-    memory_limit_hit: bool,
+    /// Linear memory and tables of all the job's instances, against one cap.
+    memory: MemoryBudget,
     /// When the job's wall clock runs out. The epoch interrupt stops wasm code only, so host
     /// calls that wait on DataFusion stop waiting here.
     deadline: Instant,
@@ -88,27 +97,67 @@ pub(crate) struct JobState {
     timed_out: bool,
 }
 
+/// One job's memory cap, shared by all its linear memories and tables.
+#[derive(Debug)]
+struct MemoryBudget {
+    limit_bytes: usize,
+    reserved_bytes: usize,
+    /// A request was refused: a trap that follows is reported as the memory limit.
+    refused: bool,
+}
+
+impl MemoryBudget {
+    fn new(limit_bytes: usize) -> Self {
+        Self {
+            limit_bytes,
+            reserved_bytes: 0,
+            refused: false,
+        }
+    }
+
+    /// Reserves `extra` bytes, or refuses (and remembers it).
+    fn reserve(&mut self, extra: usize) -> bool {
+        match self.reserved_bytes.checked_add(extra) {
+            Some(total) if total <= self.limit_bytes => {
+                self.reserved_bytes = total;
+                true
+            }
+            _ => {
+                self.refused = true;
+                false
+            }
+        }
+    }
+}
+
+/// The memory cap holds for the job as a whole: creating or growing any memory or table of any of
+/// its instances reserves bytes against one total. (wasmtime asks with `current` 0 when a memory
+/// or table is created.)
 impl ResourceLimiter for JobState {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.limits.memory_bytes {
-            self.memory_limit_hit = true;
-            return Ok(false);
-        }
-        Ok(true)
+        Ok(self.memory.reserve(desired.saturating_sub(current)))
     }
 
     fn table_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(desired <= self.limits.table_elements)
+        if desired > self.limits.table_elements {
+            self.memory.refused = true;
+            return Ok(false);
+        }
+        Ok(self.memory.reserve(
+            desired
+                .saturating_sub(current)
+                .saturating_mul(TABLE_ELEMENT_BYTES),
+        ))
     }
 
     fn instances(&self) -> usize {
@@ -162,6 +211,7 @@ impl Host {
             .consume_fuel(true)
             .epoch_interruption(true)
             .max_wasm_stack(512 * 1024);
+        load::configure(&mut config);
         let engine = Engine::new(&config).map_err(|e| JobError::Host(e.to_string()))?;
         let mut linker = Linker::new(&engine);
         Job::add_to_linker::<JobState, HasSelf<JobState>>(&mut linker, |s| s)
@@ -182,6 +232,7 @@ impl Host {
         Ok(Self {
             engine,
             linker,
+            contract: load::Contract::new()?,
             cache: Mutex::new(HashMap::new()),
             _ticker: Ticker { stop },
         })
@@ -199,9 +250,20 @@ impl Host {
         if let Some(c) = self.cache.lock().expect("cache lock").get(&key) {
             return Ok((c.clone(), true));
         }
-        let component_bytes = componentize(wasm)?;
-        let component = Component::new(&self.engine, &component_bytes)
-            .map_err(|e| JobError::InvalidWasm(first_line(&format!("{e:#}"))))?;
+        let component_bytes = load::component_bytes(wasm, &self.contract)?;
+        // wasmtime validates a component against the engine's features; a panic in it (none is
+        // known) would be a bug to report as a refusal, not a reason to stop the broker.
+        let compiled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            Component::new(&self.engine, &component_bytes)
+        }))
+        .map_err(|_| JobError::InvalidWasm("the engine could not compile this component".into()))?;
+        let component = compiled.map_err(|e| {
+            JobError::InvalidWasm(format!(
+                "{}; {}",
+                first_line(&format!("{e:#}")),
+                load::JOB_FEATURES_TEXT
+            ))
+        })?;
         check_imports(&component, &self.engine)?;
         let mut cache = self.cache.lock().expect("cache lock");
         if cache.len() >= CACHE_CAPACITY
@@ -248,7 +310,7 @@ impl Host {
             log_bytes: 0,
             log_dropped: 0,
             records: Vec::new(),
-            memory_limit_hit: false,
+            memory: MemoryBudget::new(limits.memory_bytes),
             deadline: started + limits.wall_clock,
             timed_out: false,
         };
@@ -270,7 +332,7 @@ impl Host {
         let (result, store) = std::thread::scope(|scope| {
             std::thread::Builder::new()
                 .name("sluice-job".into())
-                .stack_size(JOB_THREAD_STACK)
+                .stack_size(crate::PLANNING_STACK_BYTES)
                 .spawn_scoped(scope, move || {
                     let r = Job::instantiate(&mut store, &component, linker)
                         .and_then(|job| job.call_run(&mut store, params));
@@ -289,7 +351,7 @@ impl Host {
         };
         match result {
             _ if state.timed_out => Err(failure(JobError::Timeout(limits.wall_clock))),
-            Err(e) => Err(failure(classify(&e, state.memory_limit_hit, &limits))),
+            Err(e) => Err(failure(classify(&e, state.memory.refused, &limits))),
             Ok(Err(e)) => Err(failure(JobError::Guest(job_error_text(e)))),
             Ok(Ok(r)) => {
                 let report = convert_report(r);
@@ -316,31 +378,6 @@ impl Host {
 
 fn first_line(s: &str) -> String {
     s.lines().next().unwrap_or("").chars().take(500).collect()
-}
-
-/// A core module carrying the SDK's component-type section is turned into a component; a component
-/// is passed through; anything else is refused.
-fn componentize(wasm: &[u8]) -> Result<Vec<u8>, JobError> {
-    const MAGIC: &[u8] = b"\0asm";
-    if wasm.len() < 8 || &wasm[..4] != MAGIC {
-        return Err(JobError::InvalidWasm(
-            "not a WebAssembly binary (missing the \\0asm header)".into(),
-        ));
-    }
-    // Bytes 4..8: version 1 for core modules, 0x0d + layer 1 for components.
-    if wasm[4..8] == [1, 0, 0, 0] {
-        wit_component::ComponentEncoder::default()
-            .module(wasm)
-            .and_then(|e| e.validate(true).encode())
-            .map_err(|e| {
-                JobError::InvalidWasm(format!(
-                    "core module could not be turned into a job component ({}); build jobs with the sluice-guest SDK for wasm32-unknown-unknown",
-                    first_line(&format!("{e:#}"))
-                ))
-            })
-    } else {
-        Ok(wasm.to_vec())
-    }
 }
 
 /// Refuses any import outside `sluice:job`, naming it.
@@ -723,6 +760,25 @@ impl bindings::sluice::job::log::Host for JobState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_memory_cap_is_one_total_across_memories_and_tables() {
+        let mut m = MemoryBudget::new(256 << 20);
+        // Sixteen memories of 256 MiB each, the attack that a per-memory cap let through: the
+        // first fits, every other is refused.
+        assert!(m.reserve(256 << 20));
+        for _ in 1..16 {
+            assert!(!m.reserve(256 << 20));
+        }
+        assert!(m.refused);
+        assert_eq!(m.reserved_bytes, 256 << 20);
+        let mut m = MemoryBudget::new(1 << 20);
+        assert!(m.reserve(600 << 10));
+        assert!(m.reserve(400 << 10));
+        assert!(!m.reserve(100 << 10), "tables and memories share the total");
+        assert!(!m.reserve(usize::MAX), "no overflow");
+        assert!(m.reserve(24 << 10), "exactly the cap is allowed");
+    }
 
     #[test]
     fn imports_must_be_sluice_job_at_the_host_version() {
