@@ -1,8 +1,10 @@
 //! The audit log: an append-only hash chain in SQLite, with signed checkpoints.
 //!
-//! Each entry's body is canonical JSON (keys sorted) holding its sequence number, time, kind,
-//! actor, the job/operator/dataset it concerns, details, and the hash of the previous entry; the
-//! entry's hash is the sha256 of its body. Every [`CHECKPOINT_EVERY`] entries, at each release and
+//! Each entry's body is JSON (keys sorted) holding its sequence number, time, kind, actor, the
+//! job/operator/dataset it concerns, details, and the hash of the previous entry; the entry's hash
+//! is the sha256 of its body's exact stored bytes. Verification hashes those bytes as they are and
+//! never re-derives them (a verifier that re-serialized parsed JSON would report honest entries
+//! holding extreme floats as edited, and stop there, hiding any later real edit). Every [`CHECKPOINT_EVERY`] entries, at each release and
 //! at shutdown, the broker signs `(seq, hash)` with its ed25519 key and stores the checkpoint both
 //! in the database and in `<data-dir>/audit-checkpoints.jsonl`.
 //!
@@ -274,16 +276,13 @@ pub fn verify(
                 "expected entry {expected_seq} next but found {seq} (an entry was deleted, inserted or reordered)"
             ));
         }
-        let Ok(v) = serde_json::from_str::<Value>(&body) else {
-            return bad("the entry's body is not valid JSON (edited)".into());
-        };
-        let canonical = serde_json::to_string(&v).unwrap_or_default();
-        if canonical != body {
-            return bad("the entry's body is not in canonical form (edited)".into());
-        }
+        // The hash covers the exact stored bytes; the parsed body is only read, never rewritten.
         if sha256_hex(body.as_bytes()) != hash {
             return bad("the entry's hash does not match its contents (edited)".into());
         }
+        let Ok(v) = serde_json::from_str::<Value>(&body) else {
+            return bad("the entry's body is not valid JSON (edited)".into());
+        };
         if v["seq"].as_i64() != Some(seq) {
             return bad("the entry's body names another sequence number (moved)".into());
         }
