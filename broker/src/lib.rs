@@ -35,6 +35,8 @@
 
 pub mod audit;
 pub mod client;
+pub mod denials;
 pub mod keys;
+pub mod listener;
 pub mod server;
 pub mod store;

@@ -46,6 +46,15 @@ pub struct Config {
     /// Seconds before a request (other than an event stream) times out.
     #[serde(default = "default_timeout")]
     pub request_timeout_secs: u64,
+    /// Jobs waiting for review beyond which submissions that need review get `429`.
+    #[serde(default = "default_max_pending_reviews")]
+    pub max_pending_reviews: i64,
+    /// The same, per operator.
+    #[serde(default = "default_max_pending_reviews_per_operator")]
+    pub max_pending_reviews_per_operator: i64,
+    /// Connection caps and the header-read timeout.
+    #[serde(default)]
+    pub connections: crate::listener::ConnectionLimits,
 }
 
 fn default_workers() -> usize {
@@ -53,6 +62,12 @@ fn default_workers() -> usize {
 }
 fn default_max_queued() -> i64 {
     64
+}
+fn default_max_pending_reviews() -> i64 {
+    64
+}
+fn default_max_pending_reviews_per_operator() -> i64 {
+    8
 }
 fn default_timeout() -> u64 {
     30
@@ -68,6 +83,9 @@ impl Config {
             workers: default_workers(),
             max_queued: default_max_queued(),
             request_timeout_secs: default_timeout(),
+            max_pending_reviews: default_max_pending_reviews(),
+            max_pending_reviews_per_operator: default_max_pending_reviews_per_operator(),
+            connections: Default::default(),
         }
     }
 
@@ -131,6 +149,8 @@ struct Shared {
     /// Set when the server starts shutting down: event streams end so that it can.
     closing: AtomicBool,
     metrics: Metrics,
+    /// Open windows of denied requests, per source.
+    denials: Mutex<crate::denials::DenialLog>,
 }
 
 /// A running broker: state, workers, and the router to serve.
@@ -191,6 +211,7 @@ impl Broker {
             stop: AtomicBool::new(false),
             closing: AtomicBool::new(false),
             metrics: Metrics::default(),
+            denials: Mutex::default(),
             config,
         });
         let workers = (0..shared.config.workers.max(1))
@@ -219,6 +240,15 @@ impl Broker {
     /// Blocking.
     pub fn shutdown(mut self) -> Result<()> {
         self.stop_workers();
+        let repeated = self
+            .shared
+            .denials
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .expired(Instant::now(), true);
+        for r in &repeated {
+            self.shared.store.record(repeated_entry(r))?;
+        }
         self.shared
             .store
             .record(NewEntry::new("broker.stopped", "broker"))?;
@@ -464,10 +494,15 @@ impl Auth {
     }
 }
 
-/// Records every 401 and 403 in the audit log, and counts requests.
+/// Records 401 and 403 answers in the audit log, aggregated per source ([`crate::denials`]), and
+/// counts requests.
 async fn audit_denials(State(s): State<Arc<Shared>>, req: Request, next: Next) -> Response {
     let method = req.method().clone();
-    let path = req.uri().path().to_string();
+    let path = crate::denials::capped_path(req.uri().path());
+    let address = req
+        .extensions()
+        .get::<crate::listener::Peer>()
+        .map(|p| p.0.ip());
     let token = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -477,32 +512,57 @@ async fn audit_denials(State(s): State<Arc<Shared>>, req: Request, next: Next) -
     s.metrics.requests.fetch_add(1, Ordering::Relaxed);
     let resp = next.run(req).await;
     let status = resp.status();
-    if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
-        // Only denials need to know who asked: a successful request is not looked up twice.
-        let who = token.and_then(|t| s.store.authenticate(&t).ok().flatten());
-        s.metrics.denials.fetch_add(1, Ordering::Relaxed);
-        let mut e = NewEntry::new(
-            "access.denied",
-            who.as_ref()
-                .map_or("anonymous".to_string(), |p| p.name.clone()),
-        )
-        .detail(json!({
+    if status != StatusCode::UNAUTHORIZED && status != StatusCode::FORBIDDEN {
+        return resp;
+    }
+    s.metrics.denials.fetch_add(1, Ordering::Relaxed);
+    // Only denials need to know who asked: a successful request is not looked up twice.
+    let who = token.and_then(|t| s.store.authenticate(&t).ok().flatten());
+    let source = crate::denials::Source {
+        address,
+        principal: who
+            .as_ref()
+            .map_or("anonymous".to_string(), |p| p.name.clone()),
+    };
+    let now = Instant::now();
+    let (note, repeated) = {
+        let mut log = s.denials.lock().unwrap_or_else(|p| p.into_inner());
+        let repeated = log.expired(now, false);
+        (log.note(source.clone(), &path, now), repeated)
+    };
+    let mut entries: Vec<NewEntry> = repeated.iter().map(repeated_entry).collect();
+    if note == crate::denials::Note::Record {
+        let mut e = NewEntry::new("access.denied", &source.principal).detail(json!({
             "status": status.as_u16(),
             "method": method.as_str(),
             "path": path,
             "role": who.as_ref().map(|p| p.role.as_str()),
+            "source": address.map(|a| a.to_string()),
         }));
         if let Some(p) = &who
             && p.role == Role::Operator
         {
             e = e.operator(&p.name);
         }
+        entries.push(e);
+    }
+    for e in entries {
         if let Err(err) = s.store.record(e) {
             tracing::error!("cannot audit a denial: {err:#}");
             return ApiError::internal("audit log unavailable").into_response();
         }
     }
     resp
+}
+
+/// The audit entry for denials counted after a window's first.
+fn repeated_entry(r: &crate::denials::Repeated) -> NewEntry {
+    NewEntry::new("access.denied.repeated", &r.source.principal).detail(json!({
+        "count": r.count,
+        "window_secs": r.window_secs,
+        "sample_paths": r.sample_paths,
+        "source": r.source.address.map(|a| a.to_string()),
+    }))
 }
 
 async fn timeout(State(s): State<Arc<Shared>>, req: Request, next: Next) -> Response {
@@ -760,16 +820,33 @@ async fn submit(
             let grant = policy
                 .authorize(&operator, &id, today)
                 .map_err(|d| ApiError::forbidden(d.to_string()))?;
-            if let Some(m) = max_epsilon
-                && m > grant.epsilon_per_job
-            {
-                return Err(ApiError::bad(
-                    "bad_epsilon",
-                    format!(
-                        "max_epsilon {m} exceeds the grant's per-job cap of {} on `{id}`",
-                        grant.epsilon_per_job
-                    ),
-                ));
+            // A job's ε cap is checked in the dataset's own measure: on zCDP datasets it caps ρ
+            // at ε²/2, as the runtime applies it.
+            let zcdp = policy
+                .datasets
+                .get(&id)
+                .is_some_and(|d| d.measure == sluice_policy::PrivacyMeasure::Zcdp);
+            match max_epsilon {
+                Some(m) if zcdp && m * m / 2.0 > grant.rho_per_job => {
+                    return Err(ApiError::bad(
+                        "bad_epsilon",
+                        format!(
+                            "max_epsilon {m} caps ρ at {} (ε²/2) on the zCDP dataset `{id}`, above the grant's per-job ρ cap of {}",
+                            m * m / 2.0,
+                            grant.rho_per_job
+                        ),
+                    ));
+                }
+                Some(m) if !zcdp && m > grant.epsilon_per_job => {
+                    return Err(ApiError::bad(
+                        "bad_epsilon",
+                        format!(
+                            "max_epsilon {m} exceeds the grant's per-job cap of {} on `{id}`",
+                            grant.epsilon_per_job
+                        ),
+                    ));
+                }
+                _ => {}
             }
             review |= grant.review == Review::Required;
         }
@@ -783,6 +860,29 @@ async fn submit(
             why.0, why.1
         )));
     }
+    if needs_review {
+        // Jobs waiting for review hold their wasm in the database: bounded per operator and in
+        // total, like the run queue.
+        let (mine, all) = s.store.pending_review_counts(&auth.0.name)?;
+        let full = if mine >= s.config.max_pending_reviews_per_operator {
+            Some(format!(
+                "{mine} of your jobs are waiting for review (at most {} per operator); wait for decisions or cancel some",
+                s.config.max_pending_reviews_per_operator
+            ))
+        } else if all >= s.config.max_pending_reviews {
+            Some(format!(
+                "{all} jobs are waiting for review (at most {}); try again later",
+                s.config.max_pending_reviews
+            ))
+        } else {
+            None
+        };
+        if let Some(message) = full {
+            let mut e = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "review_queue_full", message);
+            e.retry_after = Some(60);
+            return Err(e);
+        }
+    }
     if !needs_review && s.store.queued()? >= s.config.max_queued {
         let mut e = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
@@ -794,15 +894,11 @@ async fn submit(
     }
     // Compile now: an invalid job is refused at the door, and the first run skips compilation.
     let s2 = s.clone();
-    let wasm = tokio::task::spawn_blocking(move || {
-        let cur = current(&s2);
-        let r = cur.sandbox.precompile(&wasm).map(|_| wasm);
-        drop(cur);
-        r
-    })
-    .await
-    .map_err(ApiError::internal)?
-    .map_err(|e| ApiError::bad("invalid_wasm", e.to_string()))?;
+    let wasm =
+        tokio::task::spawn_blocking(move || current(&s2).sandbox.precompile(&wasm).map(|_| wasm))
+            .await
+            .map_err(ApiError::internal)?
+            .map_err(|e| ApiError::bad("invalid_wasm", e.to_string()))?;
     let (id, state) = s.store.submit(&NewJob {
         operator: &auth.0.name,
         purpose: &purpose,
@@ -1099,8 +1195,6 @@ async fn budget(State(s): State<Arc<Shared>>, auth: Auth) -> ApiResult<Json<Valu
             "review": if g.review == Review::Required { "required" } else { "none" },
         }));
     }
-    // The Arc may be the last one if a reload just happened: drop it off the async threads.
-    tokio::task::spawn_blocking(move || drop(cur));
     Ok(Json(json!({ "operator": op.as_str(), "budgets": out })))
 }
 
@@ -1135,14 +1229,10 @@ async fn estimate(
     };
     let op = auth.operator()?;
     let s2 = s.clone();
+    // Planning runs on the sandbox's own threads, whose stack is known.
     let answer = tokio::task::spawn_blocking(move || {
-        let cur = current(&s2);
         let asker = sluice_runtime::privacy::Asker::new(op, "estimate");
-        let r = cur
-            .sandbox
-            .block_on(cur.sandbox.engine().estimate(&asker, &r.sql, budget));
-        drop(cur);
-        r
+        current(&s2).sandbox.estimate(asker, r.sql, budget)
     })
     .await
     .map_err(ApiError::internal)?;
@@ -1253,11 +1343,7 @@ async fn reload(State(s): State<Arc<Shared>>, auth: Auth) -> ApiResult<Json<Valu
         let sha = next.policy_sha256.clone();
         s2.store
             .record(NewEntry::new("policy.loaded", &who).detail(json!({ "policy_sha256": sha })))?;
-        let old = std::mem::replace(
-            &mut *s2.current.write().unwrap_or_else(|p| p.into_inner()),
-            Arc::new(next),
-        );
-        drop(old);
+        *s2.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
         Ok(Json(json!({ "policy_sha256": sha })))
     })
     .await
@@ -1389,15 +1475,15 @@ pub async fn serve(
 ) -> Result<()> {
     let app = broker.router();
     let shared = broker.shared.clone();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            // Open event streams would hold the graceful shutdown forever: end them.
-            shared.closing.store(true, Ordering::SeqCst);
-            shared.store.changed().notify_waiters();
-        })
-        .await
-        .context("the HTTP server failed")?;
+    let limits = shared.config.connections.clone();
+    crate::listener::serve(listener, app, limits, async move {
+        shutdown.await;
+        // Open event streams would hold the graceful shutdown forever: end them.
+        shared.closing.store(true, Ordering::SeqCst);
+        shared.store.changed().notify_waiters();
+    })
+    .await
+    .context("the HTTP server failed")?;
     tokio::task::spawn_blocking(move || broker.shutdown())
         .await
         .context("shutdown panicked")?

@@ -950,6 +950,15 @@ impl Store {
         )?)
     }
 
+    /// Jobs waiting for review: `operator`'s, and everyone's.
+    pub fn pending_review_counts(&self, operator: &str) -> Result<(i64, i64)> {
+        Ok(self.lock().query_row(
+            "SELECT COUNT(*) FILTER (WHERE operator = ?1), COUNT(*) FROM jobs WHERE state = 'pending_review'",
+            [operator],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?)
+    }
+
     /// Jobs by state.
     pub fn job_counts(&self) -> Result<Vec<(String, i64)>> {
         let conn = self.lock();
