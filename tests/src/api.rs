@@ -306,7 +306,7 @@ fn review_gates_jobs_and_suspension_and_reload_take_effect() {
 
 #[test]
 fn every_role_reaches_only_its_endpoints_and_every_denial_is_audited() {
-    let b = TestBroker::start("authz", |p| p);
+    let mut b = TestBroker::start("authz", |p| p);
     let hostile = guest(env!("GUEST_HOSTILE"));
     let body = submit_json(&["health_visits"], &hostile, "big-report-bytes:10");
     let (s, r) = http(
@@ -489,10 +489,16 @@ fn every_role_reaches_only_its_endpoints_and_every_denial_is_audited() {
             [false, false, false, true],
         ),
     ];
+    // Each denial is an entry of its own or counted in an `access.denied.repeated` entry
+    // (written once the source's window has passed, or at shutdown).
+    let state_dir = b.dir.clone();
     let count_denials = || -> i64 {
-        let conn = sluice_broker::store::Store::open_conn_readonly(&b.dir).unwrap();
+        let conn = sluice_broker::store::Store::open_conn_readonly(&state_dir).unwrap();
         conn.query_row(
-            "SELECT COUNT(*) FROM audit WHERE kind = 'access.denied'",
+            "SELECT COUNT(*) FILTER (WHERE kind = 'access.denied')
+                  + COALESCE(SUM(json_extract(body, '$.detail.count'))
+                             FILTER (WHERE kind = 'access.denied.repeated'), 0)
+               FROM audit",
             [],
             |r| r.get(0),
         )
@@ -545,6 +551,7 @@ fn every_role_reaches_only_its_endpoints_and_every_denial_is_audited() {
     let (status, _) = http(b.url(), "GET", "/v1/jobs", Some(&b.tourism), None, b"");
     assert_eq!(status, 401);
     denials += 1;
+    b.stop();
     assert_eq!(
         count_denials() - before,
         denials,

@@ -28,6 +28,8 @@ mod dp_stats;
 #[cfg(test)]
 mod estimate;
 #[cfg(test)]
+mod hardening;
+#[cfg(test)]
 mod histograms;
 #[cfg(test)]
 mod hostile;
@@ -204,6 +206,16 @@ pub struct TestBroker {
 impl TestBroker {
     /// Starts a broker under the test policy (edited by `edit`).
     pub fn start(name: &str, edit: impl Fn(String) -> String) -> Self {
+        Self::start_with(name, edit, |c| c)
+    }
+
+    /// Starts a broker under the test policy (edited by `edit`) with its configuration edited
+    /// by `config`.
+    pub fn start_with(
+        name: &str,
+        edit: impl Fn(String) -> String,
+        config: impl FnOnce(sluice_broker::server::Config) -> sluice_broker::server::Config,
+    ) -> Self {
         use sluice_broker::store::{Role, Store};
         let root = temp_dir(name);
         let policy_dir = write_policy(&root, edit);
@@ -217,7 +229,10 @@ impl TestBroker {
         );
         let public_key = store.public_key();
         drop(store);
-        let config = sluice_broker::server::Config::new(policy_dir.clone(), data_root().into());
+        let config = config(sluice_broker::server::Config::new(
+            policy_dir.clone(),
+            data_root().into(),
+        ));
         let running =
             sluice_broker::server::Running::start(&dir, config, Limits::default(), "127.0.0.1:0")
                 .expect("the broker starts");

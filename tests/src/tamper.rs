@@ -161,3 +161,62 @@ fn a_truncated_log_is_detected_even_with_its_checkpoints_deleted() {
     assert_eq!(e.seq, 31, "{e}");
     assert!(e.problem.contains("truncated"), "{e}");
 }
+
+/// Amounts at the edges of f64: subnormals, huge exponents, 17-digit values, and the ones an
+/// attack run found breaking verification; then random bit patterns (finite ones), seeded.
+fn extreme_floats(n: usize) -> Vec<f64> {
+    use rand::{Rng, SeedableRng};
+    // The two an attack run saw break verification, and the extremes of f64.
+    let mut v = vec![7.888609052210118e-29, 0.400_001_201_000_000_03];
+    v.extend([1e300, f64::MAX, f64::MIN_POSITIVE, 5e-324, -0.0]);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(12);
+    while v.len() < n {
+        let x = f64::from_bits(rng.random::<u64>());
+        if x.is_finite() {
+            v.push(x);
+        }
+        // Subnormals and 17-significant-digit values near 1 are the hard cases for parsers.
+        v.push(f64::from_bits(rng.random::<u64>() >> 12));
+        v.push(1.0 + f64::from_bits(rng.random::<u64>() >> 12) * 1e300);
+    }
+    v
+}
+
+#[test]
+fn extreme_floats_in_audited_records_verify_after_a_restart_and_an_edit_is_still_found() {
+    let dir = temp_dir("tamper-floats").join("state");
+    let floats = extreme_floats(600);
+    let key = {
+        let store = Store::init(&dir).unwrap();
+        for (i, x) in floats.iter().enumerate() {
+            store
+                .record(
+                    NewEntry::new("test.amount", "tester")
+                        .detail(json!({ "epsilon": x, "delta": [x, -x], "i": i })),
+                )
+                .unwrap();
+        }
+        store.public_key()
+    };
+    // A restart: the store is reopened from disk.
+    drop(Store::open(&dir).unwrap());
+    let verified = verify(&dir, &key).unwrap_or_else(|e| panic!("an untouched log: {e}"));
+    assert!(verified.entries > floats.len() as i64, "{verified:?}");
+
+    // One flipped byte in an entry whose amount is extreme: found at exactly that entry.
+    let seq = 300;
+    let conn = Connection::open(db_path(&dir)).unwrap();
+    let body: String = conn
+        .query_row("SELECT body FROM audit WHERE seq = ?1", [seq], |r| r.get(0))
+        .unwrap();
+    let at = body.find("\"epsilon\":").unwrap() + "\"epsilon\":".len() + 1;
+    let mut bytes = body.into_bytes();
+    bytes[at] = if bytes[at] == b'7' { b'8' } else { b'7' };
+    conn.execute(
+        "UPDATE audit SET body = ?2 WHERE seq = ?1",
+        rusqlite::params![seq, String::from_utf8(bytes).unwrap()],
+    )
+    .unwrap();
+    drop(conn);
+    assert_eq!(verify(&dir, &key).unwrap_err().seq, seq);
+}

@@ -273,9 +273,8 @@ fn quantiles_and_partition_selection_run_under_zcdp() {
     }
 }
 
-#[test]
-fn the_http_api_estimates_in_rho_and_reports_the_implied_epsilon() {
-    let zcdp = r#"
+/// A zCDP dataset over the health data, granted to `analyst` alone (no ε cap of its own).
+const ZCDP_HTTP: &str = r#"
 [dataset.visits_z]
 source = "data/health_visits.parquet"
 holder = "city-health-commission"
@@ -296,7 +295,10 @@ period = "30d"
 expires = 2099-12-31
 review = "none"
 "#;
-    let mut b = crate::TestBroker::start("zcdp-http", |p| p + zcdp);
+
+#[test]
+fn the_http_api_estimates_in_rho_and_reports_the_implied_epsilon() {
+    let mut b = crate::TestBroker::start("zcdp-http", |p| p + ZCDP_HTTP);
     let c = b.client(&b.analyst);
     let sql = "SELECT sex, COUNT(*) AS n FROM visits_z GROUP BY sex";
     let e = c
@@ -328,6 +330,34 @@ review = "none"
     assert_eq!(z["rho_per_period"], 2.0);
     assert_eq!(z["remaining_this_period"], 2.0, "an estimate is free");
     assert_eq!(z["implied_epsilon_this_period"], 0.0);
+    b.stop();
+}
+
+#[test]
+fn a_jobs_epsilon_cap_works_on_a_zcdp_only_grant_as_its_rho_cap() {
+    let mut b = crate::TestBroker::start("zcdp-max-eps", |p| p + ZCDP_HTTP);
+    let wasm = crate::guest(env!("GUEST_VISITS_BY_DISTRICT"));
+    let submit = |max_epsilon: f64| {
+        crate::http(
+            b.url(),
+            "POST",
+            &format!("/v1/jobs?purpose=zcdp-cap&datasets=visits_z&max_epsilon={max_epsilon}"),
+            Some(&b.analyst),
+            Some("application/wasm"),
+            &wasm,
+        )
+    };
+    // ε 1.0 caps ρ at 0.5, exactly the grant's per-job ρ: accepted.
+    let (status, body) = submit(1.0);
+    assert_eq!(status, 202, "{body}");
+    // ε 1.2 would allow ρ 0.72, above the grant's 0.5: refused, in ρ.
+    let (status, body) = submit(1.2);
+    assert_eq!(status, 400, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("ρ") && message.contains("0.5"),
+        "{message}"
+    );
     b.stop();
 }
 
