@@ -108,10 +108,20 @@ fn validate_core(wasm: &[u8]) -> Result<(), JobError> {
         .map(drop)
         .map_err(|e| {
             JobError::InvalidWasm(format!(
-                "the module is not valid for this sandbox: {}; {JOB_FEATURES_TEXT}",
-                super::first_line(&e.to_string())
+                "the module is not valid for this sandbox: {}",
+                with_feature_list(&super::first_line(&e.to_string()))
             ))
         })
+}
+
+/// `message`, followed by what jobs may use when it is about a feature that is not enabled
+/// (wasmparser says "… not enabled", "… must be enabled …" or "multiple memories").
+pub(crate) fn with_feature_list(message: &str) -> String {
+    if message.contains("enabled") || message.starts_with("multiple ") {
+        format!("{message}; {JOB_FEATURES_TEXT}")
+    } else {
+        message.to_string()
+    }
 }
 
 /// Stage 2: every import is a `sluice:job` interface at this host's version.

@@ -258,11 +258,7 @@ impl Host {
         }))
         .map_err(|_| JobError::InvalidWasm("the engine could not compile this component".into()))?;
         let component = compiled.map_err(|e| {
-            JobError::InvalidWasm(format!(
-                "{}; {}",
-                first_line(&format!("{e:#}")),
-                load::JOB_FEATURES_TEXT
-            ))
+            JobError::InvalidWasm(load::with_feature_list(&first_line(&format!("{e:#}"))))
         })?;
         check_imports(&component, &self.engine)?;
         let mut cache = self.cache.lock().expect("cache lock");
