@@ -4,9 +4,14 @@ use std::process::Command;
 
 fn sluice(args: &[&str]) -> (i32, String, String) {
     let root = manifest_dir().parent().unwrap().to_path_buf();
+    // Help texts print these variables' values, and colour can be forced: neither is ours.
     let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
         .current_dir(root)
         .args(args)
+        .env_remove("SLUICE_URL")
+        .env_remove("SLUICE_TOKEN")
+        .env_remove("CLICOLOR_FORCE")
+        .env_remove("CLICOLOR")
         .output()
         .expect("run sluice");
     (
@@ -173,4 +178,58 @@ fn init_then_audit_verify_passes_and_catches_an_edit() {
     let (code, _, stderr) = sluice(&["init", "--data-dir", data.to_str().unwrap()]);
     assert_eq!(code, 1);
     assert!(stderr.contains("already"), "{stderr}");
+}
+
+/// Every text a person reads from the command line that does not depend on data, a clock or a
+/// random token: help of each command, and the errors of common mistakes. Compared with
+/// `tests/golden/cli.expected`; `SLUICE_BLESS=1` rewrites it (the switch every golden uses).
+#[test]
+fn cli_texts_read_as_before() {
+    let cases: &[&[&str]] = &[
+        &["--help"],
+        &["run", "--help"],
+        &["submit", "--help"],
+        &["estimate", "--help"],
+        &["serve", "--help"],
+        &["token", "create", "--help"],
+        &["review", "approve", "--help"],
+        &["audit", "verify", "--help"],
+        &["receipt", "verify", "--help"],
+        &["policy", "check", "--help"],
+        &["run", "--operator", "canal-analytics", "no-such-job.wasm"],
+        &["policy", "check", "no-such-policy"],
+        &[
+            "status",
+            "--url",
+            "http://127.0.0.1:9",
+            "--token",
+            "t",
+            "job-0000000000000000",
+        ],
+        &[
+            "audit",
+            "verify",
+            "--data-dir",
+            "no-such-dir",
+            "--public-key",
+            "00",
+        ],
+        &["frobnicate"],
+    ];
+    let mut out = String::new();
+    for args in cases {
+        let (code, stdout, stderr) = sluice(args);
+        out.push_str(&format!(
+            "$ sluice {}\nexit {code}\n--- stdout\n{stdout}--- stderr\n{stderr}\n",
+            args.join(" ")
+        ));
+    }
+    let path = manifest_dir().join("tests/golden/cli.expected");
+    if std::env::var_os("SLUICE_BLESS").is_some() {
+        std::fs::write(&path, &out).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path)
+        .unwrap_or_else(|_| panic!("missing {}; run with SLUICE_BLESS=1", path.display()));
+    assert_eq!(out, expected, "CLI texts changed (SLUICE_BLESS=1 if meant)");
 }

@@ -28,6 +28,8 @@ mod dp_stats;
 #[cfg(test)]
 mod estimate;
 #[cfg(test)]
+mod goldens;
+#[cfg(test)]
 mod hardening;
 #[cfg(test)]
 mod histograms;
@@ -118,6 +120,47 @@ fn manifest_dir() -> std::path::PathBuf {
     std::env::var_os("CARGO_MANIFEST_DIR")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into())
+}
+
+/// Compares `actual` with `tests/golden/<name>`, or writes it there when `SLUICE_BLESS` is set
+/// (the switch the policy crate's goldens use too). Review a blessed diff like any other change.
+pub fn golden(name: &str, actual: &str) {
+    let path = manifest_dir().join("golden").join(name);
+    if std::env::var_os("SLUICE_BLESS").is_some() {
+        std::fs::write(&path, actual).unwrap_or_else(|e| panic!("cannot write {path:?}: {e}"));
+        return;
+    }
+    let expected = std::fs::read_to_string(&path)
+        .unwrap_or_else(|_| panic!("missing {}; run with SLUICE_BLESS=1", path.display()));
+    if actual != expected {
+        let first = actual
+            .lines()
+            .zip(expected.lines())
+            .position(|(a, e)| a != e)
+            .unwrap_or(actual.lines().count().min(expected.lines().count()));
+        panic!(
+            "golden {name} changed at line {}:\n  expected: {}\n  actual:   {}\n(rerun with SLUICE_BLESS=1 if the change is meant)",
+            first + 1,
+            expected.lines().nth(first).unwrap_or("<end>"),
+            actual.lines().nth(first).unwrap_or("<end>")
+        );
+    }
+}
+
+/// The cases of a golden input file: its lines, without comments and blank lines, split at the
+/// first ` | `.
+pub fn golden_cases(name: &str) -> Vec<(String, String)> {
+    let path = manifest_dir().join("golden").join(name);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+    text.lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let (a, b) = l
+                .split_once(" | ")
+                .unwrap_or_else(|| panic!("{name}: `{l}` has no ` | `"));
+            (a.trim().to_string(), b.trim().to_string())
+        })
+        .collect()
 }
 
 /// A fresh temporary directory for one test.
