@@ -154,6 +154,16 @@ pub trait Accountant: Send + Sync {
     ) -> Spent;
 }
 
+/// Proof that a query's cost was charged: execution takes one, and only [`charge`] makes one,
+/// so "charge before release" is a fact of the types.
+#[derive(Debug)]
+pub(crate) struct Charged(());
+
+/// Charges `c` to `accountant`; the [`Charged`] it returns is what execution requires.
+pub(crate) fn charge(accountant: &dyn Accountant, c: &Charge) -> Result<Charged, BudgetError> {
+    accountant.charge(c).map(|()| Charged(()))
+}
+
 /// The δ at which spending on zCDP datasets is also reported as (ε, δ)-DP.
 pub const ZCDP_REPORT_DELTA: f64 = 1e-6;
 

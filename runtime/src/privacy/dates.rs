@@ -179,43 +179,45 @@ impl Granularity {
             Self::Part(Field::Day) => range(1, 31),
             Self::Part(Field::Dow) => range(0, 6),
             Self::Part(Field::Doy) => range(1, 366),
-            Self::Part(Field::Year) | Self::Trunc(_) => {
-                let (lo, hi) = bounds.ok_or(
-                    "the policy declares no bounds for this date column, so its years are not public; a data holder can add bounds = [first, last]",
-                )?;
-                let (lo, hi) = (lo.days_since_epoch(), hi.days_since_epoch());
-                if let Self::Part(Field::Year) = self {
-                    range(
-                        i64::from(Date::from_days_since_epoch(lo).year),
-                        i64::from(Date::from_days_since_epoch(hi).year),
-                    )
-                } else {
-                    let Self::Trunc(unit) = self else {
-                        unreachable!()
-                    };
-                    let mut labels = Vec::new();
-                    let mut day = Self::truncate(unit, lo);
-                    while day <= hi {
-                        if labels.len() >= MAX_DATE_CELLS {
-                            return Err(format!(
-                                "this date key has more than {MAX_DATE_CELLS} values within the column's bounds; use a coarser unit"
-                            ));
-                        }
-                        labels.push(self.label(day));
-                        // The next unit starts within 1 to 92 days; step to it exactly.
-                        let mut next = day + 1;
-                        while Self::truncate(unit, next) == day {
-                            next += 1;
-                        }
-                        day = next;
+            Self::Part(Field::Year) => {
+                let (lo, hi) = public_bounds(bounds)?;
+                range(
+                    i64::from(Date::from_days_since_epoch(lo).year),
+                    i64::from(Date::from_days_since_epoch(hi).year),
+                )
+            }
+            Self::Trunc(unit) => {
+                let (lo, hi) = public_bounds(bounds)?;
+                let mut labels = Vec::new();
+                let mut day = Self::truncate(unit, lo);
+                while day <= hi {
+                    if labels.len() >= MAX_DATE_CELLS {
+                        return Err(format!(
+                            "this date key has more than {MAX_DATE_CELLS} values within the column's bounds; use a coarser unit"
+                        ));
                     }
-                    labels
+                    labels.push(self.label(day));
+                    // The next unit starts within 1 to 92 days; step to it exactly.
+                    let mut next = day + 1;
+                    while Self::truncate(unit, next) == day {
+                        next += 1;
+                    }
+                    day = next;
                 }
+                labels
             }
         };
         out.sort();
         Ok(out)
     }
+}
+
+/// A date column's public bounds as days since the epoch, or why its years are not public.
+fn public_bounds(bounds: Option<(Date, Date)>) -> Result<(i64, i64), String> {
+    let (lo, hi) = bounds.ok_or(
+        "the policy declares no bounds for this date column, so its years are not public; a data holder can add bounds = [first, last]",
+    )?;
+    Ok((lo.days_since_epoch(), hi.days_since_epoch()))
 }
 
 /// A function that exists for planning only: it gives `date_trunc(…)`/`date_part(…)` their

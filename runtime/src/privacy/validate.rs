@@ -22,7 +22,9 @@ use datafusion::common::{
     Column, ScalarValue, TableReference,
     tree_node::{Transformed, TreeNode},
 };
-use datafusion::logical_expr::{BinaryExpr, Expr, LogicalPlan, Operator, lit};
+use datafusion::logical_expr::{
+    Aggregate, BinaryExpr, Expr, LogicalPlan, Operator, Projection, lit,
+};
 use sluice_policy::{Aggregation, ColumnKind, Dataset, DatasetId};
 
 use super::dates::{DateKey, Granularity};
@@ -133,23 +135,57 @@ pub struct ValidatedQuery {
     pub dataset: DatasetId,
     /// The WHERE predicate, with unqualified column references.
     pub filter: Option<Expr>,
-    /// Group key names: a column's name, or a derived key's output name.
-    pub keys: Vec<String>,
-    /// The expression of each key (a column, or a `CASE` with unqualified columns), for execution.
-    pub key_exprs: Vec<Expr>,
-    /// The public domain of each key (sorted), or `None` for a key released by partition
-    /// selection.
-    pub key_domains: Vec<Option<Vec<String>>>,
+    /// The GROUP BY keys, in order.
+    pub keys: Vec<Key>,
     /// The public lookup table joined in, if any.
     pub lookup: Option<LookupJoin>,
-    /// The keys whose values are released by DP partition selection (no public domain).
-    pub selected: Vec<String>,
     /// Aggregates.
     pub aggregates: Vec<AggSpec>,
     /// Output columns in SELECT order: name and source.
     pub outputs: Vec<(String, OutputSource)>,
     /// A canonical text of the query (the plan), for logs and caching.
     pub normalized: String,
+}
+
+/// One GROUP BY key.
+#[derive(Clone, Debug)]
+pub struct Key {
+    /// A column's name, or a derived key's output name.
+    pub name: String,
+    /// Its expression (a column, or a `CASE` with unqualified columns), for execution.
+    pub expr: Expr,
+    /// Where its released values come from.
+    pub domain: Domain,
+}
+
+/// Where a key's released values come from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Domain {
+    /// The public values declared in policy (or derived from it), sorted.
+    Public(Vec<String>),
+    /// Values seen in the data, released by DP partition selection.
+    Selected,
+}
+
+impl Domain {
+    /// The public values, if any.
+    pub fn public(&self) -> Option<&Vec<String>> {
+        match self {
+            Self::Public(v) => Some(v),
+            Self::Selected => None,
+        }
+    }
+}
+
+impl ValidatedQuery {
+    /// The keys whose values are released by DP partition selection (no public domain).
+    pub fn selected(&self) -> Vec<&str> {
+        self.keys
+            .iter()
+            .filter(|k| k.domain == Domain::Selected)
+            .map(|k| k.name.as_str())
+            .collect()
+    }
 }
 
 fn unsupported(msg: impl Into<String>) -> QueryError {
@@ -171,14 +207,62 @@ pub fn scanned_dataset(plan: &LogicalPlan) -> Option<String> {
     }
 }
 
-/// Validates `plan` (planned against the declared schema of `dataset`).
+/// Validates `plan` (planned against the declared schema of `dataset`), pass by pass: the
+/// query's shape, what it reads below the aggregate, its WHERE clause, its keys, its aggregates
+/// and the order of its outputs.
 pub fn validate(
     plan: &LogicalPlan,
     dataset: &Dataset,
     allowed: &[Aggregation],
     lookup: Option<&LoadedLookup>,
 ) -> Result<ValidatedQuery, QueryError> {
-    let normalized = plan.display_indent().to_string();
+    let (projection, aggregate) = shape(plan)?;
+    let source = source(aggregate, dataset, lookup)?;
+    let cx = Cx { dataset };
+    let uses_lookup = |e: &Expr| e.column_refs().into_iter().any(|c| source.from_lookup(c));
+    if source.filter.as_ref().is_some_and(uses_lookup)
+        || aggregate.aggr_expr.iter().any(uses_lookup)
+    {
+        return Err(unsupported(
+            "columns of a lookup table may only be GROUP BY keys (not in WHERE or in aggregates)",
+        ));
+    }
+    if let Some(pred) = &source.filter {
+        cx.predicate(pred, 0)?;
+    }
+    let keys = aggregate
+        .group_expr
+        .iter()
+        .map(|g| key(&cx, g, &source))
+        .collect::<Result<Vec<_>, _>>()?;
+    let cells = keys
+        .iter()
+        .filter_map(|k| k.domain.public())
+        .fold(1usize, |n, d| n.saturating_mul(d.len()));
+    if cells > MAX_CELLS {
+        return Err(unsupported(format!(
+            "the GROUP BY keys have {cells} combinations; at most {MAX_CELLS} are released per query"
+        )));
+    }
+    let aggregates = aggregate
+        .aggr_expr
+        .iter()
+        .map(|e| granted(cx.aggregate(e)?, allowed))
+        .collect::<Result<Vec<_>, _>>()?;
+    let outputs = outputs(projection, aggregate, &keys)?;
+    Ok(ValidatedQuery {
+        dataset: dataset.id.clone(),
+        filter: source.filter.map(unqualify).transpose()?,
+        keys,
+        lookup: source.join.map(|j| j.join),
+        aggregates,
+        outputs,
+        normalized: plan.display_indent().to_string(),
+    })
+}
+
+/// The accepted shape at the top: a projection over one aggregate.
+fn shape(plan: &LogicalPlan) -> Result<(&Projection, &Aggregate), QueryError> {
     let LogicalPlan::Projection(projection) = plan else {
         return Err(match plan {
             LogicalPlan::Sort(_) => unsupported(
@@ -208,94 +292,55 @@ pub fn validate(
             "the query has no aggregate: add one of {SUPPORTED}"
         )));
     }
+    Ok((projection, aggregate))
+}
 
-    // Below the aggregate: an optional filter, an optional alias, then the scan.
+/// A lookup joined in, with the relation its columns carry in the plan.
+struct Joined<'a> {
+    join: LookupJoin,
+    relation: TableReference,
+    lookup: &'a LoadedLookup,
+}
+
+/// What a query reads below its aggregate: an optional filter over the dataset's scan,
+/// optionally joined with one public lookup.
+struct Source<'a> {
+    filter: Option<Expr>,
+    join: Option<Joined<'a>>,
+}
+
+impl Source<'_> {
+    fn from_lookup(&self, c: &Column) -> bool {
+        self.join
+            .as_ref()
+            .is_some_and(|j| c.relation.as_ref() == Some(&j.relation))
+    }
+}
+
+/// Below the aggregate: an optional filter, an optional lookup join, an optional alias, then the
+/// dataset's scan.
+fn source<'a>(
+    aggregate: &Aggregate,
+    dataset: &Dataset,
+    lookup: Option<&'a LoadedLookup>,
+) -> Result<Source<'a>, QueryError> {
     let mut node = aggregate.input.as_ref();
     let mut filter = None;
     if let LogicalPlan::Filter(f) = node {
         filter = Some(f.predicate.clone());
         node = f.input.as_ref();
     }
-    // An INNER equi-join with a public lookup table: its columns may only be GROUP BY keys.
-    let mut join: Option<(LookupJoin, TableReference, &LoadedLookup)> = None;
+    let mut join = None;
     if let LogicalPlan::Join(j) = node {
         let Some(lk) = lookup else {
             return Err(unsupported(
                 "joins are supported only with a public lookup table declared in policy",
             ));
         };
-        let shape = || {
-            unsupported(
-                "join a lookup as: FROM <dataset> [AS d] JOIN <lookup> [AS l] ON d.<column> = l.<key>",
-            )
-        };
-        // The SQL planner leaves `ON a = b` in the join filter (the optimizer, which we do not
-        // run on jobs' plans, would move it to `on`); accept either form, nothing more.
-        let pair = match (j.on.as_slice(), &j.filter) {
-            ([(a, b)], None) => (a.clone(), b.clone()),
-            (
-                [],
-                Some(Expr::BinaryExpr(BinaryExpr {
-                    left,
-                    op: Operator::Eq,
-                    right,
-                })),
-            ) => (left.as_ref().clone(), right.as_ref().clone()),
-            _ => return Err(shape()),
-        };
-        if j.join_type != datafusion::logical_expr::JoinType::Inner {
-            return Err(shape());
-        }
-        let (lrel, lscan) = scan_side(&j.left).ok_or_else(shape)?;
-        let (rrel, rscan) = scan_side(&j.right).ok_or_else(shape)?;
-        let lk_name = lk.policy.id.as_str();
-        let (ds_plan, lk_rel) = if lscan == dataset.id.as_str() && rscan == lk_name {
-            (j.left.as_ref(), rrel)
-        } else if rscan == dataset.id.as_str() && lscan == lk_name {
-            (j.right.as_ref(), lrel)
-        } else {
-            return Err(shape());
-        };
-        let (Expr::Column(a), Expr::Column(b)) = (&pair.0, &pair.1) else {
-            return Err(shape());
-        };
-        let (ds_col, lk_col) = if b.relation.as_ref() == Some(&lk_rel) {
-            (a, b)
-        } else {
-            (b, a)
-        };
-        if lk_col.relation.as_ref() != Some(&lk_rel) || lk_col.name != lk.policy.key {
-            return Err(unsupported(format!(
-                "a join with lookup `{lk_name}` must match its key `{}`",
-                lk.policy.key
-            )));
-        }
-        if !matches!(
-            (Cx { dataset }).column(&ds_col.name)?,
-            ColumnKind::Category { .. }
-        ) {
-            return Err(unsupported(
-                "a lookup joins on a category column of the dataset",
-            ));
-        }
-        join = Some((
-            LookupJoin {
-                table: crate::data::lookup_table(lk_name),
-                on: ds_col.name.clone(),
-                key: crate::data::lookup_column(&lk.policy.key),
-                content_hash: lk.content_hash.clone(),
-            },
-            lk_rel,
-            lk,
-        ));
-        node = ds_plan;
+        let (joined, dataset_side) = lookup_join(j, dataset, lk)?;
+        join = Some(joined);
+        node = dataset_side;
     }
-    let from_lookup = |c: &Column| {
-        join.as_ref()
-            .is_some_and(|(_, rel, _)| c.relation.as_ref() == Some(rel))
-    };
-    let uses_lookup = |e: &Expr| e.column_refs().into_iter().any(&from_lookup);
-
     if let LogicalPlan::SubqueryAlias(a) = node {
         node = a.input.as_ref();
     }
@@ -318,139 +363,204 @@ pub fn validate(
             "the query must read one dataset directly: FROM <dataset>",
         ));
     }
+    Ok(Source { filter, join })
+}
 
-    let cx = Cx { dataset };
-
-    if filter.as_ref().is_some_and(uses_lookup) || aggregate.aggr_expr.iter().any(uses_lookup) {
-        return Err(unsupported(
-            "columns of a lookup table may only be GROUP BY keys (not in WHERE or in aggregates)",
-        ));
+/// An INNER equi-join of the dataset with lookup `lk` on its key; returns the join and the
+/// dataset's side of it.
+fn lookup_join<'a, 'p>(
+    j: &'p datafusion::logical_expr::Join,
+    dataset: &Dataset,
+    lk: &'a LoadedLookup,
+) -> Result<(Joined<'a>, &'p LogicalPlan), QueryError> {
+    let shape = || {
+        unsupported(
+            "join a lookup as: FROM <dataset> [AS d] JOIN <lookup> [AS l] ON d.<column> = l.<key>",
+        )
+    };
+    // The SQL planner leaves `ON a = b` in the join filter (the optimizer, which we do not run on
+    // jobs' plans, would move it to `on`); accept either form, nothing more.
+    let pair = match (j.on.as_slice(), &j.filter) {
+        ([(a, b)], None) => (a.clone(), b.clone()),
+        (
+            [],
+            Some(Expr::BinaryExpr(BinaryExpr {
+                left,
+                op: Operator::Eq,
+                right,
+            })),
+        ) => (left.as_ref().clone(), right.as_ref().clone()),
+        _ => return Err(shape()),
+    };
+    if j.join_type != datafusion::logical_expr::JoinType::Inner {
+        return Err(shape());
     }
-    if let Some(pred) = &filter {
-        cx.predicate(pred, 0)?;
-    }
-
-    let mut keys = Vec::new();
-    let mut key_exprs = Vec::new();
-    let mut key_domains = Vec::new();
-    let mut selected = Vec::new();
-    let mut cells: usize = 1;
-    for g in &aggregate.group_expr {
-        if let (Expr::Column(c), Some((_, _, lk))) = (g, &join)
-            && from_lookup(c)
-        {
-            let domain = lk.domains.get(&c.name).ok_or_else(|| {
-                QueryError::ColumnDenied(format!(
-                    "unknown column `{}` in lookup `{}`",
-                    c.name, lk.policy.id
-                ))
-            })?;
-            cells = cells.saturating_mul(domain.len());
-            keys.push(c.name.clone());
-            key_exprs.push(Expr::Column(Column::new_unqualified(
-                crate::data::lookup_column(&c.name),
-            )));
-            key_domains.push(Some(domain.clone()));
-            continue;
-        }
-        if uses_lookup(g) {
-            return Err(unsupported(
-                "columns of a lookup table may be GROUP BY keys only as plain columns",
-            ));
-        }
-        if let Expr::Case(case) = g {
-            let domain = cx.case_key(case)?;
-            cells = cells.saturating_mul(domain.len());
-            keys.push(g.schema_name().to_string());
-            key_exprs.push(unqualify(g.clone())?);
-            key_domains.push(Some(domain));
-            continue;
-        }
-        if let Expr::ScalarFunction(f) = g
-            && matches!(f.func.name(), "date_trunc" | "date_part")
-        {
-            let (expr, domain) = cx.date_key(f)?;
-            cells = cells.saturating_mul(domain.len());
-            keys.push(g.schema_name().to_string());
-            key_exprs.push(expr);
-            key_domains.push(Some(domain));
-            continue;
-        }
-        let Expr::Column(c) = g else {
-            return Err(unsupported(format!(
-                "GROUP BY accepts column names, CASE WHEN <condition> THEN '<label>' … END buckets and, on date columns, {} (no other expressions, ROLLUP or GROUPING SETS)",
-                Granularity::ACCEPTED
-            )));
-        };
-        let kind = cx.column(&c.name)?;
-        if let Some(column) = dataset.column(&c.name).filter(|col| col.bins.is_some()) {
-            // A histogram over the policy's bins: the bucket expression is built here, from
-            // policy, and its labels are the key's public domain.
-            let (expr, domain) = bins_key(column);
-            cells = cells.saturating_mul(domain.len());
-            keys.push(c.name.clone());
-            key_exprs.push(expr);
-            key_domains.push(Some(domain));
-            continue;
-        }
-        match kind {
-            ColumnKind::Category {
-                public_values: Some(values),
-                ..
-            } => {
-                cells = cells.saturating_mul(values.len());
-                let mut v = values.clone();
-                v.sort();
-                key_domains.push(Some(v));
-            }
-            ColumnKind::Category {
-                partition_selection: true,
-                ..
-            } => {
-                selected.push(c.name.clone());
-                key_domains.push(None);
-            }
-            ColumnKind::Date { .. } => {
-                return Err(unsupported(format!(
-                    "date column `{}` is grouped by a unit of time: use {}",
-                    c.name,
-                    Granularity::ACCEPTED
-                )));
-            }
-            _ => {
-                return Err(QueryError::ColumnDenied(format!(
-                    "column `{}` cannot be a GROUP BY key: the policy declares no public value domain, bins or partition selection for it (bucket it with CASE WHEN … THEN '<label>' … END instead)",
-                    c.name
-                )));
-            }
-        }
-        keys.push(c.name.clone());
-        key_exprs.push(Expr::Column(Column::new_unqualified(c.name.clone())));
-    }
-    if cells > MAX_CELLS {
+    let (lrel, lscan) = scan_side(&j.left).ok_or_else(shape)?;
+    let (rrel, rscan) = scan_side(&j.right).ok_or_else(shape)?;
+    let lk_name = lk.policy.id.as_str();
+    let (ds_plan, lk_rel) = if lscan == dataset.id.as_str() && rscan == lk_name {
+        (j.left.as_ref(), rrel)
+    } else if rscan == dataset.id.as_str() && lscan == lk_name {
+        (j.right.as_ref(), lrel)
+    } else {
+        return Err(shape());
+    };
+    let (Expr::Column(a), Expr::Column(b)) = (&pair.0, &pair.1) else {
+        return Err(shape());
+    };
+    let (ds_col, lk_col) = if b.relation.as_ref() == Some(&lk_rel) {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    if lk_col.relation.as_ref() != Some(&lk_rel) || lk_col.name != lk.policy.key {
         return Err(unsupported(format!(
-            "the GROUP BY keys have {cells} combinations; at most {MAX_CELLS} are released per query"
+            "a join with lookup `{lk_name}` must match its key `{}`",
+            lk.policy.key
         )));
     }
+    if !matches!(
+        (Cx { dataset }).column(&ds_col.name)?,
+        ColumnKind::Category { .. }
+    ) {
+        return Err(unsupported(
+            "a lookup joins on a category column of the dataset",
+        ));
+    }
+    let join = LookupJoin {
+        table: crate::data::lookup_table(lk_name),
+        on: ds_col.name.clone(),
+        key: crate::data::lookup_column(&lk.policy.key),
+        content_hash: lk.content_hash.clone(),
+    };
+    Ok((
+        Joined {
+            join,
+            relation: lk_rel,
+            lookup: lk,
+        },
+        ds_plan,
+    ))
+}
 
-    let mut aggregates = Vec::new();
-    for e in &aggregate.aggr_expr {
-        let spec = cx.aggregate(e)?;
-        let needed = spec.aggregation();
-        if !allowed.contains(&needed) {
-            return Err(QueryError::AggregationDenied(format!(
-                "the grant does not allow `{}`; it allows: {}",
-                needed.as_str(),
-                allowed
-                    .iter()
-                    .map(|a| a.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+/// One GROUP BY expression as a key: a lookup column, a CASE bucket, a date unit, a binned
+/// column, or a category column with a public domain or partition selection.
+fn key(cx: &Cx<'_>, g: &Expr, source: &Source<'_>) -> Result<Key, QueryError> {
+    let derived = |expr: Expr, domain: Vec<String>| Key {
+        name: g.schema_name().to_string(),
+        expr,
+        domain: Domain::Public(domain),
+    };
+    if let (Expr::Column(c), Some(j)) = (g, &source.join)
+        && source.from_lookup(c)
+    {
+        let domain = j.lookup.domains.get(&c.name).ok_or_else(|| {
+            QueryError::ColumnDenied(format!(
+                "unknown column `{}` in lookup `{}`",
+                c.name, j.lookup.policy.id
+            ))
+        })?;
+        return Ok(Key {
+            name: c.name.clone(),
+            expr: Expr::Column(Column::new_unqualified(crate::data::lookup_column(&c.name))),
+            domain: Domain::Public(domain.clone()),
+        });
+    }
+    if g.column_refs().into_iter().any(|c| source.from_lookup(c)) {
+        return Err(unsupported(
+            "columns of a lookup table may be GROUP BY keys only as plain columns",
+        ));
+    }
+    match g {
+        Expr::Case(case) => {
+            let domain = cx.case_key(case)?;
+            return Ok(derived(unqualify(g.clone())?, domain));
+        }
+        Expr::ScalarFunction(f) if matches!(f.func.name(), "date_trunc" | "date_part") => {
+            let (expr, domain) = cx.date_key(f)?;
+            return Ok(derived(expr, domain));
+        }
+        _ => {}
+    }
+    let Expr::Column(c) = g else {
+        return Err(unsupported(format!(
+            "GROUP BY accepts column names, CASE WHEN <condition> THEN '<label>' … END buckets and, on date columns, {} (no other expressions, ROLLUP or GROUPING SETS)",
+            Granularity::ACCEPTED
+        )));
+    };
+    column_key(cx, c)
+}
+
+/// A plain column as a key.
+fn column_key(cx: &Cx<'_>, c: &Column) -> Result<Key, QueryError> {
+    let kind = cx.column(&c.name)?;
+    if let Some(column) = cx.dataset.column(&c.name).filter(|col| col.bins.is_some()) {
+        // A histogram over the policy's bins: the bucket expression is built here, from policy,
+        // and its labels are the key's public domain.
+        let (expr, domain) = bins_key(column);
+        return Ok(Key {
+            name: c.name.clone(),
+            expr,
+            domain: Domain::Public(domain),
+        });
+    }
+    let domain = match kind {
+        ColumnKind::Category {
+            public_values: Some(values),
+            ..
+        } => {
+            let mut v = values.clone();
+            v.sort();
+            Domain::Public(v)
+        }
+        ColumnKind::Category {
+            partition_selection: true,
+            ..
+        } => Domain::Selected,
+        ColumnKind::Date { .. } => {
+            return Err(unsupported(format!(
+                "date column `{}` is grouped by a unit of time: use {}",
+                c.name,
+                Granularity::ACCEPTED
             )));
         }
-        aggregates.push(spec);
-    }
+        _ => {
+            return Err(QueryError::ColumnDenied(format!(
+                "column `{}` cannot be a GROUP BY key: the policy declares no public value domain, bins or partition selection for it (bucket it with CASE WHEN … THEN '<label>' … END instead)",
+                c.name
+            )));
+        }
+    };
+    Ok(Key {
+        name: c.name.clone(),
+        expr: Expr::Column(Column::new_unqualified(c.name.clone())),
+        domain,
+    })
+}
 
+/// `spec`, if the grant allows its aggregation.
+fn granted(spec: AggSpec, allowed: &[Aggregation]) -> Result<AggSpec, QueryError> {
+    let needed = spec.aggregation();
+    if allowed.contains(&needed) {
+        return Ok(spec);
+    }
+    Err(QueryError::AggregationDenied(format!(
+        "the grant does not allow `{}`; it allows: {}",
+        needed.as_str(),
+        allowed
+            .iter()
+            .map(|a| a.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    )))
+}
+
+/// The output columns, keys first (the contract), each in SELECT order.
+fn outputs(
+    projection: &Projection,
+    aggregate: &Aggregate,
+    keys: &[Key],
+) -> Result<Vec<(String, OutputSource)>, QueryError> {
     let mut outputs = Vec::new();
     for e in &projection.expr {
         // The planner may stack aliases (`count(Int64(1)) AS count(*) AS n`): the outermost names it.
@@ -478,7 +588,7 @@ pub fn validate(
         };
         let name = if name.is_empty() {
             match &source {
-                OutputSource::Key(i) => keys[*i].clone(),
+                OutputSource::Key(i) => keys[*i].name.clone(),
                 OutputSource::Agg(_) => c.name.clone(),
             }
         } else {
@@ -486,23 +596,9 @@ pub fn validate(
         };
         outputs.push((name, source));
     }
-
     // The contract puts key columns first: keep SELECT order within keys and within aggregates.
     outputs.sort_by_key(|(_, source)| matches!(source, OutputSource::Agg(_)));
-
-    let filter = filter.map(unqualify).transpose()?;
-    Ok(ValidatedQuery {
-        dataset: dataset.id.clone(),
-        filter,
-        keys,
-        key_exprs,
-        key_domains,
-        lookup: join.map(|(j, _, _)| j),
-        selected,
-        aggregates,
-        outputs,
-        normalized,
-    })
+    Ok(outputs)
 }
 
 fn contains_aggregate(plan: &LogicalPlan) -> bool {
@@ -975,5 +1071,182 @@ impl Cx<'_> {
             )));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Validation on plans over an empty, planning-only table: no data, no Parquet, no HTTP.
+
+    use std::sync::Arc;
+
+    use datafusion::arrow::datatypes::{Field, Schema};
+    use datafusion::datasource::empty::EmptyTable;
+    use datafusion::prelude::SessionContext;
+
+    use super::*;
+
+    const POLICY: &str = r#"
+[dataset.visits]
+source = "visits.csv"
+holder = "test"
+classification = "internal"
+privacy_unit = "person_id"
+max_rows_per_unit = 3
+columns.district = { kind = "category", public_values = ["b", "a"] }
+columns.code = { kind = "category", partition_selection = true }
+columns.note = { kind = "category" }
+columns.age = { kind = "int", bounds = [0, 100] }
+columns.cost = { kind = "float", bounds = [0.0, 10.0] }
+columns.name = { kind = "hidden" }
+
+[[grant]]
+operator = "op"
+datasets = ["visits"]
+purpose = "unit tests of validation"
+aggregations = ["count", "sum", "mean", "quantile", "variance"]
+epsilon_per_job = 1.0
+epsilon_per_period = 1.0
+period = "30d"
+expires = 2099-12-31
+review = "none"
+delta_per_query = 1e-6
+delta_per_period = 1e-5
+"#;
+
+    const ALL: &[Aggregation] = &[
+        Aggregation::Count,
+        Aggregation::Sum,
+        Aggregation::Mean,
+        Aggregation::Quantile,
+        Aggregation::Variance,
+    ];
+
+    fn check_with(sql: &str, allowed: &[Aggregation]) -> Result<ValidatedQuery, QueryError> {
+        let policy = sluice_policy::parse_str("test.toml", POLICY).expect("a valid policy");
+        let ds = policy.datasets.values().next().unwrap();
+        let ctx = SessionContext::new();
+        let schema = Schema::new(vec![
+            Field::new("person_id", DataType::Int64, true),
+            Field::new("district", DataType::Utf8, true),
+            Field::new("code", DataType::Utf8, true),
+            Field::new("note", DataType::Utf8, true),
+            Field::new("age", DataType::Int64, true),
+            Field::new("cost", DataType::Float64, true),
+            Field::new("name", DataType::Utf8, true),
+        ]);
+        ctx.register_table("visits", Arc::new(EmptyTable::new(Arc::new(schema))))
+            .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let plan = rt
+            .block_on(ctx.state().create_logical_plan(sql))
+            .expect("the test SQL plans");
+        validate(&plan, ds, allowed, None)
+    }
+
+    fn check(sql: &str) -> Result<ValidatedQuery, QueryError> {
+        check_with(sql, ALL)
+    }
+
+    fn refusal(sql: &str) -> String {
+        match check(sql) {
+            Ok(q) => panic!("{sql} was accepted: {q:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn keys_carry_their_sorted_public_domain_or_partition_selection() {
+        let q = check("SELECT district, code, COUNT(*) AS n FROM visits GROUP BY district, code")
+            .unwrap();
+        assert_eq!(q.keys.len(), 2);
+        assert_eq!(q.keys[0].name, "district");
+        assert_eq!(
+            q.keys[0].domain,
+            Domain::Public(vec!["a".into(), "b".into()])
+        );
+        assert_eq!(q.keys[1].domain, Domain::Selected);
+        assert_eq!(q.selected(), ["code"]);
+    }
+
+    #[test]
+    fn outputs_put_keys_first_in_select_order() {
+        let q =
+            check("SELECT COUNT(*) AS n, district, SUM(age) AS s FROM visits GROUP BY district")
+                .unwrap();
+        let outputs: Vec<(&str, &OutputSource)> =
+            q.outputs.iter().map(|(n, s)| (n.as_str(), s)).collect();
+        assert_eq!(
+            outputs,
+            [
+                ("district", &OutputSource::Key(0)),
+                ("n", &OutputSource::Agg(0)),
+                ("s", &OutputSource::Agg(1)),
+            ]
+        );
+        assert_eq!(q.aggregates, [AggSpec::Count, AggSpec::Sum("age".into())]);
+    }
+
+    #[test]
+    fn the_filter_is_kept_with_unqualified_columns() {
+        let q = check("SELECT COUNT(*) FROM visits WHERE visits.age > 3").unwrap();
+        let filter = q.filter.expect("a filter");
+        assert!(
+            filter
+                .column_refs()
+                .iter()
+                .all(|c| c.relation.is_none() && c.name == "age"),
+            "{filter}"
+        );
+    }
+
+    #[test]
+    fn each_pass_refuses_what_it_owns() {
+        for (sql, needle) in [
+            (
+                "SELECT district, COUNT(*) FROM visits GROUP BY district ORDER BY district",
+                "ORDER BY",
+            ),
+            ("SELECT COUNT(*) FROM visits LIMIT 1", "LIMIT"),
+            (
+                "SELECT district, COUNT(*) FROM visits GROUP BY district HAVING COUNT(*) > 1",
+                "HAVING",
+            ),
+            (
+                "SELECT district FROM visits GROUP BY district",
+                "no aggregate",
+            ),
+            (
+                "SELECT COUNT(*) * 2 FROM visits",
+                "no arithmetic on aggregates",
+            ),
+            (
+                "SELECT note, COUNT(*) FROM visits GROUP BY note",
+                "no public value domain",
+            ),
+            (
+                "SELECT age + 1 AS a, COUNT(*) FROM visits GROUP BY age + 1",
+                "GROUP BY accepts",
+            ),
+            ("SELECT MAX(age) FROM visits", "not supported"),
+        ] {
+            let e = refusal(sql);
+            assert!(e.contains(needle), "{sql}: {e}");
+        }
+    }
+
+    #[test]
+    fn an_aggregation_the_grant_does_not_allow_is_denied_naming_what_it_allows() {
+        match check_with("SELECT AVG(age) FROM visits", &[Aggregation::Count]) {
+            Err(QueryError::AggregationDenied(m)) => {
+                assert!(
+                    m.contains("`mean`") && m.contains("it allows: count"),
+                    "{m}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -1,0 +1,410 @@
+//! Execution: the DP rewrite on DataFusion (the rows read, contribution bounding, the
+//! aggregates of the additive releases and the histograms of the quantile ones), which needs the
+//! proof that the query was charged.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, Int64Array, StringArray};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::DataFusionError;
+use datafusion::functions_aggregate::expr_fn::{count, count_distinct, sum};
+use datafusion::functions_window::expr_fn::row_number;
+use datafusion::logical_expr::ExprFunctionExt;
+use datafusion::prelude::{DataFrame, Expr, JoinType, col, lit};
+
+use super::PrivacyEngine;
+use super::accountant::Charged;
+use super::design::{Release, Statistic};
+use super::quantile;
+use super::validate::ValidatedQuery;
+use crate::QueryError;
+use crate::data::Registered;
+
+/// The exact values a query's releases are computed from.
+pub(crate) struct Truth {
+    /// Per key tuple, the exact value of each additive release (0 at quantile releases).
+    pub additive: HashMap<Vec<String>, Vec<i64>>,
+    /// Per quantile release (by index), per key tuple, the histogram of rank codes.
+    pub histograms: HashMap<usize, HashMap<Vec<String>, Vec<u64>>>,
+}
+
+impl PrivacyEngine {
+    /// Runs the query's releases on DataFusion. Only a charged query runs; any failure here is
+    /// after the charge, so it is one generic error whose cause is never shown.
+    pub(crate) async fn execute(
+        &self,
+        q: &ValidatedQuery,
+        registered: &Registered,
+        releases: &[Release],
+        _charged: &Charged,
+    ) -> Result<Truth, QueryError> {
+        let failed = |_: DataFusionError| QueryError::ExecutionFailed;
+        let additive = self
+            .true_values(q, registered, releases)
+            .await
+            .map_err(failed)?;
+        let mut histograms = HashMap::new();
+        for (i, r) in releases.iter().enumerate() {
+            if let Statistic::Quantile {
+                column,
+                lo,
+                hi,
+                integer,
+                ..
+            } = &r.stat
+            {
+                let h = self
+                    .quantile_histograms(q, registered, column, *lo, *hi, *integer)
+                    .await
+                    .map_err(failed)?;
+                histograms.insert(i, h);
+            }
+        }
+        Ok(Truth {
+            additive,
+            histograms,
+        })
+    }
+
+    /// Contribution bounding as the policy declares it: for a grouped query, at most
+    /// `max_groups_per_unit` key tuples per unit and `max_rows_per_group` rows per unit and tuple
+    /// (each chosen at random; rows with a NULL unit or key are dropped by these steps); then at
+    /// most `max_rows_per_unit` rows per unit (at most `max_rows_per_group` without GROUP BY).
+    async fn bound(
+        &self,
+        mut df: DataFrame,
+        q: &ValidatedQuery,
+        ds: &sluice_policy::Dataset,
+    ) -> Result<DataFrame, DataFusionError> {
+        let unit = ds.privacy_unit.as_str();
+        let random = |cols: Vec<Expr>| self.random.call(cols).sort(true, false);
+        if q.keys.is_empty() {
+            let k = ds
+                .max_rows_per_group
+                .map_or(ds.max_rows_per_unit, |r| r.min(ds.max_rows_per_unit));
+            return self.bound_contributions(df, unit, k).await;
+        }
+        if ds.max_groups_per_unit.is_some() || ds.max_rows_per_group.is_some() {
+            let keys: Vec<String> = (0..q.keys.len())
+                .map(|i| format!("__sluice_k{i}"))
+                .collect();
+            for (name, k) in keys.iter().zip(&q.keys) {
+                df = df.with_column(name, k.expr.clone())?;
+            }
+            let columns: Vec<Expr> = df
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| col(datafusion::common::Column::new_unqualified(f.name())))
+                .collect();
+            if let Some(g) = ds.max_groups_per_unit {
+                let mut tuple = vec![col(unit)];
+                tuple.extend(keys.iter().map(|k| col(k.as_str())));
+                let rank = row_number()
+                    .partition_by(vec![col(unit)])
+                    .order_by(vec![random(vec![col(unit)])])
+                    .build()?
+                    .alias("__sluice_grank");
+                let mut kept = vec![col(unit).alias("__sluice_gu")];
+                kept.extend(keys.iter().map(|k| col(k.as_str()).alias(format!("{k}_g"))));
+                let chosen = df
+                    .clone()
+                    .aggregate(tuple, vec![])?
+                    .window(vec![rank])?
+                    .filter(col("__sluice_grank").lt_eq(lit(u64::from(g))))?
+                    .select(kept)?;
+                let mut left = vec![unit.to_string()];
+                left.extend(keys.iter().cloned());
+                let mut right = vec!["__sluice_gu".to_string()];
+                right.extend(keys.iter().map(|k| format!("{k}_g")));
+                let left: Vec<&str> = left.iter().map(String::as_str).collect();
+                let right: Vec<&str> = right.iter().map(String::as_str).collect();
+                df = df.join(chosen, JoinType::LeftSemi, &left, &right, None)?;
+            }
+            if let Some(r) = ds.max_rows_per_group {
+                let mut partition = vec![col(unit)];
+                partition.extend(keys.iter().map(|k| col(k.as_str())));
+                let rank = row_number()
+                    .partition_by(partition)
+                    .order_by(vec![random(vec![col(unit)])])
+                    .build()?
+                    .alias("__sluice_rrank");
+                df = df
+                    .window(vec![rank])?
+                    .filter(col("__sluice_rrank").lt_eq(lit(u64::from(r))))?
+                    .select(columns.clone())?;
+            }
+            // The rows above come from random choices: a plan that read them twice (as the
+            // light/heavy split of `bound_contributions` does) would see two different
+            // choices and could let a unit through unbounded. One window over them all reads
+            // them once.
+            let rank = row_number()
+                .partition_by(vec![col(unit)])
+                .order_by(vec![random(vec![col(unit)])])
+                .build()?
+                .alias("__sluice_rank");
+            return df
+                .window(vec![rank])?
+                .filter(col("__sluice_rank").lt_eq(lit(u64::from(ds.max_rows_per_unit))))?
+                .select(columns);
+        }
+        self.bound_contributions(df, unit, ds.max_rows_per_unit)
+            .await
+    }
+
+    /// Keeps at most `k` rows of each privacy unit, chosen uniformly at random.
+    ///
+    /// Units with at most `k` rows keep them all; only the rows of the other units (found first
+    /// and held in memory) and of a missing unit (treated as one unit) go through
+    /// `ROW_NUMBER() OVER (PARTITION BY unit ORDER BY random) <= k`. The result is the same as
+    /// windowing every row, but the sort touches only the heavy units, and both joins build
+    /// their hash table over the heavy units alone.
+    ///
+    /// The plan reads `df` more than once (to count, and in each branch), so `df` must be
+    /// deterministic: a scan with a filter and key expressions, never random choices.
+    async fn bound_contributions(
+        &self,
+        df: DataFrame,
+        unit: &str,
+        k: u32,
+    ) -> Result<DataFrame, DataFusionError> {
+        let columns: Vec<Expr> = df
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| col(datafusion::common::Column::new_unqualified(f.name())))
+            .collect();
+        // The units above the bound, computed once and held in memory: usually few, so both
+        // joins below build a small hash table instead of one over every unit.
+        let heavy_units = df
+            .clone()
+            .aggregate(vec![col(unit)], vec![count(lit(1i64)).alias("__sluice_n")])?
+            .filter(
+                col("__sluice_n")
+                    .gt(lit(i64::from(k)))
+                    .and(col(unit).is_not_null()),
+            )?
+            .select(vec![col(unit).alias("__sluice_heavy")])?;
+        let schema = Arc::new(heavy_units.schema().as_arrow().clone());
+        let batches = heavy_units.collect().await?;
+        let heavy_units = self.catalog.execution.read_table(Arc::new(
+            datafusion::datasource::MemTable::try_new(schema, vec![batches])?,
+        ))?;
+        let light = df.clone().filter(col(unit).is_not_null())?.join(
+            heavy_units.clone(),
+            JoinType::LeftAnti,
+            &[unit],
+            &["__sluice_heavy"],
+            None,
+        )?;
+        let rank = row_number()
+            .partition_by(vec![col(unit)])
+            .order_by(vec![self.random.call(vec![col(unit)]).sort(true, false)])
+            .build()?
+            .alias("__sluice_rank");
+        // Rows of heavy units, and rows without a unit (bounded together as one unit).
+        let heavy = df
+            .clone()
+            .join(
+                heavy_units,
+                JoinType::LeftSemi,
+                &[unit],
+                &["__sluice_heavy"],
+                None,
+            )?
+            .union(df.filter(col(unit).is_null())?)?
+            .window(vec![rank])?
+            .filter(col("__sluice_rank").lt_eq(lit(u64::from(k))))?
+            .select(columns)?;
+        light.union(heavy)
+    }
+
+    /// The rows a query reads before bounding: the dataset, joined with its public lookup (an
+    /// INNER join on a unique key, so no row is repeated), filtered by the WHERE clause.
+    async fn base(
+        &self,
+        q: &ValidatedQuery,
+        ds: &sluice_policy::Dataset,
+    ) -> Result<DataFrame, DataFusionError> {
+        let mut df = self.catalog.execution.table(ds.id.as_str()).await?;
+        if let Some(j) = &q.lookup {
+            let lookup = self.catalog.execution.table(j.table.as_str()).await?;
+            df = df.join_on(
+                lookup,
+                JoinType::Inner,
+                vec![
+                    datafusion::prelude::cast(col(j.on.as_str()), DataType::Utf8)
+                        .eq(col(j.key.as_str())),
+                ],
+            )?;
+        }
+        if let Some(f) = &q.filter {
+            df = df.filter(f.clone())?;
+        }
+        Ok(df)
+    }
+
+    /// The aggregate that computes `stat` exactly, for the additive releases (`None` for
+    /// quantiles, which [`Self::quantile_histograms`] answers).
+    fn exact(&self, stat: &Statistic, unit: &str) -> Option<Expr> {
+        Some(match stat {
+            Statistic::Count => count(lit(1i64)),
+            Statistic::Units => count_distinct(col(unit)),
+            Statistic::NonNullCount(c) => count(col(c.as_str())),
+            Statistic::FixedSum {
+                column,
+                lo,
+                hi,
+                center,
+                power,
+                scale,
+            } => sum(self.fixed.call(vec![
+                col(column.as_str()),
+                lit(*lo),
+                lit(*hi),
+                lit(*center),
+                lit(f64::from(*power)),
+                lit(*scale),
+            ])),
+            Statistic::Quantile { .. } => return None,
+        })
+    }
+
+    /// Runs the DP rewrite on DataFusion and returns, per key tuple, the exact value of each
+    /// additive release.
+    async fn true_values(
+        &self,
+        q: &ValidatedQuery,
+        registered: &Registered,
+        releases: &[Release],
+    ) -> Result<HashMap<Vec<String>, Vec<i64>>, DataFusionError> {
+        let ds = &registered.policy;
+        let (additive, aggs): (Vec<usize>, Vec<Expr>) = releases
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| {
+                let e = self.exact(&r.stat, &ds.privacy_unit)?;
+                Some((i, e.alias(format!("__sluice_{i}"))))
+            })
+            .unzip();
+        if additive.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let df = self.bound(self.base(q, ds).await?, q, ds).await?;
+        let batches = df.aggregate(key_exprs(q), aggs)?.collect().await?;
+        let truth = collect_truth(&batches, q.keys.len(), additive.len())?;
+        Ok(truth
+            .into_iter()
+            .map(|(key, vals)| {
+                let mut full = vec![0i64; releases.len()];
+                for (v, &i) in vals.into_iter().zip(&additive) {
+                    full[i] = v;
+                }
+                (key, full)
+            })
+            .collect())
+    }
+
+    /// Per key tuple, the histogram of [`sluice_kernels::rank_code`]s of `column`'s bounded
+    /// values: the counts OpenDP's quantile score is computed from.
+    async fn quantile_histograms(
+        &self,
+        q: &ValidatedQuery,
+        registered: &Registered,
+        column: &str,
+        lo: f64,
+        hi: f64,
+        integer: bool,
+    ) -> Result<HashMap<Vec<String>, Vec<u64>>, DataFusionError> {
+        let ds = &registered.policy;
+        let m = quantile::candidates(lo, hi, integer).len();
+        let mut df = self.base(q, ds).await?;
+        df = self.bound(df, q, ds).await?;
+        let mut keys = key_exprs(q);
+        keys.push(
+            self.rank
+                .call(vec![
+                    col(column),
+                    lit(lo),
+                    lit(hi),
+                    lit(if integer { 1.0 } else { 0.0 }),
+                ])
+                .alias("__sluice_code"),
+        );
+        let batches = df
+            .aggregate(keys, vec![count(lit(1i64)).alias("__sluice_n")])?
+            .collect()
+            .await?;
+        // The code becomes the last "key"; rows with a NULL code (NULL or NaN value) are dropped
+        // like rows outside every public domain.
+        let flat = collect_truth(&batches, q.keys.len() + 1, 1)?;
+        let mut out: HashMap<Vec<String>, Vec<u64>> = HashMap::new();
+        for (mut key, n) in flat {
+            let code: usize = key
+                .pop()
+                .and_then(|c| c.parse().ok())
+                .filter(|c| *c <= 2 * m)
+                .ok_or_else(|| DataFusionError::Internal("rank code".into()))?;
+            out.entry(key).or_insert_with(|| vec![0; 2 * m + 1])[code] += n[0].max(0) as u64;
+        }
+        Ok(out)
+    }
+}
+
+fn key_exprs(q: &ValidatedQuery) -> Vec<Expr> {
+    q.keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| k.expr.clone().alias(format!("__sluice_key_{i}")))
+        .collect()
+}
+
+fn collect_truth(
+    batches: &[RecordBatch],
+    nkeys: usize,
+    nsubs: usize,
+) -> Result<HashMap<Vec<String>, Vec<i64>>, DataFusionError> {
+    let mut out = HashMap::new();
+    for b in batches {
+        let keys: Vec<_> = (0..nkeys)
+            .map(|i| cast(b.column(i), &DataType::Utf8))
+            .collect::<Result<_, _>>()?;
+        let keys: Vec<&StringArray> = keys
+            .iter()
+            .map(|a| {
+                a.as_any()
+                    .downcast_ref::<StringArray>()
+                    .expect("cast to Utf8")
+            })
+            .collect();
+        let vals: Vec<_> = (0..nsubs)
+            .map(|i| cast(b.column(nkeys + i), &DataType::Int64))
+            .collect::<Result<_, _>>()?;
+        let vals: Vec<&Int64Array> = vals
+            .iter()
+            .map(|a| {
+                a.as_any()
+                    .downcast_ref::<Int64Array>()
+                    .expect("cast to Int64")
+            })
+            .collect();
+        'rows: for r in 0..b.num_rows() {
+            let mut key = Vec::with_capacity(nkeys);
+            for k in &keys {
+                if k.is_null(r) {
+                    continue 'rows; // outside every public domain: never released
+                }
+                key.push(k.value(r).to_string());
+            }
+            let v = vals
+                .iter()
+                .map(|a| if a.is_null(r) { 0 } else { a.value(r) })
+                .collect();
+            out.insert(key, v);
+        }
+    }
+    Ok(out)
+}
