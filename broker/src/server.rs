@@ -319,23 +319,23 @@ fn run_claimed(shared: &Shared, job: crate::store::Claimed) -> Result<()> {
         .operator
         .parse()
         .map_err(|e: String| anyhow::anyhow!(e))?;
-    let today = sluice_policy::Date::today_utc();
-    let mut datasets = Vec::new();
-    for d in &job.datasets {
-        let id = DatasetId::new(d).map_err(|e| anyhow::anyhow!(e))?;
-        if let Err(denial) = cur
-            .sandbox
-            .engine()
-            .policy()
-            .authorize(&operator, &id, today)
-        {
-            shared
-                .store
-                .fail(&job.id, &format!("not started: {denial}"))?;
-            return Ok(());
-        }
-        datasets.push(id);
+    // The policy may have changed since submission (a reload, an expired grant): admit again.
+    if let Err(refusal) = admit(
+        cur.sandbox.engine().policy(),
+        &operator,
+        &job.datasets,
+        job.max_epsilon,
+    ) {
+        shared
+            .store
+            .fail(&job.id, &format!("not started: {refusal}"))?;
+        return Ok(());
     }
+    let datasets = job
+        .datasets
+        .iter()
+        .map(|d| DatasetId::new(d).map_err(|e| anyhow::anyhow!(e)))
+        .collect::<Result<Vec<_>>>()?;
     let started = Instant::now();
     let mut req = JobRequest::new(operator, job.id.clone(), &job.wasm, &job.params);
     req.datasets = Some(datasets.clone());
@@ -730,170 +730,29 @@ async fn submit(
     b: std::result::Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
     auth.require(&[Role::Operator])?;
-    let b = body(b, MAX_SUBMIT_BODY)?;
-    let ct = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    let (purpose, params, datasets, max_epsilon, wasm) = if ct.starts_with("application/json") {
-        let j: SubmitJson = json_body(&headers, &b)?;
-        let wasm = base64::engine::general_purpose::STANDARD
-            .decode(j.wasm_base64.as_bytes())
-            .map_err(|_| ApiError::bad("bad_wasm_encoding", "wasm_base64 is not valid base64"))?;
-        (j.purpose, j.params, j.datasets, j.max_epsilon, wasm)
-    } else if ct.starts_with("application/wasm") || ct.starts_with("application/octet-stream") {
-        let q = query(q)?;
-        let datasets = q
-            .datasets
-            .unwrap_or_default()
-            .split(',')
-            .filter(|d| !d.is_empty())
-            .map(str::to_string)
-            .collect();
-        (
-            q.purpose.unwrap_or_default(),
-            q.params,
-            datasets,
-            q.max_epsilon,
-            b.to_vec(),
-        )
-    } else {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "submit the job as application/wasm (metadata in the query string) or as application/json with wasm_base64",
-        ));
-    };
-    let purpose = purpose.trim().to_string();
-    if purpose.is_empty() || purpose.chars().count() > 500 {
-        return Err(ApiError::bad(
-            "bad_purpose",
-            "state the job's purpose (1 to 500 characters)",
-        ));
-    }
-    if params.len() > s.limits.max_params_bytes {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "params_too_large",
-            format!(
-                "the parameters are {} bytes; at most {} are accepted",
-                params.len(),
-                s.limits.max_params_bytes
-            ),
-        ));
-    }
-    if wasm.is_empty() || wasm.len() > MAX_WASM_BYTES {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "bad_wasm",
-            format!("a job is 1 byte to {MAX_WASM_BYTES} bytes of wasm"),
-        ));
-    }
-    if datasets.is_empty() || datasets.len() > 16 {
-        return Err(ApiError::bad(
-            "bad_datasets",
-            "name the datasets the job will use (1 to 16)",
-        ));
-    }
-    if let Some(m) = max_epsilon
-        && !(m.is_finite() && m > 0.0)
-    {
-        return Err(ApiError::bad(
-            "bad_epsilon",
-            "max_epsilon must be a number above 0",
-        ));
-    }
+    let job = Submission::read(&headers, q, b)?;
+    job.check(&s.limits)?;
     let operator = auth.operator()?;
     let needs_review = {
-        let cur = s.current.read().unwrap_or_else(|p| p.into_inner());
-        let policy = cur.sandbox.engine().policy();
-        let today = sluice_policy::Date::today_utc();
-        let mut review = false;
-        for d in &datasets {
-            let id = DatasetId::new(d).map_err(|_| {
-                ApiError::forbidden(format!(
-                    "dataset `{}` is not granted to operator `{operator}`",
-                    first_line(d)
-                ))
-            })?;
-            let grant = policy
-                .authorize(&operator, &id, today)
-                .map_err(|d| ApiError::forbidden(d.to_string()))?;
-            // A job's ε cap is checked in the dataset's own measure: on zCDP datasets it caps ρ
-            // at ε²/2, as the runtime applies it.
-            let zcdp = policy
-                .datasets
-                .get(&id)
-                .is_some_and(|d| d.measure == sluice_policy::PrivacyMeasure::Zcdp);
-            match max_epsilon {
-                Some(m) if zcdp && m * m / 2.0 > grant.rho_per_job => {
-                    return Err(ApiError::bad(
-                        "bad_epsilon",
-                        format!(
-                            "max_epsilon {m} caps ρ at {} (ε²/2) on the zCDP dataset `{id}`, above the grant's per-job ρ cap of {}",
-                            m * m / 2.0,
-                            grant.rho_per_job
-                        ),
-                    ));
-                }
-                Some(m) if !zcdp && m > grant.epsilon_per_job => {
-                    return Err(ApiError::bad(
-                        "bad_epsilon",
-                        format!(
-                            "max_epsilon {m} exceeds the grant's per-job cap of {} on `{id}`",
-                            grant.epsilon_per_job
-                        ),
-                    ));
-                }
-                _ => {}
-            }
-            review |= grant.review == Review::Required;
-        }
-        review
+        let cur = current(&s);
+        admit(
+            cur.sandbox.engine().policy(),
+            &operator,
+            &job.datasets,
+            job.max_epsilon,
+        )
+        .map_err(Refusal::into_api)?
     };
-    if let Some(why) = s.store.suspensions()?.iter().find(|(k, n, _)| {
-        (k == "operator" && *n == auth.0.name) || (k == "dataset" && datasets.contains(n))
-    }) {
-        return Err(ApiError::forbidden(format!(
-            "{} `{}` is suspended",
-            why.0, why.1
-        )));
-    }
-    if needs_review {
-        // Jobs waiting for review hold their wasm in the database: bounded per operator and in
-        // total, like the run queue.
-        let (mine, all) = s.store.pending_review_counts(&auth.0.name)?;
-        let full = if mine >= s.config.max_pending_reviews_per_operator {
-            Some(format!(
-                "{mine} of your jobs are waiting for review (at most {} per operator); wait for decisions or cancel some",
-                s.config.max_pending_reviews_per_operator
-            ))
-        } else if all >= s.config.max_pending_reviews {
-            Some(format!(
-                "{all} jobs are waiting for review (at most {}); try again later",
-                s.config.max_pending_reviews
-            ))
-        } else {
-            None
-        };
-        if let Some(message) = full {
-            let mut e = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "review_queue_full", message);
-            e.retry_after = Some(60);
-            return Err(e);
-        }
-    }
-    if !needs_review && s.store.queued()? >= s.config.max_queued {
-        let mut e = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "queue_full",
-            format!("{} jobs are queued; try again later", s.config.max_queued),
-        );
-        e.retry_after = Some(5);
-        return Err(e);
-    }
+    room_for(&s, &auth, &job.datasets, needs_review)?;
     // Compile now: an invalid job is refused at the door, and the first run skips compilation.
     let s2 = s.clone();
+    let Submission {
+        purpose,
+        params,
+        datasets,
+        max_epsilon,
+        wasm,
+    } = job;
     let wasm =
         tokio::task::spawn_blocking(move || current(&s2).sandbox.precompile(&wasm).map(|_| wasm))
             .await
@@ -915,6 +774,228 @@ async fn submit(
         Json(json!({ "id": id, "state": state, "wasm_sha256": sha256_hex(&wasm) })),
     )
         .into_response())
+}
+
+/// A job as submitted: application/wasm with its metadata in the query string, or
+/// application/json with the wasm in base64.
+struct Submission {
+    purpose: String,
+    params: String,
+    datasets: Vec<String>,
+    max_epsilon: Option<f64>,
+    wasm: Vec<u8>,
+}
+
+impl Submission {
+    fn read(
+        headers: &HeaderMap,
+        q: std::result::Result<Query<SubmitQuery>, QueryRejection>,
+        b: std::result::Result<Bytes, BytesRejection>,
+    ) -> ApiResult<Self> {
+        let b = body(b, MAX_SUBMIT_BODY)?;
+        let ct = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let job = if ct.starts_with("application/json") {
+            let j: SubmitJson = json_body(headers, &b)?;
+            let wasm = base64::engine::general_purpose::STANDARD
+                .decode(j.wasm_base64.as_bytes())
+                .map_err(|_| {
+                    ApiError::bad("bad_wasm_encoding", "wasm_base64 is not valid base64")
+                })?;
+            Self {
+                purpose: j.purpose,
+                params: j.params,
+                datasets: j.datasets,
+                max_epsilon: j.max_epsilon,
+                wasm,
+            }
+        } else if ct.starts_with("application/wasm") || ct.starts_with("application/octet-stream") {
+            let q = query(q)?;
+            Self {
+                purpose: q.purpose.unwrap_or_default(),
+                params: q.params,
+                datasets: q
+                    .datasets
+                    .unwrap_or_default()
+                    .split(',')
+                    .filter(|d| !d.is_empty())
+                    .map(str::to_string)
+                    .collect(),
+                max_epsilon: q.max_epsilon,
+                wasm: b.to_vec(),
+            }
+        } else {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "submit the job as application/wasm (metadata in the query string) or as application/json with wasm_base64",
+            ));
+        };
+        Ok(Self {
+            purpose: job.purpose.trim().to_string(),
+            ..job
+        })
+    }
+
+    /// Refuses fields out of range, before anything is looked up.
+    fn check(&self, limits: &Limits) -> ApiResult<()> {
+        if self.purpose.is_empty() || self.purpose.chars().count() > 500 {
+            return Err(ApiError::bad(
+                "bad_purpose",
+                "state the job's purpose (1 to 500 characters)",
+            ));
+        }
+        if self.params.len() > limits.max_params_bytes {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "params_too_large",
+                format!(
+                    "the parameters are {} bytes; at most {} are accepted",
+                    self.params.len(),
+                    limits.max_params_bytes
+                ),
+            ));
+        }
+        if self.wasm.is_empty() || self.wasm.len() > MAX_WASM_BYTES {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "bad_wasm",
+                format!("a job is 1 byte to {MAX_WASM_BYTES} bytes of wasm"),
+            ));
+        }
+        if self.datasets.is_empty() || self.datasets.len() > 16 {
+            return Err(ApiError::bad(
+                "bad_datasets",
+                "name the datasets the job will use (1 to 16)",
+            ));
+        }
+        if let Some(m) = self.max_epsilon
+            && !(m.is_finite() && m > 0.0)
+        {
+            return Err(ApiError::bad(
+                "bad_epsilon",
+                "max_epsilon must be a number above 0",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Why a job may not run, from the policy alone.
+enum Refusal {
+    /// No grant covers a dataset for the operator today.
+    NotGranted(String),
+    /// The job's ε cap exceeds a grant's.
+    Epsilon(String),
+}
+
+impl Refusal {
+    fn into_api(self) -> ApiError {
+        match self {
+            Self::NotGranted(m) => ApiError::forbidden(m),
+            Self::Epsilon(m) => ApiError::bad("bad_epsilon", m),
+        }
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NotGranted(m) | Self::Epsilon(m) => f.write_str(m),
+        }
+    }
+}
+
+/// Admission by policy, at submission and again when a worker starts the job: every dataset
+/// granted to `operator` today, and the job's ε cap within each grant's per-job cap in the
+/// dataset's own measure (on zCDP datasets it caps ρ at ε²/2, as the runtime applies it).
+/// Returns whether a reviewer must approve the job first.
+fn admit(
+    policy: &Policy,
+    operator: &OperatorId,
+    datasets: &[String],
+    max_epsilon: Option<f64>,
+) -> std::result::Result<bool, Refusal> {
+    let today = sluice_policy::Date::today_utc();
+    let mut review = false;
+    for d in datasets {
+        let id = DatasetId::new(d).map_err(|_| {
+            Refusal::NotGranted(format!(
+                "dataset `{}` is not granted to operator `{operator}`",
+                first_line(d)
+            ))
+        })?;
+        let grant = policy
+            .authorize(operator, &id, today)
+            .map_err(|d| Refusal::NotGranted(d.to_string()))?;
+        let zcdp = policy
+            .datasets
+            .get(&id)
+            .is_some_and(|d| d.measure == sluice_policy::PrivacyMeasure::Zcdp);
+        match max_epsilon {
+            Some(m) if zcdp && m * m / 2.0 > grant.rho_per_job => {
+                return Err(Refusal::Epsilon(format!(
+                    "max_epsilon {m} caps ρ at {} (ε²/2) on the zCDP dataset `{id}`, above the grant's per-job ρ cap of {}",
+                    m * m / 2.0,
+                    grant.rho_per_job
+                )));
+            }
+            Some(m) if !zcdp && m > grant.epsilon_per_job => {
+                return Err(Refusal::Epsilon(format!(
+                    "max_epsilon {m} exceeds the grant's per-job cap of {} on `{id}`",
+                    grant.epsilon_per_job
+                )));
+            }
+            _ => {}
+        }
+        review |= grant.review == Review::Required;
+    }
+    Ok(review)
+}
+
+/// Refuses a submission when its operator or a dataset is suspended, or the queue it would wait
+/// in is full: the review queue (per operator and in total) or the run queue.
+fn room_for(s: &Shared, auth: &Auth, datasets: &[String], needs_review: bool) -> ApiResult<()> {
+    if let Some(why) = s.store.suspensions()?.iter().find(|(k, n, _)| {
+        (k == "operator" && *n == auth.0.name) || (k == "dataset" && datasets.contains(n))
+    }) {
+        return Err(ApiError::forbidden(format!(
+            "{} `{}` is suspended",
+            why.0, why.1
+        )));
+    }
+    let (code, message, retry_after) = if needs_review {
+        // Jobs waiting for review hold their wasm in the database: bounded per operator and in
+        // total, like the run queue.
+        let (mine, all) = s.store.pending_review_counts(&auth.0.name)?;
+        let message = if mine >= s.config.max_pending_reviews_per_operator {
+            format!(
+                "{mine} of your jobs are waiting for review (at most {} per operator); wait for decisions or cancel some",
+                s.config.max_pending_reviews_per_operator
+            )
+        } else if all >= s.config.max_pending_reviews {
+            format!(
+                "{all} jobs are waiting for review (at most {}); try again later",
+                s.config.max_pending_reviews
+            )
+        } else {
+            return Ok(());
+        };
+        ("review_queue_full", message, 60)
+    } else if s.store.queued()? >= s.config.max_queued {
+        (
+            "queue_full",
+            format!("{} jobs are queued; try again later", s.config.max_queued),
+            5,
+        )
+    } else {
+        return Ok(());
+    };
+    let mut e = ApiError::new(StatusCode::TOO_MANY_REQUESTS, code, message);
+    e.retry_after = Some(retry_after);
+    Err(e)
 }
 
 async fn list_jobs(State(s): State<Arc<Shared>>, auth: Auth) -> ApiResult<Json<Value>> {

@@ -155,6 +155,15 @@ impl JobState {
             .find(|j| j.as_str() == s)
             .unwrap_or(Self::Failed)
     }
+
+    /// The event a job emits on entering this state.
+    fn event(self) -> &'static str {
+        match self {
+            Self::Succeeded => "released",
+            other => other.as_str(),
+        }
+    }
+
     /// Whether the job will not change any more.
     pub fn is_final(self) -> bool {
         matches!(
@@ -653,38 +662,26 @@ impl Store {
         approve: bool,
         reason: &str,
     ) -> Result<JobState, StateError> {
+        let (kind, next) = if approve {
+            ("review.approved", JobState::Queued)
+        } else {
+            ("review.rejected", JobState::Rejected)
+        };
         self.write(|tx| {
-            let (state, operator) =
-                Self::job_state(tx, id)?.ok_or_else(|| StateError::NoJob(id.into()))?;
-            if state != JobState::PendingReview {
-                return Err(StateError::WrongState {
-                    id: id.into(),
-                    state: state.as_str(),
-                    what: "only jobs pending review can be approved or rejected",
-                });
-            }
-            let (kind, next) = if approve {
-                ("review.approved", JobState::Queued)
-            } else {
-                ("review.rejected", JobState::Rejected)
-            };
-            audit::append(
-                tx,
-                NewEntry::new(kind, reviewer)
-                    .job(id)
-                    .operator(&operator)
-                    .detail(json!({ "reason": reason })),
-            )?;
-            tx.execute(
-                "UPDATE jobs SET state = ?2, review_reason = ?3, reviewer = ?4,
-                   finished_ms = CASE WHEN ?2 = 'rejected' THEN ?5 ELSE NULL END WHERE id = ?1",
-                params![id, next.as_str(), reason, reviewer, now_ms()],
-            )?;
-            event(
+            transition(
                 tx,
                 id,
-                next.as_str(),
-                json!({ "reason": reason, "reviewer": reviewer }),
+                Move {
+                    from: &[JobState::PendingReview],
+                    to: next,
+                    refused: "only jobs pending review can be approved or rejected",
+                },
+                NewEntry::new(kind, reviewer).detail(json!({ "reason": reason })),
+                JobUpdate {
+                    review: Some((reviewer, reason)),
+                    ..JobUpdate::default()
+                },
+                |_| json!({ "reason": reason, "reviewer": reviewer }),
             )?;
             Ok(next)
         })
@@ -693,26 +690,18 @@ impl Store {
     /// Cancels a job that has not started.
     pub fn cancel(&self, id: &str, actor: &str) -> Result<(), StateError> {
         self.write(|tx| {
-            let (state, operator) =
-                Self::job_state(tx, id)?.ok_or_else(|| StateError::NoJob(id.into()))?;
-            if !matches!(state, JobState::Queued | JobState::PendingReview) {
-                return Err(StateError::WrongState {
-                    id: id.into(),
-                    state: state.as_str(),
-                    what: "only queued jobs or jobs pending review can be cancelled",
-                });
-            }
-            audit::append(
+            transition(
                 tx,
-                NewEntry::new("job.cancelled", actor)
-                    .job(id)
-                    .operator(&operator),
+                id,
+                Move {
+                    from: &[JobState::Queued, JobState::PendingReview],
+                    to: JobState::Cancelled,
+                    refused: "only queued jobs or jobs pending review can be cancelled",
+                },
+                NewEntry::new("job.cancelled", actor),
+                JobUpdate::default(),
+                |_| json!({}),
             )?;
-            tx.execute(
-                "UPDATE jobs SET state = 'cancelled', finished_ms = ?2 WHERE id = ?1",
-                params![id, now_ms()],
-            )?;
-            event(tx, id, "cancelled", json!({}))?;
             Ok(())
         })
     }
@@ -727,7 +716,16 @@ impl Store {
                         "SELECT id, operator, wasm_sha256, params, datasets, max_epsilon FROM jobs
                          WHERE state = 'queued' ORDER BY n LIMIT 1",
                         [],
-                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
+                        |r| {
+                            Ok((
+                                r.get(0)?,
+                                r.get(1)?,
+                                r.get(2)?,
+                                r.get(3)?,
+                                r.get(4)?,
+                                r.get(5)?,
+                            ))
+                        },
                     )
                     .optional()?;
                 let Some((id, operator, sha, params, datasets, max_epsilon)) = row else {
@@ -736,31 +734,39 @@ impl Store {
                 let datasets: Vec<String> = serde_json::from_str(&datasets)?;
                 if let Some(why) = suspended(tx, &operator, &datasets)? {
                     let error = format!("not started: {why}");
-                    audit::append(
+                    transition(
                         tx,
-                        NewEntry::new("job.failed", "broker")
-                            .job(&id)
-                            .operator(&operator)
-                            .detail(json!({ "error": error })),
+                        &id,
+                        Move {
+                            from: &[JobState::Queued],
+                            to: JobState::Failed,
+                            refused: "only queued jobs can be claimed",
+                        },
+                        NewEntry::new("job.failed", "broker").detail(json!({ "error": error })),
+                        JobUpdate {
+                            error: Some(&error),
+                            ..JobUpdate::default()
+                        },
+                        |_| json!({ "error": error }),
                     )?;
-                    tx.execute(
-                        "UPDATE jobs SET state = 'failed', error = ?2, finished_ms = ?3 WHERE id = ?1",
-                        params![id, error, now_ms()],
-                    )?;
-                    event(tx, &id, "failed", json!({ "error": error }))?;
                     continue;
                 }
-                audit::append(
+                transition(
                     tx,
-                    NewEntry::new("job.started", "broker").job(&id).operator(&operator),
+                    &id,
+                    Move {
+                        from: &[JobState::Queued],
+                        to: JobState::Running,
+                        refused: "only queued jobs can be claimed",
+                    },
+                    NewEntry::new("job.started", "broker"),
+                    JobUpdate::default(),
+                    |_| json!({}),
                 )?;
-                tx.execute(
-                    "UPDATE jobs SET state = 'running', started_ms = ?2 WHERE id = ?1",
-                    params![id, now_ms()],
-                )?;
-                event(tx, &id, "running", json!({}))?;
                 let wasm: Vec<u8> =
-                    tx.query_row("SELECT bytes FROM wasm WHERE sha256 = ?1", [&sha], |r| r.get(0))?;
+                    tx.query_row("SELECT bytes FROM wasm WHERE sha256 = ?1", [&sha], |r| {
+                        r.get(0)
+                    })?;
                 return Ok(Some(Claimed {
                     id,
                     operator,
@@ -784,11 +790,10 @@ impl Store {
         datasets: Vec<DatasetVersion>,
     ) -> Result<Receipt> {
         let receipt = self.write(|tx| -> Result<Receipt> {
-            let (operator, wasm_sha256): (String, String) = tx.query_row(
-                "SELECT operator, wasm_sha256 FROM jobs WHERE id = ?1 AND state = 'running'",
-                [id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )?;
+            let wasm_sha256: String =
+                tx.query_row("SELECT wasm_sha256 FROM jobs WHERE id = ?1", [id], |r| {
+                    r.get(0)
+                })?;
             let (epsilon, delta, rho): (f64, f64, f64) = tx.query_row(
                 "SELECT COALESCE(SUM(epsilon), 0), COALESCE(SUM(delta), 0), COALESCE(SUM(rho), 0)
                  FROM charges WHERE job = ?1",
@@ -797,32 +802,40 @@ impl Store {
             )?;
             let report_sha256 = sha256_hex(report_json.as_bytes());
             let report_csv_sha256 = sha256_hex(report_csv.as_bytes());
-            let seq = audit::append(
+            let moved = transition(
                 tx,
-                NewEntry::new("job.released", "broker")
-                    .job(id)
-                    .operator(&operator)
-                    .detail(json!({
-                        "report_sha256": report_sha256,
-                        "report_csv_sha256": report_csv_sha256,
-                        "report_bytes": report_json.len(),
-                        "epsilon": epsilon,
-                        "delta": delta,
-                        "rho": rho,
-                        "policy_sha256": policy_sha256,
-                    })),
+                id,
+                Move {
+                    from: &[JobState::Running],
+                    to: JobState::Succeeded,
+                    refused: "only running jobs can be released",
+                },
+                NewEntry::new("job.released", "broker").detail(json!({
+                    "report_sha256": report_sha256,
+                    "report_csv_sha256": report_csv_sha256,
+                    "report_bytes": report_json.len(),
+                    "epsilon": epsilon,
+                    "delta": delta,
+                    "rho": rho,
+                    "policy_sha256": policy_sha256,
+                })),
+                JobUpdate {
+                    report: Some((report_json, report_csv)),
+                    ..JobUpdate::default()
+                },
+                |seq| json!({ "epsilon": epsilon, "delta": delta, "rho": rho, "audit_seq": seq }),
             )?;
             let mut receipt = Receipt {
                 version: 1,
                 job: id.into(),
-                operator,
+                operator: moved.operator,
                 wasm_sha256,
                 policy_sha256: policy_sha256.into(),
                 datasets,
                 epsilon,
                 delta,
                 rho,
-                audit_seq: seq,
+                audit_seq: moved.audit_seq,
                 report_sha256,
                 report_csv_sha256,
                 issued_at_ms: now_ms(),
@@ -831,11 +844,9 @@ impl Store {
             };
             receipt.sign(&self.keys);
             tx.execute(
-                "UPDATE jobs SET state = 'succeeded', finished_ms = ?2, report_json = ?3, report_csv = ?4, receipt = ?5
-                 WHERE id = ?1",
-                params![id, now_ms(), report_json, report_csv, serde_json::to_string(&receipt)?],
+                "UPDATE jobs SET receipt = ?2 WHERE id = ?1",
+                params![id, serde_json::to_string(&receipt)?],
             )?;
-            event(tx, id, "released", json!({ "epsilon": epsilon, "delta": delta, "rho": rho, "audit_seq": seq }))?;
             Ok(receipt)
         })?;
         self.checkpoint()?;
@@ -843,22 +854,23 @@ impl Store {
     }
 
     /// Marks a running job failed.
-    pub fn fail(&self, id: &str, error: &str) -> Result<()> {
-        self.write(|tx| -> Result<()> {
-            let operator: String =
-                tx.query_row("SELECT operator FROM jobs WHERE id = ?1", [id], |r| r.get(0))?;
-            audit::append(
+    pub fn fail(&self, id: &str, error: &str) -> Result<(), StateError> {
+        self.write(|tx| {
+            transition(
                 tx,
-                NewEntry::new("job.failed", "broker")
-                    .job(id)
-                    .operator(&operator)
-                    .detail(json!({ "error": error })),
+                id,
+                Move {
+                    from: &[JobState::Running],
+                    to: JobState::Failed,
+                    refused: "only running jobs can fail",
+                },
+                NewEntry::new("job.failed", "broker").detail(json!({ "error": error })),
+                JobUpdate {
+                    error: Some(error),
+                    ..JobUpdate::default()
+                },
+                |_| json!({ "error": error }),
             )?;
-            tx.execute(
-                "UPDATE jobs SET state = 'failed', error = ?2, finished_ms = ?3 WHERE id = ?1 AND state = 'running'",
-                params![id, error, now_ms()],
-            )?;
-            event(tx, id, "failed", json!({ "error": error }))?;
             Ok(())
         })
     }
@@ -1128,6 +1140,80 @@ impl Store {
     }
 }
 
+/// Which states a job may leave for which, and what to say when it is in another.
+struct Move {
+    from: &'static [JobState],
+    to: JobState,
+    refused: &'static str,
+}
+
+/// What a job's row gets beside its new state (start and finish times follow from the state).
+#[derive(Default)]
+struct JobUpdate<'a> {
+    error: Option<&'a str>,
+    /// Reviewer and reason.
+    review: Option<(&'a str, &'a str)>,
+    /// The report as JSON and as CSV.
+    report: Option<(&'a str, &'a str)>,
+}
+
+/// A job state change as recorded.
+struct Moved {
+    operator: String,
+    audit_seq: i64,
+}
+
+/// The one way a job changes state, inside `tx`: the job must be in one of `m.from`; the audit
+/// entry (about this job and its operator) is appended, the row updated and the event (with
+/// `detail` of the entry's sequence number) emitted, or nothing is.
+fn transition(
+    tx: &rusqlite::Transaction<'_>,
+    id: &str,
+    m: Move,
+    entry: NewEntry,
+    update: JobUpdate<'_>,
+    detail: impl FnOnce(i64) -> Value,
+) -> Result<Moved, StateError> {
+    let (state, operator) =
+        Store::job_state(tx, id)?.ok_or_else(|| StateError::NoJob(id.into()))?;
+    if !m.from.contains(&state) {
+        return Err(StateError::WrongState {
+            id: id.into(),
+            state: state.as_str(),
+            what: m.refused,
+        });
+    }
+    let audit_seq = audit::append(tx, entry.job(id).operator(&operator))?;
+    let (reviewer, reason) = update.review.unzip();
+    let (report_json, report_csv) = update.report.unzip();
+    tx.execute(
+        "UPDATE jobs SET state = ?2,
+           started_ms = CASE WHEN ?3 THEN ?4 ELSE started_ms END,
+           finished_ms = CASE WHEN ?5 THEN ?4 ELSE finished_ms END,
+           error = COALESCE(?6, error),
+           reviewer = COALESCE(?7, reviewer), review_reason = COALESCE(?8, review_reason),
+           report_json = COALESCE(?9, report_json), report_csv = COALESCE(?10, report_csv)
+         WHERE id = ?1",
+        params![
+            id,
+            m.to.as_str(),
+            m.to == JobState::Running,
+            now_ms(),
+            m.to.is_final(),
+            update.error,
+            reviewer,
+            reason,
+            report_json,
+            report_csv
+        ],
+    )?;
+    event(tx, id, m.to.event(), detail(audit_seq))?;
+    Ok(Moved {
+        operator,
+        audit_seq,
+    })
+}
+
 fn event(tx: &Connection, job: &str, kind: &str, detail: Value) -> rusqlite::Result<usize> {
     tx.execute(
         "INSERT INTO events (job, at_ms, kind, detail) VALUES (?1, ?2, ?3, ?4)",
@@ -1318,5 +1404,153 @@ impl sluice_runtime::Accountant for LedgerAccountant {
     ) -> Spent {
         self.0
             .spent(operator.as_str(), dataset.as_str(), job, period)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The job state machine over a real SQLite store (no HTTP, no sandbox).
+
+    use super::*;
+
+    fn store(name: &str) -> Store {
+        let dir = std::env::temp_dir().join(format!(
+            "sluice-store-{}-{name}-{}",
+            std::process::id(),
+            hex::encode(random_bytes::<4>())
+        ));
+        Store::init(&dir).expect("a new store")
+    }
+
+    fn submit(s: &Store, needs_review: bool) -> String {
+        let datasets = vec!["visits".to_string()];
+        s.submit(&NewJob {
+            operator: "op",
+            purpose: "state machine",
+            params: "",
+            wasm: b"\0asm",
+            datasets: &datasets,
+            max_epsilon: None,
+            needs_review,
+        })
+        .unwrap()
+        .0
+    }
+
+    fn state(s: &Store, id: &str) -> JobState {
+        s.job(id).unwrap().unwrap().state
+    }
+
+    /// Audit entries and events about `id`, by kind.
+    fn trail(s: &Store, id: &str) -> (Vec<String>, Vec<String>) {
+        let conn = s.lock();
+        let kinds = |sql: &str| -> Vec<String> {
+            let mut stmt = conn.prepare(sql).unwrap();
+            stmt.query_map([id], |r| r.get(0))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect()
+        };
+        (
+            kinds("SELECT kind FROM audit WHERE job = ?1 ORDER BY seq"),
+            kinds("SELECT kind FROM events WHERE job = ?1 ORDER BY id"),
+        )
+    }
+
+    #[test]
+    fn a_job_runs_from_queued_to_released_with_one_entry_and_one_event_per_step() {
+        let s = store("happy");
+        let id = submit(&s, false);
+        assert_eq!(state(&s, &id), JobState::Queued);
+        let claimed = s.claim_next().unwrap().expect("the queued job");
+        assert_eq!(
+            (claimed.id.as_str(), state(&s, &id)),
+            (id.as_str(), JobState::Running)
+        );
+        let receipt = s.release(&id, "{}", "", "policy", vec![]).unwrap();
+        assert_eq!(state(&s, &id), JobState::Succeeded);
+        let (entries, events) = trail(&s, &id);
+        assert_eq!(entries, ["job.submitted", "job.started", "job.released"]);
+        assert_eq!(events, ["queued", "running", "released"]);
+        // The receipt names the release's own audit entry.
+        let conn = s.lock();
+        let seq: i64 = conn
+            .query_row(
+                "SELECT seq FROM audit WHERE job = ?1 AND kind = 'job.released'",
+                [&id],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(receipt.audit_seq, seq);
+    }
+
+    #[test]
+    fn review_decides_only_pending_jobs_and_rejection_is_final() {
+        let s = store("review");
+        let id = submit(&s, true);
+        assert_eq!(state(&s, &id), JobState::PendingReview);
+        assert_eq!(s.claim_next().unwrap().map(|c| c.id), None, "not claimable");
+        assert_eq!(
+            s.review(&id, "rita", true, "fine").unwrap(),
+            JobState::Queued
+        );
+        let err = s.review(&id, "rita", false, "changed my mind").unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StateError::WrongState {
+                    state: "queued",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let other = submit(&s, true);
+        assert_eq!(
+            s.review(&other, "rita", false, "no").unwrap(),
+            JobState::Rejected
+        );
+        assert!(s.cancel(&other, "op").is_err(), "rejected is final");
+        let info = s.job(&other).unwrap().unwrap();
+        assert!(info.state.is_final());
+    }
+
+    #[test]
+    fn refused_transitions_write_nothing() {
+        let s = store("refused");
+        let id = submit(&s, false);
+        let before = trail(&s, &id);
+        // A queued job cannot fail or be released; an unknown job has no state.
+        assert!(matches!(
+            s.fail(&id, "x"),
+            Err(StateError::WrongState { .. })
+        ));
+        assert!(s.release(&id, "{}", "", "p", vec![]).is_err());
+        assert!(matches!(
+            s.cancel("job-0000000000000000", "op"),
+            Err(StateError::NoJob(_))
+        ));
+        assert_eq!(trail(&s, &id), before);
+        assert_eq!(state(&s, &id), JobState::Queued);
+        s.cancel(&id, "op").unwrap();
+        assert_eq!(state(&s, &id), JobState::Cancelled);
+        assert!(s.claim_next().unwrap().is_none());
+    }
+
+    #[test]
+    fn a_crash_fails_running_jobs_and_suspension_fails_queued_ones_at_claim() {
+        let s = store("recover");
+        let running = submit(&s, false);
+        s.claim_next().unwrap().unwrap();
+        assert_eq!(s.recover().unwrap(), 1);
+        assert_eq!(state(&s, &running), JobState::Failed);
+        let queued = submit(&s, false);
+        s.set_suspended("operator", "op", true, "root", "incident")
+            .unwrap();
+        assert!(s.claim_next().unwrap().is_none());
+        assert_eq!(state(&s, &queued), JobState::Failed);
+        let (entries, events) = trail(&s, &queued);
+        assert_eq!(entries, ["job.submitted", "job.failed"]);
+        assert_eq!(events, ["queued", "failed"]);
     }
 }
