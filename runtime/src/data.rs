@@ -300,6 +300,152 @@ fn csv_error(text: &str) -> String {
     }
 }
 
+/// The execution context (with the DP rewrite's functions) and the planning context (with the
+/// planning-only date functions, `EXTRACT` and `VARIANCE`).
+fn contexts(partitions: usize) -> (SessionContext, SessionContext) {
+    let config = SessionConfig::new()
+        .with_target_partitions(partitions.max(1))
+        .with_information_schema(false);
+    let execution = SessionContext::new_with_config(config.clone());
+    execution.register_udf(FixedPoint::udf());
+    execution.register_udf(RandomKey::udf());
+    execution.register_udf(RankCode::udf());
+    execution.register_udf(crate::privacy::dates::DateKey::udf());
+    let mut planning = SessionContext::new_with_config(config);
+    // Date keys: planning-only `date_trunc`/`date_part`, and `EXTRACT` planned as `date_part`.
+    for udf in crate::privacy::dates::planning_udfs() {
+        planning.register_udf(udf);
+    }
+    {
+        use datafusion::execution::FunctionRegistry;
+        // It only appends to a list; should it ever fail, EXTRACT is refused at planning.
+        if let Err(e) =
+            planning.register_expr_planner(Arc::new(crate::privacy::dates::ExtractPlanner::new()))
+        {
+            tracing::warn!("EXTRACT will not be available: {e}");
+        }
+    }
+    // `VARIANCE(x)` is the common SQL spelling of DataFusion's `var` (sample variance).
+    planning.register_udaf(
+        datafusion::functions_aggregate::variance::var_samp_udaf()
+            .as_ref()
+            .clone()
+            .with_aliases(["variance"]),
+    );
+    (execution, planning)
+}
+
+/// One dataset: its source hashed and registered for execution, its declared columns checked
+/// against the source (a CSV read whole), and an empty table of the declared schema registered
+/// for planning.
+async fn register(
+    ds: &Dataset,
+    data_root: &Path,
+    execution: &SessionContext,
+    planning: &SessionContext,
+) -> Result<Registered, DataError> {
+    let path = if ds.source.is_absolute() {
+        ds.source.clone()
+    } else {
+        data_root.join(&ds.source)
+    };
+    let source_err = |cause: String| DataError::Source {
+        dataset: ds.id.clone(),
+        path: path.clone(),
+        cause,
+    };
+    let content_hash = hash_file(&path).map_err(|e| source_err(e.to_string()))?;
+    let path_str = path
+        .to_str()
+        .ok_or_else(|| source_err("path is not valid UTF-8".into()))?;
+    let name = ds.id.as_str();
+    let registered = match ds.format {
+        SourceFormat::Parquet => {
+            execution
+                .register_parquet(name, path_str, ParquetReadOptions::default())
+                .await
+        }
+        SourceFormat::Csv => {
+            execution
+                .register_csv(name, path_str, CsvReadOptions::new().has_header(true))
+                .await
+        }
+    };
+    registered.map_err(|e| source_err(e.to_string()))?;
+    let provider = execution
+        .table_provider(name)
+        .await
+        .map_err(|e| source_err(e.to_string()))?;
+    let source_schema = provider.schema();
+    let schema_err = |problem: String| DataError::Schema {
+        dataset: ds.id.clone(),
+        problem,
+    };
+    let mut fields = declared_fields(ds, &source_schema).map_err(schema_err)?;
+    if matches!(ds.format, SourceFormat::Csv) {
+        // A CSV's types are inferred from its first rows: read every row once, so that a value
+        // further down that does not parse fails the start (fail closed), not a query after its
+        // charge.
+        let mut read: Vec<&str> = ds.columns.iter().map(|c| c.name.as_str()).collect();
+        read.push(&ds.privacy_unit);
+        read_every_row(path_str, &read).await.map_err(|cause| {
+            schema_err(format!(
+                "{}: {cause}; every value of a column must parse as the type its first rows have",
+                path.display()
+            ))
+        })?;
+    }
+    let declared_schema = Arc::new(Schema::new(fields.clone()));
+    // Planning also knows the privacy unit, so that `COUNT(DISTINCT unit)` plans; the validator
+    // refuses the unit anywhere else (it is not a declared column).
+    if ds.column(&ds.privacy_unit).is_none()
+        && let Ok(f) = source_schema.field_with_name(&ds.privacy_unit)
+    {
+        fields.push(f.clone());
+    }
+    planning
+        .register_table(
+            name,
+            Arc::new(EmptyTable::new(Arc::new(Schema::new(fields)))),
+        )
+        .map_err(|e| schema_err(e.to_string()))?;
+    Ok(Registered {
+        policy: ds.clone(),
+        content_hash,
+        declared_schema,
+    })
+}
+
+/// The source's field for each declared column, or what does not match.
+fn declared_fields(ds: &Dataset, source: &SchemaRef) -> Result<Vec<Field>, String> {
+    if source.field_with_name(&ds.privacy_unit).is_err() {
+        return Err(format!(
+            "privacy unit column `{}` is missing from the source",
+            ds.privacy_unit
+        ));
+    }
+    ds.columns
+        .iter()
+        .map(|col| {
+            let field = source.field_with_name(&col.name).map_err(|_| {
+                format!(
+                    "column `{}` is declared in policy but missing from the source",
+                    col.name
+                )
+            })?;
+            if !type_fits(&col.kind, field.data_type()) {
+                return Err(format!(
+                    "column `{}` is declared `{}` but the source holds {}",
+                    col.name,
+                    col.kind.name(),
+                    field.data_type()
+                ));
+            }
+            Ok(field.clone())
+        })
+        .collect()
+}
+
 impl Catalog {
     /// Registers every dataset of `policy`, resolving relative sources against `data_root`, hashing
     /// each source and checking that every declared column exists with a fitting type.
@@ -308,133 +454,11 @@ impl Catalog {
         data_root: &Path,
         partitions: usize,
     ) -> Result<Self, DataError> {
-        let config = SessionConfig::new()
-            .with_target_partitions(partitions.max(1))
-            .with_information_schema(false);
-        let execution = SessionContext::new_with_config(config.clone());
-        execution.register_udf(FixedPoint::udf());
-        execution.register_udf(RandomKey::udf());
-        execution.register_udf(RankCode::udf());
-        execution.register_udf(crate::privacy::dates::DateKey::udf());
-        let mut planning = SessionContext::new_with_config(config);
-        // Date keys: planning-only `date_trunc`/`date_part`, and `EXTRACT` planned as `date_part`.
-        for udf in crate::privacy::dates::planning_udfs() {
-            planning.register_udf(udf);
-        }
-        {
-            use datafusion::execution::FunctionRegistry;
-            // It only appends to a list; should it ever fail, EXTRACT is refused at planning.
-            if let Err(e) = planning
-                .register_expr_planner(Arc::new(crate::privacy::dates::ExtractPlanner::new()))
-            {
-                tracing::warn!("EXTRACT will not be available: {e}");
-            }
-        }
-        // `VARIANCE(x)` is the common SQL spelling of DataFusion's `var` (sample variance).
-        planning.register_udaf(
-            datafusion::functions_aggregate::variance::var_samp_udaf()
-                .as_ref()
-                .clone()
-                .with_aliases(["variance"]),
-        );
+        let (execution, planning) = contexts(partitions);
         let mut datasets = BTreeMap::new();
-
         for ds in policy.datasets.values() {
-            let path = if ds.source.is_absolute() {
-                ds.source.clone()
-            } else {
-                data_root.join(&ds.source)
-            };
-            let source_err = |cause: String| DataError::Source {
-                dataset: ds.id.clone(),
-                path: path.clone(),
-                cause,
-            };
-            let content_hash = hash_file(&path).map_err(|e| source_err(e.to_string()))?;
-            let path_str = path
-                .to_str()
-                .ok_or_else(|| source_err("path is not valid UTF-8".into()))?;
-            let name = ds.id.as_str();
-            let registered = match ds.format {
-                SourceFormat::Parquet => {
-                    execution
-                        .register_parquet(name, path_str, ParquetReadOptions::default())
-                        .await
-                }
-                SourceFormat::Csv => {
-                    execution
-                        .register_csv(name, path_str, CsvReadOptions::new().has_header(true))
-                        .await
-                }
-            };
-            registered.map_err(|e| source_err(e.to_string()))?;
-            let provider = execution
-                .table_provider(name)
-                .await
-                .map_err(|e| source_err(e.to_string()))?;
-            let source_schema = provider.schema();
-
-            let schema_err = |problem: String| DataError::Schema {
-                dataset: ds.id.clone(),
-                problem,
-            };
-            if source_schema.field_with_name(&ds.privacy_unit).is_err() {
-                return Err(schema_err(format!(
-                    "privacy unit column `{}` is missing from the source",
-                    ds.privacy_unit
-                )));
-            }
-            let mut fields: Vec<Field> = Vec::new();
-            for col in &ds.columns {
-                let field = source_schema.field_with_name(&col.name).map_err(|_| {
-                    schema_err(format!(
-                        "column `{}` is declared in policy but missing from the source",
-                        col.name
-                    ))
-                })?;
-                if !type_fits(&col.kind, field.data_type()) {
-                    return Err(schema_err(format!(
-                        "column `{}` is declared `{}` but the source holds {}",
-                        col.name,
-                        col.kind.name(),
-                        field.data_type()
-                    )));
-                }
-                fields.push(field.clone());
-            }
-            if matches!(ds.format, SourceFormat::Csv) {
-                // A CSV's types are inferred from its first rows: read every row once, so that
-                // a value further down that does not parse fails the start (fail closed), not a
-                // query after its charge.
-                let mut read: Vec<&str> = ds.columns.iter().map(|c| c.name.as_str()).collect();
-                read.push(&ds.privacy_unit);
-                read_every_row(path_str, &read).await.map_err(|cause| {
-                    schema_err(format!(
-                        "{}: {cause}; every value of a column must parse as the type its first rows have",
-                        path.display()
-                    ))
-                })?;
-            }
-            let declared_schema = Arc::new(Schema::new(fields.clone()));
-            // Planning also knows the privacy unit, so that `COUNT(DISTINCT unit)` plans; the
-            // validator refuses the unit anywhere else (it is not a declared column).
-            if ds.column(&ds.privacy_unit).is_none()
-                && let Ok(f) = source_schema.field_with_name(&ds.privacy_unit)
-            {
-                fields.push(f.clone());
-            }
-            let planning_schema = Arc::new(Schema::new(fields));
-            planning
-                .register_table(name, Arc::new(EmptyTable::new(planning_schema)))
-                .map_err(|e| schema_err(e.to_string()))?;
-            datasets.insert(
-                ds.id.clone(),
-                Registered {
-                    policy: ds.clone(),
-                    content_hash,
-                    declared_schema,
-                },
-            );
+            let registered = register(ds, data_root, &execution, &planning).await?;
+            datasets.insert(ds.id.clone(), registered);
         }
         let mut lookups = BTreeMap::new();
         for lk in policy.lookups.values() {

@@ -219,7 +219,11 @@ pub fn validate(
     let (projection, aggregate) = shape(plan)?;
     let source = source(aggregate, dataset, lookup)?;
     let cx = Cx { dataset };
-    let uses_lookup = |e: &Expr| e.column_refs().into_iter().any(|c| source.from_lookup(c));
+    let uses_lookup = |e: &Expr| {
+        e.column_refs()
+            .into_iter()
+            .any(|c| source.is_lookup_column(c))
+    };
     if source.filter.as_ref().is_some_and(uses_lookup)
         || aggregate.aggr_expr.iter().any(uses_lookup)
     {
@@ -310,7 +314,7 @@ struct Source<'a> {
 }
 
 impl Source<'_> {
-    fn from_lookup(&self, c: &Column) -> bool {
+    fn is_lookup_column(&self, c: &Column) -> bool {
         self.join
             .as_ref()
             .is_some_and(|j| c.relation.as_ref() == Some(&j.relation))
@@ -452,7 +456,7 @@ fn key(cx: &Cx<'_>, g: &Expr, source: &Source<'_>) -> Result<Key, QueryError> {
         domain: Domain::Public(domain),
     };
     if let (Expr::Column(c), Some(j)) = (g, &source.join)
-        && source.from_lookup(c)
+        && source.is_lookup_column(c)
     {
         let domain = j.lookup.domains.get(&c.name).ok_or_else(|| {
             QueryError::ColumnDenied(format!(
@@ -466,7 +470,10 @@ fn key(cx: &Cx<'_>, g: &Expr, source: &Source<'_>) -> Result<Key, QueryError> {
             domain: Domain::Public(domain.clone()),
         });
     }
-    if g.column_refs().into_iter().any(|c| source.from_lookup(c)) {
+    if g.column_refs()
+        .into_iter()
+        .any(|c| source.is_lookup_column(c))
+    {
         return Err(unsupported(
             "columns of a lookup table may be GROUP BY keys only as plain columns",
         ));
