@@ -69,6 +69,8 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
+/// `sluice bench engine`: each DP query against the same SQL on plain DataFusion (and with a
+/// naive bounding window), then a job's first and cached load.
 pub fn run(rows: usize, reps: usize, dir: &Path) -> Result<ExitCode> {
     let reps = reps.max(1);
     let path = dir.join(format!("health_visits_{rows}.parquet"));
@@ -79,7 +81,45 @@ pub fn run(rows: usize, reps: usize, dir: &Path) -> Result<ExitCode> {
         eprintln!("generated in {:.1} s", t.elapsed().as_secs_f64());
     }
     let abs = std::fs::canonicalize(&path)?;
-    let policy_text = format!(
+    let policy = sluice_policy::parse_str("bench.toml", &bench_policy(&abs))?;
+    let started = Instant::now();
+    // Repetitions must each be a fresh release, not an answer from the cache.
+    let sandbox = Sandbox::new(
+        SandboxConfig::new(policy, "/", Arc::new(InMemoryAccountant::new())).without_answer_cache(),
+    )?;
+    println!(
+        "sandbox start (register + sha256 of {rows} rows): {:.0} ms",
+        ms(started.elapsed())
+    );
+    let plain = SessionContext::new();
+    for name in ["health_visits", "health_sel"] {
+        sandbox.block_on(plain.register_parquet(
+            name,
+            abs.to_str().context("utf-8 path")?,
+            ParquetReadOptions::default(),
+        ))?;
+    }
+    let asker = Asker::new(
+        "canal-analytics"
+            .parse()
+            .map_err(|e: String| anyhow::anyhow!(e))?,
+        "bench",
+    );
+    println!("\n{rows} rows, median of {reps} runs; ε = 0.5 per DP query");
+    println!(
+        "{:<40} {:>10} {:>14} {:>10} {:>7}",
+        "query", "plain ms", "naive bound ms", "DP ms", "ratio"
+    );
+    for (name, sql) in CASES {
+        query_row(&sandbox, &plain, &asker, reps, name, sql)?;
+    }
+    job_load(&sandbox, &asker, rows)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The benchmark's policy over the Parquet file at `abs`.
+fn bench_policy(abs: &Path) -> String {
+    format!(
         r#"
 [dataset.health_visits]
 source = "{}"
@@ -117,38 +157,18 @@ delta_per_period = 1e-3
 "#,
         abs.display(),
         abs.display()
-    );
-    let policy = sluice_policy::parse_str("bench.toml", &policy_text)?;
-    let started = Instant::now();
-    // Repetitions must each be a fresh release, not an answer from the cache.
-    let sandbox = Sandbox::new(
-        SandboxConfig::new(policy, "/", Arc::new(InMemoryAccountant::new())).without_answer_cache(),
-    )?;
-    println!(
-        "sandbox start (register + sha256 of {rows} rows): {:.0} ms",
-        ms(started.elapsed())
-    );
+    )
+}
 
-    let plain = SessionContext::new();
-    for name in ["health_visits", "health_sel"] {
-        sandbox.block_on(plain.register_parquet(
-            name,
-            abs.to_str().context("utf-8 path")?,
-            ParquetReadOptions::default(),
-        ))?;
-    }
-
-    let asker = Asker::new(
-        "canal-analytics"
-            .parse()
-            .map_err(|e: String| anyhow::anyhow!(e))?,
-        "bench",
-    );
-    println!("\n{rows} rows, median of {reps} runs; ε = 0.5 per DP query");
-    println!(
-        "{:<40} {:>10} {:>14} {:>10} {:>7}",
-        "query", "plain ms", "naive bound ms", "DP ms", "ratio"
-    );
+/// One line of the engine table: the plain query, the naively bounded one and the DP one.
+fn query_row(
+    sandbox: &Sandbox,
+    plain: &SessionContext,
+    asker: &Asker,
+    reps: usize,
+    name: &str,
+    sql: &str,
+) -> Result<()> {
     // The same SQL with a naive contribution-bounding window over every row (no random order, no
     // noise): what bounding costs when every row goes through the sort. The engine sends only
     // the rows of units above the bound through its window.
@@ -162,40 +182,43 @@ delta_per_period = 1e-3
             "FROM (SELECT * FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY person_id) AS rn FROM health_sel) WHERE rn <= 5)",
         )
     };
-    for (name, sql) in CASES {
-        // Warm both paths once (file metadata caches), then measure.
+    // Warm both paths once (file metadata caches), then measure.
+    sandbox.block_on(async { plain.sql(sql).await?.collect().await })?;
+    let mut plain_t = Vec::new();
+    for _ in 0..reps {
+        let t = Instant::now();
         sandbox.block_on(async { plain.sql(sql).await?.collect().await })?;
-        let mut plain_t = Vec::new();
-        for _ in 0..reps {
-            let t = Instant::now();
-            sandbox.block_on(async { plain.sql(sql).await?.collect().await })?;
-            plain_t.push(t.elapsed());
-        }
-        let bsql = bounded(sql);
-        let mut bound_t = Vec::new();
-        for _ in 0..reps {
-            let t = Instant::now();
-            sandbox.block_on(async { plain.sql(&bsql).await?.collect().await })?;
-            bound_t.push(t.elapsed());
-        }
-        let mut dp_t = Vec::new();
-        for _ in 0..reps {
-            let t = Instant::now();
-            sandbox
-                .block_on(sandbox.engine().query(&asker, sql, 0.5))
-                .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
-            dp_t.push(t.elapsed());
-        }
-        let (p, b, d) = (median(plain_t), median(bound_t), median(dp_t));
-        println!(
-            "{name:<40} {:>10.1} {:>14.1} {:>10.1} {:>6.1}x",
-            ms(p),
-            ms(b),
-            ms(d),
-            d.as_secs_f64() / p.as_secs_f64()
-        );
+        plain_t.push(t.elapsed());
     }
+    let bsql = bounded(sql);
+    let mut bound_t = Vec::new();
+    for _ in 0..reps {
+        let t = Instant::now();
+        sandbox.block_on(async { plain.sql(&bsql).await?.collect().await })?;
+        bound_t.push(t.elapsed());
+    }
+    let mut dp_t = Vec::new();
+    for _ in 0..reps {
+        let t = Instant::now();
+        sandbox
+            .block_on(sandbox.engine().query(asker, sql, 0.5))
+            .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+        dp_t.push(t.elapsed());
+    }
+    let (p, b, d) = (median(plain_t), median(bound_t), median(dp_t));
+    println!(
+        "{name:<40} {:>10.1} {:>14.1} {:>10.1} {:>6.1}x",
+        ms(p),
+        ms(b),
+        ms(d),
+        d.as_secs_f64() / p.as_secs_f64()
+    );
+    Ok(())
+}
 
+/// A job component's first load (componentize + compile) against a cached one, then the sample
+/// job's run.
+fn job_load(sandbox: &Sandbox, asker: &Asker, rows: usize) -> Result<()> {
     let wasm_path = &local::build_samples()?[0];
     let wasm = std::fs::read(wasm_path)?;
     let t = Instant::now();
@@ -225,7 +248,7 @@ delta_per_period = 1e-3
         ms(out.run_time),
         ms(out.load_time)
     );
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 /// Which benchmark `sluice bench` runs.
@@ -245,112 +268,150 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 /// `sluice bench broker`: submit→result latency (p50/p99) and jobs/s over HTTP, against the
 /// same job run directly in a sandbox (no HTTP, no database) in the same run.
 pub fn broker(jobs: usize) -> Result<ExitCode> {
-    use sluice_broker::client::{Client, Submission};
-    use sluice_broker::server::{Config, Running};
-    use sluice_broker::store::{Role, Store};
-
     let jobs = jobs.max(10);
-    let rows = 10_000;
-    let work = std::env::temp_dir().join(format!("sluice-bench-broker-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&work);
-    std::fs::create_dir_all(work.join("policy"))?;
-    let data = work.join("health_visits.parquet");
-    sluice_datagen::health_visits(&data, rows, sluice_datagen::DEFAULT_SEED)?;
-    // The example policy with this dataset and the largest period budget a policy allows
-    // (ε 100: 5,000 jobs of ε 0.02).
-    let policy =
-        std::fs::read_to_string(local::workspace_root().join("policies/examples/health.toml"))?
-            .replace("data/health_visits.parquet", &data.display().to_string())
-            .replace("epsilon_per_period = 10.0", "epsilon_per_period = 100.0");
-    std::fs::write(work.join("policy/health.toml"), policy)?;
-    let wasm = std::fs::read(&local::build_samples()?[0])?;
-    // A distinct ε per job, so that no job is answered from the identical-query cache.
-    let params = |i: usize| format!("epsilon=0.01{i:05}");
+    let world = BrokerWorld::new(10_000)?;
+    let base = world.baseline(jobs)?;
+    let (seq, wall, concurrency) = world.over_http(jobs)?;
+    print_broker_table(&world, jobs, base, seq, wall, concurrency);
+    let _ = std::fs::remove_dir_all(&world.work);
+    Ok(ExitCode::SUCCESS)
+}
 
-    // Baseline: the same job in-process, cached component, in-memory accountant.
-    let sandbox = Sandbox::new(SandboxConfig::new(
-        sluice_policy::load(&work.join("policy")).map_err(|e| anyhow::anyhow!("{e}"))?,
-        &work,
-        Arc::new(InMemoryAccountant::new()),
-    ))?;
-    let op: sluice_policy::OperatorId = "canal-analytics"
-        .parse()
-        .map_err(|e: String| anyhow::anyhow!(e))?;
-    sandbox.precompile(&wasm)?;
-    let mut base = Vec::new();
-    for i in 0..jobs {
-        let t = Instant::now();
-        sandbox
-            .run_job(&JobRequest::new(
-                op.clone(),
-                format!("b{i}"),
-                &wasm,
-                &params(i),
-            ))
-            .map_err(|f| anyhow::anyhow!("baseline job failed: {}", f.error))?;
-        base.push(t.elapsed());
-    }
-    drop(sandbox);
+/// The broker benchmark's data, policy and job.
+struct BrokerWorld {
+    work: std::path::PathBuf,
+    rows: usize,
+    wasm: Vec<u8>,
+}
 
-    let dir = work.join("broker");
-    let store = Store::init(&dir)?;
-    let token = store.create_token(Role::Operator, "canal-analytics", "bench")?;
-    drop(store);
-    let mut config = Config::new(work.join("policy"), work.clone());
-    config.max_queued = jobs as i64 + 8;
-    let running = Running::start(&dir, config, Default::default(), "127.0.0.1:0")?;
-    let client = Client::new(&running.url, &token);
-    let datasets = vec!["health_visits".to_string()];
-    let counter = std::sync::atomic::AtomicUsize::new(jobs);
-    let one = |c: &Client| -> Result<Duration> {
-        let p = params(counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst));
-        let t = Instant::now();
-        let r = c.submit(&Submission {
-            wasm: &wasm,
-            purpose: "benchmark",
-            params: &p,
-            datasets: &datasets,
-            max_epsilon: None,
-        })?;
-        let id = r["id"].as_str().context("no id")?.to_string();
-        c.follow(&id, |_, _| {})?;
-        c.get_text(&format!("/v1/jobs/{id}/result"))?;
-        Ok(t.elapsed())
-    };
-    one(&client)?; // warm: the component is compiled once, then cached
-    let mut seq = Vec::new();
-    for _ in 0..jobs {
-        seq.push(one(&client)?);
+impl BrokerWorld {
+    fn new(rows: usize) -> Result<Self> {
+        let work = std::env::temp_dir().join(format!("sluice-bench-broker-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&work);
+        std::fs::create_dir_all(work.join("policy"))?;
+        let data = work.join("health_visits.parquet");
+        sluice_datagen::health_visits(&data, rows, sluice_datagen::DEFAULT_SEED)?;
+        // The example policy with this dataset and the largest period budget a policy allows
+        // (ε 100: 5,000 jobs of ε 0.02).
+        let policy =
+            std::fs::read_to_string(local::workspace_root().join("policies/examples/health.toml"))?
+                .replace("data/health_visits.parquet", &data.display().to_string())
+                .replace("epsilon_per_period = 10.0", "epsilon_per_period = 100.0");
+        std::fs::write(work.join("policy/health.toml"), policy)?;
+        let wasm = std::fs::read(&local::build_samples()?[0])?;
+        Ok(Self { work, rows, wasm })
     }
-    let concurrency = 8;
-    let t = Instant::now();
-    std::thread::scope(|s| -> Result<()> {
-        let handles: Vec<_> = (0..concurrency)
-            .map(|_| {
-                let c = client.clone();
-                let one = &one;
-                s.spawn(move || -> Result<()> {
-                    for _ in 0..jobs / concurrency {
-                        one(&c)?;
-                    }
-                    Ok(())
-                })
-            })
-            .collect();
-        for h in handles {
-            h.join()
-                .map_err(|_| anyhow::anyhow!("a client panicked"))??;
+
+    /// A distinct ε per job, so that no job is answered from the identical-query cache.
+    fn params(i: usize) -> String {
+        format!("epsilon=0.01{i:05}")
+    }
+
+    /// The same job in-process: cached component, in-memory accountant.
+    fn baseline(&self, jobs: usize) -> Result<Vec<Duration>> {
+        let sandbox = Sandbox::new(SandboxConfig::new(
+            sluice_policy::load(&self.work.join("policy")).map_err(|e| anyhow::anyhow!("{e}"))?,
+            &self.work,
+            Arc::new(InMemoryAccountant::new()),
+        ))?;
+        let op: sluice_policy::OperatorId = "canal-analytics"
+            .parse()
+            .map_err(|e: String| anyhow::anyhow!(e))?;
+        sandbox.precompile(&self.wasm)?;
+        let mut base = Vec::new();
+        for i in 0..jobs {
+            let t = Instant::now();
+            sandbox
+                .run_job(&JobRequest::new(
+                    op.clone(),
+                    format!("b{i}"),
+                    &self.wasm,
+                    &Self::params(i),
+                ))
+                .map_err(|f| anyhow::anyhow!("baseline job failed: {}", f.error))?;
+            base.push(t.elapsed());
         }
-        Ok(())
-    })?;
-    let wall = t.elapsed();
-    running.stop()?;
+        Ok(base)
+    }
+
+    /// Submit → follow → result over loopback HTTP: `jobs` one after another, then `jobs` from
+    /// concurrent clients. Returns the sequential latencies, the concurrent wall time and the
+    /// number of clients.
+    fn over_http(&self, jobs: usize) -> Result<(Vec<Duration>, Duration, usize)> {
+        use sluice_broker::client::{Client, Submission};
+        use sluice_broker::server::{Config, Running};
+        use sluice_broker::store::{Role, Store};
+        let dir = self.work.join("broker");
+        let store = Store::init(&dir)?;
+        let token = store.create_token(Role::Operator, "canal-analytics", "bench")?;
+        drop(store);
+        let mut config = Config::new(self.work.join("policy"), self.work.clone());
+        config.max_queued = jobs as i64 + 8;
+        let running = Running::start(&dir, config, Default::default(), "127.0.0.1:0")?;
+        let client = Client::new(&running.url, &token);
+        let datasets = vec!["health_visits".to_string()];
+        let counter = std::sync::atomic::AtomicUsize::new(jobs);
+        let one = |c: &Client| -> Result<Duration> {
+            let p = Self::params(counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst));
+            let t = Instant::now();
+            let r = c.submit(&Submission {
+                wasm: &self.wasm,
+                purpose: "benchmark",
+                params: &p,
+                datasets: &datasets,
+                max_epsilon: None,
+            })?;
+            let id = r["id"].as_str().context("no id")?.to_string();
+            c.follow(&id, |_, _| {})?;
+            c.get_text(&format!("/v1/jobs/{id}/result"))?;
+            Ok(t.elapsed())
+        };
+        one(&client)?; // warm: the component is compiled once, then cached
+        let seq = (0..jobs)
+            .map(|_| one(&client))
+            .collect::<Result<Vec<_>>>()?;
+        let concurrency = 8;
+        let t = Instant::now();
+        std::thread::scope(|s| -> Result<()> {
+            let handles: Vec<_> = (0..concurrency)
+                .map(|_| {
+                    let c = client.clone();
+                    let one = &one;
+                    s.spawn(move || -> Result<()> {
+                        for _ in 0..jobs / concurrency {
+                            one(&c)?;
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            for h in handles {
+                h.join()
+                    .map_err(|_| anyhow::anyhow!("a client panicked"))??;
+            }
+            Ok(())
+        })?;
+        let wall = t.elapsed();
+        running.stop()?;
+        Ok((seq, wall, concurrency))
+    }
+}
+
+fn print_broker_table(
+    world: &BrokerWorld,
+    jobs: usize,
+    mut base: Vec<Duration>,
+    mut seq: Vec<Duration>,
+    wall: Duration,
+    concurrency: usize,
+) {
     base.sort();
     seq.sort();
     let (b50, b99) = (percentile(&base, 0.5), percentile(&base, 0.99));
     let (s50, s99) = (percentile(&seq, 0.5), percentile(&seq, 0.99));
     println!(
-        "\nbroker load benchmark: visits-by-district (ε ≈ 0.01 per query, 2 DP queries, none cached) on {rows} rows, {jobs} jobs, loopback HTTP"
+        "\nbroker load benchmark: visits-by-district (ε ≈ 0.01 per query, 2 DP queries, none cached) on {} rows, {jobs} jobs, loopback HTTP",
+        world.rows
     );
     println!(
         "{:<44} {:>10} {:>10} {:>10}",
@@ -383,6 +444,4 @@ pub fn broker(jobs: usize) -> Result<ExitCode> {
         s50.as_secs_f64() / b50.as_secs_f64(),
         s99.as_secs_f64() / b99.as_secs_f64()
     );
-    let _ = std::fs::remove_dir_all(&work);
-    Ok(ExitCode::SUCCESS)
 }
