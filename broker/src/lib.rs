@@ -36,6 +36,7 @@
 pub mod audit;
 pub mod client;
 pub mod denials;
+pub mod error;
 pub mod keys;
 pub mod listener;
 pub mod server;

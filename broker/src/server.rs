@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Path as UrlPath, Query, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header, request::Parts};
+use axum::http::{HeaderMap, StatusCode, header, request::Parts};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -23,9 +23,10 @@ use sluice_policy::{ColumnKind, DatasetId, OperatorId, Policy, Review};
 use sluice_runtime::{JobRequest, Limits, Sandbox, SandboxConfig};
 
 use crate::audit::NewEntry;
+use crate::error::{ApiError, ErrorCode};
 use crate::keys::{DatasetVersion, sha256_hex};
 use crate::store::{
-    JobState, LedgerAccountant, LedgerAnswerCache, NewJob, Principal, Role, StateError, Store,
+    JobId, JobState, LedgerAccountant, LedgerAnswerCache, NewJob, Principal, Role, Store,
 };
 
 /// How a broker is configured; kept in `<data-dir>/config.json` by `sluice init`.
@@ -369,78 +370,6 @@ fn run_claimed(shared: &Shared, job: crate::store::Claimed) -> Result<()> {
     Ok(())
 }
 
-// ---- errors --------------------------------------------------------------------------------
-
-/// An API error: a status, a stable code and a message that never carries data.
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
-    retry_after: Option<u64>,
-}
-
-impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            message: message.into(),
-            retry_after: None,
-        }
-    }
-    fn bad(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, code, message)
-    }
-    fn forbidden(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
-    }
-    fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", message)
-    }
-    fn internal(e: impl std::fmt::Display) -> Self {
-        tracing::error!("internal error: {e}");
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "internal broker error",
-        )
-    }
-}
-
-impl From<anyhow::Error> for ApiError {
-    fn from(e: anyhow::Error) -> Self {
-        Self::internal(format!("{e:#}"))
-    }
-}
-
-impl From<StateError> for ApiError {
-    fn from(e: StateError) -> Self {
-        match e {
-            StateError::NoJob(_) => Self::not_found(e.to_string()),
-            StateError::WrongState { .. } => {
-                Self::new(StatusCode::CONFLICT, "conflict", e.to_string())
-            }
-            StateError::Db(e) => e.into(),
-        }
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let mut r = (
-            self.status,
-            Json(json!({ "error": { "code": self.code, "message": self.message } })),
-        )
-            .into_response();
-        if let Some(s) = self.retry_after {
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(s));
-        }
-        r
-    }
-}
-
 type ApiResult<T> = std::result::Result<T, ApiError>;
 
 // ---- auth ----------------------------------------------------------------------------------
@@ -454,8 +383,7 @@ impl FromRequestParts<Arc<Shared>> for Auth {
     async fn from_request_parts(parts: &mut Parts, s: &Arc<Shared>) -> ApiResult<Self> {
         let unauthorized = || {
             ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
+                ErrorCode::Unauthorized,
                 "a valid bearer token is required (Authorization: Bearer <token>)",
             )
         };
@@ -570,8 +498,7 @@ async fn timeout(State(s): State<Arc<Shared>>, req: Request, next: Next) -> Resp
     match tokio::time::timeout(limit, next.run(req)).await {
         Ok(r) => r,
         Err(_) => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "timeout",
+            ErrorCode::Timeout,
             format!("the request took longer than {} s", limit.as_secs()),
         )
         .into_response(),
@@ -615,18 +542,16 @@ fn body(b: std::result::Result<Bytes, BytesRejection>, max: usize) -> ApiResult<
     let b = b.map_err(|r| {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
+                ErrorCode::BodyTooLarge,
                 format!("the request body is larger than {max} bytes"),
             )
         } else {
-            ApiError::bad("bad_body", "the request body could not be read")
+            ApiError::new(ErrorCode::BadBody, "the request body could not be read")
         }
     })?;
     if b.len() > max {
         return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
+            ErrorCode::BodyTooLarge,
             format!(
                 "the request body is {} bytes; at most {max} are accepted",
                 b.len()
@@ -643,14 +568,13 @@ fn json_body<T: serde::de::DeserializeOwned>(headers: &HeaderMap, b: &[u8]) -> A
         .unwrap_or("");
     if !ct.starts_with("application/json") {
         return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+            ErrorCode::UnsupportedMediaType,
             "send the request body as application/json",
         ));
     }
     serde_json::from_slice(b).map_err(|e| {
-        ApiError::bad(
-            "bad_json",
+        ApiError::new(
+            ErrorCode::BadJson,
             format!("the JSON body is not valid: {}", first_line(&e.to_string())),
         )
     })
@@ -663,18 +587,22 @@ fn first_line(s: &str) -> String {
 
 fn query<T>(q: std::result::Result<Query<T>, QueryRejection>) -> ApiResult<T> {
     q.map(|Query(t)| t).map_err(|e| {
-        ApiError::bad(
-            "bad_query",
+        ApiError::new(
+            ErrorCode::BadQuery,
             format!("invalid query string: {}", first_line(&e.body_text())),
         )
     })
 }
 
-fn job_id_ok(id: &str) -> ApiResult<()> {
-    if id.len() == 20 && id.starts_with("job-") && id[4..].bytes().all(|b| b.is_ascii_hexdigit()) {
-        Ok(())
-    } else {
-        Err(ApiError::not_found(format!("no job `{}`", first_line(id))))
+/// A job id from the request path (`{id}`): any other text is a 404, as for an unknown job.
+impl<S: Send + Sync> FromRequestParts<S> for JobId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> ApiResult<Self> {
+        let UrlPath(id) = UrlPath::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| ApiError::not_found("no such job"))?;
+        id.parse().map_err(ApiError::not_found)
     }
 }
 
@@ -682,13 +610,12 @@ fn job_id_ok(id: &str) -> ApiResult<()> {
 fn visible_job(
     s: &Shared,
     auth: &Auth,
-    id: &str,
+    id: &JobId,
     staff_ok: bool,
 ) -> ApiResult<crate::store::JobInfo> {
-    job_id_ok(id)?;
     let job = s
         .store
-        .job(id)?
+        .job(id.as_str())?
         .ok_or_else(|| ApiError::not_found(format!("no job `{id}`")))?;
     let mine = auth.0.role == Role::Operator && job.operator == auth.0.name;
     if mine || (staff_ok && auth.0.role != Role::Operator) {
@@ -757,7 +684,7 @@ async fn submit(
         tokio::task::spawn_blocking(move || current(&s2).sandbox.precompile(&wasm).map(|_| wasm))
             .await
             .map_err(ApiError::internal)?
-            .map_err(|e| ApiError::bad("invalid_wasm", e.to_string()))?;
+            .map_err(|e| ApiError::new(ErrorCode::InvalidWasm, e.to_string()))?;
     let (id, state) = s.store.submit(&NewJob {
         operator: &auth.0.name,
         purpose: &purpose,
@@ -802,7 +729,10 @@ impl Submission {
             let wasm = base64::engine::general_purpose::STANDARD
                 .decode(j.wasm_base64.as_bytes())
                 .map_err(|_| {
-                    ApiError::bad("bad_wasm_encoding", "wasm_base64 is not valid base64")
+                    ApiError::new(
+                        ErrorCode::BadWasmEncoding,
+                        "wasm_base64 is not valid base64",
+                    )
                 })?;
             Self {
                 purpose: j.purpose,
@@ -828,8 +758,7 @@ impl Submission {
             }
         } else {
             return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
+                ErrorCode::UnsupportedMediaType,
                 "submit the job as application/wasm (metadata in the query string) or as application/json with wasm_base64",
             ));
         };
@@ -842,15 +771,14 @@ impl Submission {
     /// Refuses fields out of range, before anything is looked up.
     fn check(&self, limits: &Limits) -> ApiResult<()> {
         if self.purpose.is_empty() || self.purpose.chars().count() > 500 {
-            return Err(ApiError::bad(
-                "bad_purpose",
+            return Err(ApiError::new(
+                ErrorCode::BadPurpose,
                 "state the job's purpose (1 to 500 characters)",
             ));
         }
         if self.params.len() > limits.max_params_bytes {
             return Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "params_too_large",
+                ErrorCode::ParamsTooLarge,
                 format!(
                     "the parameters are {} bytes; at most {} are accepted",
                     self.params.len(),
@@ -860,22 +788,21 @@ impl Submission {
         }
         if self.wasm.is_empty() || self.wasm.len() > MAX_WASM_BYTES {
             return Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "bad_wasm",
+                ErrorCode::BadWasm,
                 format!("a job is 1 byte to {MAX_WASM_BYTES} bytes of wasm"),
             ));
         }
         if self.datasets.is_empty() || self.datasets.len() > 16 {
-            return Err(ApiError::bad(
-                "bad_datasets",
+            return Err(ApiError::new(
+                ErrorCode::BadDatasets,
                 "name the datasets the job will use (1 to 16)",
             ));
         }
         if let Some(m) = self.max_epsilon
             && !(m.is_finite() && m > 0.0)
         {
-            return Err(ApiError::bad(
-                "bad_epsilon",
+            return Err(ApiError::new(
+                ErrorCode::BadEpsilon,
                 "max_epsilon must be a number above 0",
             ));
         }
@@ -895,7 +822,7 @@ impl Refusal {
     fn into_api(self) -> ApiError {
         match self {
             Self::NotGranted(m) => ApiError::forbidden(m),
-            Self::Epsilon(m) => ApiError::bad("bad_epsilon", m),
+            Self::Epsilon(m) => ApiError::new(ErrorCode::BadEpsilon, m),
         }
     }
 }
@@ -983,19 +910,17 @@ fn room_for(s: &Shared, auth: &Auth, datasets: &[String], needs_review: bool) ->
         } else {
             return Ok(());
         };
-        ("review_queue_full", message, 60)
+        (ErrorCode::ReviewQueueFull, message, 60)
     } else if s.store.queued()? >= s.config.max_queued {
         (
-            "queue_full",
+            ErrorCode::QueueFull,
             format!("{} jobs are queued; try again later", s.config.max_queued),
             5,
         )
     } else {
         return Ok(());
     };
-    let mut e = ApiError::new(StatusCode::TOO_MANY_REQUESTS, code, message);
-    e.retry_after = Some(retry_after);
-    Err(e)
+    Err(ApiError::new(code, message).retry_after(retry_after))
 }
 
 async fn list_jobs(State(s): State<Arc<Shared>>, auth: Auth) -> ApiResult<Json<Value>> {
@@ -1009,7 +934,7 @@ async fn list_jobs(State(s): State<Arc<Shared>>, auth: Auth) -> ApiResult<Json<V
 async fn job_status(
     State(s): State<Arc<Shared>>,
     auth: Auth,
-    UrlPath(id): UrlPath<String>,
+    id: JobId,
 ) -> ApiResult<Json<crate::store::JobInfo>> {
     Ok(Json(visible_job(&s, &auth, &id, true)?))
 }
@@ -1023,19 +948,18 @@ struct ResultQuery {
 async fn job_result(
     State(s): State<Arc<Shared>>,
     auth: Auth,
-    UrlPath(id): UrlPath<String>,
+    id: JobId,
     q: std::result::Result<Query<ResultQuery>, QueryRejection>,
 ) -> ApiResult<Response> {
     let job = visible_job(&s, &auth, &id, false)?;
     let csv = match query(q)?.format.as_deref() {
         None | Some("json") => false,
         Some("csv") => true,
-        Some(_) => return Err(ApiError::bad("bad_format", "format is json or csv")),
+        Some(_) => return Err(ApiError::new(ErrorCode::BadFormat, "format is json or csv")),
     };
-    let Some((report, _)) = s.store.result(&id, csv)? else {
+    let Some((report, _)) = s.store.result(id.as_str(), csv)? else {
         return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "not_released",
+            ErrorCode::NotReleased,
             format!(
                 "job `{id}` is {}; only succeeded jobs have a report",
                 job.state.as_str()
@@ -1050,16 +974,11 @@ async fn job_result(
     Ok(([(header::CONTENT_TYPE, ct)], report).into_response())
 }
 
-async fn job_receipt(
-    State(s): State<Arc<Shared>>,
-    auth: Auth,
-    UrlPath(id): UrlPath<String>,
-) -> ApiResult<Response> {
+async fn job_receipt(State(s): State<Arc<Shared>>, auth: Auth, id: JobId) -> ApiResult<Response> {
     let job = visible_job(&s, &auth, &id, true)?;
-    let Some((_, receipt)) = s.store.result(&id, false)? else {
+    let Some((_, receipt)) = s.store.result(id.as_str(), false)? else {
         return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "not_released",
+            ErrorCode::NotReleased,
             format!(
                 "job `{id}` is {}; only succeeded jobs have a receipt",
                 job.state.as_str()
@@ -1069,20 +988,16 @@ async fn job_receipt(
     Ok(([(header::CONTENT_TYPE, "application/json")], receipt).into_response())
 }
 
-async fn job_cancel(
-    State(s): State<Arc<Shared>>,
-    auth: Auth,
-    UrlPath(id): UrlPath<String>,
-) -> ApiResult<Json<Value>> {
+async fn job_cancel(State(s): State<Arc<Shared>>, auth: Auth, id: JobId) -> ApiResult<Json<Value>> {
     visible_job(&s, &auth, &id, false)?;
-    s.store.cancel(&id, &auth.0.name)?;
+    s.store.cancel(id.as_str(), &auth.0.name)?;
     Ok(Json(json!({ "id": id, "state": "cancelled" })))
 }
 
 async fn events(
     State(s): State<Arc<Shared>>,
     auth: Auth,
-    UrlPath(id): UrlPath<String>,
+    id: JobId,
 ) -> ApiResult<
     Sse<impl futures_util::Stream<Item = std::result::Result<SseEvent, std::convert::Infallible>>>,
 > {
@@ -1109,7 +1024,7 @@ async fn events(
                 let changed = store.changed().notified();
                 tokio::pin!(changed);
                 changed.as_mut().enable();
-                match store.events(&id, after) {
+                match store.events(id.as_str(), after) {
                     Ok(evs) if !evs.is_empty() => {
                         after = evs.last().map_or(after, |e| e.id);
                         done = evs.iter().any(|e| {
@@ -1302,8 +1217,8 @@ async fn estimate(
         (None, Some(rho), None) => sluice_runtime::Budget::Rho(rho),
         (None, None, Some(a)) => sluice_runtime::Budget::Accuracy(a),
         _ => {
-            return Err(ApiError::bad(
-                "bad_budget",
+            return Err(ApiError::new(
+                ErrorCode::BadBudget,
                 "give exactly one of epsilon (pure-DP datasets), rho (zCDP datasets) and accuracy (the 95% half-width you need)",
             ));
         }
@@ -1322,7 +1237,7 @@ async fn estimate(
         Err(e @ sluice_runtime::QueryError::NotGranted(_)) => {
             Err(ApiError::forbidden(e.to_string()))
         }
-        Err(e) => Err(ApiError::bad("query_refused", e.to_string())),
+        Err(e) => Err(ApiError::new(ErrorCode::QueryRefused, e.to_string())),
     }
 }
 
@@ -1352,18 +1267,18 @@ async fn review(
         "reject" => false,
         _ => return Err(ApiError::not_found("the decision is approve or reject")),
     };
-    job_id_ok(&id)?;
+    let id: JobId = id.parse().map_err(ApiError::not_found)?;
     let b = body(b, MAX_BODY)?;
     let r: ReviewBody = json_body(&headers, &b)?;
     if r.reason.trim().is_empty() || r.reason.len() > 2000 {
-        return Err(ApiError::bad(
-            "bad_reason",
+        return Err(ApiError::new(
+            ErrorCode::BadReason,
             "give a reason (1 to 2000 bytes)",
         ));
     }
     let state = s
         .store
-        .review(&id, &auth.0.name, approve, r.reason.trim())?;
+        .review(id.as_str(), &auth.0.name, approve, r.reason.trim())?;
     notify(&s);
     Ok(Json(json!({ "id": id, "state": state })))
 }
@@ -1415,8 +1330,7 @@ async fn reload(State(s): State<Arc<Shared>>, auth: Auth) -> ApiResult<Json<Valu
                     NewEntry::new("policy.rejected", &who).detail(json!({ "error": msg })),
                 )?;
                 return Err(ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "invalid_policy",
+                    ErrorCode::InvalidPolicy,
                     format!("the new policy was not loaded; the old one stays in force: {msg}"),
                 ));
             }
@@ -1461,7 +1375,10 @@ async fn suspend(
         _ => return Err(ApiError::not_found("the action is suspend or resume")),
     };
     if name.is_empty() || name.len() > 64 {
-        return Err(ApiError::bad("bad_name", "a name is 1 to 64 characters"));
+        return Err(ApiError::new(
+            ErrorCode::BadName,
+            "a name is 1 to 64 characters",
+        ));
     }
     let b = body(b, MAX_BODY)?;
     let r: ReasonBody = if b.is_empty() {

@@ -229,6 +229,38 @@ pub struct Claimed {
     pub max_epsilon: Option<f64>,
 }
 
+/// A job's id: `job-` and 16 hex digits, made by [`Store::submit`].
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct JobId(String);
+
+impl JobId {
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for JobId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::str::FromStr for JobId {
+    type Err = String;
+
+    /// Any text that is not a job id is refused, as "no job `…`" (the start of it).
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        if s.len() == 20 && s.starts_with("job-") && s[4..].bytes().all(|b| b.is_ascii_hexdigit()) {
+            Ok(Self(s.to_string()))
+        } else {
+            let shown: String = s.lines().next().unwrap_or("").chars().take(200).collect();
+            Err(format!("no job `{shown}`"))
+        }
+    }
+}
+
 /// A new job.
 #[derive(Clone, Debug)]
 pub struct NewJob<'a> {
@@ -595,8 +627,8 @@ impl Store {
     // ---- jobs ---------------------------------------------------------------------------
 
     /// Records a submitted job; returns its id.
-    pub fn submit(&self, job: &NewJob<'_>) -> Result<(String, JobState)> {
-        let id = format!("job-{}", hex::encode(random_bytes::<8>()));
+    pub fn submit(&self, job: &NewJob<'_>) -> Result<(JobId, JobState)> {
+        let id = JobId(format!("job-{}", hex::encode(random_bytes::<8>())));
         let sha = sha256_hex(job.wasm);
         let state = if job.needs_review {
             JobState::PendingReview
@@ -607,7 +639,7 @@ impl Store {
             audit::append(
                 tx,
                 NewEntry::new("job.submitted", job.operator)
-                    .job(&id)
+                    .job(id.as_str())
                     .operator(job.operator)
                     .detail(json!({
                         "purpose": job.purpose,
@@ -627,7 +659,7 @@ impl Store {
                 "INSERT INTO jobs (id, n, operator, purpose, params, wasm_sha256, datasets, max_epsilon, state, created_ms)
                  VALUES (?1, (SELECT COALESCE(MAX(n), 0) + 1 FROM jobs), ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 params![
-                    id,
+                    id.as_str(),
                     job.operator,
                     job.purpose,
                     job.params,
@@ -638,7 +670,7 @@ impl Store {
                     now_ms()
                 ],
             )?;
-            event(tx, &id, state.as_str(), json!({}))?;
+            event(tx, id.as_str(), state.event(), json!({}))?;
             Ok(())
         })?;
         Ok((id, state))
@@ -1435,6 +1467,7 @@ mod tests {
         })
         .unwrap()
         .0
+        .to_string()
     }
 
     fn state(s: &Store, id: &str) -> JobState {
@@ -1455,6 +1488,25 @@ mod tests {
             kinds("SELECT kind FROM audit WHERE job = ?1 ORDER BY seq"),
             kinds("SELECT kind FROM events WHERE job = ?1 ORDER BY id"),
         )
+    }
+
+    #[test]
+    fn job_ids_are_refused_unless_well_formed() {
+        assert!("job-0123456789abcdef".parse::<JobId>().is_ok());
+        for bad in [
+            "job-0123",
+            "task-0123456789abcdef",
+            "job-0123456789abcdeg",
+            "",
+        ] {
+            let e = bad.parse::<JobId>().unwrap_err();
+            assert_eq!(e, format!("no job `{bad}`"));
+        }
+        let long = "x".repeat(1000);
+        assert!(
+            long.parse::<JobId>().unwrap_err().len() < 220,
+            "the text shown is cut"
+        );
     }
 
     #[test]
