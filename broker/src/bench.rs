@@ -47,6 +47,10 @@ const CASES: &[(&str, &str)] = &[
         "SELECT sex, PERCENTILE_CONT(0.9) WITHIN GROUP (ORDER BY age) AS p90 FROM health_visits GROUP BY sex",
     ),
     (
+        "COUNT+MEDIAN+P90 of cost by district",
+        "SELECT district, COUNT(*) AS n, MEDIAN(cost) AS m, PERCENTILE_CONT(0.9) WITHIN GROUP (ORDER BY cost) AS p90 FROM health_visits GROUP BY district",
+    ),
+    (
         "STDDEV(cost) by district",
         "SELECT district, STDDEV(cost) AS sd FROM health_visits GROUP BY district",
     ),

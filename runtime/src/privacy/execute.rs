@@ -15,11 +15,11 @@ use datafusion::functions_window::expr_fn::row_number;
 use datafusion::logical_expr::ExprFunctionExt;
 use datafusion::prelude::{DataFrame, Expr, JoinType, col, lit};
 
-use super::PrivacyEngine;
 use super::accountant::Charged;
-use super::design::{Release, Statistic};
+use super::design::{Design, Release, Statistic};
 use super::quantile;
 use super::validate::ValidatedQuery;
+use super::{Asker, PrivacyEngine};
 use crate::QueryError;
 use crate::data::Registered;
 
@@ -41,32 +41,56 @@ impl PrivacyEngine {
         releases: &[Release],
         _charged: &Charged,
     ) -> Result<Truth, QueryError> {
-        let failed = |_: DataFusionError| QueryError::ExecutionFailed;
-        let additive = self
-            .true_values(q, registered, releases)
+        self.truth(q, &registered.policy, releases)
             .await
-            .map_err(failed)?;
-        let mut histograms = HashMap::new();
-        for (i, r) in releases.iter().enumerate() {
-            if let Statistic::Quantile {
-                column,
-                lo,
-                hi,
-                integer,
-                ..
-            } = &r.stat
-            {
-                let h = self
-                    .quantile_histograms(q, registered, column, *lo, *hi, *integer)
-                    .await
-                    .map_err(failed)?;
-                histograms.insert(i, h);
-            }
+            .map_err(|_| QueryError::ExecutionFailed)
+    }
+
+    /// The bounded relation, built once (contribution bounding picks rows at random, and every
+    /// release of a query reads the same pick), then the additive aggregates and each quantile's
+    /// histogram from it. Read by more than one of them, it is materialized once, with only the
+    /// columns they read.
+    async fn truth(
+        &self,
+        q: &ValidatedQuery,
+        ds: &sluice_policy::Dataset,
+        releases: &[Release],
+    ) -> Result<Truth, DataFusionError> {
+        let quantiles: Vec<(usize, &str, f64, f64, bool)> = releases
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| match &r.stat {
+                Statistic::Quantile {
+                    column,
+                    lo,
+                    hi,
+                    integer,
+                    ..
+                } => Some((i, column.as_str(), *lo, *hi, *integer)),
+                _ => None,
+            })
+            .collect();
+        let additive = quantiles.len() < releases.len();
+        let mut bounded = self.bound(self.base(q, ds).await?, q, ds).await?;
+        if quantiles.len() + usize::from(additive) > 1 {
+            let columns = read_columns(q, releases, ds);
+            let columns: Vec<&str> = columns.iter().map(String::as_str).collect();
+            bounded = bounded.select_columns(&columns)?.cache().await?;
         }
-        Ok(Truth {
-            additive,
-            histograms,
-        })
+        let mut truth = Truth {
+            additive: HashMap::new(),
+            histograms: HashMap::new(),
+        };
+        if additive {
+            truth.additive = self.true_values(bounded.clone(), q, ds, releases).await?;
+        }
+        for (i, column, lo, hi, integer) in quantiles {
+            let h = self
+                .quantile_histograms(bounded.clone(), q, column, lo, hi, integer)
+                .await?;
+            truth.histograms.insert(i, h);
+        }
+        Ok(truth)
     }
 
     /// Contribution bounding as the policy declares it: for a grouped query, at most
@@ -277,24 +301,13 @@ impl PrivacyEngine {
     /// additive release.
     async fn true_values(
         &self,
+        df: DataFrame,
         q: &ValidatedQuery,
-        registered: &Registered,
+        ds: &sluice_policy::Dataset,
         releases: &[Release],
     ) -> Result<HashMap<Vec<String>, Vec<i64>>, DataFusionError> {
-        let ds = &registered.policy;
-        let (additive, aggs): (Vec<usize>, Vec<Expr>) = releases
-            .iter()
-            .enumerate()
-            .filter_map(|(i, r)| {
-                let e = self.exact(&r.stat, &ds.privacy_unit)?;
-                Some((i, e.alias(format!("__sluice_{i}"))))
-            })
-            .unzip();
-        if additive.is_empty() {
-            return Ok(HashMap::new());
-        }
-        let df = self.bound(self.base(q, ds).await?, q, ds).await?;
-        let batches = df.aggregate(key_exprs(q), aggs)?.collect().await?;
+        let (additive, df) = self.additive_frame(df, q, ds, releases)?;
+        let batches = df.collect().await?;
         let truth = collect_truth(&batches, q.keys.len(), additive.len())?;
         Ok(truth
             .into_iter()
@@ -308,21 +321,54 @@ impl PrivacyEngine {
             .collect())
     }
 
+    /// The aggregate over `df` (the bounded relation) that computes every additive release, and
+    /// which releases its columns are.
+    fn additive_frame(
+        &self,
+        df: DataFrame,
+        q: &ValidatedQuery,
+        ds: &sluice_policy::Dataset,
+        releases: &[Release],
+    ) -> Result<(Vec<usize>, DataFrame), DataFusionError> {
+        let (additive, aggs): (Vec<usize>, Vec<Expr>) = releases
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| {
+                let e = self.exact(&r.stat, &ds.privacy_unit)?;
+                Some((i, e.alias(format!("__sluice_{i}"))))
+            })
+            .unzip();
+        Ok((additive, df.aggregate(key_exprs(q), aggs)?))
+    }
+
+    /// The logical plan of a query's additive releases over its bounded relation, as text, for
+    /// golden tests of the DP rewrite. Like execution it reads the data to find the units with
+    /// more rows than the bounds allow; it charges and releases nothing.
+    #[doc(hidden)]
+    pub async fn rewritten_plan(&self, asker: &Asker, sql: &str) -> Result<String, QueryError> {
+        let (q, registered, grant) = self.prepare(asker, sql).await?;
+        let ds = &registered.policy;
+        let design = Design::new(&q, ds, grant);
+        let plan = async {
+            let bounded = self.bound(self.base(&q, ds).await?, &q, ds).await?;
+            let (_, df) = self.additive_frame(bounded, &q, ds, &design.releases)?;
+            Ok::<_, DataFusionError>(df.logical_plan().display_indent().to_string())
+        };
+        plan.await.map_err(|_| QueryError::ExecutionFailed)
+    }
+
     /// Per key tuple, the histogram of [`sluice_kernels::rank_code`]s of `column`'s bounded
     /// values: the counts OpenDP's quantile score is computed from.
     async fn quantile_histograms(
         &self,
+        df: DataFrame,
         q: &ValidatedQuery,
-        registered: &Registered,
         column: &str,
         lo: f64,
         hi: f64,
         integer: bool,
     ) -> Result<HashMap<Vec<String>, Vec<u64>>, DataFusionError> {
-        let ds = &registered.policy;
         let m = quantile::candidates(lo, hi, integer).len();
-        let mut df = self.base(q, ds).await?;
-        df = self.bound(df, q, ds).await?;
         let mut keys = key_exprs(q);
         keys.push(
             self.rank
@@ -352,6 +398,29 @@ impl PrivacyEngine {
         }
         Ok(out)
     }
+}
+
+/// The columns a query's keys and releases read (and the privacy unit).
+fn read_columns(
+    q: &ValidatedQuery,
+    releases: &[Release],
+    ds: &sluice_policy::Dataset,
+) -> Vec<String> {
+    let mut columns = std::collections::BTreeSet::from([ds.privacy_unit.clone()]);
+    for k in &q.keys {
+        columns.extend(k.expr.column_refs().into_iter().map(|c| c.name.clone()));
+    }
+    for r in releases {
+        match &r.stat {
+            Statistic::FixedSum { column, .. }
+            | Statistic::NonNullCount(column)
+            | Statistic::Quantile { column, .. } => {
+                columns.insert(column.clone());
+            }
+            Statistic::Count | Statistic::Units => {}
+        }
+    }
+    columns.into_iter().collect()
 }
 
 fn key_exprs(q: &ValidatedQuery) -> Vec<Expr> {
