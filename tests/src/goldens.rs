@@ -211,3 +211,16 @@ fn api_error_bodies_read_as_before() {
     b.stop();
     golden("api_errors.expected", &out);
 }
+
+#[test]
+fn bounded_plans_read_as_before() {
+    let (s, _) = sandbox();
+    let mut out = String::new();
+    for (operator, sql) in golden_cases("plans.sql") {
+        let plan = s
+            .block_on(s.engine().rewritten_plan(&asker(&operator, "golden"), &sql))
+            .unwrap_or_else(|e| format!("refused: {e}"));
+        out.push_str(&format!("-- {operator}: {sql}\n{plan}\n\n"));
+    }
+    golden("plans.expected", &out);
+}
