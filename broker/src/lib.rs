@@ -35,9 +35,11 @@
 
 pub mod audit;
 pub mod client;
+pub mod config;
 pub mod denials;
 pub mod error;
 pub mod keys;
 pub mod listener;
 pub mod server;
 pub mod store;
+mod worker;

@@ -1,7 +1,7 @@
 //! The broker: the HTTP API (axum), the worker pool that runs jobs, and their shared state.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -17,96 +17,19 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine as _;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{Value, json};
 use sluice_policy::{ColumnKind, DatasetId, OperatorId, Policy, Review};
-use sluice_runtime::{JobRequest, Limits, Sandbox, SandboxConfig};
+use sluice_runtime::{Limits, Sandbox, SandboxConfig};
 
 use crate::audit::NewEntry;
 use crate::error::{ApiError, ErrorCode};
-use crate::keys::{DatasetVersion, sha256_hex};
+use crate::keys::sha256_hex;
 use crate::store::{
     JobId, JobState, LedgerAccountant, LedgerAnswerCache, NewJob, Principal, Role, Store,
 };
 
-/// How a broker is configured; kept in `<data-dir>/config.json` by `sluice init`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Config {
-    /// The policy file or directory.
-    pub policy: PathBuf,
-    /// Where relative dataset sources are resolved.
-    pub data_root: PathBuf,
-    /// The address `serve` listens on.
-    pub listen: String,
-    /// Jobs run at once.
-    #[serde(default = "default_workers")]
-    pub workers: usize,
-    /// Queued jobs beyond which submissions get `429`.
-    #[serde(default = "default_max_queued")]
-    pub max_queued: i64,
-    /// Seconds before a request (other than an event stream) times out.
-    #[serde(default = "default_timeout")]
-    pub request_timeout_secs: u64,
-    /// Jobs waiting for review beyond which submissions that need review get `429`.
-    #[serde(default = "default_max_pending_reviews")]
-    pub max_pending_reviews: i64,
-    /// The same, per operator.
-    #[serde(default = "default_max_pending_reviews_per_operator")]
-    pub max_pending_reviews_per_operator: i64,
-    /// Connection caps and the header-read timeout.
-    #[serde(default)]
-    pub connections: crate::listener::ConnectionLimits,
-}
-
-fn default_workers() -> usize {
-    2
-}
-fn default_max_queued() -> i64 {
-    64
-}
-fn default_max_pending_reviews() -> i64 {
-    64
-}
-fn default_max_pending_reviews_per_operator() -> i64 {
-    8
-}
-fn default_timeout() -> u64 {
-    30
-}
-
-impl Config {
-    /// A configuration with defaults.
-    pub fn new(policy: PathBuf, data_root: PathBuf) -> Self {
-        Self {
-            policy,
-            data_root,
-            listen: "127.0.0.1:7878".into(),
-            workers: default_workers(),
-            max_queued: default_max_queued(),
-            request_timeout_secs: default_timeout(),
-            max_pending_reviews: default_max_pending_reviews(),
-            max_pending_reviews_per_operator: default_max_pending_reviews_per_operator(),
-            connections: Default::default(),
-        }
-    }
-
-    /// Reads `<dir>/config.json`.
-    pub fn load(dir: &Path) -> Result<Self> {
-        let path = dir.join("config.json");
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("while reading {}", path.display()))?;
-        serde_json::from_str(&text).with_context(|| format!("{} is not valid", path.display()))
-    }
-
-    /// Writes `<dir>/config.json`.
-    pub fn save(&self, dir: &Path) -> Result<()> {
-        std::fs::write(
-            dir.join("config.json"),
-            serde_json::to_string_pretty(self)? + "\n",
-        )
-        .context("while writing config.json")
-    }
-}
+pub use crate::config::Config;
 
 /// Largest wasm accepted.
 pub const MAX_WASM_BYTES: usize = 16 << 20;
@@ -116,9 +39,9 @@ const MAX_SUBMIT_BODY: usize = 24 << 20;
 const MAX_BODY: usize = 64 << 10;
 
 /// The policy in force with its sandbox.
-struct Current {
-    sandbox: Sandbox,
-    policy_sha256: String,
+pub(crate) struct Current {
+    pub(crate) sandbox: Sandbox,
+    pub(crate) policy_sha256: String,
 }
 
 /// sha256 over a policy's files (names and exact bytes, in load order).
@@ -133,25 +56,25 @@ pub fn policy_sha256(policy: &Policy) -> String {
 }
 
 #[derive(Default)]
-struct Metrics {
-    jobs_run: AtomicU64,
-    job_seconds_micros: AtomicU64,
-    requests: AtomicU64,
-    denials: AtomicU64,
+pub(crate) struct Metrics {
+    pub(crate) jobs_run: AtomicU64,
+    pub(crate) job_seconds_micros: AtomicU64,
+    pub(crate) requests: AtomicU64,
+    pub(crate) denials: AtomicU64,
 }
 
-struct Shared {
-    store: Arc<Store>,
-    current: RwLock<Arc<Current>>,
-    config: Config,
-    limits: Limits,
-    wake: (Mutex<u64>, Condvar),
-    stop: AtomicBool,
+pub(crate) struct Shared {
+    pub(crate) store: Arc<Store>,
+    pub(crate) current: RwLock<Arc<Current>>,
+    pub(crate) config: Config,
+    pub(crate) limits: Limits,
+    pub(crate) wake: (Mutex<u64>, Condvar),
+    pub(crate) stop: AtomicBool,
     /// Set when the server starts shutting down: event streams end so that it can.
-    closing: AtomicBool,
-    metrics: Metrics,
+    pub(crate) closing: AtomicBool,
+    pub(crate) metrics: Metrics,
     /// Open windows of denied requests, per source.
-    denials: Mutex<crate::denials::DenialLog>,
+    pub(crate) denials: Mutex<crate::denials::DenialLog>,
 }
 
 /// A running broker: state, workers, and the router to serve.
@@ -220,7 +143,7 @@ impl Broker {
                 let s = shared.clone();
                 std::thread::Builder::new()
                     .name(format!("sluice-worker-{i}"))
-                    .spawn(move || worker(s))
+                    .spawn(move || crate::worker::worker(s))
                     .expect("spawn a worker thread")
             })
             .collect();
@@ -278,96 +201,12 @@ fn notify(shared: &Shared) {
     shared.wake.1.notify_all();
 }
 
-fn current(shared: &Shared) -> Arc<Current> {
+pub(crate) fn current(shared: &Shared) -> Arc<Current> {
     shared
         .current
         .read()
         .unwrap_or_else(|p| p.into_inner())
         .clone()
-}
-
-fn worker(shared: Arc<Shared>) {
-    while !shared.stop.load(Ordering::SeqCst) {
-        let seen = *shared.wake.0.lock().unwrap_or_else(|p| p.into_inner());
-        match shared.store.claim_next() {
-            Ok(Some(job)) => {
-                let id = job.id.clone();
-                if let Err(e) = run_claimed(&shared, job) {
-                    tracing::error!("job {id}: {e:#}");
-                    let _ = shared.store.fail(&id, "internal broker error");
-                }
-            }
-            Ok(None) => {
-                let guard = shared.wake.0.lock().unwrap_or_else(|p| p.into_inner());
-                if *guard == seen && !shared.stop.load(Ordering::SeqCst) {
-                    let _ = shared
-                        .wake
-                        .1
-                        .wait_timeout(guard, Duration::from_millis(500));
-                }
-            }
-            Err(e) => {
-                tracing::error!("cannot claim a job: {e:#}");
-                std::thread::sleep(Duration::from_millis(500));
-            }
-        }
-    }
-}
-
-fn run_claimed(shared: &Shared, job: crate::store::Claimed) -> Result<()> {
-    let cur = current(shared);
-    let operator: OperatorId = job
-        .operator
-        .parse()
-        .map_err(|e: String| anyhow::anyhow!(e))?;
-    // The policy may have changed since submission (a reload, an expired grant): admit again.
-    if let Err(refusal) = admit(
-        cur.sandbox.engine().policy(),
-        &operator,
-        &job.datasets,
-        job.max_epsilon,
-    ) {
-        shared
-            .store
-            .fail(&job.id, &format!("not started: {refusal}"))?;
-        return Ok(());
-    }
-    let datasets = job
-        .datasets
-        .iter()
-        .map(|d| DatasetId::new(d).map_err(|e| anyhow::anyhow!(e)))
-        .collect::<Result<Vec<_>>>()?;
-    let started = Instant::now();
-    let mut req = JobRequest::new(operator, job.id.clone(), &job.wasm, &job.params);
-    req.datasets = Some(datasets.clone());
-    req.max_epsilon = job.max_epsilon;
-    let out = cur.sandbox.run_job(&req);
-    shared.metrics.jobs_run.fetch_add(1, Ordering::Relaxed);
-    shared
-        .metrics
-        .job_seconds_micros
-        .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-    match out {
-        Ok(out) => {
-            let versions = datasets
-                .iter()
-                .filter_map(|d| cur.sandbox.engine().catalog().get(d))
-                .map(|r| DatasetVersion {
-                    name: r.policy.id.to_string(),
-                    sha256: r.content_hash.clone(),
-                })
-                .collect();
-            shared.store.release(
-                &job.id,
-                &out.report.to_json(),
-                &out.report.to_csv(),
-                &cur.policy_sha256,
-                versions,
-            )?;
-        }
-        Err(f) => shared.store.fail(&job.id, &f.error.to_string())?,
-    }
-    Ok(())
 }
 
 type ApiResult<T> = std::result::Result<T, ApiError>;
@@ -811,7 +650,7 @@ impl Submission {
 }
 
 /// Why a job may not run, from the policy alone.
-enum Refusal {
+pub(crate) enum Refusal {
     /// No grant covers a dataset for the operator today.
     NotGranted(String),
     /// The job's ε cap exceeds a grant's.
@@ -839,7 +678,7 @@ impl std::fmt::Display for Refusal {
 /// granted to `operator` today, and the job's ε cap within each grant's per-job cap in the
 /// dataset's own measure (on zCDP datasets it caps ρ at ε²/2, as the runtime applies it).
 /// Returns whether a reviewer must approve the job first.
-fn admit(
+pub(crate) fn admit(
     policy: &Policy,
     operator: &OperatorId,
     datasets: &[String],

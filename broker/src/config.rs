@@ -1,0 +1,85 @@
+//! How a broker is configured: `<data-dir>/config.json`, written by `sluice init`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+/// How a broker is configured; kept in `<data-dir>/config.json` by `sluice init`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Config {
+    /// The policy file or directory.
+    pub policy: PathBuf,
+    /// Where relative dataset sources are resolved.
+    pub data_root: PathBuf,
+    /// The address `serve` listens on.
+    pub listen: String,
+    /// Jobs run at once.
+    #[serde(default = "default_workers")]
+    pub workers: usize,
+    /// Queued jobs beyond which submissions get `429`.
+    #[serde(default = "default_max_queued")]
+    pub max_queued: i64,
+    /// Seconds before a request (other than an event stream) times out.
+    #[serde(default = "default_timeout")]
+    pub request_timeout_secs: u64,
+    /// Jobs waiting for review beyond which submissions that need review get `429`.
+    #[serde(default = "default_max_pending_reviews")]
+    pub max_pending_reviews: i64,
+    /// The same, per operator.
+    #[serde(default = "default_max_pending_reviews_per_operator")]
+    pub max_pending_reviews_per_operator: i64,
+    /// Connection caps and the header-read timeout.
+    #[serde(default)]
+    pub connections: crate::listener::ConnectionLimits,
+}
+
+fn default_workers() -> usize {
+    2
+}
+fn default_max_queued() -> i64 {
+    64
+}
+fn default_max_pending_reviews() -> i64 {
+    64
+}
+fn default_max_pending_reviews_per_operator() -> i64 {
+    8
+}
+fn default_timeout() -> u64 {
+    30
+}
+
+impl Config {
+    /// A configuration with defaults.
+    pub fn new(policy: PathBuf, data_root: PathBuf) -> Self {
+        Self {
+            policy,
+            data_root,
+            listen: "127.0.0.1:7878".into(),
+            workers: default_workers(),
+            max_queued: default_max_queued(),
+            request_timeout_secs: default_timeout(),
+            max_pending_reviews: default_max_pending_reviews(),
+            max_pending_reviews_per_operator: default_max_pending_reviews_per_operator(),
+            connections: Default::default(),
+        }
+    }
+
+    /// Reads `<dir>/config.json`.
+    pub fn load(dir: &Path) -> Result<Self> {
+        let path = dir.join("config.json");
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("while reading {}", path.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("{} is not valid", path.display()))
+    }
+
+    /// Writes `<dir>/config.json`.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        std::fs::write(
+            dir.join("config.json"),
+            serde_json::to_string_pretty(self)? + "\n",
+        )
+        .context("while writing config.json")
+    }
+}

@@ -1,0 +1,98 @@
+//! The workers: each claims the oldest queued job, admits it again against the policy in force,
+//! runs it in the sandbox and releases its report (or records why it failed).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use sluice_policy::{DatasetId, OperatorId};
+use sluice_runtime::JobRequest;
+
+use crate::keys::DatasetVersion;
+use crate::server::{Shared, admit, current};
+
+/// A worker's loop, until the broker stops.
+pub(crate) fn worker(shared: Arc<Shared>) {
+    while !shared.stop.load(Ordering::SeqCst) {
+        let seen = *shared.wake.0.lock().unwrap_or_else(|p| p.into_inner());
+        match shared.store.claim_next() {
+            Ok(Some(job)) => {
+                let id = job.id.clone();
+                if let Err(e) = run_claimed(&shared, job) {
+                    tracing::error!("job {id}: {e:#}");
+                    let _ = shared.store.fail(&id, "internal broker error");
+                }
+            }
+            Ok(None) => {
+                let guard = shared.wake.0.lock().unwrap_or_else(|p| p.into_inner());
+                if *guard == seen && !shared.stop.load(Ordering::SeqCst) {
+                    let _ = shared
+                        .wake
+                        .1
+                        .wait_timeout(guard, Duration::from_millis(500));
+                }
+            }
+            Err(e) => {
+                tracing::error!("cannot claim a job: {e:#}");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        }
+    }
+}
+
+fn run_claimed(shared: &Shared, job: crate::store::Claimed) -> Result<()> {
+    let cur = current(shared);
+    let operator: OperatorId = job
+        .operator
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!(e))?;
+    // The policy may have changed since submission (a reload, an expired grant): admit again.
+    if let Err(refusal) = admit(
+        cur.sandbox.engine().policy(),
+        &operator,
+        &job.datasets,
+        job.max_epsilon,
+    ) {
+        shared
+            .store
+            .fail(&job.id, &format!("not started: {refusal}"))?;
+        return Ok(());
+    }
+    let datasets = job
+        .datasets
+        .iter()
+        .map(|d| DatasetId::new(d).map_err(|e| anyhow::anyhow!(e)))
+        .collect::<Result<Vec<_>>>()?;
+    let started = Instant::now();
+    let mut req = JobRequest::new(operator, job.id.clone(), &job.wasm, &job.params);
+    req.datasets = Some(datasets.clone());
+    req.max_epsilon = job.max_epsilon;
+    let out = cur.sandbox.run_job(&req);
+    shared.metrics.jobs_run.fetch_add(1, Ordering::Relaxed);
+    shared
+        .metrics
+        .job_seconds_micros
+        .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+    match out {
+        Ok(out) => {
+            let versions = datasets
+                .iter()
+                .filter_map(|d| cur.sandbox.engine().catalog().get(d))
+                .map(|r| DatasetVersion {
+                    name: r.policy.id.to_string(),
+                    sha256: r.content_hash.clone(),
+                })
+                .collect();
+            shared.store.release(
+                &job.id,
+                &out.report.to_json(),
+                &out.report.to_csv(),
+                &cur.policy_sha256,
+                versions,
+            )?;
+        }
+        Err(f) => shared.store.fail(&job.id, &f.error.to_string())?,
+    }
+    Ok(())
+}
