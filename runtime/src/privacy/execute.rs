@@ -43,7 +43,7 @@ impl PrivacyEngine {
     ) -> Result<Truth, QueryError> {
         self.truth(q, &registered.policy, releases)
             .await
-            .map_err(|_| QueryError::ExecutionFailed)
+            .map_err(super::after_charge(QueryError::ExecutionFailed))
     }
 
     /// The bounded relation, built once (contribution bounding picks rows at random, and every
@@ -354,7 +354,8 @@ impl PrivacyEngine {
             let (_, df) = self.additive_frame(bounded, &q, ds, &design.releases)?;
             Ok::<_, DataFusionError>(df.logical_plan().display_indent().to_string())
         };
-        plan.await.map_err(|_| QueryError::ExecutionFailed)
+        plan.await
+            .map_err(super::after_charge(QueryError::ExecutionFailed))
     }
 
     /// Per key tuple, the histogram of [`sluice_kernels::rank_code`]s of `column`'s bounded

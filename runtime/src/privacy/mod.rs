@@ -475,6 +475,18 @@ fn refuse_hidden(statement: &Statement, registered: &Registered) -> Result<(), Q
     }
 }
 
+/// Maps a failure after the charge to `public`, logging its cause at debug level on the
+/// `sluice::sensitive` target only: a DataFusion or sampling error can quote data, so it never
+/// reaches a job or an operator, and the broker's default log level (warn) does not emit it.
+pub(crate) fn after_charge<E: std::fmt::Display>(
+    public: QueryError,
+) -> impl FnOnce(E) -> QueryError {
+    move |cause| {
+        tracing::debug!(target: "sluice::sensitive", "{public}: {cause}");
+        public
+    }
+}
+
 /// What identifies a repeat of this query: operator, dataset version (with its joined lookup),
 /// normalized plan and amount.
 fn cache_key(

@@ -122,14 +122,15 @@ fn selected_cells(
                 .is_none_or(|d| d.binary_search(value).is_ok())
         });
         if public_ok {
-            let name = serde_json::to_string(tuple).map_err(|_| QueryError::ExecutionFailed)?;
+            let name = serde_json::to_string(tuple)
+                .map_err(super::after_charge(QueryError::ExecutionFailed))?;
             counts.insert(name.clone(), v[s]);
             by_name.insert(name, tuple.clone());
         }
     }
     let released = sel
         .release(&counts)
-        .map_err(|_| QueryError::ExecutionFailed)?;
+        .map_err(super::after_charge(QueryError::ExecutionFailed))?;
     let mut cells: Vec<Vec<String>> = Vec::with_capacity(released.len());
     let mut selected = HashMap::new();
     for (name, noisy) in released {
@@ -148,7 +149,8 @@ fn noise(
     truth: &Truth,
     selected: &HashMap<Vec<String>, i64>,
 ) -> Result<Vec<Noisy>, QueryError> {
-    let failed = |_| QueryError::ExecutionFailed;
+    let failed =
+        |e: super::mechanisms::MechanismError| super::after_charge(QueryError::ExecutionFailed)(e);
     c.mechanisms
         .iter()
         .enumerate()
