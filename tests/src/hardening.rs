@@ -570,7 +570,7 @@ fn proc_status_kib(field: &str) -> u64 {
 /// The attack in a process of its own, so that its peak memory is its own. Runs only when the
 /// parent starts this test binary with `SLUICE_MEMORY_CHILD` set.
 #[test]
-#[ignore = "run by hardening::instances_that_together_pass_the_memory_cap_are_stopped_and_the_host_stays_small"]
+#[ignore = "a child process, so that its peak RSS is the attack's alone; run by hardening::instances_that_together_pass_the_memory_cap_are_stopped_and_the_host_stays_small"]
 fn memory_child() {
     if std::env::var_os("SLUICE_MEMORY_CHILD").is_none() {
         return;

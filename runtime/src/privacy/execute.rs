@@ -5,9 +5,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, Int64Array, StringArray};
+use datafusion::arrow::array::{Array, AsArray, Int64Array, StringArray};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::datatypes::{DataType, Int64Type};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::DataFusionError;
 use datafusion::functions_aggregate::expr_fn::{count, count_distinct, sum};
@@ -439,28 +439,15 @@ fn collect_truth(
 ) -> Result<HashMap<Vec<String>, Vec<i64>>, DataFusionError> {
     let mut out = HashMap::new();
     for b in batches {
-        let keys: Vec<_> = (0..nkeys)
-            .map(|i| cast(b.column(i), &DataType::Utf8))
-            .collect::<Result<_, _>>()?;
-        let keys: Vec<&StringArray> = keys
-            .iter()
-            .map(|a| {
-                a.as_any()
-                    .downcast_ref::<StringArray>()
-                    .expect("cast to Utf8")
-            })
-            .collect();
-        let vals: Vec<_> = (0..nsubs)
-            .map(|i| cast(b.column(nkeys + i), &DataType::Int64))
-            .collect::<Result<_, _>>()?;
-        let vals: Vec<&Int64Array> = vals
-            .iter()
-            .map(|a| {
-                a.as_any()
-                    .downcast_ref::<Int64Array>()
-                    .expect("cast to Int64")
-            })
-            .collect();
+        let cast_all = |from: usize, n: usize, to: &DataType| {
+            (from..from + n)
+                .map(|i| cast(b.column(i), to))
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let keys = cast_all(0, nkeys, &DataType::Utf8)?;
+        let vals = cast_all(nkeys, nsubs, &DataType::Int64)?;
+        let keys: Vec<&StringArray> = keys.iter().map(|a| a.as_string::<i32>()).collect();
+        let vals: Vec<&Int64Array> = vals.iter().map(|a| a.as_primitive::<Int64Type>()).collect();
         'rows: for r in 0..b.num_rows() {
             let mut key = Vec::with_capacity(nkeys);
             for k in &keys {

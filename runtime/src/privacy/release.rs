@@ -149,8 +149,6 @@ fn noise(
     truth: &Truth,
     selected: &HashMap<Vec<String>, i64>,
 ) -> Result<Vec<Noisy>, QueryError> {
-    let failed =
-        |e: super::mechanisms::MechanismError| super::after_charge(QueryError::ExecutionFailed)(e);
     c.mechanisms
         .iter()
         .enumerate()
@@ -170,7 +168,9 @@ fn noise(
                     .iter()
                     .map(|cell| truth.additive.get(cell).map_or(0, |v| v[i]))
                     .collect();
-                m.release(&exact).map(Noisy::Counts).map_err(failed)
+                m.release(&exact)
+                    .map(Noisy::Counts)
+                    .map_err(super::after_charge(QueryError::ExecutionFailed))
             }
             Mechanism::Quantile(m) => {
                 let empty = vec![0u64; 2 * m.candidates().len() + 1];
@@ -179,7 +179,8 @@ fn noise(
                     .iter()
                     .map(|cell| {
                         let h = histograms.and_then(|h| h.get(cell)).unwrap_or(&empty);
-                        m.release(h).map_err(failed)
+                        m.release(h)
+                            .map_err(super::after_charge(QueryError::ExecutionFailed))
                     })
                     .collect::<Result<_, _>>()
                     .map(Noisy::Quantiles)
