@@ -1002,10 +1002,11 @@ async fn budget(State(s): State<Arc<Shared>>, auth: Auth) -> ApiResult<Json<Valu
             Duration::from_secs(g.period_secs),
         );
         // Caps and spending in the dataset's measure: ε, or ρ on zCDP datasets.
-        let (measure, per_period, spent_period) = match d.measure {
-            sluice_policy::PrivacyMeasure::Pure => ("pure", g.epsilon_per_period, spent.period),
-            sluice_policy::PrivacyMeasure::Zcdp => ("zcdp", g.rho_per_period, spent.rho_period),
+        let (measure, per_period) = match d.measure {
+            sluice_policy::PrivacyMeasure::Pure => ("pure", g.epsilon_per_period),
+            sluice_policy::PrivacyMeasure::Zcdp => ("zcdp", g.rho_per_period),
         };
+        let spent_period = spent.period.in_measure(d.measure);
         out.push(json!({
             "dataset": d.id.as_str(),
             "privacy_measure": measure,
@@ -1017,11 +1018,11 @@ async fn budget(State(s): State<Arc<Shared>>, auth: Auth) -> ApiResult<Json<Valu
             "spent_this_period": spent_period,
             "remaining_this_period": (per_period - spent_period).max(0.0),
             "delta_per_period": g.delta_per_period,
-            "delta_spent_this_period": spent.delta_period,
+            "delta_spent_this_period": spent.period.delta,
             // The (ε, δ)-DP guarantee this period's spending amounts to.
             "implied_epsilon_this_period": spent.implied_epsilon(),
-            "implied_delta_this_period": spent.delta_period
-                + if measure == "zcdp" && spent.rho_period > 0.0 {
+            "implied_delta_this_period": spent.period.delta
+                + if measure == "zcdp" && spent.period.rho > 0.0 {
                     sluice_runtime::privacy::accountant::ZCDP_REPORT_DELTA
                 } else {
                     0.0

@@ -14,7 +14,7 @@ use anyhow::{Context, Result, bail};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde::Serialize;
 use serde_json::{Value, json};
-use sluice_runtime::{BudgetError, Charge, Spent, privacy::accountant::check_limits};
+use sluice_runtime::{BudgetError, Charge, Spent, Totals, privacy::accountant::check_limits};
 
 use crate::audit::{self, NewEntry, now_ms};
 use crate::keys::{DatasetVersion, Keys, Receipt, random_bytes, sha256_hex};
@@ -63,6 +63,12 @@ CREATE TABLE answers (
     // zero-concentrated DP: charges on zCDP datasets are in ρ (and 0 in ε).
     r#"
 ALTER TABLE charges ADD COLUMN rho REAL NOT NULL DEFAULT 0;
+"#,
+    // Amounts carry their measure: a cached answer's `epsilon` held ρ on zCDP datasets. NULL
+    // measure: stored before this migration (such zCDP keys no longer match any query).
+    r#"
+ALTER TABLE answers RENAME COLUMN epsilon TO amount;
+ALTER TABLE answers ADD COLUMN measure TEXT;
 "#,
 ];
 
@@ -1120,8 +1126,8 @@ impl Store {
                         "sql": c.sql,
                         "dataset_sha256": c.dataset_hash,
                         "mechanism": c.mechanism,
-                        "epsilon": c.epsilon,
-                        "rho": c.rho,
+                        "epsilon": c.amount.epsilon(),
+                        "rho": c.amount.rho(),
                         "delta": c.delta,
                     })),
             )?;
@@ -1133,17 +1139,17 @@ impl Store {
                     c.operator.as_str(),
                     c.dataset.as_str(),
                     c.job,
-                    c.epsilon,
+                    c.amount.epsilon(),
                     c.delta,
                     seq,
-                    c.rho
+                    c.amount.rho()
                 ],
             )?;
             event(
                 &tx,
                 &c.job,
                 "query",
-                json!({ "dataset": c.dataset.as_str(), "epsilon": c.epsilon, "rho": c.rho, "delta": c.delta }),
+                json!({ "dataset": c.dataset.as_str(), "epsilon": c.amount.epsilon(), "rho": c.amount.rho(), "delta": c.delta }),
             )?;
             tx.commit()?;
             self.changed.notify_waiters();
@@ -1295,16 +1301,22 @@ fn spent(
            COALESCE(SUM(CASE WHEN at_ms >= ?4 THEN epsilon END), 0),
            COALESCE(SUM(CASE WHEN at_ms >= ?4 THEN delta END), 0),
            COALESCE(SUM(CASE WHEN job = ?3 THEN rho END), 0),
-           COALESCE(SUM(CASE WHEN at_ms >= ?4 THEN rho END), 0)
+           COALESCE(SUM(CASE WHEN at_ms >= ?4 THEN rho END), 0),
+           COALESCE(SUM(CASE WHEN job = ?3 THEN delta END), 0)
          FROM charges WHERE operator = ?1 AND dataset = ?2",
         params![operator, dataset, job, since],
         |r| {
             Ok(Spent {
-                job: r.get(0)?,
-                period: r.get(1)?,
-                delta_period: r.get(2)?,
-                rho_job: r.get(3)?,
-                rho_period: r.get(4)?,
+                job: Totals {
+                    epsilon: r.get(0)?,
+                    rho: r.get(3)?,
+                    delta: r.get(5)?,
+                },
+                period: Totals {
+                    epsilon: r.get(1)?,
+                    rho: r.get(4)?,
+                    delta: r.get(2)?,
+                },
             })
         },
     )?)
@@ -1369,19 +1381,26 @@ impl sluice_runtime::AnswerCache for LedgerAnswerCache {
         // Log before effect: if the hit cannot be audited, answer afresh (and charge) instead.
         self.0
             .write(|tx| -> Result<()> {
+                // The original's amount under its own unit's name: `epsilon_of_original` or
+                // `rho_of_original`.
+                let mut detail = json!({
+                    "sql": key.normalized,
+                    "dataset_sha256": key.dataset_hash,
+                    "answer_key": digest,
+                    "charged": 0.0,
+                });
+                let unit = match key.amount.measure {
+                    sluice_policy::PrivacyMeasure::Pure => "epsilon_of_original",
+                    sluice_policy::PrivacyMeasure::Zcdp => "rho_of_original",
+                };
+                detail[unit] = json!(key.amount.value);
                 audit::append(
                     tx,
                     NewEntry::new("query.cached", &key.operator)
                         .job(job)
                         .operator(&key.operator)
                         .dataset(&key.dataset)
-                        .detail(json!({
-                            "sql": key.normalized,
-                            "dataset_sha256": key.dataset_hash,
-                            "epsilon_of_original": key.epsilon,
-                            "answer_key": digest,
-                            "charged": 0.0,
-                        })),
+                        .detail(detail),
                 )?;
                 event(
                     tx,
@@ -1400,15 +1419,19 @@ impl sluice_runtime::AnswerCache for LedgerAnswerCache {
             return;
         };
         let r = self.0.lock().execute(
-            "INSERT OR IGNORE INTO answers (key, operator, dataset, dataset_hash, sql, epsilon, answer, created_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            "INSERT OR IGNORE INTO answers (key, operator, dataset, dataset_hash, sql, amount, measure, answer, created_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             params![
                 key.digest(),
                 key.operator,
                 key.dataset,
                 key.dataset_hash,
                 key.normalized,
-                key.epsilon,
+                key.amount.value,
+                match key.amount.measure {
+                    sluice_policy::PrivacyMeasure::Pure => "pure",
+                    sluice_policy::PrivacyMeasure::Zcdp => "zcdp",
+                },
                 answer,
                 now_ms()
             ],

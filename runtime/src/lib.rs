@@ -43,7 +43,9 @@ use std::time::Duration;
 
 use sluice_policy::{DatasetId, OperatorId, Policy};
 
-pub use privacy::accountant::{Accountant, BudgetError, Charge, InMemoryAccountant, Spent};
+pub use privacy::accountant::{
+    Accountant, Amount, BudgetError, Caps, Charge, InMemoryAccountant, Spent, Totals,
+};
 pub use privacy::cache::{AnswerCache, CacheKey, InMemoryAnswerCache};
 pub use privacy::{Budget, Estimate, QueryRecord};
 pub use report::{NoisyTable, PrivacyCost, Report, Scalar, Value};

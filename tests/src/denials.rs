@@ -27,7 +27,7 @@ fn refused(operator: &str, sql: &str, epsilon: f64) -> QueryError {
             Duration::from_secs(86_400 * 30),
         );
         assert_eq!(
-            spent.period, 0.0,
+            spent.period.epsilon, 0.0,
             "a refused query spent budget on {ds}: {sql}"
         );
     }

@@ -16,6 +16,7 @@ fn spent(a: &dyn Accountant, job: &str) -> f64 {
         std::time::Duration::from_secs(86_400),
     )
     .period
+    .epsilon
 }
 
 #[test]

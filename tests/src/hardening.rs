@@ -779,7 +779,7 @@ fn queries_that_cannot_run_are_refused_before_the_charge_and_none_fails_after_it
     for (i, sql) in doomed.iter().chain(corpus.iter()).enumerate() {
         let job = format!("doomed-{i}");
         let r = s.block_on(s.engine().query(&asker("analyst", &job), sql, 0.1));
-        let spent = acc.spent(&op("analyst"), &ds, &job, day).job;
+        let spent = acc.spent(&op("analyst"), &ds, &job, day).job.epsilon;
         if matches!(r, Err(QueryError::ExecutionFailed)) {
             after_charge.push(sql.clone());
         }

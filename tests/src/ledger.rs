@@ -97,20 +97,19 @@ fn concurrent_queries_never_overspend_a_grant() {
 
 #[test]
 fn a_suspension_refuses_further_charges_at_once_and_records_nothing() {
-    use sluice_runtime::{BudgetError, Charge};
+    use sluice_runtime::{Amount, BudgetError, Caps, Charge};
     let dir = temp_dir("suspend").join("state");
     let store = Store::init(&dir).unwrap();
     let charge = Charge {
         operator: crate::op("analyst"),
         dataset: sluice_policy::DatasetId::new("health_visits").unwrap(),
         job: "job-1".into(),
-        epsilon: 0.1,
-        rho: 0.0,
+        amount: Amount::pure(0.1),
         delta: 0.0,
-        epsilon_per_job: 1.0,
-        epsilon_per_period: 10.0,
-        rho_per_job: 0.0,
-        rho_per_period: 0.0,
+        caps: Caps {
+            per_job: 1.0,
+            per_period: 10.0,
+        },
         delta_per_period: 0.0,
         period: std::time::Duration::from_secs(86_400),
         sql: "SELECT COUNT(*) FROM health_visits".into(),
@@ -133,7 +132,7 @@ fn a_suspension_refuses_further_charges_at_once_and_records_nothing() {
     store.charge(&charge).unwrap();
     let spent = store.spent("analyst", "health_visits", "job-1", charge.period);
     assert!(
-        (spent.job - 0.2).abs() < 1e-9,
+        (spent.job.epsilon - 0.2).abs() < 1e-9,
         "refused charges record nothing: {spent:?}"
     );
 }
@@ -190,9 +189,9 @@ fn a_query_repeated_a_thousand_times_is_charged_once_and_answered_identically() 
         std::time::Duration::from_secs(86_400),
     );
     assert!(
-        (spent.period - 0.5).abs() < 1e-9,
+        (spent.period.epsilon - 0.5).abs() < 1e-9,
         "charged {} in all",
-        spent.period
+        spent.period.epsilon
     );
     drop(sandbox);
     drop(store);
@@ -240,19 +239,18 @@ fn a_query_repeated_a_thousand_times_is_charged_once_and_answered_identically() 
 
 #[test]
 fn zcdp_charges_are_stored_in_rho_capped_in_rho_and_survive_a_restart() {
-    use sluice_runtime::{BudgetError, Charge};
+    use sluice_runtime::{Amount, BudgetError, Caps, Charge};
     let dir = temp_dir("ledger-rho").join("state");
     let charge = |job: &str, rho: f64| Charge {
         operator: crate::op("analyst"),
         dataset: sluice_policy::DatasetId::new("visits_zcdp").unwrap(),
         job: job.into(),
-        epsilon: 0.0,
-        rho,
+        amount: Amount::zcdp(rho),
         delta: 0.0,
-        epsilon_per_job: 0.0,
-        epsilon_per_period: 0.0,
-        rho_per_job: 0.3,
-        rho_per_period: 0.5,
+        caps: Caps {
+            per_job: 0.3,
+            per_period: 0.5,
+        },
         delta_per_period: 0.0,
         period: std::time::Duration::from_secs(86_400),
         sql: "SELECT COUNT(*) FROM visits_zcdp".into(),
@@ -278,9 +276,9 @@ fn zcdp_charges_are_stored_in_rho_capped_in_rho_and_survive_a_restart() {
         "j1",
         std::time::Duration::from_secs(86_400),
     );
-    assert!((spent.rho_job - 0.2).abs() < 1e-12);
-    assert!((spent.rho_period - 0.45).abs() < 1e-12);
-    assert_eq!(spent.period, 0.0, "nothing is charged in ε");
+    assert!((spent.job.rho - 0.2).abs() < 1e-12);
+    assert!((spent.period.rho - 0.45).abs() < 1e-12);
+    assert_eq!(spent.period.epsilon, 0.0, "nothing is charged in ε");
     // Reported as (ε, δ) too: ρ = 0.45 implies ε ≈ 8 at δ = 1e-6 (below ρ + 2√(ρ ln 1e6)).
     let eps = spent.implied_epsilon();
     assert!(
@@ -291,10 +289,11 @@ fn zcdp_charges_are_stored_in_rho_capped_in_rho_and_survive_a_restart() {
     assert!((usage[0].rho - 0.45).abs() < 1e-12 && usage[0].epsilon == 0.0);
     // A pure-ε charge on the same dataset this period is refused: the measures never mix.
     let pure = Charge {
-        epsilon: 0.1,
-        rho: 0.0,
-        epsilon_per_job: 1.0,
-        epsilon_per_period: 1.0,
+        amount: Amount::pure(0.1),
+        caps: Caps {
+            per_job: 1.0,
+            per_period: 1.0,
+        },
         ..charge("j4", 0.0)
     };
     assert!(matches!(

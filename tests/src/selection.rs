@@ -210,5 +210,5 @@ fn delta_is_charged_and_capped_per_period() {
         "sel",
         std::time::Duration::from_secs(86_400),
     );
-    assert!((spent.delta_period - 3e-6).abs() < 1e-12, "{spent:?}");
+    assert!((spent.period.delta - 3e-6).abs() < 1e-12, "{spent:?}");
 }

@@ -243,7 +243,7 @@ fn rho_is_charged_and_capped_per_job() {
         "zcdp",
         std::time::Duration::from_secs(86_400),
     );
-    assert!((spent.rho_job - 1.0).abs() < 1e-9 && spent.job == 0.0);
+    assert!((spent.job.rho - 1.0).abs() < 1e-9 && spent.job.epsilon == 0.0);
 }
 
 #[test]

@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
-use sluice_policy::{DatasetId, OperatorId};
+use sluice_policy::{DatasetId, OperatorId, PrivacyMeasure};
+
+pub use super::amount::Amount;
 
 /// One charge to make: who, on what, for which job, how much, within which limits.
 #[derive(Clone, Debug)]
@@ -16,20 +18,12 @@ pub struct Charge {
     pub dataset: DatasetId,
     /// The job that asked.
     pub job: String,
-    /// The ε to charge (pure-DP datasets; 0 on zCDP datasets).
-    pub epsilon: f64,
-    /// The ρ to charge (zCDP datasets; 0 on pure-DP datasets).
-    pub rho: f64,
+    /// The amount to charge, in the dataset's measure.
+    pub amount: Amount,
     /// The δ to charge (0 unless partition selection spends some).
     pub delta: f64,
-    /// The grant's ε per job.
-    pub epsilon_per_job: f64,
-    /// The grant's ε per period.
-    pub epsilon_per_period: f64,
-    /// The grant's ρ per job.
-    pub rho_per_job: f64,
-    /// The grant's ρ per period.
-    pub rho_per_period: f64,
+    /// The caps the amount is checked against, in the same measure.
+    pub caps: Caps,
     /// The grant's δ per period (0: no δ may be spent).
     pub delta_per_period: f64,
     /// The grant's period length.
@@ -42,30 +36,60 @@ pub struct Charge {
     pub mechanism: String,
 }
 
+/// The caps on one dataset's spending, in the dataset's measure (ε or ρ).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Caps {
+    /// What one job may spend.
+    pub per_job: f64,
+    /// What may be spent in one period.
+    pub per_period: f64,
+}
+
+/// Sums of past charges in every unit.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Totals {
+    /// ε charged on pure-DP terms.
+    pub epsilon: f64,
+    /// ρ charged on zCDP terms.
+    pub rho: f64,
+    /// δ charged.
+    pub delta: f64,
+}
+
+impl Totals {
+    /// The total in `measure`.
+    pub fn in_measure(&self, measure: PrivacyMeasure) -> f64 {
+        match measure {
+            PrivacyMeasure::Pure => self.epsilon,
+            PrivacyMeasure::Zcdp => self.rho,
+        }
+    }
+
+    fn add(&mut self, amount: Amount, delta: f64) {
+        self.epsilon += amount.epsilon();
+        self.rho += amount.rho();
+        self.delta += delta;
+    }
+}
+
 /// What has been spent, seen from one job.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Spent {
-    /// ε spent by this job on this dataset.
-    pub job: f64,
-    /// ε spent by the operator on this dataset in the current period (all jobs).
-    pub period: f64,
-    /// δ spent by the operator on this dataset in the current period (all jobs).
-    pub delta_period: f64,
-    /// ρ spent by this job on this dataset.
-    pub rho_job: f64,
-    /// ρ spent by the operator on this dataset in the current period (all jobs).
-    pub rho_period: f64,
+    /// Spent by this job on this dataset.
+    pub job: Totals,
+    /// Spent on this dataset in the current period, by every job the caps cover.
+    pub period: Totals,
 }
 
 impl Spent {
     /// The ε of the (ε, δ)-DP guarantee this period's spending amounts to: the ε spent on a pure
     /// dataset; on a zCDP dataset, the ε its ρ implies at δ = [`ZCDP_REPORT_DELTA`] (the δ of
-    /// that guarantee is that plus `delta_period`).
+    /// that guarantee is that plus `period.delta`).
     pub fn implied_epsilon(&self) -> f64 {
-        if self.rho_period > 0.0 {
-            zcdp_epsilon(self.rho_period, ZCDP_REPORT_DELTA).unwrap_or(f64::INFINITY)
+        if self.period.rho > 0.0 {
+            zcdp_epsilon(self.period.rho, ZCDP_REPORT_DELTA).unwrap_or(f64::INFINITY)
         } else {
-            self.period
+            self.period.epsilon
         }
     }
 }
@@ -194,8 +218,7 @@ pub struct InMemoryAccountant {
 struct Entry {
     at: SystemTime,
     job: String,
-    epsilon: f64,
-    rho: f64,
+    amount: Amount,
     delta: f64,
 }
 
@@ -212,13 +235,10 @@ impl InMemoryAccountant {
         let mut s = Spent::default();
         for e in entries {
             if e.job == job {
-                s.job += e.epsilon;
-                s.rho_job += e.rho;
+                s.job.add(e.amount, e.delta);
             }
             if e.at >= since {
-                s.period += e.epsilon;
-                s.delta_period += e.delta;
-                s.rho_period += e.rho;
+                s.period.add(e.amount, e.delta);
             }
         }
         s
@@ -227,59 +247,45 @@ impl InMemoryAccountant {
 
 /// Checks a charge against what has been spent; shared by every accountant implementation.
 pub fn check_limits(charge: &Charge, spent: Spent) -> Result<(), BudgetError> {
-    let zcdp = charge.rho > 0.0;
-    if (zcdp && spent.period > 0.0) || (!zcdp && spent.rho_period > 0.0) {
+    let measure = charge.amount.measure;
+    let other = match measure {
+        PrivacyMeasure::Pure => spent.period.rho,
+        PrivacyMeasure::Zcdp => spent.period.epsilon,
+    };
+    if other > 0.0 {
         return Err(BudgetError::MeasureChanged {
             dataset: charge.dataset.clone(),
         });
     }
-    let (unit, needed, job, period, job_cap, period_cap) = if zcdp {
-        let c = charge;
-        (
-            "ρ",
-            c.rho,
-            spent.rho_job,
-            spent.rho_period,
-            c.rho_per_job,
-            c.rho_per_period,
-        )
-    } else {
-        let c = charge;
-        (
-            "ε",
-            c.epsilon,
-            spent.job,
-            spent.period,
-            c.epsilon_per_job,
-            c.epsilon_per_period,
-        )
-    };
-    if job + needed > job_cap + SLACK {
+    let (unit, needed, caps) = (charge.amount.unit(), charge.amount.value, charge.caps);
+    let job = spent.job.in_measure(measure);
+    let period = spent.period.in_measure(measure);
+    if job + needed > caps.per_job + SLACK {
         return Err(BudgetError::JobCap {
             unit,
             dataset: charge.dataset.clone(),
             needed,
-            remaining: (job_cap - job).max(0.0),
-            cap: job_cap,
+            remaining: (caps.per_job - job).max(0.0),
+            cap: caps.per_job,
         });
     }
-    if period + needed > period_cap + SLACK {
+    if period + needed > caps.per_period + SLACK {
         return Err(BudgetError::PeriodCap {
             unit,
             dataset: charge.dataset.clone(),
             needed,
-            remaining: (period_cap - period).max(0.0),
-            cap: period_cap,
+            remaining: (caps.per_period - period).max(0.0),
+            cap: caps.per_period,
         });
     }
     // δ is compared relative to the cap (caps are tiny numbers such as 1e-6).
     if charge.delta > 0.0
-        && spent.delta_period + charge.delta > charge.delta_per_period * (1.0 + SLACK)
+        && spent.period.delta + charge.delta > charge.delta_per_period * (1.0 + SLACK)
     {
         return Err(BudgetError::DeltaCap {
             dataset: charge.dataset.clone(),
             needed: charge.delta,
-            remaining: (charge.delta_per_period - spent.delta_period).max(0.0),
+            remaining: (charge.delta_per_period - spent.period.delta).max(0.0),
             cap: charge.delta_per_period,
         });
     }
@@ -296,8 +302,7 @@ impl Accountant for InMemoryAccountant {
         entries.push(Entry {
             at: SystemTime::now(),
             job: charge.job.clone(),
-            epsilon: charge.epsilon,
-            rho: charge.rho,
+            amount: charge.amount,
             delta: charge.delta,
         });
         Ok(())
@@ -329,16 +334,15 @@ mod tests {
             operator: OperatorId::new("op").unwrap(),
             dataset: DatasetId::new("ds").unwrap(),
             job: job.into(),
-            epsilon: eps,
-            rho: 0.0,
+            amount: Amount::pure(eps),
             delta: 0.0,
             sql: "SELECT COUNT(*) FROM ds".into(),
             dataset_hash: "00".into(),
             mechanism: "discrete-laplace".into(),
-            epsilon_per_job: 1.0,
-            epsilon_per_period: 5.0,
-            rho_per_job: 0.0,
-            rho_per_period: 0.0,
+            caps: Caps {
+                per_job: 1.0,
+                per_period: 5.0,
+            },
             delta_per_period: 0.0,
             period: Duration::from_secs(86_400),
         }
@@ -360,7 +364,7 @@ mod tests {
             "j1",
             Duration::from_secs(86_400),
         );
-        assert!((s.job - 1.0).abs() < 1e-9);
+        assert!((s.job.epsilon - 1.0).abs() < 1e-9);
     }
 
     #[test]
@@ -369,8 +373,10 @@ mod tests {
         let with_delta = |job: &str, cap: f64| Charge {
             delta: 1e-7,
             delta_per_period: cap,
-            epsilon_per_job: 10.0,
-            epsilon_per_period: 10.0,
+            caps: Caps {
+                per_job: 10.0,
+                per_period: 10.0,
+            },
             ..charge(job, 0.01)
         };
         assert!(matches!(
@@ -390,10 +396,11 @@ mod tests {
     fn rho_is_capped_in_its_own_unit_and_measures_never_mix_in_a_period() {
         let a = InMemoryAccountant::new();
         let zcdp = |job: &str, rho: f64| Charge {
-            epsilon: 0.0,
-            rho,
-            rho_per_job: 0.5,
-            rho_per_period: 1.0,
+            amount: Amount::zcdp(rho),
+            caps: Caps {
+                per_job: 0.5,
+                per_period: 1.0,
+            },
             ..charge(job, 0.0)
         };
         a.charge(&zcdp("j1", 0.3)).unwrap();
@@ -415,8 +422,8 @@ mod tests {
             "j1",
             Duration::from_secs(86_400),
         );
-        assert!((s.rho_job - 0.3).abs() < 1e-12 && (s.rho_period - 0.8).abs() < 1e-12);
-        assert_eq!(s.period, 0.0);
+        assert!((s.job.rho - 0.3).abs() < 1e-12 && (s.period.rho - 0.8).abs() < 1e-12);
+        assert_eq!(s.period.epsilon, 0.0);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::time::Duration;
 use sluice_policy::{Grant, PrivacyMeasure};
 
 use super::Asker;
-use super::accountant::Charge;
+use super::accountant::{Amount, Caps, Charge};
 use super::design::{Design, Statistic, additive};
 use super::mechanisms::Additive;
 use super::quantile::{self, QuantileMechanism};
@@ -34,18 +34,18 @@ impl Mechanism {
     }
 }
 
-/// A design with a mechanism for each release, at a total `amount` (ε or ρ) and `delta`.
+/// A design with a mechanism for each release, at a total `amount` and `delta`.
 pub(crate) struct Calibrated {
     pub design: Design,
     /// One per release of the design, in its order.
     pub mechanisms: Vec<Mechanism>,
-    pub amount: f64,
+    pub amount: Amount,
     pub delta: f64,
 }
 
 impl Calibrated {
     /// Calibrates every release of `design` for a query spending `amount` under `grant`.
-    pub(crate) fn new(design: Design, amount: f64, grant: &Grant) -> Result<Self, QueryError> {
+    pub(crate) fn new(design: Design, amount: Amount, grant: &Grant) -> Result<Self, QueryError> {
         let delta = if design.select_with.is_some() {
             // Validation refuses selection without a δ in the grant.
             grant
@@ -54,7 +54,7 @@ impl Calibrated {
         } else {
             0.0
         };
-        let each = design.each(amount);
+        let each = design.each(amount.value);
         let mechanisms = (0..design.releases.len())
             .map(|i| mechanism(&design, i, each, delta))
             .collect::<Result<_, _>>()?;
@@ -66,14 +66,6 @@ impl Calibrated {
         })
     }
 
-    /// The amount as (ε, ρ): the one not in the dataset's measure is 0.
-    pub(crate) fn epsilon_rho(&self) -> (f64, f64) {
-        match self.design.measure {
-            PrivacyMeasure::Pure => (self.amount, 0.0),
-            PrivacyMeasure::Zcdp => (0.0, self.amount),
-        }
-    }
-
     /// What answering costs `asker`, against the caps of `grant` (and the job's own ε cap).
     pub(crate) fn charge(
         &self,
@@ -82,7 +74,6 @@ impl Calibrated {
         grant: &Grant,
         q: &ValidatedQuery,
     ) -> Charge {
-        let (epsilon, rho) = self.epsilon_rho();
         let family = match self.design.measure {
             PrivacyMeasure::Pure => "discrete-laplace",
             PrivacyMeasure::Zcdp => "discrete-gaussian",
@@ -96,24 +87,31 @@ impl Calibrated {
             operator: asker.operator.clone(),
             dataset: registered.policy.id.clone(),
             job: asker.job.clone(),
-            epsilon,
-            rho,
+            amount: self.amount,
             delta: self.delta,
-            epsilon_per_job: asker
-                .max_epsilon
-                .map_or(grant.epsilon_per_job, |m| m.min(grant.epsilon_per_job)),
-            epsilon_per_period: grant.epsilon_per_period,
-            // A job's ε cap, where set, caps its ρ at the ρ an ε-DP query of that ε counts for.
-            rho_per_job: asker
-                .max_epsilon
-                .map_or(grant.rho_per_job, |m| (m * m / 2.0).min(grant.rho_per_job)),
-            rho_per_period: grant.rho_per_period,
+            caps: caps(self.design.measure, grant, asker.max_epsilon),
             delta_per_period: grant.delta_per_period,
             period: Duration::from_secs(grant.period_secs),
             sql: q.normalized.clone(),
             dataset_hash: registered.content_hash.clone(),
             mechanism: format!("{family}{selection}"),
         }
+    }
+}
+
+/// The caps of `grant` in `measure`, with the job's own ε cap where it set one: on a zCDP
+/// dataset that caps its ρ at the ρ an ε-DP query of that ε counts for (ρ = ε²/2).
+fn caps(measure: PrivacyMeasure, grant: &Grant, max_epsilon: Option<f64>) -> Caps {
+    match measure {
+        PrivacyMeasure::Pure => Caps {
+            per_job: max_epsilon.map_or(grant.epsilon_per_job, |m| m.min(grant.epsilon_per_job)),
+            per_period: grant.epsilon_per_period,
+        },
+        PrivacyMeasure::Zcdp => Caps {
+            per_job: max_epsilon
+                .map_or(grant.rho_per_job, |m| (m * m / 2.0).min(grant.rho_per_job)),
+            per_period: grant.rho_per_period,
+        },
     }
 }
 

@@ -36,7 +36,7 @@ pub(crate) fn describe(
         b.l0,
         b.l1,
         b.linf,
-        c.amount,
+        c.amount.value,
         c.design.releases.len()
     );
     for (r, m) in c.design.releases.iter().zip(&c.mechanisms) {
@@ -95,7 +95,7 @@ pub(crate) fn describe(
 
 /// The guarantee the table carries alone.
 fn guarantee(c: &Calibrated) -> String {
-    let (_, rho) = c.epsilon_rho();
+    let rho = c.amount.rho();
     let delta = c.delta;
     match (c.design.measure, delta > 0.0) {
         (PrivacyMeasure::Pure, false) => "pure ε-DP".to_string(),

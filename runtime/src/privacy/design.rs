@@ -13,6 +13,7 @@
 
 use sluice_policy::{ColumnKind, Grant, PrivacyMeasure};
 
+use super::amount::Amount;
 use super::mechanisms::{ALPHA, Additive, DiscreteGaussian, DiscreteLaplace, MechanismError};
 use super::validate::{AggSpec, ValidatedQuery};
 use super::{Budget, MAX_QUERY_EPSILON, MAX_QUERY_RHO};
@@ -328,13 +329,13 @@ impl Design {
         q: &ValidatedQuery,
         ds: &sluice_policy::Dataset,
         budget: Budget,
-    ) -> Result<f64, QueryError> {
+    ) -> Result<Amount, QueryError> {
         let (max, unit) = match self.measure {
             PrivacyMeasure::Pure => (MAX_QUERY_EPSILON, "ε"),
             PrivacyMeasure::Zcdp => (MAX_QUERY_RHO, "ρ"),
         };
         let target = match target_accuracy(budget, self.measure, ds)? {
-            Target::Amount(a) => return Ok(a),
+            Target::Amount(a) => return Ok(Amount::new(self.measure, a)),
             Target::HalfWidth(t) => t,
         };
         if !q.aggregates.iter().all(AggSpec::accuracy_is_public) {
@@ -366,7 +367,7 @@ impl Design {
                 lo = mid;
             }
         }
-        Ok(hi)
+        Ok(Amount::new(self.measure, hi))
     }
 }
 

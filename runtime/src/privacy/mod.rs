@@ -39,6 +39,7 @@
 //!   validator makes impossible in practice) surface as one generic error after the charge.
 
 pub mod accountant;
+mod amount;
 pub mod cache;
 mod calibrate;
 mod constants;
@@ -65,12 +66,12 @@ use datafusion::logical_expr::ScalarUDF;
 use datafusion::sql::parser::{DFParserBuilder, Statement};
 use datafusion::sql::sqlparser::ast::{Expr as SqlExpr, visit_expressions};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
-use sluice_policy::{ColumnKind, DatasetId, Date, Grant, OperatorId, Policy, PrivacyMeasure};
+use sluice_policy::{ColumnKind, DatasetId, Date, Grant, OperatorId, Policy};
 
 use crate::QueryError;
 use crate::data::{Catalog, LoadedLookup, Registered};
 use crate::report::{NoisyTable, PrivacyCost};
-use accountant::{Accountant, BudgetError};
+use accountant::{Accountant, Amount, BudgetError};
 use calibrate::Calibrated;
 use design::Design;
 use udf::{FixedPoint, RandomKey, RankCode};
@@ -286,18 +287,14 @@ impl PrivacyEngine {
             .outputs
             .iter()
             .filter_map(|(name, src)| match src {
-                OutputSource::Agg(a) => Some((name.clone(), d.accuracy(&q, *a, amount))),
+                OutputSource::Agg(a) => Some((name.clone(), d.accuracy(&q, *a, amount.value))),
                 OutputSource::Key(_) => None,
             })
             .collect();
-        let (epsilon, rho) = match d.measure {
-            PrivacyMeasure::Pure => (amount, 0.0),
-            PrivacyMeasure::Zcdp => (0.0, amount),
-        };
         Ok(Estimate {
             dataset: ds.id.to_string(),
-            epsilon,
-            rho,
+            epsilon: amount.epsilon(),
+            rho: amount.rho(),
             delta: if q.selected().is_empty() {
                 0.0
             } else {
@@ -365,11 +362,10 @@ impl PrivacyEngine {
             .await?;
         let released = release::release(&q, &calibrated, &truth, grant.min_group_count)?;
         let mechanism = describe::describe(&calibrated, &q, ds, grant.min_group_count);
-        let (epsilon, rho) = calibrated.epsilon_rho();
         let cost = PrivacyCost {
-            epsilon,
+            epsilon: calibrated.amount.epsilon(),
             delta: calibrated.delta,
-            rho,
+            rho: calibrated.amount.rho(),
         };
         let table = NoisyTable {
             columns: q.outputs.iter().map(|(n, _)| n.clone()).collect(),
@@ -493,7 +489,7 @@ fn cache_key(
     asker: &Asker,
     registered: &Registered,
     q: &ValidatedQuery,
-    amount: f64,
+    amount: Amount,
 ) -> cache::CacheKey {
     cache::CacheKey {
         operator: asker.operator.to_string(),
@@ -504,7 +500,7 @@ fn cache_key(
             None => registered.content_hash.clone(),
         },
         normalized: q.normalized.clone(),
-        epsilon: amount,
+        amount,
     }
 }
 

@@ -714,15 +714,15 @@ impl bindings::sluice::job::data::Host for JobState {
             privacy_measure: measure_of(ds),
             epsilon_implied_this_period: spent.implied_epsilon(),
             rho_per_job: grant.rho_per_job,
-            rho_spent_this_job: spent.rho_job,
+            rho_spent_this_job: spent.job.rho,
             rho_per_period: grant.rho_per_period,
-            rho_spent_this_period: spent.rho_period,
+            rho_spent_this_period: spent.period.rho,
             epsilon_per_job: grant.epsilon_per_job,
-            epsilon_spent_this_job: spent.job,
+            epsilon_spent_this_job: spent.job.epsilon,
             epsilon_per_period: grant.epsilon_per_period,
-            epsilon_spent_this_period: spent.period,
+            epsilon_spent_this_period: spent.period.epsilon,
             delta_per_period: grant.delta_per_period,
-            delta_spent_this_period: spent.delta_period,
+            delta_spent_this_period: spent.period.delta,
         })
     }
 }
