@@ -33,6 +33,7 @@
 //! the query executes. Log before effect: every state change commits with its audit entry.
 //! Concurrent charges serialize on SQLite's write lock, so no grant is ever overspent.
 
+mod api;
 pub mod audit;
 pub mod client;
 pub mod config;

@@ -299,6 +299,19 @@ pub struct Event {
     pub detail: Value,
 }
 
+/// Everything ever charged, for `/metrics`.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ChargeTotals {
+    /// Queries charged.
+    pub queries: i64,
+    /// ε charged on pure-DP datasets.
+    pub epsilon: f64,
+    /// ρ charged on zCDP datasets.
+    pub rho: f64,
+    /// δ charged.
+    pub delta: f64,
+}
+
 /// ε charged on one dataset, with its holder.
 #[derive(Clone, Debug, Serialize)]
 pub struct Usage {
@@ -1018,12 +1031,20 @@ impl Store {
             .collect::<rusqlite::Result<_>>()?)
     }
 
-    /// Total queries charged and ε charged.
-    pub fn charge_totals(&self) -> Result<(i64, f64)> {
+    /// Totals of every charge in the ledger.
+    pub fn charge_totals(&self) -> Result<ChargeTotals> {
         Ok(self.lock().query_row(
-            "SELECT COUNT(*), COALESCE(SUM(epsilon), 0) FROM charges",
+            "SELECT COUNT(*), COALESCE(SUM(epsilon), 0), COALESCE(SUM(rho), 0), COALESCE(SUM(delta), 0)
+             FROM charges",
             [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            |r| {
+                Ok(ChargeTotals {
+                    queries: r.get(0)?,
+                    epsilon: r.get(1)?,
+                    rho: r.get(2)?,
+                    delta: r.get(3)?,
+                })
+            },
         )?)
     }
 

@@ -9,8 +9,9 @@ use anyhow::Result;
 use sluice_policy::{DatasetId, OperatorId};
 use sluice_runtime::JobRequest;
 
+use crate::api::jobs::admit;
 use crate::keys::DatasetVersion;
-use crate::server::{Shared, admit, current};
+use crate::server::{Shared, current};
 
 /// A worker's loop, until the broker stops.
 pub(crate) fn worker(shared: Arc<Shared>) {

@@ -35,6 +35,7 @@
 pub mod data;
 pub mod privacy;
 pub mod report;
+pub mod views;
 mod wasm;
 
 use std::path::PathBuf;

@@ -1,13 +1,11 @@
 //! Contribution bounding both ways (groups per unit, L0; rows per unit per group, L∞) and the
 //! response-time padding policy option, on small CSV worlds where every row is visible.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sluice_runtime::{Sandbox, Value};
 
-use crate::dp_audit::Unlimited;
-use crate::{asker, csv_world, world_sandbox};
+use crate::{World, asker};
 
 fn world(name: &str, csv: &str, extra: &str) -> Sandbox {
     world_k(name, csv, 5, extra)
@@ -27,8 +25,8 @@ columns.grp = {{ kind = "category", public_values = ["a", "b", "c", "d"] }}
 columns.v = {{ kind = "int", bounds = [0, 10] }}
 "#
     ) + &crate::stats_grant("visits", "bounding", r#""count", "sum""#);
-    let (root, pol) = csv_world(name, "visits", csv, &policy);
-    world_sandbox(&root, &pol, Arc::new(Unlimited))
+    let world = World::csv(name, "visits", csv, &policy);
+    world.unlimited()
 }
 
 /// Person 1: one row in each of a, b, c, d. Person 2: five rows in a.

@@ -1,12 +1,9 @@
 //! Date columns: date literals in WHERE, and `date_trunc`/`EXTRACT` keys whose domains come
 //! from the policy's bounds (every unit released, empty ones too; dates outside dropped).
 
-use std::sync::Arc;
-
 use sluice_runtime::{QueryError, Sandbox, Value};
 
-use crate::dp_audit::Unlimited;
-use crate::{asker, csv_world, world_sandbox};
+use crate::{World, asker};
 
 fn world(name: &str) -> Sandbox {
     let policy = r#"
@@ -37,8 +34,8 @@ columns.spend = { kind = "int", bounds = [0, 100] }
     for (i, d) in days.iter().enumerate() {
         csv.push_str(&format!("{i},{d},2024-11-01,10\n"));
     }
-    let (root, pol) = csv_world(name, "trips", &csv, &policy);
-    world_sandbox(&root, &pol, Arc::new(Unlimited))
+    let world = World::csv(name, "trips", &csv, &policy);
+    world.unlimited()
 }
 
 fn rows(s: &Sandbox, sql: &str) -> Result<Vec<Vec<Value>>, QueryError> {

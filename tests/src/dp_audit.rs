@@ -8,25 +8,11 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
-use sluice_policy::{DatasetId, OperatorId};
-use sluice_runtime::{Accountant, BudgetError, Charge, Sandbox, SandboxConfig, Spent, Value};
+use sluice_runtime::{Sandbox, Value};
 
-use crate::{asker, data_root, policy, temp_dir};
-
-/// Test-only: an accountant that records nothing and allows everything, so that one query can
-/// be released thousands of times. Never used outside this test.
-pub(crate) struct Unlimited;
-impl Accountant for Unlimited {
-    fn charge(&self, _: &Charge) -> Result<(), BudgetError> {
-        Ok(())
-    }
-    fn spent(&self, _: &OperatorId, _: &DatasetId, _: &str, _: std::time::Duration) -> Spent {
-        Spent::default()
-    }
-}
+use crate::{asker, data_root, temp_dir, unlimited_sandbox, wilson};
 
 const RUNS: usize = 1500;
 /// ε of the whole query; it has four releases (count, sum, and a sum and a count for AVG).
@@ -105,11 +91,6 @@ fn heavy_person(s: &Sandbox) -> (i64, String, i64) {
     (p, d, c)
 }
 
-pub(crate) fn sandbox_over(root: &std::path::Path) -> Sandbox {
-    Sandbox::new(SandboxConfig::new(policy(), root, Arc::new(Unlimited)).without_answer_cache())
-        .unwrap()
-}
-
 /// Released (count, sum, mean) of `district`, `RUNS` times.
 fn releases(s: &Sandbox, district: &str) -> Vec<[f64; 3]> {
     let sql = "SELECT district, COUNT(*) AS n, SUM(cost) AS s, AVG(cost) AS m FROM health_visits GROUP BY district";
@@ -127,25 +108,15 @@ fn releases(s: &Sandbox, district: &str) -> Vec<[f64; 3]> {
         .collect()
 }
 
-/// Wilson score interval for `k` successes in `n` trials.
-pub(crate) fn wilson(k: usize, n: usize, z: f64) -> (f64, f64) {
-    let (k, n) = (k as f64, n as f64);
-    let p = k / n;
-    let denom = 1.0 + z * z / n;
-    let centre = (p + z * z / (2.0 * n)) / denom;
-    let half = z * ((p * (1.0 - p) + z * z / (4.0 * n)) / n).sqrt() / denom;
-    ((centre - half).max(0.0), (centre + half).min(1.0))
-}
-
 #[test]
 fn empirical_privacy_loss_of_count_sum_and_mean_stays_within_epsilon() {
-    let d = sandbox_over(data_root());
+    let d = unlimited_sandbox(data_root());
     let (person, district, rows) = heavy_person(&d);
     assert!(
         rows >= 3,
         "the audit needs a person with several rows in one district"
     );
-    let d_prime = sandbox_over(&without_person(&d, person));
+    let d_prime = unlimited_sandbox(&without_person(&d, person));
     let on_d = releases(&d, &district);
     let on_d_prime = releases(&d_prime, &district);
 

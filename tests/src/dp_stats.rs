@@ -333,7 +333,7 @@ fn variance_releases_follow_the_declared_noisy_sums_and_a_30_percent_error_is_de
     // ε/3. The test simulates that construction with its own estimator and compares the
     // engine's releases with the simulation by a two-sample KS test at α = 0.001; a simulation
     // with every scale 30% too wide or too narrow must be rejected (power).
-    let s = crate::dp_audit::sandbox_over(crate::data_root());
+    let s = crate::unlimited_sandbox(crate::data_root());
     let ages = {
         let batches = plain(
             &s,
@@ -408,7 +408,7 @@ fn variance_releases_follow_the_declared_noisy_sums_and_a_30_percent_error_is_de
 
 #[test]
 fn stddev_and_population_forms_agree_with_plain_sql_at_high_epsilon() {
-    let s = crate::dp_audit::sandbox_over(crate::data_root());
+    let s = crate::unlimited_sandbox(crate::data_root());
     let exact: f64 = {
         let b = plain(
             &s,

@@ -8,11 +8,9 @@ use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
 use sluice_runtime::privacy::Budget;
-use sluice_runtime::{
-    Accountant, InMemoryAccountant, JobError, JobRequest, QueryError, Sandbox, SandboxConfig,
-};
+use sluice_runtime::{Accountant, InMemoryAccountant, JobError, JobRequest, QueryError, Sandbox};
 
-use crate::{TestBroker, asker, csv_world, guest, http, op, sandbox, stats_grant};
+use crate::{TestBroker, World, asker, guest, http, op, sandbox, stats_grant};
 
 // ---- wasm binaries, byte by byte -------------------------------------------------------------
 
@@ -728,16 +726,11 @@ columns.age = {{ kind = "int", bounds = [0, 100] }}
 {}"#,
         stats_grant("people", "late CSV values", r#""count""#)
     );
-    let (root, pdir) = csv_world("csv-late", "people", &csv, &policy);
-    let policy = sluice_policy::load(&pdir).unwrap();
-    let err = Sandbox::new(SandboxConfig::new(
-        policy,
-        &root,
-        Arc::new(InMemoryAccountant::new()),
-    ))
-    .err()
-    .expect("the sandbox must not start")
-    .to_string();
+    let world = World::csv("csv-late", "people", &csv, &policy);
+    let err = world
+        .try_sandbox(Arc::new(InMemoryAccountant::new()))
+        .err()
+        .expect("the sandbox must not start");
     assert!(err.contains("people.csv"), "{err}");
     assert!(err.contains("line 1201"), "{err}");
     assert!(!err.contains("Row data"), "{err}");

@@ -1,12 +1,9 @@
 //! Histograms over policy-declared bins: `GROUP BY <numeric column>` on a column whose policy
 //! declares `bins` releases every bin, empty ones too, with edges assigned as labelled.
 
-use std::sync::Arc;
-
 use sluice_runtime::{QueryError, Sandbox, Value};
 
-use crate::dp_audit::Unlimited;
-use crate::{asker, csv_world, world_sandbox};
+use crate::{World, asker};
 
 fn world(name: &str) -> Sandbox {
     let policy = r#"
@@ -42,8 +39,8 @@ columns.u = { kind = "int", bounds = [0, 30] }
     {
         csv.push_str(&format!("{i},{zone},{v},{w},{v}\n"));
     }
-    let (root, pol) = csv_world(name, "readings", &csv, &policy);
-    world_sandbox(&root, &pol, Arc::new(Unlimited))
+    let world = World::csv(name, "readings", &csv, &policy);
+    world.unlimited()
 }
 
 fn rows(s: &Sandbox, sql: &str) -> Result<Vec<Vec<Value>>, QueryError> {

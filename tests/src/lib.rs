@@ -173,16 +173,90 @@ pub fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
-/// A data root holding `data/<dataset>.csv` with `csv` as its content, and a policy directory
-/// holding `policy`: a small world for tests where every row matters.
-pub fn csv_world(name: &str, dataset: &str, csv: &str, policy: &str) -> (PathBuf, PathBuf) {
-    let root = temp_dir(name);
-    std::fs::create_dir_all(root.join("data")).expect("create the data dir");
-    std::fs::write(root.join(format!("data/{dataset}.csv")), csv).expect("write the data");
-    let pdir = root.join("policy");
-    std::fs::create_dir_all(&pdir).expect("create the policy dir");
-    std::fs::write(pdir.join("policy.toml"), policy).expect("write the policy");
-    (root, pdir)
+/// A small world for one test, where every row matters: a data root holding
+/// `data/<dataset>.csv` and a policy directory holding one policy file. Build it with
+/// [`World::csv`], add files to `root` if the test needs more, then start a sandbox over it.
+pub struct World {
+    /// The data root (`data/…` below it).
+    pub root: PathBuf,
+    /// The policy directory.
+    pub policy_dir: PathBuf,
+}
+
+impl World {
+    /// A world named `name` holding `data/<dataset>.csv` with `csv` as its content, under
+    /// `policy`.
+    pub fn csv(name: &str, dataset: &str, csv: &str, policy: &str) -> Self {
+        let root = temp_dir(name);
+        std::fs::create_dir_all(root.join("data")).expect("create the data dir");
+        std::fs::write(root.join(format!("data/{dataset}.csv")), csv).expect("write the data");
+        let policy_dir = root.join("policy");
+        std::fs::create_dir_all(&policy_dir).expect("create the policy dir");
+        std::fs::write(policy_dir.join("policy.toml"), policy).expect("write the policy");
+        Self { root, policy_dir }
+    }
+
+    /// Its policy, or the loader's message.
+    pub fn policy(&self) -> Result<sluice_policy::Policy, String> {
+        sluice_policy::load(&self.policy_dir).map_err(|e| e.to_string())
+    }
+
+    /// A sandbox over it charging `accountant`, without the answer cache (tests repeat
+    /// queries to look at the noise), or the sandbox's start-up error.
+    pub fn try_sandbox(
+        &self,
+        accountant: Arc<dyn sluice_runtime::Accountant>,
+    ) -> Result<Sandbox, String> {
+        let config = SandboxConfig::new(self.policy()?, &self.root, accountant);
+        Sandbox::new(config.without_answer_cache()).map_err(|e| e.to_string())
+    }
+
+    /// A sandbox over it charging `accountant`, without the answer cache.
+    pub fn sandbox(&self, accountant: Arc<dyn sluice_runtime::Accountant>) -> Sandbox {
+        self.try_sandbox(accountant)
+            .expect("the test world's sandbox starts")
+    }
+
+    /// A sandbox over it that charges nothing ([`Unlimited`]), for statistical tests.
+    pub fn unlimited(&self) -> Sandbox {
+        self.sandbox(Arc::new(Unlimited))
+    }
+}
+
+/// Test-only: an accountant that records nothing and allows everything, so that one query can
+/// be released thousands of times in statistical tests. Never used outside tests.
+pub struct Unlimited;
+
+impl sluice_runtime::Accountant for Unlimited {
+    fn charge(&self, _: &sluice_runtime::Charge) -> Result<(), sluice_runtime::BudgetError> {
+        Ok(())
+    }
+    fn spent(
+        &self,
+        _: &sluice_policy::OperatorId,
+        _: &sluice_policy::DatasetId,
+        _: &str,
+        _: std::time::Duration,
+    ) -> sluice_runtime::Spent {
+        sluice_runtime::Spent::default()
+    }
+}
+
+/// A sandbox over the test data under `root` with the test policy, charging nothing and
+/// without the answer cache.
+pub fn unlimited_sandbox(root: &Path) -> Sandbox {
+    Sandbox::new(SandboxConfig::new(policy(), root, Arc::new(Unlimited)).without_answer_cache())
+        .expect("the sandbox starts")
+}
+
+/// Wilson score interval for `k` successes in `n` trials at `z` standard deviations.
+pub fn wilson(k: usize, n: usize, z: f64) -> (f64, f64) {
+    let (k, n) = (k as f64, n as f64);
+    let p = k / n;
+    let denom = 1.0 + z * z / n;
+    let centre = (p + z * z / (2.0 * n)) / denom;
+    let half = z * ((p * (1.0 - p) + z * z / (4.0 * n)) / n).sqrt() / denom;
+    ((centre - half).max(0.0), (centre + half).min(1.0))
 }
 
 /// A `[[grant]]` for operator `stats` on `dataset` with `aggregations` (TOML list items), ε 100
@@ -202,18 +276,6 @@ expires = 2099-12-31
 review = "none"
 "#
     )
-}
-
-/// A sandbox over `root` under the policy in `policy_dir`, charging `accountant`, without the
-/// answer cache (tests repeat queries to look at the noise).
-pub fn world_sandbox(
-    root: &Path,
-    policy_dir: &Path,
-    accountant: Arc<dyn sluice_runtime::Accountant>,
-) -> Sandbox {
-    let policy = sluice_policy::load(policy_dir).expect("the test world's policy is valid");
-    Sandbox::new(SandboxConfig::new(policy, root, accountant).without_answer_cache())
-        .expect("sandbox starts")
 }
 
 /// Writes the test policy, edited by `edit`, into `<dir>/policy/` and returns that directory.

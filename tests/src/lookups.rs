@@ -3,10 +3,9 @@
 
 use std::sync::Arc;
 
-use sluice_runtime::{QueryError, Sandbox, SandboxConfig, Value};
+use sluice_runtime::{QueryError, Sandbox, Value};
 
-use crate::dp_audit::Unlimited;
-use crate::{asker, csv_world};
+use crate::{Unlimited, World, asker};
 
 const DATASET: &str = r#"
 [dataset.visits]
@@ -48,11 +47,9 @@ fn visits() -> String {
 }
 
 fn world(name: &str, lookup_csv: &str) -> Result<Sandbox, String> {
-    let (root, pol) = csv_world(name, "visits", &visits(), &policy());
-    std::fs::write(root.join("data/district_region.csv"), lookup_csv).unwrap();
-    let policy = sluice_policy::load(&pol).map_err(|e| e.to_string())?;
-    Sandbox::new(SandboxConfig::new(policy, &root, Arc::new(Unlimited)).without_answer_cache())
-        .map_err(|e| e.to_string())
+    let world = World::csv(name, "visits", &visits(), &policy());
+    std::fs::write(world.root.join("data/district_region.csv"), lookup_csv).unwrap();
+    world.try_sandbox(Arc::new(Unlimited))
 }
 
 const LOOKUP: &str = "district,region,population\neast-1,East,100\neast-2,East,200\nwest-1,West,300\nnorth-1,North,400\n";

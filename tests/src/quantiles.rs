@@ -13,13 +13,9 @@
 //!   the empirical privacy loss must stay within ε (Wilson intervals at z = 4.5, family-wise error
 //!   below 0.001; 2,000 runs on each dataset).
 
-use std::path::PathBuf;
-use std::sync::Arc;
-
 use sluice_runtime::{Sandbox, Value};
 
-use crate::dp_audit::{Unlimited, wilson};
-use crate::{asker, csv_world, world_sandbox};
+use crate::{World, asker, wilson};
 
 /// Contribution bound of the small dataset.
 const K: u32 = 3;
@@ -27,7 +23,7 @@ const K: u32 = 3;
 const HI: i64 = 40;
 
 /// A data root and policy with dataset `small` (`person_id`, `grp` in {a, b}, `v` in [0, HI]).
-fn small_world(name: &str, rows: &[(i64, &str, i64)]) -> (PathBuf, PathBuf) {
+fn small_world(name: &str, rows: &[(i64, &str, i64)]) -> World {
     let mut csv = String::from("person_id,grp,v\n");
     for (p, g, v) in rows {
         csv.push_str(&format!("{p},{g},{v}\n"));
@@ -44,11 +40,7 @@ columns.grp = {{ kind = "category", public_values = ["a", "b"] }}
 columns.v = {{ kind = "int", bounds = [0, {HI}] }}
 "#
     ) + &crate::stats_grant("small", "quantiles", r#""count", "quantile""#);
-    csv_world(name, "small", &csv, &policy)
-}
-
-fn sandbox(root: &std::path::Path, policy: &std::path::Path) -> Sandbox {
-    world_sandbox(root, policy, Arc::new(Unlimited))
+    World::csv(name, "small", &csv, &policy)
 }
 
 /// `runs` releases of the single aggregate of `sql` (no GROUP BY), as integers.
@@ -149,8 +141,7 @@ fn spread_rows() -> Vec<(i64, &'static str, i64)> {
 #[test]
 fn median_and_percentile_releases_follow_the_declared_permute_and_flip_distribution() {
     let rows = spread_rows();
-    let (root, policy) = small_world("quantile-stats", &rows);
-    let s = sandbox(&root, &policy);
+    let s = small_world("quantile-stats", &rows).unlimited();
     let values: Vec<i64> = rows.iter().map(|r| r.2).collect();
     let runs = 1000;
     for (sql, num, den) in [
@@ -200,8 +191,7 @@ fn median_and_percentile_releases_follow_the_declared_permute_and_flip_distribut
 
 #[test]
 fn grouped_quantiles_release_every_declared_key_within_the_bounds() {
-    let (root, policy) = small_world("quantile-groups", &spread_rows());
-    let s = sandbox(&root, &policy);
+    let s = small_world("quantile-groups", &spread_rows()).unlimited();
     let (t, _) = s
         .block_on(s.engine().query(
             &asker("stats", "q"),
@@ -231,10 +221,12 @@ fn empirical_privacy_loss_of_the_median_stays_within_epsilon() {
         }
         r
     };
-    let (root_d, pol_d) = small_world("audit-d", &with);
-    let (root_dp, pol_dp) = small_world("audit-dp", &rows);
+    let (world_d, world_dp) = (
+        small_world("audit-d", &with),
+        small_world("audit-dp", &rows),
+    );
     rows.clear();
-    let (d, dp) = (sandbox(&root_d, &pol_d), sandbox(&root_dp, &pol_dp));
+    let (d, dp) = (world_d.unlimited(), world_dp.unlimited());
     let sql = "SELECT MEDIAN(v) FROM small";
     let (epsilon, runs) = (1.0, 2000);
     let on_d = releases(&d, sql, epsilon, runs);

@@ -17,8 +17,7 @@ use std::sync::Arc;
 use sluice_runtime::privacy::selection::{PartitionSelection, Reach};
 use sluice_runtime::{Accountant, InMemoryAccountant, QueryError, Sandbox, Value};
 
-use crate::dp_audit::{Unlimited, wilson};
-use crate::{asker, csv_world, op, world_sandbox};
+use crate::{Unlimited, World, asker, op, wilson};
 
 /// Contribution bound of the test dataset.
 const K: i64 = 3;
@@ -57,8 +56,8 @@ fn clinic_csv() -> String {
 }
 
 fn clinic(name: &str, delta: &str, accountant: Arc<dyn Accountant>) -> Sandbox {
-    let (root, pol) = csv_world(name, "clinic", &clinic_csv(), &policy(delta));
-    world_sandbox(&root, &pol, accountant)
+    let world = World::csv(name, "clinic", &clinic_csv(), &policy(delta));
+    world.sandbox(accountant)
 }
 
 const DELTA: &str = "delta_per_query = 1e-6\ndelta_per_period = 1e-3";

@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use sluice_runtime::{InMemoryAccountant, Sandbox, SandboxConfig, SandboxError, Value};
 
+use crate::temp_dir;
+
 fn start(dir: &std::path::Path, policy: &str) -> Result<Sandbox, SandboxError> {
     let policy = sluice_policy::parse_str("startup.toml", policy).expect("valid policy text");
     Sandbox::new(SandboxConfig::new(
@@ -37,12 +39,6 @@ expires = 2099-12-31
 review = "none"
 "#
     )
-}
-
-fn temp_dir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("sluice-startup-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 const CSV: &str =

@@ -13,8 +13,7 @@ use sluice_runtime::privacy::Budget;
 use sluice_runtime::privacy::accountant::InMemoryAccountant;
 use sluice_runtime::{NoisyTable, QueryError, Sandbox, Value};
 
-use crate::dp_audit::Unlimited;
-use crate::{asker, csv_world, world_sandbox};
+use crate::{World, asker};
 
 const K: i64 = 3;
 const DISTRICTS: [(&str, i64); 4] = [("a", 40), ("b", 25), ("c", 10), ("d", 0)];
@@ -73,8 +72,8 @@ fn visits() -> (String, HashMap<String, (i64, i64)>) {
 
 fn world(name: &str, extra_grant: &str) -> (Sandbox, HashMap<String, (i64, i64)>) {
     let (csv, exact) = visits();
-    let (root, pol) = csv_world(name, "visits", &csv, &policy(extra_grant));
-    (world_sandbox(&root, &pol, Arc::new(Unlimited)), exact)
+    let world = World::csv(name, "visits", &csv, &policy(extra_grant));
+    (world.unlimited(), exact)
 }
 
 fn query(s: &Sandbox, sql: &str, budget: Budget) -> Result<NoisyTable, QueryError> {
@@ -227,9 +226,9 @@ fn accuracy_targets_solve_for_rho_and_estimates_cost_nothing() {
 #[test]
 fn rho_is_charged_and_capped_per_job() {
     let (csv, _) = visits();
-    let (root, pol) = csv_world("zcdp-cap", "visits", &csv, &policy(""));
+    let world = World::csv("zcdp-cap", "visits", &csv, &policy(""));
     let acct = Arc::new(InMemoryAccountant::new());
-    let s = world_sandbox(&root, &pol, acct.clone());
+    let s = world.sandbox(acct.clone());
     let sql = |i: i32| format!("SELECT COUNT(*) AS n FROM visits WHERE v > {i}");
     query(&s, &sql(1), Budget::Rho(0.6)).unwrap();
     match query(&s, &sql(2), Budget::Rho(0.6)) {

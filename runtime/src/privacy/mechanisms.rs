@@ -123,7 +123,7 @@ impl DiscreteLaplace {
     pub fn release(&self, values: &[i64]) -> Result<Vec<i64>, MechanismError> {
         self.measurement
             .invoke(&values.to_vec())
-            .map_err(|_| MechanismError("sampling failed".into()))
+            .map_err(sampling_failed)
     }
 
     /// Half-width of a (1 - `alpha`) interval for one released value, in the integer units released.
@@ -222,7 +222,7 @@ impl Additive {
             Self::Gaussian(m) => m
                 .measurement
                 .invoke(&values.to_vec())
-                .map_err(|_| MechanismError("sampling failed".into())),
+                .map_err(sampling_failed),
         }
     }
 
@@ -234,6 +234,12 @@ impl Additive {
             Self::Gaussian(m) => discrete_gaussian_accuracy(m.scale, alpha),
         }
     }
+}
+
+/// A failed OpenDP sampler as a [`MechanismError`]. OpenDP's message may quote the values it was
+/// given, which derive from private data, so only the error's kind is kept.
+pub(crate) fn sampling_failed(e: opendp::error::Error) -> MechanismError {
+    MechanismError(format!("sampling failed ({:?})", e.variant))
 }
 
 #[cfg(test)]

@@ -171,6 +171,58 @@ impl PrivacyEngine {
         &self.accountant
     }
 
+    /// The public descriptions of the datasets granted to `operator` on `today`.
+    pub fn datasets_for(
+        &self,
+        operator: &OperatorId,
+        today: Date,
+    ) -> Vec<crate::views::DatasetView> {
+        self.policy
+            .granted_datasets(operator, today)
+            .into_iter()
+            .map(crate::views::DatasetView::of)
+            .collect()
+    }
+
+    /// Every lookup table, values included (they are public reference data).
+    pub fn lookups(&self) -> Vec<crate::views::LookupView> {
+        self.policy
+            .lookups
+            .keys()
+            .filter_map(|id| self.catalog.lookup(id))
+            .map(crate::views::LookupView::of)
+            .collect()
+    }
+
+    /// `operator`'s budget on `dataset` as `job` sees it (`job` may be empty: no job's own
+    /// spending), or `None` when no grant covers it on `today`.
+    pub fn budget_for(
+        &self,
+        operator: &OperatorId,
+        dataset: &DatasetId,
+        job: &str,
+        today: Date,
+    ) -> Option<crate::views::BudgetView> {
+        let grant = self.policy.authorize(operator, dataset, today).ok()?;
+        let ds = self.policy.datasets.get(dataset)?;
+        let spent = self.accountant.spent(
+            operator,
+            dataset,
+            job,
+            Duration::from_secs(grant.period_secs),
+        );
+        Some(crate::views::BudgetView::new(ds, grant, spent))
+    }
+
+    /// `operator`'s budget on every dataset granted to it on `today`.
+    pub fn budgets_for(&self, operator: &OperatorId, today: Date) -> Vec<crate::views::BudgetView> {
+        self.policy
+            .granted_datasets(operator, today)
+            .into_iter()
+            .filter_map(|d| self.budget_for(operator, &d.id, "", today))
+            .collect()
+    }
+
     /// Validates `sql` for `asker` and returns the validated query, the dataset and the grant that
     /// allows it, without charging or running anything: parse, resolve the dataset, refuse hidden
     /// columns, plan, validate, check constants.
@@ -245,6 +297,7 @@ impl PrivacyEngine {
                 asker.operator
             ))
         };
+        // A name that cannot be a dataset's is granted to no one: the same answer as any other.
         let id = DatasetId::new(name).map_err(|_| not_granted())?;
         if let Some(scope) = &asker.scope
             && !scope.contains(&id)

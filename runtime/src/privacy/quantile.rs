@@ -199,7 +199,7 @@ impl QuantileMechanism {
         let i = self
             .noisy_max
             .invoke(&s)
-            .map_err(|_| MechanismError::new("sampling failed".into()))?;
+            .map_err(super::mechanisms::sampling_failed)?;
         Ok(self.candidates[i])
     }
 

@@ -186,7 +186,7 @@ impl PartitionSelection {
             Threshold::Laplace(m) => m.invoke(counts),
             Threshold::Gaussian(m) => m.invoke(counts),
         }
-        .map_err(|_| MechanismError::new("sampling failed".into()))
+        .map_err(super::mechanisms::sampling_failed)
     }
 }
 

@@ -621,7 +621,7 @@ fn unqualify(e: Expr) -> Result<Expr, QueryError> {
         })
     })
     .map(|t| t.data)
-    .map_err(|_| unsupported("the WHERE clause could not be prepared"))
+    .map_err(|e| unsupported(format!("the WHERE clause could not be prepared: {e}")))
 }
 
 /// The refusal of a hidden column.

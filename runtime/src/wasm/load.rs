@@ -198,6 +198,7 @@ fn encode(module: &[u8]) -> Result<Vec<u8>, JobError> {
             .module(module)
             .and_then(|e| e.validate(true).encode())
     }))
+    // A panic's message went to the log through the panic hook; the job's author gets a refusal.
     .map_err(|_| refused("the encoder failed on this module".into()))?
     .map_err(|e| refused(super::first_line(&format!("{e:#}"))))
 }

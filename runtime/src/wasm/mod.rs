@@ -337,6 +337,8 @@ impl Host {
                 .map(|h| h.join())
         })
         .map_err(|e| fail(JobError::Host(format!("cannot start the job thread: {e}"))))?
+        // The panic's message went to the broker's log through the panic hook; it may describe
+        // host state the operator must not see.
         .map_err(|_| fail(JobError::Host("the job thread panicked".into())))?;
         let run_time = started.elapsed();
         let state = store.into_data();
@@ -697,32 +699,23 @@ impl bindings::sluice::job::data::Host for JobState {
 
     fn budget(&mut self, dataset: String) -> Option<wit::BudgetInfo> {
         let id = sluice_policy::DatasetId::new(&dataset).ok()?;
-        let grant = self
-            .engine
-            .policy()
-            .authorize(&self.asker.operator, &id, self.asker.today)
-            .ok()?;
-        let spent = self.engine.accountant().spent(
-            &self.asker.operator,
-            &id,
-            &self.asker.job,
-            std::time::Duration::from_secs(grant.period_secs),
-        );
+        let (operator, job, today) = (&self.asker.operator, &self.asker.job, self.asker.today);
+        let v = self.engine.budget_for(operator, &id, job, today)?;
         let ds = self.engine.policy().datasets.get(&id)?;
         Some(wit::BudgetInfo {
             dataset,
             privacy_measure: measure_of(ds),
-            epsilon_implied_this_period: spent.implied_epsilon(),
-            rho_per_job: grant.rho_per_job,
-            rho_spent_this_job: spent.job.rho,
-            rho_per_period: grant.rho_per_period,
-            rho_spent_this_period: spent.period.rho,
-            epsilon_per_job: grant.epsilon_per_job,
-            epsilon_spent_this_job: spent.job.epsilon,
-            epsilon_per_period: grant.epsilon_per_period,
-            epsilon_spent_this_period: spent.period.epsilon,
-            delta_per_period: grant.delta_per_period,
-            delta_spent_this_period: spent.period.delta,
+            epsilon_implied_this_period: v.implied_epsilon_this_period,
+            rho_per_job: v.rho_per_job,
+            rho_spent_this_job: v.spent.job.rho,
+            rho_per_period: v.rho_per_period,
+            rho_spent_this_period: v.spent.period.rho,
+            epsilon_per_job: v.epsilon_per_job,
+            epsilon_spent_this_job: v.spent.job.epsilon,
+            epsilon_per_period: v.epsilon_per_period,
+            epsilon_spent_this_period: v.spent.period.epsilon,
+            delta_per_period: v.delta_per_period,
+            delta_spent_this_period: v.delta_spent_this_period,
         })
     }
 }

@@ -1,0 +1,232 @@
+//! Holders' admins: policy reload, suspension and resumption, usage, suspensions and metrics.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::auth::{Admins, Only};
+use super::{ApiResult, OptionalJsonBody};
+use crate::audit::NewEntry;
+use crate::error::{ApiError, ErrorCode};
+use crate::server::{Shared, start_sandbox};
+use crate::store::{JobState, Usage};
+
+/// The policy now in force.
+#[derive(Serialize)]
+pub(crate) struct PolicyLoaded {
+    policy_sha256: String,
+}
+
+/// `POST /v1/admin/policy/reload`: loads the policy files again; an invalid policy is refused
+/// and the old one stays in force.
+pub(crate) async fn reload(
+    State(s): State<Arc<Shared>>,
+    auth: Only<Admins>,
+) -> ApiResult<Json<PolicyLoaded>> {
+    let who = auth.0.name.clone();
+    let s2 = s.clone();
+    tokio::task::spawn_blocking(move || -> ApiResult<Json<PolicyLoaded>> {
+        let next = match start_sandbox(&s2.store, &s2.config, &s2.limits) {
+            Ok(c) => c,
+            Err(e) => {
+                let msg = format!("{e:#}");
+                s2.store.record(
+                    NewEntry::new("policy.rejected", &who).detail(json!({ "error": msg })),
+                )?;
+                return Err(ApiError::new(
+                    ErrorCode::InvalidPolicy,
+                    format!("the new policy was not loaded; the old one stays in force: {msg}"),
+                ));
+            }
+        };
+        let sha = next.policy_sha256.clone();
+        s2.store
+            .record(NewEntry::new("policy.loaded", &who).detail(json!({ "policy_sha256": sha })))?;
+        *s2.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
+        Ok(Json(PolicyLoaded { policy_sha256: sha }))
+    })
+    .await
+    .map_err(ApiError::internal)?
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ReasonBody {
+    #[serde(default)]
+    reason: String,
+}
+
+/// A suspension's new state.
+#[derive(Serialize)]
+pub(crate) struct SuspensionChanged {
+    kind: &'static str,
+    name: String,
+    suspended: bool,
+}
+
+/// `POST /v1/admin/{operators|datasets}/{name}/{suspend|resume}`, with an optional reason.
+pub(crate) async fn suspend(
+    State(s): State<Arc<Shared>>,
+    auth: Only<Admins>,
+    Path((kind, name, action)): Path<(String, String, String)>,
+    OptionalJsonBody(r): OptionalJsonBody<ReasonBody>,
+) -> ApiResult<Json<SuspensionChanged>> {
+    let kind: &'static str = match kind.as_str() {
+        "operators" => "operator",
+        "datasets" => "dataset",
+        _ => {
+            return Err(ApiError::not_found(
+                "suspend operators/<id> or datasets/<name>",
+            ));
+        }
+    };
+    let suspended = match action.as_str() {
+        "suspend" => true,
+        "resume" => false,
+        _ => return Err(ApiError::not_found("the action is suspend or resume")),
+    };
+    if name.is_empty() || name.len() > 64 {
+        return Err(ApiError::new(
+            ErrorCode::BadName,
+            "a name is 1 to 64 characters",
+        ));
+    }
+    s.store
+        .set_suspended(kind, &name, suspended, &auth.0.name, &r.reason)?;
+    Ok(Json(SuspensionChanged {
+        kind,
+        name,
+        suspended,
+    }))
+}
+
+/// Spending per dataset and operator, with the dataset's holder.
+#[derive(Serialize)]
+pub(crate) struct UsageReport {
+    usage: Vec<UsageRow>,
+}
+
+#[derive(Serialize)]
+struct UsageRow {
+    #[serde(flatten)]
+    usage: Usage,
+    holder: Option<String>,
+}
+
+/// `GET /v1/admin/usage`.
+pub(crate) async fn usage(
+    State(s): State<Arc<Shared>>,
+    _: Only<Admins>,
+) -> ApiResult<Json<UsageReport>> {
+    let holders: BTreeMap<String, String> = {
+        let cur = s.current.read().unwrap_or_else(|p| p.into_inner());
+        cur.sandbox
+            .engine()
+            .policy()
+            .datasets
+            .values()
+            .map(|d| (d.id.to_string(), d.holder.clone()))
+            .collect()
+    };
+    let usage = s
+        .store
+        .usage()?
+        .into_iter()
+        .map(|usage| UsageRow {
+            holder: holders.get(&usage.dataset).cloned(),
+            usage,
+        })
+        .collect();
+    Ok(Json(UsageReport { usage }))
+}
+
+/// Every suspension in force.
+#[derive(Serialize)]
+pub(crate) struct Suspensions {
+    suspensions: Vec<Suspension>,
+}
+
+#[derive(Serialize)]
+struct Suspension {
+    kind: String,
+    name: String,
+    reason: String,
+}
+
+/// `GET /v1/admin/suspensions`.
+pub(crate) async fn suspensions(
+    State(s): State<Arc<Shared>>,
+    _: Only<Admins>,
+) -> ApiResult<Json<Suspensions>> {
+    let suspensions = s
+        .store
+        .suspensions()?
+        .into_iter()
+        .map(|(kind, name, reason)| Suspension { kind, name, reason })
+        .collect();
+    Ok(Json(Suspensions { suspensions }))
+}
+
+/// `GET /metrics`: Prometheus text.
+pub(crate) async fn metrics(State(s): State<Arc<Shared>>, _: Only<Admins>) -> ApiResult<Response> {
+    let mut out = String::new();
+    out.push_str("# HELP sluice_jobs Jobs by state.\n# TYPE sluice_jobs gauge\n");
+    let counts: BTreeMap<String, i64> = s.store.job_counts()?.into_iter().collect();
+    for st in JobState::ALL {
+        out.push_str(&format!(
+            "sluice_jobs{{state=\"{}\"}} {}\n",
+            st.as_str(),
+            counts.get(st.as_str()).copied().unwrap_or(0)
+        ));
+    }
+    let totals = s.store.charge_totals()?;
+    let counters = [
+        (
+            "sluice_queries_total",
+            "Queries charged.",
+            totals.queries as f64,
+        ),
+        (
+            "sluice_epsilon_charged_total",
+            "Epsilon charged on pure-DP datasets, all grants.",
+            totals.epsilon,
+        ),
+        (
+            "sluice_rho_charged_total",
+            "Rho charged on zCDP datasets, all grants.",
+            totals.rho,
+        ),
+        (
+            "sluice_delta_charged_total",
+            "Delta charged by partition selection, all grants.",
+            totals.delta,
+        ),
+    ];
+    for (name, help, value) in counters {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"
+        ));
+    }
+    let m = &s.metrics;
+    out.push_str(&format!(
+        "# HELP sluice_job_duration_seconds Time jobs ran (this process).\n# TYPE sluice_job_duration_seconds summary\nsluice_job_duration_seconds_sum {}\nsluice_job_duration_seconds_count {}\n",
+        m.job_seconds_micros.load(Ordering::Relaxed) as f64 / 1e6,
+        m.jobs_run.load(Ordering::Relaxed)
+    ));
+    out.push_str(&format!(
+        "# HELP sluice_http_requests_total HTTP requests (this process).\n# TYPE sluice_http_requests_total counter\nsluice_http_requests_total {}\n",
+        m.requests.load(Ordering::Relaxed)
+    ));
+    out.push_str(&format!(
+        "# HELP sluice_http_denials_total 401 and 403 responses (this process).\n# TYPE sluice_http_denials_total counter\nsluice_http_denials_total {}\n",
+        m.denials.load(Ordering::Relaxed)
+    ));
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
+}

@@ -1,0 +1,212 @@
+//! Who is asking: the bearer-token extractor, the middleware that audits denials, and the
+//! request timeout.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::{StatusCode, header, request::Parts};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use sluice_policy::OperatorId;
+
+use super::ApiResult;
+use crate::audit::NewEntry;
+use crate::error::{ApiError, ErrorCode};
+use crate::server::Shared;
+use crate::store::{Principal, Role};
+
+/// The authenticated caller.
+pub(crate) struct Auth(pub(crate) Principal);
+
+impl FromRequestParts<Arc<Shared>> for Auth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, s: &Arc<Shared>) -> ApiResult<Self> {
+        let unauthorized = || {
+            ApiError::new(
+                ErrorCode::Unauthorized,
+                "a valid bearer token is required (Authorization: Bearer <token>)",
+            )
+        };
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(unauthorized)?;
+        let p = s
+            .store
+            .authenticate(token.trim())?
+            .ok_or_else(unauthorized)?;
+        Ok(Auth(p))
+    }
+}
+
+/// Roles an endpoint serves.
+pub(crate) trait Allowed: Send + Sync {
+    /// The roles.
+    const ROLES: &'static [Role];
+}
+
+/// Operators only.
+pub(crate) struct Operators;
+impl Allowed for Operators {
+    const ROLES: &'static [Role] = &[Role::Operator];
+}
+
+/// Reviewers only.
+pub(crate) struct Reviewers;
+impl Allowed for Reviewers {
+    const ROLES: &'static [Role] = &[Role::Reviewer];
+}
+
+/// Holders' admins only.
+pub(crate) struct Admins;
+impl Allowed for Admins {
+    const ROLES: &'static [Role] = &[Role::Admin];
+}
+
+/// Reviewers and admins.
+pub(crate) struct Staff;
+impl Allowed for Staff {
+    const ROLES: &'static [Role] = &[Role::Reviewer, Role::Admin];
+}
+
+/// An authenticated caller in one of `R`'s roles. As an extractor it runs before the body is
+/// read, so a caller of another role is refused before anything they sent is looked at.
+pub(crate) struct Only<R> {
+    auth: Auth,
+    _roles: std::marker::PhantomData<R>,
+}
+
+impl<R> std::ops::Deref for Only<R> {
+    type Target = Auth;
+    fn deref(&self) -> &Auth {
+        &self.auth
+    }
+}
+
+impl<R: Allowed> FromRequestParts<Arc<Shared>> for Only<R> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, s: &Arc<Shared>) -> ApiResult<Self> {
+        let auth = Auth::from_request_parts(parts, s).await?;
+        auth.require(R::ROLES)?;
+        Ok(Self {
+            auth,
+            _roles: std::marker::PhantomData,
+        })
+    }
+}
+
+impl Auth {
+    /// The caller as an operator id.
+    pub(crate) fn operator(&self) -> ApiResult<OperatorId> {
+        self.0.name.parse().map_err(|e| {
+            ApiError::forbidden(format!("this principal is not a valid operator id: {e}"))
+        })
+    }
+
+    /// Refuses callers of any other role.
+    pub(crate) fn require(&self, roles: &[Role]) -> ApiResult<()> {
+        if roles.contains(&self.0.role) {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(format!(
+                "the {} role may not do this",
+                self.0.role.as_str()
+            )))
+        }
+    }
+}
+
+/// Records 401 and 403 answers in the audit log, aggregated per source ([`crate::denials`]), and
+/// counts requests.
+pub(crate) async fn audit_denials(
+    State(s): State<Arc<Shared>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let method = req.method().clone();
+    let path = crate::denials::capped_path(req.uri().path());
+    let address = req
+        .extensions()
+        .get::<crate::listener::Peer>()
+        .map(|p| p.0.ip());
+    let token = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|t| t.trim().to_string());
+    s.metrics.requests.fetch_add(1, Ordering::Relaxed);
+    let resp = next.run(req).await;
+    let status = resp.status();
+    if status != StatusCode::UNAUTHORIZED && status != StatusCode::FORBIDDEN {
+        return resp;
+    }
+    s.metrics.denials.fetch_add(1, Ordering::Relaxed);
+    // Only denials need to know who asked: a successful request is not looked up twice.
+    let who = token.and_then(|t| s.store.authenticate(&t).ok().flatten());
+    let source = crate::denials::Source {
+        address,
+        principal: who
+            .as_ref()
+            .map_or("anonymous".to_string(), |p| p.name.clone()),
+    };
+    let now = Instant::now();
+    let (note, repeated) = {
+        let mut log = s.denials.lock().unwrap_or_else(|p| p.into_inner());
+        let repeated = log.expired(now, false);
+        (log.note(source.clone(), &path, now), repeated)
+    };
+    let mut entries: Vec<NewEntry> = repeated.iter().map(repeated_entry).collect();
+    if note == crate::denials::Note::Record {
+        let mut e = NewEntry::new("access.denied", &source.principal).detail(json!({
+            "status": status.as_u16(),
+            "method": method.as_str(),
+            "path": path,
+            "role": who.as_ref().map(|p| p.role.as_str()),
+            "source": address.map(|a| a.to_string()),
+        }));
+        if let Some(p) = &who
+            && p.role == Role::Operator
+        {
+            e = e.operator(&p.name);
+        }
+        entries.push(e);
+    }
+    for e in entries {
+        if let Err(err) = s.store.record(e) {
+            tracing::error!("cannot audit a denial: {err:#}");
+            return ApiError::internal("audit log unavailable").into_response();
+        }
+    }
+    resp
+}
+
+/// The audit entry for denials counted after a window's first.
+pub(crate) fn repeated_entry(r: &crate::denials::Repeated) -> NewEntry {
+    NewEntry::new("access.denied.repeated", &r.source.principal).detail(json!({
+        "count": r.count,
+        "window_secs": r.window_secs,
+        "sample_paths": r.sample_paths,
+        "source": r.source.address.map(|a| a.to_string()),
+    }))
+}
+
+/// Answers `timeout` when a request takes longer than the configured limit.
+pub(crate) async fn timeout(State(s): State<Arc<Shared>>, req: Request, next: Next) -> Response {
+    let limit = Duration::from_secs(s.config.request_timeout_secs.max(1));
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => ApiError::new(
+            ErrorCode::Timeout,
+            format!("the request took longer than {} s", limit.as_secs()),
+        )
+        .into_response(),
+    }
+}

@@ -1,0 +1,521 @@
+//! Jobs: submission (with admission by policy, shared with the worker), and what their operator
+//! (or staff) may read of them afterwards.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{FromRequest, Request, State};
+use axum::http::{StatusCode, header};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use sluice_policy::{DatasetId, OperatorId, Policy, Review};
+use sluice_runtime::Limits;
+
+use super::auth::{Auth, Only, Operators};
+use super::{
+    ApiResult, MAX_SUBMIT_BODY, QueryString, content_type, first_line, parse_json, read_body,
+};
+use crate::error::{ApiError, ErrorCode};
+use crate::keys::sha256_hex;
+use crate::server::{MAX_WASM_BYTES, Shared, current, notify};
+use crate::store::{JobId, JobInfo, JobState, NewJob, Role};
+
+/// Loads a job the caller may see: its operator, or any reviewer/admin when `staff_ok`.
+fn visible_job(s: &Shared, auth: &Auth, id: &JobId, staff_ok: bool) -> ApiResult<JobInfo> {
+    let job = s
+        .store
+        .job(id.as_str())?
+        .ok_or_else(|| ApiError::not_found(format!("no job `{id}`")))?;
+    let mine = auth.0.role == Role::Operator && job.operator == auth.0.name;
+    if mine || (staff_ok && auth.0.role != Role::Operator) {
+        Ok(job)
+    } else {
+        Err(ApiError::forbidden(format!("job `{id}` is not yours")))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SubmitJson {
+    purpose: String,
+    #[serde(default)]
+    params: String,
+    datasets: Vec<String>,
+    #[serde(default)]
+    max_epsilon: Option<f64>,
+    wasm_base64: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SubmitQuery {
+    purpose: Option<String>,
+    #[serde(default)]
+    params: String,
+    datasets: Option<String>,
+    max_epsilon: Option<f64>,
+}
+
+/// What a submission answers: the job's id, its first state and the sha256 of its wasm.
+#[derive(Serialize)]
+pub(crate) struct Submitted {
+    id: JobId,
+    state: JobState,
+    wasm_sha256: String,
+}
+
+/// `POST /v1/jobs`.
+pub(crate) async fn submit(
+    State(s): State<Arc<Shared>>,
+    auth: Only<Operators>,
+    job: Submission,
+) -> ApiResult<Response> {
+    job.check(&s.limits)?;
+    let operator = auth.operator()?;
+    let needs_review = {
+        let cur = current(&s);
+        admit(
+            cur.sandbox.engine().policy(),
+            &operator,
+            &job.datasets,
+            job.max_epsilon,
+        )
+        .map_err(Refusal::into_api)?
+    };
+    room_for(&s, &auth, &job.datasets, needs_review)?;
+    // Compile now: an invalid job is refused at the door, and the first run skips compilation.
+    let s2 = s.clone();
+    let Submission {
+        purpose,
+        params,
+        datasets,
+        max_epsilon,
+        wasm,
+    } = job;
+    let wasm =
+        tokio::task::spawn_blocking(move || current(&s2).sandbox.precompile(&wasm).map(|_| wasm))
+            .await
+            .map_err(ApiError::internal)?
+            .map_err(|e| ApiError::new(ErrorCode::InvalidWasm, e.to_string()))?;
+    let (id, state) = s.store.submit(&NewJob {
+        operator: &auth.0.name,
+        purpose: &purpose,
+        params: &params,
+        wasm: &wasm,
+        datasets: &datasets,
+        max_epsilon,
+        needs_review,
+    })?;
+    notify(&s);
+    let location = format!("/v1/jobs/{id}");
+    let body = Submitted {
+        id,
+        state,
+        wasm_sha256: sha256_hex(&wasm),
+    };
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, location)],
+        Json(body),
+    )
+        .into_response())
+}
+
+/// A job as submitted: application/wasm with its metadata in the query string, or
+/// application/json with the wasm in base64.
+pub(crate) struct Submission {
+    purpose: String,
+    params: String,
+    datasets: Vec<String>,
+    max_epsilon: Option<f64>,
+    wasm: Vec<u8>,
+}
+
+impl<S: Send + Sync> FromRequest<S> for Submission {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> ApiResult<Self> {
+        let (mut parts, body) = req.into_parts();
+        let q =
+            <QueryString<SubmitQuery> as axum::extract::FromRequestParts<S>>::from_request_parts(
+                &mut parts, state,
+            )
+            .await;
+        let (headers, b) =
+            read_body(Request::from_parts(parts, body), state, MAX_SUBMIT_BODY).await?;
+        let ct = content_type(&headers);
+        let job = if ct.starts_with("application/json") {
+            let j: SubmitJson = parse_json(&headers, &b)?;
+            let wasm = base64::engine::general_purpose::STANDARD
+                .decode(j.wasm_base64.as_bytes())
+                .map_err(|e| {
+                    ApiError::new(
+                        ErrorCode::BadWasmEncoding,
+                        format!("wasm_base64 is not valid base64: {e}"),
+                    )
+                })?;
+            Self {
+                purpose: j.purpose,
+                params: j.params,
+                datasets: j.datasets,
+                max_epsilon: j.max_epsilon,
+                wasm,
+            }
+        } else if ct.starts_with("application/wasm") || ct.starts_with("application/octet-stream") {
+            let QueryString(q) = q?;
+            Self {
+                purpose: q.purpose.unwrap_or_default(),
+                params: q.params,
+                datasets: q
+                    .datasets
+                    .unwrap_or_default()
+                    .split(',')
+                    .filter(|d| !d.is_empty())
+                    .map(str::to_string)
+                    .collect(),
+                max_epsilon: q.max_epsilon,
+                wasm: b.to_vec(),
+            }
+        } else {
+            return Err(ApiError::new(
+                ErrorCode::UnsupportedMediaType,
+                "submit the job as application/wasm (metadata in the query string) or as application/json with wasm_base64",
+            ));
+        };
+        Ok(Self {
+            purpose: job.purpose.trim().to_string(),
+            ..job
+        })
+    }
+}
+
+impl Submission {
+    /// Refuses fields out of range, before anything is looked up.
+    fn check(&self, limits: &Limits) -> ApiResult<()> {
+        if self.purpose.is_empty() || self.purpose.chars().count() > 500 {
+            return Err(ApiError::new(
+                ErrorCode::BadPurpose,
+                "state the job's purpose (1 to 500 characters)",
+            ));
+        }
+        if self.params.len() > limits.max_params_bytes {
+            return Err(ApiError::new(
+                ErrorCode::ParamsTooLarge,
+                format!(
+                    "the parameters are {} bytes; at most {} are accepted",
+                    self.params.len(),
+                    limits.max_params_bytes
+                ),
+            ));
+        }
+        if self.wasm.is_empty() || self.wasm.len() > MAX_WASM_BYTES {
+            return Err(ApiError::new(
+                ErrorCode::BadWasm,
+                format!("a job is 1 byte to {MAX_WASM_BYTES} bytes of wasm"),
+            ));
+        }
+        if self.datasets.is_empty() || self.datasets.len() > 16 {
+            return Err(ApiError::new(
+                ErrorCode::BadDatasets,
+                "name the datasets the job will use (1 to 16)",
+            ));
+        }
+        if let Some(m) = self.max_epsilon
+            && !(m.is_finite() && m > 0.0)
+        {
+            return Err(ApiError::new(
+                ErrorCode::BadEpsilon,
+                "max_epsilon must be a number above 0",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Why a job may not run, from the policy alone.
+pub(crate) enum Refusal {
+    /// No grant covers a dataset for the operator today.
+    NotGranted(String),
+    /// The job's ε cap exceeds a grant's.
+    Epsilon(String),
+}
+
+impl Refusal {
+    fn into_api(self) -> ApiError {
+        match self {
+            Self::NotGranted(m) => ApiError::forbidden(m),
+            Self::Epsilon(m) => ApiError::new(ErrorCode::BadEpsilon, m),
+        }
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NotGranted(m) | Self::Epsilon(m) => f.write_str(m),
+        }
+    }
+}
+
+/// Admission by policy, at submission and again when a worker starts the job: every dataset
+/// granted to `operator` today, and the job's ε cap within each grant's per-job cap in the
+/// dataset's own measure (on zCDP datasets it caps ρ at ε²/2, as the runtime applies it).
+/// Returns whether a reviewer must approve the job first.
+pub(crate) fn admit(
+    policy: &Policy,
+    operator: &OperatorId,
+    datasets: &[String],
+    max_epsilon: Option<f64>,
+) -> std::result::Result<bool, Refusal> {
+    let today = sluice_policy::Date::today_utc();
+    let mut review = false;
+    for d in datasets {
+        // A name that cannot be a dataset's is granted to no one: the same answer as any other.
+        let id = DatasetId::new(d).map_err(|_| {
+            Refusal::NotGranted(format!(
+                "dataset `{}` is not granted to operator `{operator}`",
+                first_line(d)
+            ))
+        })?;
+        let grant = policy
+            .authorize(operator, &id, today)
+            .map_err(|d| Refusal::NotGranted(d.to_string()))?;
+        let zcdp = policy
+            .datasets
+            .get(&id)
+            .is_some_and(|d| d.measure == sluice_policy::PrivacyMeasure::Zcdp);
+        match max_epsilon {
+            Some(m) if zcdp && m * m / 2.0 > grant.rho_per_job => {
+                return Err(Refusal::Epsilon(format!(
+                    "max_epsilon {m} caps ρ at {} (ε²/2) on the zCDP dataset `{id}`, above the grant's per-job ρ cap of {}",
+                    m * m / 2.0,
+                    grant.rho_per_job
+                )));
+            }
+            Some(m) if !zcdp && m > grant.epsilon_per_job => {
+                return Err(Refusal::Epsilon(format!(
+                    "max_epsilon {m} exceeds the grant's per-job cap of {} on `{id}`",
+                    grant.epsilon_per_job
+                )));
+            }
+            _ => {}
+        }
+        review |= grant.review == Review::Required;
+    }
+    Ok(review)
+}
+
+/// Refuses a submission when its operator or a dataset is suspended, or the queue it would wait
+/// in is full: the review queue (per operator and in total) or the run queue.
+pub(crate) fn room_for(
+    s: &Shared,
+    auth: &Auth,
+    datasets: &[String],
+    needs_review: bool,
+) -> ApiResult<()> {
+    if let Some(why) = s.store.suspensions()?.iter().find(|(k, n, _)| {
+        (k == "operator" && *n == auth.0.name) || (k == "dataset" && datasets.contains(n))
+    }) {
+        return Err(ApiError::forbidden(format!(
+            "{} `{}` is suspended",
+            why.0, why.1
+        )));
+    }
+    let (code, message, retry_after) = if needs_review {
+        // Jobs waiting for review hold their wasm in the database: bounded per operator and in
+        // total, like the run queue.
+        let (mine, all) = s.store.pending_review_counts(&auth.0.name)?;
+        let message = if mine >= s.config.max_pending_reviews_per_operator {
+            format!(
+                "{mine} of your jobs are waiting for review (at most {} per operator); wait for decisions or cancel some",
+                s.config.max_pending_reviews_per_operator
+            )
+        } else if all >= s.config.max_pending_reviews {
+            format!(
+                "{all} jobs are waiting for review (at most {}); try again later",
+                s.config.max_pending_reviews
+            )
+        } else {
+            return Ok(());
+        };
+        (ErrorCode::ReviewQueueFull, message, 60)
+    } else if s.store.queued()? >= s.config.max_queued {
+        (
+            ErrorCode::QueueFull,
+            format!("{} jobs are queued; try again later", s.config.max_queued),
+            5,
+        )
+    } else {
+        return Ok(());
+    };
+    Err(ApiError::new(code, message).retry_after(retry_after))
+}
+
+/// The jobs a caller may see, newest first.
+#[derive(Serialize)]
+pub(crate) struct JobList {
+    jobs: Vec<JobInfo>,
+}
+
+/// `GET /v1/jobs`: an operator's own jobs, or every recent job for staff.
+pub(crate) async fn list(State(s): State<Arc<Shared>>, auth: Auth) -> ApiResult<Json<JobList>> {
+    let jobs = match auth.0.role {
+        Role::Operator => s.store.jobs_of(&auth.0.name, 200)?,
+        _ => s.store.jobs_recent(200)?,
+    };
+    Ok(Json(JobList { jobs }))
+}
+
+/// `GET /v1/jobs/{id}`.
+pub(crate) async fn status(
+    State(s): State<Arc<Shared>>,
+    auth: Auth,
+    id: JobId,
+) -> ApiResult<Json<JobInfo>> {
+    Ok(Json(visible_job(&s, &auth, &id, true)?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ResultQuery {
+    format: Option<String>,
+}
+
+/// `GET /v1/jobs/{id}/result`: the released report, as JSON or CSV (its operator only).
+pub(crate) async fn result(
+    State(s): State<Arc<Shared>>,
+    auth: Auth,
+    id: JobId,
+    QueryString(q): QueryString<ResultQuery>,
+) -> ApiResult<Response> {
+    let job = visible_job(&s, &auth, &id, false)?;
+    let csv = match q.format.as_deref() {
+        None | Some("json") => false,
+        Some("csv") => true,
+        Some(_) => return Err(ApiError::new(ErrorCode::BadFormat, "format is json or csv")),
+    };
+    let Some((report, _)) = s.store.result(id.as_str(), csv)? else {
+        return Err(ApiError::new(
+            ErrorCode::NotReleased,
+            format!(
+                "job `{id}` is {}; only succeeded jobs have a report",
+                job.state.as_str()
+            ),
+        ));
+    };
+    let ct = if csv {
+        "text/csv; charset=utf-8"
+    } else {
+        "application/json"
+    };
+    Ok(([(header::CONTENT_TYPE, ct)], report).into_response())
+}
+
+/// `GET /v1/jobs/{id}/receipt`: the signed receipt of a released report.
+pub(crate) async fn receipt(
+    State(s): State<Arc<Shared>>,
+    auth: Auth,
+    id: JobId,
+) -> ApiResult<Response> {
+    let job = visible_job(&s, &auth, &id, true)?;
+    let Some((_, receipt)) = s.store.result(id.as_str(), false)? else {
+        return Err(ApiError::new(
+            ErrorCode::NotReleased,
+            format!(
+                "job `{id}` is {}; only succeeded jobs have a receipt",
+                job.state.as_str()
+            ),
+        ));
+    };
+    Ok(([(header::CONTENT_TYPE, "application/json")], receipt).into_response())
+}
+
+/// A job's state after a change a caller asked for.
+#[derive(Serialize)]
+pub(crate) struct StateChanged {
+    pub(crate) id: JobId,
+    pub(crate) state: JobState,
+}
+
+/// `POST /v1/jobs/{id}/cancel`: cancels a job that has not started (its operator only).
+pub(crate) async fn cancel(
+    State(s): State<Arc<Shared>>,
+    auth: Auth,
+    id: JobId,
+) -> ApiResult<Json<StateChanged>> {
+    visible_job(&s, &auth, &id, false)?;
+    s.store.cancel(id.as_str(), &auth.0.name)?;
+    Ok(Json(StateChanged {
+        id,
+        state: JobState::Cancelled,
+    }))
+}
+
+/// The data of one server-sent event.
+#[derive(Serialize)]
+struct EventData<'a> {
+    at_ms: i64,
+    kind: &'a str,
+    detail: &'a serde_json::Value,
+}
+
+/// `GET /v1/jobs/{id}/events`: the job's events as server-sent events, until it ends.
+pub(crate) async fn events(
+    State(s): State<Arc<Shared>>,
+    auth: Auth,
+    id: JobId,
+) -> ApiResult<
+    Sse<impl futures_util::Stream<Item = std::result::Result<SseEvent, std::convert::Infallible>>>,
+> {
+    visible_job(&s, &auth, &id, true)?;
+    let stream = futures_util::stream::unfold(
+        (s, id, 0i64, false, std::collections::VecDeque::new()),
+        |(s, id, mut after, mut done, mut pending)| async move {
+            loop {
+                if let Some(e) = pending.pop_front() {
+                    let e: crate::store::Event = e;
+                    let ev = SseEvent::default()
+                        .event(e.kind.clone())
+                        .id(e.id.to_string())
+                        .json_data(EventData {
+                            at_ms: e.at_ms,
+                            kind: &e.kind,
+                            detail: &e.detail,
+                        })
+                        .unwrap_or_else(|err| SseEvent::default().comment(err.to_string()));
+                    return Some((Ok(ev), (s, id, after, done, pending)));
+                }
+                if done || s.closing.load(Ordering::SeqCst) {
+                    return None;
+                }
+                let store = s.store.clone();
+                let changed = store.changed().notified();
+                tokio::pin!(changed);
+                changed.as_mut().enable();
+                match store.events(id.as_str(), after) {
+                    Ok(evs) if !evs.is_empty() => {
+                        after = evs.last().map_or(after, |e| e.id);
+                        done = evs.iter().any(|e| {
+                            matches!(
+                                e.kind.as_str(),
+                                "released" | "failed" | "rejected" | "cancelled"
+                            )
+                        });
+                        pending.extend(evs);
+                    }
+                    Ok(_) => {
+                        // Another process (e.g. `sluice token create`) may write without waking
+                        // us: look again every second regardless.
+                        let _ = tokio::time::timeout(Duration::from_secs(1), changed).await;
+                    }
+                    Err(_) => return None,
+                }
+            }
+        },
+    );
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}

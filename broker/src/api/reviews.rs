@@ -1,0 +1,105 @@
+//! Reviewers: the queue of jobs waiting for a decision, the decision, and the audit log (which
+//! holders' admins read too).
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use serde::{Deserialize, Serialize};
+
+use super::auth::{Only, Reviewers, Staff};
+use super::jobs::StateChanged;
+use super::{ApiResult, JsonBody, QueryString};
+use crate::audit;
+use crate::error::{ApiError, ErrorCode};
+use crate::server::{Shared, notify};
+use crate::store::{JobId, JobInfo};
+
+/// Jobs waiting for review, oldest first.
+#[derive(Serialize)]
+pub(crate) struct Pending {
+    pending: Vec<JobInfo>,
+}
+
+/// `GET /v1/reviews`.
+pub(crate) async fn pending(
+    State(s): State<Arc<Shared>>,
+    _: Only<Reviewers>,
+) -> ApiResult<Json<Pending>> {
+    Ok(Json(Pending {
+        pending: s.store.pending_reviews()?,
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ReviewBody {
+    reason: String,
+}
+
+/// `POST /v1/reviews/{id}/{approve|reject}` with a reason.
+pub(crate) async fn decide(
+    State(s): State<Arc<Shared>>,
+    auth: Only<Reviewers>,
+    Path((id, decision)): Path<(String, String)>,
+    JsonBody(r): JsonBody<ReviewBody>,
+) -> ApiResult<Json<StateChanged>> {
+    let approve = match decision.as_str() {
+        "approve" => true,
+        "reject" => false,
+        _ => return Err(ApiError::not_found("the decision is approve or reject")),
+    };
+    let id: JobId = id.parse().map_err(ApiError::not_found)?;
+    if r.reason.trim().is_empty() || r.reason.len() > 2000 {
+        return Err(ApiError::new(
+            ErrorCode::BadReason,
+            "give a reason (1 to 2000 bytes)",
+        ));
+    }
+    let state = s
+        .store
+        .review(id.as_str(), &auth.0.name, approve, r.reason.trim())?;
+    notify(&s);
+    Ok(Json(StateChanged { id, state }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AuditQuery {
+    job: Option<String>,
+    operator: Option<String>,
+    dataset: Option<String>,
+    #[serde(default)]
+    after: i64,
+    limit: Option<i64>,
+}
+
+/// One page of the audit log, and where the next one starts.
+#[derive(Serialize)]
+pub(crate) struct AuditPage {
+    entries: Vec<audit::Entry>,
+    next_after: Option<i64>,
+}
+
+/// `GET /v1/audit?job=&operator=&dataset=&after=&limit=`.
+pub(crate) async fn audit_log(
+    State(s): State<Arc<Shared>>,
+    _: Only<Staff>,
+    QueryString(q): QueryString<AuditQuery>,
+) -> ApiResult<Json<AuditPage>> {
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let entries = s.store.audit_entries(
+        q.job.as_deref(),
+        q.operator.as_deref(),
+        q.dataset.as_deref(),
+        q.after,
+        limit,
+    )?;
+    let next_after = (entries.len() as i64 == limit)
+        .then(|| entries.last().map(|e| e.seq))
+        .flatten();
+    Ok(Json(AuditPage {
+        entries,
+        next_after,
+    }))
+}

@@ -1,0 +1,222 @@
+//! What a caller may see of datasets and budgets, in one place: the broker's API and a job's
+//! `budget` call both show these views, so they cannot drift apart.
+//!
+//! A [`DatasetView`] is a dataset's public description (hidden columns never appear in it); a
+//! [`BudgetView`] is a grant's caps beside what has been spent under them.
+//!
+//! ```
+//! use sluice_runtime::views::{Bounds, DatasetView};
+//! let policy = sluice_policy::parse_str("p.toml", r#"
+//! [dataset.visits]
+//! source = "visits.parquet"
+//! holder = "city-health-commission"
+//! classification = "sensitive"
+//! privacy_unit = "patient_id"
+//! max_rows_per_unit = 5
+//! columns.patient_id = { kind = "hidden" }
+//! columns.age = { kind = "int", bounds = [0, 120] }
+//! "#).unwrap();
+//! let view = DatasetView::of(&policy.datasets[&"visits".parse().unwrap()]);
+//! let names: Vec<&str> = view.columns.iter().map(|c| c.name.as_str()).collect();
+//! assert_eq!(names, ["age"], "the hidden column is not shown");
+//! assert_eq!(view.columns[0].bounds, Some(Bounds::Number(0.0, 120.0)));
+//! ```
+
+use serde::Serialize;
+use sluice_policy::{ColumnKind, Dataset, Grant, PrivacyMeasure, Review};
+
+use crate::privacy::accountant::{Spent, ZCDP_REPORT_DELTA};
+
+/// A dataset as callers granted it see it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct DatasetView {
+    /// Its name.
+    pub name: String,
+    /// The data holder.
+    pub holder: String,
+    /// Its classification.
+    pub classification: &'static str,
+    /// The column whose values identify the people the promise is made to.
+    pub privacy_unit: String,
+    /// Rows of one unit that any query uses at most.
+    pub max_rows_per_unit: u32,
+    /// Groups one unit reaches at most, where the policy caps them.
+    pub max_groups_per_unit: Option<u32>,
+    /// Rows of one unit in one group at most, where the policy caps them.
+    pub max_rows_per_group: Option<u32>,
+    /// `pure` (ε) or `zcdp` (ρ).
+    pub privacy_measure: &'static str,
+    /// Every column a query may name.
+    pub columns: Vec<ColumnView>,
+}
+
+/// One usable column and what is public about it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ColumnView {
+    /// Its name.
+    pub name: String,
+    /// `category`, `int`, `float` or `date`.
+    pub kind: &'static str,
+    /// Public clamp bounds (numbers) or first and last date.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bounds: Option<Bounds>,
+    /// Public bin edges.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bins: Option<Vec<f64>>,
+    /// The public values of a category.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_values: Option<Vec<String>>,
+    /// Whether a category's values may be released by DP partition selection.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub partition_selection: bool,
+}
+
+/// Public bounds of a column, serialized as a two-element array.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Bounds {
+    /// Inclusive numeric bounds.
+    Number(f64, f64),
+    /// First and last date, `YYYY-MM-DD`.
+    Date(String, String),
+}
+
+impl DatasetView {
+    /// The public description of `d`.
+    pub fn of(d: &Dataset) -> Self {
+        Self {
+            name: d.id.to_string(),
+            holder: d.holder.clone(),
+            classification: d.classification.as_str(),
+            privacy_unit: d.privacy_unit.clone(),
+            max_rows_per_unit: d.max_rows_per_unit,
+            max_groups_per_unit: d.max_groups_per_unit,
+            max_rows_per_group: d.max_rows_per_group,
+            privacy_measure: d.measure.as_str(),
+            columns: d
+                .columns
+                .iter()
+                .filter(|c| !matches!(c.kind, ColumnKind::Hidden))
+                .map(|c| ColumnView {
+                    name: c.name.clone(),
+                    kind: c.kind.name(),
+                    bounds: match &c.kind {
+                        ColumnKind::Date {
+                            bounds: Some((lo, hi)),
+                        } => Some(Bounds::Date(lo.to_string(), hi.to_string())),
+                        k => k.bounds_f64().map(|(lo, hi)| Bounds::Number(lo, hi)),
+                    },
+                    bins: c.bins.clone(),
+                    public_values: match &c.kind {
+                        ColumnKind::Category { public_values, .. } => public_values.clone(),
+                        _ => None,
+                    },
+                    partition_selection: matches!(
+                        c.kind,
+                        ColumnKind::Category {
+                            partition_selection: true,
+                            ..
+                        }
+                    ),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A lookup table: public reference data, shown to every caller with its values.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct LookupView {
+    /// Its name in queries.
+    pub name: String,
+    /// The column datasets join on.
+    pub key: String,
+    /// Every column's distinct values, sorted.
+    pub columns: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+impl LookupView {
+    /// The view of a loaded lookup table.
+    pub fn of(l: &crate::data::LoadedLookup) -> Self {
+        Self {
+            name: l.policy.id.to_string(),
+            key: l.policy.key.clone(),
+            columns: l.domains.clone(),
+        }
+    }
+}
+
+/// A grant's caps on one dataset beside what has been spent under them.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct BudgetView {
+    /// The dataset.
+    pub dataset: String,
+    /// `pure` (caps in ε) or `zcdp` (caps in ρ).
+    pub privacy_measure: &'static str,
+    /// The grant's ε per job (pure-DP datasets).
+    pub epsilon_per_job: f64,
+    /// The grant's ε per period (pure-DP datasets).
+    pub epsilon_per_period: f64,
+    /// The grant's ρ per job (zCDP datasets).
+    pub rho_per_job: f64,
+    /// The grant's ρ per period (zCDP datasets).
+    pub rho_per_period: f64,
+    /// The period's length in seconds.
+    pub period_secs: u64,
+    /// Spent this period, in the dataset's measure.
+    pub spent_this_period: f64,
+    /// Left this period, in the dataset's measure.
+    pub remaining_this_period: f64,
+    /// δ the grant allows per period.
+    pub delta_per_period: f64,
+    /// δ spent this period.
+    pub delta_spent_this_period: f64,
+    /// The ε of the (ε, δ)-DP guarantee this period's spending amounts to.
+    pub implied_epsilon_this_period: f64,
+    /// The δ of that guarantee.
+    pub implied_delta_this_period: f64,
+    /// The grant's last day.
+    pub expires: String,
+    /// `required` when a reviewer approves each job first, else `none`.
+    pub review: &'static str,
+    /// The sums behind the figures, this job's included.
+    #[serde(skip)]
+    pub spent: Spent,
+}
+
+impl BudgetView {
+    /// The view of `grant` on dataset `d` after `spent`.
+    pub fn new(d: &Dataset, grant: &Grant, spent: Spent) -> Self {
+        let per_period = match d.measure {
+            PrivacyMeasure::Pure => grant.epsilon_per_period,
+            PrivacyMeasure::Zcdp => grant.rho_per_period,
+        };
+        let spent_this_period = spent.period.in_measure(d.measure);
+        let report_delta = if d.measure == PrivacyMeasure::Zcdp && spent.period.rho > 0.0 {
+            ZCDP_REPORT_DELTA
+        } else {
+            0.0
+        };
+        Self {
+            dataset: d.id.to_string(),
+            privacy_measure: d.measure.as_str(),
+            epsilon_per_job: grant.epsilon_per_job,
+            epsilon_per_period: grant.epsilon_per_period,
+            rho_per_job: grant.rho_per_job,
+            rho_per_period: grant.rho_per_period,
+            period_secs: grant.period_secs,
+            spent_this_period,
+            remaining_this_period: (per_period - spent_this_period).max(0.0),
+            delta_per_period: grant.delta_per_period,
+            delta_spent_this_period: spent.period.delta,
+            implied_epsilon_this_period: spent.implied_epsilon(),
+            implied_delta_this_period: spent.period.delta + report_delta,
+            expires: grant.expires.to_string(),
+            review: match grant.review {
+                Review::Required => "required",
+                Review::None => "none",
+            },
+            spent,
+        }
+    }
+}
