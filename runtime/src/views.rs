@@ -13,7 +13,7 @@
 //! classification = "sensitive"
 //! privacy_unit = "patient_id"
 //! max_rows_per_unit = 5
-//! columns.patient_id = { kind = "hidden" }
+//! columns.name = { kind = "hidden" }
 //! columns.age = { kind = "int", bounds = [0, 120] }
 //! "#).unwrap();
 //! let view = DatasetView::of(&policy.datasets[&"visits".parse().unwrap()]);
