@@ -70,6 +70,10 @@ ALTER TABLE charges ADD COLUMN rho REAL NOT NULL DEFAULT 0;
 ALTER TABLE answers RENAME COLUMN epsilon TO amount;
 ALTER TABLE answers ADD COLUMN measure TEXT;
 "#,
+    // Dataset-wide budgets sum every operator's charges on a dataset within a period.
+    r#"
+CREATE INDEX charges_dataset ON charges(dataset, at_ms);
+"#,
 ];
 
 /// A principal's role.
@@ -1134,7 +1138,11 @@ impl Store {
                 &c.job,
                 c.period,
             )?;
-            if let Err(e) = check_limits(c, spent) {
+            let dataset = match c.dataset_cap {
+                Some(cap) => dataset_spent(&tx, c.dataset.as_str(), cap.period)?,
+                None => Totals::default(),
+            };
+            if let Err(e) = check_limits(c, spent, dataset) {
                 return Ok(Err(e));
             }
             let seq = audit::append(
@@ -1181,6 +1189,11 @@ impl Store {
             tracing::error!("budget ledger failure: {e:#}");
             Err(BudgetError::Unavailable)
         })
+    }
+
+    /// What every operator together spent on `dataset` in the last `period`.
+    pub fn dataset_spent(&self, dataset: &str, period: Duration) -> Totals {
+        dataset_spent(&self.lock(), dataset, period).unwrap_or_default()
     }
 
     /// What `operator` spent on `dataset` this period, and `job` in all.
@@ -1343,6 +1356,23 @@ fn spent(
     )?)
 }
 
+/// What every operator together spent on `dataset` in the last `period`.
+fn dataset_spent(conn: &Connection, dataset: &str, period: Duration) -> Result<Totals> {
+    let since = now_ms().saturating_sub(period.as_millis().min(i64::MAX as u128) as i64);
+    Ok(conn.query_row(
+        "SELECT COALESCE(SUM(epsilon), 0), COALESCE(SUM(rho), 0), COALESCE(SUM(delta), 0)
+         FROM charges WHERE dataset = ?1 AND at_ms >= ?2",
+        params![dataset, since],
+        |r| {
+            Ok(Totals {
+                epsilon: r.get(0)?,
+                rho: r.get(1)?,
+                delta: r.get(2)?,
+            })
+        },
+    )?)
+}
+
 fn jobs_where(conn: &Connection, clause: &str, p: &[&dyn rusqlite::ToSql]) -> Result<Vec<JobInfo>> {
     let sql = format!(
         "SELECT j.id, j.operator, j.purpose, j.wasm_sha256, j.datasets, j.max_epsilon, j.state, j.error,
@@ -1400,8 +1430,14 @@ impl sluice_runtime::AnswerCache for LedgerAnswerCache {
             .flatten();
         let table: sluice_runtime::NoisyTable = serde_json::from_str(&found?).ok()?;
         // Log before effect: if the hit cannot be audited, answer afresh (and charge) instead.
-        self.0
-            .write(|tx| -> Result<()> {
+        // A suspended operator or dataset gets no answer from the cache either: the charge that
+        // follows a miss refuses it as suspended.
+        let served = self
+            .0
+            .write(|tx| -> Result<bool> {
+                if suspended(tx, &key.operator, std::slice::from_ref(&key.dataset))?.is_some() {
+                    return Ok(false);
+                }
                 // The original's amount under its own unit's name: `epsilon_of_original` or
                 // `rho_of_original`.
                 let mut detail = json!({
@@ -1429,10 +1465,10 @@ impl sluice_runtime::AnswerCache for LedgerAnswerCache {
                     "query",
                     json!({ "dataset": key.dataset, "epsilon": 0.0, "cached": true }),
                 )?;
-                Ok(())
+                Ok(true)
             })
             .ok()?;
-        Some(table)
+        served.then_some(table)
     }
 
     fn store(&self, key: &sluice_runtime::CacheKey, table: &sluice_runtime::NoisyTable) {
@@ -1480,6 +1516,10 @@ impl sluice_runtime::Accountant for LedgerAccountant {
     ) -> Spent {
         self.0
             .spent(operator.as_str(), dataset.as_str(), job, period)
+    }
+
+    fn dataset_spent(&self, dataset: &sluice_policy::DatasetId, period: Duration) -> Totals {
+        self.0.dataset_spent(dataset.as_str(), period)
     }
 }
 

@@ -62,8 +62,8 @@ use std::path::PathBuf;
 
 pub use date::Date;
 pub use model::{
-    Aggregation, Classification, Column, ColumnKind, Dataset, DatasetId, Grant, Lookup, OperatorId,
-    Policy, PrivacyMeasure, Review, SourceFormat,
+    Aggregation, Classification, Column, ColumnKind, Dataset, DatasetBudget, DatasetId, Grant,
+    Lookup, OperatorId, Policy, PrivacyMeasure, Review, SourceFormat,
 };
 pub use parse::{load, load_dir, load_file, parse_files};
 

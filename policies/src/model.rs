@@ -231,6 +231,19 @@ pub struct Dataset {
     /// Declared columns, in declaration order. Columns of the source that are not declared are
     /// invisible to jobs.
     pub columns: Vec<Column>,
+    /// The cap on what every operator together may spend on the dataset in a period: the
+    /// privacy promise is to the people in the data, whoever asks.
+    pub budget: Option<DatasetBudget>,
+}
+
+/// A dataset-wide cap: every charge on the dataset, by any operator under any grant, counts
+/// against it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DatasetBudget {
+    /// ε (pure-DP datasets) or ρ (zCDP datasets) per period, all operators together.
+    pub per_period: f64,
+    /// The period's length in seconds.
+    pub period_secs: u64,
 }
 
 impl Dataset {

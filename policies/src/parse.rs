@@ -128,6 +128,20 @@ pub fn parse_files(files: Vec<(PathBuf, String)>) -> Result<Policy, PolicyError>
                 ),
             });
         }
+        if policy
+            .datasets
+            .get(&id)
+            .is_some_and(|d| d.classification == Classification::Core)
+        {
+            missing.push(Problem {
+                file: files[file].0.clone(),
+                line,
+                column,
+                message: format!(
+                    "dataset `{id}` is classified `core`: core data is never granted (it stays with its holder; GB/T 43697-2024)"
+                ),
+            });
+        }
         if !declared.contains(id.as_str()) {
             let known: Vec<_> = declared.iter().map(String::as_str).collect();
             missing.push(Problem {
@@ -410,10 +424,12 @@ impl Cx {
             },
         };
         let columns = self.columns(&mut f, privacy_unit.as_deref(), unit_value);
+        let budget = self.dataset_budget(&mut f, measure);
         f.finish(
             self,
             "a dataset",
             &[
+                "budget",
                 "source",
                 "holder",
                 "classification",
@@ -448,6 +464,7 @@ impl Cx {
             Some(bucket),
             Some(measure),
             Some(columns),
+            Some(budget),
         ) = (
             id,
             source,
@@ -461,6 +478,7 @@ impl Cx {
             bucket,
             measure,
             columns,
+            budget,
         )
         else {
             return;
@@ -488,8 +506,56 @@ impl Cx {
                 response_time_bucket_ms: bucket.map(|n| n as u32),
                 measure,
                 columns,
+                budget,
             },
         );
+    }
+
+    /// `budget = { epsilon_per_period = …, period = "30d" }` (`rho_per_period` on zCDP
+    /// datasets): `Some(None)` when absent, `None` after reporting.
+    fn dataset_budget(
+        &mut self,
+        f: &mut Fields<'_, '_>,
+        measure: Option<PrivacyMeasure>,
+    ) -> Option<Option<DatasetBudget>> {
+        let Some(v) = f.get("budget") else {
+            return Some(None);
+        };
+        let DeValue::Table(t) = v.get_ref() else {
+            self.err(
+                v.span(),
+                "`budget` must be a table such as { epsilon_per_period = 5.0, period = \"30d\" }: the cap over every operator together".into(),
+            );
+            return None;
+        };
+        let mut b = Fields::new(t, v.span());
+        let epsilon = self.opt_budget(&mut b, "epsilon_per_period");
+        let rho = self.opt_budget(&mut b, "rho_per_period");
+        let period = self.period(&mut b);
+        b.finish(
+            self,
+            "a dataset budget",
+            &["epsilon_per_period", "rho_per_period", "period"],
+        );
+        let per_period = match (measure?, epsilon?, rho?) {
+            (PrivacyMeasure::Pure, Some((e, _)), None) => e,
+            (PrivacyMeasure::Zcdp, None, Some((r, _))) => r,
+            (m, _, _) => {
+                let (measure, key) = match m {
+                    PrivacyMeasure::Pure => ("pure", "epsilon_per_period"),
+                    PrivacyMeasure::Zcdp => ("zcdp", "rho_per_period"),
+                };
+                self.err(
+                    v.span(),
+                    format!("the dataset has privacy_measure = \"{measure}\": its budget declares `{key}` (and not the other measure's)"),
+                );
+                return None;
+            }
+        };
+        Some(Some(DatasetBudget {
+            per_period,
+            period_secs: period?,
+        }))
     }
 
     fn columns(

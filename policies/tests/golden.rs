@@ -72,3 +72,8 @@ fn manifest_dir() -> std::path::PathBuf {
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into())
 }
+
+#[test]
+fn core_grants_and_dataset_budget_misuse_are_reported() {
+    check("grade_problems");
+}

@@ -45,7 +45,7 @@ use std::time::Duration;
 use sluice_policy::{DatasetId, OperatorId, Policy};
 
 pub use privacy::accountant::{
-    Accountant, Amount, BudgetError, Caps, Charge, InMemoryAccountant, Spent, Totals,
+    Accountant, Amount, BudgetError, Caps, Charge, DatasetCap, InMemoryAccountant, Spent, Totals,
 };
 pub use privacy::cache::{AnswerCache, CacheKey, InMemoryAnswerCache};
 pub use privacy::{Budget, Estimate, QueryRecord};

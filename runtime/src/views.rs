@@ -25,7 +25,7 @@
 use serde::Serialize;
 use sluice_policy::{ColumnKind, Dataset, Grant, PrivacyMeasure, Review};
 
-use crate::privacy::accountant::{Spent, ZCDP_REPORT_DELTA};
+use crate::privacy::accountant::{Spent, Totals, ZCDP_REPORT_DELTA};
 
 /// A dataset as callers granted it see it.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -48,6 +48,12 @@ pub struct DatasetView {
     pub privacy_measure: &'static str,
     /// Every column a query may name.
     pub columns: Vec<ColumnView>,
+    /// The cap over every operator together per period, in the dataset's measure.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dataset_cap_per_period: Option<f64>,
+    /// Its period in seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dataset_period_secs: Option<u64>,
 }
 
 /// One usable column and what is public about it.
@@ -93,6 +99,8 @@ impl DatasetView {
             max_groups_per_unit: d.max_groups_per_unit,
             max_rows_per_group: d.max_rows_per_group,
             privacy_measure: d.measure.as_str(),
+            dataset_cap_per_period: d.budget.map(|b| b.per_period),
+            dataset_period_secs: d.budget.map(|b| b.period_secs),
             columns: d
                 .columns
                 .iter()
@@ -175,6 +183,17 @@ pub struct BudgetView {
     pub implied_epsilon_this_period: f64,
     /// The δ of that guarantee.
     pub implied_delta_this_period: f64,
+    /// The dataset-wide cap (every operator together) per its period, if the policy sets one.
+    pub dataset_cap_per_period: Option<f64>,
+    /// The dataset-wide cap's period in seconds.
+    pub dataset_period_secs: Option<u64>,
+    /// What every operator together spent in that period, in the dataset's measure.
+    pub dataset_spent_this_period: Option<f64>,
+    /// What is left of the dataset-wide cap.
+    pub dataset_remaining_this_period: Option<f64>,
+    /// What this operator can still spend this period: the smaller of its own and the
+    /// dataset's remaining.
+    pub available_this_period: f64,
     /// The grant's last day.
     pub expires: String,
     /// `required` when a reviewer approves each job first, else `none`.
@@ -185,8 +204,9 @@ pub struct BudgetView {
 }
 
 impl BudgetView {
-    /// The view of `grant` on dataset `d` after `spent`.
-    pub fn new(d: &Dataset, grant: &Grant, spent: Spent) -> Self {
+    /// The view of `grant` on dataset `d` after `spent` (this operator) and `dataset` (every
+    /// operator together, in the dataset cap's period).
+    pub fn new(d: &Dataset, grant: &Grant, spent: Spent, dataset: Totals) -> Self {
         let per_period = match d.measure {
             PrivacyMeasure::Pure => grant.epsilon_per_period,
             PrivacyMeasure::Zcdp => grant.rho_per_period,
@@ -197,6 +217,11 @@ impl BudgetView {
         } else {
             0.0
         };
+        let remaining = (per_period - spent_this_period).max(0.0);
+        let dataset_spent = d.budget.map(|_| dataset.in_measure(d.measure));
+        let dataset_remaining = d
+            .budget
+            .map(|b| (b.per_period - dataset.in_measure(d.measure)).max(0.0));
         Self {
             dataset: d.id.to_string(),
             privacy_measure: d.measure.as_str(),
@@ -206,11 +231,16 @@ impl BudgetView {
             rho_per_period: grant.rho_per_period,
             period_secs: grant.period_secs,
             spent_this_period,
-            remaining_this_period: (per_period - spent_this_period).max(0.0),
+            remaining_this_period: remaining,
             delta_per_period: grant.delta_per_period,
             delta_spent_this_period: spent.period.delta,
             implied_epsilon_this_period: spent.implied_epsilon(),
             implied_delta_this_period: spent.period.delta + report_delta,
+            dataset_cap_per_period: d.budget.map(|b| b.per_period),
+            dataset_period_secs: d.budget.map(|b| b.period_secs),
+            dataset_spent_this_period: dataset_spent,
+            dataset_remaining_this_period: dataset_remaining,
+            available_this_period: dataset_remaining.map_or(remaining, |r| r.min(remaining)),
             expires: grant.expires.to_string(),
             review: match grant.review {
                 Review::Required => "required",

@@ -30,6 +30,8 @@ mod estimate;
 #[cfg(test)]
 mod goldens;
 #[cfg(test)]
+mod governance;
+#[cfg(test)]
 mod hardening;
 #[cfg(test)]
 mod histograms;
@@ -239,6 +241,13 @@ impl sluice_runtime::Accountant for Unlimited {
         _: std::time::Duration,
     ) -> sluice_runtime::Spent {
         sluice_runtime::Spent::default()
+    }
+    fn dataset_spent(
+        &self,
+        _: &sluice_policy::DatasetId,
+        _: std::time::Duration,
+    ) -> sluice_runtime::Totals {
+        sluice_runtime::Totals::default()
     }
 }
 

@@ -24,6 +24,8 @@ pub struct Charge {
     pub delta: f64,
     /// The caps the amount is checked against, in the same measure.
     pub caps: Caps,
+    /// The dataset-wide cap (every operator together), if the policy sets one.
+    pub dataset_cap: Option<DatasetCap>,
     /// The grant's δ per period (0: no δ may be spent).
     pub delta_per_period: f64,
     /// The grant's period length.
@@ -43,6 +45,15 @@ pub struct Caps {
     pub per_job: f64,
     /// What may be spent in one period.
     pub per_period: f64,
+}
+
+/// A cap on what every operator together may spend on one dataset in a period.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DatasetCap {
+    /// In the dataset's measure.
+    pub per_period: f64,
+    /// The period.
+    pub period: Duration,
 }
 
 /// Sums of past charges in every unit.
@@ -130,6 +141,22 @@ pub enum BudgetError {
         /// The cap.
         cap: f64,
     },
+    /// The dataset-wide cap (every operator together) would be exceeded.
+    #[error(
+        "query needs {unit}={needed} but dataset `{dataset}` has {unit}={remaining} left this period over all operators together (cap {cap})"
+    )]
+    DatasetCap {
+        /// `ε` or `ρ`: the dataset's measure.
+        unit: &'static str,
+        /// The dataset.
+        dataset: DatasetId,
+        /// What the query needs.
+        needed: f64,
+        /// What is left.
+        remaining: f64,
+        /// The cap.
+        cap: f64,
+    },
     /// The operator's δ cap for the period would be exceeded.
     #[error(
         "query needs δ={needed} but the operator has δ={remaining} left on dataset `{dataset}` this period (cap {cap})"
@@ -176,6 +203,9 @@ pub trait Accountant: Send + Sync {
         job: &str,
         period: Duration,
     ) -> Spent;
+
+    /// What every operator together has spent on `dataset` in the last `period`.
+    fn dataset_spent(&self, dataset: &DatasetId, period: Duration) -> Totals;
 }
 
 /// Proof that a query's cost was charged: execution takes one, and only [`charge`] makes one,
@@ -211,8 +241,10 @@ const SLACK: f64 = 1e-9;
 /// persistent one.
 #[derive(Debug, Default)]
 pub struct InMemoryAccountant {
-    entries: Mutex<HashMap<(OperatorId, DatasetId), Vec<Entry>>>,
+    entries: Mutex<Ledger>,
 }
+
+type Ledger = HashMap<(OperatorId, DatasetId), Vec<Entry>>;
 
 #[derive(Debug, Clone)]
 struct Entry {
@@ -226,6 +258,18 @@ impl InMemoryAccountant {
     /// An empty ledger.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    fn dataset_sums(map: &Ledger, dataset: &DatasetId, period: Duration) -> Totals {
+        let since = SystemTime::now()
+            .checked_sub(period)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let mut t = Totals::default();
+        let of_dataset = map.iter().filter(|((_, d), _)| d == dataset);
+        for e in of_dataset.flat_map(|(_, es)| es).filter(|e| e.at >= since) {
+            t.add(e.amount, e.delta);
+        }
+        t
     }
 
     fn sums(entries: &[Entry], job: &str, period: Duration) -> Spent {
@@ -245,14 +289,16 @@ impl InMemoryAccountant {
     }
 }
 
-/// Checks a charge against what has been spent; shared by every accountant implementation.
-pub fn check_limits(charge: &Charge, spent: Spent) -> Result<(), BudgetError> {
+/// Checks a charge against what its operator has spent (`spent`) and what every operator
+/// together has spent on the dataset in the dataset cap's period (`dataset`); shared by every
+/// accountant implementation.
+pub fn check_limits(charge: &Charge, spent: Spent, dataset: Totals) -> Result<(), BudgetError> {
     let measure = charge.amount.measure;
-    let other = match measure {
-        PrivacyMeasure::Pure => spent.period.rho,
-        PrivacyMeasure::Zcdp => spent.period.epsilon,
+    let other = |t: &Totals| match measure {
+        PrivacyMeasure::Pure => t.rho,
+        PrivacyMeasure::Zcdp => t.epsilon,
     };
-    if other > 0.0 {
+    if other(&spent.period) > 0.0 || (charge.dataset_cap.is_some() && other(&dataset) > 0.0) {
         return Err(BudgetError::MeasureChanged {
             dataset: charge.dataset.clone(),
         });
@@ -278,6 +324,18 @@ pub fn check_limits(charge: &Charge, spent: Spent) -> Result<(), BudgetError> {
             cap: caps.per_period,
         });
     }
+    if let Some(cap) = charge.dataset_cap {
+        let all = dataset.in_measure(measure);
+        if all + needed > cap.per_period + SLACK {
+            return Err(BudgetError::DatasetCap {
+                unit,
+                dataset: charge.dataset.clone(),
+                needed,
+                remaining: (cap.per_period - all).max(0.0),
+                cap: cap.per_period,
+            });
+        }
+    }
     // δ is compared relative to the cap (caps are tiny numbers such as 1e-6).
     if charge.delta > 0.0
         && spent.period.delta + charge.delta > charge.delta_per_period * (1.0 + SLACK)
@@ -295,10 +353,17 @@ pub fn check_limits(charge: &Charge, spent: Spent) -> Result<(), BudgetError> {
 impl Accountant for InMemoryAccountant {
     fn charge(&self, charge: &Charge) -> Result<(), BudgetError> {
         let mut map = self.entries.lock().map_err(|_| BudgetError::Unavailable)?;
+        let dataset = charge.dataset_cap.map_or_else(Totals::default, |cap| {
+            Self::dataset_sums(&map, &charge.dataset, cap.period)
+        });
         let entries = map
             .entry((charge.operator.clone(), charge.dataset.clone()))
             .or_default();
-        check_limits(charge, Self::sums(entries, &charge.job, charge.period))?;
+        check_limits(
+            charge,
+            Self::sums(entries, &charge.job, charge.period),
+            dataset,
+        )?;
         entries.push(Entry {
             at: SystemTime::now(),
             job: charge.job.clone(),
@@ -322,6 +387,13 @@ impl Accountant for InMemoryAccountant {
             .map(|e| Self::sums(e, job, period))
             .unwrap_or_default()
     }
+
+    fn dataset_spent(&self, dataset: &DatasetId, period: Duration) -> Totals {
+        let Ok(map) = self.entries.lock() else {
+            return Totals::default();
+        };
+        Self::dataset_sums(&map, dataset, period)
+    }
 }
 
 #[cfg(test)]
@@ -343,6 +415,7 @@ mod tests {
                 per_job: 1.0,
                 per_period: 5.0,
             },
+            dataset_cap: None,
             delta_per_period: 0.0,
             period: Duration::from_secs(86_400),
         }
@@ -435,6 +508,40 @@ mod tests {
             assert!(e > 0.0 && e <= classic, "ρ {rho}: {e} vs {classic}");
         }
         assert_eq!(zcdp_epsilon(0.0, 1e-6), Some(0.0));
+    }
+
+    #[test]
+    fn operators_together_never_exceed_the_dataset_wide_cap() {
+        let a = Arc::new(InMemoryAccountant::new());
+        let capped = |op: &str, job: &str| Charge {
+            operator: OperatorId::new(op).unwrap(),
+            dataset_cap: Some(DatasetCap {
+                per_period: 1.5,
+                period: Duration::from_secs(86_400),
+            }),
+            ..charge(job, 0.1)
+        };
+        let threads: Vec<_> = ["op-a", "op-b"]
+            .into_iter()
+            .map(|op| {
+                let a = a.clone();
+                std::thread::spawn(move || {
+                    (0..10)
+                        .filter(|i| a.charge(&capped(op, &format!("{op}-{i}"))).is_ok())
+                        .count()
+                })
+            })
+            .collect();
+        let granted: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+        // Each operator's own cap (5.0 a period, 1.0 a job) allows all ten; together only 15.
+        assert_eq!(granted, 15);
+        let all = a.dataset_spent(&DatasetId::new("ds").unwrap(), Duration::from_secs(86_400));
+        assert!((all.epsilon - 1.5).abs() < 1e-9, "{all:?}");
+        let e = a.charge(&capped("op-c", "late")).unwrap_err();
+        assert!(
+            matches!(e, BudgetError::DatasetCap { unit: "ε", .. }),
+            "{e}"
+        );
     }
 
     #[test]

@@ -1,11 +1,15 @@
-//! The identical-query cache: the same query on the same dataset version, asked again by the same
-//! operator with the same ε (or ρ), gets the stored noisy answer at no charge.
+//! The identical-query cache: the same query on the same dataset version, asked again with the
+//! same ε (or ρ) under the same release terms, gets the stored noisy answer at no charge, whoever
+//! asks.
 //!
 //! Without it an operator could ask one query N times and average the noise away (each answer
-//! costs ε, but a careless grant may allow many). With it, asking again reveals nothing new, so it
-//! is free, and the operator's best strategy is to ask once with the ε they need.
+//! costs ε, but a careless grant may allow many), and N operators granted on one dataset could
+//! each ask once and average their answers. With it, asking again reveals nothing new, so it is
+//! free: the promise is to the people in the data, and a repeat of a release is no new release of
+//! their data. The operator is not part of the key; the release terms of the grant (its minimum
+//! group count and its δ per query, which change what a release shows) are.
 //!
-//! The key is the sha256 of (operator, dataset, dataset version, normalized plan, amount): the
+//! The key is the sha256 of (dataset, dataset version, normalized plan, amount, terms): the
 //! normalized plan is DataFusion's canonical logical plan text, so whitespace, case and alias
 //! spelling do not make a "different" query. An answer is stored only after its charge was
 //! committed; two identical queries racing are each charged, and the first stored answer wins.
@@ -23,7 +27,7 @@ use crate::report::NoisyTable;
 /// What identifies an answer.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CacheKey {
-    /// The operator who asked.
+    /// The operator who asked (for the audit log; not part of the key).
     pub operator: String,
     /// The dataset.
     pub dataset: String,
@@ -33,6 +37,9 @@ pub struct CacheKey {
     pub normalized: String,
     /// The amount asked for, in the dataset's measure.
     pub amount: Amount,
+    /// The grant's terms that change what a release shows (suppression, partition selection's
+    /// δ), canonical text.
+    pub terms: String,
 }
 
 impl CacheKey {
@@ -41,17 +48,16 @@ impl CacheKey {
         let mut h = Sha256::new();
         let value = self.amount.value.to_bits().to_be_bytes();
         let mut parts = vec![
-            self.operator.as_bytes(),
             self.dataset.as_bytes(),
             self.dataset_hash.as_bytes(),
             self.normalized.as_bytes(),
             &value,
         ];
-        // Keys of pure-DP answers keep the digest they had before amounts carried their measure;
-        // a zCDP answer's key also names its measure, so a ρ never matches an equal ε.
+        // A zCDP answer's key names its measure, so a ρ never matches an equal ε.
         if self.amount.measure == PrivacyMeasure::Zcdp {
             parts.push(b"zcdp");
         }
+        parts.push(self.terms.as_bytes());
         for part in parts {
             h.update((part.len() as u64).to_be_bytes());
             h.update(part);

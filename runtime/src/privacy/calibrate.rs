@@ -6,7 +6,7 @@ use std::time::Duration;
 use sluice_policy::{Grant, PrivacyMeasure};
 
 use super::Asker;
-use super::accountant::{Amount, Caps, Charge};
+use super::accountant::{Amount, Caps, Charge, DatasetCap};
 use super::design::{Design, Statistic, additive};
 use super::mechanisms::Additive;
 use super::quantile::{self, QuantileMechanism};
@@ -90,6 +90,10 @@ impl Calibrated {
             amount: self.amount,
             delta: self.delta,
             caps: caps(self.design.measure, grant, asker.max_epsilon),
+            dataset_cap: registered.policy.budget.map(|b| DatasetCap {
+                per_period: b.per_period,
+                period: Duration::from_secs(b.period_secs),
+            }),
             delta_per_period: grant.delta_per_period,
             period: Duration::from_secs(grant.period_secs),
             sql: q.normalized.clone(),

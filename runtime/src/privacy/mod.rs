@@ -211,7 +211,11 @@ impl PrivacyEngine {
             job,
             Duration::from_secs(grant.period_secs),
         );
-        Some(crate::views::BudgetView::new(ds, grant, spent))
+        let all = ds.budget.map_or_else(accountant::Totals::default, |b| {
+            self.accountant
+                .dataset_spent(dataset, Duration::from_secs(b.period_secs))
+        });
+        Some(crate::views::BudgetView::new(ds, grant, spent, all))
     }
 
     /// `operator`'s budget on every dataset granted to it on `today`.
@@ -397,7 +401,7 @@ impl PrivacyEngine {
         *bucket = ds.response_time_bucket_ms;
         let design = Design::new(&q, ds, grant);
         let amount = design.solve(&q, ds, budget)?;
-        let key = cache_key(asker, registered, &q, amount);
+        let key = cache_key(asker, registered, grant, &q, amount);
         if let Some(hit) = self.cached(&key, asker, registered, &q) {
             return Ok(hit);
         }
@@ -536,11 +540,13 @@ pub(crate) fn after_charge<E: std::fmt::Display>(
     }
 }
 
-/// What identifies a repeat of this query: operator, dataset version (with its joined lookup),
-/// normalized plan and amount.
+/// What identifies a repeat of this query: dataset version (with its joined lookup), normalized
+/// plan, amount and the grant's release terms. Not the operator: a repeat is no new release of
+/// the data, whoever asks.
 fn cache_key(
     asker: &Asker,
     registered: &Registered,
+    grant: &Grant,
     q: &ValidatedQuery,
     amount: Amount,
 ) -> cache::CacheKey {
@@ -554,6 +560,10 @@ fn cache_key(
         },
         normalized: q.normalized.clone(),
         amount,
+        terms: format!(
+            "min_group_count={:?};delta_per_query={:?}",
+            grant.min_group_count, grant.delta_per_query
+        ),
     }
 }
 

@@ -1,0 +1,153 @@
+//! Governance: the privacy promise is per dataset, whoever asks. A dataset-wide budget caps every
+//! operator together; a repeat of a release is answered from the cache for any operator granted
+//! the dataset (under the same release terms), at no charge; suspension stops cached answers too.
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+use serde_json::json;
+use sluice_broker::store::{Role, Store};
+use sluice_runtime::{InMemoryAccountant, Sandbox, SandboxConfig};
+
+use crate::{TestBroker, asker, data_root, guest, http, policy};
+
+/// The test policy with a dataset-wide cap of ε 1.0 per 30 days on `health_visits`.
+fn capped(text: String) -> String {
+    text.replacen(
+        "[dataset.health_visits]\n",
+        "[dataset.health_visits]\nbudget = { epsilon_per_period = 1.0, period = \"30d\" }\n",
+        1,
+    )
+}
+
+/// Submits the hostile guest running one ε 0.1 query, as `token`; returns the job id.
+fn submit(url: &str, token: &str, sql: &str) -> String {
+    let body = json!({
+        "purpose": "tests: dataset-wide budget",
+        "params": format!("sql:{sql}"),
+        "datasets": ["health_visits"],
+        "wasm_base64": base64::engine::general_purpose::STANDARD
+            .encode(guest(env!("GUEST_HOSTILE"))),
+    });
+    let (status, v) = http(
+        url,
+        "POST",
+        "/v1/jobs",
+        Some(token),
+        Some("application/json"),
+        body.to_string().as_bytes(),
+    );
+    assert_eq!(status, 202, "{v}");
+    v["id"].as_str().expect("an id").to_string()
+}
+
+/// Follows a job to its end; returns its final state.
+fn final_state(b: &TestBroker, token: &str, id: &str) -> String {
+    b.client(token)
+        .follow(id, |_, _| {})
+        .expect("the event stream");
+    let (status, v) = http(
+        b.url(),
+        "GET",
+        &format!("/v1/jobs/{id}"),
+        Some(token),
+        None,
+        b"",
+    );
+    assert_eq!(status, 200, "{v}");
+    v["state"].as_str().unwrap_or_default().to_string()
+}
+
+#[test]
+fn two_operators_under_concurrency_never_exceed_the_dataset_wide_cap() {
+    let mut b = TestBroker::start("dataset-cap", capped);
+    let counter = Store::open(&b.dir)
+        .and_then(|s| s.create_token(Role::Operator, "counter", "test"))
+        .expect("a token for the second operator");
+    // 2 × 8 jobs of one ε 0.1 query each, all different (no cached answers): each operator's own
+    // caps allow all of its jobs, the dataset's allows 10 queries in all.
+    let threads: Vec<_> = [b.analyst.clone(), counter.clone()]
+        .into_iter()
+        .enumerate()
+        .map(|(o, token)| {
+            let url = b.url().to_string();
+            std::thread::spawn(move || {
+                (0..8)
+                    .map(|i| {
+                        let sql = format!(
+                            "SELECT COUNT(*) AS n FROM health_visits WHERE age > {}",
+                            o * 10 + i
+                        );
+                        submit(&url, &token, &sql)
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let ids: Vec<(usize, String)> = threads
+        .into_iter()
+        .enumerate()
+        .flat_map(|(o, t)| t.join().unwrap().into_iter().map(move |id| (o, id)))
+        .collect();
+    let tokens = [b.analyst.clone(), counter.clone()];
+    let mut succeeded = [0usize; 2];
+    for (o, id) in &ids {
+        if final_state(&b, &tokens[*o], id) == "succeeded" {
+            succeeded[*o] += 1;
+        }
+    }
+    let usage = Store::open(&b.dir).unwrap().usage().unwrap();
+    let total: f64 = usage
+        .iter()
+        .filter(|u| u.dataset == "health_visits")
+        .map(|u| u.epsilon)
+        .sum();
+    assert!(total <= 1.0 + 1e-9, "charged ε {total} in all: {usage:?}");
+    assert_eq!(succeeded[0] + succeeded[1], 10, "{succeeded:?}");
+    assert!(succeeded[0] > 0 && succeeded[1] > 0, "{succeeded:?}");
+    // Both operators see the dataset as spent, beside their own remaining.
+    for token in &tokens {
+        let (status, v) = http(b.url(), "GET", "/v1/budget", Some(token), None, b"");
+        assert_eq!(status, 200, "{v}");
+        let h = v["budgets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["dataset"] == "health_visits")
+            .expect("health_visits is granted")
+            .clone();
+        assert_eq!(h["dataset_cap_per_period"], 1.0, "{h}");
+        assert!(
+            h["dataset_remaining_this_period"].as_f64().unwrap() < 1e-9,
+            "{h}"
+        );
+        assert!(h["available_this_period"].as_f64().unwrap() < 1e-9, "{h}");
+        assert!(h["remaining_this_period"].as_f64().unwrap() > 0.5, "{h}");
+    }
+    b.stop();
+}
+
+#[test]
+fn a_repeat_by_another_operator_is_answered_from_the_cache_at_no_charge() {
+    let accountant = Arc::new(InMemoryAccountant::new());
+    let s = Sandbox::new(SandboxConfig::new(
+        policy(),
+        data_root(),
+        accountant.clone(),
+    ))
+    .expect("the sandbox starts");
+    let sql = "SELECT district, COUNT(*) AS n FROM health_visits GROUP BY district";
+    let (first, r1) = s
+        .block_on(s.engine().query(&asker("analyst", "a1"), sql, 0.5))
+        .unwrap();
+    let (again, r2) = s
+        .block_on(s.engine().query(&asker("counter", "c1"), sql, 0.5))
+        .unwrap();
+    assert_eq!(first.rows, again.rows, "the same release, not a new one");
+    assert_eq!((r1.cost.epsilon, r2.cost.epsilon), (0.5, 0.0));
+    // A different amount is a different release, charged to whoever asks.
+    let (_, r3) = s
+        .block_on(s.engine().query(&asker("counter", "c1"), sql, 0.25))
+        .unwrap();
+    assert_eq!(r3.cost.epsilon, 0.25);
+}
