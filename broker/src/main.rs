@@ -280,6 +280,26 @@ enum ReviewCommand {
         #[arg(long)]
         reason: String,
     },
+    /// Release a held job's report (held: its operator or a dataset was suspended while it ran).
+    Release {
+        #[command(flatten)]
+        conn: Conn,
+        /// The job.
+        id: String,
+        /// Why (recorded in the audit log).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Discard a held job's report.
+    Discard {
+        #[command(flatten)]
+        conn: Conn,
+        /// The job.
+        id: String,
+        /// Why (recorded in the audit log and shown to the operator).
+        #[arg(long)]
+        reason: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -386,10 +406,16 @@ fn main() -> ExitCode {
         Command::Review { command } => match command {
             ReviewCommand::List { conn } => remote::review_list(&conn),
             ReviewCommand::Approve { conn, id, reason } => {
-                remote::review(&conn, &id, true, &reason)
+                remote::review(&conn, &id, "approve", &reason)
             }
             ReviewCommand::Reject { conn, id, reason } => {
-                remote::review(&conn, &id, false, &reason)
+                remote::review(&conn, &id, "reject", &reason)
+            }
+            ReviewCommand::Release { conn, id, reason } => {
+                remote::review(&conn, &id, "release", &reason)
+            }
+            ReviewCommand::Discard { conn, id, reason } => {
+                remote::review(&conn, &id, "discard", &reason)
             }
         },
         Command::Audit { command } => match command {

@@ -285,8 +285,18 @@ pub fn estimate(
 pub fn review_list(conn: &Conn) -> Result<ExitCode> {
     let r = client(conn).get_json("/v1/reviews")?;
     let pending = r["pending"].as_array().cloned().unwrap_or_default();
+    let held = r["held"].as_array().cloned().unwrap_or_default();
     if pending.is_empty() {
         println!("no jobs pending review");
+    }
+    for j in held {
+        println!(
+            "{}  HELD  operator={} datasets={}: its operator or a dataset was suspended while it ran; `sluice review release|discard {} --reason …`",
+            j["id"].as_str().unwrap_or("?"),
+            j["operator"].as_str().unwrap_or("?"),
+            j["datasets"],
+            j["id"].as_str().unwrap_or("?"),
+        );
     }
     for j in pending {
         println!(
@@ -306,9 +316,8 @@ pub fn review_list(conn: &Conn) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `sluice review approve|reject`.
-pub fn review(conn: &Conn, id: &str, approve: bool, reason: &str) -> Result<ExitCode> {
-    let decision = if approve { "approve" } else { "reject" };
+/// `sluice review approve|reject|release|discard`.
+pub fn review(conn: &Conn, id: &str, decision: &str, reason: &str) -> Result<ExitCode> {
     let r = client(conn).post_json(
         &format!("/v1/reviews/{id}/{decision}"),
         &json!({ "reason": reason }),

@@ -134,11 +134,14 @@ pub enum JobState {
     Rejected,
     /// Cancelled by its operator before it ran.
     Cancelled,
+    /// Finished while its operator or a dataset was suspended: the report is kept but not
+    /// released until a reviewer releases it (or discards it).
+    Held,
 }
 
 impl JobState {
     /// Every state.
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 8] = [
         Self::PendingReview,
         Self::Queued,
         Self::Running,
@@ -146,6 +149,7 @@ impl JobState {
         Self::Failed,
         Self::Rejected,
         Self::Cancelled,
+        Self::Held,
     ];
     /// Its name.
     pub fn as_str(self) -> &'static str {
@@ -157,6 +161,7 @@ impl JobState {
             Self::Failed => "failed",
             Self::Rejected => "rejected",
             Self::Cancelled => "cancelled",
+            Self::Held => "held",
         }
     }
     fn parse(s: &str) -> Self {
@@ -351,9 +356,29 @@ pub enum StateError {
         /// What was expected.
         what: &'static str,
     },
+    /// A held job cannot be released while a suspension it ran under is in force.
+    #[error("job `{id}` cannot be released: {why}; resume first, or discard the report")]
+    StillSuspended {
+        /// The job.
+        id: String,
+        /// Which suspension.
+        why: String,
+    },
     /// The database failed.
     #[error(transparent)]
     Db(#[from] anyhow::Error),
+}
+
+/// What became of a finished job's report.
+#[derive(Debug)]
+pub enum Released {
+    /// Released, with its signed receipt.
+    Receipt(Box<Receipt>),
+    /// Held: its operator or a dataset was suspended while it ran.
+    Held {
+        /// Which suspension.
+        why: String,
+    },
 }
 
 impl From<rusqlite::Error> for StateError {
@@ -835,7 +860,11 @@ impl Store {
         })
     }
 
-    /// Releases a job's report: audit entry, signed receipt, then the report becomes readable.
+    /// Releases a finished job's report: stores it, appends `job.released` and signs its
+    /// receipt, in one transaction. A job whose operator or a declared dataset was suspended at
+    /// any moment since it started (the release gate) is `held` instead: its report is kept, no
+    /// receipt is readable, and a reviewer decides ([`Store::release_held`],
+    /// [`Store::discard_held`]).
     pub fn release(
         &self,
         id: &str,
@@ -843,12 +872,15 @@ impl Store {
         report_csv: &str,
         policy_sha256: &str,
         datasets: Vec<DatasetVersion>,
-    ) -> Result<Receipt> {
-        let receipt = self.write(|tx| -> Result<Receipt> {
-            let wasm_sha256: String =
-                tx.query_row("SELECT wasm_sha256 FROM jobs WHERE id = ?1", [id], |r| {
-                    r.get(0)
-                })?;
+    ) -> Result<Released> {
+        let released = self.write(|tx| -> Result<Released> {
+            let (wasm_sha256, operator, declared): (String, String, String) = tx.query_row(
+                "SELECT wasm_sha256, operator, datasets FROM jobs WHERE id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )?;
+            let declared: Vec<String> = serde_json::from_str(&declared).unwrap_or_default();
+            let held = suspended_since_start(tx, id, &operator, &declared)?;
             let (epsilon, delta, rho): (f64, f64, f64) = tx.query_row(
                 "SELECT COALESCE(SUM(epsilon), 0), COALESCE(SUM(delta), 0), COALESCE(SUM(rho), 0)
                  FROM charges WHERE job = ?1",
@@ -857,15 +889,19 @@ impl Store {
             )?;
             let report_sha256 = sha256_hex(report_json.as_bytes());
             let report_csv_sha256 = sha256_hex(report_csv.as_bytes());
+            let (to, kind) = match &held {
+                Some(_) => (JobState::Held, "job.held"),
+                None => (JobState::Succeeded, "job.released"),
+            };
             let moved = transition(
                 tx,
                 id,
                 Move {
                     from: &[JobState::Running],
-                    to: JobState::Succeeded,
+                    to,
                     refused: "only running jobs can be released",
                 },
-                NewEntry::new("job.released", "broker").detail(json!({
+                NewEntry::new(kind, "broker").detail(json!({
                     "report_sha256": report_sha256,
                     "report_csv_sha256": report_csv_sha256,
                     "report_bytes": report_json.len(),
@@ -873,13 +909,15 @@ impl Store {
                     "delta": delta,
                     "rho": rho,
                     "policy_sha256": policy_sha256,
+                    "held_because": held,
                 })),
                 JobUpdate {
                     report: Some((report_json, report_csv)),
                     ..JobUpdate::default()
                 },
-                |seq| json!({ "epsilon": epsilon, "delta": delta, "rho": rho, "audit_seq": seq }),
+                |seq| json!({ "epsilon": epsilon, "delta": delta, "rho": rho, "audit_seq": seq, "held_because": held }),
             )?;
+            // A held job's receipt is drafted now and signed again when a reviewer releases it.
             let mut receipt = Receipt {
                 version: 1,
                 job: id.into(),
@@ -902,10 +940,106 @@ impl Store {
                 "UPDATE jobs SET receipt = ?2 WHERE id = ?1",
                 params![id, serde_json::to_string(&receipt)?],
             )?;
-            Ok(receipt)
+            Ok(match held {
+                Some(why) => Released::Held { why },
+                None => Released::Receipt(Box::new(receipt)),
+            })
         })?;
         self.checkpoint()?;
-        Ok(receipt)
+        Ok(released)
+    }
+
+    /// A reviewer releases a held job: refused while a suspension it ran under is still in
+    /// force; otherwise `succeeded`, with its receipt signed now and pointing at the
+    /// `job.released` entry that names the reviewer.
+    pub fn release_held(
+        &self,
+        id: &str,
+        reviewer: &str,
+        reason: &str,
+    ) -> Result<JobState, StateError> {
+        self.write(|tx| {
+            let (operator, declared, draft): (String, String, Option<String>) = tx
+                .query_row(
+                    "SELECT operator, datasets, receipt FROM jobs WHERE id = ?1",
+                    [id],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()?
+                .ok_or_else(|| StateError::NoJob(id.into()))?;
+            let declared: Vec<String> = serde_json::from_str(&declared).unwrap_or_default();
+            if let Some(why) = suspended(tx, &operator, &declared)? {
+                return Err(StateError::StillSuspended { id: id.into(), why });
+            }
+            let moved = transition(
+                tx,
+                id,
+                Move {
+                    from: &[JobState::Held],
+                    to: JobState::Succeeded,
+                    refused: "only held jobs can be released by a reviewer",
+                },
+                NewEntry::new("job.released", reviewer)
+                    .detail(json!({ "released_from_hold_by": reviewer, "reason": reason })),
+                JobUpdate {
+                    review: Some((reviewer, reason)),
+                    ..JobUpdate::default()
+                },
+                |seq| json!({ "audit_seq": seq, "released_by": reviewer }),
+            )?;
+            let mut receipt: Receipt = draft
+                .as_deref()
+                .map(serde_json::from_str)
+                .transpose()
+                .map_err(anyhow::Error::from)?
+                .ok_or_else(|| anyhow::anyhow!("held job `{id}` has no drafted receipt"))?;
+            receipt.audit_seq = moved.audit_seq;
+            receipt.issued_at_ms = now_ms();
+            receipt.sign(&self.keys);
+            tx.execute(
+                "UPDATE jobs SET receipt = ?2 WHERE id = ?1",
+                params![
+                    id,
+                    serde_json::to_string(&receipt).map_err(anyhow::Error::from)?
+                ],
+            )?;
+            Ok(JobState::Succeeded)
+        })
+    }
+
+    /// A reviewer discards a held job's report: the job ends `failed` and its report and
+    /// drafted receipt are deleted (what it spent stays charged).
+    pub fn discard_held(
+        &self,
+        id: &str,
+        reviewer: &str,
+        reason: &str,
+    ) -> Result<JobState, StateError> {
+        self.write(|tx| {
+            let error = format!("held report discarded by reviewer `{reviewer}`: {reason}");
+            transition(
+                tx,
+                id,
+                Move {
+                    from: &[JobState::Held],
+                    to: JobState::Failed,
+                    refused: "only held jobs can be discarded",
+                },
+                NewEntry::new("job.discarded", reviewer)
+                    .detail(json!({ "discarded_by": reviewer, "reason": reason })),
+                JobUpdate {
+                    error: Some(&error),
+                    review: Some((reviewer, reason)),
+                    ..JobUpdate::default()
+                },
+                |_| json!({ "error": error }),
+            )?;
+            tx.execute(
+                "UPDATE jobs SET report_json = NULL, report_csv = NULL, receipt = NULL WHERE id = ?1",
+                [id],
+            )?;
+            Ok(JobState::Failed)
+        })
     }
 
     /// Marks a running job failed.
@@ -971,6 +1105,12 @@ impl Store {
     pub fn pending_reviews(&self) -> Result<Vec<JobInfo>> {
         let conn = self.lock();
         jobs_where(&conn, "j.state = 'pending_review' ORDER BY j.n", params![])
+    }
+
+    /// Held jobs, oldest first.
+    pub fn held_jobs(&self) -> Result<Vec<JobInfo>> {
+        let conn = self.lock();
+        jobs_where(&conn, "j.state = 'held' ORDER BY j.n", params![])
     }
 
     /// A released job's report (JSON or CSV) and receipt.
@@ -1293,6 +1433,40 @@ fn event(tx: &Connection, job: &str, kind: &str, detail: Value) -> rusqlite::Res
     )
 }
 
+/// Whether `operator` or one of `datasets` is suspended now or was suspended at any moment since
+/// job `id` started (a `suspended` audit entry after its `job.started`): the release gate.
+fn suspended_since_start(
+    tx: &Connection,
+    id: &str,
+    operator: &str,
+    datasets: &[String],
+) -> Result<Option<String>> {
+    if let Some(why) = suspended(tx, operator, datasets)? {
+        return Ok(Some(why));
+    }
+    let started: i64 = tx.query_row(
+        "SELECT COALESCE(MAX(seq), 0) FROM audit WHERE job = ?1 AND kind = 'job.started'",
+        [id],
+        |r| r.get(0),
+    )?;
+    let names = serde_json::to_string(datasets)?;
+    let during: Option<(Option<String>, Option<String>)> = tx
+        .query_row(
+            "SELECT operator, dataset FROM audit
+             WHERE kind = 'suspended' AND seq > ?1
+               AND (operator = ?2 OR dataset IN (SELECT value FROM json_each(?3)))
+             ORDER BY seq LIMIT 1",
+            params![started, operator, names],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    Ok(during.map(|(op, ds)| match (op, ds) {
+        (Some(op), _) => format!("operator `{op}` was suspended while the job ran"),
+        (_, Some(ds)) => format!("dataset `{ds}` was suspended while the job ran"),
+        _ => "a suspension happened while the job ran".into(),
+    }))
+}
+
 fn suspended(tx: &Connection, operator: &str, datasets: &[String]) -> Result<Option<String>> {
     let op: Option<String> = tx
         .query_row(
@@ -1603,7 +1777,9 @@ mod tests {
             (claimed.id.as_str(), state(&s, &id)),
             (id.as_str(), JobState::Running)
         );
-        let receipt = s.release(&id, "{}", "", "policy", vec![]).unwrap();
+        let Released::Receipt(receipt) = s.release(&id, "{}", "", "policy", vec![]).unwrap() else {
+            panic!("nothing was suspended: the job is released");
+        };
         assert_eq!(state(&s, &id), JobState::Succeeded);
         let (entries, events) = trail(&s, &id);
         assert_eq!(entries, ["job.submitted", "job.started", "job.released"]);

@@ -85,13 +85,16 @@ fn run_claimed(shared: &Shared, job: crate::store::Claimed) -> Result<()> {
                     sha256: r.content_hash.clone(),
                 })
                 .collect();
-            shared.store.release(
+            let released = shared.store.release(
                 &job.id,
                 &out.report.to_json(),
                 &out.report.to_csv(),
                 &cur.policy_sha256,
                 versions,
             )?;
+            if let crate::store::Released::Held { why } = released {
+                tracing::warn!("job {} is held for a reviewer: {why}", job.id);
+            }
         }
         Err(f) => shared.store.fail(&job.id, &f.error.to_string())?,
     }

@@ -22,9 +22,14 @@ fn capped(text: String) -> String {
 
 /// Submits the hostile guest running one ε 0.1 query, as `token`; returns the job id.
 fn submit(url: &str, token: &str, sql: &str) -> String {
+    submit_params(url, token, &format!("sql:{sql}"))
+}
+
+/// Submits the hostile guest with `params` on `health_visits`, as `token`; returns the job id.
+fn submit_params(url: &str, token: &str, params: &str) -> String {
     let body = json!({
-        "purpose": "tests: dataset-wide budget",
-        "params": format!("sql:{sql}"),
+        "purpose": "tests: governance",
+        "params": params,
         "datasets": ["health_visits"],
         "wasm_base64": base64::engine::general_purpose::STANDARD
             .encode(guest(env!("GUEST_HOSTILE"))),
@@ -150,4 +155,120 @@ fn a_repeat_by_another_operator_is_answered_from_the_cache_at_no_charge() {
         .block_on(s.engine().query(&asker("counter", "c1"), sql, 0.25))
         .unwrap();
     assert_eq!(r3.cost.epsilon, 0.25);
+}
+
+#[test]
+fn a_job_suspended_while_it_runs_is_held_until_a_reviewer_releases_it() {
+    use sluice_broker::keys::{Receipt, public_key};
+    let mut b = TestBroker::start("held", |t| t);
+    let id = submit_params(b.url(), &b.analyst, "until-refused");
+    // The data holder suspends the dataset as soon as the job's first query is charged; the job
+    // catches the refusal of its next query and returns a report built from earlier answers.
+    let (url, admin) = (b.url().to_string(), b.admin.clone());
+    let mut suspended = false;
+    b.client(&b.analyst)
+        .follow(&id, |kind, _| {
+            if kind == "query" && !suspended {
+                suspended = true;
+                let (status, v) = http(
+                    &url,
+                    "POST",
+                    "/v1/admin/datasets/health_visits/suspend",
+                    Some(&admin),
+                    Some("application/json"),
+                    br#"{"reason":"incident drill"}"#,
+                );
+                assert_eq!(status, 200, "{v}");
+            }
+        })
+        .expect("the event stream");
+    assert!(suspended, "the job asked no query");
+    let get = |path: &str, token: &str| http(b.url(), "GET", path, Some(token), None, b"");
+    let (_, job) = get(&format!("/v1/jobs/{id}"), &b.analyst);
+    assert_eq!(job["state"], "held", "{job}");
+    for what in ["result", "receipt"] {
+        let (status, v) = get(&format!("/v1/jobs/{id}/{what}"), &b.analyst);
+        assert_eq!(status, 409, "{v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("suspended while it ran"),
+            "{v}"
+        );
+    }
+    let (_, queue) = get("/v1/reviews", &b.reviewer);
+    assert_eq!(queue["held"][0]["id"], id.as_str(), "{queue}");
+    // Not while the suspension is in force.
+    let decide = |decision: &str| {
+        http(
+            b.url(),
+            "POST",
+            &format!("/v1/reviews/{id}/{decision}"),
+            Some(&b.reviewer),
+            Some("application/json"),
+            br#"{"reason":"the incident is closed; the report is aggregate only"}"#,
+        )
+    };
+    let (status, v) = decide("release");
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (409, Some("conflict")),
+        "{v}"
+    );
+    let (status, v) = http(
+        b.url(),
+        "POST",
+        "/v1/admin/datasets/health_visits/resume",
+        Some(&b.admin),
+        None,
+        b"",
+    );
+    assert_eq!(status, 200, "{v}");
+    let (status, v) = decide("release");
+    assert_eq!(
+        (status, v["state"].as_str()),
+        (200, Some("succeeded")),
+        "{v}"
+    );
+    let (_, report) = get(&format!("/v1/jobs/{id}/result"), &b.analyst);
+    let report = report.to_string();
+    assert!(report.contains("answers before"), "{report}");
+    let receipt = b
+        .client(&b.analyst)
+        .get_text(&format!("/v1/jobs/{id}/receipt"))
+        .unwrap();
+    let receipt: Receipt = serde_json::from_str(&receipt).unwrap();
+    let text = b
+        .client(&b.analyst)
+        .get_text(&format!("/v1/jobs/{id}/result"))
+        .unwrap();
+    receipt
+        .verify(&public_key(&b.public_key).unwrap(), text.as_bytes())
+        .expect("the receipt signed at release verifies");
+    // The audit log says who held and who released, and still verifies.
+    b.stop();
+    let conn = Store::open_conn_readonly(&b.dir).unwrap();
+    let kinds: Vec<String> = conn
+        .prepare("SELECT kind FROM audit WHERE job = ?1 ORDER BY seq")
+        .unwrap()
+        .query_map([&id], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let tail: Vec<&str> = kinds
+        .iter()
+        .rev()
+        .take(2)
+        .rev()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(tail, ["job.held", "job.released"], "{kinds:?}");
+    sluice_broker::audit::verify(
+        &conn,
+        &public_key(&b.public_key).unwrap(),
+        Some(&sluice_broker::store::checkpoint_path(&b.dir)),
+    )
+    .unwrap()
+    .expect("the log verifies");
 }

@@ -402,8 +402,9 @@ pub(crate) async fn result(
         return Err(ApiError::new(
             ErrorCode::NotReleased,
             format!(
-                "job `{id}` is {}; only succeeded jobs have a report",
-                job.state.as_str()
+                "job `{id}` is {}; only succeeded jobs have a report{}",
+                job.state.as_str(),
+                held_note(job.state)
             ),
         ));
     };
@@ -426,12 +427,22 @@ pub(crate) async fn receipt(
         return Err(ApiError::new(
             ErrorCode::NotReleased,
             format!(
-                "job `{id}` is {}; only succeeded jobs have a receipt",
-                job.state.as_str()
+                "job `{id}` is {}; only succeeded jobs have a receipt{}",
+                job.state.as_str(),
+                held_note(job.state)
             ),
         ));
     };
     Ok(([(header::CONTENT_TYPE, "application/json")], receipt).into_response())
+}
+
+/// What a held job's operator is told: why there is no report yet.
+fn held_note(state: JobState) -> &'static str {
+    if state == JobState::Held {
+        " (its operator or a dataset was suspended while it ran: a reviewer decides whether the report is released)"
+    } else {
+        ""
+    }
 }
 
 /// A job's state after a change a caller asked for.
@@ -502,7 +513,7 @@ pub(crate) async fn events(
                         done = evs.iter().any(|e| {
                             matches!(
                                 e.kind.as_str(),
-                                "released" | "failed" | "rejected" | "cancelled"
+                                "released" | "failed" | "rejected" | "cancelled" | "held"
                             )
                         });
                         pending.extend(evs);

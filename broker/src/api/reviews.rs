@@ -15,10 +15,11 @@ use crate::error::{ApiError, ErrorCode};
 use crate::server::{Shared, notify};
 use crate::store::{JobId, JobInfo};
 
-/// Jobs waiting for review, oldest first.
+/// Jobs waiting for a reviewer, oldest first: pending review, and held at release.
 #[derive(Serialize)]
 pub(crate) struct Pending {
     pending: Vec<JobInfo>,
+    held: Vec<JobInfo>,
 }
 
 /// `GET /v1/reviews`.
@@ -28,6 +29,7 @@ pub(crate) async fn pending(
 ) -> ApiResult<Json<Pending>> {
     Ok(Json(Pending {
         pending: s.store.pending_reviews()?,
+        held: s.store.held_jobs()?,
     }))
 }
 
@@ -37,17 +39,35 @@ pub(crate) struct ReviewBody {
     reason: String,
 }
 
-/// `POST /v1/reviews/{id}/{approve|reject}` with a reason.
+/// What a reviewer decides about a job.
+enum Decision {
+    /// A pending job may run.
+    Approve,
+    /// A pending job may not.
+    Reject,
+    /// A held job's report is released, with its receipt.
+    Release,
+    /// A held job's report is deleted.
+    Discard,
+}
+
+/// `POST /v1/reviews/{id}/{approve|reject|release|discard}` with a reason.
 pub(crate) async fn decide(
     State(s): State<Arc<Shared>>,
     auth: Only<Reviewers>,
     Path((id, decision)): Path<(String, String)>,
     JsonBody(r): JsonBody<ReviewBody>,
 ) -> ApiResult<Json<StateChanged>> {
-    let approve = match decision.as_str() {
-        "approve" => true,
-        "reject" => false,
-        _ => return Err(ApiError::not_found("the decision is approve or reject")),
+    let decision = match decision.as_str() {
+        "approve" => Decision::Approve,
+        "reject" => Decision::Reject,
+        "release" => Decision::Release,
+        "discard" => Decision::Discard,
+        _ => {
+            return Err(ApiError::not_found(
+                "the decision is approve or reject (pending jobs), release or discard (held jobs)",
+            ));
+        }
     };
     let id: JobId = id.parse().map_err(ApiError::not_found)?;
     if r.reason.trim().is_empty() || r.reason.len() > 2000 {
@@ -56,9 +76,13 @@ pub(crate) async fn decide(
             "give a reason (1 to 2000 bytes)",
         ));
     }
-    let state = s
-        .store
-        .review(id.as_str(), &auth.0.name, approve, r.reason.trim())?;
+    let (store, who, reason) = (&s.store, &auth.0.name, r.reason.trim());
+    let state = match decision {
+        Decision::Approve => store.review(id.as_str(), who, true, reason)?,
+        Decision::Reject => store.review(id.as_str(), who, false, reason)?,
+        Decision::Release => store.release_held(id.as_str(), who, reason)?,
+        Decision::Discard => store.discard_held(id.as_str(), who, reason)?,
+    };
     notify(&s);
     Ok(Json(StateChanged { id, state }))
 }

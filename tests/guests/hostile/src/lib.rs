@@ -66,6 +66,21 @@ fn hostile(ctx: &mut Job) -> Result<Report> {
                 .epsilon(0.001)
                 .run()?;
         },
+        // Asks distinct queries until one is refused (a suspension, a cap), catches the refusal
+        // and returns a report built from the answers before it: the release gate must hold it.
+        "until-refused" => {
+            let mut answered = 0u32;
+            loop {
+                let sql = format!("SELECT COUNT(*) AS n FROM health_visits WHERE age > {answered}");
+                match ctx.query(&sql).epsilon(0.01).run() {
+                    Ok(_) => answered += 1,
+                    Err(e) => {
+                        return Ok(Report::new("built from earlier answers")
+                            .text(format!("{answered} answers before: {e}")));
+                    }
+                }
+            }
+        }
         // Panics: a trap.
         "panic" => panic!("hostile job panicked on purpose"),
         // Queries with the given SQL, ε 0.1, and reports the answer.
