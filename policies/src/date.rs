@@ -3,7 +3,7 @@
 use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// A proleptic Gregorian calendar date (UTC).
+/// A proleptic Gregorian calendar date (in the zone the context says: a policy's for expiry).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Date {
     /// Year, e.g. 2027.
@@ -15,13 +15,10 @@ pub struct Date {
 }
 
 impl Date {
-    /// Today's date in UTC, from the system clock.
-    pub fn today_utc() -> Self {
-        let secs = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        Self::from_days_since_epoch((secs / 86_400) as i64)
+    /// The date at `unix_secs` seconds since the epoch in the zone `offset_minutes` east of UTC.
+    pub fn at(unix_secs: i64, offset_minutes: i32) -> Self {
+        let local = unix_secs + i64::from(offset_minutes) * 60;
+        Self::from_days_since_epoch(local.div_euclid(86_400))
     }
 
     /// The date `days` days after 1970-01-01 (Howard Hinnant's `civil_from_days`).
@@ -74,9 +71,97 @@ impl fmt::Display for Date {
     }
 }
 
+/// The time zone a policy's dates are read in (grant expiry): a fixed offset from UTC.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TimeZone {
+    /// As written in the policy (`Asia/Shanghai`, `UTC`, `+08:00`).
+    pub name: String,
+    /// Minutes east of UTC.
+    pub offset_minutes: i32,
+}
+
+impl Default for TimeZone {
+    /// Asia/Shanghai (UTC+8 all year: China has kept no daylight saving time since 1991).
+    fn default() -> Self {
+        Self {
+            name: "Asia/Shanghai".into(),
+            offset_minutes: 8 * 60,
+        }
+    }
+}
+
+impl TimeZone {
+    /// The zones a policy may name: `Asia/Shanghai` (also `Asia/Chongqing`, `Asia/Urumqi`'s
+    /// official time, `PRC`), `UTC`, or a fixed offset `+HH:MM` / `-HH:MM`.
+    pub fn parse(s: &str) -> Option<Self> {
+        let offset = match s {
+            "Asia/Shanghai" | "Asia/Chongqing" | "PRC" => 8 * 60,
+            "UTC" | "Etc/UTC" => 0,
+            _ => {
+                let (sign, rest) = match s.as_bytes().first()? {
+                    b'+' => (1, &s[1..]),
+                    b'-' => (-1, &s[1..]),
+                    _ => return None,
+                };
+                let (h, m) = rest.split_once(':')?;
+                if h.len() != 2 || m.len() != 2 {
+                    return None;
+                }
+                let (h, m): (i32, i32) = (h.parse().ok()?, m.parse().ok()?);
+                if h > 14 || m > 59 {
+                    return None;
+                }
+                sign * (h * 60 + m)
+            }
+        };
+        Some(Self {
+            name: s.into(),
+            offset_minutes: offset,
+        })
+    }
+
+    /// Today's date in this zone, from the system clock.
+    pub fn today(&self) -> Date {
+        let secs = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        Date::at(secs, self.offset_minutes)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_date_in_shanghai_turns_at_midnight_beijing_time_not_utc() {
+        let cst = TimeZone::default();
+        // 2027-12-31T23:30+08:00 and 2028-01-01T00:30+08:00.
+        let before = 1_830_267_000; // 2027-12-31T15:30:00Z
+        let after = before + 3_600;
+        assert_eq!(
+            Date::at(before, cst.offset_minutes).to_string(),
+            "2027-12-31"
+        );
+        assert_eq!(
+            Date::at(after, cst.offset_minutes).to_string(),
+            "2028-01-01"
+        );
+        // In UTC both instants are still 2027-12-31.
+        assert_eq!(Date::at(after, 0).to_string(), "2027-12-31");
+        assert_eq!(Date::at(-1, 0).to_string(), "1969-12-31");
+    }
+
+    #[test]
+    fn zones_are_names_we_know_or_fixed_offsets() {
+        assert_eq!(TimeZone::parse("UTC").unwrap().offset_minutes, 0);
+        assert_eq!(TimeZone::parse("+05:30").unwrap().offset_minutes, 330);
+        assert_eq!(TimeZone::parse("-03:00").unwrap().offset_minutes, -180);
+        for bad in ["Europe/Paris", "+8", "+08:60", "+15:00", "08:00", ""] {
+            assert_eq!(TimeZone::parse(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn days_round_trip_and_invalid_dates_are_refused() {

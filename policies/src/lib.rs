@@ -60,7 +60,7 @@ mod parse;
 use std::fmt;
 use std::path::PathBuf;
 
-pub use date::Date;
+pub use date::{Date, TimeZone};
 pub use model::{
     Aggregation, Classification, Column, ColumnKind, Dataset, DatasetBudget, DatasetId, Grant,
     Lookup, OperatorId, Policy, PrivacyMeasure, Review, SourceFormat,
@@ -154,6 +154,20 @@ pub enum Denial {
 }
 
 impl Policy {
+    /// Today's date in the policy's time zone: the date grants' expiry is compared with.
+    pub fn today(&self) -> Date {
+        self.time_zone.today()
+    }
+
+    /// The date at `at` in the policy's time zone.
+    pub fn date_at(&self, at: std::time::SystemTime) -> Date {
+        let secs = match at.duration_since(std::time::UNIX_EPOCH) {
+            Ok(d) => d.as_secs() as i64,
+            Err(e) => -(e.duration().as_secs() as i64) - 1,
+        };
+        Date::at(secs, self.time_zone.offset_minutes)
+    }
+
     /// The grant under which `operator` may analyse `dataset` on day `today`, or why not.
     ///
     /// Unknown datasets and datasets without a grant get the same answer, so that an operator cannot

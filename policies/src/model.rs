@@ -121,6 +121,9 @@ pub struct Policy {
     /// The files this policy was read from, in the order read, with their exact bytes
     /// (so that callers can hash what was loaded).
     pub files: Vec<(PathBuf, String)>,
+    /// The zone its dates are read in: a grant `expires = 2027-12-31` is valid through the end
+    /// of that day there. Default Asia/Shanghai.
+    pub time_zone: crate::date::TimeZone,
 }
 
 /// How sensitive a dataset is, in the programme's classification and grading scheme.

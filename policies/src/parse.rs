@@ -76,10 +76,12 @@ pub fn parse_files(files: Vec<(PathBuf, String)>) -> Result<Policy, PolicyError>
     // also reported as naming an unknown one.
     let mut declared: BTreeSet<String> = BTreeSet::new();
 
+    let mut time_zone_seen = None;
     for (index, (path, text)) in files.iter().enumerate() {
         let mut cx = Cx {
             file: index,
             problems: Vec::new(),
+            time_zone_seen,
         };
         match DeTable::parse(text) {
             Err(e) => {
@@ -94,6 +96,7 @@ pub fn parse_files(files: Vec<(PathBuf, String)>) -> Result<Policy, PolicyError>
                 cx.document(root.get_ref(), &mut policy, &mut refs, &mut grant_keys);
             }
         }
+        time_zone_seen = cx.time_zone_seen;
         cx.problems.sort_by_key(|(span, _)| span.start);
         problems.extend(cx.problems.into_iter().map(|(span, message)| {
             let (line, column) = line_col(text, span.start);
@@ -222,6 +225,8 @@ type Value<'i> = Spanned<DeValue<'i>>;
 struct Cx {
     file: usize,
     problems: Vec<(Range<usize>, String)>,
+    /// The offset of a `time_zone` declared in this or an earlier file.
+    time_zone_seen: Option<i32>,
 }
 
 /// The fields of one TOML table, taken one by one so that leftovers are reported as unknown.
@@ -309,14 +314,46 @@ impl Cx {
                         "`lookup` must be a table: write `[lookup.<name>]`".into(),
                     ),
                 },
+                "time_zone" => self.time_zone(value, policy),
                 other => self.err(
                     key.span(),
                     format!(
-                        "unknown section `{other}`; accepted sections are: dataset, grant, lookup"
+                        "unknown section `{other}`; accepted sections are: dataset, grant, lookup (and the key time_zone)"
                     ),
                 ),
             }
         }
+    }
+
+    /// `time_zone = "Asia/Shanghai"`: the zone grant expiry dates are read in. Every file that
+    /// declares one must declare the same.
+    fn time_zone(&mut self, value: &Value<'_>, policy: &mut Policy) {
+        let zone = value
+            .get_ref()
+            .as_str()
+            .and_then(crate::date::TimeZone::parse);
+        let Some(zone) = zone else {
+            self.err(
+                value.span(),
+                "`time_zone` must be \"Asia/Shanghai\", \"UTC\" or a fixed offset such as \"+08:00\"".into(),
+            );
+            return;
+        };
+        if self
+            .time_zone_seen
+            .is_some_and(|o| o != zone.offset_minutes)
+        {
+            self.err(
+                value.span(),
+                format!(
+                    "`time_zone` is declared differently in another policy file (as {}); declare one zone",
+                    policy.time_zone.name
+                ),
+            );
+            return;
+        }
+        self.time_zone_seen = Some(zone.offset_minutes);
+        policy.time_zone = zone;
     }
 
     /// A dataset's or lookup's name.

@@ -194,8 +194,10 @@ pub struct BudgetView {
     /// What this operator can still spend this period: the smaller of its own and the
     /// dataset's remaining.
     pub available_this_period: f64,
-    /// The grant's last day.
+    /// The grant's last day, in `time_zone`.
     pub expires: String,
+    /// The policy's time zone: the grant ends at midnight after `expires` there.
+    pub time_zone: String,
     /// `required` when a reviewer approves each job first, else `none`.
     pub review: &'static str,
     /// The sums behind the figures, this job's included.
@@ -206,7 +208,7 @@ pub struct BudgetView {
 impl BudgetView {
     /// The view of `grant` on dataset `d` after `spent` (this operator) and `dataset` (every
     /// operator together, in the dataset cap's period).
-    pub fn new(d: &Dataset, grant: &Grant, spent: Spent, dataset: Totals) -> Self {
+    pub fn new(d: &Dataset, grant: &Grant, time_zone: &str, spent: Spent, dataset: Totals) -> Self {
         let per_period = match d.measure {
             PrivacyMeasure::Pure => grant.epsilon_per_period,
             PrivacyMeasure::Zcdp => grant.rho_per_period,
@@ -242,6 +244,7 @@ impl BudgetView {
             dataset_remaining_this_period: dataset_remaining,
             available_this_period: dataset_remaining.map_or(remaining, |r| r.min(remaining)),
             expires: grant.expires.to_string(),
+            time_zone: time_zone.into(),
             review: match grant.review {
                 Review::Required => "required",
                 Review::None => "none",

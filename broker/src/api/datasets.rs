@@ -7,7 +7,6 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::{Path, State};
 use serde::{Deserialize, Serialize};
-use sluice_policy::Date;
 use sluice_runtime::views::{BudgetView, DatasetView, LookupView};
 use sluice_runtime::{Budget, Estimate, QueryError};
 
@@ -30,7 +29,7 @@ fn visible_datasets(s: &Shared, auth: &Auth) -> Vec<DatasetView> {
     let engine = cur.sandbox.engine();
     match auth.0.role {
         Role::Operator => match auth.0.name.parse() {
-            Ok(op) => engine.datasets_for(&op, Date::today_utc()),
+            Ok(op) => engine.datasets_for(&op, engine.policy().today()),
             Err(_) => vec![],
         },
         _ => engine
@@ -84,10 +83,9 @@ pub(crate) async fn budget(
     auth: Only<Operators>,
 ) -> ApiResult<Json<Budgets>> {
     let op = auth.operator()?;
-    let budgets = current(&s)
-        .sandbox
-        .engine()
-        .budgets_for(&op, Date::today_utc());
+    let cur = current(&s);
+    let engine = cur.sandbox.engine();
+    let budgets = engine.budgets_for(&op, engine.policy().today());
     Ok(Json(Budgets {
         operator: op.to_string(),
         budgets,

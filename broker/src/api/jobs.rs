@@ -271,7 +271,7 @@ pub(crate) fn admit(
     datasets: &[String],
     max_epsilon: Option<f64>,
 ) -> std::result::Result<bool, Refusal> {
-    let today = sluice_policy::Date::today_utc();
+    let today = policy.today();
     let mut review = false;
     for d in datasets {
         // A name that cannot be a dataset's is granted to no one: the same answer as any other.

@@ -91,8 +91,8 @@ pub struct Asker {
     pub operator: OperatorId,
     /// The job (per-job budget caps).
     pub job: String,
-    /// Today's date (grant expiry).
-    pub today: Date,
+    /// When the asking happens: grant expiry is read at this moment, in the policy's time zone.
+    pub at: std::time::SystemTime,
     /// The datasets the job declared it will use; `None` for any dataset granted to the operator.
     pub scope: Option<Vec<DatasetId>>,
     /// A per-job ε cap below the grant's (what the operator asked for and a reviewer approved).
@@ -105,7 +105,7 @@ impl Asker {
         Self {
             operator,
             job: job.into(),
-            today: Date::today_utc(),
+            at: std::time::SystemTime::now(),
             scope: None,
             max_epsilon: None,
         }
@@ -215,7 +215,8 @@ impl PrivacyEngine {
             self.accountant
                 .dataset_spent(dataset, Duration::from_secs(b.period_secs))
         });
-        Some(crate::views::BudgetView::new(ds, grant, spent, all))
+        let zone = &self.policy.time_zone.name;
+        Some(crate::views::BudgetView::new(ds, grant, zone, spent, all))
     }
 
     /// `operator`'s budget on every dataset granted to it on `today`.
@@ -312,7 +313,7 @@ impl PrivacyEngine {
         }
         let grant = self
             .policy
-            .authorize(&asker.operator, &id, asker.today)
+            .authorize(&asker.operator, &id, self.policy.date_at(asker.at))
             .map_err(|d| QueryError::NotGranted(d.to_string()))?;
         let registered = self.catalog.get(&id).ok_or_else(not_granted)?;
         Ok((registered, grant, lookup))

@@ -626,7 +626,10 @@ impl bindings::sluice::job::data::Host for JobState {
     fn datasets(&mut self) -> Vec<wit::DatasetInfo> {
         self.engine
             .policy()
-            .granted_datasets(&self.asker.operator, self.asker.today)
+            .granted_datasets(
+                &self.asker.operator,
+                self.engine.policy().date_at(self.asker.at),
+            )
             .into_iter()
             .map(dataset_info)
             .collect()
@@ -636,7 +639,11 @@ impl bindings::sluice::job::data::Host for JobState {
         let id = sluice_policy::DatasetId::new(&name).ok()?;
         let policy = self.engine.policy();
         policy
-            .authorize(&self.asker.operator, &id, self.asker.today)
+            .authorize(
+                &self.asker.operator,
+                &id,
+                self.engine.policy().date_at(self.asker.at),
+            )
             .ok()?;
         policy.datasets.get(&id).map(dataset_info)
     }
@@ -699,7 +706,8 @@ impl bindings::sluice::job::data::Host for JobState {
 
     fn budget(&mut self, dataset: String) -> Option<wit::BudgetInfo> {
         let id = sluice_policy::DatasetId::new(&dataset).ok()?;
-        let (operator, job, today) = (&self.asker.operator, &self.asker.job, self.asker.today);
+        let today = self.engine.policy().date_at(self.asker.at);
+        let (operator, job) = (&self.asker.operator, &self.asker.job);
         let v = self.engine.budget_for(operator, &id, job, today)?;
         let ds = self.engine.policy().datasets.get(&id)?;
         Some(wit::BudgetInfo {
