@@ -236,6 +236,9 @@ enum TokenCommand {
         /// Who it is for (for operators: the operator id in the grants).
         #[arg(long)]
         principal: String,
+        /// How long it works: whole days or hours (at most 366d).
+        #[arg(long, default_value = "90d", value_parser = remote::parse_lifetime)]
+        valid_for: std::time::Duration,
     },
     /// List tokens: id, principal, role (never the tokens themselves).
     List {
@@ -375,7 +378,8 @@ fn main() -> ExitCode {
                 data_dir,
                 role,
                 principal,
-            } => remote::token_create(&data_dir, role, &principal),
+                valid_for,
+            } => remote::token_create(&data_dir, role, &principal, valid_for),
             TokenCommand::List { data_dir } => remote::token_list(&data_dir),
             TokenCommand::Revoke { data_dir, id } => remote::token_revoke(&data_dir, &id),
         },

@@ -35,19 +35,54 @@ pub fn init(dir: &Path, policy: PathBuf, data_root: PathBuf, listen: String) -> 
 }
 
 /// `sluice token create`.
-pub fn token_create(dir: &Path, role: Role, principal: &str) -> Result<ExitCode> {
+pub fn token_create(
+    dir: &Path,
+    role: Role,
+    principal: &str,
+    valid_for: std::time::Duration,
+) -> Result<ExitCode> {
     let store = Store::open(dir)?;
-    let token = store.create_token(role, principal, "sluice token create")?;
+    let token = store.create_token_valid_for(role, principal, "sluice token create", valid_for)?;
     println!("{token}");
     Ok(ExitCode::SUCCESS)
+}
+
+/// A Unix-ms instant as `YYYY-MM-DD HH:MM UTC`.
+fn utc_minute(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let date = sluice_policy::Date::at(secs, 0);
+    let minute = secs.rem_euclid(86_400) / 60;
+    format!("{date} {:02}:{:02} UTC", minute / 60, minute % 60)
+}
+
+/// A lifetime such as `90d` or `12h`.
+pub fn parse_lifetime(s: &str) -> std::result::Result<std::time::Duration, String> {
+    let (num, unit) = s.split_at(s.len().saturating_sub(1));
+    let unit_secs = match unit {
+        "d" => 86_400,
+        "h" => 3_600,
+        _ => return Err(format!("`{s}`: write whole days or hours, e.g. 90d or 12h")),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|e| format!("`{s}`: write whole days or hours, e.g. 90d or 12h ({e})"))?;
+    Ok(std::time::Duration::from_secs(n * unit_secs))
 }
 
 /// `sluice token list`.
 pub fn token_list(dir: &Path) -> Result<ExitCode> {
     let store = Store::open(dir)?;
-    println!("{:<18} {:<10} principal", "id", "role");
-    for (id, principal, role, _) in store.tokens()? {
-        println!("{id:<18} {role:<10} {principal}");
+    println!("{:<18} {:<10} {:<24} principal", "id", "role", "expires");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    for t in store.tokens()? {
+        let expires = match t.expires_ms {
+            Some(ms) if ms <= now => format!("expired {}", utc_minute(ms)),
+            Some(ms) => utc_minute(ms),
+            None => "expired".into(),
+        };
+        println!("{:<18} {:<10} {expires:<24} {}", t.id, t.role, t.principal);
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -74,7 +74,17 @@ ALTER TABLE answers ADD COLUMN measure TEXT;
     r#"
 CREATE INDEX charges_dataset ON charges(dataset, at_ms);
 "#,
+    // Tokens expire. Tokens made before expiry existed get the default lifetime from now.
+    r#"
+ALTER TABLE tokens ADD COLUMN expires_ms INTEGER;
+UPDATE tokens SET expires_ms = CAST(strftime('%s', 'now') AS INTEGER) * 1000 + 7776000000;
+"#,
 ];
+
+/// How long a token is valid unless its creator says otherwise: 90 days.
+pub const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(90 * 86_400);
+/// The longest lifetime a token may have: 366 days.
+pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(366 * 86_400);
 
 /// A principal's role.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
@@ -306,6 +316,21 @@ pub struct Event {
     pub kind: String,
     /// Details.
     pub detail: Value,
+}
+
+/// A token as `sluice token list` shows it (never the token itself).
+#[derive(Clone, Debug, Serialize)]
+pub struct TokenInfo {
+    /// A prefix of the token's hash.
+    pub id: String,
+    /// Who it is for.
+    pub principal: String,
+    /// The role.
+    pub role: String,
+    /// When it was made (Unix ms).
+    pub created_ms: i64,
+    /// When it stops working (Unix ms).
+    pub expires_ms: Option<i64>,
 }
 
 /// Everything ever charged, for `/metrics`.
@@ -575,6 +600,21 @@ impl Store {
 
     /// Creates a token for `principal` with `role`; returns it (shown once; only its hash is kept).
     pub fn create_token(&self, role: Role, principal: &str, actor: &str) -> Result<String> {
+        self.create_token_valid_for(role, principal, actor, DEFAULT_TOKEN_LIFETIME)
+    }
+
+    /// Creates a token valid for `lifetime` (at most [`MAX_TOKEN_LIFETIME`]); see
+    /// [`Store::create_token`].
+    pub fn create_token_valid_for(
+        &self,
+        role: Role,
+        principal: &str,
+        actor: &str,
+        lifetime: Duration,
+    ) -> Result<String> {
+        if lifetime.is_zero() || lifetime > MAX_TOKEN_LIFETIME {
+            bail!("a token is valid for 1 second to 366 days");
+        }
         if principal.is_empty()
             || principal.len() > 64
             || !principal
@@ -585,6 +625,7 @@ impl Store {
         }
         let token = format!("sluice_{}", hex::encode(random_bytes::<32>()));
         let hash = token_hash(&token);
+        let expires_ms = now_ms().saturating_add(lifetime.as_millis() as i64);
         self.write(|tx| -> Result<()> {
             audit::append(
                 tx,
@@ -592,31 +633,34 @@ impl Store {
                     "principal": principal,
                     "role": role.as_str(),
                     "token_id": &hash[..16],
+                    "expires_ms": expires_ms,
                 })),
             )?;
             tx.execute(
-                "INSERT INTO tokens (hash, principal, role, created_ms) VALUES (?1, ?2, ?3, ?4)",
-                params![hash, principal, role.as_str(), now_ms()],
+                "INSERT INTO tokens (hash, principal, role, created_ms, expires_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![hash, principal, role.as_str(), now_ms(), expires_ms],
             )?;
             Ok(())
         })?;
         Ok(token)
     }
 
-    /// Every token: (id, principal, role, created ms). The id is a prefix of the token's hash,
-    /// never the token.
-    pub fn tokens(&self) -> Result<Vec<(String, String, String, i64)>> {
+    /// Every token, expired ones too. The id is a prefix of the token's hash, never the token.
+    pub fn tokens(&self) -> Result<Vec<TokenInfo>> {
         let conn = self.lock();
-        let mut stmt = conn
-            .prepare("SELECT hash, principal, role, created_ms FROM tokens ORDER BY created_ms")?;
+        let mut stmt = conn.prepare(
+            "SELECT hash, principal, role, created_ms, expires_ms FROM tokens ORDER BY created_ms",
+        )?;
         Ok(stmt
             .query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?[..16].to_string(),
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                ))
+                Ok(TokenInfo {
+                    id: r.get::<_, String>(0)?[..16].to_string(),
+                    principal: r.get(1)?,
+                    role: r.get(2)?,
+                    created_ms: r.get(3)?,
+                    expires_ms: r.get(4)?,
+                })
             })?
             .collect::<rusqlite::Result<_>>()?)
     }
@@ -659,8 +703,9 @@ impl Store {
         let row: Option<(String, String, String)> = self
             .lock()
             .query_row(
-                "SELECT hash, principal, role FROM tokens WHERE hash = ?1",
-                [&hash],
+                "SELECT hash, principal, role FROM tokens
+                 WHERE hash = ?1 AND COALESCE(expires_ms, 0) > ?2",
+                params![&hash, now_ms()],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .optional()?;

@@ -5,6 +5,8 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 use sluice_broker::client::Submission;
 use sluice_broker::keys::{Receipt, public_key};
+use sluice_broker::store::Role;
+use std::time::Duration;
 
 use crate::{TestBroker, guest, http};
 
@@ -541,16 +543,39 @@ fn every_role_reaches_only_its_endpoints_and_every_denial_is_audited() {
 
     // A revoked token stops working at once, even though another process revoked it.
     let other = sluice_broker::store::Store::open(&b.dir).unwrap();
-    let (id, ..) = other
+    let id = other
         .tokens()
         .unwrap()
         .into_iter()
-        .find(|t| t.1 == "tourism-lab")
-        .unwrap();
+        .find(|t| t.principal == "tourism-lab")
+        .unwrap()
+        .id;
     other.revoke_token(&id, "test").unwrap();
     let (status, _) = http(b.url(), "GET", "/v1/jobs", Some(&b.tourism), None, b"");
     assert_eq!(status, 401);
     denials += 1;
+
+    // Tokens expire: one valid for a second works, then is refused like an unknown one.
+    let brief = other
+        .create_token_valid_for(Role::Operator, "analyst", "test", Duration::from_secs(1))
+        .unwrap();
+    let (status, _) = http(b.url(), "GET", "/v1/jobs", Some(&brief), None, b"");
+    assert_eq!(status, 200);
+    std::thread::sleep(Duration::from_millis(1_100));
+    let (status, _) = http(b.url(), "GET", "/v1/jobs", Some(&brief), None, b"");
+    assert_eq!(status, 401, "an expired token is refused");
+    denials += 1;
+    assert!(
+        other
+            .create_token_valid_for(
+                Role::Operator,
+                "analyst",
+                "test",
+                Duration::from_secs(400 * 86_400)
+            )
+            .is_err(),
+        "at most 366 days"
+    );
     b.stop();
     assert_eq!(
         count_denials() - before,
