@@ -127,7 +127,8 @@ pub struct DatasetVersion {
 /// A signed statement of what was released, under which policy, at what privacy cost.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Receipt {
-    /// Format version (1).
+    /// Format version: 2 when it names the purpose and reviewers, 1 before they existed (such
+    /// receipts still verify).
     pub version: u32,
     /// The job.
     pub job: String,
@@ -147,6 +148,12 @@ pub struct Receipt {
     /// receipts issued before zCDP existed still verify).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub rho: f64,
+    /// The purpose the job was submitted for (version 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purpose: Option<String>,
+    /// The reviewers who approved the job or released its held report, in order (version 2).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reviewers: Vec<String>,
     /// Sequence number of the audit entry recording the release.
     pub audit_seq: i64,
     /// sha256 of the report as JSON (the exact bytes `result` serves).
@@ -219,6 +226,8 @@ mod tests {
             epsilon: 0.5,
             delta: 0.0,
             rho: 0.0,
+            purpose: None,
+            reviewers: vec![],
             audit_seq: 7,
             report_sha256: sha256_hex(b"{}"),
             report_csv_sha256: sha256_hex(b"csv"),
@@ -272,6 +281,36 @@ mod tests {
             forged.epsilon = if x == 0.0 { 1.0 } else { x / 2.0 };
             assert!(forged.verify(&key, b"{}").is_err(), "ε {x:e}");
         }
+    }
+
+    #[test]
+    fn version_2_signs_purpose_and_reviewers_and_version_1_still_verifies() {
+        let keys = Keys::generate();
+        let key = public_key(&keys.public_hex()).unwrap();
+        // A version-1 receipt as issued before purpose and reviewers existed: no such fields.
+        let v1 = receipt(&keys);
+        let text = serde_json::to_string(&v1).unwrap();
+        assert!(
+            !text.contains("purpose") && !text.contains("reviewers"),
+            "{text}"
+        );
+        let read: Receipt = serde_json::from_str(&text).unwrap();
+        read.verify(&key, b"{}").unwrap();
+        let mut v2 = Receipt {
+            version: 2,
+            purpose: Some("public health planning".into()),
+            reviewers: vec!["rita".into()],
+            ..receipt(&keys)
+        };
+        v2.sign(&keys);
+        let read: Receipt = serde_json::from_str(&serde_json::to_string(&v2).unwrap()).unwrap();
+        read.verify(&key, b"{}").unwrap();
+        let mut forged = read.clone();
+        forged.reviewers.push("mallory".into());
+        assert!(forged.verify(&key, b"{}").is_err());
+        let mut forged = read;
+        forged.purpose = Some("marketing".into());
+        assert!(forged.verify(&key, b"{}").is_err());
     }
 
     #[test]

@@ -334,8 +334,11 @@ pub fn review_list(conn: &Conn) -> Result<ExitCode> {
         );
     }
     for j in pending {
+        // Operator-controlled text is printed escaped: no control character reaches the
+        // reviewer's terminal.
+        let text = |k: &str| j[k].as_str().unwrap_or("").escape_debug().to_string();
         println!(
-            "{}  operator={} datasets={} max_epsilon={} wasm_sha256={}\n    purpose: {}",
+            "{}  operator={} datasets={} max_epsilon={} wasm_sha256={}\n    purpose: {}\n    params:  \"{}\"",
             j["id"].as_str().unwrap_or("?"),
             j["operator"].as_str().unwrap_or("?"),
             j["datasets"],
@@ -345,7 +348,8 @@ pub fn review_list(conn: &Conn) -> Result<ExitCode> {
                 j["max_epsilon"].to_string()
             },
             j["wasm_sha256"].as_str().unwrap_or("?"),
-            j["purpose"].as_str().unwrap_or("")
+            text("purpose"),
+            text("params"),
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -458,6 +462,12 @@ pub fn receipt_verify(receipt: &Path, report: &Path, public_key: &str) -> Result
                 r.delta,
                 r.audit_seq
             );
+            if let Some(p) = &r.purpose {
+                println!("  purpose: {p}");
+            }
+            if !r.reviewers.is_empty() {
+                println!("  reviewed by: {}", r.reviewers.join(", "));
+            }
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {

@@ -207,6 +207,9 @@ pub struct JobInfo {
     pub operator: String,
     /// The stated purpose.
     pub purpose: String,
+    /// The parameter string passed to the job, in full: a job may take its SQL from it, so a
+    /// reviewer must see it to know what will run.
+    pub params: String,
     /// sha256 of the wasm.
     pub wasm_sha256: String,
     /// The datasets it declared.
@@ -919,10 +922,16 @@ impl Store {
         datasets: Vec<DatasetVersion>,
     ) -> Result<Released> {
         let released = self.write(|tx| -> Result<Released> {
-            let (wasm_sha256, operator, declared): (String, String, String) = tx.query_row(
-                "SELECT wasm_sha256, operator, datasets FROM jobs WHERE id = ?1",
+            let (wasm_sha256, operator, declared, purpose, reviewer): (
+                String,
+                String,
+                String,
+                String,
+                Option<String>,
+            ) = tx.query_row(
+                "SELECT wasm_sha256, operator, datasets, purpose, reviewer FROM jobs WHERE id = ?1",
                 [id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
             )?;
             let declared: Vec<String> = serde_json::from_str(&declared).unwrap_or_default();
             let held = suspended_since_start(tx, id, &operator, &declared)?;
@@ -964,7 +973,7 @@ impl Store {
             )?;
             // A held job's receipt is drafted now and signed again when a reviewer releases it.
             let mut receipt = Receipt {
-                version: 1,
+                version: 2,
                 job: id.into(),
                 operator: moved.operator,
                 wasm_sha256,
@@ -973,6 +982,8 @@ impl Store {
                 epsilon,
                 delta,
                 rho,
+                purpose: Some(purpose),
+                reviewers: reviewer.into_iter().collect(),
                 audit_seq: moved.audit_seq,
                 report_sha256,
                 report_csv_sha256,
@@ -1040,6 +1051,7 @@ impl Store {
                 .ok_or_else(|| anyhow::anyhow!("held job `{id}` has no drafted receipt"))?;
             receipt.audit_seq = moved.audit_seq;
             receipt.issued_at_ms = now_ms();
+            receipt.reviewers.push(reviewer.to_string());
             receipt.sign(&self.keys);
             tx.execute(
                 "UPDATE jobs SET receipt = ?2 WHERE id = ?1",
@@ -1598,7 +1610,8 @@ fn jobs_where(conn: &Connection, clause: &str, p: &[&dyn rusqlite::ToSql]) -> Re
                 j.review_reason, j.reviewer, j.created_ms, j.started_ms, j.finished_ms,
                 (SELECT COALESCE(SUM(epsilon), 0) FROM charges c WHERE c.job = j.id),
                 (SELECT COUNT(*) FROM charges c WHERE c.job = j.id),
-                (SELECT COALESCE(SUM(rho), 0) FROM charges c WHERE c.job = j.id)
+                (SELECT COALESCE(SUM(rho), 0) FROM charges c WHERE c.job = j.id),
+                j.params
          FROM jobs j WHERE {clause}"
     );
     let mut stmt = conn.prepare(&sql)?;
@@ -1620,6 +1633,7 @@ fn jobs_where(conn: &Connection, clause: &str, p: &[&dyn rusqlite::ToSql]) -> Re
             epsilon_spent: r.get(13)?,
             queries: r.get(14)?,
             rho_spent: r.get(15)?,
+            params: r.get(16)?,
         })
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)

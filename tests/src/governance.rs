@@ -239,6 +239,9 @@ fn a_job_suspended_while_it_runs_is_held_until_a_reviewer_releases_it() {
         .get_text(&format!("/v1/jobs/{id}/receipt"))
         .unwrap();
     let receipt: Receipt = serde_json::from_str(&receipt).unwrap();
+    assert_eq!(receipt.version, 2);
+    assert_eq!(receipt.purpose.as_deref(), Some("tests: governance"));
+    assert_eq!(receipt.reviewers, ["rita"], "the reviewer who released it");
     let text = b
         .client(&b.analyst)
         .get_text(&format!("/v1/jobs/{id}/result"))
@@ -271,4 +274,34 @@ fn a_job_suspended_while_it_runs_is_held_until_a_reviewer_releases_it() {
     )
     .unwrap()
     .expect("the log verifies");
+}
+
+#[test]
+fn reviewers_see_a_jobs_parameters_in_full_before_they_decide() {
+    let mut b = TestBroker::start("params", |t| t);
+    let params = "sql:SELECT spot, COUNT(*) AS n FROM tourism_trips GROUP BY spot";
+    let body = json!({
+        "purpose": "tests: review with params",
+        "params": params,
+        "datasets": ["tourism_trips"],
+        "wasm_base64": base64::engine::general_purpose::STANDARD
+            .encode(guest(env!("GUEST_HOSTILE"))),
+    });
+    let (status, v) = http(
+        b.url(),
+        "POST",
+        "/v1/jobs",
+        Some(&b.tourism),
+        Some("application/json"),
+        body.to_string().as_bytes(),
+    );
+    assert_eq!(
+        (status, v["state"].as_str()),
+        (202, Some("pending_review")),
+        "{v}"
+    );
+    let (status, queue) = http(b.url(), "GET", "/v1/reviews", Some(&b.reviewer), None, b"");
+    assert_eq!(status, 200, "{queue}");
+    assert_eq!(queue["pending"][0]["params"], params, "{queue}");
+    b.stop();
 }
