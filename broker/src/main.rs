@@ -150,6 +150,29 @@ enum Command {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Freeze the platform, or one holder's datasets: no submission, query, cached answer or
+    /// release until unfrozen (admin; one audited transaction).
+    Freeze {
+        #[command(flatten)]
+        conn: Conn,
+        /// Why (recorded in the audit log).
+        #[arg(long)]
+        reason: String,
+        /// Only this holder's datasets.
+        #[arg(long)]
+        holder: Option<String>,
+    },
+    /// Lift a freeze (admin).
+    Unfreeze {
+        #[command(flatten)]
+        conn: Conn,
+        /// Why (recorded in the audit log).
+        #[arg(long, default_value = "")]
+        reason: String,
+        /// Only this holder's datasets.
+        #[arg(long)]
+        holder: Option<String>,
+    },
     /// Review jobs (reviewer).
     Review {
         #[command(subcommand)]
@@ -400,6 +423,16 @@ fn main() -> ExitCode {
             csv,
         } => remote::result(&conn, &id, output.as_deref(), csv),
         Command::Budget { conn } => remote::budget(&conn),
+        Command::Freeze {
+            conn,
+            reason,
+            holder,
+        } => remote::freeze(&conn, true, &reason, holder.as_deref()),
+        Command::Unfreeze {
+            conn,
+            reason,
+            holder,
+        } => remote::freeze(&conn, false, &reason, holder.as_deref()),
         Command::Estimate {
             conn,
             sql,

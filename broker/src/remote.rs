@@ -355,6 +355,25 @@ pub fn review_list(conn: &Conn) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `sluice freeze` and `sluice unfreeze`.
+pub fn freeze(conn: &Conn, frozen: bool, reason: &str, holder: Option<&str>) -> Result<ExitCode> {
+    let action = if frozen { "freeze" } else { "unfreeze" };
+    let r = client(conn).post_json(
+        &format!("/v1/admin/{action}"),
+        &json!({ "reason": reason, "holder": holder }),
+    )?;
+    println!(
+        "{} {}{}",
+        if frozen { "frozen:" } else { "unfrozen:" },
+        r["scope"].as_str().unwrap_or("?"),
+        match r["datasets"].as_array() {
+            Some(d) if !d.is_empty() => format!(" ({} dataset(s))", d.len()),
+            _ => String::new(),
+        }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `sluice review approve|reject|release|discard`.
 pub fn review(conn: &Conn, id: &str, decision: &str, reason: &str) -> Result<ExitCode> {
     let r = client(conn).post_json(

@@ -1285,10 +1285,10 @@ impl Store {
         self.write(|tx| -> Result<()> {
             let mut e = NewEntry::new(if suspend { "suspended" } else { "resumed" }, actor)
                 .detail(json!({ "kind": kind, "name": name, "reason": reason }));
-            if kind == "operator" {
-                e = e.operator(name);
-            } else {
-                e = e.dataset(name);
+            match kind {
+                "operator" => e = e.operator(name),
+                "dataset" => e = e.dataset(name),
+                _ => {}
             }
             audit::append(tx, e)?;
             if suspend {
@@ -1301,6 +1301,53 @@ impl Store {
                     "DELETE FROM suspensions WHERE kind = ?1 AND name = ?2",
                     params![kind, name],
                 )?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Freezes (or unfreezes) the platform, or one holder's datasets, in one transaction: a
+    /// `frozen` (`unfrozen`) entry, then one suspension per dataset (or the platform-wide one),
+    /// each with its own `suspended` (`resumed`) entry so that the release gate sees it.
+    pub fn freeze(
+        &self,
+        holder: Option<(&str, &[String])>,
+        frozen: bool,
+        actor: &str,
+        reason: &str,
+    ) -> Result<()> {
+        self.write(|tx| -> Result<()> {
+            let scope = holder.map_or("all".to_string(), |(h, _)| format!("holder {h}"));
+            audit::append(
+                tx,
+                NewEntry::new(if frozen { "frozen" } else { "unfrozen" }, actor).detail(json!({
+                    "scope": scope,
+                    "datasets": holder.map(|(_, d)| d),
+                    "reason": reason,
+                })),
+            )?;
+            let targets: Vec<(&str, &str)> = match holder {
+                None => vec![("all", "*")],
+                Some((_, datasets)) => datasets.iter().map(|d| ("dataset", d.as_str())).collect(),
+            };
+            for (kind, name) in targets {
+                let mut e = NewEntry::new(if frozen { "suspended" } else { "resumed" }, actor)
+                    .detail(json!({ "kind": kind, "name": name, "reason": reason, "by": "freeze" }));
+                if kind == "dataset" {
+                    e = e.dataset(name);
+                }
+                audit::append(tx, e)?;
+                if frozen {
+                    tx.execute(
+                        "INSERT OR REPLACE INTO suspensions (kind, name, reason, at_ms) VALUES (?1, ?2, ?3, ?4)",
+                        params![kind, name, reason, now_ms()],
+                    )?;
+                } else {
+                    tx.execute(
+                        "DELETE FROM suspensions WHERE kind = ?1 AND name = ?2",
+                        params![kind, name],
+                    )?;
+                }
             }
             Ok(())
         })
@@ -1511,7 +1558,8 @@ fn suspended_since_start(
         .query_row(
             "SELECT operator, dataset FROM audit
              WHERE kind = 'suspended' AND seq > ?1
-               AND (operator = ?2 OR dataset IN (SELECT value FROM json_each(?3)))
+               AND (operator = ?2 OR dataset IN (SELECT value FROM json_each(?3))
+                    OR json_extract(body, '$.detail.kind') = 'all')
              ORDER BY seq LIMIT 1",
             params![started, operator, names],
             |r| Ok((r.get(0)?, r.get(1)?)),
@@ -1520,11 +1568,21 @@ fn suspended_since_start(
     Ok(during.map(|(op, ds)| match (op, ds) {
         (Some(op), _) => format!("operator `{op}` was suspended while the job ran"),
         (_, Some(ds)) => format!("dataset `{ds}` was suspended while the job ran"),
-        _ => "a suspension happened while the job ran".into(),
+        _ => "the platform was frozen while the job ran".into(),
     }))
 }
 
 fn suspended(tx: &Connection, operator: &str, datasets: &[String]) -> Result<Option<String>> {
+    let frozen: Option<String> = tx
+        .query_row(
+            "SELECT reason FROM suspensions WHERE kind = 'all'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if let Some(reason) = frozen {
+        return Ok(Some(format!("the platform is frozen ({reason})")));
+    }
     let op: Option<String> = tx
         .query_row(
             "SELECT reason FROM suspensions WHERE kind = 'operator' AND name = ?1",

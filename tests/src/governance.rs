@@ -305,3 +305,71 @@ fn reviewers_see_a_jobs_parameters_in_full_before_they_decide() {
     assert_eq!(queue["pending"][0]["params"], params, "{queue}");
     b.stop();
 }
+
+#[test]
+fn a_freeze_refuses_every_submission_and_the_audit_log_still_verifies() {
+    use sluice_broker::keys::public_key;
+    let mut b = TestBroker::start("freeze", |t| t);
+    let post = |path: &str, token: &str, body: &str| {
+        http(
+            b.url(),
+            "POST",
+            path,
+            Some(token),
+            Some("application/json"),
+            body.as_bytes(),
+        )
+    };
+    // Only admins freeze, and only with a reason.
+    let (status, _) = post("/v1/admin/freeze", &b.reviewer, r#"{"reason":"drill"}"#);
+    assert_eq!(status, 403);
+    let (status, v) = post("/v1/admin/freeze", &b.admin, "{}");
+    assert_eq!((status, v["error"]["code"].as_str()), (400, Some("bad_reason")), "{v}");
+    let (status, v) = post("/v1/admin/freeze", &b.admin, r#"{"reason":"drill"}"#);
+    assert_eq!((status, v["frozen"].as_bool()), (200, Some(true)), "{v}");
+    for (token, dataset) in [(&b.analyst, "health_visits"), (&b.tourism, "tourism_trips")] {
+        let body = json!({
+            "purpose": "tests: freeze",
+            "params": "sql:SELECT COUNT(*) AS n FROM health_visits",
+            "datasets": [dataset],
+            "wasm_base64": base64::engine::general_purpose::STANDARD
+                .encode(guest(env!("GUEST_HOSTILE"))),
+        });
+        let (status, v) = post("/v1/jobs", token, &body.to_string());
+        assert_eq!(status, 403, "{v}");
+        assert!(v["error"]["message"].as_str().unwrap().contains("frozen"), "{v}");
+    }
+    // A holder's freeze covers its datasets only.
+    let (status, _) = post("/v1/admin/unfreeze", &b.admin, r#"{"reason":"drill over"}"#);
+    assert_eq!(status, 200);
+    let (status, v) = post(
+        "/v1/admin/freeze",
+        &b.admin,
+        r#"{"reason":"incident at the health commission","holder":"city-health-commission"}"#,
+    );
+    assert_eq!(status, 200, "{v}");
+    assert!(v["datasets"].as_array().unwrap().iter().any(|d| d == "health_visits"), "{v}");
+    for (token, dataset, expected) in [
+        (&b.analyst, "health_visits", 403),
+        (&b.tourism, "tourism_trips", 202),
+    ] {
+        let body = json!({
+            "purpose": "tests: holder freeze",
+            "params": "",
+            "datasets": [dataset],
+            "wasm_base64": base64::engine::general_purpose::STANDARD
+                .encode(guest(env!("GUEST_HOSTILE"))),
+        });
+        let (status, v) = post("/v1/jobs", token, &body.to_string());
+        assert_eq!(status, expected, "{dataset}: {v}");
+    }
+    b.stop();
+    let conn = Store::open_conn_readonly(&b.dir).unwrap();
+    sluice_broker::audit::verify(
+        &conn,
+        &public_key(&b.public_key).unwrap(),
+        Some(&sluice_broker::store::checkpoint_path(&b.dir)),
+    )
+    .unwrap()
+    .expect("the log verifies after freezes");
+}

@@ -15,7 +15,7 @@ use super::auth::{Admins, Only};
 use super::{ApiResult, OptionalJsonBody};
 use crate::audit::NewEntry;
 use crate::error::{ApiError, ErrorCode};
-use crate::server::{Shared, start_sandbox};
+use crate::server::{Shared, current, start_sandbox};
 use crate::store::{JobState, Usage};
 
 /// The policy now in force.
@@ -104,6 +104,75 @@ pub(crate) async fn suspend(
         kind,
         name,
         suspended,
+    }))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FreezeBody {
+    #[serde(default)]
+    reason: String,
+    /// Only this holder's datasets; absent: the whole platform.
+    holder: Option<String>,
+}
+
+/// A freeze's new state.
+#[derive(Serialize)]
+pub(crate) struct FreezeChanged {
+    scope: String,
+    datasets: Vec<String>,
+    frozen: bool,
+}
+
+/// `POST /v1/admin/{freeze|unfreeze}` with `{"reason": …, "holder": …}`: one audited transaction
+/// that stops (or restarts) every submission, charge, cached answer and release on the platform,
+/// or on one holder's datasets.
+pub(crate) async fn freeze(
+    State(s): State<Arc<Shared>>,
+    auth: Only<Admins>,
+    Path(action): Path<String>,
+    OptionalJsonBody(r): OptionalJsonBody<FreezeBody>,
+) -> ApiResult<Json<FreezeChanged>> {
+    let frozen = match action.as_str() {
+        "freeze" => true,
+        "unfreeze" => false,
+        _ => return Err(ApiError::not_found("the action is freeze or unfreeze")),
+    };
+    if frozen && r.reason.trim().is_empty() {
+        return Err(ApiError::new(
+            ErrorCode::BadReason,
+            "give the reason for the freeze (it is recorded in the audit log)",
+        ));
+    }
+    let datasets: Vec<String> = match &r.holder {
+        None => vec![],
+        Some(h) => {
+            let cur = current(&s);
+            let of_holder: Vec<String> = cur
+                .sandbox
+                .engine()
+                .policy()
+                .datasets
+                .values()
+                .filter(|d| &d.holder == h)
+                .map(|d| d.id.to_string())
+                .collect();
+            if of_holder.is_empty() {
+                return Err(ApiError::not_found(format!(
+                    "no dataset is held by `{}`",
+                    super::first_line(h)
+                )));
+            }
+            of_holder
+        }
+    };
+    let holder = r.holder.as_deref().map(|h| (h, datasets.as_slice()));
+    s.store
+        .freeze(holder, frozen, &auth.0.name, r.reason.trim())?;
+    Ok(Json(FreezeChanged {
+        scope: r.holder.map_or("all".into(), |h| format!("holder {h}")),
+        datasets,
+        frozen,
     }))
 }
 

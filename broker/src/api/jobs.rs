@@ -318,12 +318,15 @@ pub(crate) fn room_for(
     needs_review: bool,
 ) -> ApiResult<()> {
     if let Some(why) = s.store.suspensions()?.iter().find(|(k, n, _)| {
-        (k == "operator" && *n == auth.0.name) || (k == "dataset" && datasets.contains(n))
+        k == "all"
+            || (k == "operator" && *n == auth.0.name)
+            || (k == "dataset" && datasets.contains(n))
     }) {
-        return Err(ApiError::forbidden(format!(
-            "{} `{}` is suspended",
-            why.0, why.1
-        )));
+        return Err(ApiError::forbidden(if why.0 == "all" {
+            format!("the platform is frozen ({}); no job is accepted", why.2)
+        } else {
+            format!("{} `{}` is suspended", why.0, why.1)
+        }));
     }
     let (code, message, retry_after) = if needs_review {
         // Jobs waiting for review hold their wasm in the database: bounded per operator and in
