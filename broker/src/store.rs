@@ -835,9 +835,18 @@ impl Store {
     }
 
     /// Claims the oldest queued job whose operator and datasets are not suspended; jobs of
-    /// suspended operators or datasets fail instead.
+    /// suspended operators or datasets fail instead. While the platform is frozen nothing is
+    /// claimed: queued jobs wait for the freeze to be lifted.
     pub fn claim_next(&self) -> Result<Option<Claimed>> {
         self.write(|tx| -> Result<Option<Claimed>> {
+            let frozen: bool = tx.query_row(
+                "SELECT EXISTS (SELECT 1 FROM suspensions WHERE kind = 'all')",
+                [],
+                |r| r.get(0),
+            )?;
+            if frozen {
+                return Ok(None);
+            }
             loop {
                 let row: Option<(String, String, String, String, String, Option<f64>)> = tx
                     .query_row(
