@@ -1875,6 +1875,46 @@ mod tests {
     }
 
     #[test]
+    fn a_freeze_keeps_queued_jobs_waiting_and_a_suspension_while_running_holds_the_report() {
+        let s = store("freeze");
+        let id = submit(&s, false);
+        s.freeze(None, true, "root", "drill").unwrap();
+        assert!(
+            s.claim_next().unwrap().is_none(),
+            "nothing starts while frozen"
+        );
+        assert_eq!(state(&s, &id), JobState::Queued);
+        s.freeze(None, false, "root", "drill over").unwrap();
+        assert_eq!(s.claim_next().unwrap().map(|c| c.id), Some(id.clone()));
+        // Suspended and resumed while it runs: still held.
+        s.set_suspended("dataset", "visits", true, "root", "incident")
+            .unwrap();
+        s.set_suspended("dataset", "visits", false, "root", "closed")
+            .unwrap();
+        let released = s.release(&id, "{}", "", "policy", vec![]).unwrap();
+        assert!(
+            matches!(&released, Released::Held { why } if why.contains("visits")),
+            "{released:?}"
+        );
+        assert_eq!(state(&s, &id), JobState::Held);
+        assert!(
+            s.result(&id, false).unwrap().is_none(),
+            "nothing is readable"
+        );
+        assert_eq!(
+            s.release_held(&id, "rita", "reviewed").unwrap(),
+            JobState::Succeeded
+        );
+        let (_, receipt) = s.result(&id, false).unwrap().expect("released");
+        assert!(receipt.contains("\"rita\""), "{receipt}");
+        let (entries, _) = trail(&s, &id);
+        assert_eq!(
+            entries,
+            ["job.submitted", "job.started", "job.held", "job.released"]
+        );
+    }
+
+    #[test]
     fn job_ids_are_refused_unless_well_formed() {
         assert!("job-0123456789abcdef".parse::<JobId>().is_ok());
         for bad in [

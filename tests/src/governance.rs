@@ -324,7 +324,11 @@ fn a_freeze_refuses_every_submission_and_the_audit_log_still_verifies() {
     let (status, _) = post("/v1/admin/freeze", &b.reviewer, r#"{"reason":"drill"}"#);
     assert_eq!(status, 403);
     let (status, v) = post("/v1/admin/freeze", &b.admin, "{}");
-    assert_eq!((status, v["error"]["code"].as_str()), (400, Some("bad_reason")), "{v}");
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (400, Some("bad_reason")),
+        "{v}"
+    );
     let (status, v) = post("/v1/admin/freeze", &b.admin, r#"{"reason":"drill"}"#);
     assert_eq!((status, v["frozen"].as_bool()), (200, Some(true)), "{v}");
     for (token, dataset) in [(&b.analyst, "health_visits"), (&b.tourism, "tourism_trips")] {
@@ -337,7 +341,10 @@ fn a_freeze_refuses_every_submission_and_the_audit_log_still_verifies() {
         });
         let (status, v) = post("/v1/jobs", token, &body.to_string());
         assert_eq!(status, 403, "{v}");
-        assert!(v["error"]["message"].as_str().unwrap().contains("frozen"), "{v}");
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains("frozen"),
+            "{v}"
+        );
     }
     // A holder's freeze covers its datasets only.
     let (status, _) = post("/v1/admin/unfreeze", &b.admin, r#"{"reason":"drill over"}"#);
@@ -348,7 +355,14 @@ fn a_freeze_refuses_every_submission_and_the_audit_log_still_verifies() {
         r#"{"reason":"incident at the health commission","holder":"city-health-commission"}"#,
     );
     assert_eq!(status, 200, "{v}");
-    assert!(v["datasets"].as_array().unwrap().iter().any(|d| d == "health_visits"), "{v}");
+    assert!(
+        v["datasets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d == "health_visits"),
+        "{v}"
+    );
     for (token, dataset, expected) in [
         (&b.analyst, "health_visits", 403),
         (&b.tourism, "tourism_trips", 202),
