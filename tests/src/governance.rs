@@ -129,6 +129,19 @@ fn two_operators_under_concurrency_never_exceed_the_dataset_wide_cap() {
         assert!(h["available_this_period"].as_f64().unwrap() < 1e-9, "{h}");
         assert!(h["remaining_this_period"].as_f64().unwrap() > 0.5, "{h}");
     }
+    // Holders watch the dataset as a whole in /metrics, ρ included.
+    let (status, metrics) = http(b.url(), "GET", "/metrics", Some(&b.admin), None, b"");
+    assert_eq!(status, 200);
+    let metrics = metrics.as_str().unwrap_or_default().to_string();
+    let line = "sluice_dataset_charged_total{dataset=\"health_visits\",unit=\"epsilon\"} ";
+    let charged: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(line))
+        .unwrap_or_else(|| panic!("no per-dataset line in {metrics}"))
+        .parse()
+        .unwrap();
+    assert!((charged - total).abs() < 1e-9, "{charged} vs {total}");
+    assert!(metrics.contains("sluice_rho_charged_total 0"), "{metrics}");
     b.stop();
 }
 

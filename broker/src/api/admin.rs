@@ -283,6 +283,20 @@ pub(crate) async fn metrics(State(s): State<Arc<Shared>>, _: Only<Admins>) -> Ap
             "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"
         ));
     }
+    // Per dataset, all operators together: what the holders' dataset-wide caps count.
+    let mut per_dataset: BTreeMap<String, (f64, f64, f64)> = BTreeMap::new();
+    for u in s.store.usage()? {
+        let t = per_dataset.entry(u.dataset).or_default();
+        (t.0, t.1, t.2) = (t.0 + u.epsilon, t.1 + u.rho, t.2 + u.delta);
+    }
+    out.push_str("# HELP sluice_dataset_charged_total Privacy loss charged per dataset, all operators, by unit.\n# TYPE sluice_dataset_charged_total counter\n");
+    for (dataset, (epsilon, rho, delta)) in &per_dataset {
+        for (unit, v) in [("epsilon", epsilon), ("rho", rho), ("delta", delta)] {
+            out.push_str(&format!(
+                "sluice_dataset_charged_total{{dataset=\"{dataset}\",unit=\"{unit}\"}} {v}\n"
+            ));
+        }
+    }
     let m = &s.metrics;
     out.push_str(&format!(
         "# HELP sluice_job_duration_seconds Time jobs ran (this process).\n# TYPE sluice_job_duration_seconds summary\nsluice_job_duration_seconds_sum {}\nsluice_job_duration_seconds_count {}\n",
