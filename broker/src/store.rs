@@ -94,8 +94,11 @@ pub enum Role {
     Operator,
     /// Approves jobs and reads the audit log.
     Reviewer,
-    /// A data holder: reloads policy, suspends, reads usage.
+    /// The platform's admin: reloads policy, suspends and freezes, reads usage and metrics.
     Admin,
+    /// A data holder's officer (principal: the holder id datasets name): suspends, freezes and
+    /// watches its own datasets only.
+    Holder,
 }
 
 impl Role {
@@ -105,6 +108,7 @@ impl Role {
             Self::Operator => "operator",
             Self::Reviewer => "reviewer",
             Self::Admin => "admin",
+            Self::Holder => "holder",
         }
     }
     fn parse(s: &str) -> Option<Self> {
@@ -112,6 +116,7 @@ impl Role {
             "operator" => Self::Operator,
             "reviewer" => Self::Reviewer,
             "admin" => Self::Admin,
+            "holder" => Self::Holder,
             _ => return None,
         })
     }

@@ -400,3 +400,98 @@ fn a_freeze_refuses_every_submission_and_the_audit_log_still_verifies() {
     .unwrap()
     .expect("the log verifies after freezes");
 }
+
+#[test]
+fn a_holder_acts_on_its_own_datasets_only_and_every_refusal_is_audited() {
+    let mut b = TestBroker::start("holder", |t| t);
+    let holder = Store::open(&b.dir)
+        .and_then(|s| s.create_token(Role::Holder, "city-health-commission", "test"))
+        .expect("a holder token");
+    let post = |path: &str, body: &str| {
+        http(
+            b.url(),
+            "POST",
+            path,
+            Some(&holder),
+            Some("application/json"),
+            body.as_bytes(),
+        )
+    };
+    let get = |path: &str| http(b.url(), "GET", path, Some(&holder), None, b"");
+    let reason = r#"{"reason":"records under correction"}"#;
+    let (status, v) = post("/v1/admin/datasets/health_visits/suspend", reason);
+    assert_eq!(status, 200, "{v}");
+    let (status, v) = post("/v1/admin/datasets/tourism_trips/suspend", reason);
+    assert_eq!(status, 403, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not held by"),
+        "{v}"
+    );
+    let (status, _) = post("/v1/admin/operators/analyst/suspend", reason);
+    assert_eq!(status, 403, "operators are the platform admin's to suspend");
+    let (status, _) = post("/v1/admin/policy/reload", "");
+    assert_eq!(status, 403);
+    // It sees its own datasets, usage and audit entries only.
+    let (_, v) = get("/v1/datasets");
+    let names: Vec<&str> = v["datasets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"health_visits") && !names.contains(&"tourism_trips"),
+        "{names:?}"
+    );
+    let (status, v) = get("/v1/admin/usage");
+    assert_eq!(status, 200, "{v}");
+    assert!(
+        v["usage"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|u| u["holder"] == "city-health-commission"),
+        "{v}"
+    );
+    let (status, v) = get("/v1/audit?dataset=health_visits");
+    assert_eq!(status, 200, "{v}");
+    assert!(
+        v["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "suspended"),
+        "{v}"
+    );
+    for path in ["/v1/audit?dataset=tourism_trips", "/v1/audit"] {
+        let (status, v) = get(path);
+        assert_eq!(status, 403, "{path}: {v}");
+    }
+    // A freeze by a holder covers its own datasets, whatever it names.
+    let (status, v) = post(
+        "/v1/admin/freeze",
+        r#"{"reason":"drill","holder":"city-culture-tourism-bureau"}"#,
+    );
+    assert_eq!(status, 403, "{v}");
+    let (status, v) = post("/v1/admin/freeze", r#"{"reason":"drill"}"#);
+    assert_eq!(
+        (status, v["scope"].as_str()),
+        (200, Some("holder city-health-commission")),
+        "{v}"
+    );
+    b.stop();
+    // Every refusal above is in the audit log, with the holder as the principal.
+    let conn = Store::open_conn_readonly(&b.dir).unwrap();
+    let denied: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM audit WHERE kind LIKE 'access.denied%'
+             AND json_extract(body, '$.actor') = 'city-health-commission'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(denied >= 1, "the holder's refusals are audited");
+}

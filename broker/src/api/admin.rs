@@ -11,12 +11,12 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::auth::{Admins, Only};
+use super::auth::{Admins, Custodians, Only};
 use super::{ApiResult, OptionalJsonBody};
 use crate::audit::NewEntry;
 use crate::error::{ApiError, ErrorCode};
 use crate::server::{Shared, current, start_sandbox};
-use crate::store::{JobState, Usage};
+use crate::store::{JobState, Role, Usage};
 
 /// The policy now in force.
 #[derive(Serialize)]
@@ -74,7 +74,7 @@ pub(crate) struct SuspensionChanged {
 /// `POST /v1/admin/{operators|datasets}/{name}/{suspend|resume}`, with an optional reason.
 pub(crate) async fn suspend(
     State(s): State<Arc<Shared>>,
-    auth: Only<Admins>,
+    auth: Only<Custodians>,
     Path((kind, name, action)): Path<(String, String, String)>,
     OptionalJsonBody(r): OptionalJsonBody<ReasonBody>,
 ) -> ApiResult<Json<SuspensionChanged>> {
@@ -97,6 +97,18 @@ pub(crate) async fn suspend(
             ErrorCode::BadName,
             "a name is 1 to 64 characters",
         ));
+    }
+    // A holder suspends its own datasets; an operator works on every holder's data, so only
+    // the platform's admin suspends one.
+    let cur = current(&s);
+    let policy = cur.sandbox.engine().policy();
+    if auth.0.role == Role::Holder && kind == "operator" {
+        return Err(ApiError::forbidden(
+            "a holder suspends its own datasets; ask the platform admin to suspend an operator",
+        ));
+    }
+    if kind == "dataset" {
+        auth.may_act_on(policy, &name)?;
     }
     s.store
         .set_suspended(kind, &name, suspended, &auth.0.name, &r.reason)?;
@@ -129,7 +141,7 @@ pub(crate) struct FreezeChanged {
 /// or on one holder's datasets.
 pub(crate) async fn freeze(
     State(s): State<Arc<Shared>>,
-    auth: Only<Admins>,
+    auth: Only<Custodians>,
     Path(action): Path<String>,
     OptionalJsonBody(r): OptionalJsonBody<FreezeBody>,
 ) -> ApiResult<Json<FreezeChanged>> {
@@ -144,6 +156,18 @@ pub(crate) async fn freeze(
             "give the reason for the freeze (it is recorded in the audit log)",
         ));
     }
+    // A holder freezes its own datasets, whatever it names.
+    let holder = match (auth.0.role, r.holder) {
+        (Role::Holder, Some(h)) if h != auth.0.name => {
+            return Err(ApiError::forbidden(format!(
+                "`{}` may freeze only its own datasets",
+                auth.0.name
+            )));
+        }
+        (Role::Holder, _) => Some(auth.0.name.clone()),
+        (_, h) => h,
+    };
+    let r = FreezeBody { holder, ..r };
     let datasets: Vec<String> = match &r.holder {
         None => vec![],
         Some(h) => {
@@ -192,8 +216,9 @@ struct UsageRow {
 /// `GET /v1/admin/usage`.
 pub(crate) async fn usage(
     State(s): State<Arc<Shared>>,
-    _: Only<Admins>,
+    auth: Only<Custodians>,
 ) -> ApiResult<Json<UsageReport>> {
+    let held = auth.held(current(&s).sandbox.engine().policy());
     let holders: BTreeMap<String, String> = {
         let cur = s.current.read().unwrap_or_else(|p| p.into_inner());
         cur.sandbox
@@ -208,6 +233,7 @@ pub(crate) async fn usage(
         .store
         .usage()?
         .into_iter()
+        .filter(|u| held.as_ref().is_none_or(|h| h.contains(&u.dataset)))
         .map(|usage| UsageRow {
             holder: holders.get(&usage.dataset).cloned(),
             usage,

@@ -69,10 +69,16 @@ impl Allowed for Admins {
     const ROLES: &'static [Role] = &[Role::Admin];
 }
 
-/// Reviewers and admins.
-pub(crate) struct Staff;
-impl Allowed for Staff {
-    const ROLES: &'static [Role] = &[Role::Reviewer, Role::Admin];
+/// Admins and holders (holders act on their own datasets only).
+pub(crate) struct Custodians;
+impl Allowed for Custodians {
+    const ROLES: &'static [Role] = &[Role::Admin, Role::Holder];
+}
+
+/// Reviewers, admins and holders (holders read what concerns their own datasets only).
+pub(crate) struct Overseers;
+impl Allowed for Overseers {
+    const ROLES: &'static [Role] = &[Role::Reviewer, Role::Admin, Role::Holder];
 }
 
 /// An authenticated caller in one of `R`'s roles. As an extractor it runs before the body is
@@ -103,6 +109,35 @@ impl<R: Allowed> FromRequestParts<Arc<Shared>> for Only<R> {
 }
 
 impl Auth {
+    /// For a holder's token, the datasets it holds under `policy`; `None` for every other role
+    /// (which this scoping does not restrict).
+    pub(crate) fn held(&self, policy: &sluice_policy::Policy) -> Option<Vec<String>> {
+        (self.0.role == Role::Holder).then(|| {
+            policy
+                .datasets
+                .values()
+                .filter(|d| d.holder == self.0.name)
+                .map(|d| d.id.to_string())
+                .collect()
+        })
+    }
+
+    /// Refuses a holder acting on a dataset it does not hold (403, audited like every denial).
+    pub(crate) fn may_act_on(
+        &self,
+        policy: &sluice_policy::Policy,
+        dataset: &str,
+    ) -> ApiResult<()> {
+        match self.held(policy) {
+            Some(held) if !held.iter().any(|d| d == dataset) => Err(ApiError::forbidden(format!(
+                "dataset `{}` is not held by `{}`",
+                super::first_line(dataset),
+                self.0.name
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     /// The caller as an operator id.
     pub(crate) fn operator(&self) -> ApiResult<OperatorId> {
         self.0.name.parse().map_err(|e| {

@@ -32,7 +32,14 @@ fn visible_datasets(s: &Shared, auth: &Auth) -> Vec<DatasetView> {
             Ok(op) => engine.datasets_for(&op, engine.policy().today()),
             Err(_) => vec![],
         },
-        _ => engine
+        Role::Holder => engine
+            .policy()
+            .datasets
+            .values()
+            .filter(|d| d.holder == auth.0.name)
+            .map(DatasetView::of)
+            .collect(),
+        Role::Reviewer | Role::Admin => engine
             .policy()
             .datasets
             .values()

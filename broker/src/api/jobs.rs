@@ -31,7 +31,15 @@ fn visible_job(s: &Shared, auth: &Auth, id: &JobId, staff_ok: bool) -> ApiResult
         .job(id.as_str())?
         .ok_or_else(|| ApiError::not_found(format!("no job `{id}`")))?;
     let mine = auth.0.role == Role::Operator && job.operator == auth.0.name;
-    if mine || (staff_ok && auth.0.role != Role::Operator) {
+    let staff = match auth.0.role {
+        Role::Operator => false,
+        Role::Reviewer | Role::Admin => true,
+        // A holder sees the jobs that declared one of its datasets.
+        Role::Holder => auth
+            .held(current(s).sandbox.engine().policy())
+            .is_some_and(|held| job.datasets.iter().any(|d| held.contains(d))),
+    };
+    if mine || (staff_ok && staff) {
         Ok(job)
     } else {
         Err(ApiError::forbidden(format!("job `{id}` is not yours")))
@@ -368,7 +376,15 @@ pub(crate) struct JobList {
 pub(crate) async fn list(State(s): State<Arc<Shared>>, auth: Auth) -> ApiResult<Json<JobList>> {
     let jobs = match auth.0.role {
         Role::Operator => s.store.jobs_of(&auth.0.name, 200)?,
-        _ => s.store.jobs_recent(200)?,
+        Role::Reviewer | Role::Admin => s.store.jobs_recent(200)?,
+        Role::Holder => {
+            let held = auth
+                .held(current(&s).sandbox.engine().policy())
+                .unwrap_or_default();
+            let mut jobs = s.store.jobs_recent(200)?;
+            jobs.retain(|j| j.datasets.iter().any(|d| held.contains(d)));
+            jobs
+        }
     };
     Ok(Json(JobList { jobs }))
 }

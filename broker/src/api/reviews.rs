@@ -7,13 +7,13 @@ use axum::Json;
 use axum::extract::{Path, State};
 use serde::{Deserialize, Serialize};
 
-use super::auth::{Only, Reviewers, Staff};
+use super::auth::{Only, Overseers, Reviewers};
 use super::jobs::StateChanged;
 use super::{ApiResult, JsonBody, QueryString};
 use crate::audit;
 use crate::error::{ApiError, ErrorCode};
-use crate::server::{Shared, notify};
-use crate::store::{JobId, JobInfo};
+use crate::server::{Shared, current, notify};
+use crate::store::{JobId, JobInfo, Role};
 
 /// Jobs waiting for a reviewer, oldest first: pending review, and held at release.
 #[derive(Serialize)]
@@ -108,9 +108,18 @@ pub(crate) struct AuditPage {
 /// `GET /v1/audit?job=&operator=&dataset=&after=&limit=`.
 pub(crate) async fn audit_log(
     State(s): State<Arc<Shared>>,
-    _: Only<Staff>,
+    auth: Only<Overseers>,
     QueryString(q): QueryString<AuditQuery>,
 ) -> ApiResult<Json<AuditPage>> {
+    // A holder reads the entries about one of its own datasets.
+    if auth.0.role == Role::Holder {
+        let Some(dataset) = q.dataset.as_deref() else {
+            return Err(ApiError::forbidden(
+                "a holder reads the audit log of one of its datasets: add ?dataset=<name>",
+            ));
+        };
+        auth.may_act_on(current(&s).sandbox.engine().policy(), dataset)?;
+    }
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let entries = s.store.audit_entries(
         q.job.as_deref(),
