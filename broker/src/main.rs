@@ -295,6 +295,10 @@ enum ReviewCommand {
         /// Why (recorded in the audit log).
         #[arg(long)]
         reason: String,
+        /// Also allow this build for the job's operator and datasets: under `review =
+        /// "unlisted"` it then runs without review.
+        #[arg(long)]
+        allow: bool,
     },
     /// Reject a job.
     Reject {
@@ -442,17 +446,20 @@ fn main() -> ExitCode {
         } => remote::estimate(&conn, &sql, [epsilon, rho, accuracy]),
         Command::Review { command } => match command {
             ReviewCommand::List { conn } => remote::review_list(&conn),
-            ReviewCommand::Approve { conn, id, reason } => {
-                remote::review(&conn, &id, "approve", &reason)
-            }
+            ReviewCommand::Approve {
+                conn,
+                id,
+                reason,
+                allow,
+            } => remote::review(&conn, &id, "approve", &reason, allow),
             ReviewCommand::Reject { conn, id, reason } => {
-                remote::review(&conn, &id, "reject", &reason)
+                remote::review(&conn, &id, "reject", &reason, false)
             }
             ReviewCommand::Release { conn, id, reason } => {
-                remote::review(&conn, &id, "release", &reason)
+                remote::review(&conn, &id, "release", &reason, false)
             }
             ReviewCommand::Discard { conn, id, reason } => {
-                remote::review(&conn, &id, "discard", &reason)
+                remote::review(&conn, &id, "discard", &reason, false)
             }
         },
         Command::Audit { command } => match command {

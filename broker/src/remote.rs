@@ -375,11 +375,19 @@ pub fn freeze(conn: &Conn, frozen: bool, reason: &str, holder: Option<&str>) -> 
 }
 
 /// `sluice review approve|reject|release|discard`.
-pub fn review(conn: &Conn, id: &str, decision: &str, reason: &str) -> Result<ExitCode> {
-    let r = client(conn).post_json(
-        &format!("/v1/reviews/{id}/{decision}"),
-        &json!({ "reason": reason }),
-    )?;
+pub fn review(
+    conn: &Conn,
+    id: &str,
+    decision: &str,
+    reason: &str,
+    allow: bool,
+) -> Result<ExitCode> {
+    let body = if allow {
+        json!({ "reason": reason, "allow": true })
+    } else {
+        json!({ "reason": reason })
+    };
+    let r = client(conn).post_json(&format!("/v1/reviews/{id}/{decision}"), &body)?;
     println!("{id}: {}", r["state"].as_str().unwrap_or("?"));
     Ok(ExitCode::SUCCESS)
 }

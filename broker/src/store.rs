@@ -79,6 +79,14 @@ CREATE INDEX charges_dataset ON charges(dataset, at_ms);
 ALTER TABLE tokens ADD COLUMN expires_ms INTEGER;
 UPDATE tokens SET expires_ms = CAST(strftime('%s', 'now') AS INTEGER) * 1000 + 7776000000;
 "#,
+    // Builds a reviewer allowed (`review approve --allow`): under `review = "unlisted"` they run
+    // without review for that operator and dataset.
+    r#"
+CREATE TABLE allowed_builds (
+    operator TEXT NOT NULL, dataset TEXT NOT NULL, wasm_sha256 TEXT NOT NULL,
+    allowed_by TEXT NOT NULL, at_ms INTEGER NOT NULL,
+    PRIMARY KEY (operator, dataset, wasm_sha256));
+"#,
 ];
 
 /// How long a token is valid unless its creator says otherwise: 90 days.
@@ -795,12 +803,29 @@ impl Store {
         approve: bool,
         reason: &str,
     ) -> Result<JobState, StateError> {
+        self.review_allowing(id, reviewer, approve, false, reason)
+    }
+
+    /// Like [`Store::review`]; approving with `allow` also puts the job's build on the
+    /// allow-list of its operator for each of its datasets (audited as `build.allowed`), so that
+    /// under `review = "unlisted"` the same build runs without review next time.
+    pub fn review_allowing(
+        &self,
+        id: &str,
+        reviewer: &str,
+        approve: bool,
+        allow: bool,
+        reason: &str,
+    ) -> Result<JobState, StateError> {
         let (kind, next) = if approve {
             ("review.approved", JobState::Queued)
         } else {
             ("review.rejected", JobState::Rejected)
         };
         self.write(|tx| {
+            if approve && allow {
+                allow_build(tx, id, reviewer, reason)?;
+            }
             transition(
                 tx,
                 id,
@@ -1178,6 +1203,16 @@ impl Store {
         jobs_where(&conn, "j.state = 'pending_review' ORDER BY j.n", params![])
     }
 
+    /// Whether a reviewer allowed build `wasm_sha256` for `operator` on `dataset`.
+    pub fn build_allowed(&self, operator: &str, dataset: &str, wasm_sha256: &str) -> Result<bool> {
+        Ok(self.lock().query_row(
+            "SELECT EXISTS (SELECT 1 FROM allowed_builds
+                            WHERE operator = ?1 AND dataset = ?2 AND wasm_sha256 = ?3)",
+            params![operator, dataset, wasm_sha256],
+            |r| r.get(0),
+        )?)
+    }
+
     /// Held jobs, oldest first.
     pub fn held_jobs(&self) -> Result<Vec<JobInfo>> {
         let conn = self.lock();
@@ -1549,6 +1584,39 @@ fn event(tx: &Connection, job: &str, kind: &str, detail: Value) -> rusqlite::Res
         "INSERT INTO events (job, at_ms, kind, detail) VALUES (?1, ?2, ?3, ?4)",
         params![job, now_ms(), kind, detail.to_string()],
     )
+}
+
+/// Puts job `id`'s build on its operator's allow-list for each of its datasets.
+fn allow_build(
+    tx: &rusqlite::Transaction<'_>,
+    id: &str,
+    reviewer: &str,
+    reason: &str,
+) -> Result<(), StateError> {
+    let (operator, sha, datasets): (String, String, String) = tx
+        .query_row(
+            "SELECT operator, wasm_sha256, datasets FROM jobs WHERE id = ?1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?
+        .ok_or_else(|| StateError::NoJob(id.into()))?;
+    let datasets: Vec<String> = serde_json::from_str(&datasets).map_err(anyhow::Error::from)?;
+    audit::append(
+        tx,
+        NewEntry::new("build.allowed", reviewer)
+            .job(id)
+            .operator(&operator)
+            .detail(json!({ "wasm_sha256": sha, "datasets": datasets, "reason": reason })),
+    )?;
+    for d in &datasets {
+        tx.execute(
+            "INSERT OR IGNORE INTO allowed_builds (operator, dataset, wasm_sha256, allowed_by, at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![operator, d, sha, reviewer, now_ms()],
+        )?;
+    }
+    Ok(())
 }
 
 /// Whether `operator` or one of `datasets` is suspended now or was suspended at any moment since

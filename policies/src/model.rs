@@ -401,6 +401,9 @@ pub enum Review {
     None,
     /// A security reviewer must approve each job.
     Required,
+    /// Builds on the grant's allow-list (`allowed_wasm`, or added by a reviewer approving with
+    /// `--allow`) run without review; any other build waits for a reviewer.
+    Unlisted,
 }
 
 /// Permission for one operator to analyse some datasets, for a purpose, within a privacy budget.
@@ -430,6 +433,8 @@ pub struct Grant {
     pub expires: Date,
     /// Whether jobs need review.
     pub review: Review,
+    /// sha256 (lowercase hex) of job builds that run without review under `review = "unlisted"`.
+    pub allowed_wasm: Vec<String>,
     /// Groups whose noisy count is below this are suppressed, if set.
     pub min_group_count: Option<u64>,
     /// The δ a query spends when it releases keys by DP partition selection; `None`: the grant

@@ -973,7 +973,8 @@ impl Cx {
         }
         let period = self.period(&mut f);
         let expires = self.date(&mut f, "expires");
-        let review = self.req_enum(&mut f, "review", &["none", "required"]);
+        let review = self.req_enum(&mut f, "review", &["none", "required", "unlisted"]);
+        let allowed_wasm = self.allowed_wasm(&mut f);
         let min_group = match f.get("min_group_count") {
             None => Some(None),
             Some(v) => match v.get_ref() {
@@ -1008,6 +1009,7 @@ impl Cx {
                 "period",
                 "expires",
                 "review",
+                "allowed_wasm",
                 "min_group_count",
             ],
         );
@@ -1042,6 +1044,7 @@ impl Cx {
             Some(period),
             Some(expires),
             Some(review),
+            Some(allowed_wasm),
             Some(min_group_count),
             Some((delta_per_query, delta_per_period)),
         ) = (
@@ -1054,6 +1057,7 @@ impl Cx {
             period,
             expires,
             review,
+            allowed_wasm,
             min_group,
             delta,
         )
@@ -1083,15 +1087,44 @@ impl Cx {
             rho_per_period: rho.map_or(0.0, |c| c.1),
             period_secs: period,
             expires,
-            review: if review == "required" {
-                Review::Required
-            } else {
-                Review::None
+            review: match review.as_str() {
+                "required" => Review::Required,
+                "unlisted" => Review::Unlisted,
+                _ => Review::None,
             },
+            allowed_wasm,
             min_group_count,
             delta_per_query,
             delta_per_period,
         });
+    }
+
+    /// `allowed_wasm = ["<sha256>", …]`: `Some(vec![])` when absent, `None` after reporting.
+    fn allowed_wasm(&mut self, f: &mut Fields<'_, '_>) -> Option<Vec<String>> {
+        let Some(v) = f.get("allowed_wasm") else {
+            return Some(vec![]);
+        };
+        let DeValue::Array(items) = v.get_ref() else {
+            self.err(
+                v.span(),
+                "`allowed_wasm` must be an array of sha256 digests (64 lowercase hex digits)"
+                    .into(),
+            );
+            return None;
+        };
+        let mut out = Vec::new();
+        for item in items.iter() {
+            match item.get_ref().as_str() {
+                Some(s) if s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) => {
+                    out.push(s.to_string())
+                }
+                _ => self.err(
+                    item.span(),
+                    "each build in `allowed_wasm` is the sha256 of its wasm: 64 lowercase hex digits (as `sluice submit` and `review list` print it)".into(),
+                ),
+            }
+        }
+        (out.len() == items.len()).then_some(out)
     }
 
     fn datasets_list(&mut self, f: &mut Fields<'_, '_>) -> Option<Vec<(Range<usize>, DatasetId)>> {

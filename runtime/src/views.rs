@@ -198,7 +198,8 @@ pub struct BudgetView {
     pub expires: String,
     /// The policy's time zone: the grant ends at midnight after `expires` there.
     pub time_zone: String,
-    /// `required` when a reviewer approves each job first, else `none`.
+    /// `required` when a reviewer approves each job first, `unlisted` when only builds off the
+    /// grant's allow-list need approval, else `none`.
     pub review: &'static str,
     /// The sums behind the figures, this job's included.
     #[serde(skip)]
@@ -247,6 +248,7 @@ impl BudgetView {
             time_zone: time_zone.into(),
             review: match grant.review {
                 Review::Required => "required",
+                Review::Unlisted => "unlisted",
                 Review::None => "none",
             },
             spent,

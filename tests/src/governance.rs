@@ -495,3 +495,75 @@ fn a_holder_acts_on_its_own_datasets_only_and_every_refusal_is_audited() {
         .unwrap();
     assert!(denied >= 1, "the holder's refusals are audited");
 }
+
+#[test]
+fn an_unlisted_build_waits_for_review_and_an_approval_with_allow_lists_it() {
+    use sluice_broker::keys::sha256_hex;
+    let listed = guest(env!("GUEST_HOSTILE"));
+    let listed_sha = sha256_hex(&listed);
+    // The analyst's grant allows one build (the hostile guest) without review; everything else
+    // (here: a sample job) waits for a reviewer.
+    let mut b = TestBroker::start("allow-list", move |t| {
+        t.replacen(
+            "purpose = \"tests\"\naggregations = [\"count\", \"sum\", \"mean\", \"quantile\", \"variance\"]\nepsilon_per_job = 50.0\nepsilon_per_period = 100.0\nperiod = \"30d\"\nexpires = 2099-12-31\nreview = \"none\"",
+            &format!("purpose = \"tests\"\naggregations = [\"count\", \"sum\", \"mean\", \"quantile\", \"variance\"]\nepsilon_per_job = 50.0\nepsilon_per_period = 100.0\nperiod = \"30d\"\nexpires = 2099-12-31\nreview = \"unlisted\"\nallowed_wasm = [\"{listed_sha}\"]"),
+            1,
+        )
+    });
+    let submit = |wasm: &[u8]| {
+        let body = json!({
+            "purpose": "tests: allow-list",
+            "params": "sql:SELECT COUNT(*) AS n FROM health_visits",
+            "datasets": ["health_visits"],
+            "wasm_base64": base64::engine::general_purpose::STANDARD.encode(wasm),
+        });
+        let (status, v) = http(
+            b.url(),
+            "POST",
+            "/v1/jobs",
+            Some(&b.analyst),
+            Some("application/json"),
+            body.to_string().as_bytes(),
+        );
+        assert_eq!(status, 202, "{v}");
+        (
+            v["id"].as_str().unwrap().to_string(),
+            v["state"].as_str().unwrap().to_string(),
+        )
+    };
+    assert_eq!(
+        submit(&listed).1,
+        "queued",
+        "a listed build runs without review"
+    );
+    let unlisted = guest(env!("GUEST_VISITS_BY_DISTRICT"));
+    let (id, state) = submit(&unlisted);
+    assert_eq!(
+        state, "pending_review",
+        "an unlisted build waits for a reviewer"
+    );
+    let (status, v) = http(
+        b.url(),
+        "POST",
+        &format!("/v1/reviews/{id}/approve"),
+        Some(&b.reviewer),
+        Some("application/json"),
+        br#"{"reason":"build reviewed: aggregates only","allow":true}"#,
+    );
+    assert_eq!((status, v["state"].as_str()), (200, Some("queued")), "{v}");
+    assert_eq!(
+        submit(&unlisted).1,
+        "queued",
+        "approved with allow: listed next time"
+    );
+    b.stop();
+    let conn = Store::open_conn_readonly(&b.dir).unwrap();
+    let allowed: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM audit WHERE kind = 'build.allowed'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(allowed, 1);
+}

@@ -84,6 +84,13 @@ pub(crate) async fn submit(
 ) -> ApiResult<Response> {
     job.check(&s.limits)?;
     let operator = auth.operator()?;
+    let sha = sha256_hex(&job.wasm);
+    let listed = |grant: &sluice_policy::Grant, d: &DatasetId| {
+        grant.allowed_wasm.contains(&sha)
+            || s.store
+                .build_allowed(operator.as_str(), d.as_str(), &sha)
+                .unwrap_or(false)
+    };
     let needs_review = {
         let cur = current(&s);
         admit(
@@ -91,6 +98,7 @@ pub(crate) async fn submit(
             &operator,
             &job.datasets,
             job.max_epsilon,
+            &listed,
         )
         .map_err(Refusal::into_api)?
     };
@@ -272,12 +280,14 @@ impl std::fmt::Display for Refusal {
 /// Admission by policy, at submission and again when a worker starts the job: every dataset
 /// granted to `operator` today, and the job's ε cap within each grant's per-job cap in the
 /// dataset's own measure (on zCDP datasets it caps ρ at ε²/2, as the runtime applies it).
-/// Returns whether a reviewer must approve the job first.
+/// Returns whether a reviewer must approve the job first: a grant requires review, or allows
+/// only listed builds and `listed` says this one is not (on that grant and dataset).
 pub(crate) fn admit(
     policy: &Policy,
     operator: &OperatorId,
     datasets: &[String],
     max_epsilon: Option<f64>,
+    listed: &dyn Fn(&sluice_policy::Grant, &DatasetId) -> bool,
 ) -> std::result::Result<bool, Refusal> {
     let today = policy.today();
     let mut review = false;
@@ -312,7 +322,11 @@ pub(crate) fn admit(
             }
             _ => {}
         }
-        review |= grant.review == Review::Required;
+        review |= match grant.review {
+            Review::Required => true,
+            Review::Unlisted => !listed(grant, &id),
+            Review::None => false,
+        };
     }
     Ok(review)
 }

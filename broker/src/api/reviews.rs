@@ -37,6 +37,10 @@ pub(crate) async fn pending(
 #[serde(deny_unknown_fields)]
 pub(crate) struct ReviewBody {
     reason: String,
+    /// With `approve`: also allow this build for the job's operator and datasets, so that under
+    /// `review = "unlisted"` it runs without review next time.
+    #[serde(default)]
+    allow: bool,
 }
 
 /// What a reviewer decides about a job.
@@ -78,7 +82,7 @@ pub(crate) async fn decide(
     }
     let (store, who, reason) = (&s.store, &auth.0.name, r.reason.trim());
     let state = match decision {
-        Decision::Approve => store.review(id.as_str(), who, true, reason)?,
+        Decision::Approve => store.review_allowing(id.as_str(), who, true, r.allow, reason)?,
         Decision::Reject => store.review(id.as_str(), who, false, reason)?,
         Decision::Release => store.release_held(id.as_str(), who, reason)?,
         Decision::Discard => store.discard_held(id.as_str(), who, reason)?,
