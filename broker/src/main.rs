@@ -162,6 +162,11 @@ enum Command {
         #[arg(long)]
         holder: Option<String>,
     },
+    /// Alerts raised by the policy's alert rules (admin; a holder sees its own datasets').
+    Alerts {
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// Lift a freeze (admin).
     Unfreeze {
         #[command(flatten)]
@@ -427,6 +432,7 @@ fn main() -> ExitCode {
             csv,
         } => remote::result(&conn, &id, output.as_deref(), csv),
         Command::Budget { conn } => remote::budget(&conn),
+        Command::Alerts { conn } => remote::alerts(&conn),
         Command::Freeze {
             conn,
             reason,

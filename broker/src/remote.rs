@@ -355,6 +355,29 @@ pub fn review_list(conn: &Conn) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `sluice alerts`.
+pub fn alerts(conn: &Conn) -> Result<ExitCode> {
+    let r = client(conn).get_json("/v1/admin/alerts")?;
+    let alerts = r["alerts"].as_array().cloned().unwrap_or_default();
+    if alerts.is_empty() {
+        println!("no alerts");
+    }
+    for a in alerts {
+        println!(
+            "#{} {}  rule={} dataset={} operator={} share={:.0}% action={} (audit entry {})",
+            a["id"],
+            utc_minute(a["at_ms"].as_i64().unwrap_or(0)),
+            a["rule"].as_str().unwrap_or("?"),
+            a["dataset"].as_str().unwrap_or("?"),
+            a["operator"].as_str().unwrap_or("?"),
+            a["share"].as_f64().unwrap_or(0.0) * 100.0,
+            a["action"].as_str().unwrap_or("?"),
+            a["audit_seq"],
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `sluice freeze` and `sluice unfreeze`.
 pub fn freeze(conn: &Conn, frozen: bool, reason: &str, holder: Option<&str>) -> Result<ExitCode> {
     let action = if frozen { "freeze" } else { "unfreeze" };

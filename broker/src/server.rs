@@ -79,12 +79,13 @@ pub(crate) fn start_sandbox(
     limits: &Limits,
 ) -> Result<Current> {
     let policy = load_policy(&config.policy)?;
+    let alerts = policy.alerts.clone();
     let policy_sha256 = policy_sha256(&policy);
     let sandbox = Sandbox::new(
         SandboxConfig::new(
             policy,
             &config.data_root,
-            Arc::new(LedgerAccountant(store.clone())),
+            Arc::new(LedgerAccountant::with_alerts(store.clone(), alerts)),
         )
         .with_answer_cache(Arc::new(LedgerAnswerCache(store.clone())))
         .with_limits(limits.clone()),

@@ -87,6 +87,13 @@ CREATE TABLE allowed_builds (
     allowed_by TEXT NOT NULL, at_ms INTEGER NOT NULL,
     PRIMARY KEY (operator, dataset, wasm_sha256));
 "#,
+    // Alerts raised by the policy's rules.
+    r#"
+CREATE TABLE alerts (
+    id INTEGER PRIMARY KEY, at_ms INTEGER NOT NULL, rule TEXT NOT NULL, operator TEXT NOT NULL,
+    dataset TEXT NOT NULL, share REAL NOT NULL, action TEXT NOT NULL, audit_seq INTEGER NOT NULL);
+CREATE INDEX alerts_rule ON alerts(rule, operator, dataset, at_ms);
+"#,
 ];
 
 /// How long a token is valid unless its creator says otherwise: 90 days.
@@ -332,6 +339,44 @@ pub struct Event {
     pub kind: String,
     /// Details.
     pub detail: Value,
+}
+
+/// An alert to raise.
+#[derive(Clone, Debug)]
+pub struct NewAlert<'a> {
+    /// The rule's name.
+    pub rule: &'a str,
+    /// The operator whose spending fired it, or `*` (every operator).
+    pub operator: &'a str,
+    /// The dataset.
+    pub dataset: &'a str,
+    /// The share of the cap spent.
+    pub share: f64,
+    /// `notify` or `suspend`.
+    pub action: &'static str,
+    /// What to suspend: (`operator` | `dataset`, name).
+    pub suspend: Option<(&'static str, &'a str)>,
+}
+
+/// An alert as `GET /v1/admin/alerts` lists it.
+#[derive(Clone, Debug, Serialize)]
+pub struct Alert {
+    /// Its number.
+    pub id: i64,
+    /// When (Unix ms).
+    pub at_ms: i64,
+    /// The rule.
+    pub rule: String,
+    /// The operator, or `*`.
+    pub operator: String,
+    /// The dataset.
+    pub dataset: String,
+    /// The share of the cap spent when it fired.
+    pub share: f64,
+    /// What was done.
+    pub action: String,
+    /// Its `alert.raised` audit entry.
+    pub audit_seq: i64,
 }
 
 /// A token as `sluice token list` shows it (never the token itself).
@@ -1213,6 +1258,79 @@ impl Store {
         )?)
     }
 
+    /// Raises alert `rule` for `operator` (`*`: every operator) on `dataset` at `share` of its
+    /// cap, unless the same rule already fired for them within the last `window`: an
+    /// `alert.raised` entry, the alert row and, for `suspend`, the suspension of `target` (the
+    /// operator or the dataset, with its own `suspended` entry), in one transaction. Returns
+    /// whether it was raised.
+    pub fn raise_alert(&self, alert: &NewAlert<'_>, window: Duration) -> Result<bool> {
+        self.write(|tx| -> Result<bool> {
+            let since = now_ms().saturating_sub(window.as_millis().min(i64::MAX as u128) as i64);
+            let raised: bool = tx.query_row(
+                "SELECT EXISTS (SELECT 1 FROM alerts
+                                WHERE rule = ?1 AND operator = ?2 AND dataset = ?3 AND at_ms >= ?4)",
+                params![alert.rule, alert.operator, alert.dataset, since],
+                |r| r.get(0),
+            )?;
+            if raised {
+                return Ok(false);
+            }
+            let actor = format!("alert:{}", alert.rule);
+            let mut entry = NewEntry::new("alert.raised", &actor)
+                .dataset(alert.dataset)
+                .detail(json!({
+                    "rule": alert.rule,
+                    "share": alert.share,
+                    "action": alert.action,
+                    "operator": alert.operator,
+                }));
+            if alert.operator != "*" {
+                entry = entry.operator(alert.operator);
+            }
+            let seq = audit::append(tx, entry)?;
+            tx.execute(
+                "INSERT INTO alerts (at_ms, rule, operator, dataset, share, action, audit_seq)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![now_ms(), alert.rule, alert.operator, alert.dataset, alert.share, alert.action, seq],
+            )?;
+            if let Some((kind, name)) = alert.suspend {
+                let reason = format!("alert `{}`: {:.0}% of the cap spent", alert.rule, alert.share * 100.0);
+                let mut e = NewEntry::new("suspended", &actor)
+                    .detail(json!({ "kind": kind, "name": name, "reason": reason }));
+                e = if kind == "operator" { e.operator(name) } else { e.dataset(name) };
+                audit::append(tx, e)?;
+                tx.execute(
+                    "INSERT OR REPLACE INTO suspensions (kind, name, reason, at_ms) VALUES (?1, ?2, ?3, ?4)",
+                    params![kind, name, reason, now_ms()],
+                )?;
+            }
+            Ok(true)
+        })
+    }
+
+    /// Alerts raised, newest first (at most `limit`).
+    pub fn alerts(&self, limit: i64) -> Result<Vec<Alert>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT id, at_ms, rule, operator, dataset, share, action, audit_seq FROM alerts
+             ORDER BY id DESC LIMIT ?1",
+        )?;
+        Ok(stmt
+            .query_map([limit], |r| {
+                Ok(Alert {
+                    id: r.get(0)?,
+                    at_ms: r.get(1)?,
+                    rule: r.get(2)?,
+                    operator: r.get(3)?,
+                    dataset: r.get(4)?,
+                    share: r.get(5)?,
+                    action: r.get(6)?,
+                    audit_seq: r.get(7)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?)
+    }
+
     /// Held jobs, oldest first.
     pub fn held_jobs(&self) -> Result<Vec<JobInfo>> {
         let conn = self.lock();
@@ -1872,12 +1990,91 @@ impl sluice_runtime::AnswerCache for LedgerAnswerCache {
     }
 }
 
-/// The broker's accountant: the runtime charges through the ledger in the database.
-pub struct LedgerAccountant(pub std::sync::Arc<Store>);
+/// The broker's accountant: the runtime charges through the ledger in the database, and after
+/// each charge the policy's alert rules look at what it brought the spending to.
+pub struct LedgerAccountant {
+    store: std::sync::Arc<Store>,
+    alerts: Vec<sluice_policy::AlertRule>,
+}
+
+impl LedgerAccountant {
+    /// Charges through `store`, with no alert rules.
+    pub fn new(store: std::sync::Arc<Store>) -> Self {
+        Self::with_alerts(store, vec![])
+    }
+
+    /// Charges through `store` and checks `alerts` after each charge.
+    pub fn with_alerts(
+        store: std::sync::Arc<Store>,
+        alerts: Vec<sluice_policy::AlertRule>,
+    ) -> Self {
+        Self { store, alerts }
+    }
+
+    /// Raises every rule that `c` brought over its threshold. The charge is committed already:
+    /// an alert's suspension stops the next query, not this one. A failure to raise is logged
+    /// (the charge stands; the rule fires again at the next charge).
+    fn check_alerts(&self, c: &Charge) {
+        use sluice_policy::{AlertAction, AlertWhen};
+        let measure = c.amount.measure;
+        for rule in &self.alerts {
+            if !(rule.datasets.is_empty() || rule.datasets.contains(&c.dataset)) {
+                continue;
+            }
+            let (operator, share, window, target) = match rule.when {
+                AlertWhen::BudgetShare => {
+                    let spent =
+                        self.store
+                            .spent(c.operator.as_str(), c.dataset.as_str(), "", c.period);
+                    let share = spent.period.in_measure(measure) / c.caps.per_period;
+                    (
+                        c.operator.as_str(),
+                        share,
+                        c.period,
+                        ("operator", c.operator.as_str()),
+                    )
+                }
+                AlertWhen::DatasetShare => {
+                    let Some(cap) = c.dataset_cap else { continue };
+                    let all = self.store.dataset_spent(c.dataset.as_str(), cap.period);
+                    let share = all.in_measure(measure) / cap.per_period;
+                    ("*", share, cap.period, ("dataset", c.dataset.as_str()))
+                }
+            };
+            // The same tolerance as the caps, so that 50 charges of 0.01 reach a share of 0.5.
+            if share.is_nan() || share + 1e-9 < rule.threshold {
+                continue;
+            }
+            let alert = NewAlert {
+                rule: &rule.name,
+                operator,
+                dataset: c.dataset.as_str(),
+                share,
+                action: match rule.action {
+                    AlertAction::Notify => "notify",
+                    AlertAction::Suspend => "suspend",
+                },
+                suspend: (rule.action == AlertAction::Suspend).then_some(target),
+            };
+            match self.store.raise_alert(&alert, window) {
+                Ok(true) => tracing::warn!(
+                    "alert `{}` raised on `{}` ({:.0}% of the cap)",
+                    rule.name,
+                    c.dataset,
+                    share * 100.0
+                ),
+                Ok(false) => {}
+                Err(e) => tracing::error!("cannot raise alert `{}`: {e:#}", rule.name),
+            }
+        }
+    }
+}
 
 impl sluice_runtime::Accountant for LedgerAccountant {
     fn charge(&self, charge: &Charge) -> Result<(), BudgetError> {
-        self.0.charge(charge)
+        self.store.charge(charge)?;
+        self.check_alerts(charge);
+        Ok(())
     }
 
     fn spent(
@@ -1887,12 +2084,12 @@ impl sluice_runtime::Accountant for LedgerAccountant {
         job: &str,
         period: Duration,
     ) -> Spent {
-        self.0
+        self.store
             .spent(operator.as_str(), dataset.as_str(), job, period)
     }
 
     fn dataset_spent(&self, dataset: &sluice_policy::DatasetId, period: Duration) -> Totals {
-        self.0.dataset_spent(dataset.as_str(), period)
+        self.store.dataset_spent(dataset.as_str(), period)
     }
 }
 

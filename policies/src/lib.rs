@@ -62,8 +62,9 @@ use std::path::PathBuf;
 
 pub use date::{Date, TimeZone};
 pub use model::{
-    Aggregation, Classification, Column, ColumnKind, Dataset, DatasetBudget, DatasetId, Grant,
-    Lookup, OperatorId, Policy, PrivacyMeasure, Review, SourceFormat,
+    Aggregation, AlertAction, AlertRule, AlertWhen, Classification, Column, ColumnKind, Dataset,
+    DatasetBudget, DatasetId, Grant, Lookup, OperatorId, Policy, PrivacyMeasure, Review,
+    SourceFormat,
 };
 pub use parse::{load, load_dir, load_file, parse_files};
 

@@ -124,6 +124,41 @@ pub struct Policy {
     /// The zone its dates are read in: a grant `expires = 2027-12-31` is valid through the end
     /// of that day there. Default Asia/Shanghai.
     pub time_zone: crate::date::TimeZone,
+    /// Alert rules, checked after every charge.
+    pub alerts: Vec<AlertRule>,
+}
+
+/// A monitoring rule (监测预警): when spending crosses a share of a cap, raise an alert and act.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AlertRule {
+    /// Its name, unique in the policy (named in the alert and the audit log).
+    pub name: String,
+    /// What is watched.
+    pub when: AlertWhen,
+    /// The share of the cap, in (0, 1], at which the rule fires.
+    pub threshold: f64,
+    /// The datasets it watches; empty: every dataset.
+    pub datasets: Vec<DatasetId>,
+    /// What happens when it fires.
+    pub action: AlertAction,
+}
+
+/// What an alert rule watches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AlertWhen {
+    /// One operator's spending on a dataset this period, as a share of its grant's period cap.
+    BudgetShare,
+    /// Every operator's spending on a dataset, as a share of the dataset-wide cap.
+    DatasetShare,
+}
+
+/// What an alert rule does when it fires (beside the `alert.raised` audit entry).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AlertAction {
+    /// Record and list the alert only.
+    Notify,
+    /// Also suspend: the operator (`budget_share`) or the dataset (`dataset_share`).
+    Suspend,
 }
 
 /// How sensitive a dataset is, in the programme's classification and grading scheme.

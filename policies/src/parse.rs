@@ -315,12 +315,98 @@ impl Cx {
                     ),
                 },
                 "time_zone" => self.time_zone(value, policy),
+                "alert" => match value.get_ref() {
+                    DeValue::Array(items) => {
+                        for item in items.iter() {
+                            self.alert(item, policy, refs);
+                        }
+                    }
+                    _ => self.err(
+                        value.span(),
+                        "`alert` must be an array of tables: write `[[alert]]`".into(),
+                    ),
+                },
                 other => self.err(
                     key.span(),
                     format!(
-                        "unknown section `{other}`; accepted sections are: dataset, grant, lookup (and the key time_zone)"
+                        "unknown section `{other}`; accepted sections are: dataset, grant, lookup, alert (and the key time_zone)"
                     ),
                 ),
+            }
+        }
+    }
+
+    /// One `[[alert]]` rule.
+    fn alert(&mut self, value: &Value<'_>, policy: &mut Policy, refs: &mut Vec<DatasetRef>) {
+        let DeValue::Table(table) = value.get_ref() else {
+            self.err(
+                value.span(),
+                "an alert must be a table: write `[[alert]]`".into(),
+            );
+            return;
+        };
+        let mut f = Fields::new(table, value.span());
+        let name = self.req_str(&mut f, "name");
+        let when = self.req_enum(&mut f, "when", &["budget_share", "dataset_share"]);
+        let action = self.req_enum(&mut f, "action", &["notify", "suspend"]);
+        let threshold = self.share(&mut f, "threshold");
+        let datasets = match f.get("datasets") {
+            None => Some(vec![]),
+            Some(_) => self.datasets_list(&mut f),
+        };
+        f.finish(
+            self,
+            "an alert",
+            &["name", "when", "threshold", "datasets", "action"],
+        );
+        let (Some((name, span)), Some(when), Some(threshold), Some(datasets), Some(action)) =
+            (name, when, threshold, datasets, action)
+        else {
+            return;
+        };
+        if policy.alerts.iter().any(|a| a.name == name) {
+            self.err(
+                span,
+                format!("alert `{name}` is declared twice; names must be unique"),
+            );
+            return;
+        }
+        // Named datasets must exist: checked with the grants' references once every file is
+        // read (an alert caps nothing, so it needs neither measure's caps).
+        for (span, id) in &datasets {
+            refs.push((self.file, span.clone(), id.clone(), (true, true)));
+        }
+        policy.alerts.push(AlertRule {
+            name,
+            when: match when.as_str() {
+                "budget_share" => AlertWhen::BudgetShare,
+                _ => AlertWhen::DatasetShare,
+            },
+            threshold,
+            datasets: datasets.into_iter().map(|(_, d)| d).collect(),
+            action: match action.as_str() {
+                "suspend" => AlertAction::Suspend,
+                _ => AlertAction::Notify,
+            },
+        });
+    }
+
+    /// A required share in (0, 1].
+    fn share(&mut self, f: &mut Fields<'_, '_>, key: &'static str) -> Option<f64> {
+        let v = self.require(f, key, "a share in (0, 1], e.g. 0.8")?;
+        let n = match v.get_ref() {
+            DeValue::Float(x) => x.as_str().parse::<f64>().ok(),
+            DeValue::Integer(i) => int(i).map(|i| i as f64),
+            _ => None,
+        };
+        match n {
+            Some(t) if t > 0.0 && t <= 1.0 => Some(t),
+            _ => {
+                self.err(
+                    v.span(),
+                    format!("`{key}` must be a share in (0, 1], e.g. 0.8"),
+                );
+                None
             }
         }
     }

@@ -567,3 +567,77 @@ fn an_unlisted_build_waits_for_review_and_an_approval_with_allow_lists_it() {
         .unwrap();
     assert_eq!(allowed, 1);
 }
+
+#[test]
+fn an_alert_rule_suspends_an_operator_whose_spending_crosses_its_share() {
+    // `counter` may spend ε 2.0 a period; the rule suspends it at a quarter of that. Its job
+    // asks ε 0.01 queries until one is refused, and returns what it had.
+    let mut b = TestBroker::start("alert", |t| {
+        t + r#"
+[[alert]]
+name = "counter-quarter"
+when = "budget_share"
+threshold = 0.25
+datasets = ["health_visits"]
+action = "suspend"
+"#
+    });
+    let counter = Store::open(&b.dir)
+        .and_then(|s| s.create_token(Role::Operator, "counter", "test"))
+        .expect("a token for counter");
+    let id = submit_params(b.url(), &counter, "until-refused");
+    b.client(&counter)
+        .follow(&id, |_, _| {})
+        .expect("the event stream");
+    let (_, job) = http(
+        b.url(),
+        "GET",
+        &format!("/v1/jobs/{id}"),
+        Some(&counter),
+        None,
+        b"",
+    );
+    // 50 answers of ε 0.01 reach the quarter; the 51st is refused as suspended, and the report
+    // built meanwhile is held.
+    assert_eq!(job["state"], "held", "{job}");
+    assert_eq!(job["queries"], 50, "{job}");
+    let (status, v) = http(
+        b.url(),
+        "GET",
+        "/v1/admin/alerts",
+        Some(&b.admin),
+        None,
+        b"",
+    );
+    assert_eq!(status, 200, "{v}");
+    let a = &v["alerts"][0];
+    assert_eq!(
+        (
+            a["rule"].as_str(),
+            a["operator"].as_str(),
+            a["action"].as_str()
+        ),
+        (Some("counter-quarter"), Some("counter"), Some("suspend")),
+        "{v}"
+    );
+    assert!(a["share"].as_f64().unwrap() >= 0.25, "{v}");
+    let (_, s) = http(
+        b.url(),
+        "GET",
+        "/v1/admin/suspensions",
+        Some(&b.admin),
+        None,
+        b"",
+    );
+    assert_eq!(s["suspensions"][0]["name"], "counter", "{s}");
+    b.stop();
+    let conn = Store::open_conn_readonly(&b.dir).unwrap();
+    let kinds: Vec<String> = conn
+        .prepare("SELECT kind FROM audit WHERE kind IN ('alert.raised', 'suspended') ORDER BY seq")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(kinds, ["alert.raised", "suspended"]);
+}

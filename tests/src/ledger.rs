@@ -30,8 +30,12 @@ fn concurrent_queries_never_overspend_a_grant() {
             Arc::new(
                 // No answer cache: every query here must be a separate, charged release.
                 Sandbox::new(
-                    SandboxConfig::new(policy, data_root(), Arc::new(LedgerAccountant(s.clone())))
-                        .without_answer_cache(),
+                    SandboxConfig::new(
+                        policy,
+                        data_root(),
+                        Arc::new(LedgerAccountant::new(s.clone())),
+                    )
+                    .without_answer_cache(),
                 )
                 .unwrap(),
             )
@@ -145,7 +149,7 @@ fn broker_sandbox(dir: &std::path::Path, policy_dir: &std::path::Path) -> (Arc<S
         SandboxConfig::new(
             sluice_policy::load(policy_dir).unwrap(),
             data_root(),
-            Arc::new(LedgerAccountant(store.clone())),
+            Arc::new(LedgerAccountant::new(store.clone())),
         )
         .with_answer_cache(Arc::new(sluice_broker::store::LedgerAnswerCache(
             store.clone(),

@@ -200,6 +200,23 @@ pub(crate) async fn freeze(
     }))
 }
 
+/// Alerts raised by the policy's rules, newest first.
+#[derive(Serialize)]
+pub(crate) struct Alerts {
+    alerts: Vec<crate::store::Alert>,
+}
+
+/// `GET /v1/admin/alerts`: a holder sees the alerts on its own datasets.
+pub(crate) async fn alerts(
+    State(s): State<Arc<Shared>>,
+    auth: Only<Custodians>,
+) -> ApiResult<Json<Alerts>> {
+    let held = auth.held(current(&s).sandbox.engine().policy());
+    let mut alerts = s.store.alerts(1000)?;
+    alerts.retain(|a| held.as_ref().is_none_or(|h| h.contains(&a.dataset)));
+    Ok(Json(Alerts { alerts }))
+}
+
 /// Spending per dataset and operator, with the dataset's holder.
 #[derive(Serialize)]
 pub(crate) struct UsageReport {

@@ -59,6 +59,7 @@ pub(crate) fn router(s: Arc<Shared>) -> Router {
         .route("/v1/admin/{action}", post(admin::freeze))
         .route("/v1/admin/{kind}/{name}/{action}", post(admin::suspend))
         .route("/v1/admin/usage", get(admin::usage))
+        .route("/v1/admin/alerts", get(admin::alerts))
         .route("/v1/admin/suspensions", get(admin::suspensions))
         .route("/metrics", get(admin::metrics))
         .route("/healthz", get(|| async { "ok\n" }))
