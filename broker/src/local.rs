@@ -180,6 +180,52 @@ fn sample_datasets(pkg: &str) -> Vec<String> {
     }
 }
 
+/// The demo's emergency drill, as the health commission (a holder token): the alerts its
+/// datasets raised, then a freeze of its datasets that refuses the next submission, then the
+/// freeze lifted. Every step is an audit entry.
+fn emergency_drill(url: &str, holder: &str, operator: &str, wasm: &[u8]) -> Result<()> {
+    use sluice_broker::client::{Client, Submission};
+    let holder = Client::new(url, holder);
+    println!("\n=== emergency drill, as holder `city-health-commission` ===");
+    let alerts = holder.get_json("/v1/admin/alerts")?;
+    for a in alerts["alerts"].as_array().into_iter().flatten() {
+        println!(
+            "alert `{}`: operator `{}` has spent {:.0}% of its period cap on `{}` ({})",
+            a["rule"].as_str().unwrap_or("?"),
+            a["operator"].as_str().unwrap_or("?"),
+            a["share"].as_f64().unwrap_or(0.0) * 100.0,
+            a["dataset"].as_str().unwrap_or("?"),
+            a["action"].as_str().unwrap_or("?"),
+        );
+    }
+    let frozen = holder.post_json(
+        "/v1/admin/freeze",
+        &serde_json::json!({ "reason": "demo: incident drill" }),
+    )?;
+    println!(
+        "froze {} ({})",
+        frozen["scope"].as_str().unwrap_or("?"),
+        frozen["datasets"]
+    );
+    let refused = Client::new(url, operator).submit(&Submission {
+        wasm,
+        purpose: "demo: during the drill",
+        params: "",
+        datasets: &["health_visits".to_string()],
+        max_epsilon: None,
+    });
+    match refused {
+        Err(e) => println!("a submission during the freeze is refused: {e:#}"),
+        Ok(v) => bail!("a submission during the freeze was accepted: {v}"),
+    }
+    holder.post_json(
+        "/v1/admin/unfreeze",
+        &serde_json::json!({ "reason": "demo: drill over" }),
+    )?;
+    println!("unfroze: the holder's datasets take jobs again");
+    Ok(())
+}
+
 /// `sluice demo`: an embedded broker on a loopback port; the samples go through it over HTTP.
 pub fn demo(rows: usize, data_root: &Path) -> Result<ExitCode> {
     use sluice_broker::client::{Client, Submission};
@@ -201,6 +247,7 @@ pub fn demo(rows: usize, data_root: &Path) -> Result<ExitCode> {
     let _ = std::fs::remove_dir_all(&dir);
     let store = Store::init(&dir)?;
     let reviewer = store.create_token(Role::Reviewer, "demo-reviewer", "sluice demo")?;
+    let holder = store.create_token(Role::Holder, "city-health-commission", "sluice demo")?;
     let mut operator_tokens = Vec::new();
     for (_, operator, _) in SAMPLES {
         operator_tokens.push(store.create_token(Role::Operator, operator, "sluice demo")?);
@@ -281,6 +328,8 @@ pub fn demo(rows: usize, data_root: &Path) -> Result<ExitCode> {
             receipt.audit_seq
         );
     }
+    let first_wasm = std::fs::read(&wasm_paths[0])?;
+    emergency_drill(&broker.url, &holder, &operator_tokens[0], &first_wasm)?;
     broker.stop()?;
     match crate::remote::verify_dir(&dir, None)? {
         Ok(v) => println!(
