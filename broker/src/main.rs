@@ -390,6 +390,65 @@ enum PolicyCommand {
     },
 }
 
+/// `sluice token …`.
+fn token(command: TokenCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        TokenCommand::Create {
+            data_dir,
+            role,
+            principal,
+            valid_for,
+        } => remote::token_create(&data_dir, role, &principal, valid_for),
+        TokenCommand::List { data_dir } => remote::token_list(&data_dir),
+        TokenCommand::Revoke { data_dir, id } => remote::token_revoke(&data_dir, &id),
+    }
+}
+
+/// `sluice review …`.
+fn review(command: ReviewCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        ReviewCommand::List { conn } => remote::review_list(&conn),
+        ReviewCommand::Approve {
+            conn,
+            id,
+            reason,
+            allow,
+        } => remote::review(&conn, &id, "approve", &reason, allow),
+        ReviewCommand::Reject { conn, id, reason } => {
+            remote::review(&conn, &id, "reject", &reason, false)
+        }
+        ReviewCommand::Release { conn, id, reason } => {
+            remote::review(&conn, &id, "release", &reason, false)
+        }
+        ReviewCommand::Discard { conn, id, reason } => {
+            remote::review(&conn, &id, "discard", &reason, false)
+        }
+    }
+}
+
+/// `sluice audit …`.
+fn audit(command: AuditCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        AuditCommand::Verify {
+            data_dir,
+            public_key,
+        } => remote::audit_verify(&data_dir, public_key.as_deref()),
+        AuditCommand::Show {
+            conn,
+            job,
+            operator,
+            dataset,
+            limit,
+        } => remote::audit_show(
+            &conn,
+            job.as_deref(),
+            operator.as_deref(),
+            dataset.as_deref(),
+            limit,
+        ),
+    }
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -405,16 +464,7 @@ fn main() -> ExitCode {
             listen,
         } => remote::init(&data_dir, policy, data_root, listen),
         Command::Serve { data_dir, listen } => remote::serve(&data_dir, listen),
-        Command::Token { command } => match command {
-            TokenCommand::Create {
-                data_dir,
-                role,
-                principal,
-                valid_for,
-            } => remote::token_create(&data_dir, role, &principal, valid_for),
-            TokenCommand::List { data_dir } => remote::token_list(&data_dir),
-            TokenCommand::Revoke { data_dir, id } => remote::token_revoke(&data_dir, &id),
-        },
+        Command::Token { command } => token(command),
         Command::Submit {
             conn,
             job,
@@ -450,43 +500,8 @@ fn main() -> ExitCode {
             rho,
             accuracy,
         } => remote::estimate(&conn, &sql, [epsilon, rho, accuracy]),
-        Command::Review { command } => match command {
-            ReviewCommand::List { conn } => remote::review_list(&conn),
-            ReviewCommand::Approve {
-                conn,
-                id,
-                reason,
-                allow,
-            } => remote::review(&conn, &id, "approve", &reason, allow),
-            ReviewCommand::Reject { conn, id, reason } => {
-                remote::review(&conn, &id, "reject", &reason, false)
-            }
-            ReviewCommand::Release { conn, id, reason } => {
-                remote::review(&conn, &id, "release", &reason, false)
-            }
-            ReviewCommand::Discard { conn, id, reason } => {
-                remote::review(&conn, &id, "discard", &reason, false)
-            }
-        },
-        Command::Audit { command } => match command {
-            AuditCommand::Verify {
-                data_dir,
-                public_key,
-            } => remote::audit_verify(&data_dir, public_key.as_deref()),
-            AuditCommand::Show {
-                conn,
-                job,
-                operator,
-                dataset,
-                limit,
-            } => remote::audit_show(
-                &conn,
-                job.as_deref(),
-                operator.as_deref(),
-                dataset.as_deref(),
-                limit,
-            ),
-        },
+        Command::Review { command } => review(command),
+        Command::Audit { command } => audit(command),
         Command::Receipt {
             command:
                 ReceiptCommand::Verify {
