@@ -1294,15 +1294,12 @@ impl Store {
                 params![now_ms(), alert.rule, alert.operator, alert.dataset, alert.share, alert.action, seq],
             )?;
             if let Some((kind, name)) = alert.suspend {
-                let reason = format!("alert `{}`: {:.0}% of the cap spent", alert.rule, alert.share * 100.0);
-                let mut e = NewEntry::new("suspended", &actor)
-                    .detail(json!({ "kind": kind, "name": name, "reason": reason }));
-                e = if kind == "operator" { e.operator(name) } else { e.dataset(name) };
-                audit::append(tx, e)?;
-                tx.execute(
-                    "INSERT OR REPLACE INTO suspensions (kind, name, reason, at_ms) VALUES (?1, ?2, ?3, ?4)",
-                    params![kind, name, reason, now_ms()],
-                )?;
+                let reason = format!(
+                    "alert `{}`: {:.0}% of the cap spent",
+                    alert.rule,
+                    alert.share * 100.0
+                );
+                set_suspension(tx, kind, name, true, &actor, &reason, Some("alert"))?;
             }
             Ok(true)
         })
@@ -1449,28 +1446,7 @@ impl Store {
         actor: &str,
         reason: &str,
     ) -> Result<()> {
-        self.write(|tx| -> Result<()> {
-            let mut e = NewEntry::new(if suspend { "suspended" } else { "resumed" }, actor)
-                .detail(json!({ "kind": kind, "name": name, "reason": reason }));
-            match kind {
-                "operator" => e = e.operator(name),
-                "dataset" => e = e.dataset(name),
-                _ => {}
-            }
-            audit::append(tx, e)?;
-            if suspend {
-                tx.execute(
-                    "INSERT OR REPLACE INTO suspensions (kind, name, reason, at_ms) VALUES (?1, ?2, ?3, ?4)",
-                    params![kind, name, reason, now_ms()],
-                )?;
-            } else {
-                tx.execute(
-                    "DELETE FROM suspensions WHERE kind = ?1 AND name = ?2",
-                    params![kind, name],
-                )?;
-            }
-            Ok(())
-        })
+        self.write(|tx| set_suspension(tx, kind, name, suspend, actor, reason, None))
     }
 
     /// Freezes (or unfreezes) the platform, or one holder's datasets, in one transaction: a
@@ -1498,23 +1474,7 @@ impl Store {
                 Some((_, datasets)) => datasets.iter().map(|d| ("dataset", d.as_str())).collect(),
             };
             for (kind, name) in targets {
-                let mut e = NewEntry::new(if frozen { "suspended" } else { "resumed" }, actor)
-                    .detail(json!({ "kind": kind, "name": name, "reason": reason, "by": "freeze" }));
-                if kind == "dataset" {
-                    e = e.dataset(name);
-                }
-                audit::append(tx, e)?;
-                if frozen {
-                    tx.execute(
-                        "INSERT OR REPLACE INTO suspensions (kind, name, reason, at_ms) VALUES (?1, ?2, ?3, ?4)",
-                        params![kind, name, reason, now_ms()],
-                    )?;
-                } else {
-                    tx.execute(
-                        "DELETE FROM suspensions WHERE kind = ?1 AND name = ?2",
-                        params![kind, name],
-                    )?;
-                }
+                set_suspension(tx, kind, name, frozen, actor, reason, Some("freeze"))?;
             }
             Ok(())
         })
@@ -1702,6 +1662,43 @@ fn event(tx: &Connection, job: &str, kind: &str, detail: Value) -> rusqlite::Res
         "INSERT INTO events (job, at_ms, kind, detail) VALUES (?1, ?2, ?3, ?4)",
         params![job, now_ms(), kind, detail.to_string()],
     )
+}
+
+/// Suspends (`on`) or resumes `kind` `name` (`operator`, `dataset`, or `all`) in `tx`: its
+/// `suspended` (`resumed`) entry by `actor`, then the suspension row. `by` names what did it
+/// when not a person directly (`freeze`, `alert`).
+fn set_suspension(
+    tx: &rusqlite::Transaction<'_>,
+    kind: &str,
+    name: &str,
+    on: bool,
+    actor: &str,
+    reason: &str,
+    by: Option<&str>,
+) -> Result<()> {
+    let mut detail = json!({ "kind": kind, "name": name, "reason": reason });
+    if let Some(by) = by {
+        detail["by"] = json!(by);
+    }
+    let mut e = NewEntry::new(if on { "suspended" } else { "resumed" }, actor).detail(detail);
+    match kind {
+        "operator" => e = e.operator(name),
+        "dataset" => e = e.dataset(name),
+        _ => {}
+    }
+    audit::append(tx, e)?;
+    if on {
+        tx.execute(
+            "INSERT OR REPLACE INTO suspensions (kind, name, reason, at_ms) VALUES (?1, ?2, ?3, ?4)",
+            params![kind, name, reason, now_ms()],
+        )?;
+    } else {
+        tx.execute(
+            "DELETE FROM suspensions WHERE kind = ?1 AND name = ?2",
+            params![kind, name],
+        )?;
+    }
+    Ok(())
 }
 
 /// Puts job `id`'s build on its operator's allow-list for each of its datasets.

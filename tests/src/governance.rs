@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use base64::Engine as _;
-use serde_json::json;
+use serde_json::{Value, json};
 use sluice_broker::store::{Role, Store};
 use sluice_runtime::{InMemoryAccountant, Sandbox, SandboxConfig};
 
@@ -25,23 +25,28 @@ fn submit(url: &str, token: &str, sql: &str) -> String {
     submit_params(url, token, &format!("sql:{sql}"))
 }
 
-/// Submits the hostile guest with `params` on `health_visits`, as `token`; returns the job id.
-fn submit_params(url: &str, token: &str, params: &str) -> String {
+/// Submits `wasm` with `params` on `dataset`, as `token`: the broker's status and answer.
+fn post_job(url: &str, token: &str, dataset: &str, params: &str, wasm: &[u8]) -> (u16, Value) {
     let body = json!({
         "purpose": "tests: governance",
         "params": params,
-        "datasets": ["health_visits"],
-        "wasm_base64": base64::engine::general_purpose::STANDARD
-            .encode(guest(env!("GUEST_HOSTILE"))),
+        "datasets": [dataset],
+        "wasm_base64": base64::engine::general_purpose::STANDARD.encode(wasm),
     });
-    let (status, v) = http(
+    http(
         url,
         "POST",
         "/v1/jobs",
         Some(token),
         Some("application/json"),
         body.to_string().as_bytes(),
-    );
+    )
+}
+
+/// Submits the hostile guest with `params` on `health_visits`, as `token`; returns the job id.
+fn submit_params(url: &str, token: &str, params: &str) -> String {
+    let hostile = guest(env!("GUEST_HOSTILE"));
+    let (status, v) = post_job(url, token, "health_visits", params, &hostile);
     assert_eq!(status, 202, "{v}");
     v["id"].as_str().expect("an id").to_string()
 }
@@ -293,21 +298,8 @@ fn a_job_suspended_while_it_runs_is_held_until_a_reviewer_releases_it() {
 fn reviewers_see_a_jobs_parameters_in_full_before_they_decide() {
     let mut b = TestBroker::start("params", |t| t);
     let params = "sql:SELECT spot, COUNT(*) AS n FROM tourism_trips GROUP BY spot";
-    let body = json!({
-        "purpose": "tests: review with params",
-        "params": params,
-        "datasets": ["tourism_trips"],
-        "wasm_base64": base64::engine::general_purpose::STANDARD
-            .encode(guest(env!("GUEST_HOSTILE"))),
-    });
-    let (status, v) = http(
-        b.url(),
-        "POST",
-        "/v1/jobs",
-        Some(&b.tourism),
-        Some("application/json"),
-        body.to_string().as_bytes(),
-    );
+    let hostile = guest(env!("GUEST_HOSTILE"));
+    let (status, v) = post_job(b.url(), &b.tourism, "tourism_trips", params, &hostile);
     assert_eq!(
         (status, v["state"].as_str()),
         (202, Some("pending_review")),
@@ -345,14 +337,7 @@ fn a_freeze_refuses_every_submission_and_the_audit_log_still_verifies() {
     let (status, v) = post("/v1/admin/freeze", &b.admin, r#"{"reason":"drill"}"#);
     assert_eq!((status, v["frozen"].as_bool()), (200, Some(true)), "{v}");
     for (token, dataset) in [(&b.analyst, "health_visits"), (&b.tourism, "tourism_trips")] {
-        let body = json!({
-            "purpose": "tests: freeze",
-            "params": "sql:SELECT COUNT(*) AS n FROM health_visits",
-            "datasets": [dataset],
-            "wasm_base64": base64::engine::general_purpose::STANDARD
-                .encode(guest(env!("GUEST_HOSTILE"))),
-        });
-        let (status, v) = post("/v1/jobs", token, &body.to_string());
+        let (status, v) = post_job(b.url(), token, dataset, "", &guest(env!("GUEST_HOSTILE")));
         assert_eq!(status, 403, "{v}");
         assert!(
             v["error"]["message"].as_str().unwrap().contains("frozen"),
@@ -380,14 +365,7 @@ fn a_freeze_refuses_every_submission_and_the_audit_log_still_verifies() {
         (&b.analyst, "health_visits", 403),
         (&b.tourism, "tourism_trips", 202),
     ] {
-        let body = json!({
-            "purpose": "tests: holder freeze",
-            "params": "",
-            "datasets": [dataset],
-            "wasm_base64": base64::engine::general_purpose::STANDARD
-                .encode(guest(env!("GUEST_HOSTILE"))),
-        });
-        let (status, v) = post("/v1/jobs", token, &body.to_string());
+        let (status, v) = post_job(b.url(), token, dataset, "", &guest(env!("GUEST_HOSTILE")));
         assert_eq!(status, expected, "{dataset}: {v}");
     }
     b.stop();
@@ -511,20 +489,8 @@ fn an_unlisted_build_waits_for_review_and_an_approval_with_allow_lists_it() {
         )
     });
     let submit = |wasm: &[u8]| {
-        let body = json!({
-            "purpose": "tests: allow-list",
-            "params": "sql:SELECT COUNT(*) AS n FROM health_visits",
-            "datasets": ["health_visits"],
-            "wasm_base64": base64::engine::general_purpose::STANDARD.encode(wasm),
-        });
-        let (status, v) = http(
-            b.url(),
-            "POST",
-            "/v1/jobs",
-            Some(&b.analyst),
-            Some("application/json"),
-            body.to_string().as_bytes(),
-        );
+        let sql = "sql:SELECT COUNT(*) AS n FROM health_visits";
+        let (status, v) = post_job(b.url(), &b.analyst, "health_visits", sql, wasm);
         assert_eq!(status, 202, "{v}");
         (
             v["id"].as_str().unwrap().to_string(),
