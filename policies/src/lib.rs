@@ -63,7 +63,7 @@ use std::path::PathBuf;
 pub use date::{Date, TimeZone};
 pub use model::{
     Aggregation, AlertAction, AlertRule, AlertWhen, Classification, Column, ColumnKind, Dataset,
-    DatasetBudget, DatasetId, Grant, Lookup, OperatorId, Policy, PrivacyMeasure, Review,
+    DatasetBudget, DatasetId, Grade, Grant, Lookup, OperatorId, Policy, PrivacyMeasure, Review,
     SourceFormat,
 };
 pub use parse::{load, load_dir, load_file, parse_files};

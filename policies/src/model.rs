@@ -126,6 +126,58 @@ pub struct Policy {
     pub time_zone: crate::date::TimeZone,
     /// Alert rules, checked after every charge.
     pub alerts: Vec<AlertRule>,
+    /// What each classification allows, where the policy says (`[grade.<classification>]`);
+    /// the others get [`Grade::default_for`].
+    pub grades: BTreeMap<Classification, Grade>,
+}
+
+impl Policy {
+    /// The controls of classification `c`: its `[grade.<c>]` table, or the built-in default.
+    pub fn grade(&self, c: Classification) -> Grade {
+        self.grades
+            .get(&c)
+            .cloned()
+            .unwrap_or_else(|| Grade::default_for(c))
+    }
+}
+
+/// The controls a classification grade sets on every grant of its datasets (分类分级): ceilings
+/// a grant may not exceed (`policy check` refuses it at the grant) and minimums the grant gets
+/// whatever it says (the stricter of the two applies).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Grade {
+    /// Whether its datasets may be granted at all (never for `core`).
+    pub grantable: bool,
+    /// Ceiling of a grant's `epsilon_per_job`.
+    pub max_epsilon_per_job: Option<f64>,
+    /// Ceiling of a grant's `epsilon_per_period`.
+    pub max_epsilon_per_period: Option<f64>,
+    /// Ceiling of a grant's `rho_per_job`.
+    pub max_rho_per_job: Option<f64>,
+    /// Ceiling of a grant's `rho_per_period`.
+    pub max_rho_per_period: Option<f64>,
+    /// The least review a grant gets.
+    pub review: Review,
+    /// The least `min_group_count` a grant gets.
+    pub min_group_count: Option<u64>,
+    /// Whether grants may release keys by partition selection (`delta_per_query`).
+    pub partition_selection: bool,
+}
+
+impl Grade {
+    /// Without a `[grade.…]` table: `core` is never granted; every other grade sets nothing.
+    pub fn default_for(c: Classification) -> Self {
+        Self {
+            grantable: c != Classification::Core,
+            max_epsilon_per_job: None,
+            max_epsilon_per_period: None,
+            max_rho_per_job: None,
+            max_rho_per_period: None,
+            review: Review::None,
+            min_group_count: None,
+            partition_selection: true,
+        }
+    }
 }
 
 /// A monitoring rule (监测预警): when spending crosses a share of a cap, raise an alert and act.
@@ -170,12 +222,23 @@ pub enum Classification {
     Internal,
     /// Personal or commercially sensitive.
     Sensitive,
-    /// Core data: the highest grade.
+    /// Core data: the highest grade (GB/T 43697-2024 核心数据). Never granted.
     Core,
+    /// General data (GB/T 43697-2024 一般数据).
+    General,
+    /// Important data (GB/T 43697-2024 重要数据).
+    Important,
 }
 
 impl Classification {
-    pub(crate) const NAMES: &'static [&'static str] = &["public", "internal", "sensitive", "core"];
+    pub(crate) const NAMES: &'static [&'static str] = &[
+        "public",
+        "internal",
+        "sensitive",
+        "core",
+        "general",
+        "important",
+    ];
 
     pub(crate) fn parse(s: &str) -> Option<Self> {
         Some(match s {
@@ -183,6 +246,8 @@ impl Classification {
             "internal" => Self::Internal,
             "sensitive" => Self::Sensitive,
             "core" => Self::Core,
+            "general" => Self::General,
+            "important" => Self::Important,
             _ => return None,
         })
     }
@@ -439,6 +504,31 @@ pub enum Review {
     /// Builds on the grant's allow-list (`allowed_wasm`, or added by a reviewer approving with
     /// `--allow`) run without review; any other build waits for a reviewer.
     Unlisted,
+}
+
+impl Review {
+    /// The stricter of two: `required` over `unlisted` over `none`.
+    pub fn stricter(self, other: Self) -> Self {
+        let rank = |r: Self| match r {
+            Self::None => 0,
+            Self::Unlisted => 1,
+            Self::Required => 2,
+        };
+        if rank(other) > rank(self) {
+            other
+        } else {
+            self
+        }
+    }
+
+    /// Its name in policy files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Unlisted => "unlisted",
+            Self::Required => "required",
+        }
+    }
 }
 
 /// Permission for one operator to analyse some datasets, for a purpose, within a privacy budget.

@@ -109,55 +109,7 @@ pub fn parse_files(files: Vec<(PathBuf, String)>) -> Result<Policy, PolicyError>
         }));
     }
 
-    let mut missing = Vec::new();
-    for (file, span, id, (eps, rho)) in refs {
-        let text = &files[file].1;
-        let (line, column) = line_col(text, span.start);
-        // A valid dataset's budget unit must be one the grant caps.
-        let unit = policy.datasets.get(&id).and_then(|d| match d.measure {
-            PrivacyMeasure::Pure if !eps => {
-                Some(("pure", "epsilon_per_job` and `epsilon_per_period"))
-            }
-            PrivacyMeasure::Zcdp if !rho => Some(("zcdp", "rho_per_job` and `rho_per_period")),
-            _ => None,
-        });
-        if let Some((measure, keys)) = unit {
-            missing.push(Problem {
-                file: files[file].0.clone(),
-                line,
-                column,
-                message: format!(
-                    "dataset `{id}` has privacy_measure = \"{measure}\", so a grant covering it must declare `{keys}`"
-                ),
-            });
-        }
-        if policy
-            .datasets
-            .get(&id)
-            .is_some_and(|d| d.classification == Classification::Core)
-        {
-            missing.push(Problem {
-                file: files[file].0.clone(),
-                line,
-                column,
-                message: format!(
-                    "dataset `{id}` is classified `core`: core data is never granted (it stays with its holder; GB/T 43697-2024)"
-                ),
-            });
-        }
-        if !declared.contains(id.as_str()) {
-            let known: Vec<_> = declared.iter().map(String::as_str).collect();
-            missing.push(Problem {
-                file: files[file].0.clone(),
-                line,
-                column,
-                message: format!(
-                    "grant names unknown dataset `{id}`; declared datasets are: {}",
-                    list_or_none(&known)
-                ),
-            });
-        }
-    }
+    let missing = check_refs(&files, &policy, &declared, refs);
     // Keep file order: problems of each file sorted by place.
     problems.extend(missing);
     let order: Vec<&PathBuf> = files.iter().map(|(p, _)| p).collect();
@@ -173,6 +125,7 @@ pub fn parse_files(files: Vec<(PathBuf, String)>) -> Result<Policy, PolicyError>
     });
 
     if problems.is_empty() {
+        apply_grade_minimums(&mut policy);
         policy.files = files;
         Ok(policy)
     } else {
@@ -180,8 +133,153 @@ pub fn parse_files(files: Vec<(PathBuf, String)>) -> Result<Policy, PolicyError>
     }
 }
 
-/// A grant's reference to a dataset: file index, place, name, and whether the grant caps ε and ρ.
-type DatasetRef = (usize, Range<usize>, DatasetId, (bool, bool));
+/// A dataset named by a grant or an alert, checked once every file is read.
+struct DatasetRef {
+    file: usize,
+    span: Range<usize>,
+    id: DatasetId,
+    /// Whether the grant caps ε and ρ (both for alerts, which cap nothing).
+    units: (bool, bool),
+    /// The grant's index in `Policy::grants`, once the grant was added; `None` for alerts.
+    grant: Option<usize>,
+    /// `grant` or `alert`, for messages.
+    named_by: &'static str,
+}
+
+/// The checks of every dataset a grant or an alert names, once every file is read: it exists, the
+/// grant caps its measure, its grade lets it be granted, and the grant is within the grade's
+/// ceilings.
+fn check_refs(
+    files: &[(PathBuf, String)],
+    policy: &Policy,
+    declared: &BTreeSet<String>,
+    refs: Vec<DatasetRef>,
+) -> Vec<Problem> {
+    let mut out = Vec::new();
+    for r in refs {
+        let (line, column) = line_col(&files[r.file].1, r.span.start);
+        let mut problem = |message: String| {
+            out.push(Problem {
+                file: files[r.file].0.clone(),
+                line,
+                column,
+                message,
+            })
+        };
+        if !declared.contains(r.id.as_str()) {
+            let known: Vec<_> = declared.iter().map(String::as_str).collect();
+            problem(format!(
+                "{} names unknown dataset `{}`; declared datasets are: {}",
+                r.named_by,
+                r.id,
+                list_or_none(&known)
+            ));
+            continue;
+        }
+        let (Some(d), Some(g)) = (policy.datasets.get(&r.id), r.grant) else {
+            continue;
+        };
+        let (eps, rho) = r.units;
+        // A valid dataset's budget unit must be one the grant caps.
+        let unit = match d.measure {
+            PrivacyMeasure::Pure if !eps => {
+                Some(("pure", "epsilon_per_job` and `epsilon_per_period"))
+            }
+            PrivacyMeasure::Zcdp if !rho => Some(("zcdp", "rho_per_job` and `rho_per_period")),
+            _ => None,
+        };
+        if let Some((measure, keys)) = unit {
+            problem(format!(
+                "dataset `{}` has privacy_measure = \"{measure}\", so a grant covering it must declare `{keys}`",
+                r.id
+            ));
+        }
+        for message in grade_problems(policy, d, &policy.grants[g]) {
+            problem(message);
+        }
+    }
+    out
+}
+
+/// What a grant of dataset `d` does that `d`'s grade does not allow.
+fn grade_problems(policy: &Policy, d: &Dataset, grant: &Grant) -> Vec<String> {
+    let c = d.classification.as_str();
+    let grade = policy.grade(d.classification);
+    if !grade.grantable {
+        return vec![if d.classification == Classification::Core {
+            format!(
+                "dataset `{}` is classified `core`: core data is never granted (it stays with its holder; GB/T 43697-2024)",
+                d.id
+            )
+        } else {
+            format!(
+                "dataset `{}` is classified `{c}`, whose grade is not grantable",
+                d.id
+            )
+        }];
+    }
+    let mut out = Vec::new();
+    let caps = [
+        (
+            "epsilon_per_job",
+            grant.epsilon_per_job,
+            grade.max_epsilon_per_job,
+        ),
+        (
+            "epsilon_per_period",
+            grant.epsilon_per_period,
+            grade.max_epsilon_per_period,
+        ),
+        ("rho_per_job", grant.rho_per_job, grade.max_rho_per_job),
+        (
+            "rho_per_period",
+            grant.rho_per_period,
+            grade.max_rho_per_period,
+        ),
+    ];
+    for (key, value, ceiling) in caps {
+        if let Some(max) = ceiling
+            && value > max
+        {
+            out.push(format!(
+                "{key} {value} exceeds grade '{c}' ceiling {key} {max} (dataset `{}`)",
+                d.id
+            ));
+        }
+    }
+    if !grade.partition_selection && grant.delta_per_query.is_some() {
+        out.push(format!(
+            "grade '{c}' does not allow partition selection: remove `delta_per_query` from grants of `{}`",
+            d.id
+        ));
+    }
+    out
+}
+
+/// Every grant gets the stricter of its own and its datasets' grades' minimums: review and the
+/// minimum group count.
+fn apply_grade_minimums(policy: &mut Policy) {
+    let grades: Vec<Vec<Grade>> = policy
+        .grants
+        .iter()
+        .map(|g| {
+            g.datasets
+                .iter()
+                .filter_map(|id| policy.datasets.get(id))
+                .map(|d| policy.grade(d.classification))
+                .collect()
+        })
+        .collect();
+    for (grant, grades) in policy.grants.iter_mut().zip(grades) {
+        for grade in grades {
+            grant.review = grant.review.stricter(grade.review);
+            grant.min_group_count = match (grant.min_group_count, grade.min_group_count) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            };
+        }
+    }
+}
 
 /// A TOML local date (no time, no offset), e.g. `2027-12-31`.
 fn toml_date(v: &Value<'_>) -> Option<Date> {
@@ -315,6 +413,17 @@ impl Cx {
                     ),
                 },
                 "time_zone" => self.time_zone(value, policy),
+                "grade" => match value.get_ref() {
+                    DeValue::Table(t) => {
+                        for (name, g) in t.iter() {
+                            self.grade(name, g, policy);
+                        }
+                    }
+                    _ => self.err(
+                        value.span(),
+                        "`grade` must be a table: write `[grade.<classification>]`".into(),
+                    ),
+                },
                 "alert" => match value.get_ref() {
                     DeValue::Array(items) => {
                         for item in items.iter() {
@@ -329,9 +438,113 @@ impl Cx {
                 other => self.err(
                     key.span(),
                     format!(
-                        "unknown section `{other}`; accepted sections are: dataset, grant, lookup, alert (and the key time_zone)"
+                        "unknown section `{other}`; accepted sections are: dataset, grant, lookup, alert, grade (and the key time_zone)"
                     ),
                 ),
+            }
+        }
+    }
+
+    /// One `[grade.<classification>]` table.
+    fn grade(&mut self, name: &Spanned<impl AsRef<str>>, value: &Value<'_>, policy: &mut Policy) {
+        let Some(c) = Classification::parse(name.get_ref().as_ref()) else {
+            self.err(
+                name.span(),
+                format!(
+                    "unknown grade `{}`; grades are the classifications: {}",
+                    name.get_ref().as_ref(),
+                    Classification::NAMES.join(", ")
+                ),
+            );
+            return;
+        };
+        let DeValue::Table(table) = value.get_ref() else {
+            self.err(
+                value.span(),
+                "a grade must be a table: write `[grade.<classification>]`".into(),
+            );
+            return;
+        };
+        let mut f = Fields::new(table, value.span());
+        let mut g = Grade::default_for(c);
+        let grantable = self.opt_bool(&mut f, "grantable");
+        let partition = self.opt_bool(&mut f, "partition_selection");
+        let caps = [
+            self.opt_budget(&mut f, "max_epsilon_per_job"),
+            self.opt_budget(&mut f, "max_epsilon_per_period"),
+            self.opt_budget(&mut f, "max_rho_per_job"),
+            self.opt_budget(&mut f, "max_rho_per_period"),
+        ];
+        let review = match f.get("review") {
+            None => Some(None),
+            Some(_) => self
+                .req_enum(&mut f, "review", &["none", "unlisted", "required"])
+                .map(Some),
+        };
+        let min_group = self.opt_int(&mut f, "min_group_count", 0, 1_000_000);
+        f.finish(
+            self,
+            "a grade",
+            &[
+                "grantable",
+                "max_epsilon_per_job",
+                "max_epsilon_per_period",
+                "max_rho_per_job",
+                "max_rho_per_period",
+                "review",
+                "min_group_count",
+                "partition_selection",
+            ],
+        );
+        let (Some(grantable), Some(partition), Some(review), Some(min_group)) =
+            (grantable, partition, review, min_group)
+        else {
+            return;
+        };
+        let [Some(epj), Some(epp), Some(rpj), Some(rpp)] = caps else {
+            return;
+        };
+        if c == Classification::Core
+            && let Some((true, span)) = grantable
+        {
+            self.err(
+                span,
+                "core data is never grantable (GB/T 43697-2024)".into(),
+            );
+            return;
+        }
+        g.grantable = grantable.map_or(g.grantable, |(b, _)| b);
+        g.partition_selection = partition.map_or(g.partition_selection, |(b, _)| b);
+        (g.max_epsilon_per_job, g.max_epsilon_per_period) = (epj.map(|c| c.0), epp.map(|c| c.0));
+        (g.max_rho_per_job, g.max_rho_per_period) = (rpj.map(|c| c.0), rpp.map(|c| c.0));
+        g.review = match review.as_deref() {
+            Some("required") => Review::Required,
+            Some("unlisted") => Review::Unlisted,
+            _ => Review::None,
+        };
+        g.min_group_count = min_group.map(|n| n as u64);
+        if policy.grades.insert(c, g).is_some() {
+            self.err(
+                name.span(),
+                format!("grade `{}` is declared twice", c.as_str()),
+            );
+        }
+    }
+
+    /// An optional boolean with its place: `Some(None)` when absent, `None` after reporting.
+    fn opt_bool(
+        &mut self,
+        f: &mut Fields<'_, '_>,
+        key: &'static str,
+    ) -> Option<Option<(bool, Range<usize>)>> {
+        let Some(v) = f.get(key) else {
+            return Some(None);
+        };
+        match v.get_ref() {
+            DeValue::Boolean(b) => Some(Some((*b, v.span()))),
+            _ => {
+                self.err(v.span(), format!("`{key}` must be true or false"));
+                None
             }
         }
     }
@@ -374,7 +587,14 @@ impl Cx {
         // Named datasets must exist: checked with the grants' references once every file is
         // read (an alert caps nothing, so it needs neither measure's caps).
         for (span, id) in &datasets {
-            refs.push((self.file, span.clone(), id.clone(), (true, true)));
+            refs.push(DatasetRef {
+                file: self.file,
+                span: span.clone(),
+                id: id.clone(),
+                units: (true, true),
+                grant: None,
+                named_by: "alert",
+            });
         }
         policy.alerts.push(AlertRule {
             name,
@@ -1048,8 +1268,16 @@ impl Cx {
             none || !matches!(eps, Some(None)),
             none || !matches!(rho, Some(None)),
         );
+        let first_ref = refs.len();
         for (span, id) in datasets.iter().flatten() {
-            refs.push((self.file, span.clone(), id.clone(), units));
+            refs.push(DatasetRef {
+                file: self.file,
+                span: span.clone(),
+                id: id.clone(),
+                units,
+                grant: None,
+                named_by: "grant",
+            });
         }
         if let (Some(None), Some(None)) = (&eps, &rho) {
             self.err(
@@ -1183,6 +1411,10 @@ impl Cx {
             delta_per_query,
             delta_per_period,
         });
+        // Only now do its references know which grant they belong to (for the grade checks).
+        for r in &mut refs[first_ref..] {
+            r.grant = Some(policy.grants.len() - 1);
+        }
     }
 
     /// `allowed_wasm = ["<sha256>", …]`: `Some(vec![])` when absent, `None` after reporting.

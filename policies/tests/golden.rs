@@ -77,3 +77,8 @@ fn manifest_dir() -> std::path::PathBuf {
 fn core_grants_and_dataset_budget_misuse_are_reported() {
     check("grade_problems");
 }
+
+#[test]
+fn grants_above_their_grades_ceilings_are_reported_at_the_grant() {
+    check("grades");
+}

@@ -16,14 +16,14 @@
 //! columns.name = { kind = "hidden" }
 //! columns.age = { kind = "int", bounds = [0, 120] }
 //! "#).unwrap();
-//! let view = DatasetView::of(&policy.datasets[&"visits".parse().unwrap()]);
+//! let view = DatasetView::of(&policy.datasets[&"visits".parse().unwrap()], &policy);
 //! let names: Vec<&str> = view.columns.iter().map(|c| c.name.as_str()).collect();
 //! assert_eq!(names, ["age"], "the hidden column is not shown");
 //! assert_eq!(view.columns[0].bounds, Some(Bounds::Number(0.0, 120.0)));
 //! ```
 
 use serde::Serialize;
-use sluice_policy::{ColumnKind, Dataset, Grant, PrivacyMeasure, Review};
+use sluice_policy::{ColumnKind, Dataset, Grant, PrivacyMeasure};
 
 use crate::privacy::accountant::{Spent, Totals, ZCDP_REPORT_DELTA};
 
@@ -48,12 +48,55 @@ pub struct DatasetView {
     pub privacy_measure: &'static str,
     /// Every column a query may name.
     pub columns: Vec<ColumnView>,
+    /// What its classification's grade sets on every grant of it.
+    pub grade: GradeView,
     /// The cap over every operator together per period, in the dataset's measure.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dataset_cap_per_period: Option<f64>,
     /// Its period in seconds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dataset_period_secs: Option<u64>,
+}
+
+/// A grade's controls, as callers see them.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct GradeView {
+    /// Whether the dataset may be granted at all.
+    pub grantable: bool,
+    /// The least review every job on it gets.
+    pub review: &'static str,
+    /// Ceilings of grants' caps, where the grade sets them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_epsilon_per_job: Option<f64>,
+    /// See `max_epsilon_per_job`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_epsilon_per_period: Option<f64>,
+    /// See `max_epsilon_per_job`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_rho_per_job: Option<f64>,
+    /// See `max_epsilon_per_job`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_rho_per_period: Option<f64>,
+    /// The least minimum group count of every grant.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_group_count: Option<u64>,
+    /// Whether grants may release keys by partition selection.
+    pub partition_selection: bool,
+}
+
+impl GradeView {
+    fn of(g: &sluice_policy::Grade) -> Self {
+        Self {
+            grantable: g.grantable,
+            review: g.review.as_str(),
+            max_epsilon_per_job: g.max_epsilon_per_job,
+            max_epsilon_per_period: g.max_epsilon_per_period,
+            max_rho_per_job: g.max_rho_per_job,
+            max_rho_per_period: g.max_rho_per_period,
+            min_group_count: g.min_group_count,
+            partition_selection: g.partition_selection,
+        }
+    }
 }
 
 /// One usable column and what is public about it.
@@ -88,9 +131,10 @@ pub enum Bounds {
 }
 
 impl DatasetView {
-    /// The public description of `d`.
-    pub fn of(d: &Dataset) -> Self {
+    /// The public description of `d` under `policy` (for its grade).
+    pub fn of(d: &Dataset, policy: &sluice_policy::Policy) -> Self {
         Self {
+            grade: GradeView::of(&policy.grade(d.classification)),
             name: d.id.to_string(),
             holder: d.holder.clone(),
             classification: d.classification.as_str(),
@@ -246,11 +290,7 @@ impl BudgetView {
             available_this_period: dataset_remaining.map_or(remaining, |r| r.min(remaining)),
             expires: grant.expires.to_string(),
             time_zone: time_zone.into(),
-            review: match grant.review {
-                Review::Required => "required",
-                Review::Unlisted => "unlisted",
-                Review::None => "none",
-            },
+            review: grant.review.as_str(),
             spent,
         }
     }

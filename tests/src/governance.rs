@@ -607,3 +607,38 @@ action = "suspend"
         .unwrap();
     assert_eq!(kinds, ["alert.raised", "suspended"]);
 }
+
+#[test]
+fn a_grant_without_review_on_an_important_dataset_still_waits_for_a_reviewer() {
+    let mut b = TestBroker::start("grade", |t| {
+        t.replacen(
+            "[dataset.health_visits]\nsource = \"data/health_visits.parquet\"\nholder = \"city-health-commission\"\nclassification = \"sensitive\"",
+            "[grade.important]\nreview = \"required\"\nmax_epsilon_per_period = 100.0\n\n[dataset.health_visits]\nsource = \"data/health_visits.parquet\"\nholder = \"city-health-commission\"\nclassification = \"important\"",
+            1,
+        )
+    });
+    let (status, v) = post_job(
+        b.url(),
+        &b.analyst,
+        "health_visits",
+        "",
+        &guest(env!("GUEST_HOSTILE")),
+    );
+    assert_eq!(
+        (status, v["state"].as_str()),
+        (202, Some("pending_review")),
+        "{v}"
+    );
+    let (_, d) = http(
+        b.url(),
+        "GET",
+        "/v1/datasets/health_visits",
+        Some(&b.analyst),
+        None,
+        b"",
+    );
+    assert_eq!(d["classification"], "important", "{d}");
+    assert_eq!(d["grade"]["review"], "required", "{d}");
+    assert_eq!(d["grade"]["max_epsilon_per_period"], 100.0, "{d}");
+    b.stop();
+}

@@ -37,13 +37,13 @@ fn visible_datasets(s: &Shared, auth: &Auth) -> Vec<DatasetView> {
             .datasets
             .values()
             .filter(|d| d.holder == auth.0.name)
-            .map(DatasetView::of)
+            .map(|d| DatasetView::of(d, engine.policy()))
             .collect(),
         Role::Reviewer | Role::Admin => engine
             .policy()
             .datasets
             .values()
-            .map(DatasetView::of)
+            .map(|d| DatasetView::of(d, engine.policy()))
             .collect(),
     }
 }

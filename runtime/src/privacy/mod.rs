@@ -180,7 +180,7 @@ impl PrivacyEngine {
         self.policy
             .granted_datasets(operator, today)
             .into_iter()
-            .map(crate::views::DatasetView::of)
+            .map(|d| crate::views::DatasetView::of(d, &self.policy))
             .collect()
     }
 
