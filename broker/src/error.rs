@@ -271,6 +271,7 @@ impl From<StateError> for ApiError {
     fn from(e: StateError) -> Self {
         match e {
             StateError::NoJob(_) => Self::not_found(e.to_string()),
+            StateError::NotYours { .. } => Self::forbidden(e.to_string()),
             StateError::WrongState { .. } | StateError::StillSuspended { .. } => {
                 Self::new(ErrorCode::Conflict, e.to_string())
             }

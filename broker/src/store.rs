@@ -94,6 +94,13 @@ CREATE TABLE alerts (
     dataset TEXT NOT NULL, share REAL NOT NULL, action TEXT NOT NULL, audit_seq INTEGER NOT NULL);
 CREATE INDEX alerts_rule ON alerts(rule, operator, dataset, at_ms);
 "#,
+    // Separated approval: a job on data whose grade says so needs its holders' approvals too.
+    r#"
+ALTER TABLE jobs ADD COLUMN holders_to_approve TEXT NOT NULL DEFAULT '[]';
+CREATE TABLE approvals (
+    job TEXT NOT NULL, principal TEXT NOT NULL, role TEXT NOT NULL, at_ms INTEGER NOT NULL,
+    PRIMARY KEY (job, principal, role));
+"#,
 ];
 
 /// How long a token is valid unless its creator says otherwise: 90 days.
@@ -230,6 +237,10 @@ pub struct JobInfo {
     /// The parameter string passed to the job, in full: a job may take its SQL from it, so a
     /// reviewer must see it to know what will run.
     pub params: String,
+    /// Holders who must approve it beside a reviewer.
+    pub holders_to_approve: Vec<String>,
+    /// Who approved it so far, in order.
+    pub approved_by: Vec<String>,
     /// sha256 of the wasm.
     pub wasm_sha256: String,
     /// The datasets it declared.
@@ -326,6 +337,8 @@ pub struct NewJob<'a> {
     pub max_epsilon: Option<f64>,
     /// Whether a reviewer must approve it first.
     pub needs_review: bool,
+    /// Holders who must approve it too (their datasets' grade says so), beside a reviewer.
+    pub holders_to_approve: &'a [String],
 }
 
 /// One job event for the progress stream.
@@ -441,6 +454,14 @@ pub enum StateError {
         state: &'static str,
         /// What was expected.
         what: &'static str,
+    },
+    /// A holder decided on a job that does not wait for its approval.
+    #[error("job `{id}` does not wait for the approval of `{who}`")]
+    NotYours {
+        /// The job.
+        id: String,
+        /// The holder.
+        who: String,
     },
     /// A held job cannot be released while a suspension it ran under is in force.
     #[error("job `{id}` cannot be released: {why}; resume first, or discard the report")]
@@ -800,6 +821,8 @@ impl Store {
                         "wasm_sha256": sha,
                         "wasm_bytes": job.wasm.len(),
                         "params_sha256": sha256_hex(job.params.as_bytes()),
+                        "params": job.params,
+                        "holders_to_approve": job.holders_to_approve,
                         "datasets": job.datasets,
                         "max_epsilon": job.max_epsilon,
                         "decision": if job.needs_review { "allowed, pending review" } else { "allowed" },
@@ -810,8 +833,8 @@ impl Store {
                 params![sha, job.wasm],
             )?;
             tx.execute(
-                "INSERT INTO jobs (id, n, operator, purpose, params, wasm_sha256, datasets, max_epsilon, state, created_ms)
-                 VALUES (?1, (SELECT COALESCE(MAX(n), 0) + 1 FROM jobs), ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                "INSERT INTO jobs (id, n, operator, purpose, params, wasm_sha256, datasets, max_epsilon, state, created_ms, holders_to_approve)
+                 VALUES (?1, (SELECT COALESCE(MAX(n), 0) + 1 FROM jobs), ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 params![
                     id.as_str(),
                     job.operator,
@@ -821,7 +844,8 @@ impl Store {
                     serde_json::to_string(job.datasets)?,
                     job.max_epsilon,
                     state.as_str(),
-                    now_ms()
+                    now_ms(),
+                    serde_json::to_string(job.holders_to_approve)?
                 ],
             )?;
             event(tx, id.as_str(), state.event(), json!({}))?;
@@ -862,31 +886,97 @@ impl Store {
         allow: bool,
         reason: &str,
     ) -> Result<JobState, StateError> {
-        let (kind, next) = if approve {
-            ("review.approved", JobState::Queued)
-        } else {
-            ("review.rejected", JobState::Rejected)
-        };
+        self.decide(id, reviewer, Role::Reviewer, approve, allow, reason)
+    }
+
+    /// A decision on a job pending review by a reviewer or by a holder whose approval it needs
+    /// (separated approval, 三权分置): a rejection by either rejects it; it is queued once a
+    /// reviewer and every holder it names have approved. Until then each approval is recorded
+    /// (`review.approved` with the role, and an `approval` event) and the job stays pending.
+    pub fn decide(
+        &self,
+        id: &str,
+        who: &str,
+        role: Role,
+        approve: bool,
+        allow: bool,
+        reason: &str,
+    ) -> Result<JobState, StateError> {
         self.write(|tx| {
-            if approve && allow {
-                allow_build(tx, id, reviewer, reason)?;
+            let (state, _) = Store::job_state(tx, id)?.ok_or_else(|| StateError::NoJob(id.into()))?;
+            let needed: Vec<String> = tx
+                .query_row(
+                    "SELECT holders_to_approve FROM jobs WHERE id = ?1",
+                    [id],
+                    |r| r.get::<_, String>(0),
+                )
+                .map(|t| serde_json::from_str(&t).unwrap_or_default())?;
+            if role == Role::Holder && !needed.iter().any(|h| h == who) {
+                return Err(StateError::NotYours {
+                    id: id.into(),
+                    who: who.into(),
+                });
+            }
+            if state != JobState::PendingReview {
+                return Err(StateError::WrongState {
+                    id: id.into(),
+                    state: state.as_str(),
+                    what: "only jobs pending review can be approved or rejected",
+                });
+            }
+            let detail = json!({ "reason": reason, "role": role.as_str() });
+            if !approve {
+                transition(
+                    tx,
+                    id,
+                    Move {
+                        from: &[JobState::PendingReview],
+                        to: JobState::Rejected,
+                        refused: "only jobs pending review can be approved or rejected",
+                    },
+                    NewEntry::new("review.rejected", who).detail(detail),
+                    JobUpdate {
+                        review: Some((who, reason)),
+                        ..JobUpdate::default()
+                    },
+                    |_| json!({ "reason": reason, "reviewer": who }),
+                )?;
+                return Ok(JobState::Rejected);
+            }
+            if allow && role == Role::Reviewer {
+                allow_build(tx, id, who, reason)?;
+            }
+            tx.execute(
+                "INSERT OR IGNORE INTO approvals (job, principal, role, at_ms) VALUES (?1, ?2, ?3, ?4)",
+                params![id, who, role.as_str(), now_ms()],
+            )?;
+            let waiting = waiting_for(tx, id, &needed)?;
+            if !waiting.is_empty() {
+                audit::append(
+                    tx,
+                    NewEntry::new("review.approved", who)
+                        .job(id)
+                        .detail(json!({ "reason": reason, "role": role.as_str(), "waiting_for": waiting })),
+                )?;
+                event(tx, id, "approval", json!({ "by": who, "waiting_for": waiting }))?;
+                return Ok(JobState::PendingReview);
             }
             transition(
                 tx,
                 id,
                 Move {
                     from: &[JobState::PendingReview],
-                    to: next,
+                    to: JobState::Queued,
                     refused: "only jobs pending review can be approved or rejected",
                 },
-                NewEntry::new(kind, reviewer).detail(json!({ "reason": reason })),
+                NewEntry::new("review.approved", who).detail(detail),
                 JobUpdate {
-                    review: Some((reviewer, reason)),
+                    review: Some((who, reason)),
                     ..JobUpdate::default()
                 },
-                |_| json!({ "reason": reason, "reviewer": reviewer }),
+                |_| json!({ "reason": reason, "reviewer": who }),
             )?;
-            Ok(next)
+            Ok(JobState::Queued)
         })
     }
 
@@ -1067,7 +1157,7 @@ impl Store {
                 delta,
                 rho,
                 purpose: Some(purpose),
-                reviewers: reviewer.into_iter().collect(),
+                reviewers: approvers(tx, id, reviewer)?,
                 audit_seq: moved.audit_seq,
                 report_sha256,
                 report_csv_sha256,
@@ -1701,6 +1791,38 @@ fn set_suspension(
     Ok(())
 }
 
+/// Whose approval job `id` still waits for: a reviewer's (`reviewer`) and each holder's in
+/// `needed` that has not approved yet.
+fn waiting_for(tx: &Connection, id: &str, needed: &[String]) -> Result<Vec<String>, StateError> {
+    let mut stmt = tx.prepare("SELECT principal, role FROM approvals WHERE job = ?1")?;
+    let given: Vec<(String, String)> = stmt
+        .query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut waiting = Vec::new();
+    if !given.iter().any(|(_, role)| role == "reviewer") {
+        waiting.push("reviewer".to_string());
+    }
+    for h in needed {
+        if !given.iter().any(|(p, role)| p == h && role == "holder") {
+            waiting.push(format!("holder {h}"));
+        }
+    }
+    Ok(waiting)
+}
+
+/// Who approved job `id`, in order (before approvals were recorded: its one reviewer).
+fn approvers(tx: &Connection, id: &str, reviewer: Option<String>) -> Result<Vec<String>> {
+    let mut stmt =
+        tx.prepare("SELECT principal FROM approvals WHERE job = ?1 ORDER BY at_ms, rowid")?;
+    let mut out: Vec<String> = stmt
+        .query_map([id], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    if out.is_empty() {
+        out.extend(reviewer);
+    }
+    Ok(out)
+}
+
 /// Puts job `id`'s build on its operator's allow-list for each of its datasets.
 fn allow_build(
     tx: &rusqlite::Transaction<'_>,
@@ -1866,7 +1988,9 @@ fn jobs_where(conn: &Connection, clause: &str, p: &[&dyn rusqlite::ToSql]) -> Re
                 (SELECT COALESCE(SUM(epsilon), 0) FROM charges c WHERE c.job = j.id),
                 (SELECT COUNT(*) FROM charges c WHERE c.job = j.id),
                 (SELECT COALESCE(SUM(rho), 0) FROM charges c WHERE c.job = j.id),
-                j.params
+                j.params, j.holders_to_approve,
+                (SELECT COALESCE(json_group_array(a.principal), '[]')
+                 FROM (SELECT principal FROM approvals WHERE job = j.id ORDER BY at_ms, rowid) a)
          FROM jobs j WHERE {clause}"
     );
     let mut stmt = conn.prepare(&sql)?;
@@ -1889,6 +2013,8 @@ fn jobs_where(conn: &Connection, clause: &str, p: &[&dyn rusqlite::ToSql]) -> Re
             queries: r.get(14)?,
             rho_spent: r.get(15)?,
             params: r.get(16)?,
+            holders_to_approve: serde_json::from_str(&r.get::<_, String>(17)?).unwrap_or_default(),
+            approved_by: serde_json::from_str(&r.get::<_, String>(18)?).unwrap_or_default(),
         })
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -2115,6 +2241,7 @@ mod tests {
             datasets: &datasets,
             max_epsilon: None,
             needs_review,
+            holders_to_approve: &[],
         })
         .unwrap()
         .0

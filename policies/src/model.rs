@@ -162,6 +162,9 @@ pub struct Grade {
     pub min_group_count: Option<u64>,
     /// Whether grants may release keys by partition selection (`delta_per_query`).
     pub partition_selection: bool,
+    /// Whether each job on such a dataset also needs its holder's approval, beside a
+    /// reviewer's (then review is required whatever the grant says).
+    pub holder_approval: bool,
 }
 
 impl Grade {
@@ -176,6 +179,7 @@ impl Grade {
             review: Review::None,
             min_group_count: None,
             partition_selection: true,
+            holder_approval: false,
         }
     }
 }

@@ -273,6 +273,9 @@ fn apply_grade_minimums(policy: &mut Policy) {
     for (grant, grades) in policy.grants.iter_mut().zip(grades) {
         for grade in grades {
             grant.review = grant.review.stricter(grade.review);
+            if grade.holder_approval {
+                grant.review = Review::Required;
+            }
             grant.min_group_count = match (grant.min_group_count, grade.min_group_count) {
                 (Some(a), Some(b)) => Some(a.max(b)),
                 (a, b) => a.or(b),
@@ -469,6 +472,7 @@ impl Cx {
         let mut g = Grade::default_for(c);
         let grantable = self.opt_bool(&mut f, "grantable");
         let partition = self.opt_bool(&mut f, "partition_selection");
+        let holder_approval = self.opt_bool(&mut f, "holder_approval");
         let caps = [
             self.opt_budget(&mut f, "max_epsilon_per_job"),
             self.opt_budget(&mut f, "max_epsilon_per_period"),
@@ -494,10 +498,16 @@ impl Cx {
                 "review",
                 "min_group_count",
                 "partition_selection",
+                "holder_approval",
             ],
         );
-        let (Some(grantable), Some(partition), Some(review), Some(min_group)) =
-            (grantable, partition, review, min_group)
+        let (
+            Some(grantable),
+            Some(partition),
+            Some(holder_approval),
+            Some(review),
+            Some(min_group),
+        ) = (grantable, partition, holder_approval, review, min_group)
         else {
             return;
         };
@@ -515,6 +525,7 @@ impl Cx {
         }
         g.grantable = grantable.map_or(g.grantable, |(b, _)| b);
         g.partition_selection = partition.map_or(g.partition_selection, |(b, _)| b);
+        g.holder_approval = holder_approval.is_some_and(|(b, _)| b);
         (g.max_epsilon_per_job, g.max_epsilon_per_period) = (epj.map(|c| c.0), epp.map(|c| c.0));
         (g.max_rho_per_job, g.max_rho_per_period) = (rpj.map(|c| c.0), rpp.map(|c| c.0));
         g.review = match review.as_deref() {

@@ -642,3 +642,70 @@ fn a_grant_without_review_on_an_important_dataset_still_waits_for_a_reviewer() {
     assert_eq!(d["grade"]["max_epsilon_per_period"], 100.0, "{d}");
     b.stop();
 }
+
+#[test]
+fn a_job_on_important_data_waits_for_the_reviewer_and_its_holder() {
+    use sluice_broker::keys::Receipt;
+    let mut b = TestBroker::start("holder-approval", |t| {
+        t.replacen(
+            "[dataset.health_visits]\nsource = \"data/health_visits.parquet\"\nholder = \"city-health-commission\"\nclassification = \"sensitive\"",
+            "[grade.important]\nholder_approval = true\n\n[dataset.health_visits]\nsource = \"data/health_visits.parquet\"\nholder = \"city-health-commission\"\nclassification = \"important\"",
+            1,
+        )
+    });
+    let store = Store::open(&b.dir).unwrap();
+    let health = store
+        .create_token(Role::Holder, "city-health-commission", "test")
+        .unwrap();
+    let tourism = store
+        .create_token(Role::Holder, "city-culture-tourism-bureau", "test")
+        .unwrap();
+    drop(store);
+    let id = {
+        let sql = "sql:SELECT COUNT(*) AS n FROM health_visits";
+        let (status, v) = post_job(
+            b.url(),
+            &b.analyst,
+            "health_visits",
+            sql,
+            &guest(env!("GUEST_HOSTILE")),
+        );
+        assert_eq!(
+            (status, v["state"].as_str()),
+            (202, Some("pending_review")),
+            "{v}"
+        );
+        v["id"].as_str().unwrap().to_string()
+    };
+    let decide = |token: &str, decision: &str| {
+        http(
+            b.url(),
+            "POST",
+            &format!("/v1/reviews/{id}/{decision}"),
+            Some(token),
+            Some("application/json"),
+            br#"{"reason":"counts by district only"}"#,
+        )
+    };
+    let (status, v) = decide(&b.reviewer, "approve");
+    assert_eq!(
+        (status, v["state"].as_str()),
+        (200, Some("pending_review")),
+        "{v}"
+    );
+    let (status, v) = decide(&tourism, "approve");
+    assert_eq!(status, 403, "another holder has no say: {v}");
+    let (_, queue) = http(b.url(), "GET", "/v1/reviews", Some(&health), None, b"");
+    assert_eq!(queue["pending"][0]["id"], id.as_str(), "{queue}");
+    let (status, v) = decide(&health, "approve");
+    assert_eq!((status, v["state"].as_str()), (200, Some("queued")), "{v}");
+    b.client(&b.analyst).follow(&id, |_, _| {}).unwrap();
+    let receipt: Receipt = serde_json::from_str(
+        &b.client(&b.analyst)
+            .get_text(&format!("/v1/jobs/{id}/receipt"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(receipt.reviewers, ["rita", "city-health-commission"]);
+    b.stop();
+}

@@ -57,16 +57,16 @@ impl Allowed for Operators {
     const ROLES: &'static [Role] = &[Role::Operator];
 }
 
-/// Reviewers only.
-pub(crate) struct Reviewers;
-impl Allowed for Reviewers {
-    const ROLES: &'static [Role] = &[Role::Reviewer];
-}
-
-/// Holders' admins only.
+/// The platform's admins only.
 pub(crate) struct Admins;
 impl Allowed for Admins {
     const ROLES: &'static [Role] = &[Role::Admin];
+}
+
+/// Reviewers and holders: the two who approve jobs.
+pub(crate) struct Approvers;
+impl Allowed for Approvers {
+    const ROLES: &'static [Role] = &[Role::Reviewer, Role::Holder];
 }
 
 /// Admins and holders (holders act on their own datasets only).

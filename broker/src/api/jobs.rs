@@ -91,16 +91,12 @@ pub(crate) async fn submit(
                 .build_allowed(operator.as_str(), d.as_str(), &sha)
                 .unwrap_or(false)
     };
-    let needs_review = {
+    let (needs_review, holders_to_approve) = {
         let cur = current(&s);
-        admit(
-            cur.sandbox.engine().policy(),
-            &operator,
-            &job.datasets,
-            job.max_epsilon,
-            &listed,
-        )
-        .map_err(Refusal::into_api)?
+        let policy = cur.sandbox.engine().policy();
+        let review = admit(policy, &operator, &job.datasets, job.max_epsilon, &listed)
+            .map_err(Refusal::into_api)?;
+        (review, holders_to_approve(policy, &job.datasets))
     };
     room_for(&s, &auth, &job.datasets, needs_review)?;
     // Compile now: an invalid job is refused at the door, and the first run skips compilation.
@@ -125,6 +121,7 @@ pub(crate) async fn submit(
         datasets: &datasets,
         max_epsilon,
         needs_review,
+        holders_to_approve: &holders_to_approve,
     })?;
     notify(&s);
     let location = format!("/v1/jobs/{id}");
@@ -275,6 +272,19 @@ impl std::fmt::Display for Refusal {
             Self::NotGranted(m) | Self::Epsilon(m) => f.write_str(m),
         }
     }
+}
+
+/// The holders who must approve a job on `datasets`: those of datasets whose grade says so.
+fn holders_to_approve(policy: &Policy, datasets: &[String]) -> Vec<String> {
+    let mut holders: Vec<String> = datasets
+        .iter()
+        .filter_map(|d| policy.datasets.get(&DatasetId::new(d).ok()?))
+        .filter(|d| policy.grade(d.classification).holder_approval)
+        .map(|d| d.holder.clone())
+        .collect();
+    holders.sort();
+    holders.dedup();
+    holders
 }
 
 /// Admission by policy, at submission and again when a worker starts the job: every dataset

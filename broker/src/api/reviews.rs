@@ -7,7 +7,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use serde::{Deserialize, Serialize};
 
-use super::auth::{Only, Overseers, Reviewers};
+use super::auth::{Approvers, Only, Overseers};
 use super::jobs::StateChanged;
 use super::{ApiResult, JsonBody, QueryString};
 use crate::audit;
@@ -25,8 +25,17 @@ pub(crate) struct Pending {
 /// `GET /v1/reviews`.
 pub(crate) async fn pending(
     State(s): State<Arc<Shared>>,
-    _: Only<Reviewers>,
+    auth: Only<Approvers>,
 ) -> ApiResult<Json<Pending>> {
+    // A holder sees the jobs that wait for its approval.
+    if auth.0.role == Role::Holder {
+        let mut pending = s.store.pending_reviews()?;
+        pending.retain(|j| j.holders_to_approve.contains(&auth.0.name));
+        return Ok(Json(Pending {
+            pending,
+            held: vec![],
+        }));
+    }
     Ok(Json(Pending {
         pending: s.store.pending_reviews()?,
         held: s.store.held_jobs()?,
@@ -58,7 +67,7 @@ enum Decision {
 /// `POST /v1/reviews/{id}/{approve|reject|release|discard}` with a reason.
 pub(crate) async fn decide(
     State(s): State<Arc<Shared>>,
-    auth: Only<Reviewers>,
+    auth: Only<Approvers>,
     Path((id, decision)): Path<(String, String)>,
     JsonBody(r): JsonBody<ReviewBody>,
 ) -> ApiResult<Json<StateChanged>> {
@@ -80,10 +89,15 @@ pub(crate) async fn decide(
             "give a reason (1 to 2000 bytes)",
         ));
     }
-    let (store, who, reason) = (&s.store, &auth.0.name, r.reason.trim());
+    let (store, who, role, reason) = (&s.store, &auth.0.name, auth.0.role, r.reason.trim());
+    if role == Role::Holder && matches!(decision, Decision::Release | Decision::Discard) {
+        return Err(ApiError::forbidden(
+            "held jobs are released or discarded by a reviewer",
+        ));
+    }
     let state = match decision {
-        Decision::Approve => store.review_allowing(id.as_str(), who, true, r.allow, reason)?,
-        Decision::Reject => store.review(id.as_str(), who, false, reason)?,
+        Decision::Approve => store.decide(id.as_str(), who, role, true, r.allow, reason)?,
+        Decision::Reject => store.decide(id.as_str(), who, role, false, false, reason)?,
         Decision::Release => store.release_held(id.as_str(), who, reason)?,
         Decision::Discard => store.discard_held(id.as_str(), who, reason)?,
     };
