@@ -364,6 +364,7 @@ impl BrokerWorld {
                 params: &p,
                 datasets: &datasets,
                 max_epsilon: None,
+                scenario: None,
             })?;
             let id = r["id"].as_str().context("no id")?.to_string();
             c.follow(&id, |_, _| {})?;

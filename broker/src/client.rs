@@ -28,6 +28,8 @@ pub struct Submission<'a> {
     pub datasets: &'a [String],
     /// A per-dataset ε cap below the grant's.
     pub max_epsilon: Option<f64>,
+    /// The scenario it runs under (needed when the operator holds several on a dataset).
+    pub scenario: Option<&'a str>,
 }
 
 impl Client {
@@ -120,6 +122,7 @@ impl Client {
                 "params": job.params,
                 "datasets": job.datasets,
                 "max_epsilon": job.max_epsilon,
+                "scenario": job.scenario,
                 "wasm_base64": base64::engine::general_purpose::STANDARD.encode(job.wasm),
             }),
         )

@@ -148,6 +148,9 @@ pub struct Receipt {
     /// receipts issued before zCDP existed still verify).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub rho: f64,
+    /// The scenario the job ran under, if it named one (version 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scenario: Option<String>,
     /// The purpose the job was submitted for (version 2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub purpose: Option<String>,
@@ -226,6 +229,7 @@ mod tests {
             epsilon: 0.5,
             delta: 0.0,
             rho: 0.0,
+            scenario: None,
             purpose: None,
             reviewers: vec![],
             audit_seq: 7,

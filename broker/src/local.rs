@@ -213,6 +213,7 @@ fn emergency_drill(url: &str, holder: &str, operator: &str, wasm: &[u8]) -> Resu
         params: "",
         datasets: &["health_visits".to_string()],
         max_epsilon: None,
+        scenario: None,
     });
     match refused {
         Err(e) => println!("a submission during the freeze is refused: {e:#}"),
@@ -284,6 +285,7 @@ pub fn demo(rows: usize, data_root: &Path) -> Result<ExitCode> {
             params,
             datasets: &sample_datasets(pkg),
             max_epsilon: None,
+            scenario: None,
         })?;
         let id = submitted["id"].as_str().context("no job id")?.to_string();
         println!("job {id}: {}", submitted["state"].as_str().unwrap_or("?"));

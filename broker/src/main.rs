@@ -101,6 +101,9 @@ enum Command {
         /// Cap the job's ε per dataset below the grant's.
         #[arg(long)]
         max_epsilon: Option<f64>,
+        /// The scenario it runs under (needed when you hold several on a dataset).
+        #[arg(long)]
+        scenario: Option<String>,
         /// Wait for the job to end, showing its progress.
         #[arg(long)]
         wait: bool,
@@ -472,8 +475,20 @@ fn main() -> ExitCode {
             datasets,
             params,
             max_epsilon,
+            scenario,
             wait,
-        } => remote::submit(&conn, &job, &purpose, &datasets, &params, max_epsilon, wait),
+        } => remote::submit(
+            &conn,
+            &job,
+            &remote::SubmitArgs {
+                purpose: &purpose,
+                datasets: &datasets,
+                params: &params,
+                max_epsilon,
+                scenario: scenario.as_deref(),
+                wait,
+            },
+        ),
         Command::Status { conn, id } => remote::status(&conn, id.as_deref()),
         Command::Result {
             conn,

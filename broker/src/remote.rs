@@ -165,29 +165,38 @@ pub fn print_event(kind: &str, data: &Value) {
     }
 }
 
+/// What `sluice submit` sends besides the wasm, and whether it waits.
+pub struct SubmitArgs<'a> {
+    /// Why the job runs.
+    pub purpose: &'a str,
+    /// Datasets it will use.
+    pub datasets: &'a [String],
+    /// Parameters for `run`.
+    pub params: &'a str,
+    /// A per-dataset ε cap below the grant's.
+    pub max_epsilon: Option<f64>,
+    /// The scenario it runs under.
+    pub scenario: Option<&'a str>,
+    /// Follow the job to its end.
+    pub wait: bool,
+}
+
 /// `sluice submit`.
-pub fn submit(
-    conn: &Conn,
-    job: &Path,
-    purpose: &str,
-    datasets: &[String],
-    params: &str,
-    max_epsilon: Option<f64>,
-    wait: bool,
-) -> Result<ExitCode> {
+pub fn submit(conn: &Conn, job: &Path, args: &SubmitArgs<'_>) -> Result<ExitCode> {
     let wasm = std::fs::read(job).with_context(|| format!("while reading {}", job.display()))?;
     let c = client(conn);
     let r = c.submit(&Submission {
         wasm: &wasm,
-        purpose,
-        params,
-        datasets,
-        max_epsilon,
+        purpose: args.purpose,
+        params: args.params,
+        datasets: args.datasets,
+        max_epsilon: args.max_epsilon,
+        scenario: args.scenario,
     })?;
     let id = r["id"].as_str().context("the broker returned no job id")?;
     println!("{id}");
     eprintln!("submitted {id} ({})", r["state"].as_str().unwrap_or("?"));
-    if !wait {
+    if !args.wait {
         return Ok(ExitCode::SUCCESS);
     }
     c.follow(id, print_event)?;

@@ -101,6 +101,12 @@ CREATE TABLE approvals (
     job TEXT NOT NULL, principal TEXT NOT NULL, role TEXT NOT NULL, at_ms INTEGER NOT NULL,
     PRIMARY KEY (job, principal, role));
 "#,
+    // Scenario authorization: a job runs under one scenario; each scenario's grant has its own
+    // ledger (NULL: a grant without a scenario).
+    r#"
+ALTER TABLE jobs ADD COLUMN scenario TEXT;
+ALTER TABLE charges ADD COLUMN scenario TEXT;
+"#,
 ];
 
 /// How long a token is valid unless its creator says otherwise: 90 days.
@@ -237,6 +243,8 @@ pub struct JobInfo {
     /// The parameter string passed to the job, in full: a job may take its SQL from it, so a
     /// reviewer must see it to know what will run.
     pub params: String,
+    /// The scenario it runs under, if it names one.
+    pub scenario: Option<String>,
     /// Holders who must approve it beside a reviewer.
     pub holders_to_approve: Vec<String>,
     /// Who approved it so far, in order.
@@ -286,6 +294,8 @@ pub struct Claimed {
     pub datasets: Vec<String>,
     /// Requested ε cap.
     pub max_epsilon: Option<f64>,
+    /// The scenario it runs under.
+    pub scenario: Option<String>,
 }
 
 /// A job's id: `job-` and 16 hex digits, made by [`Store::submit`].
@@ -339,6 +349,8 @@ pub struct NewJob<'a> {
     pub needs_review: bool,
     /// Holders who must approve it too (their datasets' grade says so), beside a reviewer.
     pub holders_to_approve: &'a [String],
+    /// The scenario it runs under, if it names one.
+    pub scenario: Option<&'a str>,
 }
 
 /// One job event for the progress stream.
@@ -823,6 +835,7 @@ impl Store {
                         "params_sha256": sha256_hex(job.params.as_bytes()),
                         "params": job.params,
                         "holders_to_approve": job.holders_to_approve,
+                        "scenario": job.scenario,
                         "datasets": job.datasets,
                         "max_epsilon": job.max_epsilon,
                         "decision": if job.needs_review { "allowed, pending review" } else { "allowed" },
@@ -833,8 +846,8 @@ impl Store {
                 params![sha, job.wasm],
             )?;
             tx.execute(
-                "INSERT INTO jobs (id, n, operator, purpose, params, wasm_sha256, datasets, max_epsilon, state, created_ms, holders_to_approve)
-                 VALUES (?1, (SELECT COALESCE(MAX(n), 0) + 1 FROM jobs), ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                "INSERT INTO jobs (id, n, operator, purpose, params, wasm_sha256, datasets, max_epsilon, state, created_ms, holders_to_approve, scenario)
+                 VALUES (?1, (SELECT COALESCE(MAX(n), 0) + 1 FROM jobs), ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                 params![
                     id.as_str(),
                     job.operator,
@@ -845,7 +858,8 @@ impl Store {
                     job.max_epsilon,
                     state.as_str(),
                     now_ms(),
-                    serde_json::to_string(job.holders_to_approve)?
+                    serde_json::to_string(job.holders_to_approve)?,
+                    job.scenario
                 ],
             )?;
             event(tx, id.as_str(), state.event(), json!({}))?;
@@ -1069,6 +1083,10 @@ impl Store {
                     tx.query_row("SELECT bytes FROM wasm WHERE sha256 = ?1", [&sha], |r| {
                         r.get(0)
                     })?;
+                let scenario: Option<String> =
+                    tx.query_row("SELECT scenario FROM jobs WHERE id = ?1", [&id], |r| {
+                        r.get(0)
+                    })?;
                 return Ok(Some(Claimed {
                     id,
                     operator,
@@ -1077,6 +1095,7 @@ impl Store {
                     params,
                     datasets,
                     max_epsilon,
+                    scenario,
                 }));
             }
         })
@@ -1096,16 +1115,17 @@ impl Store {
         datasets: Vec<DatasetVersion>,
     ) -> Result<Released> {
         let released = self.write(|tx| -> Result<Released> {
-            let (wasm_sha256, operator, declared, purpose, reviewer): (
+            let (wasm_sha256, operator, declared, purpose, reviewer, scenario): (
                 String,
                 String,
                 String,
                 String,
                 Option<String>,
+                Option<String>,
             ) = tx.query_row(
-                "SELECT wasm_sha256, operator, datasets, purpose, reviewer FROM jobs WHERE id = ?1",
+                "SELECT wasm_sha256, operator, datasets, purpose, reviewer, scenario FROM jobs WHERE id = ?1",
                 [id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
             )?;
             let declared: Vec<String> = serde_json::from_str(&declared).unwrap_or_default();
             let held = suspended_since_start(tx, id, &operator, &declared)?;
@@ -1156,6 +1176,7 @@ impl Store {
                 epsilon,
                 delta,
                 rho,
+                scenario,
                 purpose: Some(purpose),
                 reviewers: approvers(tx, id, reviewer)?,
                 audit_seq: moved.audit_seq,
@@ -1596,6 +1617,7 @@ impl Store {
                 &tx,
                 c.operator.as_str(),
                 c.dataset.as_str(),
+                c.scenario.as_deref(),
                 &c.job,
                 c.period,
             )?;
@@ -1619,11 +1641,12 @@ impl Store {
                         "epsilon": c.amount.epsilon(),
                         "rho": c.amount.rho(),
                         "delta": c.delta,
+                        "scenario": c.scenario,
                     })),
             )?;
             tx.execute(
-                "INSERT INTO charges (at_ms, operator, dataset, job, epsilon, delta, audit_seq, rho)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                "INSERT INTO charges (at_ms, operator, dataset, job, epsilon, delta, audit_seq, rho, scenario)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 params![
                     now_ms(),
                     c.operator.as_str(),
@@ -1632,7 +1655,8 @@ impl Store {
                     c.amount.epsilon(),
                     c.delta,
                     seq,
-                    c.amount.rho()
+                    c.amount.rho(),
+                    c.scenario
                 ],
             )?;
             event(
@@ -1659,7 +1683,19 @@ impl Store {
 
     /// What `operator` spent on `dataset` this period, and `job` in all.
     pub fn spent(&self, operator: &str, dataset: &str, job: &str, period: Duration) -> Spent {
-        spent(&self.lock(), operator, dataset, job, period).unwrap_or_default()
+        self.spent_in(operator, dataset, None, job, period)
+    }
+
+    /// What `operator` spent on `dataset` under `scenario` this period, and `job` in all.
+    pub fn spent_in(
+        &self,
+        operator: &str,
+        dataset: &str,
+        scenario: Option<&str>,
+        job: &str,
+        period: Duration,
+    ) -> Spent {
+        spent(&self.lock(), operator, dataset, scenario, job, period).unwrap_or_default()
     }
 
     /// Totals per job from the ledger, for consistency checks: (job, ε).
@@ -1933,6 +1969,7 @@ fn spent(
     conn: &Connection,
     operator: &str,
     dataset: &str,
+    scenario: Option<&str>,
     job: &str,
     period: Duration,
 ) -> Result<Spent> {
@@ -1945,8 +1982,8 @@ fn spent(
            COALESCE(SUM(CASE WHEN job = ?3 THEN rho END), 0),
            COALESCE(SUM(CASE WHEN at_ms >= ?4 THEN rho END), 0),
            COALESCE(SUM(CASE WHEN job = ?3 THEN delta END), 0)
-         FROM charges WHERE operator = ?1 AND dataset = ?2",
-        params![operator, dataset, job, since],
+         FROM charges WHERE operator = ?1 AND dataset = ?2 AND scenario IS ?5",
+        params![operator, dataset, job, since, scenario],
         |r| {
             Ok(Spent {
                 job: Totals {
@@ -1990,7 +2027,8 @@ fn jobs_where(conn: &Connection, clause: &str, p: &[&dyn rusqlite::ToSql]) -> Re
                 (SELECT COALESCE(SUM(rho), 0) FROM charges c WHERE c.job = j.id),
                 j.params, j.holders_to_approve,
                 (SELECT COALESCE(json_group_array(a.principal), '[]')
-                 FROM (SELECT principal FROM approvals WHERE job = j.id ORDER BY at_ms, rowid) a)
+                 FROM (SELECT principal FROM approvals WHERE job = j.id ORDER BY at_ms, rowid) a),
+                j.scenario
          FROM jobs j WHERE {clause}"
     );
     let mut stmt = conn.prepare(&sql)?;
@@ -2015,6 +2053,7 @@ fn jobs_where(conn: &Connection, clause: &str, p: &[&dyn rusqlite::ToSql]) -> Re
             params: r.get(16)?,
             holders_to_approve: serde_json::from_str(&r.get::<_, String>(17)?).unwrap_or_default(),
             approved_by: serde_json::from_str(&r.get::<_, String>(18)?).unwrap_or_default(),
+            scenario: r.get(19)?,
         })
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -2146,9 +2185,13 @@ impl LedgerAccountant {
             }
             let (operator, share, window, target) = match rule.when {
                 AlertWhen::BudgetShare => {
-                    let spent =
-                        self.store
-                            .spent(c.operator.as_str(), c.dataset.as_str(), "", c.period);
+                    let spent = self.store.spent_in(
+                        c.operator.as_str(),
+                        c.dataset.as_str(),
+                        c.scenario.as_deref(),
+                        "",
+                        c.period,
+                    );
                     let share = spent.period.in_measure(measure) / c.caps.per_period;
                     (
                         c.operator.as_str(),
@@ -2200,15 +2243,16 @@ impl sluice_runtime::Accountant for LedgerAccountant {
         Ok(())
     }
 
-    fn spent(
+    fn spent_in(
         &self,
         operator: &sluice_policy::OperatorId,
         dataset: &sluice_policy::DatasetId,
+        scenario: Option<&str>,
         job: &str,
         period: Duration,
     ) -> Spent {
         self.store
-            .spent(operator.as_str(), dataset.as_str(), job, period)
+            .spent_in(operator.as_str(), dataset.as_str(), scenario, job, period)
     }
 
     fn dataset_spent(&self, dataset: &sluice_policy::DatasetId, period: Duration) -> Totals {
@@ -2242,6 +2286,7 @@ mod tests {
             max_epsilon: None,
             needs_review,
             holders_to_approve: &[],
+            scenario: None,
         })
         .unwrap()
         .0

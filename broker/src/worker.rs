@@ -54,6 +54,7 @@ fn run_claimed(shared: &Shared, job: crate::store::Claimed) -> Result<()> {
         cur.sandbox.engine().policy(),
         &operator,
         &job.datasets,
+        job.scenario.as_deref(),
         job.max_epsilon,
         &|_, _| true,
     ) {
@@ -71,6 +72,7 @@ fn run_claimed(shared: &Shared, job: crate::store::Claimed) -> Result<()> {
     let mut req = JobRequest::new(operator, job.id.clone(), &job.wasm, &job.params);
     req.datasets = Some(datasets.clone());
     req.max_epsilon = job.max_epsilon;
+    req.scenario = job.scenario.clone();
     let out = cur.sandbox.run_job(&req);
     shared.metrics.jobs_run.fetch_add(1, Ordering::Relaxed);
     shared

@@ -64,7 +64,7 @@ pub use date::{Date, TimeZone};
 pub use model::{
     Aggregation, AlertAction, AlertRule, AlertWhen, Classification, Column, ColumnKind, Dataset,
     DatasetBudget, DatasetId, Grade, Grant, Lookup, OperatorId, Policy, PrivacyMeasure, Review,
-    SourceFormat,
+    SourceFormat, Usage,
 };
 pub use parse::{load, load_dir, load_file, parse_files};
 
@@ -142,6 +142,19 @@ pub enum Denial {
     /// No dataset of that name (or the operator may not know of it).
     #[error("dataset `{0}` is not granted to operator `{1}`")]
     NotGranted(String, OperatorId),
+    /// The operator holds several scenarios on the dataset and the job named none of them.
+    #[error(
+        "operator `{operator}` holds several scenarios on dataset `{dataset}`: name one ({})",
+        scenarios.join(", ")
+    )]
+    ScenarioRequired {
+        /// The dataset.
+        dataset: DatasetId,
+        /// The operator.
+        operator: OperatorId,
+        /// The scenarios it holds there.
+        scenarios: Vec<String>,
+    },
     /// The grant has expired.
     #[error("the grant of dataset `{dataset}` to operator `{operator}` expired on {expires}")]
     Expired {
@@ -169,7 +182,9 @@ impl Policy {
         Date::at(secs, self.time_zone.offset_minutes)
     }
 
-    /// The grant under which `operator` may analyse `dataset` on day `today`, or why not.
+    /// The grant under which `operator` may analyse `dataset` on day `today`, or why not: its
+    /// only grant there (an operator holding several scenarios on the dataset must name one,
+    /// see [`Policy::authorize_in`]).
     ///
     /// Unknown datasets and datasets without a grant get the same answer, so that an operator cannot
     /// probe which datasets exist beyond those granted to them.
@@ -179,12 +194,45 @@ impl Policy {
         dataset: &DatasetId,
         today: Date,
     ) -> Result<&Grant, Denial> {
-        let grant = self
+        self.authorize_in(operator, dataset, None, today)
+    }
+
+    /// The grant of `scenario` under which `operator` may analyse `dataset` on `today`; with no
+    /// scenario, the operator's only grant on the dataset.
+    pub fn authorize_in(
+        &self,
+        operator: &OperatorId,
+        dataset: &DatasetId,
+        scenario: Option<&str>,
+        today: Date,
+    ) -> Result<&Grant, Denial> {
+        let not_granted = || Denial::NotGranted(dataset.to_string(), operator.clone());
+        if !self.datasets.contains_key(dataset) {
+            return Err(not_granted());
+        }
+        let mut held = self
             .grants
             .iter()
-            .find(|g| &g.operator == operator && g.covers(dataset))
-            .filter(|_| self.datasets.contains_key(dataset))
-            .ok_or_else(|| Denial::NotGranted(dataset.to_string(), operator.clone()))?;
+            .filter(|g| &g.operator == operator && g.covers(dataset));
+        let grant = match scenario {
+            Some(s) => held
+                .find(|g| g.scenario.as_deref() == Some(s))
+                .ok_or_else(not_granted)?,
+            None => {
+                let all: Vec<&Grant> = held.collect();
+                match all.as_slice() {
+                    [] => return Err(not_granted()),
+                    [one] => *one,
+                    several => {
+                        return Err(Denial::ScenarioRequired {
+                            dataset: dataset.clone(),
+                            operator: operator.clone(),
+                            scenarios: several.iter().filter_map(|g| g.scenario.clone()).collect(),
+                        });
+                    }
+                }
+            }
+        };
         if grant.expires < today {
             return Err(Denial::Expired {
                 dataset: dataset.clone(),
@@ -195,11 +243,29 @@ impl Policy {
         Ok(grant)
     }
 
+    /// `operator`'s unexpired grants on `today`, with each dataset they cover.
+    pub fn grants_of(&self, operator: &OperatorId, today: Date) -> Vec<(&Grant, &Dataset)> {
+        self.grants
+            .iter()
+            .filter(|g| &g.operator == operator && g.expires >= today)
+            .flat_map(|g| {
+                g.datasets
+                    .iter()
+                    .filter_map(|d| self.datasets.get(d))
+                    .map(move |d| (g, d))
+            })
+            .collect()
+    }
+
     /// The datasets `operator` holds an unexpired grant for on `today`, by name.
     pub fn granted_datasets(&self, operator: &OperatorId, today: Date) -> Vec<&Dataset> {
-        self.datasets
-            .values()
-            .filter(|d| self.authorize(operator, &d.id, today).is_ok())
-            .collect()
+        let mut out: Vec<&Dataset> = self
+            .grants_of(operator, today)
+            .into_iter()
+            .map(|(_, d)| d)
+            .collect();
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out.dedup_by(|a, b| a.id == b.id);
+        out
     }
 }

@@ -498,6 +498,27 @@ impl Aggregation {
     }
 }
 
+/// What a scenario's products are for, which decides how they are priced
+/// (发改价格〔2025〕65号: public-interest products are free).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Usage {
+    /// Public governance and public-interest causes.
+    #[default]
+    PublicInterest,
+    /// Industry development.
+    Commercial,
+}
+
+impl Usage {
+    /// Its name in policy files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::PublicInterest => "public-interest",
+            Self::Commercial => "commercial",
+        }
+    }
+}
+
 /// Whether a job under a grant needs a reviewer's approval before it runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Review {
@@ -538,6 +559,13 @@ impl Review {
 /// Permission for one operator to analyse some datasets, for a purpose, within a privacy budget.
 #[derive(Clone, Debug)]
 pub struct Grant {
+    /// The scenario it authorizes (场景化授权), when it names one: an operator may hold several
+    /// grants on one dataset, one per scenario, each with its own caps and ledger.
+    pub scenario: Option<String>,
+    /// The legal basis or consent the scenario rests on, as the holder states it.
+    pub legal_basis: Option<String>,
+    /// What the scenario's products are for.
+    pub usage: Usage,
     /// Who may analyse.
     pub operator: OperatorId,
     /// Which datasets.

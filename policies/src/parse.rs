@@ -71,7 +71,7 @@ pub fn parse_files(files: Vec<(PathBuf, String)>) -> Result<Policy, PolicyError>
     let mut policy = Policy::default();
     // Dataset references in grants are checked once every file is read.
     let mut refs: Vec<DatasetRef> = Vec::new();
-    let mut grant_keys: BTreeMap<(OperatorId, DatasetId), ()> = BTreeMap::new();
+    let mut grant_keys: GrantKeys = BTreeMap::new();
     // Every `[dataset.<name>]` seen, valid or not, so that grants naming an invalid dataset are not
     // also reported as naming an unknown one.
     let mut declared: BTreeSet<String> = BTreeSet::new();
@@ -132,6 +132,9 @@ pub fn parse_files(files: Vec<(PathBuf, String)>) -> Result<Policy, PolicyError>
         Err(PolicyError::Invalid(crate::Problems(problems)))
     }
 }
+
+/// The scenarios (`None`: a grant without one) each operator holds on each dataset.
+type GrantKeys = BTreeMap<(OperatorId, DatasetId), Vec<Option<String>>>;
 
 /// A dataset named by a grant or an alert, checked once every file is read.
 struct DatasetRef {
@@ -378,7 +381,7 @@ impl Cx {
         root: &Table<'_>,
         policy: &mut Policy,
         refs: &mut Vec<DatasetRef>,
-        grant_keys: &mut BTreeMap<(OperatorId, DatasetId), ()>,
+        grant_keys: &mut GrantKeys,
     ) {
         for (key, value) in root.iter() {
             match key.get_ref().as_ref() {
@@ -1254,7 +1257,7 @@ impl Cx {
         item: &Value<'_>,
         policy: &mut Policy,
         refs: &mut Vec<DatasetRef>,
-        grant_keys: &mut BTreeMap<(OperatorId, DatasetId), ()>,
+        grant_keys: &mut GrantKeys,
     ) {
         let DeValue::Table(table) = item.get_ref() else {
             self.err(
@@ -1300,6 +1303,23 @@ impl Cx {
         let expires = self.date(&mut f, "expires");
         let review = self.req_enum(&mut f, "review", &["none", "required", "unlisted"]);
         let allowed_wasm = self.allowed_wasm(&mut f);
+        let scenario = self.scenario_id(&mut f);
+        let legal_basis = match f.get("legal_basis") {
+            None => Some(None),
+            Some(_) => self.req_str(&mut f, "legal_basis").map(|(s, _)| Some(s)),
+        };
+        let usage = match f.get("use") {
+            None => Some(Usage::default()),
+            Some(_) => self
+                .req_enum(&mut f, "use", &["public-interest", "commercial"])
+                .map(|u| {
+                    if u == "commercial" {
+                        Usage::Commercial
+                    } else {
+                        Usage::PublicInterest
+                    }
+                }),
+        };
         let min_group = match f.get("min_group_count") {
             None => Some(None),
             Some(v) => match v.get_ref() {
@@ -1336,6 +1356,9 @@ impl Cx {
                 "review",
                 "allowed_wasm",
                 "min_group_count",
+                "scenario",
+                "legal_basis",
+                "use",
             ],
         );
         let delta = match (delta_query, delta_period) {
@@ -1372,6 +1395,9 @@ impl Cx {
             Some(allowed_wasm),
             Some(min_group_count),
             Some((delta_per_query, delta_per_period)),
+            Some(scenario),
+            Some(legal_basis),
+            Some(usage),
         ) = (
             operator,
             datasets,
@@ -1385,23 +1411,33 @@ impl Cx {
             allowed_wasm,
             min_group,
             delta,
+            scenario,
+            legal_basis,
+            usage,
         )
         else {
             return;
         };
         for (span, id) in &datasets {
-            if grant_keys
-                .insert((operator.clone(), id.clone()), ())
-                .is_some()
+            let held = grant_keys
+                .entry((operator.clone(), id.clone()))
+                .or_default();
+            // Several grants of one operator on one dataset are scenarios: each names its own.
+            if !held.is_empty()
+                && (scenario.is_none() || held.contains(&None) || held.contains(&scenario))
             {
                 self.err(
                     span.clone(),
-                    format!("operator `{operator}` already has a grant for dataset `{id}`; at most one grant per operator and dataset"),
+                    format!("operator `{operator}` already has a grant for dataset `{id}`; several grants of one operator on one dataset must each name a distinct `scenario`"),
                 );
                 return;
             }
+            held.push(scenario.clone());
         }
         policy.grants.push(Grant {
+            scenario,
+            legal_basis,
+            usage,
             operator,
             datasets: datasets.into_iter().map(|(_, d)| d).collect(),
             purpose,
@@ -1425,6 +1461,32 @@ impl Cx {
         // Only now do its references know which grant they belong to (for the grade checks).
         for r in &mut refs[first_ref..] {
             r.grant = Some(policy.grants.len() - 1);
+        }
+    }
+
+    /// `scenario = "<id>"`: 1 to 64 lowercase letters, digits, `-` and `_`; `Some(None)` when
+    /// absent, `None` after reporting.
+    fn scenario_id(&mut self, f: &mut Fields<'_, '_>) -> Option<Option<String>> {
+        let Some(v) = f.get("scenario") else {
+            return Some(None);
+        };
+        match v.get_ref().as_str() {
+            Some(s)
+                if !s.is_empty()
+                    && s.len() <= 64
+                    && s.bytes().all(|b| {
+                        b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_'
+                    }) =>
+            {
+                Some(Some(s.to_string()))
+            }
+            _ => {
+                self.err(
+                    v.span(),
+                    "`scenario` is an id: 1 to 64 lowercase letters, digits, `-` and `_`".into(),
+                );
+                None
+            }
         }
     }
 

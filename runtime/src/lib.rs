@@ -262,6 +262,8 @@ pub struct JobRequest<'a> {
     pub datasets: Option<Vec<DatasetId>>,
     /// A per-job ε cap below the grant's, per dataset.
     pub max_epsilon: Option<f64>,
+    /// The scenario the job runs under (`None`: the operator's only grant on each dataset).
+    pub scenario: Option<String>,
 }
 
 impl<'a> JobRequest<'a> {
@@ -280,6 +282,7 @@ impl<'a> JobRequest<'a> {
             limits: None,
             datasets: None,
             max_epsilon: None,
+            scenario: None,
         }
     }
 
@@ -399,6 +402,7 @@ impl Sandbox {
         let asker = privacy::Asker {
             scope: req.datasets.clone(),
             max_epsilon: req.max_epsilon,
+            scenario: req.scenario.clone(),
             ..privacy::Asker::new(req.operator.clone(), req.job_id.clone())
         };
         let limits = req.limits.clone().unwrap_or_else(|| self.limits.clone());

@@ -203,6 +203,11 @@ impl LookupView {
 pub struct BudgetView {
     /// The dataset.
     pub dataset: String,
+    /// The scenario of the grant, if it names one (each has its own caps and ledger).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scenario: Option<String>,
+    /// What the scenario's products are for: `public-interest` or `commercial`.
+    pub usage: &'static str,
     /// `pure` (caps in ε) or `zcdp` (caps in ρ).
     pub privacy_measure: &'static str,
     /// The grant's ε per job (pure-DP datasets).
@@ -271,6 +276,8 @@ impl BudgetView {
             .map(|b| (b.per_period - dataset.in_measure(d.measure)).max(0.0));
         Self {
             dataset: d.id.to_string(),
+            scenario: grant.scenario.clone(),
+            usage: grant.usage.as_str(),
             privacy_measure: d.measure.as_str(),
             epsilon_per_job: grant.epsilon_per_job,
             epsilon_per_period: grant.epsilon_per_period,

@@ -61,6 +61,7 @@ fn a_job_goes_from_submission_to_a_verified_receipt_over_http() {
             params: "epsilon=0.4&min_age=18",
             datasets: &["health_visits".into()],
             max_epsilon: None,
+            scenario: None,
         })
         .unwrap();
     let id = r["id"].as_str().unwrap().to_string();
@@ -171,6 +172,7 @@ fn review_gates_jobs_and_suspension_and_reload_take_effect() {
                 params,
                 datasets: &["tourism_trips".into()],
                 max_epsilon: Some(2.0),
+                scenario: None,
             })
             .unwrap();
         assert_eq!(r["state"], "pending_review");
@@ -725,6 +727,7 @@ fn shutdown_ends_open_event_streams_and_signs_the_head() {
             params: "",
             datasets: &["tourism_trips".into()],
             max_epsilon: None,
+            scenario: None,
         })
         .unwrap();
     let id = r["id"].as_str().unwrap().to_string();

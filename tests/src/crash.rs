@@ -143,6 +143,7 @@ fn killed_brokers_stay_consistent() {
                 params: &params,
                 datasets: &datasets,
                 max_epsilon: None,
+                scenario: None,
             }) {
                 submitted.push(r["id"].as_str().unwrap().to_string());
             }
@@ -310,6 +311,7 @@ fn a_held_job_survives_a_kill_and_is_released_after_it() {
             params: "until-refused",
             datasets: &["health_visits".to_string()],
             max_epsilon: None,
+            scenario: None,
         })
         .unwrap()["id"]
         .as_str()

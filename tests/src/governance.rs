@@ -709,3 +709,80 @@ fn a_job_on_important_data_waits_for_the_reviewer_and_its_holder() {
     assert_eq!(receipt.reviewers, ["rita", "city-health-commission"]);
     b.stop();
 }
+
+#[test]
+fn scenarios_of_one_operator_on_one_dataset_keep_separate_ledgers() {
+    let mut b = TestBroker::start("scenarios", |t| {
+        t.replacen(
+            "operator = \"analyst\"\ndatasets = [\"health_visits\", \"health_raw\"]\npurpose = \"tests\"",
+            "operator = \"analyst\"\nscenario = \"planning\"\ndatasets = [\"health_visits\", \"health_raw\"]\npurpose = \"tests\"",
+            1,
+        ) + r#"
+[[grant]]
+operator = "analyst"
+scenario = "research"
+legal_basis = "consent form HV-2026-3"
+use = "commercial"
+datasets = ["health_visits"]
+purpose = "tests: a second scenario"
+aggregations = ["count"]
+epsilon_per_job = 1.0
+epsilon_per_period = 1.0
+period = "30d"
+expires = 2099-12-31
+review = "none"
+"#
+    });
+    let hostile = guest(env!("GUEST_HOSTILE"));
+    let sql = "sql:SELECT COUNT(*) AS n FROM health_visits";
+    let (status, v) = post_job(b.url(), &b.analyst, "health_visits", sql, &hostile);
+    assert_eq!(status, 403, "{v}");
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("name one (planning, research)"),
+        "{message}"
+    );
+    let body = json!({
+        "purpose": "tests: research",
+        "params": sql,
+        "datasets": ["health_visits"],
+        "scenario": "research",
+        "wasm_base64": base64::engine::general_purpose::STANDARD.encode(&hostile),
+    });
+    let (status, v) = http(
+        b.url(),
+        "POST",
+        "/v1/jobs",
+        Some(&b.analyst),
+        Some("application/json"),
+        body.to_string().as_bytes(),
+    );
+    assert_eq!(status, 202, "{v}");
+    let id = v["id"].as_str().unwrap().to_string();
+    assert_eq!(final_state(&b, &b.analyst, &id), "succeeded");
+    let (_, budget) = http(b.url(), "GET", "/v1/budget", Some(&b.analyst), None, b"");
+    let of = |scenario: &str| {
+        budget["budgets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["dataset"] == "health_visits" && x["scenario"] == scenario)
+            .unwrap_or_else(|| panic!("no {scenario} budget in {budget}"))
+            .clone()
+    };
+    let (research, planning) = (of("research"), of("planning"));
+    assert!(
+        (research["spent_this_period"].as_f64().unwrap() - 0.1).abs() < 1e-9,
+        "{research}"
+    );
+    assert_eq!(research["usage"], "commercial");
+    assert_eq!(planning["spent_this_period"], 0.0, "{planning}");
+    let receipt: sluice_broker::keys::Receipt = serde_json::from_str(
+        &b.client(&b.analyst)
+            .get_text(&format!("/v1/jobs/{id}/receipt"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(receipt.scenario.as_deref(), Some("research"));
+    b.stop();
+}

@@ -115,6 +115,7 @@ fn a_suspension_refuses_further_charges_at_once_and_records_nothing() {
             per_period: 10.0,
         },
         dataset_cap: None,
+        scenario: None,
         delta_per_period: 0.0,
         period: std::time::Duration::from_secs(86_400),
         sql: "SELECT COUNT(*) FROM health_visits".into(),
@@ -257,6 +258,7 @@ fn zcdp_charges_are_stored_in_rho_capped_in_rho_and_survive_a_restart() {
             per_period: 0.5,
         },
         dataset_cap: None,
+        scenario: None,
         delta_per_period: 0.0,
         period: std::time::Duration::from_secs(86_400),
         sql: "SELECT COUNT(*) FROM visits_zcdp".into(),
@@ -301,6 +303,7 @@ fn zcdp_charges_are_stored_in_rho_capped_in_rho_and_survive_a_restart() {
             per_period: 1.0,
         },
         dataset_cap: None,
+        scenario: None,
         ..charge("j4", 0.0)
     };
     assert!(matches!(

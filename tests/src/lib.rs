@@ -233,10 +233,11 @@ impl sluice_runtime::Accountant for Unlimited {
     fn charge(&self, _: &sluice_runtime::Charge) -> Result<(), sluice_runtime::BudgetError> {
         Ok(())
     }
-    fn spent(
+    fn spent_in(
         &self,
         _: &sluice_policy::OperatorId,
         _: &sluice_policy::DatasetId,
+        _: Option<&str>,
         _: &str,
         _: std::time::Duration,
     ) -> sluice_runtime::Spent {

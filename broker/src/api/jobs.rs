@@ -55,6 +55,8 @@ pub(crate) struct SubmitJson {
     datasets: Vec<String>,
     #[serde(default)]
     max_epsilon: Option<f64>,
+    #[serde(default)]
+    scenario: Option<String>,
     wasm_base64: String,
 }
 
@@ -66,6 +68,7 @@ pub(crate) struct SubmitQuery {
     params: String,
     datasets: Option<String>,
     max_epsilon: Option<f64>,
+    scenario: Option<String>,
 }
 
 /// What a submission answers: the job's id, its first state and the sha256 of its wasm.
@@ -94,8 +97,16 @@ pub(crate) async fn submit(
     let (needs_review, holders_to_approve) = {
         let cur = current(&s);
         let policy = cur.sandbox.engine().policy();
-        let review = admit(policy, &operator, &job.datasets, job.max_epsilon, &listed)
-            .map_err(Refusal::into_api)?;
+        let scenario = job.scenario.as_deref();
+        let review = admit(
+            policy,
+            &operator,
+            &job.datasets,
+            scenario,
+            job.max_epsilon,
+            &listed,
+        )
+        .map_err(Refusal::into_api)?;
         (review, holders_to_approve(policy, &job.datasets))
     };
     room_for(&s, &auth, &job.datasets, needs_review)?;
@@ -106,6 +117,7 @@ pub(crate) async fn submit(
         params,
         datasets,
         max_epsilon,
+        scenario,
         wasm,
     } = job;
     let wasm =
@@ -122,6 +134,7 @@ pub(crate) async fn submit(
         max_epsilon,
         needs_review,
         holders_to_approve: &holders_to_approve,
+        scenario: scenario.as_deref(),
     })?;
     notify(&s);
     let location = format!("/v1/jobs/{id}");
@@ -145,6 +158,7 @@ pub(crate) struct Submission {
     params: String,
     datasets: Vec<String>,
     max_epsilon: Option<f64>,
+    scenario: Option<String>,
     wasm: Vec<u8>,
 }
 
@@ -176,6 +190,7 @@ impl<S: Send + Sync> FromRequest<S> for Submission {
                 params: j.params,
                 datasets: j.datasets,
                 max_epsilon: j.max_epsilon,
+                scenario: j.scenario,
                 wasm,
             }
         } else if ct.starts_with("application/wasm") || ct.starts_with("application/octet-stream") {
@@ -191,6 +206,7 @@ impl<S: Send + Sync> FromRequest<S> for Submission {
                     .map(str::to_string)
                     .collect(),
                 max_epsilon: q.max_epsilon,
+                scenario: q.scenario,
                 wasm: b.to_vec(),
             }
         } else {
@@ -296,6 +312,7 @@ pub(crate) fn admit(
     policy: &Policy,
     operator: &OperatorId,
     datasets: &[String],
+    scenario: Option<&str>,
     max_epsilon: Option<f64>,
     listed: &dyn Fn(&sluice_policy::Grant, &DatasetId) -> bool,
 ) -> std::result::Result<bool, Refusal> {
@@ -310,7 +327,7 @@ pub(crate) fn admit(
             ))
         })?;
         let grant = policy
-            .authorize(operator, &id, today)
+            .authorize_in(operator, &id, scenario, today)
             .map_err(|d| Refusal::NotGranted(d.to_string()))?;
         let zcdp = policy
             .datasets

@@ -18,6 +18,9 @@ pub struct Charge {
     pub dataset: DatasetId,
     /// The job that asked.
     pub job: String,
+    /// The scenario whose grant allows it, if the grant names one: its own ledger (its caps
+    /// count only its charges).
+    pub scenario: Option<String>,
     /// The amount to charge, in the dataset's measure.
     pub amount: Amount,
     /// The δ to charge (0 unless partition selection spends some).
@@ -195,14 +198,27 @@ pub trait Accountant: Send + Sync {
     /// Checks the limits and records the charge, or refuses it without recording anything.
     fn charge(&self, charge: &Charge) -> Result<(), BudgetError>;
 
-    /// What has been spent on `dataset` by `operator` (period) and by `job`.
+    /// What has been spent on `dataset` by `operator` under `scenario` (`None`: its grant
+    /// without one) in the last `period`, and by `job`.
+    fn spent_in(
+        &self,
+        operator: &OperatorId,
+        dataset: &DatasetId,
+        scenario: Option<&str>,
+        job: &str,
+        period: Duration,
+    ) -> Spent;
+
+    /// [`Accountant::spent_in`] for a grant without a scenario.
     fn spent(
         &self,
         operator: &OperatorId,
         dataset: &DatasetId,
         job: &str,
         period: Duration,
-    ) -> Spent;
+    ) -> Spent {
+        self.spent_in(operator, dataset, None, job, period)
+    }
 
     /// What every operator together has spent on `dataset` in the last `period`.
     fn dataset_spent(&self, dataset: &DatasetId, period: Duration) -> Totals;
@@ -250,6 +266,7 @@ type Ledger = HashMap<(OperatorId, DatasetId), Vec<Entry>>;
 struct Entry {
     at: SystemTime,
     job: String,
+    scenario: Option<String>,
     amount: Amount,
     delta: f64,
 }
@@ -272,12 +289,12 @@ impl InMemoryAccountant {
         t
     }
 
-    fn sums(entries: &[Entry], job: &str, period: Duration) -> Spent {
+    fn sums(entries: &[Entry], scenario: Option<&str>, job: &str, period: Duration) -> Spent {
         let since = SystemTime::now()
             .checked_sub(period)
             .unwrap_or(SystemTime::UNIX_EPOCH);
         let mut s = Spent::default();
-        for e in entries {
+        for e in entries.iter().filter(|e| e.scenario.as_deref() == scenario) {
             if e.job == job {
                 s.job.add(e.amount, e.delta);
             }
@@ -359,24 +376,28 @@ impl Accountant for InMemoryAccountant {
         let entries = map
             .entry((charge.operator.clone(), charge.dataset.clone()))
             .or_default();
-        check_limits(
-            charge,
-            Self::sums(entries, &charge.job, charge.period),
-            dataset,
-        )?;
+        let spent = Self::sums(
+            entries,
+            charge.scenario.as_deref(),
+            &charge.job,
+            charge.period,
+        );
+        check_limits(charge, spent, dataset)?;
         entries.push(Entry {
             at: SystemTime::now(),
             job: charge.job.clone(),
+            scenario: charge.scenario.clone(),
             amount: charge.amount,
             delta: charge.delta,
         });
         Ok(())
     }
 
-    fn spent(
+    fn spent_in(
         &self,
         operator: &OperatorId,
         dataset: &DatasetId,
+        scenario: Option<&str>,
         job: &str,
         period: Duration,
     ) -> Spent {
@@ -384,7 +405,7 @@ impl Accountant for InMemoryAccountant {
             return Spent::default();
         };
         map.get(&(operator.clone(), dataset.clone()))
-            .map(|e| Self::sums(e, job, period))
+            .map(|e| Self::sums(e, scenario, job, period))
             .unwrap_or_default()
     }
 
@@ -406,6 +427,7 @@ mod tests {
             operator: OperatorId::new("op").unwrap(),
             dataset: DatasetId::new("ds").unwrap(),
             job: job.into(),
+            scenario: None,
             amount: Amount::pure(eps),
             delta: 0.0,
             sql: "SELECT COUNT(*) FROM ds".into(),

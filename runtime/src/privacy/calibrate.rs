@@ -87,6 +87,7 @@ impl Calibrated {
             operator: asker.operator.clone(),
             dataset: registered.policy.id.clone(),
             job: asker.job.clone(),
+            scenario: grant.scenario.clone(),
             amount: self.amount,
             delta: self.delta,
             caps: caps(self.design.measure, grant, asker.max_epsilon),

@@ -97,6 +97,8 @@ pub struct Asker {
     pub scope: Option<Vec<DatasetId>>,
     /// A per-job ε cap below the grant's (what the operator asked for and a reviewer approved).
     pub max_epsilon: Option<f64>,
+    /// The scenario the asking runs under (`None`: the operator's only grant on the dataset).
+    pub scenario: Option<String>,
 }
 
 impl Asker {
@@ -108,6 +110,7 @@ impl Asker {
             at: std::time::SystemTime::now(),
             scope: None,
             max_epsilon: None,
+            scenario: None,
         }
     }
 }
@@ -194,20 +197,25 @@ impl PrivacyEngine {
             .collect()
     }
 
-    /// `operator`'s budget on `dataset` as `job` sees it (`job` may be empty: no job's own
-    /// spending), or `None` when no grant covers it on `today`.
+    /// `operator`'s budget on `dataset` under `scenario` as `job` sees it (`job` may be empty:
+    /// no job's own spending), or `None` when no grant covers it on `today`.
     pub fn budget_for(
         &self,
         operator: &OperatorId,
         dataset: &DatasetId,
+        scenario: Option<&str>,
         job: &str,
         today: Date,
     ) -> Option<crate::views::BudgetView> {
-        let grant = self.policy.authorize(operator, dataset, today).ok()?;
+        let grant = self
+            .policy
+            .authorize_in(operator, dataset, scenario, today)
+            .ok()?;
         let ds = self.policy.datasets.get(dataset)?;
-        let spent = self.accountant.spent(
+        let spent = self.accountant.spent_in(
             operator,
             dataset,
+            grant.scenario.as_deref(),
             job,
             Duration::from_secs(grant.period_secs),
         );
@@ -219,12 +227,12 @@ impl PrivacyEngine {
         Some(crate::views::BudgetView::new(ds, grant, zone, spent, all))
     }
 
-    /// `operator`'s budget on every dataset granted to it on `today`.
+    /// `operator`'s budget on every dataset granted to it on `today`, one per scenario.
     pub fn budgets_for(&self, operator: &OperatorId, today: Date) -> Vec<crate::views::BudgetView> {
         self.policy
-            .granted_datasets(operator, today)
+            .grants_of(operator, today)
             .into_iter()
-            .filter_map(|d| self.budget_for(operator, &d.id, "", today))
+            .filter_map(|(g, d)| self.budget_for(operator, &d.id, g.scenario.as_deref(), "", today))
             .collect()
     }
 
@@ -313,7 +321,12 @@ impl PrivacyEngine {
         }
         let grant = self
             .policy
-            .authorize(&asker.operator, &id, self.policy.date_at(asker.at))
+            .authorize_in(
+                &asker.operator,
+                &id,
+                asker.scenario.as_deref(),
+                self.policy.date_at(asker.at),
+            )
             .map_err(|d| QueryError::NotGranted(d.to_string()))?;
         let registered = self.catalog.get(&id).ok_or_else(not_granted)?;
         Ok((registered, grant, lookup))

@@ -639,9 +639,10 @@ impl bindings::sluice::job::data::Host for JobState {
         let id = sluice_policy::DatasetId::new(&name).ok()?;
         let policy = self.engine.policy();
         policy
-            .authorize(
+            .authorize_in(
                 &self.asker.operator,
                 &id,
+                self.asker.scenario.as_deref(),
                 self.engine.policy().date_at(self.asker.at),
             )
             .ok()?;
@@ -708,7 +709,9 @@ impl bindings::sluice::job::data::Host for JobState {
         let id = sluice_policy::DatasetId::new(&dataset).ok()?;
         let today = self.engine.policy().date_at(self.asker.at);
         let (operator, job) = (&self.asker.operator, &self.asker.job);
-        let v = self.engine.budget_for(operator, &id, job, today)?;
+        let v =
+            self.engine
+                .budget_for(operator, &id, self.asker.scenario.as_deref(), job, today)?;
         let ds = self.engine.policy().datasets.get(&id)?;
         Some(wit::BudgetInfo {
             dataset,
