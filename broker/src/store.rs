@@ -938,24 +938,28 @@ impl Store {
                     what: "only jobs pending review can be approved or rejected",
                 });
             }
-            let detail = json!({ "reason": reason, "role": role.as_str() });
-            if !approve {
+            // What ends the review: a rejection, or the last approval.
+            let conclude = |to: JobState, kind: &'static str| {
                 transition(
                     tx,
                     id,
                     Move {
                         from: &[JobState::PendingReview],
-                        to: JobState::Rejected,
+                        to,
                         refused: "only jobs pending review can be approved or rejected",
                     },
-                    NewEntry::new("review.rejected", who).detail(detail),
+                    NewEntry::new(kind, who)
+                        .detail(json!({ "reason": reason, "role": role.as_str() })),
                     JobUpdate {
                         review: Some((who, reason)),
                         ..JobUpdate::default()
                     },
                     |_| json!({ "reason": reason, "reviewer": who }),
-                )?;
-                return Ok(JobState::Rejected);
+                )
+                .map(|_| to)
+            };
+            if !approve {
+                return conclude(JobState::Rejected, "review.rejected");
             }
             if allow && role == Role::Reviewer {
                 allow_build(tx, id, who, reason)?;
@@ -975,22 +979,7 @@ impl Store {
                 event(tx, id, "approval", json!({ "by": who, "waiting_for": waiting }))?;
                 return Ok(JobState::PendingReview);
             }
-            transition(
-                tx,
-                id,
-                Move {
-                    from: &[JobState::PendingReview],
-                    to: JobState::Queued,
-                    refused: "only jobs pending review can be approved or rejected",
-                },
-                NewEntry::new("review.approved", who).detail(detail),
-                JobUpdate {
-                    review: Some((who, reason)),
-                    ..JobUpdate::default()
-                },
-                |_| json!({ "reason": reason, "reviewer": who }),
-            )?;
-            Ok(JobState::Queued)
+            conclude(JobState::Queued, "review.approved")
         })
     }
 
