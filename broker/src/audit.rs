@@ -185,18 +185,61 @@ pub fn checkpoint(conn: &Connection, keys: &Keys, file: &Path) -> Result<Option<
         hash,
         at_ms: now_ms(),
     };
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(file)
-        .with_context(|| format!("while opening {}", file.display()))?;
-    writeln!(f, "{}", serde_json::to_string(&cp)?)?;
-    f.sync_data()?;
+    append_line(file, &serde_json::to_string(&cp)?)?;
     conn.execute(
         "INSERT OR IGNORE INTO checkpoints (seq, hash, at_ms, signature) VALUES (?1, ?2, ?3, ?4)",
         params![cp.seq, cp.hash, cp.at_ms, cp.signature],
     )?;
     Ok(Some(cp))
+}
+
+/// Appends `line` to `file` in one write, on a line of its own: a process killed mid-write leaves
+/// at most a torn last line, never a record glued to the next one, and a torn line left by an
+/// earlier crash is ended first.
+fn append_line(file: &Path, line: &str) -> Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .read(true)
+        .append(true)
+        .open(file)
+        .with_context(|| format!("while opening {}", file.display()))?;
+    let mut buf = String::with_capacity(line.len() + 2);
+    if f.metadata()?.len() > 0 {
+        let mut last = [0u8; 1];
+        f.seek(SeekFrom::End(-1))?;
+        f.read_exact(&mut last)?;
+        if last[0] != b'\n' {
+            buf.push('\n');
+        }
+    }
+    buf.push_str(line);
+    buf.push('\n');
+    f.write_all(buf.as_bytes())?;
+    f.sync_data()?;
+    Ok(())
+}
+
+/// The checkpoints in the checkpoint file's text. A torn record (cut short by a crash mid-write)
+/// is no evidence of anything and is skipped; records glued on one line by a crash between a
+/// record and its newline (brokers before 2026-11-30 wrote them in two writes) are each read.
+/// Anything else that is not a checkpoint is an error.
+fn file_checkpoints(text: &str, file: &Path) -> Result<Vec<Checkpoint>> {
+    let mut out = Vec::new();
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        for cp in serde_json::Deserializer::from_str(line).into_iter::<Checkpoint>() {
+            match cp {
+                Ok(cp) => out.push(cp),
+                Err(e) if e.is_eof() => break,
+                Err(e) => anyhow::bail!("{} line {}: {e}", file.display(), i + 1),
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// What `verify` found.
@@ -322,18 +365,7 @@ pub fn verify(
     {
         let text = std::fs::read_to_string(file)
             .with_context(|| format!("while reading {}", file.display()))?;
-        for (i, line) in text
-            .lines()
-            .enumerate()
-            .filter(|(_, l)| !l.trim().is_empty())
-        {
-            match serde_json::from_str::<Checkpoint>(line) {
-                Ok(cp) => cps.push(cp),
-                // A torn last line from a crash mid-write is not evidence of tampering.
-                Err(_) if i + 1 == text.lines().count() => {}
-                Err(e) => anyhow::bail!("{} line {}: {e}", file.display(), i + 1),
-            }
-        }
+        cps.extend(file_checkpoints(&text, file)?);
     }
     cps.sort_by_key(|c| c.seq);
     cps.dedup();
@@ -366,4 +398,49 @@ pub fn verify(
         checkpoints: cps.len(),
         last_checkpoint: cps.last().map(|c| c.seq),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cp(seq: i64) -> String {
+        serde_json::to_string(&Checkpoint {
+            seq,
+            hash: "00".repeat(32),
+            signature: "11".repeat(64),
+            at_ms: 1,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn torn_and_glued_checkpoint_records_from_crashes_are_read_and_anything_else_is_refused() {
+        let file = Path::new("audit-checkpoints.jsonl");
+        let (a, b, c) = (cp(1), cp(2), cp(3));
+        // A record glued to the next (newline lost), a torn record, a whole one.
+        let text = format!("{a}{b}\n{}\n{c}\n", &c[..20]);
+        let seqs: Vec<i64> = file_checkpoints(&text, file)
+            .unwrap()
+            .iter()
+            .map(|c| c.seq)
+            .collect();
+        assert_eq!(seqs, [1, 2, 3]);
+        let e = file_checkpoints(&format!("{a}\nnot a checkpoint\n"), file).unwrap_err();
+        assert!(e.to_string().contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn an_append_after_a_torn_record_starts_a_line_of_its_own() {
+        let dir = std::env::temp_dir().join(format!("sluice-audit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("audit-checkpoints.jsonl");
+        let (a, b) = (cp(1), cp(2));
+        std::fs::write(&file, format!("{a}\n{}", &b[..30])).unwrap();
+        append_line(&file, &b).unwrap();
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert_eq!(text, format!("{a}\n{}\n{b}\n", &b[..30]));
+        assert_eq!(file_checkpoints(&text, &file).unwrap().len(), 2);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
