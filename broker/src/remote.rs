@@ -57,16 +57,9 @@ fn utc_minute(ms: i64) -> String {
 
 /// A lifetime such as `90d` or `12h`.
 pub fn parse_lifetime(s: &str) -> std::result::Result<std::time::Duration, String> {
-    let (num, unit) = s.split_at(s.len().saturating_sub(1));
-    let unit_secs = match unit {
-        "d" => 86_400,
-        "h" => 3_600,
-        _ => return Err(format!("`{s}`: write whole days or hours, e.g. 90d or 12h")),
-    };
-    let n: u64 = num
-        .parse()
-        .map_err(|e| format!("`{s}`: write whole days or hours, e.g. 90d or 12h ({e})"))?;
-    Ok(std::time::Duration::from_secs(n * unit_secs))
+    sluice_policy::duration_secs(s)
+        .map(std::time::Duration::from_secs)
+        .ok_or_else(|| format!("`{s}`: write whole days or hours, e.g. 90d or 12h"))
 }
 
 /// `sluice token list`.

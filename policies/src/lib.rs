@@ -66,7 +66,7 @@ pub use model::{
     DatasetBudget, DatasetId, Grade, Grant, Lookup, OperatorId, Policy, PrivacyMeasure, Review,
     SourceFormat, Usage,
 };
-pub use parse::{load, load_dir, load_file, parse_files};
+pub use parse::{duration_secs, load, load_dir, load_file, parse_files};
 
 /// Validates policy text held in memory, as if it were the file `name`.
 pub fn parse_str(name: &str, text: &str) -> Result<Policy, PolicyError> {
@@ -241,6 +241,11 @@ impl Policy {
             });
         }
         Ok(grant)
+    }
+
+    /// The datasets `holder` holds.
+    pub fn held_by<'a>(&'a self, holder: &'a str) -> impl Iterator<Item = &'a Dataset> + 'a {
+        self.datasets.values().filter(move |d| d.holder == holder)
     }
 
     /// `operator`'s unexpired grants on `today`, with each dataset they cover.

@@ -510,6 +510,16 @@ pub enum Usage {
 }
 
 impl Usage {
+    pub(crate) const NAMES: &'static [&'static str] = &["public-interest", "commercial"];
+
+    pub(crate) fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "public-interest" => Self::PublicInterest,
+            "commercial" => Self::Commercial,
+            _ => return None,
+        })
+    }
+
     /// Its name in policy files.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -532,6 +542,17 @@ pub enum Review {
 }
 
 impl Review {
+    pub(crate) const NAMES: &'static [&'static str] = &["none", "required", "unlisted"];
+
+    pub(crate) fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "none" => Self::None,
+            "required" => Self::Required,
+            "unlisted" => Self::Unlisted,
+            _ => return None,
+        })
+    }
+
     /// The stricter of two: `required` over `unlisted` over `none`.
     pub fn stricter(self, other: Self) -> Self {
         let rank = |r: Self| match r {

@@ -133,6 +133,60 @@ pub fn parse_files(files: Vec<(PathBuf, String)>) -> Result<Policy, PolicyError>
     }
 }
 
+/// A duration written as whole days or hours, `"30d"` or `"12h"` (1 to 3,660 of them), in
+/// seconds; `None` for anything else. Policy periods and token lifetimes are written so.
+///
+/// ```
+/// assert_eq!(sluice_policy::duration_secs("30d"), Some(30 * 86_400));
+/// assert_eq!(sluice_policy::duration_secs("12h"), Some(12 * 3_600));
+/// assert_eq!(sluice_policy::duration_secs("1w"), None);
+/// ```
+pub fn duration_secs(s: &str) -> Option<u64> {
+    let (num, unit) = s.split_at(s.len().saturating_sub(1));
+    let unit_secs = match unit {
+        "d" => 86_400,
+        "h" => 3_600,
+        _ => return None,
+    };
+    match num.parse::<u64>() {
+        Ok(n) if (1..=3_660).contains(&n) => Some(n * unit_secs),
+        _ => None,
+    }
+}
+
+/// The fields a `[[grant]]` accepts.
+const GRANT_FIELDS: &[&str] = &[
+    "delta_per_query",
+    "delta_per_period",
+    "operator",
+    "datasets",
+    "purpose",
+    "aggregations",
+    "epsilon_per_job",
+    "epsilon_per_period",
+    "rho_per_job",
+    "rho_per_period",
+    "period",
+    "expires",
+    "review",
+    "allowed_wasm",
+    "min_group_count",
+    "scenario",
+    "legal_basis",
+    "use",
+];
+
+/// A grant's (per job, per period) caps in one measure: `Some(None)` when not declared, `None`
+/// after reporting a problem.
+type CapPair = Option<Option<(f64, f64)>>;
+
+/// What a grant says about the scenario it authorizes.
+struct ScenarioTerms {
+    id: Option<String>,
+    legal_basis: Option<String>,
+    usage: Usage,
+}
+
 /// The scenarios (`None`: a grant without one) each operator holds on each dataset.
 type GrantKeys = BTreeMap<(OperatorId, DatasetId), Vec<Option<String>>>;
 
@@ -485,7 +539,8 @@ impl Cx {
         let review = match f.get("review") {
             None => Some(None),
             Some(_) => self
-                .req_enum(&mut f, "review", &["none", "unlisted", "required"])
+                .req_enum(&mut f, "review", Review::NAMES)
+                .and_then(|r| Review::parse(&r))
                 .map(Some),
         };
         let min_group = self.opt_int(&mut f, "min_group_count", 0, 1_000_000);
@@ -531,11 +586,7 @@ impl Cx {
         g.holder_approval = holder_approval.is_some_and(|(b, _)| b);
         (g.max_epsilon_per_job, g.max_epsilon_per_period) = (epj.map(|c| c.0), epp.map(|c| c.0));
         (g.max_rho_per_job, g.max_rho_per_period) = (rpj.map(|c| c.0), rpp.map(|c| c.0));
-        g.review = match review.as_deref() {
-            Some("required") => Review::Required,
-            Some("unlisted") => Review::Unlisted,
-            _ => Review::None,
-        };
+        g.review = review.unwrap_or(Review::None);
         g.min_group_count = min_group.map(|n| n as u64);
         if policy.grades.insert(c, g).is_some() {
             self.err(
@@ -1252,6 +1303,9 @@ impl Cx {
         }
     }
 
+    /// One `[[grant]]`: its fields, each checked where it is read (every problem is reported,
+    /// not only the first), then the grant, if they all are valid and its operator holds no
+    /// other grant on its datasets under the same scenario.
     fn grant(
         &mut self,
         item: &Value<'_>,
@@ -1273,115 +1327,19 @@ impl Cx {
         let datasets = self.datasets_list(&mut f);
         let purpose = self.req_str(&mut f, "purpose");
         let aggregations = self.aggregations(&mut f);
-        let eps = self.cap_pair(&mut f, ["epsilon_per_job", "epsilon_per_period"]);
-        let rho = self.cap_pair(&mut f, ["rho_per_job", "rho_per_period"]);
-        // References are checked once every file is read, even if this grant has other problems,
-        // with which budget units the grant declares (each dataset needs its measure's).
-        let none = matches!((&eps, &rho), (Some(None), Some(None)));
-        let units = (
-            none || !matches!(eps, Some(None)),
-            none || !matches!(rho, Some(None)),
-        );
+        let (eps, rho) = self.grant_caps(&mut f);
         let first_ref = refs.len();
-        for (span, id) in datasets.iter().flatten() {
-            refs.push(DatasetRef {
-                file: self.file,
-                span: span.clone(),
-                id: id.clone(),
-                units,
-                grant: None,
-                named_by: "grant",
-            });
-        }
-        if let (Some(None), Some(None)) = (&eps, &rho) {
-            self.err(
-                f.span.clone(),
-                "a grant must cap the budget: declare `epsilon_per_job` and `epsilon_per_period` (pure-DP datasets), `rho_per_job` and `rho_per_period` (zCDP datasets), or both pairs".into(),
-            );
-        }
+        self.push_refs(refs, datasets.iter().flatten(), (&eps, &rho));
         let period = self.period(&mut f);
         let expires = self.date(&mut f, "expires");
-        let review = self.req_enum(&mut f, "review", &["none", "required", "unlisted"]);
+        let review = self
+            .req_enum(&mut f, "review", Review::NAMES)
+            .and_then(|r| Review::parse(&r));
         let allowed_wasm = self.allowed_wasm(&mut f);
-        let scenario = self.scenario_id(&mut f);
-        let legal_basis = match f.get("legal_basis") {
-            None => Some(None),
-            Some(_) => self.req_str(&mut f, "legal_basis").map(|(s, _)| Some(s)),
-        };
-        let usage = match f.get("use") {
-            None => Some(Usage::default()),
-            Some(_) => self
-                .req_enum(&mut f, "use", &["public-interest", "commercial"])
-                .map(|u| {
-                    if u == "commercial" {
-                        Usage::Commercial
-                    } else {
-                        Usage::PublicInterest
-                    }
-                }),
-        };
-        let min_group = match f.get("min_group_count") {
-            None => Some(None),
-            Some(v) => match v.get_ref() {
-                DeValue::Integer(i) if int(i).is_some_and(|n| n >= 0) => {
-                    Some(int(i).map(|n| n as u64))
-                }
-                _ => {
-                    self.err(
-                        v.span(),
-                        "`min_group_count` must be a non-negative integer".into(),
-                    );
-                    None
-                }
-            },
-        };
-        let delta_query = self.opt_delta(&mut f, "delta_per_query");
-        let delta_period = self.opt_delta(&mut f, "delta_per_period");
-        f.finish(
-            self,
-            "a grant",
-            &[
-                "delta_per_query",
-                "delta_per_period",
-                "operator",
-                "datasets",
-                "purpose",
-                "aggregations",
-                "epsilon_per_job",
-                "epsilon_per_period",
-                "rho_per_job",
-                "rho_per_period",
-                "period",
-                "expires",
-                "review",
-                "allowed_wasm",
-                "min_group_count",
-                "scenario",
-                "legal_basis",
-                "use",
-            ],
-        );
-        let delta = match (delta_query, delta_period) {
-            (Some(None), Some(None)) => Some((None, 0.0)),
-            (Some(Some((q, span))), Some(Some((p, _)))) => {
-                if q > p {
-                    self.err(
-                        span,
-                        format!("delta_per_query ({q}) exceeds delta_per_period ({p})"),
-                    );
-                    return;
-                }
-                Some((Some(q), p))
-            }
-            (Some(Some((_, span))), Some(None)) | (Some(None), Some(Some((_, span)))) => {
-                self.err(
-                    span,
-                    "declare both `delta_per_query` and `delta_per_period`, or neither".into(),
-                );
-                return;
-            }
-            _ => None,
-        };
+        let scenario = self.scenario_terms(&mut f);
+        let min_group = self.min_group_count(&mut f);
+        let delta = self.delta_pair(&mut f);
+        f.finish(self, "a grant", GRANT_FIELDS);
         let (
             Some(operator),
             Some(datasets),
@@ -1396,8 +1354,6 @@ impl Cx {
             Some(min_group_count),
             Some((delta_per_query, delta_per_period)),
             Some(scenario),
-            Some(legal_basis),
-            Some(usage),
         ) = (
             operator,
             datasets,
@@ -1412,32 +1368,17 @@ impl Cx {
             min_group,
             delta,
             scenario,
-            legal_basis,
-            usage,
         )
         else {
             return;
         };
-        for (span, id) in &datasets {
-            let held = grant_keys
-                .entry((operator.clone(), id.clone()))
-                .or_default();
-            // Several grants of one operator on one dataset are scenarios: each names its own.
-            if !held.is_empty()
-                && (scenario.is_none() || held.contains(&None) || held.contains(&scenario))
-            {
-                self.err(
-                    span.clone(),
-                    format!("operator `{operator}` already has a grant for dataset `{id}`; several grants of one operator on one dataset must each name a distinct `scenario`"),
-                );
-                return;
-            }
-            held.push(scenario.clone());
+        if !self.claim(grant_keys, &operator, &datasets, &scenario.id) {
+            return;
         }
         policy.grants.push(Grant {
-            scenario,
-            legal_basis,
-            usage,
+            scenario: scenario.id,
+            legal_basis: scenario.legal_basis,
+            usage: scenario.usage,
             operator,
             datasets: datasets.into_iter().map(|(_, d)| d).collect(),
             purpose,
@@ -1448,11 +1389,7 @@ impl Cx {
             rho_per_period: rho.map_or(0.0, |c| c.1),
             period_secs: period,
             expires,
-            review: match review.as_str() {
-                "required" => Review::Required,
-                "unlisted" => Review::Unlisted,
-                _ => Review::None,
-            },
+            review,
             allowed_wasm,
             min_group_count,
             delta_per_query,
@@ -1462,6 +1399,134 @@ impl Cx {
         for r in &mut refs[first_ref..] {
             r.grant = Some(policy.grants.len() - 1);
         }
+    }
+
+    /// A grant's ε and ρ cap pairs; at least one must be declared.
+    fn grant_caps(&mut self, f: &mut Fields<'_, '_>) -> (CapPair, CapPair) {
+        let eps = self.cap_pair(f, ["epsilon_per_job", "epsilon_per_period"]);
+        let rho = self.cap_pair(f, ["rho_per_job", "rho_per_period"]);
+        if let (Some(None), Some(None)) = (&eps, &rho) {
+            self.err(
+                f.span.clone(),
+                "a grant must cap the budget: declare `epsilon_per_job` and `epsilon_per_period` (pure-DP datasets), `rho_per_job` and `rho_per_period` (zCDP datasets), or both pairs".into(),
+            );
+        }
+        (eps, rho)
+    }
+
+    /// Records the datasets a grant names, to be checked once every file is read (even if the
+    /// grant has other problems), with which budget units it declares (each dataset needs its
+    /// measure's).
+    fn push_refs<'d>(
+        &self,
+        refs: &mut Vec<DatasetRef>,
+        datasets: impl Iterator<Item = &'d (Range<usize>, DatasetId)>,
+        (eps, rho): (&CapPair, &CapPair),
+    ) {
+        let none = matches!((eps, rho), (Some(None), Some(None)));
+        let units = (
+            none || !matches!(eps, Some(None)),
+            none || !matches!(rho, Some(None)),
+        );
+        for (span, id) in datasets {
+            refs.push(DatasetRef {
+                file: self.file,
+                span: span.clone(),
+                id: id.clone(),
+                units,
+                grant: None,
+                named_by: "grant",
+            });
+        }
+    }
+
+    /// `min_group_count`: `Some(None)` when absent, `None` after reporting.
+    fn min_group_count(&mut self, f: &mut Fields<'_, '_>) -> Option<Option<u64>> {
+        let Some(v) = f.get("min_group_count") else {
+            return Some(None);
+        };
+        match v.get_ref() {
+            DeValue::Integer(i) if int(i).is_some_and(|n| n >= 0) => Some(int(i).map(|n| n as u64)),
+            _ => {
+                self.err(
+                    v.span(),
+                    "`min_group_count` must be a non-negative integer".into(),
+                );
+                None
+            }
+        }
+    }
+
+    /// `delta_per_query` and `delta_per_period`, both or neither, the first at most the second:
+    /// `(None, 0.0)` when neither, `None` after reporting.
+    fn delta_pair(&mut self, f: &mut Fields<'_, '_>) -> Option<(Option<f64>, f64)> {
+        let query = self.opt_delta(f, "delta_per_query");
+        let period = self.opt_delta(f, "delta_per_period");
+        match (query?, period?) {
+            (None, None) => Some((None, 0.0)),
+            (Some((q, span)), Some((p, _))) if q > p => {
+                self.err(
+                    span,
+                    format!("delta_per_query ({q}) exceeds delta_per_period ({p})"),
+                );
+                None
+            }
+            (Some((q, _)), Some((p, _))) => Some((Some(q), p)),
+            (Some((_, span)), None) | (None, Some((_, span))) => {
+                self.err(
+                    span,
+                    "declare both `delta_per_query` and `delta_per_period`, or neither".into(),
+                );
+                None
+            }
+        }
+    }
+
+    /// Claims `operator`'s grant on each of `datasets` under `scenario`: several grants of one
+    /// operator on one dataset are scenarios, and each must name its own. False after reporting.
+    fn claim(
+        &mut self,
+        grant_keys: &mut GrantKeys,
+        operator: &OperatorId,
+        datasets: &[(Range<usize>, DatasetId)],
+        scenario: &Option<String>,
+    ) -> bool {
+        for (span, id) in datasets {
+            let held = grant_keys
+                .entry((operator.clone(), id.clone()))
+                .or_default();
+            if !held.is_empty()
+                && (scenario.is_none() || held.contains(&None) || held.contains(scenario))
+            {
+                self.err(
+                    span.clone(),
+                    format!("operator `{operator}` already has a grant for dataset `{id}`; several grants of one operator on one dataset must each name a distinct `scenario`"),
+                );
+                return false;
+            }
+            held.push(scenario.clone());
+        }
+        true
+    }
+
+    /// A grant's scenario: its id, legal basis and use.
+    fn scenario_terms(&mut self, f: &mut Fields<'_, '_>) -> Option<ScenarioTerms> {
+        let id = self.scenario_id(f);
+        let legal_basis = match f.get("legal_basis") {
+            None => Some(None),
+            Some(_) => self.req_str(f, "legal_basis").map(|(s, _)| Some(s)),
+        };
+        let usage = match f.get("use") {
+            None => Some(Usage::default()),
+            Some(_) => self
+                .req_enum(f, "use", Usage::NAMES)
+                .and_then(|u| Usage::parse(&u)),
+        };
+        Some(ScenarioTerms {
+            id: id?,
+            legal_basis: legal_basis?,
+            usage: usage?,
+        })
     }
 
     /// `scenario = "<id>"`: 1 to 64 lowercase letters, digits, `-` and `_`; `Some(None)` when
@@ -1582,15 +1647,9 @@ impl Cx {
 
     fn period(&mut self, f: &mut Fields<'_, '_>) -> Option<u64> {
         let (s, span) = self.req_str(f, "period")?;
-        let (num, unit) = s.split_at(s.len().saturating_sub(1));
-        let mult = match unit {
-            "d" => 86_400,
-            "h" => 3_600,
-            _ => 0,
-        };
-        match num.parse::<u64>() {
-            Ok(n) if mult > 0 && n > 0 && n <= 3_660 => Some(n * mult),
-            _ => {
+        match duration_secs(&s) {
+            Some(secs) => Some(secs),
+            None => {
                 self.err(
                     span,
                     format!("invalid period `{s}`; write a whole number of days or hours, e.g. \"30d\" or \"12h\""),
@@ -1766,11 +1825,7 @@ impl Cx {
 
     /// A per-job and per-period budget cap pair (`keys`), both or neither: `Some(None)` when
     /// both are absent, `None` after reporting a problem.
-    fn cap_pair(
-        &mut self,
-        f: &mut Fields<'_, '_>,
-        keys: [&'static str; 2],
-    ) -> Option<Option<(f64, f64)>> {
+    fn cap_pair(&mut self, f: &mut Fields<'_, '_>, keys: [&'static str; 2]) -> CapPair {
         let job = self.opt_budget(f, keys[0]);
         let period = self.opt_budget(f, keys[1]);
         match (job?, period?) {

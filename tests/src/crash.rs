@@ -19,7 +19,7 @@ const KILLS: usize = 22;
 /// The broker process the parent kills. Runs only when the parent starts this test binary with
 /// `SLUICE_CRASH_CHILD` set; otherwise it returns at once.
 #[test]
-#[ignore = "run by crash::killed_brokers_stay_consistent as its child process"]
+#[ignore = "a broker process to SIGKILL; run as their child process by crash::killed_brokers_stay_consistent and crash::a_held_job_survives_a_kill_and_is_released_after_it"]
 fn crash_child() {
     let Some(dir) = std::env::var_os("SLUICE_CRASH_CHILD").map(PathBuf::from) else {
         return;

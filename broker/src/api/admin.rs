@@ -176,9 +176,7 @@ pub(crate) async fn freeze(
                 .sandbox
                 .engine()
                 .policy()
-                .datasets
-                .values()
-                .filter(|d| &d.holder == h)
+                .held_by(h)
                 .map(|d| d.id.to_string())
                 .collect();
             if of_holder.is_empty() {

@@ -114,9 +114,7 @@ impl Auth {
     pub(crate) fn held(&self, policy: &sluice_policy::Policy) -> Option<Vec<String>> {
         (self.0.role == Role::Holder).then(|| {
             policy
-                .datasets
-                .values()
-                .filter(|d| d.holder == self.0.name)
+                .held_by(&self.0.name)
                 .map(|d| d.id.to_string())
                 .collect()
         })

@@ -34,9 +34,7 @@ fn visible_datasets(s: &Shared, auth: &Auth) -> Vec<DatasetView> {
         },
         Role::Holder => engine
             .policy()
-            .datasets
-            .values()
-            .filter(|d| d.holder == auth.0.name)
+            .held_by(&auth.0.name)
             .map(|d| DatasetView::of(d, engine.policy()))
             .collect(),
         Role::Reviewer | Role::Admin => engine
