@@ -814,23 +814,7 @@ impl Cx {
         let max_groups = self.opt_int(&mut f, "max_groups_per_unit", 1, MAX_ROWS_PER_UNIT_LIMIT);
         let max_rows_group = self.opt_int(&mut f, "max_rows_per_group", 1, MAX_ROWS_PER_UNIT_LIMIT);
         let bucket = self.opt_int(&mut f, "response_time_bucket_ms", 1, 60_000);
-        let measure = match f.get("privacy_measure") {
-            None => Some(PrivacyMeasure::Pure),
-            Some(v) => match v.get_ref().as_str() {
-                Some("pure") => Some(PrivacyMeasure::Pure),
-                Some("zcdp") => Some(PrivacyMeasure::Zcdp),
-                _ => {
-                    self.err(
-                        v.span(),
-                        format!(
-                            "`privacy_measure` must be one of: {} (pure ε-DP with Laplace noise, or zero-concentrated DP with Gaussian noise)",
-                            PrivacyMeasure::NAMES.join(", ")
-                        ),
-                    );
-                    None
-                }
-            },
-        };
+        let measure = self.privacy_measure(&mut f);
         let columns = self.columns(&mut f, privacy_unit.as_deref(), unit_value);
         let budget = self.dataset_budget(&mut f, measure);
         f.finish(
@@ -917,6 +901,27 @@ impl Cx {
                 budget,
             },
         );
+    }
+
+    /// `privacy_measure`: `pure` (the default) or `zcdp`; `None` after reporting.
+    fn privacy_measure(&mut self, f: &mut Fields<'_, '_>) -> Option<PrivacyMeasure> {
+        let Some(v) = f.get("privacy_measure") else {
+            return Some(PrivacyMeasure::Pure);
+        };
+        match v.get_ref().as_str() {
+            Some("pure") => Some(PrivacyMeasure::Pure),
+            Some("zcdp") => Some(PrivacyMeasure::Zcdp),
+            _ => {
+                self.err(
+                    v.span(),
+                    format!(
+                        "`privacy_measure` must be one of: {} (pure ε-DP with Laplace noise, or zero-concentrated DP with Gaussian noise)",
+                        PrivacyMeasure::NAMES.join(", ")
+                    ),
+                );
+                None
+            }
+        }
     }
 
     /// `budget = { epsilon_per_period = …, period = "30d" }` (`rho_per_period` on zCDP
