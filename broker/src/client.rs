@@ -130,9 +130,18 @@ impl Client {
 
     /// Follows a job's event stream until it ends, calling `on` for each `(kind, data)`.
     pub fn follow(&self, id: &str, mut on: impl FnMut(&str, &Value)) -> Result<()> {
+        self.stream(&format!("/v1/jobs/{id}/events"), |kind, v| {
+            on(kind, v);
+            true
+        })
+    }
+
+    /// Reads the server-sent events at `path`, calling `on(kind, data)` for each until it
+    /// returns `false` or the stream ends.
+    pub fn stream(&self, path: &str, mut on: impl FnMut(&str, &Value) -> bool) -> Result<()> {
         let mut resp = self
             .agent
-            .get(self.url(&format!("/v1/jobs/{id}/events")))
+            .get(self.url(path))
             .header("Authorization", self.auth())
             .header("Accept", "text/event-stream")
             .call()
@@ -150,7 +159,9 @@ impl Client {
                 kind = k.trim().to_string();
             } else if let Some(d) = line.strip_prefix("data:") {
                 let v: Value = serde_json::from_str(d.trim()).unwrap_or(Value::Null);
-                on(&kind, &v);
+                if !on(&kind, &v) {
+                    break;
+                }
             }
         }
         Ok(())

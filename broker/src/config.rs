@@ -32,6 +32,10 @@ pub struct Config {
     /// Connection caps and the header-read timeout.
     #[serde(default)]
     pub connections: crate::listener::ConnectionLimits,
+    /// Where alerts are posted as they are raised (`http://host:port/path`; see
+    /// [`crate::webhook`]). Absent: alerts are only listed and streamed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert_webhook: Option<String>,
 }
 
 fn default_workers() -> usize {
@@ -63,6 +67,7 @@ impl Config {
             max_pending_reviews: default_max_pending_reviews(),
             max_pending_reviews_per_operator: default_max_pending_reviews_per_operator(),
             connections: Default::default(),
+            alert_webhook: None,
         }
     }
 

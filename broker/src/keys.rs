@@ -157,6 +157,10 @@ pub struct Receipt {
     /// The reviewers who approved the job or released its held report, in order (version 2).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reviewers: Vec<String>,
+    /// Who besides the operator may fetch the report: the scenario's recipients (version 2;
+    /// absent, and not signed, when none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recipients: Vec<String>,
     /// Sequence number of the audit entry recording the release.
     pub audit_seq: i64,
     /// sha256 of the report as JSON (the exact bytes `result` serves).
@@ -232,6 +236,7 @@ mod tests {
             scenario: None,
             purpose: None,
             reviewers: vec![],
+            recipients: vec![],
             audit_seq: 7,
             report_sha256: sha256_hex(b"{}"),
             report_csv_sha256: sha256_hex(b"csv"),

@@ -43,4 +43,5 @@ pub mod keys;
 pub mod listener;
 pub mod server;
 pub mod store;
+pub mod webhook;
 mod worker;

@@ -42,6 +42,20 @@ pub struct Conn {
     pub token: String,
 }
 
+/// An operator or a dataset to suspend, hold or resume.
+#[derive(Args, Clone)]
+pub struct Target {
+    /// `operator` or `dataset`.
+    #[arg(value_parser = ["operator", "dataset"])]
+    pub kind: String,
+    /// Its id.
+    pub name: String,
+    /// Only its releases: queries are still answered, but every report waits for a reviewer
+    /// (`sluice review release|discard`).
+    #[arg(long)]
+    pub releases: bool,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the end-to-end demo: an embedded broker, the sample jobs over HTTP, review, reports,
@@ -165,11 +179,6 @@ enum Command {
         #[arg(long)]
         holder: Option<String>,
     },
-    /// Alerts raised by the policy's alert rules (admin; a holder sees its own datasets').
-    Alerts {
-        #[command(flatten)]
-        conn: Conn,
-    },
     /// Lift a freeze (admin).
     Unfreeze {
         #[command(flatten)]
@@ -180,6 +189,41 @@ enum Command {
         /// Only this holder's datasets.
         #[arg(long)]
         holder: Option<String>,
+    },
+    /// Suspend an operator or a dataset: nothing more is answered (admin; a holder suspends its
+    /// own datasets). With --releases, hold its reports for a reviewer instead.
+    Suspend {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(flatten)]
+        target: Target,
+        /// Why (recorded in the audit log).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Lift a suspension (or, with --releases, a release hold).
+    Resume {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(flatten)]
+        target: Target,
+        /// Why (recorded in the audit log).
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Suspensions and release holds in force (admin).
+    Suspensions {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Alerts raised by the policy's alert rules, oldest first (admin; a holder sees its own
+    /// datasets').
+    Alerts {
+        #[command(flatten)]
+        conn: Conn,
+        /// Then keep printing alerts as they are raised, until interrupted.
+        #[arg(long)]
+        follow: bool,
     },
     /// Review jobs (reviewer).
     Review {
@@ -497,7 +541,18 @@ fn main() -> ExitCode {
             csv,
         } => remote::result(&conn, &id, output.as_deref(), csv),
         Command::Budget { conn } => remote::budget(&conn),
-        Command::Alerts { conn } => remote::alerts(&conn),
+        Command::Alerts { conn, follow } => remote::alerts(&conn, follow),
+        Command::Suspend {
+            conn,
+            target,
+            reason,
+        } => remote::suspend(&conn, &target, true, &reason),
+        Command::Resume {
+            conn,
+            target,
+            reason,
+        } => remote::suspend(&conn, &target, false, &reason),
+        Command::Suspensions { conn } => remote::suspensions(&conn),
         Command::Freeze {
             conn,
             reason,

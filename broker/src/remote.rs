@@ -328,7 +328,7 @@ pub fn review_list(conn: &Conn) -> Result<ExitCode> {
     }
     for j in held {
         println!(
-            "{}  HELD  operator={} datasets={}: its operator or a dataset was suspended while it ran; `sluice review release|discard {} --reason …`",
+            "{}  HELD  operator={} datasets={}: its operator or a dataset was suspended, or its releases held, while it ran; `sluice review release|discard {} --reason …`",
             j["id"].as_str().unwrap_or("?"),
             j["operator"].as_str().unwrap_or("?"),
             j["datasets"],
@@ -358,24 +358,81 @@ pub fn review_list(conn: &Conn) -> Result<ExitCode> {
 }
 
 /// `sluice alerts`.
-pub fn alerts(conn: &Conn) -> Result<ExitCode> {
+pub fn alerts(conn: &Conn, follow: bool) -> Result<ExitCode> {
     let r = client(conn).get_json("/v1/admin/alerts")?;
-    let alerts = r["alerts"].as_array().cloned().unwrap_or_default();
-    if alerts.is_empty() {
+    let mut alerts = r["alerts"].as_array().cloned().unwrap_or_default();
+    alerts.reverse();
+    if alerts.is_empty() && !follow {
         println!("no alerts");
     }
-    for a in alerts {
-        println!(
-            "#{} {}  rule={} dataset={} operator={} share={:.0}% action={} (audit entry {})",
-            a["id"],
-            utc_minute(a["at_ms"].as_i64().unwrap_or(0)),
-            a["rule"].as_str().unwrap_or("?"),
-            a["dataset"].as_str().unwrap_or("?"),
-            a["operator"].as_str().unwrap_or("?"),
-            a["share"].as_f64().unwrap_or(0.0) * 100.0,
-            a["action"].as_str().unwrap_or("?"),
-            a["audit_seq"],
-        );
+    let last = alerts.last().and_then(|a| a["id"].as_i64()).unwrap_or(0);
+    for a in &alerts {
+        println!("{}", alert_line(a));
+    }
+    if follow {
+        client(conn).stream(&format!("/v1/admin/alerts/stream?after={last}"), |_, a| {
+            println!("{}", alert_line(a));
+            true
+        })?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One alert as `sluice alerts` prints it.
+fn alert_line(a: &Value) -> String {
+    format!(
+        "#{} {}  rule={} dataset={} operator={} {} action={} (audit entry {})",
+        a["id"],
+        utc_minute(a["at_ms"].as_i64().unwrap_or(0)),
+        a["rule"].as_str().unwrap_or("?"),
+        a["dataset"].as_str().unwrap_or("?"),
+        a["operator"].as_str().unwrap_or("?"),
+        match a["when"].as_str() {
+            Some("denials") => format!("refusals={}", a["share"]),
+            _ => format!("share={:.0}%", a["share"].as_f64().unwrap_or(0.0) * 100.0),
+        },
+        a["action"].as_str().unwrap_or("?"),
+        a["audit_seq"],
+    )
+}
+
+/// `sluice suspend` and `sluice resume` (with `--releases`: a release hold and its lifting).
+pub fn suspend(conn: &Conn, target: &crate::Target, on: bool, reason: &str) -> Result<ExitCode> {
+    let action = match (target.releases, on) {
+        (false, true) => "suspend",
+        (false, false) => "resume",
+        (true, true) => "hold",
+        (true, false) => "unhold",
+    };
+    client(conn).post_json(
+        &format!("/v1/admin/{}s/{}/{action}", target.kind, target.name),
+        &json!({ "reason": reason }),
+    )?;
+    let what = match (target.releases, on) {
+        (false, true) => "suspended: nothing more is answered",
+        (false, false) => "resumed",
+        (true, true) => "releases held: every report waits for a reviewer",
+        (true, false) => "release hold lifted",
+    };
+    println!("{} `{}` {what}", target.kind, target.name);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `sluice suspensions`.
+pub fn suspensions(conn: &Conn) -> Result<ExitCode> {
+    let r = client(conn).get_json("/v1/admin/suspensions")?;
+    let all = r["suspensions"].as_array().cloned().unwrap_or_default();
+    if all.is_empty() {
+        println!("no suspensions or release holds");
+    }
+    for s in all {
+        let kind = s["kind"].as_str().unwrap_or("?");
+        let what = match kind.strip_prefix("hold:") {
+            Some(k) => format!("{k} {} releases held", s["name"].as_str().unwrap_or("?")),
+            None if kind == "all" => "platform frozen".to_string(),
+            None => format!("{kind} {} suspended", s["name"].as_str().unwrap_or("?")),
+        };
+        println!("{what}: {}", s["reason"].as_str().unwrap_or(""));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -514,11 +571,17 @@ pub fn receipt_verify(receipt: &Path, report: &Path, public_key: &str) -> Result
                 r.delta,
                 r.audit_seq
             );
+            if let Some(sc) = &r.scenario {
+                println!("  scenario: {sc}");
+            }
             if let Some(p) = &r.purpose {
                 println!("  purpose: {p}");
             }
             if !r.reviewers.is_empty() {
                 println!("  reviewed by: {}", r.reviewers.join(", "));
+            }
+            if !r.recipients.is_empty() {
+                println!("  recipients: {}", r.recipients.join(", "));
             }
             Ok(ExitCode::SUCCESS)
         }

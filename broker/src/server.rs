@@ -108,6 +108,9 @@ impl Broker {
                 "{interrupted} job(s) were running when the broker stopped; marked failed"
             );
         }
+        if let Some(url) = &config.alert_webhook {
+            crate::webhook::check_url(url)?;
+        }
         let current = start_sandbox(&store, &config, &limits)?;
         store.record(NewEntry::new("policy.loaded", "broker").detail(json!({
             "policy_sha256": current.policy_sha256,
@@ -126,7 +129,7 @@ impl Broker {
             denials: Mutex::default(),
             config,
         });
-        let workers = (0..shared.config.workers.max(1))
+        let mut workers: Vec<_> = (0..shared.config.workers.max(1))
             .map(|i| {
                 let s = shared.clone();
                 std::thread::Builder::new()
@@ -135,6 +138,15 @@ impl Broker {
                     .expect("spawn a worker thread")
             })
             .collect();
+        if let Some(url) = shared.config.alert_webhook.clone() {
+            let s = shared.clone();
+            workers.push(
+                std::thread::Builder::new()
+                    .name("sluice-alert-webhook".into())
+                    .spawn(move || crate::webhook::deliver(s, url))
+                    .expect("spawn the webhook thread"),
+            );
+        }
         Ok(Self { shared, workers })
     }
 

@@ -101,6 +101,11 @@ CREATE TABLE approvals (
     job TEXT NOT NULL, principal TEXT NOT NULL, role TEXT NOT NULL, at_ms INTEGER NOT NULL,
     PRIMARY KEY (job, principal, role));
 "#,
+    // Alert rules watch more than spending shares: what each alert watched.
+    r#"
+ALTER TABLE alerts ADD COLUMN watching TEXT NOT NULL DEFAULT 'budget_share';
+ALTER TABLE alerts ADD COLUMN delivered_ms INTEGER;
+"#,
     // Scenario authorization: a job runs under one scenario; each scenario's grant has its own
     // ledger (NULL: a grant without a scenario).
     r#"
@@ -366,6 +371,21 @@ pub struct Event {
     pub detail: Value,
 }
 
+/// What a finished job produced, to release.
+#[derive(Clone, Debug, Default)]
+pub struct Outcome<'a> {
+    /// The report as JSON.
+    pub report_json: &'a str,
+    /// The report as CSV.
+    pub report_csv: &'a str,
+    /// sha256 of the policy in force.
+    pub policy_sha256: &'a str,
+    /// The dataset versions the job could read.
+    pub datasets: Vec<DatasetVersion>,
+    /// Who besides its operator may fetch the report (its scenario's recipients).
+    pub recipients: Vec<String>,
+}
+
 /// An alert to raise.
 #[derive(Clone, Debug)]
 pub struct NewAlert<'a> {
@@ -375,12 +395,15 @@ pub struct NewAlert<'a> {
     pub operator: &'a str,
     /// The dataset.
     pub dataset: &'a str,
-    /// The share of the cap spent.
+    /// The level it fired at: the share of the cap spent, or the number of refusals.
     pub share: f64,
-    /// `notify` or `suspend`.
+    /// What the rule watches (`budget_share`, `burn_rate`, `denials`, …).
+    pub when: &'static str,
+    /// `notify`, `suspend` or `hold_releases`.
     pub action: &'static str,
-    /// What to suspend: (`operator` | `dataset`, name).
-    pub suspend: Option<(&'static str, &'a str)>,
+    /// What to suspend or hold: (`operator` | `dataset` | `hold:operator` | `hold:dataset`,
+    /// name).
+    pub act_on: Option<(&'static str, &'a str)>,
 }
 
 /// An alert as `GET /v1/admin/alerts` lists it.
@@ -396,12 +419,14 @@ pub struct Alert {
     pub operator: String,
     /// The dataset.
     pub dataset: String,
-    /// The share of the cap spent when it fired.
+    /// The level it fired at: the share of the cap spent (refusals counted, for `denials`).
     pub share: f64,
     /// What was done.
     pub action: String,
     /// Its `alert.raised` audit entry.
     pub audit_seq: i64,
+    /// What the rule watched: `budget_share`, `dataset_share`, `burn_rate` or `denials`.
+    pub when: String,
 }
 
 /// A token as `sluice token list` shows it (never the token itself).
@@ -630,6 +655,12 @@ impl Store {
     /// The broker's public key (hex).
     pub fn public_key(&self) -> String {
         self.keys.public_hex()
+    }
+
+    /// Signs `msg` with the broker's key (hex ed25519 signature; checked with
+    /// [`crate::keys::verify`] against [`Store::public_key`]).
+    pub fn sign(&self, msg: &[u8]) -> String {
+        self.keys.sign(msg)
     }
 
     fn lock(&self) -> MutexGuard<'_, Connection> {
@@ -1095,14 +1126,14 @@ impl Store {
     /// any moment since it started (the release gate) is `held` instead: its report is kept, no
     /// receipt is readable, and a reviewer decides ([`Store::release_held`],
     /// [`Store::discard_held`]).
-    pub fn release(
-        &self,
-        id: &str,
-        report_json: &str,
-        report_csv: &str,
-        policy_sha256: &str,
-        datasets: Vec<DatasetVersion>,
-    ) -> Result<Released> {
+    pub fn release(&self, id: &str, out: Outcome<'_>) -> Result<Released> {
+        let Outcome {
+            report_json,
+            report_csv,
+            policy_sha256,
+            datasets,
+            recipients,
+        } = out;
         let released = self.write(|tx| -> Result<Released> {
             let (wasm_sha256, operator, declared, purpose, reviewer, scenario): (
                 String,
@@ -1117,7 +1148,10 @@ impl Store {
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
             )?;
             let declared: Vec<String> = serde_json::from_str(&declared).unwrap_or_default();
-            let held = suspended_since_start(tx, id, &operator, &declared)?;
+            let held = match suspended_since_start(tx, id, &operator, &declared)? {
+                Some(why) => Some(why),
+                None => releases_held(tx, &operator, &declared)?,
+            };
             let (epsilon, delta, rho): (f64, f64, f64) = tx.query_row(
                 "SELECT COALESCE(SUM(epsilon), 0), COALESCE(SUM(delta), 0), COALESCE(SUM(rho), 0)
                  FROM charges WHERE job = ?1",
@@ -1168,6 +1202,7 @@ impl Store {
                 scenario,
                 purpose: Some(purpose),
                 reviewers: approvers(tx, id, reviewer)?,
+                recipients,
                 audit_seq: moved.audit_seq,
                 report_sha256,
                 report_csv_sha256,
@@ -1380,6 +1415,7 @@ impl Store {
                 .dataset(alert.dataset)
                 .detail(json!({
                     "rule": alert.rule,
+                    "when": alert.when,
                     "share": alert.share,
                     "action": alert.action,
                     "operator": alert.operator,
@@ -1389,16 +1425,20 @@ impl Store {
             }
             let seq = audit::append(tx, entry)?;
             tx.execute(
-                "INSERT INTO alerts (at_ms, rule, operator, dataset, share, action, audit_seq)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![now_ms(), alert.rule, alert.operator, alert.dataset, alert.share, alert.action, seq],
+                "INSERT INTO alerts (at_ms, rule, operator, dataset, share, action, audit_seq, watching)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![now_ms(), alert.rule, alert.operator, alert.dataset, alert.share, alert.action, seq, alert.when],
             )?;
-            if let Some((kind, name)) = alert.suspend {
-                let reason = format!(
-                    "alert `{}`: {:.0}% of the cap spent",
-                    alert.rule,
-                    alert.share * 100.0
-                );
+            if let Some((kind, name)) = alert.act_on {
+                let reason = match alert.when {
+                    "denials" => format!("alert `{}`: {} refused queries", alert.rule, alert.share),
+                    "burn_rate" => format!(
+                        "alert `{}`: {:.0}% of the period cap spent within its window",
+                        alert.rule,
+                        alert.share * 100.0
+                    ),
+                    _ => format!("alert `{}`: {:.0}% of the cap spent", alert.rule, alert.share * 100.0),
+                };
                 set_suspension(tx, kind, name, true, &actor, &reason, Some("alert"))?;
             }
             Ok(true)
@@ -1407,13 +1447,50 @@ impl Store {
 
     /// Alerts raised, newest first (at most `limit`).
     pub fn alerts(&self, limit: i64) -> Result<Vec<Alert>> {
+        self.alerts_where("1 ORDER BY id DESC LIMIT ?1", limit)
+    }
+
+    /// Alerts raised after alert `after`, oldest first (at most 100): what an alert stream
+    /// sends next.
+    pub fn alerts_after(&self, after: i64) -> Result<Vec<Alert>> {
+        self.alerts_where("id > ?1 ORDER BY id LIMIT 100", after)
+    }
+
+    /// Alerts raised in the last `within` and not yet delivered to the webhook, oldest first
+    /// (at most 16).
+    pub fn undelivered_alerts(&self, within: Duration) -> Result<Vec<Alert>> {
+        let since = now_ms().saturating_sub(within.as_millis().min(i64::MAX as u128) as i64);
+        self.alerts_where(
+            "delivered_ms IS NULL AND at_ms >= ?1 ORDER BY id LIMIT 16",
+            since,
+        )
+    }
+
+    /// Notes that alert `id` reached the webhook.
+    pub fn alert_delivered(&self, id: i64) -> Result<()> {
+        self.write(|tx| {
+            tx.execute(
+                "UPDATE alerts SET delivered_ms = ?2 WHERE id = ?1",
+                params![id, now_ms()],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// The highest alert number so far (0 before the first).
+    pub fn last_alert(&self) -> Result<i64> {
         let conn = self.lock();
-        let mut stmt = conn.prepare(
-            "SELECT id, at_ms, rule, operator, dataset, share, action, audit_seq FROM alerts
-             ORDER BY id DESC LIMIT ?1",
-        )?;
+        Ok(conn.query_row("SELECT COALESCE(MAX(id), 0) FROM alerts", [], |r| r.get(0))?)
+    }
+
+    fn alerts_where(&self, clause: &str, arg: i64) -> Result<Vec<Alert>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT id, at_ms, rule, operator, dataset, share, action, audit_seq, watching
+             FROM alerts WHERE {clause}"
+        ))?;
         Ok(stmt
-            .query_map([limit], |r| {
+            .query_map([arg], |r| {
                 Ok(Alert {
                     id: r.get(0)?,
                     at_ms: r.get(1)?,
@@ -1423,6 +1500,7 @@ impl Store {
                     share: r.get(5)?,
                     action: r.get(6)?,
                     audit_seq: r.get(7)?,
+                    when: r.get(8)?,
                 })
             })?
             .collect::<rusqlite::Result<_>>()?)
@@ -1795,10 +1873,16 @@ fn set_suspension(
     if let Some(by) = by {
         detail["by"] = json!(by);
     }
-    let mut e = NewEntry::new(if on { "suspended" } else { "resumed" }, actor).detail(detail);
+    let entry_kind = match (kind.starts_with("hold:"), on) {
+        (false, true) => "suspended",
+        (false, false) => "resumed",
+        (true, true) => "releases.held",
+        (true, false) => "releases.unheld",
+    };
+    let mut e = NewEntry::new(entry_kind, actor).detail(detail);
     match kind {
-        "operator" => e = e.operator(name),
-        "dataset" => e = e.dataset(name),
+        "operator" | "hold:operator" => e = e.operator(name),
+        "dataset" | "hold:dataset" => e = e.dataset(name),
         _ => {}
     }
     audit::append(tx, e)?;
@@ -1898,21 +1982,48 @@ fn suspended_since_start(
         |r| r.get(0),
     )?;
     let names = serde_json::to_string(datasets)?;
-    let during: Option<(Option<String>, Option<String>)> = tx
+    let during: Option<(String, Option<String>, Option<String>)> = tx
         .query_row(
-            "SELECT operator, dataset FROM audit
-             WHERE kind = 'suspended' AND seq > ?1
+            "SELECT kind, operator, dataset FROM audit
+             WHERE kind IN ('suspended', 'releases.held') AND seq > ?1
                AND (operator = ?2 OR dataset IN (SELECT value FROM json_each(?3))
                     OR json_extract(body, '$.detail.kind') = 'all')
              ORDER BY seq LIMIT 1",
             params![started, operator, names],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .optional()?;
-    Ok(during.map(|(op, ds)| match (op, ds) {
-        (Some(op), _) => format!("operator `{op}` was suspended while the job ran"),
-        (_, Some(ds)) => format!("dataset `{ds}` was suspended while the job ran"),
-        _ => "the platform was frozen while the job ran".into(),
+    Ok(during.map(|(kind, op, ds)| {
+        let what = if kind == "suspended" {
+            "suspended"
+        } else {
+            "put under a release hold"
+        };
+        match (op, ds) {
+            (Some(op), _) => format!("operator `{op}` was {what} while the job ran"),
+            (_, Some(ds)) => format!("dataset `{ds}` was {what} while the job ran"),
+            _ => "the platform was frozen while the job ran".into(),
+        }
+    }))
+}
+
+/// Why a report of `operator` on `datasets` may not leave without a reviewer now: a release
+/// hold on the operator or one of the datasets (an alert's `hold_releases`, or an admin's).
+fn releases_held(tx: &Connection, operator: &str, datasets: &[String]) -> Result<Option<String>> {
+    let names = serde_json::to_string(datasets)?;
+    let hold: Option<(String, String, String)> = tx
+        .query_row(
+            "SELECT kind, name, reason FROM suspensions
+             WHERE (kind = 'hold:operator' AND name = ?1)
+                OR (kind = 'hold:dataset' AND name IN (SELECT value FROM json_each(?2)))
+             ORDER BY kind DESC LIMIT 1",
+            params![operator, names],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?;
+    Ok(hold.map(|(kind, name, reason)| {
+        let what = kind.trim_start_matches("hold:");
+        format!("releases of {what} `{name}` are held ({reason})")
     }))
 }
 
@@ -2142,10 +2253,29 @@ impl sluice_runtime::AnswerCache for LedgerAnswerCache {
 }
 
 /// The broker's accountant: the runtime charges through the ledger in the database, and after
-/// each charge the policy's alert rules look at what it brought the spending to.
+/// each charge (and each refusal) the policy's alert rules look at where that brought things.
 pub struct LedgerAccountant {
     store: std::sync::Arc<Store>,
     alerts: Vec<sluice_policy::AlertRule>,
+    /// When each operator's recent queries were refused (for `denials` rules): kept in memory,
+    /// so that a flood of refusals costs no database write until a rule fires.
+    refusals: std::sync::Mutex<
+        std::collections::HashMap<String, std::collections::VecDeque<std::time::Instant>>,
+    >,
+}
+
+/// Where one alert rule stands after a charge or a refusal.
+struct Level<'a> {
+    /// The operator it concerns, or `*`.
+    operator: &'a str,
+    /// The share of the cap (or the number of refusals) reached.
+    share: f64,
+    /// Whether that reaches the rule's level.
+    fires: bool,
+    /// The window in which the rule fires once per operator and dataset.
+    window: Duration,
+    /// What it would suspend or hold: (`operator` | `dataset`, name).
+    target: (&'static str, &'a str),
 }
 
 impl LedgerAccountant {
@@ -2154,73 +2284,178 @@ impl LedgerAccountant {
         Self::with_alerts(store, vec![])
     }
 
-    /// Charges through `store` and checks `alerts` after each charge.
+    /// Charges through `store` and checks `alerts` after each charge and refusal.
     pub fn with_alerts(
         store: std::sync::Arc<Store>,
         alerts: Vec<sluice_policy::AlertRule>,
     ) -> Self {
-        Self { store, alerts }
+        Self {
+            store,
+            alerts,
+            refusals: Default::default(),
+        }
     }
 
-    /// Raises every rule that `c` brought over its threshold. The charge is committed already:
-    /// an alert's suspension stops the next query, not this one. A failure to raise is logged
-    /// (the charge stands; the rule fires again at the next charge).
+    /// Raises every spending rule that `c` brought to its level. The charge is committed
+    /// already: an alert's suspension stops the next query, not this one.
     fn check_alerts(&self, c: &Charge) {
-        use sluice_policy::{AlertAction, AlertWhen};
-        let measure = c.amount.measure;
         for rule in &self.alerts {
             if !(rule.datasets.is_empty() || rule.datasets.contains(&c.dataset)) {
                 continue;
             }
-            let (operator, share, window, target) = match rule.when {
-                AlertWhen::BudgetShare => {
-                    let spent = self.store.spent_in(
-                        c.operator.as_str(),
-                        c.dataset.as_str(),
-                        c.scenario.as_deref(),
-                        "",
-                        c.period,
-                    );
-                    let share = spent.period.in_measure(measure) / c.caps.per_period;
-                    (
-                        c.operator.as_str(),
-                        share,
-                        c.period,
-                        ("operator", c.operator.as_str()),
-                    )
-                }
-                AlertWhen::DatasetShare => {
-                    let Some(cap) = c.dataset_cap else { continue };
-                    let all = self.store.dataset_spent(c.dataset.as_str(), cap.period);
-                    let share = all.in_measure(measure) / cap.per_period;
-                    ("*", share, cap.period, ("dataset", c.dataset.as_str()))
-                }
-            };
-            // The same tolerance as the caps, so that 50 charges of 0.01 reach a share of 0.5.
-            if share.is_nan() || share + 1e-9 < rule.threshold {
-                continue;
+            if let Some(level) = self.spending_level(rule, c) {
+                self.raise(rule, c.dataset.as_str(), level);
             }
-            let alert = NewAlert {
-                rule: &rule.name,
+        }
+    }
+
+    /// Where a spending rule stands after charge `c`; `None` for rules that watch refusals,
+    /// and for `dataset_share` on a dataset without a dataset-wide cap.
+    fn spending_level<'c>(
+        &self,
+        rule: &sluice_policy::AlertRule,
+        c: &'c Charge,
+    ) -> Option<Level<'c>> {
+        use sluice_policy::AlertWhen;
+        let measure = c.amount.measure;
+        let own = |window: Duration| {
+            self.store
+                .spent_in(
+                    c.operator.as_str(),
+                    c.dataset.as_str(),
+                    c.scenario.as_deref(),
+                    "",
+                    window,
+                )
+                .period
+                .in_measure(measure)
+                / c.caps.per_period
+        };
+        // The same tolerance as the caps, so that 50 charges of 0.01 reach a share of 0.5.
+        let reaches = |share: f64, threshold: f64| !share.is_nan() && share + 1e-9 >= threshold;
+        let operator = ("operator", c.operator.as_str());
+        Some(match rule.when {
+            AlertWhen::BudgetShare { threshold } => {
+                let share = own(c.period);
+                Level {
+                    operator: c.operator.as_str(),
+                    share,
+                    fires: reaches(share, threshold),
+                    window: c.period,
+                    target: operator,
+                }
+            }
+            AlertWhen::BurnRate {
+                threshold,
+                window_secs,
+            } => {
+                let window = Duration::from_secs(window_secs);
+                let share = own(window);
+                Level {
+                    operator: c.operator.as_str(),
+                    share,
+                    fires: reaches(share, threshold),
+                    window,
+                    target: operator,
+                }
+            }
+            AlertWhen::DatasetShare { threshold } => {
+                let cap = c.dataset_cap?;
+                let all = self.store.dataset_spent(c.dataset.as_str(), cap.period);
+                let share = all.in_measure(measure) / cap.per_period;
+                Level {
+                    operator: "*",
+                    share,
+                    fires: reaches(share, threshold),
+                    window: cap.period,
+                    target: ("dataset", c.dataset.as_str()),
+                }
+            }
+            AlertWhen::Denials { .. } => return None,
+        })
+    }
+
+    /// Counts a refusal of `operator`'s query and raises every `denials` rule it brings to
+    /// its count.
+    fn count_refusal(&self, operator: &str) {
+        use sluice_policy::AlertWhen;
+        let rules: Vec<_> = self
+            .alerts
+            .iter()
+            .filter_map(|r| match r.when {
+                AlertWhen::Denials { count, window_secs } => {
+                    Some((r, count, Duration::from_secs(window_secs)))
+                }
+                _ => None,
+            })
+            .collect();
+        let Some(longest) = rules.iter().map(|(_, _, w)| *w).max() else {
+            return;
+        };
+        let now = std::time::Instant::now();
+        let recent: Vec<std::time::Instant> = {
+            let mut all = self.refusals.lock().unwrap_or_else(|p| p.into_inner());
+            // Bounded: past this many operators, the oldest entries go (a rule fires on the
+            // operators refused most recently).
+            if all.len() > 4096 {
+                all.clear();
+            }
+            let times = all.entry(operator.to_string()).or_default();
+            times.push_back(now);
+            while times
+                .front()
+                .is_some_and(|t| now.duration_since(*t) > longest)
+            {
+                times.pop_front();
+            }
+            times.iter().copied().collect()
+        };
+        for (rule, count, window) in rules {
+            let n = recent
+                .iter()
+                .filter(|t| now.duration_since(**t) <= window)
+                .count() as u64;
+            let level = Level {
                 operator,
-                dataset: c.dataset.as_str(),
-                share,
-                action: match rule.action {
-                    AlertAction::Notify => "notify",
-                    AlertAction::Suspend => "suspend",
-                },
-                suspend: (rule.action == AlertAction::Suspend).then_some(target),
+                share: n as f64,
+                fires: n >= count,
+                window,
+                target: ("operator", operator),
             };
-            match self.store.raise_alert(&alert, window) {
-                Ok(true) => tracing::warn!(
-                    "alert `{}` raised on `{}` ({:.0}% of the cap)",
-                    rule.name,
-                    c.dataset,
-                    share * 100.0
-                ),
-                Ok(false) => {}
-                Err(e) => tracing::error!("cannot raise alert `{}`: {e:#}", rule.name),
-            }
+            self.raise(rule, "*", level);
+        }
+    }
+
+    /// Raises `rule` at `level` on `dataset` when it fires, acting on its target. A failure to
+    /// raise is logged (what set it off stands; the rule fires again at the next one).
+    fn raise(&self, rule: &sluice_policy::AlertRule, dataset: &str, level: Level<'_>) {
+        use sluice_policy::AlertAction;
+        if !level.fires {
+            return;
+        }
+        let (kind, name) = level.target;
+        let alert = NewAlert {
+            rule: &rule.name,
+            operator: level.operator,
+            dataset,
+            share: level.share,
+            when: rule.when.as_str(),
+            action: rule.action.as_str(),
+            act_on: match rule.action {
+                AlertAction::Notify => None,
+                AlertAction::Suspend => Some((kind, name)),
+                AlertAction::HoldReleases if kind == "operator" => Some(("hold:operator", name)),
+                AlertAction::HoldReleases => Some(("hold:dataset", name)),
+            },
+        };
+        match self.store.raise_alert(&alert, level.window) {
+            Ok(true) => tracing::warn!(
+                "alert `{}` raised on `{dataset}` by `{}`",
+                rule.name,
+                level.operator
+            ),
+            Ok(false) => {}
+            Err(e) => tracing::error!("cannot raise alert `{}`: {e:#}", rule.name),
         }
     }
 }
@@ -2246,6 +2481,10 @@ impl sluice_runtime::Accountant for LedgerAccountant {
 
     fn dataset_spent(&self, dataset: &sluice_policy::DatasetId, period: Duration) -> Totals {
         self.store.dataset_spent(dataset.as_str(), period)
+    }
+
+    fn refused(&self, operator: &sluice_policy::OperatorId) {
+        self.count_refusal(operator.as_str());
     }
 }
 
@@ -2319,7 +2558,7 @@ mod tests {
             .unwrap();
         s.set_suspended("dataset", "visits", false, "root", "closed")
             .unwrap();
-        let released = s.release(&id, "{}", "", "policy", vec![]).unwrap();
+        let released = s.release(&id, Outcome::default()).unwrap();
         assert!(
             matches!(&released, Released::Held { why } if why.contains("visits")),
             "{released:?}"
@@ -2371,7 +2610,7 @@ mod tests {
             (claimed.id.as_str(), state(&s, &id)),
             (id.as_str(), JobState::Running)
         );
-        let Released::Receipt(receipt) = s.release(&id, "{}", "", "policy", vec![]).unwrap() else {
+        let Released::Receipt(receipt) = s.release(&id, Outcome::default()).unwrap() else {
             panic!("nothing was suspended: the job is released");
         };
         assert_eq!(state(&s, &id), JobState::Succeeded);
@@ -2431,7 +2670,7 @@ mod tests {
             s.fail(&id, "x"),
             Err(StateError::WrongState { .. })
         ));
-        assert!(s.release(&id, "{}", "", "p", vec![]).is_err());
+        assert!(s.release(&id, Outcome::default()).is_err());
         assert!(matches!(
             s.cancel("job-0000000000000000", "op"),
             Err(StateError::NoJob(_))

@@ -89,12 +89,25 @@ fn run_claimed(shared: &Shared, job: crate::store::Claimed) -> Result<()> {
                     sha256: r.content_hash.clone(),
                 })
                 .collect();
+            let recipients = crate::api::jobs::recipients_of(
+                cur.sandbox.engine().policy(),
+                &job.operator,
+                job.scenario.as_deref(),
+                &job.datasets,
+            )
+            .into_iter()
+            .map(|r| r.to_string())
+            .collect();
+            let (json, csv) = (out.report.to_json(), out.report.to_csv());
             let released = shared.store.release(
                 &job.id,
-                &out.report.to_json(),
-                &out.report.to_csv(),
-                &cur.policy_sha256,
-                versions,
+                crate::store::Outcome {
+                    report_json: &json,
+                    report_csv: &csv,
+                    policy_sha256: &cur.policy_sha256,
+                    datasets: versions,
+                    recipients,
+                },
             )?;
             if let crate::store::Released::Held { why } = released {
                 tracing::warn!("job {} is held for a reviewer: {why}", job.id);

@@ -130,6 +130,106 @@ impl TimeZone {
     }
 }
 
+/// When a grant ends, as its policy writes it: a date (valid through the end of that day in the
+/// policy's time zone), a local date-time (in that zone) or a date-time with its own offset.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expiry {
+    /// `expires = 2027-12-31`: through the last second of that day in the policy's zone.
+    EndOfDay(Date),
+    /// `expires = 2027-12-31T18:00:00`: through that second in the policy's zone.
+    Local {
+        /// The day.
+        date: Date,
+        /// Seconds after that day's midnight, 0 to 86 399.
+        second_of_day: u32,
+    },
+    /// `expires = 2027-12-31T18:00:00+08:00`: through that second, whatever the policy's zone.
+    Offset {
+        /// The day, in the written offset.
+        date: Date,
+        /// Seconds after that day's midnight, in the written offset.
+        second_of_day: u32,
+        /// The written offset, minutes east of UTC.
+        offset_minutes: i32,
+    },
+}
+
+impl Expiry {
+    /// The last second (Unix time) at which a grant with this expiry is valid, read in `zone`.
+    pub fn last_second(&self, zone: &TimeZone) -> i64 {
+        let at = |date: &Date, second: u32, offset: i32| {
+            date.days_since_epoch() * 86_400 + i64::from(second) - i64::from(offset) * 60
+        };
+        match self {
+            Self::EndOfDay(d) => at(d, 86_399, zone.offset_minutes),
+            Self::Local {
+                date,
+                second_of_day,
+            } => at(date, *second_of_day, zone.offset_minutes),
+            Self::Offset {
+                date,
+                second_of_day,
+                offset_minutes,
+            } => at(date, *second_of_day, *offset_minutes),
+        }
+    }
+
+    /// Whether a grant with this expiry is still valid at `unix_secs`, read in `zone`.
+    pub fn valid_at(&self, zone: &TimeZone, unix_secs: i64) -> bool {
+        unix_secs <= self.last_second(zone)
+    }
+
+    /// Its last second, with the zone it is read in where it names none:
+    /// `2027-12-31 23:59:59 Asia/Shanghai`.
+    pub fn describe(&self, zone: &TimeZone) -> String {
+        match self {
+            Self::EndOfDay(d) => format!("{d} 23:59:59 {}", zone.name),
+            Self::Local { .. } => format!("{self} {}", zone.name),
+            Self::Offset { .. } => self.to_string(),
+        }
+    }
+}
+
+impl fmt::Display for Expiry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let clock = |f: &mut fmt::Formatter<'_>, s: u32| {
+            write!(f, "T{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+        };
+        match self {
+            Self::EndOfDay(d) => write!(f, "{d}"),
+            Self::Local {
+                date,
+                second_of_day,
+            } => {
+                write!(f, "{date}")?;
+                clock(f, *second_of_day)
+            }
+            Self::Offset {
+                date,
+                second_of_day,
+                offset_minutes,
+            } => {
+                write!(f, "{date}")?;
+                clock(f, *second_of_day)?;
+                let (sign, m) = if *offset_minutes < 0 {
+                    ('-', -offset_minutes)
+                } else {
+                    ('+', *offset_minutes)
+                };
+                write!(f, "{sign}{:02}:{:02}", m / 60, m % 60)
+            }
+        }
+    }
+}
+
+/// Seconds since the Unix epoch at `at` (negative before it).
+pub fn unix_secs(at: SystemTime) -> i64 {
+    match at.duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_secs() as i64,
+        Err(e) => -(e.duration().as_secs() as i64) - 1,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,6 +251,32 @@ mod tests {
         // In UTC both instants are still 2027-12-31.
         assert_eq!(Date::at(after, 0).to_string(), "2027-12-31");
         assert_eq!(Date::at(-1, 0).to_string(), "1969-12-31");
+    }
+
+    #[test]
+    fn expiry_reads_dates_and_local_times_in_the_zone_and_offsets_as_written() {
+        let cst = TimeZone::default();
+        let new_years_eve = Date::parse("2027-12-31").unwrap();
+        let half_past_eleven = 1_830_267_000; // 2027-12-31T23:30:00+08:00
+        let day = Expiry::EndOfDay(new_years_eve);
+        assert!(day.valid_at(&cst, half_past_eleven));
+        assert!(!day.valid_at(&cst, half_past_eleven + 3_600));
+        assert_eq!(day.last_second(&cst), half_past_eleven + 30 * 60 - 1);
+        let six_pm = Expiry::Local {
+            date: new_years_eve,
+            second_of_day: 18 * 3600,
+        };
+        assert!(!six_pm.valid_at(&cst, half_past_eleven));
+        assert_eq!(six_pm.to_string(), "2027-12-31T18:00:00");
+        let utc_six_pm = Expiry::Offset {
+            date: new_years_eve,
+            second_of_day: 18 * 3600,
+            offset_minutes: 0,
+        };
+        // 18:00Z is 02:00 the next day in Beijing: still valid at 23:30 Beijing time.
+        assert!(utc_six_pm.valid_at(&cst, half_past_eleven));
+        assert_eq!(utc_six_pm.describe(&cst), "2027-12-31T18:00:00+00:00");
+        assert_eq!(day.describe(&cst), "2027-12-31 23:59:59 Asia/Shanghai");
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //! beyond reading the policy files.
 //!
 //! ```
-//! use sluice_policy::{parse_str, DatasetId, OperatorId, Date};
+//! use std::time::{Duration, UNIX_EPOCH};
+//! use sluice_policy::{parse_str, DatasetId, OperatorId};
 //!
 //! let policy = parse_str("example.toml", r#"
 //! [dataset.health_visits]
@@ -34,9 +35,12 @@
 //!
 //! let op = OperatorId::new("canal-analytics").unwrap();
 //! let ds = DatasetId::new("health_visits").unwrap();
-//! let today = Date { year: 2026, month: 11, day: 27 };
-//! let grant = policy.authorize(&op, &ds, today).unwrap();
+//! let nov_27_2026 = UNIX_EPOCH + Duration::from_secs(1_795_737_600);
+//! let grant = policy.authorize(&op, &ds, nov_27_2026).unwrap();
 //! assert_eq!(grant.epsilon_per_job, 1.0);
+//! // Valid through 2027-12-31 23:59:59 in the policy's zone (Asia/Shanghai by default).
+//! let jan_1_2028_beijing = UNIX_EPOCH + Duration::from_secs(1_830_268_800);
+//! assert!(policy.authorize(&op, &ds, jan_1_2028_beijing).is_err());
 //! ```
 //!
 //! ## Core concepts
@@ -49,7 +53,8 @@
 //!   (ρ-zero-concentrated DP, Gaussian noise, tighter over many queries).
 //! - A **grant** lets one operator run some aggregations over some datasets for a purpose, with a
 //!   budget per job and per period in each covered dataset's measure (`epsilon_per_*` for pure
-//!   datasets, `rho_per_*` for zCDP ones), an expiry date and whether jobs need review.
+//!   datasets, `rho_per_*` for zCDP ones), an expiry (a date, or a date-time, read in the policy's `time_zone`) and whether jobs need
+//!   review.
 //! - Validation is strict: unknown fields are errors, and every problem is reported at once
 //!   (`sluice policy check <dir>`).
 
@@ -59,8 +64,9 @@ mod parse;
 
 use std::fmt;
 use std::path::PathBuf;
+use std::time::SystemTime;
 
-pub use date::{Date, TimeZone};
+pub use date::{Date, Expiry, TimeZone, unix_secs};
 pub use model::{
     Aggregation, AlertAction, AlertRule, AlertWhen, Classification, Column, ColumnKind, Dataset,
     DatasetBudget, DatasetId, Grade, Grant, Lookup, OperatorId, Policy, PrivacyMeasure, Review,
@@ -156,33 +162,26 @@ pub enum Denial {
         scenarios: Vec<String>,
     },
     /// The grant has expired.
-    #[error("the grant of dataset `{dataset}` to operator `{operator}` expired on {expires}")]
+    #[error(
+        "the grant of dataset `{dataset}` to operator `{operator}` expired: it ran through {expires}"
+    )]
     Expired {
         /// The dataset.
         dataset: DatasetId,
         /// The operator.
         operator: OperatorId,
-        /// The last valid day.
-        expires: Date,
+        /// When it ended, as the policy says, with the zone it is read in.
+        expires: String,
     },
 }
 
 impl Policy {
-    /// Today's date in the policy's time zone: the date grants' expiry is compared with.
-    pub fn today(&self) -> Date {
-        self.time_zone.today()
+    /// Whether `grant` is still valid at `at`, its expiry read in the policy's time zone.
+    pub fn in_force(&self, grant: &Grant, at: SystemTime) -> bool {
+        grant.expires.valid_at(&self.time_zone, date::unix_secs(at))
     }
 
-    /// The date at `at` in the policy's time zone.
-    pub fn date_at(&self, at: std::time::SystemTime) -> Date {
-        let secs = match at.duration_since(std::time::UNIX_EPOCH) {
-            Ok(d) => d.as_secs() as i64,
-            Err(e) => -(e.duration().as_secs() as i64) - 1,
-        };
-        Date::at(secs, self.time_zone.offset_minutes)
-    }
-
-    /// The grant under which `operator` may analyse `dataset` on day `today`, or why not: its
+    /// The grant under which `operator` may analyse `dataset` at `at`, or why not: its
     /// only grant there (an operator holding several scenarios on the dataset must name one,
     /// see [`Policy::authorize_in`]).
     ///
@@ -192,19 +191,19 @@ impl Policy {
         &self,
         operator: &OperatorId,
         dataset: &DatasetId,
-        today: Date,
+        at: SystemTime,
     ) -> Result<&Grant, Denial> {
-        self.authorize_in(operator, dataset, None, today)
+        self.authorize_in(operator, dataset, None, at)
     }
 
-    /// The grant of `scenario` under which `operator` may analyse `dataset` on `today`; with no
+    /// The grant of `scenario` under which `operator` may analyse `dataset` at `at`; with no
     /// scenario, the operator's only grant on the dataset.
     pub fn authorize_in(
         &self,
         operator: &OperatorId,
         dataset: &DatasetId,
         scenario: Option<&str>,
-        today: Date,
+        at: SystemTime,
     ) -> Result<&Grant, Denial> {
         let not_granted = || Denial::NotGranted(dataset.to_string(), operator.clone());
         if !self.datasets.contains_key(dataset) {
@@ -233,11 +232,11 @@ impl Policy {
                 }
             }
         };
-        if grant.expires < today {
+        if !self.in_force(grant, at) {
             return Err(Denial::Expired {
                 dataset: dataset.clone(),
                 operator: operator.clone(),
-                expires: grant.expires,
+                expires: grant.expires.describe(&self.time_zone),
             });
         }
         Ok(grant)
@@ -248,11 +247,11 @@ impl Policy {
         self.datasets.values().filter(move |d| d.holder == holder)
     }
 
-    /// `operator`'s unexpired grants on `today`, with each dataset they cover.
-    pub fn grants_of(&self, operator: &OperatorId, today: Date) -> Vec<(&Grant, &Dataset)> {
+    /// `operator`'s grants in force at `at`, with each dataset they cover.
+    pub fn grants_of(&self, operator: &OperatorId, at: SystemTime) -> Vec<(&Grant, &Dataset)> {
         self.grants
             .iter()
-            .filter(|g| &g.operator == operator && g.expires >= today)
+            .filter(|g| &g.operator == operator && self.in_force(g, at))
             .flat_map(|g| {
                 g.datasets
                     .iter()
@@ -262,10 +261,10 @@ impl Policy {
             .collect()
     }
 
-    /// The datasets `operator` holds an unexpired grant for on `today`, by name.
-    pub fn granted_datasets(&self, operator: &OperatorId, today: Date) -> Vec<&Dataset> {
+    /// The datasets `operator` holds a grant in force for at `at`, by name.
+    pub fn granted_datasets(&self, operator: &OperatorId, at: SystemTime) -> Vec<&Dataset> {
         let mut out: Vec<&Dataset> = self
-            .grants_of(operator, today)
+            .grants_of(operator, at)
             .into_iter()
             .map(|(_, d)| d)
             .collect();

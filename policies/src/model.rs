@@ -184,28 +184,62 @@ impl Grade {
     }
 }
 
-/// A monitoring rule (监测预警): when spending crosses a share of a cap, raise an alert and act.
+/// A monitoring rule (监测预警): when spending crosses a share of a cap, or refusals pile up,
+/// raise an alert and act.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AlertRule {
     /// Its name, unique in the policy (named in the alert and the audit log).
     pub name: String,
-    /// What is watched.
+    /// What is watched, and the level at which the rule fires.
     pub when: AlertWhen,
-    /// The share of the cap, in (0, 1], at which the rule fires.
-    pub threshold: f64,
     /// The datasets it watches; empty: every dataset.
     pub datasets: Vec<DatasetId>,
     /// What happens when it fires.
     pub action: AlertAction,
 }
 
-/// What an alert rule watches.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What an alert rule watches, with the level at which it fires.
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub enum AlertWhen {
-    /// One operator's spending on a dataset this period, as a share of its grant's period cap.
-    BudgetShare,
-    /// Every operator's spending on a dataset, as a share of the dataset-wide cap.
-    DatasetShare,
+    /// One operator's spending on a dataset this period reaches `threshold` (a share in (0, 1])
+    /// of its grant's period cap. At a high share (0.9) this is the near-exhaustion warning.
+    BudgetShare {
+        /// The share of the cap.
+        threshold: f64,
+    },
+    /// Every operator's spending on a dataset reaches `threshold` of the dataset-wide cap.
+    DatasetShare {
+        /// The share of the cap.
+        threshold: f64,
+    },
+    /// One operator's spending on a dataset within the last `window_secs` reaches `threshold`
+    /// of its grant's period cap: a period's budget going in an hour.
+    BurnRate {
+        /// The share of the period cap.
+        threshold: f64,
+        /// The window, in seconds.
+        window_secs: u64,
+    },
+    /// One operator's queries on a dataset are refused `count` times within `window_secs`
+    /// (a job probing what the policy allows, or hammering a spent budget).
+    Denials {
+        /// How many refusals.
+        count: u64,
+        /// The window, in seconds.
+        window_secs: u64,
+    },
+}
+
+impl AlertWhen {
+    /// The name a policy writes in `when`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::BudgetShare { .. } => "budget_share",
+            Self::DatasetShare { .. } => "dataset_share",
+            Self::BurnRate { .. } => "burn_rate",
+            Self::Denials { .. } => "denials",
+        }
+    }
 }
 
 /// What an alert rule does when it fires (beside the `alert.raised` audit entry).
@@ -213,8 +247,23 @@ pub enum AlertWhen {
 pub enum AlertAction {
     /// Record and list the alert only.
     Notify,
-    /// Also suspend: the operator (`budget_share`) or the dataset (`dataset_share`).
+    /// Also suspend: the operator, or the dataset (`dataset_share`). Nothing more is answered.
     Suspend,
+    /// Also hold releases: queries are still answered, but every report of the operator (or on
+    /// the dataset, for `dataset_share`) ends `held` until a reviewer releases it, and until the
+    /// hold is lifted (`sluice resume … --releases`).
+    HoldReleases,
+}
+
+impl AlertAction {
+    /// The name a policy writes in `action`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Notify => "notify",
+            Self::Suspend => "suspend",
+            Self::HoldReleases => "hold_releases",
+        }
+    }
 }
 
 /// How sensitive a dataset is, in the programme's classification and grading scheme.
@@ -587,6 +636,9 @@ pub struct Grant {
     pub legal_basis: Option<String>,
     /// What the scenario's products are for.
     pub usage: Usage,
+    /// Operators who may fetch the scenario's released reports and receipts besides the one
+    /// that ran the job (the product-operation right); named on each receipt.
+    pub recipients: Vec<OperatorId>,
     /// Who may analyse.
     pub operator: OperatorId,
     /// Which datasets.
@@ -607,8 +659,8 @@ pub struct Grant {
     pub rho_per_period: f64,
     /// The length of a budget period, in seconds.
     pub period_secs: u64,
-    /// The last day on which the grant is valid.
-    pub expires: Date,
+    /// When the grant ends (read in the policy's time zone where it names none).
+    pub expires: crate::date::Expiry,
     /// Whether jobs need review.
     pub review: Review,
     /// sha256 (lowercase hex) of job builds that run without review under `review = "unlisted"`.

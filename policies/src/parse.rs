@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
-use crate::date::Date;
+use crate::date::{Date, Expiry, TimeZone};
 use crate::model::*;
 use crate::{PolicyError, Problem};
 
@@ -154,6 +154,17 @@ pub fn duration_secs(s: &str) -> Option<u64> {
     }
 }
 
+/// The fields an `[[alert]]` accepts.
+const ALERT_FIELDS: &[&str] = &[
+    "name",
+    "when",
+    "threshold",
+    "window",
+    "count",
+    "datasets",
+    "action",
+];
+
 /// The fields a `[[grant]]` accepts.
 const GRANT_FIELDS: &[&str] = &[
     "delta_per_query",
@@ -174,6 +185,7 @@ const GRANT_FIELDS: &[&str] = &[
     "scenario",
     "legal_basis",
     "use",
+    "recipients",
 ];
 
 /// A grant's (per job, per period) caps in one measure: `Some(None)` when not declared, `None`
@@ -185,6 +197,7 @@ struct ScenarioTerms {
     id: Option<String>,
     legal_basis: Option<String>,
     usage: Usage,
+    recipients: Vec<OperatorId>,
 }
 
 /// The scenarios (`None`: a grant without one) each operator holds on each dataset.
@@ -353,6 +366,36 @@ fn toml_date(v: &Value<'_>) -> Option<Date> {
         }
         _ => None,
     }
+}
+
+/// A grant's `expires`: a date, a local date-time or a date-time with an offset.
+fn toml_expiry(v: &Value<'_>) -> Option<Expiry> {
+    let DeValue::Datetime(dt) = v.get_ref() else {
+        return None;
+    };
+    let d = dt.date?;
+    let date = Date::parse(&format!("{:04}-{:02}-{:02}", d.year, d.month, d.day))?;
+    let Some(t) = dt.time else {
+        return dt.offset.is_none().then_some(Expiry::EndOfDay(date));
+    };
+    let second_of_day = u32::from(t.hour) * 3600
+        + u32::from(t.minute) * 60
+        + u32::from(t.second.unwrap_or(0).min(59));
+    Some(match dt.offset {
+        None => Expiry::Local {
+            date,
+            second_of_day,
+        },
+        // Written `Z` or `+HH:MM`, as a fixed-offset zone reads it.
+        Some(o) => Expiry::Offset {
+            date,
+            second_of_day,
+            offset_minutes: match o.to_string().as_str() {
+                "Z" => 0,
+                written => TimeZone::parse(written)?.offset_minutes,
+            },
+        },
+    })
 }
 
 fn int(i: &toml::de::DeInteger<'_>) -> Option<i64> {
@@ -614,7 +657,7 @@ impl Cx {
         }
     }
 
-    /// One `[[alert]]` rule.
+    /// One `[[alert]]` rule: its name, what it watches at which level, its datasets and action.
     fn alert(&mut self, value: &Value<'_>, policy: &mut Policy, refs: &mut Vec<DatasetRef>) {
         let DeValue::Table(table) = value.get_ref() else {
             self.err(
@@ -625,20 +668,21 @@ impl Cx {
         };
         let mut f = Fields::new(table, value.span());
         let name = self.req_str(&mut f, "name");
-        let when = self.req_enum(&mut f, "when", &["budget_share", "dataset_share"]);
-        let action = self.req_enum(&mut f, "action", &["notify", "suspend"]);
-        let threshold = self.share(&mut f, "threshold");
+        let when = self.alert_when(&mut f);
+        let action = self
+            .req_enum(&mut f, "action", &["notify", "suspend", "hold_releases"])
+            .map(|a| match a.as_str() {
+                "suspend" => AlertAction::Suspend,
+                "hold_releases" => AlertAction::HoldReleases,
+                _ => AlertAction::Notify,
+            });
         let datasets = match f.get("datasets") {
             None => Some(vec![]),
             Some(_) => self.datasets_list(&mut f),
         };
-        f.finish(
-            self,
-            "an alert",
-            &["name", "when", "threshold", "datasets", "action"],
-        );
-        let (Some((name, span)), Some(when), Some(threshold), Some(datasets), Some(action)) =
-            (name, when, threshold, datasets, action)
+        f.finish(self, "an alert", ALERT_FIELDS);
+        let (Some((name, span)), Some(when), Some(datasets), Some(action)) =
+            (name, when, datasets, action)
         else {
             return;
         };
@@ -646,6 +690,13 @@ impl Cx {
             self.err(
                 span,
                 format!("alert `{name}` is declared twice; names must be unique"),
+            );
+            return;
+        }
+        if let (AlertWhen::Denials { .. }, Some((span, _))) = (when, datasets.first()) {
+            self.err(
+                span.clone(),
+                "`datasets` does not apply to `when = \"denials\"`: refusals are counted per operator over every dataset".into(),
             );
             return;
         }
@@ -663,17 +714,90 @@ impl Cx {
         }
         policy.alerts.push(AlertRule {
             name,
-            when: match when.as_str() {
-                "budget_share" => AlertWhen::BudgetShare,
-                _ => AlertWhen::DatasetShare,
-            },
-            threshold,
+            when,
             datasets: datasets.into_iter().map(|(_, d)| d).collect(),
-            action: match action.as_str() {
-                "suspend" => AlertAction::Suspend,
-                _ => AlertAction::Notify,
-            },
+            action,
         });
+    }
+
+    /// An alert's `when` with the fields its kind needs: `threshold` for the shares, with
+    /// `window` for `burn_rate`; `count` and `window` for `denials`. A field another kind takes
+    /// is refused where it is written.
+    fn alert_when(&mut self, f: &mut Fields<'_, '_>) -> Option<AlertWhen> {
+        const KINDS: &[&str] = &["budget_share", "dataset_share", "burn_rate", "denials"];
+        let kind = self.req_enum(f, "when", KINDS)?;
+        let (takes_threshold, takes_window, takes_count) = match kind.as_str() {
+            "budget_share" | "dataset_share" => (true, false, false),
+            "burn_rate" => (true, true, false),
+            _ => (false, true, true),
+        };
+        let mut misplaced = false;
+        for (key, taken) in [
+            ("threshold", takes_threshold),
+            ("window", takes_window),
+            ("count", takes_count),
+        ] {
+            if let (false, Some(v)) = (taken, f.get(key)) {
+                self.err(
+                    v.span(),
+                    format!("`{key}` does not apply to `when = \"{kind}\"`"),
+                );
+                misplaced = true;
+            }
+        }
+        let threshold = takes_threshold.then(|| self.share(f, "threshold"));
+        let window_secs = takes_window.then(|| self.window(f));
+        let count = takes_count.then(|| self.req_int(f, "count", 1, 1_000_000));
+        if misplaced
+            || [
+                threshold.map(|t| t.is_some()),
+                window_secs.map(|w| w.is_some()),
+                count.map(|c| c.is_some()),
+            ]
+            .contains(&Some(false))
+        {
+            return None;
+        }
+        let (threshold, window_secs, count) = (
+            threshold.flatten(),
+            window_secs.flatten(),
+            count.flatten().map(|c| c as u64),
+        );
+        Some(match (kind.as_str(), threshold, window_secs, count) {
+            ("budget_share", Some(threshold), ..) => AlertWhen::BudgetShare { threshold },
+            ("dataset_share", Some(threshold), ..) => AlertWhen::DatasetShare { threshold },
+            ("burn_rate", Some(threshold), Some(window_secs), _) => AlertWhen::BurnRate {
+                threshold,
+                window_secs,
+            },
+            (_, _, Some(window_secs), Some(count)) => AlertWhen::Denials { count, window_secs },
+            _ => return None,
+        })
+    }
+
+    /// An alert's `window`: a whole number of minutes, hours or days (`"10m"`, `"1h"`, `"1d"`).
+    fn window(&mut self, f: &mut Fields<'_, '_>) -> Option<u64> {
+        self.require(
+            f,
+            "window",
+            "a whole number of minutes, hours or days, e.g. \"10m\", \"1h\" or \"1d\"",
+        )?;
+        let (s, span) = self.req_str(f, "window")?;
+        let minutes = s
+            .strip_suffix('m')
+            .and_then(|n| n.parse::<u64>().ok())
+            .filter(|n| (1..=60 * 24 * 31).contains(n))
+            .map(|n| n * 60);
+        match minutes.or_else(|| duration_secs(&s)) {
+            Some(secs) => Some(secs),
+            None => {
+                self.err(
+                    span,
+                    format!("invalid window `{s}`; write a whole number of minutes, hours or days, e.g. \"10m\", \"1h\" or \"1d\""),
+                );
+                None
+            }
+        }
     }
 
     /// A required share in (0, 1].
@@ -1336,7 +1460,7 @@ impl Cx {
         let first_ref = refs.len();
         self.push_refs(refs, datasets.iter().flatten(), (&eps, &rho));
         let period = self.period(&mut f);
-        let expires = self.date(&mut f, "expires");
+        let expires = self.expiry(&mut f);
         let review = self
             .req_enum(&mut f, "review", Review::NAMES)
             .and_then(|r| Review::parse(&r));
@@ -1384,6 +1508,7 @@ impl Cx {
             scenario: scenario.id,
             legal_basis: scenario.legal_basis,
             usage: scenario.usage,
+            recipients: scenario.recipients,
             operator,
             datasets: datasets.into_iter().map(|(_, d)| d).collect(),
             purpose,
@@ -1527,11 +1652,42 @@ impl Cx {
                 .req_enum(f, "use", Usage::NAMES)
                 .and_then(|u| Usage::parse(&u)),
         };
+        let recipients = self.recipients(f);
         Some(ScenarioTerms {
             id: id?,
             legal_basis: legal_basis?,
             usage: usage?,
+            recipients: recipients?,
         })
+    }
+
+    /// `recipients = ["<operator id>", …]`: `Some(vec![])` when absent, `None` after reporting.
+    fn recipients(&mut self, f: &mut Fields<'_, '_>) -> Option<Vec<OperatorId>> {
+        let Some(v) = f.get("recipients") else {
+            return Some(vec![]);
+        };
+        let DeValue::Array(items) = v.get_ref() else {
+            self.err(
+                v.span(),
+                "`recipients` must be an array of operator ids".into(),
+            );
+            return None;
+        };
+        let mut out: Vec<OperatorId> = Vec::new();
+        for item in items.iter() {
+            match item.get_ref().as_str().map(OperatorId::new) {
+                Some(Ok(id)) if out.contains(&id) => {
+                    self.err(item.span(), format!("recipient `{id}` is listed twice"))
+                }
+                Some(Ok(id)) => out.push(id),
+                Some(Err(e)) => self.err(item.span(), e),
+                None => self.err(
+                    item.span(),
+                    "each recipient is an operator id (a string)".into(),
+                ),
+            }
+        }
+        (out.len() == items.len()).then_some(out)
     }
 
     /// `scenario = "<id>"`: 1 to 64 lowercase letters, digits, `-` and `_`; `Some(None)` when
@@ -1664,18 +1820,18 @@ impl Cx {
         }
     }
 
-    fn date(&mut self, f: &mut Fields<'_, '_>, key: &'static str) -> Option<Date> {
-        let v = self.require(f, key, "a date such as 2027-12-31")?;
-        match toml_date(v) {
-            Some(d) => Some(d),
-            None => {
-                self.err(
-                    v.span(),
-                    format!("`{key}` must be a date such as 2027-12-31 (no quotes, no time)"),
-                );
-                None
-            }
+    fn expiry(&mut self, f: &mut Fields<'_, '_>) -> Option<Expiry> {
+        const EXPECTED: &str = "a date such as 2027-12-31 (valid through that day in the policy's \
+            time zone) or a date-time such as 2027-12-31T18:00:00 or 2027-12-31T18:00:00+08:00";
+        let v = self.require(f, "expires", EXPECTED)?;
+        let e = toml_expiry(v);
+        if e.is_none() {
+            self.err(
+                v.span(),
+                format!("`expires` must be {EXPECTED}, without quotes"),
+            );
         }
+        e
     }
 
     fn require<'t, 'i>(

@@ -82,3 +82,8 @@ fn core_grants_and_dataset_budget_misuse_are_reported() {
 fn grants_above_their_grades_ceilings_are_reported_at_the_grant() {
     check("grades");
 }
+
+#[test]
+fn alert_rules_take_the_fields_of_what_they_watch() {
+    check("alert_problems");
+}

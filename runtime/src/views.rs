@@ -243,9 +243,10 @@ pub struct BudgetView {
     /// What this operator can still spend this period: the smaller of its own and the
     /// dataset's remaining.
     pub available_this_period: f64,
-    /// The grant's last day, in `time_zone`.
+    /// When the grant ends, as the policy writes it: a date (valid through that day) or a
+    /// date-time, read in `time_zone` unless it carries its own offset.
     pub expires: String,
-    /// The policy's time zone: the grant ends at midnight after `expires` there.
+    /// The policy's time zone.
     pub time_zone: String,
     /// `required` when a reviewer approves each job first, `unlisted` when only builds off the
     /// grant's allow-list need approval, else `none`.

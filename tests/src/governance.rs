@@ -211,7 +211,7 @@ fn a_job_suspended_while_it_runs_is_held_until_a_reviewer_releases_it() {
             v["error"]["message"]
                 .as_str()
                 .unwrap()
-                .contains("suspended while it ran"),
+                .contains("suspended, or its releases held, while it ran"),
             "{v}"
         );
     }
@@ -606,6 +606,369 @@ action = "suspend"
         .collect::<Result<_, _>>()
         .unwrap();
     assert_eq!(kinds, ["alert.raised", "suspended"]);
+}
+
+/// Audit entry kinds among `kinds`, in log order, from the stopped broker's database.
+fn audit_kinds(b: &TestBroker, kinds: &[&str]) -> Vec<String> {
+    let conn = Store::open_conn_readonly(&b.dir).unwrap();
+    let list = kinds
+        .iter()
+        .map(|k| format!("'{k}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    conn.prepare(&format!(
+        "SELECT kind FROM audit WHERE kind IN ({list}) ORDER BY seq"
+    ))
+    .unwrap()
+    .query_map([], |r| r.get(0))
+    .unwrap()
+    .collect::<Result<_, _>>()
+    .unwrap()
+}
+
+/// `GET path` as `token`: the JSON answer, asserting 200.
+fn get_ok(b: &TestBroker, token: &str, path: &str) -> Value {
+    let (status, v) = http(b.url(), "GET", path, Some(token), None, b"");
+    assert_eq!(status, 200, "{path}: {v}");
+    v
+}
+
+#[test]
+fn a_burn_rate_alert_holds_releases_until_the_hold_is_lifted() {
+    // `counter` may spend ε 2.0 a period; the rule fires when it spends 5% of that (ε 0.1)
+    // within an hour, and holds its releases: queries are still answered.
+    let mut b = TestBroker::start("burn-rate", |t| {
+        t + r#"
+[[alert]]
+name = "counter-burn"
+when = "burn_rate"
+threshold = 0.05
+window = "1h"
+action = "hold_releases"
+"#
+    });
+    let counter = Store::open(&b.dir)
+        .and_then(|s| s.create_token(Role::Operator, "counter", "test"))
+        .expect("a token for counter");
+    let sql = "SELECT COUNT(*) AS n FROM health_visits";
+    // The job whose ε 0.1 query fires the rule, and the next one, run while the hold stands.
+    let first = submit(b.url(), &counter, sql);
+    assert_eq!(final_state(&b, &counter, &first), "held");
+    let second = submit(b.url(), &counter, &format!("{sql} WHERE age > 30"));
+    assert_eq!(final_state(&b, &counter, &second), "held");
+    let job = get_ok(&b, &counter, &format!("/v1/jobs/{second}"));
+    assert_eq!(job["queries"], 1, "queries are still answered: {job}");
+    let (status, v) = http(
+        b.url(),
+        "GET",
+        &format!("/v1/jobs/{second}/result"),
+        Some(&counter),
+        None,
+        b"",
+    );
+    assert_eq!(status, 409, "a held report is not readable: {v}");
+    let alerts = get_ok(&b, &b.admin, "/v1/admin/alerts");
+    assert_eq!(
+        alerts["alerts"].as_array().map(Vec::len),
+        Some(1),
+        "{alerts}"
+    );
+    let a = &alerts["alerts"][0];
+    assert_eq!(
+        (a["when"].as_str(), a["action"].as_str()),
+        (Some("burn_rate"), Some("hold_releases")),
+        "{a}"
+    );
+    let holds = get_ok(&b, &b.admin, "/v1/admin/suspensions");
+    assert_eq!(holds["suspensions"][0]["kind"], "hold:operator", "{holds}");
+    // A reviewer releases a held report while the hold stands; lifting the hold lets the
+    // next job's report out on its own.
+    let (status, v) = http(
+        b.url(),
+        "POST",
+        &format!("/v1/reviews/{first}/release"),
+        Some(&b.reviewer),
+        Some("application/json"),
+        br#"{"reason":"checked"}"#,
+    );
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        get_ok(&b, &counter, &format!("/v1/jobs/{first}"))["state"],
+        "succeeded"
+    );
+    let (status, v) = http(
+        b.url(),
+        "POST",
+        "/v1/admin/operators/counter/unhold",
+        Some(&b.admin),
+        Some("application/json"),
+        br#"{"reason":"burn explained"}"#,
+    );
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["scope"], "releases", "{v}");
+    let third = submit(b.url(), &counter, &format!("{sql} WHERE age > 40"));
+    assert_eq!(final_state(&b, &counter, &third), "succeeded");
+    b.stop();
+    assert_eq!(
+        audit_kinds(
+            &b,
+            &[
+                "alert.raised",
+                "releases.held",
+                "job.held",
+                "releases.unheld",
+                "job.released"
+            ]
+        ),
+        [
+            "alert.raised",
+            "releases.held",
+            "job.held",
+            "job.held",
+            "job.released",
+            "releases.unheld",
+            "job.released"
+        ]
+    );
+}
+
+#[test]
+fn a_burst_of_refused_queries_raises_a_denials_alert_that_suspends_the_operator() {
+    let mut b = TestBroker::start("denials", |t| {
+        t + r#"
+[[alert]]
+name = "probing"
+when = "denials"
+count = 5
+window = "10m"
+action = "suspend"
+"#
+    });
+    let counter = Store::open(&b.dir)
+        .and_then(|s| s.create_token(Role::Operator, "counter", "test"))
+        .expect("a token for counter");
+    // SUM is not among counter's aggregations: every one of the eight is refused, before any
+    // charge; the fifth raises the alert.
+    let id = submit_params(
+        b.url(),
+        &counter,
+        "probe:8:SELECT SUM(age) AS s FROM health_visits",
+    );
+    assert_eq!(
+        final_state(&b, &counter, &id),
+        "held",
+        "suspended while it ran"
+    );
+    let alerts = get_ok(&b, &b.admin, "/v1/admin/alerts");
+    let a = &alerts["alerts"][0];
+    assert_eq!(
+        (
+            a["rule"].as_str(),
+            a["when"].as_str(),
+            a["operator"].as_str(),
+            a["share"].as_f64()
+        ),
+        (Some("probing"), Some("denials"), Some("counter"), Some(5.0)),
+        "{alerts}"
+    );
+    assert_eq!(
+        alerts["alerts"].as_array().map(Vec::len),
+        Some(1),
+        "once per window: {alerts}"
+    );
+    let job = get_ok(&b, &counter, &format!("/v1/jobs/{id}"));
+    assert_eq!(job["queries"], 0, "nothing was charged: {job}");
+    // Suspended: the next submission is refused.
+    let hostile = guest(env!("GUEST_HOSTILE"));
+    let (status, v) = post_job(
+        b.url(),
+        &counter,
+        "health_visits",
+        "sql:SELECT COUNT(*) AS n FROM health_visits",
+        &hostile,
+    );
+    assert_eq!(status, 403, "{v}");
+    b.stop();
+    assert_eq!(
+        audit_kinds(&b, &["alert.raised", "suspended"]),
+        ["alert.raised", "suspended"]
+    );
+}
+
+/// One request read from `stream`: its headers (lowercase names) and body.
+fn read_request(stream: &mut std::net::TcpStream) -> (Vec<(String, String)>, String) {
+    use std::io::{BufRead, BufReader, Read};
+    let mut reader = BufReader::new(stream);
+    let mut headers = Vec::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("a request line");
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+        }
+    }
+    let len: usize = headers
+        .iter()
+        .find(|(k, _)| k == "content-length")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0; len];
+    reader.read_exact(&mut body).expect("the body");
+    (headers, String::from_utf8(body).expect("utf-8"))
+}
+
+#[test]
+fn alerts_are_streamed_and_posted_signed_to_the_webhook_which_may_fail_first() {
+    use std::io::Write;
+    let hook = std::net::TcpListener::bind("127.0.0.1:0").expect("a port for the webhook");
+    let url = format!("http://{}/alerts", hook.local_addr().unwrap());
+    let mut b = TestBroker::start_with(
+        "webhook",
+        |t| {
+            t + r#"
+[[alert]]
+name = "counter-first-tenth"
+when = "budget_share"
+threshold = 0.05
+action = "notify"
+"#
+        },
+        |mut c| {
+            c.alert_webhook = Some(url.clone());
+            c
+        },
+    );
+    let counter = Store::open(&b.dir)
+        .and_then(|s| s.create_token(Role::Operator, "counter", "test"))
+        .expect("a token for counter");
+    // An admin watches the stream from before the alert.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let watcher = b.client(&b.admin);
+    std::thread::spawn(move || {
+        let _ = watcher.stream("/v1/admin/alerts/stream", |kind, v| {
+            let _ = tx.send((kind.to_string(), v.clone()));
+            false
+        });
+    });
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let id = submit(b.url(), &counter, "SELECT COUNT(*) AS n FROM health_visits");
+    assert_eq!(final_state(&b, &counter, &id), "succeeded");
+    let (kind, streamed) = rx
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("the alert on the stream");
+    assert_eq!(
+        (kind.as_str(), streamed["rule"].as_str()),
+        ("alert", Some("counter-first-tenth")),
+        "{streamed}"
+    );
+    // The receiver fails the first delivery; the broker tries again and the second succeeds.
+    let mut bodies = Vec::new();
+    for answer in ["500 Internal Server Error", "200 OK"] {
+        let (mut conn, _) = hook.accept().expect("a delivery");
+        let (headers, body) = read_request(&mut conn);
+        let sig = headers
+            .iter()
+            .find(|(k, _)| k == "x-sluice-signature")
+            .map(|(_, v)| v.clone())
+            .expect("a signature header");
+        let key = sluice_broker::keys::public_key(&b.public_key).unwrap();
+        assert!(
+            sluice_broker::keys::verify(&key, body.as_bytes(), &sig),
+            "signed by the broker"
+        );
+        write!(
+            conn,
+            "HTTP/1.1 {answer}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+        )
+        .unwrap();
+        bodies.push(body);
+    }
+    assert_eq!(bodies[0], bodies[1], "the same alert, again");
+    let posted: Value = serde_json::from_str(&bodies[1]).unwrap();
+    assert_eq!(posted["alert"]["id"], streamed["id"], "{posted}");
+    assert_eq!(posted["alert"]["operator"], "counter", "{posted}");
+    b.stop();
+    let conn = Store::open_conn_readonly(&b.dir).unwrap();
+    let delivered: Option<i64> = conn
+        .query_row("SELECT delivered_ms FROM alerts WHERE id = 1", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert!(delivered.is_some(), "marked delivered after the 200");
+}
+
+#[test]
+fn a_scenarios_recipient_fetches_its_released_reports_and_no_other_operator_does() {
+    // analyst's grant names `counter` as a recipient of its reports (the product-operation
+    // right); tourism-lab is named nowhere.
+    let mut b = TestBroker::start("recipients", |t| {
+        t.replacen(
+            "operator = \"analyst\"\n",
+            "operator = \"analyst\"\nrecipients = [\"counter\"]\n",
+            1,
+        )
+    });
+    let counter = Store::open(&b.dir)
+        .and_then(|s| s.create_token(Role::Operator, "counter", "test"))
+        .expect("a token for counter");
+    let id = submit(
+        b.url(),
+        &b.analyst,
+        "SELECT COUNT(*) AS n FROM health_visits",
+    );
+    assert_eq!(final_state(&b, &b.analyst, &id), "succeeded");
+    let (status, report) = http(
+        b.url(),
+        "GET",
+        &format!("/v1/jobs/{id}/result"),
+        Some(&counter),
+        None,
+        b"",
+    );
+    assert_eq!(status, 200, "the recipient reads the report: {report}");
+    let (_, own) = http(
+        b.url(),
+        "GET",
+        &format!("/v1/jobs/{id}/result"),
+        Some(&b.analyst),
+        None,
+        b"",
+    );
+    assert_eq!(report, own, "the same report");
+    let receipt = get_ok(&b, &counter, &format!("/v1/jobs/{id}/receipt"));
+    assert_eq!(receipt["recipients"], json!(["counter"]), "{receipt}");
+    let listed = get_ok(&b, &counter, "/v1/jobs");
+    assert!(
+        listed["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|j| j["id"] == id.as_str()),
+        "the recipient finds it in its list: {listed}"
+    );
+    for path in [
+        format!("/v1/jobs/{id}/result"),
+        format!("/v1/jobs/{id}/receipt"),
+        format!("/v1/jobs/{id}"),
+    ] {
+        let (status, v) = http(b.url(), "GET", &path, Some(&b.tourism), None, b"");
+        assert_eq!(status, 403, "{path}: {v}");
+    }
+    let (status, v) = http(
+        b.url(),
+        "POST",
+        &format!("/v1/jobs/{id}/cancel"),
+        Some(&counter),
+        None,
+        b"",
+    );
+    assert_eq!(status, 403, "a recipient cannot act on the job: {v}");
+    b.stop();
+    assert_eq!(audit_kinds(&b, &["report.delivered"]), ["report.delivered"]);
 }
 
 #[test]

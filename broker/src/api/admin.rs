@@ -4,9 +4,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use std::time::Duration;
+
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::header;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -63,15 +66,20 @@ pub(crate) struct ReasonBody {
     reason: String,
 }
 
-/// A suspension's new state.
+/// A suspension's (or release hold's) new state.
 #[derive(Serialize)]
 pub(crate) struct SuspensionChanged {
     kind: &'static str,
     name: String,
+    /// `queries` for a suspension (nothing is answered), `releases` for a release hold (queries
+    /// are answered; reports wait for a reviewer).
+    scope: &'static str,
     suspended: bool,
 }
 
-/// `POST /v1/admin/{operators|datasets}/{name}/{suspend|resume}`, with an optional reason.
+/// `POST /v1/admin/{operators|datasets}/{name}/{suspend|resume|hold|unhold}`, with an optional
+/// reason: a suspension stops every query; a release hold lets queries run and holds every
+/// report for a reviewer.
 pub(crate) async fn suspend(
     State(s): State<Arc<Shared>>,
     auth: Only<Custodians>,
@@ -87,10 +95,16 @@ pub(crate) async fn suspend(
             ));
         }
     };
-    let suspended = match action.as_str() {
-        "suspend" => true,
-        "resume" => false,
-        _ => return Err(ApiError::not_found("the action is suspend or resume")),
+    let (suspended, scope) = match action.as_str() {
+        "suspend" => (true, "queries"),
+        "resume" => (false, "queries"),
+        "hold" => (true, "releases"),
+        "unhold" => (false, "releases"),
+        _ => {
+            return Err(ApiError::not_found(
+                "the action is suspend, resume, hold or unhold",
+            ));
+        }
     };
     if name.is_empty() || name.len() > 64 {
         return Err(ApiError::new(
@@ -110,11 +124,17 @@ pub(crate) async fn suspend(
     if kind == "dataset" {
         auth.may_act_on(policy, &name)?;
     }
+    let stored_kind = match (scope, kind) {
+        ("releases", "operator") => "hold:operator",
+        ("releases", _) => "hold:dataset",
+        _ => kind,
+    };
     s.store
-        .set_suspended(kind, &name, suspended, &auth.0.name, &r.reason)?;
+        .set_suspended(stored_kind, &name, suspended, &auth.0.name, &r.reason)?;
     Ok(Json(SuspensionChanged {
         kind,
         name,
+        scope,
         suspended,
     }))
 }
@@ -213,6 +233,70 @@ pub(crate) async fn alerts(
     let mut alerts = s.store.alerts(1000)?;
     alerts.retain(|a| held.as_ref().is_none_or(|h| h.contains(&a.dataset)));
     Ok(Json(Alerts { alerts }))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StreamFrom {
+    /// Replay alerts after this number first; absent: only alerts raised from now on.
+    after: Option<i64>,
+}
+
+/// `GET /v1/admin/alerts/stream[?after=N]`: alerts as server-sent events (`event: alert`, the
+/// alert's number as the event id) as they are raised, until the broker stops. A holder gets
+/// the alerts on its own datasets. A client that reconnects passes the last id it saw.
+pub(crate) async fn alert_stream(
+    State(s): State<Arc<Shared>>,
+    auth: Only<Custodians>,
+    super::QueryString(from): super::QueryString<StreamFrom>,
+) -> ApiResult<
+    Sse<impl futures_util::Stream<Item = std::result::Result<SseEvent, std::convert::Infallible>>>,
+> {
+    let held = auth.held(current(&s).sandbox.engine().policy());
+    let after = match from.after {
+        Some(n) => n,
+        None => s.store.last_alert()?,
+    };
+    let stream =
+        futures_util::stream::unfold(
+            (s, after, std::collections::VecDeque::new()),
+            move |(s, mut after, mut pending)| {
+                let held = held.clone();
+                async move {
+                    loop {
+                        if let Some(a) = pending.pop_front() {
+                            let a: crate::store::Alert = a;
+                            let ev = SseEvent::default()
+                                .event("alert")
+                                .id(a.id.to_string())
+                                .json_data(&a)
+                                .unwrap_or_else(|err| SseEvent::default().comment(err.to_string()));
+                            return Some((Ok(ev), (s, after, pending)));
+                        }
+                        if s.closing.load(Ordering::SeqCst) {
+                            return None;
+                        }
+                        let store = s.store.clone();
+                        let changed = store.changed().notified();
+                        tokio::pin!(changed);
+                        changed.as_mut().enable();
+                        match store.alerts_after(after) {
+                            Ok(new) if !new.is_empty() => {
+                                after = new.last().map_or(after, |a| a.id);
+                                pending.extend(new.into_iter().filter(|a| {
+                                    held.as_ref().is_none_or(|h| h.contains(&a.dataset))
+                                }));
+                            }
+                            Ok(_) => {
+                                let _ = tokio::time::timeout(Duration::from_secs(1), changed).await;
+                            }
+                            Err(_) => return None,
+                        }
+                    }
+                }
+            },
+        );
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
 /// Spending per dataset and operator, with the dataset's holder.

@@ -25,25 +25,90 @@ use crate::server::{MAX_WASM_BYTES, Shared, current, notify};
 use crate::store::{JobId, JobInfo, JobState, NewJob, Role};
 
 /// Loads a job the caller may see: its operator, or any reviewer/admin when `staff_ok`.
-fn visible_job(s: &Shared, auth: &Auth, id: &JobId, staff_ok: bool) -> ApiResult<JobInfo> {
+/// Who besides a job's own operator may see it.
+#[derive(Clone, Copy, PartialEq)]
+enum Readers {
+    /// Only its operator (cancelling).
+    Owner,
+    /// Its operator and the staff who oversee it: reviewers, admins, its datasets' holders
+    /// (events).
+    Staff,
+    /// Its operator and its scenario's recipients once it succeeded (the report itself).
+    Recipients,
+    /// All of them (status, receipt).
+    All,
+}
+
+/// The job, if `auth` may see it as `readers` says; 403 otherwise.
+fn visible_job(s: &Shared, auth: &Auth, id: &JobId, readers: Readers) -> ApiResult<JobInfo> {
     let job = s
         .store
         .job(id.as_str())?
         .ok_or_else(|| ApiError::not_found(format!("no job `{id}`")))?;
     let mine = auth.0.role == Role::Operator && job.operator == auth.0.name;
+    let cur = current(s);
+    let policy = cur.sandbox.engine().policy();
     let staff = match auth.0.role {
         Role::Operator => false,
         Role::Reviewer | Role::Admin => true,
         // A holder sees the jobs that declared one of its datasets.
         Role::Holder => auth
-            .held(current(s).sandbox.engine().policy())
+            .held(policy)
             .is_some_and(|held| job.datasets.iter().any(|d| held.contains(d))),
     };
-    if mine || (staff_ok && staff) {
+    let recipient = || {
+        auth.0.role == Role::Operator
+            && job.state == JobState::Succeeded
+            && recipients_of_job(policy, &job)
+                .iter()
+                .any(|r| r.as_str() == auth.0.name)
+    };
+    let allowed = mine
+        || match readers {
+            Readers::Owner => false,
+            Readers::Staff => staff,
+            Readers::Recipients => recipient(),
+            Readers::All => staff || recipient(),
+        };
+    if allowed {
         Ok(job)
     } else {
         Err(ApiError::forbidden(format!("job `{id}` is not yours")))
     }
+}
+
+/// The operators that the grants a job of `operator` under `scenario` on `datasets` ran under
+/// name as recipients (under the policy in force: a recipient the holder removes loses access).
+pub(crate) fn recipients_of(
+    policy: &Policy,
+    operator: &str,
+    scenario: Option<&str>,
+    datasets: &[String],
+) -> Vec<OperatorId> {
+    let mut out: Vec<OperatorId> = policy
+        .grants
+        .iter()
+        .filter(|g| g.operator.as_str() == operator && g.scenario.as_deref() == scenario)
+        .filter(|g| {
+            g.datasets
+                .iter()
+                .any(|d| datasets.iter().any(|n| n == d.as_str()))
+        })
+        .flat_map(|g| g.recipients.iter().cloned())
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// [`recipients_of`] a stored job.
+fn recipients_of_job(policy: &Policy, job: &JobInfo) -> Vec<OperatorId> {
+    recipients_of(
+        policy,
+        &job.operator,
+        job.scenario.as_deref(),
+        &job.datasets,
+    )
 }
 
 #[derive(Deserialize)]
@@ -304,7 +369,7 @@ fn holders_to_approve(policy: &Policy, datasets: &[String]) -> Vec<String> {
 }
 
 /// Admission by policy, at submission and again when a worker starts the job: every dataset
-/// granted to `operator` today, and the job's ε cap within each grant's per-job cap in the
+/// granted to `operator` now, and the job's ε cap within each grant's per-job cap in the
 /// dataset's own measure (on zCDP datasets it caps ρ at ε²/2, as the runtime applies it).
 /// Returns whether a reviewer must approve the job first: a grant requires review, or allows
 /// only listed builds and `listed` says this one is not (on that grant and dataset).
@@ -316,7 +381,7 @@ pub(crate) fn admit(
     max_epsilon: Option<f64>,
     listed: &dyn Fn(&sluice_policy::Grant, &DatasetId) -> bool,
 ) -> std::result::Result<bool, Refusal> {
-    let today = policy.today();
+    let now = std::time::SystemTime::now();
     let mut review = false;
     for d in datasets {
         // A name that cannot be a dataset's is granted to no one: the same answer as any other.
@@ -327,7 +392,7 @@ pub(crate) fn admit(
             ))
         })?;
         let grant = policy
-            .authorize_in(operator, &id, scenario, today)
+            .authorize_in(operator, &id, scenario, now)
             .map_err(|d| Refusal::NotGranted(d.to_string()))?;
         let zcdp = policy
             .datasets
@@ -416,7 +481,12 @@ pub(crate) struct JobList {
 /// `GET /v1/jobs`: an operator's own jobs, or every recent job for staff.
 pub(crate) async fn list(State(s): State<Arc<Shared>>, auth: Auth) -> ApiResult<Json<JobList>> {
     let jobs = match auth.0.role {
-        Role::Operator => s.store.jobs_of(&auth.0.name, 200)?,
+        Role::Operator => {
+            let mut jobs = s.store.jobs_of(&auth.0.name, 200)?;
+            jobs.extend(received(&s, &auth.0.name)?);
+            jobs.sort_by_key(|j| std::cmp::Reverse(j.created_ms));
+            jobs
+        }
         Role::Reviewer | Role::Admin => s.store.jobs_recent(200)?,
         Role::Holder => {
             let held = auth
@@ -430,13 +500,39 @@ pub(crate) async fn list(State(s): State<Arc<Shared>>, auth: Auth) -> ApiResult<
     Ok(Json(JobList { jobs }))
 }
 
+/// The succeeded jobs of other operators whose scenario names `recipient`.
+fn received(s: &Shared, recipient: &str) -> Result<Vec<JobInfo>, ApiError> {
+    let cur = current(s);
+    let policy = cur.sandbox.engine().policy();
+    let mut out = Vec::new();
+    let mut senders: Vec<&OperatorId> = policy
+        .grants
+        .iter()
+        .filter(|g| g.recipients.iter().any(|r| r.as_str() == recipient))
+        .map(|g| &g.operator)
+        .collect();
+    senders.sort();
+    senders.dedup();
+    for op in senders {
+        let mut jobs = s.store.jobs_of(op.as_str(), 200)?;
+        jobs.retain(|j| {
+            j.state == JobState::Succeeded
+                && recipients_of_job(policy, j)
+                    .iter()
+                    .any(|r| r.as_str() == recipient)
+        });
+        out.extend(jobs);
+    }
+    Ok(out)
+}
+
 /// `GET /v1/jobs/{id}`.
 pub(crate) async fn status(
     State(s): State<Arc<Shared>>,
     auth: Auth,
     id: JobId,
 ) -> ApiResult<Json<JobInfo>> {
-    Ok(Json(visible_job(&s, &auth, &id, true)?))
+    Ok(Json(visible_job(&s, &auth, &id, Readers::All)?))
 }
 
 #[derive(Deserialize)]
@@ -445,14 +541,15 @@ pub(crate) struct ResultQuery {
     format: Option<String>,
 }
 
-/// `GET /v1/jobs/{id}/result`: the released report, as JSON or CSV (its operator only).
+/// `GET /v1/jobs/{id}/result`: the released report, as JSON or CSV (its operator, and its
+/// scenario's recipients: each of their fetches is an audit entry).
 pub(crate) async fn result(
     State(s): State<Arc<Shared>>,
     auth: Auth,
     id: JobId,
     QueryString(q): QueryString<ResultQuery>,
 ) -> ApiResult<Response> {
-    let job = visible_job(&s, &auth, &id, false)?;
+    let job = visible_job(&s, &auth, &id, Readers::Recipients)?;
     let csv = match q.format.as_deref() {
         None | Some("json") => false,
         Some("csv") => true,
@@ -468,6 +565,17 @@ pub(crate) async fn result(
             ),
         ));
     };
+    // The product-operation right, used: a recipient's fetch is on the record.
+    if job.operator != auth.0.name {
+        s.store.record(
+            crate::audit::NewEntry::new("report.delivered", &auth.0.name)
+                .job(id.as_str())
+                .operator(&auth.0.name)
+                .detail(
+                    serde_json::json!({ "from_operator": job.operator, "scenario": job.scenario }),
+                ),
+        )?;
+    }
     let ct = if csv {
         "text/csv; charset=utf-8"
     } else {
@@ -482,7 +590,7 @@ pub(crate) async fn receipt(
     auth: Auth,
     id: JobId,
 ) -> ApiResult<Response> {
-    let job = visible_job(&s, &auth, &id, true)?;
+    let job = visible_job(&s, &auth, &id, Readers::All)?;
     let Some((_, receipt)) = s.store.result(id.as_str(), false)? else {
         return Err(ApiError::new(
             ErrorCode::NotReleased,
@@ -499,7 +607,7 @@ pub(crate) async fn receipt(
 /// What a held job's operator is told: why there is no report yet.
 fn held_note(state: JobState) -> &'static str {
     if state == JobState::Held {
-        " (its operator or a dataset was suspended while it ran: a reviewer decides whether the report is released)"
+        " (its operator or a dataset was suspended, or its releases held, while it ran: a reviewer decides whether the report is released)"
     } else {
         ""
     }
@@ -518,7 +626,7 @@ pub(crate) async fn cancel(
     auth: Auth,
     id: JobId,
 ) -> ApiResult<Json<StateChanged>> {
-    visible_job(&s, &auth, &id, false)?;
+    visible_job(&s, &auth, &id, Readers::Owner)?;
     s.store.cancel(id.as_str(), &auth.0.name)?;
     Ok(Json(StateChanged {
         id,
@@ -542,7 +650,7 @@ pub(crate) async fn events(
 ) -> ApiResult<
     Sse<impl futures_util::Stream<Item = std::result::Result<SseEvent, std::convert::Infallible>>>,
 > {
-    visible_job(&s, &auth, &id, true)?;
+    visible_job(&s, &auth, &id, Readers::Staff)?;
     let stream = futures_util::stream::unfold(
         (s, id, 0i64, false, std::collections::VecDeque::new()),
         |(s, id, mut after, mut done, mut pending)| async move {

@@ -65,7 +65,9 @@ pub(crate) fn router(s: Arc<Shared>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .layer(middleware::from_fn_with_state(s.clone(), auth::timeout));
     // Event streams outlive the request timeout.
-    let streams = Router::new().route("/v1/jobs/{id}/events", get(jobs::events));
+    let streams = Router::new()
+        .route("/v1/jobs/{id}/events", get(jobs::events))
+        .route("/v1/admin/alerts/stream", get(admin::alert_stream));
     api.merge(streams)
         .fallback(|| async {
             ApiError::not_found("no such endpoint; the API lives under /v1 (see docs/operator.md)")

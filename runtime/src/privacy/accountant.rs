@@ -209,6 +209,12 @@ pub trait Accountant: Send + Sync {
         period: Duration,
     ) -> Spent;
 
+    /// A query of `operator` was refused (by policy, budget or suspension), before any charge.
+    /// Nothing is owed; the broker counts refusals for its alert rules. By default, nothing.
+    fn refused(&self, operator: &OperatorId) {
+        let _ = operator;
+    }
+
     /// [`Accountant::spent_in`] for a grant without a scenario.
     fn spent(
         &self,

@@ -66,7 +66,7 @@ use datafusion::logical_expr::ScalarUDF;
 use datafusion::sql::parser::{DFParserBuilder, Statement};
 use datafusion::sql::sqlparser::ast::{Expr as SqlExpr, visit_expressions};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
-use sluice_policy::{ColumnKind, DatasetId, Date, Grant, OperatorId, Policy};
+use sluice_policy::{ColumnKind, DatasetId, Grant, OperatorId, Policy};
 
 use crate::QueryError;
 use crate::data::{Catalog, LoadedLookup, Registered};
@@ -174,14 +174,14 @@ impl PrivacyEngine {
         &self.accountant
     }
 
-    /// The public descriptions of the datasets granted to `operator` on `today`.
+    /// The public descriptions of the datasets granted to `operator` at `at`.
     pub fn datasets_for(
         &self,
         operator: &OperatorId,
-        today: Date,
+        at: std::time::SystemTime,
     ) -> Vec<crate::views::DatasetView> {
         self.policy
-            .granted_datasets(operator, today)
+            .granted_datasets(operator, at)
             .into_iter()
             .map(|d| crate::views::DatasetView::of(d, &self.policy))
             .collect()
@@ -198,18 +198,18 @@ impl PrivacyEngine {
     }
 
     /// `operator`'s budget on `dataset` under `scenario` as `job` sees it (`job` may be empty:
-    /// no job's own spending), or `None` when no grant covers it on `today`.
+    /// no job's own spending), or `None` when no grant covers it at `at`.
     pub fn budget_for(
         &self,
         operator: &OperatorId,
         dataset: &DatasetId,
         scenario: Option<&str>,
         job: &str,
-        today: Date,
+        at: std::time::SystemTime,
     ) -> Option<crate::views::BudgetView> {
         let grant = self
             .policy
-            .authorize_in(operator, dataset, scenario, today)
+            .authorize_in(operator, dataset, scenario, at)
             .ok()?;
         let ds = self.policy.datasets.get(dataset)?;
         let spent = self.accountant.spent_in(
@@ -227,12 +227,16 @@ impl PrivacyEngine {
         Some(crate::views::BudgetView::new(ds, grant, zone, spent, all))
     }
 
-    /// `operator`'s budget on every dataset granted to it on `today`, one per scenario.
-    pub fn budgets_for(&self, operator: &OperatorId, today: Date) -> Vec<crate::views::BudgetView> {
+    /// `operator`'s budget on every dataset granted to it at `at`, one per scenario.
+    pub fn budgets_for(
+        &self,
+        operator: &OperatorId,
+        at: std::time::SystemTime,
+    ) -> Vec<crate::views::BudgetView> {
         self.policy
-            .grants_of(operator, today)
+            .grants_of(operator, at)
             .into_iter()
-            .filter_map(|(g, d)| self.budget_for(operator, &d.id, g.scenario.as_deref(), "", today))
+            .filter_map(|(g, d)| self.budget_for(operator, &d.id, g.scenario.as_deref(), "", at))
             .collect()
     }
 
@@ -321,12 +325,7 @@ impl PrivacyEngine {
         }
         let grant = self
             .policy
-            .authorize_in(
-                &asker.operator,
-                &id,
-                asker.scenario.as_deref(),
-                self.policy.date_at(asker.at),
-            )
+            .authorize_in(&asker.operator, &id, asker.scenario.as_deref(), asker.at)
             .map_err(|d| QueryError::NotGranted(d.to_string()))?;
         let registered = self.catalog.get(&id).ok_or_else(not_granted)?;
         Ok((registered, grant, lookup))
@@ -390,6 +389,9 @@ impl PrivacyEngine {
         let started = std::time::Instant::now();
         let mut bucket = None;
         let result = self.answer(asker, sql, budget, &mut bucket).await;
+        if result.is_err() {
+            self.accountant.refused(&asker.operator);
+        }
         if let Some(ms) = bucket {
             let bucket = Duration::from_millis(u64::from(ms));
             let elapsed = started.elapsed();

@@ -626,10 +626,7 @@ impl bindings::sluice::job::data::Host for JobState {
     fn datasets(&mut self) -> Vec<wit::DatasetInfo> {
         self.engine
             .policy()
-            .granted_datasets(
-                &self.asker.operator,
-                self.engine.policy().date_at(self.asker.at),
-            )
+            .granted_datasets(&self.asker.operator, self.asker.at)
             .into_iter()
             .map(dataset_info)
             .collect()
@@ -643,7 +640,7 @@ impl bindings::sluice::job::data::Host for JobState {
                 &self.asker.operator,
                 &id,
                 self.asker.scenario.as_deref(),
-                self.engine.policy().date_at(self.asker.at),
+                self.asker.at,
             )
             .ok()?;
         policy.datasets.get(&id).map(dataset_info)
@@ -707,11 +704,11 @@ impl bindings::sluice::job::data::Host for JobState {
 
     fn budget(&mut self, dataset: String) -> Option<wit::BudgetInfo> {
         let id = sluice_policy::DatasetId::new(&dataset).ok()?;
-        let today = self.engine.policy().date_at(self.asker.at);
+        let at = self.asker.at;
         let (operator, job) = (&self.asker.operator, &self.asker.job);
-        let v =
-            self.engine
-                .budget_for(operator, &id, self.asker.scenario.as_deref(), job, today)?;
+        let v = self
+            .engine
+            .budget_for(operator, &id, self.asker.scenario.as_deref(), job, at)?;
         let ds = self.engine.policy().datasets.get(&id)?;
         Some(wit::BudgetInfo {
             dataset,

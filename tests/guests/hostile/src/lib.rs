@@ -81,6 +81,16 @@ fn hostile(ctx: &mut Job) -> Result<Report> {
                 }
             }
         }
+        // Asks `arg` = `N:sql` N times, catching each refusal, and reports how many were refused
+        // (a job probing what the policy allows: the `denials` alert rule must notice).
+        "probe" => {
+            let (n, sql) = arg.split_once(':').unwrap_or(("10", arg));
+            let n: u32 = n.parse().unwrap_or(10);
+            let refused = (0..n)
+                .filter(|_| ctx.query(sql).epsilon(0.01).run().is_err())
+                .count();
+            Ok(Report::new("probed").text(format!("{refused} of {n} refused")))
+        }
         // Panics: a trap.
         "panic" => panic!("hostile job panicked on purpose"),
         // Queries with the given SQL, ε 0.1, and reports the answer.
