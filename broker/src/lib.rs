@@ -39,6 +39,7 @@ pub mod client;
 pub mod config;
 pub mod denials;
 pub mod error;
+pub mod filings;
 pub mod keys;
 pub mod listener;
 pub mod server;

@@ -227,6 +227,91 @@ fn emergency_drill(url: &str, holder: &str, operator: &str, wasm: &[u8]) -> Resu
     Ok(())
 }
 
+/// Approves job `id` as the reviewer, then as the holder when its data's grade asks for the
+/// holder's approval too (separated rights: both must approve before it runs).
+fn approve(
+    reviewer: &sluice_broker::client::Client,
+    holder: &sluice_broker::client::Client,
+    id: &str,
+) -> Result<()> {
+    let pending = reviewer.get_json("/v1/reviews")?;
+    let listed = pending["pending"]
+        .as_array()
+        .is_some_and(|p| p.iter().any(|j| j["id"] == id));
+    if !listed {
+        bail!("job {id} needs review but the reviewer does not see it");
+    }
+    let after = reviewer.post_json(
+        &format!("/v1/reviews/{id}/approve"),
+        &serde_json::json!({ "reason": "demo: purpose matches the grant" }),
+    )?;
+    println!("reviewer `demo-reviewer` approved {id}");
+    if after["state"] == "pending_review" {
+        holder.post_json(
+            &format!("/v1/reviews/{id}/approve"),
+            &serde_json::json!({ "reason": "demo: the commission agrees" }),
+        )?;
+        println!("holder `city-health-commission` approved {id} (its data is graded important)");
+    }
+    Ok(())
+}
+
+/// The demo's held release: the holder holds the releases of its dataset, a job on it runs and
+/// its report is held; a reviewer releases it; the hold is lifted. Then the filings of releases
+/// from the (important) dataset, as the holder reads them.
+fn held_release(
+    url: &str,
+    (reviewer, holder): (
+        &sluice_broker::client::Client,
+        &sluice_broker::client::Client,
+    ),
+    operator: &str,
+    wasm: &[u8],
+) -> Result<()> {
+    use sluice_broker::client::{Client, Submission};
+    println!("\n=== a held release, as holder `city-health-commission` and reviewer ===");
+    holder.post_json(
+        "/v1/admin/datasets/health_visits/hold",
+        &serde_json::json!({ "reason": "demo: reports on health_visits wait for a reviewer" }),
+    )?;
+    println!("holder put a release hold on health_visits");
+    let client = Client::new(url, operator);
+    let submitted = client.submit(&Submission {
+        wasm,
+        purpose: "demo: sample analysis, again",
+        params: SAMPLES[0].2,
+        datasets: &["health_visits".to_string()],
+        max_epsilon: None,
+        scenario: None,
+    })?;
+    let id = submitted["id"].as_str().context("no job id")?.to_string();
+    approve(reviewer, holder, &id)?;
+    client.follow(&id, |_, _| {})?;
+    let job = client.get_json(&format!("/v1/jobs/{id}"))?;
+    if job["state"] != "held" {
+        bail!("job {id} should be held, is {}", job["state"]);
+    }
+    println!("job {id} ran and is held: its report waits for a reviewer");
+    reviewer.post_json(
+        &format!("/v1/reviews/{id}/release"),
+        &serde_json::json!({ "reason": "demo: report checked" }),
+    )?;
+    println!(
+        "reviewer released it: {}",
+        client.get_json(&format!("/v1/jobs/{id}"))?["state"]
+    );
+    holder.post_json(
+        "/v1/admin/datasets/health_visits/unhold",
+        &serde_json::json!({ "reason": "demo: hold over" }),
+    )?;
+    let filings = holder.get_json("/v1/filings")?;
+    println!(
+        "hold lifted; {} release(s) from health_visits filed (备案) for the regulator",
+        filings["filings"].as_array().map_or(0, Vec::len)
+    );
+    Ok(())
+}
+
 /// `sluice demo`: an embedded broker on a loopback port; the samples go through it over HTTP.
 pub fn demo(rows: usize, data_root: &Path) -> Result<ExitCode> {
     use sluice_broker::client::{Client, Submission};
@@ -269,6 +354,7 @@ pub fn demo(rows: usize, data_root: &Path) -> Result<ExitCode> {
         dir.display()
     );
     let reviewer = Client::new(&broker.url, &reviewer);
+    let holder_client = Client::new(&broker.url, &holder);
 
     for (((pkg, operator, params), path), token) in
         SAMPLES.iter().zip(&wasm_paths).zip(&operator_tokens)
@@ -290,18 +376,7 @@ pub fn demo(rows: usize, data_root: &Path) -> Result<ExitCode> {
         let id = submitted["id"].as_str().context("no job id")?.to_string();
         println!("job {id}: {}", submitted["state"].as_str().unwrap_or("?"));
         if submitted["state"] == "pending_review" {
-            let pending = reviewer.get_json("/v1/reviews")?;
-            let listed = pending["pending"]
-                .as_array()
-                .is_some_and(|p| p.iter().any(|j| j["id"] == id.as_str()));
-            if !listed {
-                bail!("job {id} needs review but the reviewer does not see it");
-            }
-            reviewer.post_json(
-                &format!("/v1/reviews/{id}/approve"),
-                &serde_json::json!({ "reason": "demo: purpose matches the grant" }),
-            )?;
-            println!("reviewer `demo-reviewer` approved {id}");
+            approve(&reviewer, &holder_client, &id)?;
         }
         client.follow(&id, crate::remote::print_event)?;
         let job = client.get_json(&format!("/v1/jobs/{id}"))?;
@@ -332,6 +407,12 @@ pub fn demo(rows: usize, data_root: &Path) -> Result<ExitCode> {
     }
     let first_wasm = std::fs::read(&wasm_paths[0])?;
     emergency_drill(&broker.url, &holder, &operator_tokens[0], &first_wasm)?;
+    held_release(
+        &broker.url,
+        (&reviewer, &holder_client),
+        &operator_tokens[0],
+        &first_wasm,
+    )?;
     broker.stop()?;
     match crate::remote::verify_dir(&dir, None)? {
         Ok(v) => println!(

@@ -240,6 +240,12 @@ enum Command {
         #[command(subcommand)]
         command: ReceiptCommand,
     },
+    /// Filings (备案) of releases from `important` data: export (admin, auditor, holder) and
+    /// verify offline.
+    Filings {
+        #[command(subcommand)]
+        command: FilingsCommand,
+    },
     /// Run one job locally against the policy's datasets, printing its report and the ε it spent.
     Run {
         /// A policy file or a directory of them.
@@ -429,6 +435,29 @@ enum ReceiptCommand {
 }
 
 #[derive(Subcommand)]
+enum FilingsCommand {
+    /// Download the signed export of filings and list them.
+    Export {
+        #[command(flatten)]
+        conn: Conn,
+        /// Only filings made on or after this day (YYYY-MM-DD, in the policy's time zone).
+        #[arg(long)]
+        since: Option<String>,
+        /// Write the signed export here.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Check an export's signature and every receipt in it.
+    Verify {
+        /// The export (JSON, as `filings export -o` wrote it).
+        export: PathBuf,
+        /// The broker's public key (hex, or a file holding it).
+        #[arg(long)]
+        public_key: String,
+    },
+}
+
+#[derive(Subcommand)]
 enum PolicyCommand {
     /// Validate policy files; exits non-zero listing every problem.
     Check {
@@ -580,6 +609,17 @@ fn main() -> ExitCode {
                     public_key,
                 },
         } => remote::receipt_verify(&receipt, &report, &public_key),
+        Command::Filings {
+            command:
+                FilingsCommand::Export {
+                    conn,
+                    since,
+                    output,
+                },
+        } => remote::filings_export(&conn, since.as_deref(), output.as_deref()),
+        Command::Filings {
+            command: FilingsCommand::Verify { export, public_key },
+        } => remote::filings_verify(&export, &public_key),
         Command::Run {
             policy,
             operator,

@@ -551,6 +551,77 @@ fn urlencode(s: &str) -> String {
         .collect()
 }
 
+/// `sluice filings export`.
+pub fn filings_export(conn: &Conn, since: Option<&str>, output: Option<&Path>) -> Result<ExitCode> {
+    let path = match since {
+        Some(d) => format!("/v1/filings?since={d}"),
+        None => "/v1/filings".into(),
+    };
+    let v = client(conn).get_json(&path)?;
+    let export: sluice_broker::filings::FilingExport =
+        serde_json::from_value(v.clone()).context("the broker's answer is not a filings export")?;
+    if export.filings.is_empty() {
+        println!("no filings ({})", export.scope);
+    }
+    for f in &export.filings {
+        print_filing(f);
+    }
+    if let Some(out) = output {
+        std::fs::write(out, serde_json::to_string_pretty(&v)? + "\n")
+            .with_context(|| format!("while writing {}", out.display()))?;
+        println!("signed export written to {}", out.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_filing(f: &sluice_broker::filings::Filing) {
+    let r = &f.receipt;
+    let datasets: Vec<String> = f
+        .terms
+        .datasets
+        .iter()
+        .map(|d| format!("{} ({}, {})", d.name, d.classification, d.holder))
+        .collect();
+    println!(
+        "filing {}  {}  job {} by {}{}  ε={} ρ={} δ={}  datasets: {}",
+        f.number,
+        utc_minute(f.filed_ms),
+        r.job,
+        r.operator,
+        r.scenario
+            .as_deref()
+            .map(|s| format!(" under {s}"))
+            .unwrap_or_default(),
+        r.epsilon,
+        r.rho,
+        r.delta,
+        datasets.join(", ")
+    );
+}
+
+/// `sluice filings verify`.
+pub fn filings_verify(export: &Path, public_key: &str) -> Result<ExitCode> {
+    let key = read_key(public_key)?;
+    let e: sluice_broker::filings::FilingExport = serde_json::from_slice(
+        &std::fs::read(export).with_context(|| format!("while reading {}", export.display()))?,
+    )
+    .context("the file is not a filings export (JSON)")?;
+    match e.verify(&key) {
+        Ok(n) => {
+            println!(
+                "filings OK: {n} filing(s), scope {}, since {}, every receipt signed by the same key",
+                e.scope,
+                utc_minute(e.since_ms)
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(err) => {
+            eprintln!("filings INVALID: {err:#}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
 /// `sluice receipt verify`.
 pub fn receipt_verify(receipt: &Path, report: &Path, public_key: &str) -> Result<ExitCode> {
     let key = read_key(public_key)?;

@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 use sluice_runtime::{BudgetError, Charge, Spent, Totals, privacy::accountant::check_limits};
 
 use crate::audit::{self, NewEntry, now_ms};
+use crate::filings::{Filing, FilingTerms};
 use crate::keys::{DatasetVersion, Keys, Receipt, random_bytes, sha256_hex};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` is the number applied.
@@ -106,6 +107,12 @@ CREATE TABLE approvals (
 ALTER TABLE alerts ADD COLUMN watching TEXT NOT NULL DEFAULT 'budget_share';
 ALTER TABLE alerts ADD COLUMN delivered_ms INTEGER;
 "#,
+    // Filings (备案): releases from data whose grade a regulator is told about.
+    r#"
+CREATE TABLE filings (
+    number INTEGER PRIMARY KEY, job TEXT NOT NULL UNIQUE, terms TEXT NOT NULL,
+    filed_ms INTEGER, audit_seq INTEGER);
+"#,
     // Scenario authorization: a job runs under one scenario; each scenario's grant has its own
     // ledger (NULL: a grant without a scenario).
     r#"
@@ -132,6 +139,10 @@ pub enum Role {
     /// A data holder's officer (principal: the holder id datasets name): suspends, freezes and
     /// watches its own datasets only.
     Holder,
+    /// A read-only overseer (a regulator, an internal audit office): reads the audit log, jobs,
+    /// reviews, usage, alerts, suspensions, filings and metrics; decides and changes nothing, and
+    /// reads no report.
+    Auditor,
 }
 
 impl Role {
@@ -142,6 +153,7 @@ impl Role {
             Self::Reviewer => "reviewer",
             Self::Admin => "admin",
             Self::Holder => "holder",
+            Self::Auditor => "auditor",
         }
     }
     fn parse(s: &str) -> Option<Self> {
@@ -150,6 +162,7 @@ impl Role {
             "reviewer" => Self::Reviewer,
             "admin" => Self::Admin,
             "holder" => Self::Holder,
+            "auditor" => Self::Auditor,
             _ => return None,
         })
     }
@@ -384,6 +397,9 @@ pub struct Outcome<'a> {
     pub datasets: Vec<DatasetVersion>,
     /// Who besides its operator may fetch the report (its scenario's recipients).
     pub recipients: Vec<String>,
+    /// What a filing of this release says beside its receipt, when a dataset it read is graded
+    /// `important` (filed when the report is released, at once or by a reviewer).
+    pub filing: Option<FilingTerms>,
 }
 
 /// An alert to raise.
@@ -1133,6 +1149,7 @@ impl Store {
             policy_sha256,
             datasets,
             recipients,
+            filing,
         } = out;
         let released = self.write(|tx| -> Result<Released> {
             let (wasm_sha256, operator, declared, purpose, reviewer, scenario): (
@@ -1215,6 +1232,15 @@ impl Store {
                 "UPDATE jobs SET receipt = ?2 WHERE id = ?1",
                 params![id, serde_json::to_string(&receipt)?],
             )?;
+            if let Some(terms) = &filing {
+                tx.execute(
+                    "INSERT INTO filings (job, terms) VALUES (?1, ?2)",
+                    params![id, serde_json::to_string(terms)?],
+                )?;
+                if held.is_none() {
+                    file(tx, id, "broker")?;
+                }
+            }
             Ok(match held {
                 Some(why) => Released::Held { why },
                 None => Released::Receipt(Box::new(receipt)),
@@ -1279,6 +1305,7 @@ impl Store {
                     serde_json::to_string(&receipt).map_err(anyhow::Error::from)?
                 ],
             )?;
+            file(tx, id, reviewer)?;
             Ok(JobState::Succeeded)
         })
     }
@@ -1314,6 +1341,8 @@ impl Store {
                 "UPDATE jobs SET report_json = NULL, report_csv = NULL, receipt = NULL WHERE id = ?1",
                 [id],
             )?;
+            // Nothing was released: nothing to file.
+            tx.execute("DELETE FROM filings WHERE job = ?1", [id])?;
             Ok(JobState::Failed)
         })
     }
@@ -1443,6 +1472,53 @@ impl Store {
             }
             Ok(true)
         })
+    }
+
+    /// Filings made since `since_ms` (Unix ms), oldest first, at most 10 000.
+    pub fn filings(&self, since_ms: i64) -> Result<Vec<Filing>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT f.number, f.filed_ms, f.audit_seq, f.terms, j.receipt
+             FROM filings f JOIN jobs j ON j.id = f.job
+             WHERE f.filed_ms IS NOT NULL AND f.filed_ms >= ?1 AND j.receipt IS NOT NULL
+             ORDER BY f.number LIMIT 10000",
+        )?;
+        let rows = stmt
+            .query_map([since_ms], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        rows.into_iter()
+            .map(|(number, filed_ms, audit_seq, terms, receipt)| {
+                Ok(Filing {
+                    number,
+                    filed_ms,
+                    audit_seq,
+                    terms: serde_json::from_str(&terms)?,
+                    receipt: serde_json::from_str(&receipt)?,
+                })
+            })
+            .collect()
+    }
+
+    /// The filings made since `since_ms` that `keep` keeps, exported and signed for `scope`.
+    pub fn export_filings(
+        &self,
+        since_ms: i64,
+        scope: String,
+        keep: impl Fn(&Filing) -> bool,
+    ) -> Result<crate::filings::FilingExport> {
+        let mut filings = self.filings(since_ms)?;
+        filings.retain(keep);
+        Ok(crate::filings::FilingExport::new(
+            &self.keys, since_ms, scope, filings,
+        ))
     }
 
     /// Alerts raised, newest first (at most `limit`).
@@ -2005,6 +2081,30 @@ fn suspended_since_start(
             _ => "the platform was frozen while the job ran".into(),
         }
     }))
+}
+
+/// Files the release of job `id` if its filing was drafted: a `filing` audit entry, and the
+/// filing's time and entry. A job without a draft is not filed.
+fn file(tx: &rusqlite::Transaction<'_>, id: &str, actor: &str) -> Result<()> {
+    let number: Option<i64> = tx
+        .query_row("SELECT number FROM filings WHERE job = ?1", [id], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    let Some(number) = number else {
+        return Ok(());
+    };
+    let seq = audit::append(
+        tx,
+        NewEntry::new("filing", actor)
+            .job(id)
+            .detail(json!({ "number": number })),
+    )?;
+    tx.execute(
+        "UPDATE filings SET filed_ms = ?2, audit_seq = ?3 WHERE job = ?1",
+        params![id, now_ms(), seq],
+    )?;
+    Ok(())
 }
 
 /// Why a report of `operator` on `datasets` may not leave without a reviewer now: a release

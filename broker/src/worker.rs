@@ -107,6 +107,12 @@ fn run_claimed(shared: &Shared, job: crate::store::Claimed) -> Result<()> {
                     policy_sha256: &cur.policy_sha256,
                     datasets: versions,
                     recipients,
+                    filing: filing_terms(
+                        cur.sandbox.engine().policy(),
+                        &job.operator,
+                        job.scenario.as_deref(),
+                        &job.datasets,
+                    ),
                 },
             )?;
             if let crate::store::Released::Held { why } = released {
@@ -116,4 +122,47 @@ fn run_claimed(shared: &Shared, job: crate::store::Claimed) -> Result<()> {
         Err(f) => shared.store.fail(&job.id, &f.error.to_string())?,
     }
     Ok(())
+}
+
+/// What the filing of a release by `operator` under `scenario` on `datasets` says, when one of
+/// them is graded `important` (GB/T 43697: releases from important data are filed with the
+/// regulator); `None` otherwise.
+fn filing_terms(
+    policy: &sluice_policy::Policy,
+    operator: &str,
+    scenario: Option<&str>,
+    datasets: &[String],
+) -> Option<crate::filings::FilingTerms> {
+    use sluice_policy::Classification;
+    let declared: Vec<&sluice_policy::Dataset> = datasets
+        .iter()
+        .filter_map(|d| policy.datasets.values().find(|p| p.id.as_str() == d))
+        .collect();
+    if !declared
+        .iter()
+        .any(|d| d.classification == Classification::Important)
+    {
+        return None;
+    }
+    let grant = policy.grants.iter().find(|g| {
+        g.operator.as_str() == operator
+            && g.scenario.as_deref() == scenario
+            && g.datasets
+                .iter()
+                .any(|d| datasets.iter().any(|n| n == d.as_str()))
+    });
+    Some(crate::filings::FilingTerms {
+        datasets: declared
+            .iter()
+            .map(|d| crate::filings::FiledDataset {
+                name: d.id.to_string(),
+                holder: d.holder.clone(),
+                classification: d.classification.as_str().to_string(),
+            })
+            .collect(),
+        legal_basis: grant.and_then(|g| g.legal_basis.clone()),
+        usage: grant
+            .map_or("public-interest", |g| g.usage.as_str())
+            .to_string(),
+    })
 }

@@ -972,6 +972,144 @@ fn a_scenarios_recipient_fetches_its_released_reports_and_no_other_operator_does
 }
 
 #[test]
+fn an_auditor_reads_everything_that_oversight_needs_and_changes_nothing() {
+    let mut b = TestBroker::start("auditor", |t| t);
+    let auditor = Store::open(&b.dir)
+        .and_then(|s| s.create_token(Role::Auditor, "city-audit-office", "test"))
+        .expect("an auditor token");
+    let id = submit(
+        b.url(),
+        &b.analyst,
+        "SELECT COUNT(*) AS n FROM health_visits",
+    );
+    assert_eq!(final_state(&b, &b.analyst, &id), "succeeded");
+    for path in [
+        "/v1/audit".to_string(),
+        "/v1/jobs".to_string(),
+        format!("/v1/jobs/{id}"),
+        format!("/v1/jobs/{id}/receipt"),
+        "/v1/reviews".to_string(),
+        "/v1/datasets".to_string(),
+        "/v1/admin/usage".to_string(),
+        "/v1/admin/alerts".to_string(),
+        "/v1/admin/suspensions".to_string(),
+    ] {
+        let (status, v) = http(b.url(), "GET", &path, Some(&auditor), None, b"");
+        assert_eq!(status, 200, "{path}: {v}");
+    }
+    let (status, metrics) = http(b.url(), "GET", "/metrics", Some(&auditor), None, b"");
+    assert_eq!(status, 200, "{metrics}");
+    // No report, no decision, no change.
+    let json = Some("application/json");
+    for (method, path) in [
+        ("GET", format!("/v1/jobs/{id}/result")),
+        ("POST", format!("/v1/reviews/{id}/approve")),
+        ("POST", "/v1/admin/operators/analyst/suspend".to_string()),
+        ("POST", "/v1/admin/datasets/health_visits/hold".to_string()),
+        ("POST", "/v1/admin/freeze".to_string()),
+        ("POST", "/v1/admin/policy/reload".to_string()),
+        ("POST", "/v1/jobs".to_string()),
+        ("POST", "/v1/estimate".to_string()),
+    ] {
+        let (status, v) = http(
+            b.url(),
+            method,
+            &path,
+            Some(&auditor),
+            json,
+            br#"{"reason":"x"}"#,
+        );
+        assert_eq!(status, 403, "{method} {path}: {v}");
+    }
+    b.stop();
+}
+
+#[test]
+fn releases_from_important_data_are_filed_and_the_signed_export_verifies_offline() {
+    let mut b = TestBroker::start("filings", |t| {
+        t.replacen(
+            "[dataset.health_visits]\nsource = \"data/health_visits.parquet\"\nholder = \"city-health-commission\"\nclassification = \"sensitive\"",
+            "[grade.important]\nreview = \"none\"\nmax_epsilon_per_period = 100.0\n\n[dataset.health_visits]\nsource = \"data/health_visits.parquet\"\nholder = \"city-health-commission\"\nclassification = \"important\"",
+            1,
+        )
+    });
+    let store = Store::open(&b.dir).unwrap();
+    let holder = store
+        .create_token(Role::Holder, "city-health-commission", "test")
+        .unwrap();
+    let other_holder = store
+        .create_token(Role::Holder, "city-culture-tourism-bureau", "test")
+        .unwrap();
+    let auditor = store
+        .create_token(Role::Auditor, "regulator", "test")
+        .unwrap();
+    drop(store);
+    let filed = submit(
+        b.url(),
+        &b.analyst,
+        "SELECT COUNT(*) AS n FROM health_visits",
+    );
+    assert_eq!(final_state(&b, &b.analyst, &filed), "succeeded");
+    // health_raw stays `sensitive`: nothing to file.
+    let hostile = guest(env!("GUEST_HOSTILE"));
+    let (status, v) = post_job(
+        b.url(),
+        &b.analyst,
+        "health_raw",
+        "sql:SELECT COUNT(*) AS n FROM health_raw",
+        &hostile,
+    );
+    assert_eq!(status, 202, "{v}");
+    let unfiled = v["id"].as_str().unwrap().to_string();
+    assert_eq!(final_state(&b, &b.analyst, &unfiled), "succeeded");
+    for token in [&b.admin, &auditor, &holder] {
+        let export = get_ok(&b, token, "/v1/filings");
+        let filings = export["filings"].as_array().unwrap();
+        assert_eq!(filings.len(), 1, "{export}");
+        let f = &filings[0];
+        assert_eq!(f["receipt"]["job"], filed.as_str(), "{f}");
+        assert_eq!(f["datasets"][0]["classification"], "important", "{f}");
+        assert_eq!(f["datasets"][0]["holder"], "city-health-commission", "{f}");
+    }
+    let theirs = get_ok(&b, &other_holder, "/v1/filings");
+    assert_eq!(
+        theirs["filings"],
+        json!([]),
+        "another holder's export is empty: {theirs}"
+    );
+    let (status, v) = http(b.url(), "GET", "/v1/filings", Some(&b.analyst), None, b"");
+    assert_eq!(status, 403, "{v}");
+    let (status, v) = http(
+        b.url(),
+        "GET",
+        "/v1/filings?since=2026-13-01",
+        Some(&b.admin),
+        None,
+        b"",
+    );
+    assert_eq!(status, 400, "{v}");
+    // The export verifies with the broker's key alone; any change to it does not.
+    let export: sluice_broker::filings::FilingExport =
+        serde_json::from_value(get_ok(&b, &auditor, "/v1/filings?since=2000-01-01")).unwrap();
+    let key = sluice_broker::keys::public_key(&b.public_key).unwrap();
+    assert_eq!(export.verify(&key).unwrap(), 1);
+    let mut forged = export.clone();
+    forged.filings[0].terms.datasets[0].classification = "general".into();
+    assert!(
+        forged
+            .verify(&key)
+            .unwrap_err()
+            .to_string()
+            .contains("signature is invalid")
+    );
+    let mut forged = export.clone();
+    forged.filings[0].receipt.epsilon = 0.0;
+    assert!(forged.verify(&key).is_err(), "a receipt changed inside");
+    b.stop();
+    assert_eq!(audit_kinds(&b, &["filing"]), ["filing"]);
+}
+
+#[test]
 fn a_grant_without_review_on_an_important_dataset_still_waits_for_a_reviewer() {
     let mut b = TestBroker::start("grade", |t| {
         t.replacen(

@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::auth::{Admins, Custodians, Only};
+use super::auth::{Admins, Custodians, Inspectors, Only, Watchers};
 use super::{ApiResult, OptionalJsonBody};
 use crate::audit::NewEntry;
 use crate::error::{ApiError, ErrorCode};
@@ -227,7 +227,7 @@ pub(crate) struct Alerts {
 /// `GET /v1/admin/alerts`: a holder sees the alerts on its own datasets.
 pub(crate) async fn alerts(
     State(s): State<Arc<Shared>>,
-    auth: Only<Custodians>,
+    auth: Only<Watchers>,
 ) -> ApiResult<Json<Alerts>> {
     let held = auth.held(current(&s).sandbox.engine().policy());
     let mut alerts = s.store.alerts(1000)?;
@@ -247,7 +247,7 @@ pub(crate) struct StreamFrom {
 /// the alerts on its own datasets. A client that reconnects passes the last id it saw.
 pub(crate) async fn alert_stream(
     State(s): State<Arc<Shared>>,
-    auth: Only<Custodians>,
+    auth: Only<Watchers>,
     super::QueryString(from): super::QueryString<StreamFrom>,
 ) -> ApiResult<
     Sse<impl futures_util::Stream<Item = std::result::Result<SseEvent, std::convert::Infallible>>>,
@@ -299,6 +299,49 @@ pub(crate) async fn alert_stream(
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FilingsSince {
+    /// Filings made on or after this day (in the policy's time zone); absent: all.
+    since: Option<String>,
+}
+
+/// `GET /v1/filings[?since=YYYY-MM-DD]`: the filings (备案) of releases from `important` data,
+/// signed by the broker ([`crate::filings`]). A holder gets those on its own datasets.
+pub(crate) async fn filings(
+    State(s): State<Arc<Shared>>,
+    auth: Only<Watchers>,
+    super::QueryString(q): super::QueryString<FilingsSince>,
+) -> ApiResult<Json<crate::filings::FilingExport>> {
+    let cur = current(&s);
+    let policy = cur.sandbox.engine().policy();
+    let since_ms = match q.since.as_deref() {
+        None => 0,
+        Some(d) => match sluice_policy::Date::parse(d) {
+            Some(date) => {
+                (date.days_since_epoch() * 86_400 - i64::from(policy.time_zone.offset_minutes) * 60)
+                    * 1000
+            }
+            None => {
+                return Err(ApiError::new(
+                    ErrorCode::BadQuery,
+                    "`since` is a date such as 2026-11-01",
+                ));
+            }
+        },
+    };
+    let held = auth.held(policy);
+    let scope = match &held {
+        Some(_) => format!("holder {}", auth.0.name),
+        None => "all".into(),
+    };
+    let export = s.store.export_filings(since_ms, scope, |f| {
+        held.as_ref()
+            .is_none_or(|h| f.terms.datasets.iter().any(|d| h.contains(&d.name)))
+    })?;
+    Ok(Json(export))
+}
+
 /// Spending per dataset and operator, with the dataset's holder.
 #[derive(Serialize)]
 pub(crate) struct UsageReport {
@@ -315,7 +358,7 @@ struct UsageRow {
 /// `GET /v1/admin/usage`.
 pub(crate) async fn usage(
     State(s): State<Arc<Shared>>,
-    auth: Only<Custodians>,
+    auth: Only<Watchers>,
 ) -> ApiResult<Json<UsageReport>> {
     let held = auth.held(current(&s).sandbox.engine().policy());
     let holders: BTreeMap<String, String> = {
@@ -357,7 +400,7 @@ struct Suspension {
 /// `GET /v1/admin/suspensions`.
 pub(crate) async fn suspensions(
     State(s): State<Arc<Shared>>,
-    _: Only<Admins>,
+    _: Only<Inspectors>,
 ) -> ApiResult<Json<Suspensions>> {
     let suspensions = s
         .store
@@ -369,7 +412,10 @@ pub(crate) async fn suspensions(
 }
 
 /// `GET /metrics`: Prometheus text.
-pub(crate) async fn metrics(State(s): State<Arc<Shared>>, _: Only<Admins>) -> ApiResult<Response> {
+pub(crate) async fn metrics(
+    State(s): State<Arc<Shared>>,
+    _: Only<Inspectors>,
+) -> ApiResult<Response> {
     let mut out = String::new();
     out.push_str("# HELP sluice_jobs Jobs by state.\n# TYPE sluice_jobs gauge\n");
     let counts: BTreeMap<String, i64> = s.store.job_counts()?.into_iter().collect();

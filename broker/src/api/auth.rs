@@ -75,10 +75,30 @@ impl Allowed for Custodians {
     const ROLES: &'static [Role] = &[Role::Admin, Role::Holder];
 }
 
-/// Reviewers, admins and holders (holders read what concerns their own datasets only).
+/// Reviewers, admins, holders and auditors (holders read what concerns their own datasets
+/// only).
 pub(crate) struct Overseers;
 impl Allowed for Overseers {
-    const ROLES: &'static [Role] = &[Role::Reviewer, Role::Admin, Role::Holder];
+    const ROLES: &'static [Role] = &[Role::Reviewer, Role::Admin, Role::Holder, Role::Auditor];
+}
+
+/// Admins, holders and auditors: who watch spending, alerts and filings (holders their own
+/// datasets' only).
+pub(crate) struct Watchers;
+impl Allowed for Watchers {
+    const ROLES: &'static [Role] = &[Role::Admin, Role::Holder, Role::Auditor];
+}
+
+/// Admins and auditors: who read the platform's state as a whole.
+pub(crate) struct Inspectors;
+impl Allowed for Inspectors {
+    const ROLES: &'static [Role] = &[Role::Admin, Role::Auditor];
+}
+
+/// Reviewers, holders and auditors: who read the review queue.
+pub(crate) struct QueueReaders;
+impl Allowed for QueueReaders {
+    const ROLES: &'static [Role] = &[Role::Reviewer, Role::Holder, Role::Auditor];
 }
 
 /// An authenticated caller in one of `R`'s roles. As an extractor it runs before the body is

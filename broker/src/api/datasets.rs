@@ -37,7 +37,7 @@ fn visible_datasets(s: &Shared, auth: &Auth) -> Vec<DatasetView> {
             .held_by(&auth.0.name)
             .map(|d| DatasetView::of(d, engine.policy()))
             .collect(),
-        Role::Reviewer | Role::Admin => engine
+        Role::Reviewer | Role::Admin | Role::Auditor => engine
             .policy()
             .datasets
             .values()

@@ -50,7 +50,7 @@ fn visible_job(s: &Shared, auth: &Auth, id: &JobId, readers: Readers) -> ApiResu
     let policy = cur.sandbox.engine().policy();
     let staff = match auth.0.role {
         Role::Operator => false,
-        Role::Reviewer | Role::Admin => true,
+        Role::Reviewer | Role::Admin | Role::Auditor => true,
         // A holder sees the jobs that declared one of its datasets.
         Role::Holder => auth
             .held(policy)
@@ -487,7 +487,7 @@ pub(crate) async fn list(State(s): State<Arc<Shared>>, auth: Auth) -> ApiResult<
             jobs.sort_by_key(|j| std::cmp::Reverse(j.created_ms));
             jobs
         }
-        Role::Reviewer | Role::Admin => s.store.jobs_recent(200)?,
+        Role::Reviewer | Role::Admin | Role::Auditor => s.store.jobs_recent(200)?,
         Role::Holder => {
             let held = auth
                 .held(current(&s).sandbox.engine().policy())

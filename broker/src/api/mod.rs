@@ -61,6 +61,7 @@ pub(crate) fn router(s: Arc<Shared>) -> Router {
         .route("/v1/admin/usage", get(admin::usage))
         .route("/v1/admin/alerts", get(admin::alerts))
         .route("/v1/admin/suspensions", get(admin::suspensions))
+        .route("/v1/filings", get(admin::filings))
         .route("/metrics", get(admin::metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .layer(middleware::from_fn_with_state(s.clone(), auth::timeout));

@@ -7,7 +7,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use serde::{Deserialize, Serialize};
 
-use super::auth::{Approvers, Only, Overseers};
+use super::auth::{Approvers, Only, Overseers, QueueReaders};
 use super::jobs::StateChanged;
 use super::{ApiResult, JsonBody, QueryString};
 use crate::audit;
@@ -25,7 +25,7 @@ pub(crate) struct Pending {
 /// `GET /v1/reviews`.
 pub(crate) async fn pending(
     State(s): State<Arc<Shared>>,
-    auth: Only<Approvers>,
+    auth: Only<QueueReaders>,
 ) -> ApiResult<Json<Pending>> {
     // A holder sees the jobs that wait for its approval.
     if auth.0.role == Role::Holder {
