@@ -115,6 +115,15 @@ impl Client {
 
     /// Submits a job; returns the broker's answer (`id`, `state`, `wasm_sha256`).
     pub fn submit(&self, job: &Submission<'_>) -> Result<Value> {
+        // Refused here rather than by the broker mid-upload (which a client sees as a broken
+        // pipe).
+        let cap = crate::server::MAX_WASM_BYTES;
+        if job.wasm.len() > cap {
+            bail!(
+                "the job is {} bytes; the broker accepts at most {cap} bytes (40 MiB) of wasm",
+                job.wasm.len()
+            );
+        }
         self.post_json(
             "/v1/jobs",
             &json!({

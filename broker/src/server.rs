@@ -18,8 +18,8 @@ use crate::store::{LedgerAccountant, LedgerAnswerCache, Store};
 
 pub use crate::config::Config;
 
-/// Largest wasm accepted.
-pub const MAX_WASM_BYTES: usize = 16 << 20;
+/// Largest wasm accepted (the sandbox's cap).
+pub const MAX_WASM_BYTES: usize = sluice_runtime::MAX_WASM_BYTES;
 
 /// The policy in force with its sandbox.
 pub(crate) struct Current {

@@ -50,7 +50,7 @@ pub use privacy::accountant::{
 pub use privacy::cache::{AnswerCache, CacheKey, InMemoryAnswerCache};
 pub use privacy::{Budget, Estimate, QueryRecord};
 pub use report::{NoisyTable, PrivacyCost, Report, Scalar, Value};
-pub use wasm::{JobFailure, JobOutput, LogLine};
+pub use wasm::{JobFailure, JobOutput, LogLine, MAX_WASM_BYTES};
 
 /// Per-job resource caps. Every default is conservative; raise them deliberately.
 #[derive(Clone, Debug, PartialEq)]
@@ -132,7 +132,9 @@ pub enum JobError {
     #[error("invalid wasm: {0}")]
     InvalidWasm(String),
     /// The component imports something the sandbox never provides.
-    #[error("forbidden import `{0}`: jobs may import only sluice:job/data and sluice:job/log")]
+    #[error(
+        "forbidden import `{0}`: jobs may import only sluice:job (types, data, log) and the null WASI 0.2 interfaces (cli environment, exit, stdio and terminals; clocks; filesystem types and preopens; io; random); sockets, HTTP and everything else are never linked"
+    )]
     ForbiddenImport(String),
     /// The job ran out of fuel.
     #[error("the job exceeded its compute limit ({0} fuel)")]
@@ -174,6 +176,10 @@ pub enum JobError {
     /// The job returned an error of its own.
     #[error("the job failed: {0}")]
     Guest(String),
+    /// The job called WASI `exit` (Python's `sys.exit`, for instance) instead of returning a
+    /// report.
+    #[error("the job called exit({0}) before returning a report")]
+    Exited(u8),
     /// A bug or resource failure in the host.
     #[error("internal sandbox error: {0}")]
     Host(String),

@@ -35,8 +35,9 @@ pub(crate) mod reviews;
 
 pub(crate) type ApiResult<T> = std::result::Result<T, ApiError>;
 
-/// Largest submit body (base64 wasm in JSON).
-pub(crate) const MAX_SUBMIT_BODY: usize = 24 << 20;
+/// Largest submit body: the largest job as base64 in JSON (4/3 of its bytes) with room for the
+/// other fields.
+pub(crate) const MAX_SUBMIT_BODY: usize = crate::server::MAX_WASM_BYTES / 3 * 4 + (256 << 10);
 /// Largest body of any other request.
 pub(crate) const MAX_BODY: usize = 64 << 10;
 

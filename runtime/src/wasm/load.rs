@@ -23,22 +23,25 @@ use wasmparser::{Parser, Payload, Validator, WasmFeatures};
 use crate::JobError;
 
 /// The WebAssembly features a job may use: WebAssembly 2.0 (mutable globals, sign extension,
-/// saturating float-to-int, multi-value, bulk memory, reference types, fixed-width SIMD) and the
-/// component model. Everything else is off in the engine and refused at load, naming the feature:
-/// multi-memory and memory64 (the memory cap is per job, and these multiply what a job can map),
-/// threads and shared memory, GC, function references, exceptions, tail calls, extended
-/// constants, relaxed SIMD (results differ between hosts), custom page sizes, wide arithmetic,
-/// stack switching and the async parts of the component model.
+/// saturating float-to-int, multi-value, bulk memory, reference types, fixed-width SIMD),
+/// extended constant expressions (`i32.add` in a global's initializer: wasi-sdk emits them, so
+/// Python components built by componentize-py need them; they compute nothing at run time) and
+/// the component model. Everything else is off in the engine and refused at load, naming the
+/// feature: multi-memory and memory64 (the memory cap is per job, and these multiply what a job
+/// can map), threads and shared memory, GC, function references, exceptions, tail calls, relaxed
+/// SIMD (results differ between hosts), custom page sizes, wide arithmetic, stack switching and
+/// the async parts of the component model.
 /// Reference types come without `externref` and the other GC types: wasmtime is built without
 /// its GC, so tables hold `funcref` only.
 pub(crate) const JOB_FEATURES: WasmFeatures = WasmFeatures::WASM2
     .union(WasmFeatures::BULK_MEMORY_OPT)
     .union(WasmFeatures::CALL_INDIRECT_OVERLONG)
+    .union(WasmFeatures::EXTENDED_CONST)
     .union(WasmFeatures::COMPONENT_MODEL)
     .difference(WasmFeatures::GC_TYPES);
 
 /// What jobs may use, for error messages.
-pub(crate) const JOB_FEATURES_TEXT: &str = "jobs may use WebAssembly 2.0 (mutable globals, sign extension, saturating float-to-int, multi-value, bulk memory, reference types without externref, SIMD) and the component model; multi-memory, memory64, threads, GC, exceptions, tail calls, relaxed SIMD and the other proposals are refused";
+pub(crate) const JOB_FEATURES_TEXT: &str = "jobs may use WebAssembly 2.0 (mutable globals, sign extension, saturating float-to-int, multi-value, bulk memory, reference types without externref, SIMD), extended constant expressions and the component model; multi-memory, memory64, threads, GC, exceptions, tail calls, relaxed SIMD and the other proposals are refused";
 
 /// Sets the engine's features to exactly [`JOB_FEATURES`].
 pub(crate) fn configure(config: &mut wasmtime::Config) {

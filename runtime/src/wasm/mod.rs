@@ -3,9 +3,10 @@
 //!
 //! Jobs are WebAssembly components built from `wasm32-unknown-unknown` with the guest SDK; a core
 //! module built with the SDK is componentized on load against the host's own copy of the WIT
-//! ([`load`]). No WASI is linked at all: a component that imports anything outside `sluice:job`
-//! (files, sockets, clocks, environment, random) fails before instantiation with an error naming
-//! the import.
+//! ([`load`]). Such jobs link nothing but `sluice:job`. A component built by another toolchain
+//! (componentize-py for Python) also imports WASI 0.2; it gets the null WASI ([`wasi`]): those
+//! interfaces with nothing behind them. A component that imports anything else (sockets, HTTP, an
+//! unknown interface) fails before instantiation with an error naming the import.
 //!
 //! The engine enables exactly the WebAssembly features in [`load::JOB_FEATURES`]. The memory cap
 //! is per job: every linear memory and table the job's instances create or grow counts against
@@ -24,6 +25,7 @@ use crate::report::{self, NoisyTable, PrivacyCost};
 use crate::{JobError, Limits, QueryError};
 
 mod load;
+mod wasi;
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -39,8 +41,10 @@ use bindings::sluice::job::types as wit;
 const ALLOWED_IMPORTS: &[&str] = &["sluice:job/types", "sluice:job/data", "sluice:job/log"];
 /// The version of the `sluice:job` package this host implements (`guest-sdk/wit/job.wit`).
 const WIT_VERSION: &str = "0.3.0";
-/// Largest job binary accepted: compilation time grows with size, so this bounds it.
-pub const MAX_WASM_BYTES: usize = 16 << 20;
+/// Largest job binary accepted: compilation time grows with size, so this bounds it. A Python
+/// job (componentize-py: the interpreter and standard library in the component's memory image)
+/// is about 18 MB; this leaves room for its own modules.
+pub const MAX_WASM_BYTES: usize = 40 << 20;
 /// Most compiled components kept in memory.
 const CACHE_CAPACITY: usize = 64;
 /// Bytes a table element is counted as against the job's memory cap (a pointer and its tag).
@@ -60,10 +64,21 @@ pub struct LogLine {
 /// Compiles and caches components; one per sandbox.
 pub(crate) struct Host {
     engine: Engine,
+    /// `sluice:job` only.
     linker: Linker<JobState>,
+    /// `sluice:job` and the null WASI, for components that import WASI.
+    wasi_linker: Linker<JobState>,
     contract: load::Contract,
-    cache: Mutex<HashMap<[u8; 32], Component>>,
+    cache: Mutex<HashMap<[u8; 32], Loaded>>,
     _ticker: Ticker,
+}
+
+/// A compiled job and what it links against.
+#[derive(Clone)]
+pub(crate) struct Loaded {
+    component: Component,
+    /// Whether it imports WASI (and so gets the null WASI).
+    wasi: bool,
 }
 
 /// Advances the engine's epoch every [`TICK`] until dropped.
@@ -95,6 +110,8 @@ pub(crate) struct JobState {
     deadline: Instant,
     /// A host call was abandoned at the deadline: the job ran out of time, whatever it returns.
     timed_out: bool,
+    /// The null WASI's state, for jobs that import WASI ([`wasi`]).
+    wasi: wasi::NullWasi,
 }
 
 /// One job's memory cap, shared by all its linear memories and tables.
@@ -216,6 +233,8 @@ impl Host {
         let mut linker = Linker::new(&engine);
         Job::add_to_linker::<JobState, HasSelf<JobState>>(&mut linker, |s| s)
             .map_err(|e| JobError::Host(e.to_string()))?;
+        let mut wasi_linker = linker.clone();
+        wasi::add_to_linker(&mut wasi_linker)?;
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         {
             let (engine, stop) = (engine.clone(), stop.clone());
@@ -232,6 +251,7 @@ impl Host {
         Ok(Self {
             engine,
             linker,
+            wasi_linker,
             contract: load::Contract::new()?,
             cache: Mutex::new(HashMap::new()),
             _ticker: Ticker { stop },
@@ -239,10 +259,10 @@ impl Host {
     }
 
     /// The component for `wasm`, from the cache (keyed by sha256) or freshly compiled.
-    pub(crate) fn load(&self, wasm: &[u8]) -> Result<(Component, bool), JobError> {
+    pub(crate) fn load(&self, wasm: &[u8]) -> Result<(Loaded, bool), JobError> {
         if wasm.len() > MAX_WASM_BYTES {
             return Err(JobError::InvalidWasm(format!(
-                "the job is {} bytes; at most {MAX_WASM_BYTES} are accepted",
+                "the job is {} bytes; at most {MAX_WASM_BYTES} bytes (40 MiB) are accepted",
                 wasm.len()
             )));
         }
@@ -260,15 +280,16 @@ impl Host {
         let component = compiled.map_err(|e| {
             JobError::InvalidWasm(load::with_feature_list(&first_line(&format!("{e:#}"))))
         })?;
-        check_imports(&component, &self.engine)?;
+        let wasi = check_imports(&component, &self.engine)?;
+        let loaded = Loaded { component, wasi };
         let mut cache = self.cache.lock().expect("cache lock");
         if cache.len() >= CACHE_CAPACITY
             && let Some(k) = cache.keys().next().copied()
         {
             cache.remove(&k);
         }
-        cache.insert(key, component.clone());
-        Ok((component, false))
+        cache.insert(key, loaded.clone());
+        Ok((loaded, false))
     }
 
     pub(crate) fn run(
@@ -292,7 +313,7 @@ impl Host {
             }));
         }
         let started = Instant::now();
-        let (component, cached) = self.load(wasm).map_err(fail)?;
+        let (loaded, cached) = self.load(wasm).map_err(fail)?;
         let load_time = started.elapsed();
         let started = Instant::now();
 
@@ -309,6 +330,7 @@ impl Host {
             memory: MemoryBudget::new(limits.memory_bytes),
             deadline: started + limits.wall_clock,
             timed_out: false,
+            wasi: wasi::NullWasi::default(),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| s);
@@ -324,7 +346,10 @@ impl Host {
         // The guest runs on a thread of its own with a known, generous native stack: the wasm stack
         // (512 KiB) and the host's work inside imports (planning, DataFusion) both fit, whatever
         // the caller's thread size.
-        let linker = &self.linker;
+        let (component, linker) = match loaded.wasi {
+            true => (loaded.component, &self.wasi_linker),
+            false => (loaded.component, &self.linker),
+        };
         let (result, store) = std::thread::scope(|scope| {
             std::thread::Builder::new()
                 .name("sluice-job".into())
@@ -341,7 +366,8 @@ impl Host {
         // host state the operator must not see.
         .map_err(|_| fail(JobError::Host("the job thread panicked".into())))?;
         let run_time = started.elapsed();
-        let state = store.into_data();
+        let mut state = store.into_data();
+        state.flush_output();
         let failure = |error| JobFailure {
             error,
             log: state.log.clone(),
@@ -349,6 +375,9 @@ impl Host {
         };
         match result {
             _ if state.timed_out => Err(failure(JobError::Timeout(limits.wall_clock))),
+            Err(_) if state.wasi.exited.is_some() => Err(failure(JobError::Exited(
+                state.wasi.exited.unwrap_or_default(),
+            ))),
             Err(e) => Err(failure(classify(&e, state.memory.refused, &limits))),
             Ok(Err(e)) => Err(failure(JobError::Guest(job_error_text(e)))),
             Ok(Ok(r)) => {
@@ -378,17 +407,36 @@ fn first_line(s: &str) -> String {
     s.lines().next().unwrap_or("").chars().take(500).collect()
 }
 
-/// Refuses any import outside `sluice:job`, naming it.
-fn check_imports(component: &Component, engine: &Engine) -> Result<(), JobError> {
+/// Refuses any import outside `sluice:job` and the null WASI, naming it; returns whether the
+/// component imports WASI.
+fn check_imports(component: &Component, engine: &Engine) -> Result<bool, JobError> {
+    let mut wasi = false;
+    let mut forbidden = Vec::new();
     for (name, _) in component.component_type().imports(engine) {
-        import_allowed(name)?;
+        match import_allowed(name) {
+            Ok(w) => wasi |= w,
+            Err(JobError::ForbiddenImport(name)) => forbidden.push(name),
+            Err(e) => return Err(e),
+        }
     }
-    Ok(())
+    match forbidden.len() {
+        0 => Ok(wasi),
+        _ => Err(JobError::ForbiddenImport(forbidden.join("`, `"))),
+    }
 }
 
-/// One import: a `sluice:job` interface of the version this host implements.
-fn import_allowed(name: &str) -> Result<(), JobError> {
+/// One import: a `sluice:job` interface of the version this host implements (`false`), or a
+/// null WASI interface of any 0.2 release (`true`).
+fn import_allowed(name: &str) -> Result<bool, JobError> {
     let (base, version) = name.split_once('@').unwrap_or((name, ""));
+    if wasi::INTERFACES.contains(&base) {
+        if version.starts_with("0.2.") {
+            return Ok(true);
+        }
+        return Err(JobError::ForbiddenImport(format!(
+            "{name} (only WASI 0.2 releases are linked)"
+        )));
+    }
     if !ALLOWED_IMPORTS.contains(&base) {
         return Err(JobError::ForbiddenImport(name.to_string()));
     }
@@ -397,7 +445,7 @@ fn import_allowed(name: &str) -> Result<(), JobError> {
             "the job was built for `{name}`, but this broker speaks sluice:job@{WIT_VERSION}; rebuild it with the current sluice-guest"
         )));
     }
-    Ok(())
+    Ok(false)
 }
 
 /// Bytes one guest-to-host transfer may carry: the report cap plus room for its framing, so that a
@@ -736,6 +784,13 @@ impl bindings::sluice::job::log::Host for JobState {
             wit::LogLevel::Warn => "warn",
             wit::LogLevel::Error => "error",
         };
+        self.push_log(level, message);
+    }
+}
+
+impl JobState {
+    /// Appends a line to the job's log: cut at 1 KiB, dropped (and counted) past the log cap.
+    fn push_log(&mut self, level: &'static str, message: String) {
         let mut message = message;
         if message.len() > 1024 {
             let mut cut = 1024;
