@@ -35,6 +35,7 @@
 
 mod api;
 pub mod audit;
+pub mod build;
 pub mod client;
 pub mod config;
 pub mod denials;

@@ -50,29 +50,10 @@ fn target_dir(root: &Path) -> PathBuf {
         .unwrap_or_else(|| root.join("target"))
 }
 
-/// Installs the wasm target if it is missing (idempotent; needs rustup).
-fn ensure_wasm_target() -> Result<()> {
-    let sysroot = Command::new("rustc").args(["--print", "sysroot"]).output();
-    if let Ok(out) = sysroot {
-        let root = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-        if root.join("lib/rustlib/wasm32-unknown-unknown").exists() {
-            return Ok(());
-        }
-    }
-    eprintln!("installing the wasm32-unknown-unknown target (once)…");
-    let status = Command::new("rustup")
-        .args(["target", "add", "wasm32-unknown-unknown"])
-        .status()
-        .context("while running `rustup target add wasm32-unknown-unknown`")?;
-    if !status.success() {
-        bail!("`rustup target add wasm32-unknown-unknown` failed");
-    }
-    Ok(())
-}
 
 /// Builds the sample jobs with cargo and returns the path of each `.wasm`.
 pub fn build_samples() -> Result<Vec<PathBuf>> {
-    ensure_wasm_target()?;
+    sluice_broker::build::ensure_wasm_target()?;
     let root = workspace_root();
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.current_dir(&root).args([

@@ -266,6 +266,21 @@ enum Command {
         /// The job: a component, or a core module built with the sluice-guest SDK.
         job: PathBuf,
     },
+    /// Write a new job folder: a job that answers one question on the demo data.
+    New {
+        /// The folder to create.
+        dir: PathBuf,
+        /// The job's language.
+        #[arg(long, value_parser = ["python", "rust"], default_value = "python")]
+        lang: String,
+    },
+    /// Build the job in a folder (Python: job.py, with componentize-py; Rust: Cargo.toml, with
+    /// cargo) and print the path of its wasm.
+    Build {
+        /// The job's folder.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
     /// Policy tools.
     Policy {
         #[command(subcommand)]
@@ -620,6 +635,8 @@ fn main() -> ExitCode {
         Command::Filings {
             command: FilingsCommand::Verify { export, public_key },
         } => remote::filings_verify(&export, &public_key),
+        Command::New { dir, lang } => remote::new_job(&dir, &lang),
+        Command::Build { dir } => remote::build_job(&dir),
         Command::Run {
             policy,
             operator,

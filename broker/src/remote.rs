@@ -551,6 +551,28 @@ fn urlencode(s: &str) -> String {
         .collect()
 }
 
+/// `sluice new`.
+pub fn new_job(dir: &Path, lang: &str) -> Result<ExitCode> {
+    let lang = match lang {
+        "rust" => sluice_broker::build::Lang::Rust,
+        _ => sluice_broker::build::Lang::Python,
+    };
+    sluice_broker::build::new(dir, lang)?;
+    println!(
+        "wrote {}: `sluice build {}`, then `sluice run --operator canal-analytics <the path it prints>`",
+        dir.display(),
+        dir.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `sluice build`.
+pub fn build_job(dir: &Path) -> Result<ExitCode> {
+    let wasm = sluice_broker::build::build(dir)?;
+    println!("{}", wasm.display());
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `sluice filings export`.
 pub fn filings_export(conn: &Conn, since: Option<&str>, output: Option<&Path>) -> Result<ExitCode> {
     let path = match since {
