@@ -74,7 +74,10 @@ pub enum Lang {
 impl Lang {
     /// The language of the job in `dir`.
     pub fn of(dir: &Path) -> Result<Self> {
-        match (dir.join("Cargo.toml").is_file(), dir.join("job.py").is_file()) {
+        match (
+            dir.join("Cargo.toml").is_file(),
+            dir.join("job.py").is_file(),
+        ) {
             (true, false) => Ok(Self::Rust),
             (false, true) => Ok(Self::Python),
             (true, true) => bail!(
@@ -101,7 +104,13 @@ fn build_rust(dir: &Path) -> Result<PathBuf> {
     ensure_wasm_target()?;
     let manifest = dir.join("Cargo.toml");
     let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["metadata", "--format-version", "1", "--no-deps", "--manifest-path"])
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--manifest-path",
+        ])
         .arg(&manifest)
         .output()
         .context("while running `cargo metadata`")?;
@@ -124,7 +133,13 @@ fn build_rust(dir: &Path) -> Result<PathBuf> {
         .context("cargo metadata names no package for this folder")?
         .to_string();
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["build", "--release", "--target", "wasm32-unknown-unknown", "--manifest-path"])
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-unknown-unknown",
+            "--manifest-path",
+        ])
         .arg(&manifest)
         .status()
         .context("while running cargo")?;
@@ -171,7 +186,8 @@ pub fn python_venv() -> PathBuf {
     cache_dir().join("pyvenv")
 }
 
-fn cache_dir() -> PathBuf {
+/// Sluice's cache directory: `$XDG_CACHE_HOME/sluice`, else `~/.cache/sluice`.
+pub fn cache_dir() -> PathBuf {
     std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
@@ -208,7 +224,11 @@ pub fn componentize_py() -> Result<PathBuf> {
         }
     }
     let status = Command::new(venv.join("bin/pip"))
-        .args(["install", "--quiet", &format!("componentize-py=={COMPONENTIZE_PY}")])
+        .args([
+            "install",
+            "--quiet",
+            &format!("componentize-py=={COMPONENTIZE_PY}"),
+        ])
         .status()
         .context("while running pip")?;
     if !status.success() {
@@ -249,7 +269,13 @@ fn build_python(dir: &Path) -> Result<PathBuf> {
         .arg(sdk.join("wit/job.wit"))
         .arg("-d")
         .arg(sdk.join("wasi"))
-        .args(["-w", "sluice:wasi-job/python-job", "--quiet", "componentize", "sluice._app"])
+        .args([
+            "-w",
+            "sluice:wasi-job/python-job",
+            "--quiet",
+            "componentize",
+            "sluice._app",
+        ])
         .arg("-p")
         .arg(dir)
         .arg("-p")
@@ -272,7 +298,11 @@ fn build_python(dir: &Path) -> Result<PathBuf> {
         bail!(
             "componentize-py could not build the job in {}:\n{}",
             dir.display(),
-            if python.is_empty() { stderr.to_string() } else { python.join("\n") }
+            if python.is_empty() {
+                stderr.to_string()
+            } else {
+                python.join("\n")
+            }
         );
     }
     Ok(wasm)
@@ -378,11 +408,19 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let e = Lang::of(&dir).unwrap_err().to_string();
-        assert!(e.contains("neither Cargo.toml") && e.contains("sluice new"), "{e}");
+        assert!(
+            e.contains("neither Cargo.toml") && e.contains("sluice new"),
+            "{e}"
+        );
         std::fs::write(dir.join("job.py"), "").unwrap();
         assert_eq!(Lang::of(&dir).unwrap(), Lang::Python);
         std::fs::write(dir.join("Cargo.toml"), "").unwrap();
-        assert!(Lang::of(&dir).unwrap_err().to_string().contains("one language"));
+        assert!(
+            Lang::of(&dir)
+                .unwrap_err()
+                .to_string()
+                .contains("one language")
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

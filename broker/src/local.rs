@@ -50,7 +50,6 @@ fn target_dir(root: &Path) -> PathBuf {
         .unwrap_or_else(|| root.join("target"))
 }
 
-
 /// Builds the sample jobs with cargo and returns the path of each `.wasm`.
 pub fn build_samples() -> Result<Vec<PathBuf>> {
     sluice_broker::build::ensure_wasm_target()?;
@@ -124,11 +123,10 @@ pub fn run(
     let operator: OperatorId = operator.parse().map_err(|e: String| anyhow::anyhow!(e))?;
     let policy = load_policy(policy)?;
     let wasm = std::fs::read(job).with_context(|| format!("while reading {}", job.display()))?;
-    let sandbox = Sandbox::new(SandboxConfig::new(
-        policy,
-        data_root,
-        Arc::new(InMemoryAccountant::new()),
-    ))?;
+    let sandbox = Sandbox::new(
+        SandboxConfig::new(policy, data_root, Arc::new(InMemoryAccountant::new()))
+            .with_compiled_dir(sluice_broker::build::cache_dir().join("compiled")),
+    )?;
     let job_id = format!("local-{}", std::process::id());
     match sandbox.run_job(&JobRequest::new(operator.clone(), job_id, &wasm, params)) {
         Ok(out) => {

@@ -88,6 +88,7 @@ pub(crate) fn start_sandbox(
             Arc::new(LedgerAccountant::with_alerts(store.clone(), alerts)),
         )
         .with_answer_cache(Arc::new(LedgerAnswerCache(store.clone())))
+        .with_compiled_dir(store.dir().join("compiled"))
         .with_limits(limits.clone()),
     )
     .context("while starting the sandbox")?;

@@ -212,6 +212,9 @@ pub struct SandboxConfig {
     /// Where answers to repeated queries are kept (default: in memory). `None` makes every
     /// repetition a fresh, charged release: only for statistical tests of the mechanisms.
     pub answer_cache: Option<Arc<dyn AnswerCache>>,
+    /// Where compiled jobs are kept across restarts (default: nowhere, memory only). Entries
+    /// are verified before they are loaded (see the runtime's `wasm/disk.rs`).
+    pub compiled_dir: Option<PathBuf>,
 }
 
 impl SandboxConfig {
@@ -228,7 +231,14 @@ impl SandboxConfig {
             limits: Limits::default(),
             partitions: std::thread::available_parallelism().map_or(2, |n| n.get()),
             answer_cache: Some(Arc::new(InMemoryAnswerCache::new())),
+            compiled_dir: None,
         }
+    }
+
+    /// Keeps compiled jobs in `dir` across restarts: a big job (Python) is compiled once.
+    pub fn with_compiled_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.compiled_dir = Some(dir.into());
+        self
     }
 
     /// Keeps answers to repeated queries in `cache` (the broker's is in its database).
@@ -352,7 +362,8 @@ impl Sandbox {
             config.accountant,
             config.answer_cache,
         ));
-        let host = wasm::Host::new().map_err(|e| SandboxError::Start(e.to_string()))?;
+        let host = wasm::Host::new(config.compiled_dir.as_deref())
+            .map_err(|e| SandboxError::Start(e.to_string()))?;
         Ok(Self {
             host,
             engine,

@@ -138,7 +138,7 @@ fn check_core_imports(wasm: &[u8]) -> Result<(), JobError> {
             // Interface imports are named by their module (`wasi:cli/environment@0.2.0`);
             // anything else (`env`, `wasi_snapshot_preview1`) by module and field.
             if import.module.contains(':') {
-                super::import_allowed(import.module)?;
+                super::job_import_allowed(import.module)?;
             } else {
                 return Err(JobError::ForbiddenImport(format!(
                     "{}::{}",

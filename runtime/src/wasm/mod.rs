@@ -24,6 +24,7 @@ use crate::privacy::{Asker, PrivacyEngine, QueryRecord};
 use crate::report::{self, NoisyTable, PrivacyCost};
 use crate::{JobError, Limits, QueryError};
 
+mod disk;
 mod load;
 mod wasi;
 
@@ -70,6 +71,8 @@ pub(crate) struct Host {
     wasi_linker: Linker<JobState>,
     contract: load::Contract,
     cache: Mutex<HashMap<[u8; 32], Loaded>>,
+    /// Compiled components kept across restarts, if configured.
+    disk: Option<disk::DiskCache>,
     _ticker: Ticker,
 }
 
@@ -205,8 +208,10 @@ pub struct JobOutput {
     pub cached: bool,
     /// Time to load (compile or fetch) the component.
     pub load_time: std::time::Duration,
-    /// Time to run it.
+    /// Time to run it (instantiation included).
     pub run_time: std::time::Duration,
+    /// Time to instantiate it (part of `run_time`).
+    pub instantiate_time: std::time::Duration,
 }
 
 /// A failed job with what it did before failing (queries stay charged).
@@ -221,7 +226,7 @@ pub struct JobFailure {
 }
 
 impl Host {
-    pub(crate) fn new() -> Result<Self, JobError> {
+    pub(crate) fn new(compiled_dir: Option<&std::path::Path>) -> Result<Self, JobError> {
         let mut config = Config::new();
         config
             .wasm_component_model(true)
@@ -235,6 +240,15 @@ impl Host {
             .map_err(|e| JobError::Host(e.to_string()))?;
         let mut wasi_linker = linker.clone();
         wasi::add_to_linker(&mut wasi_linker)?;
+        let disk = match compiled_dir {
+            Some(d) => Some(disk::DiskCache::open(d, &engine).map_err(|e| {
+                JobError::Host(format!(
+                    "cannot open the compiled-job cache {}: {e}",
+                    d.display()
+                ))
+            })?),
+            None => None,
+        };
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         {
             let (engine, stop) = (engine.clone(), stop.clone());
@@ -254,6 +268,7 @@ impl Host {
             wasi_linker,
             contract: load::Contract::new()?,
             cache: Mutex::new(HashMap::new()),
+            disk,
             _ticker: Ticker { stop },
         })
     }
@@ -270,6 +285,12 @@ impl Host {
         if let Some(c) = self.cache.lock().expect("cache lock").get(&key) {
             return Ok((c.clone(), true));
         }
+        if let Some(component) = self.disk.as_ref().and_then(|d| d.get(&self.engine, &key)) {
+            let wasi = check_imports(&component, &self.engine)?;
+            let loaded = Loaded { component, wasi };
+            self.remember(key, &loaded);
+            return Ok((loaded, true));
+        }
         let component_bytes = load::component_bytes(wasm, &self.contract)?;
         // wasmtime validates a component against the engine's features; a panic in it (none is
         // known) would be a bug to report as a refusal, not a reason to stop the broker.
@@ -281,7 +302,16 @@ impl Host {
             JobError::InvalidWasm(load::with_feature_list(&first_line(&format!("{e:#}"))))
         })?;
         let wasi = check_imports(&component, &self.engine)?;
+        if let Some(d) = &self.disk {
+            d.put(&key, &component);
+        }
         let loaded = Loaded { component, wasi };
+        self.remember(key, &loaded);
+        Ok((loaded, false))
+    }
+
+    /// Keeps `loaded` in memory (at most [`CACHE_CAPACITY`] components).
+    fn remember(&self, key: [u8; 32], loaded: &Loaded) {
         let mut cache = self.cache.lock().expect("cache lock");
         if cache.len() >= CACHE_CAPACITY
             && let Some(k) = cache.keys().next().copied()
@@ -289,7 +319,6 @@ impl Host {
             cache.remove(&k);
         }
         cache.insert(key, loaded.clone());
-        Ok((loaded, false))
     }
 
     pub(crate) fn run(
@@ -350,14 +379,16 @@ impl Host {
             true => (loaded.component, &self.wasi_linker),
             false => (loaded.component, &self.linker),
         };
-        let (result, store) = std::thread::scope(|scope| {
+        let (result, store, instantiate_time) = std::thread::scope(|scope| {
             std::thread::Builder::new()
                 .name("sluice-job".into())
                 .stack_size(crate::PLANNING_STACK_BYTES)
                 .spawn_scoped(scope, move || {
-                    let r = Job::instantiate(&mut store, &component, linker)
-                        .and_then(|job| job.call_run(&mut store, params));
-                    (r, store)
+                    let started = Instant::now();
+                    let job = Job::instantiate(&mut store, &component, linker);
+                    let instantiate_time = started.elapsed();
+                    let r = job.and_then(|job| job.call_run(&mut store, params));
+                    (r, store, instantiate_time)
                 })
                 .map(|h| h.join())
         })
@@ -397,6 +428,7 @@ impl Host {
                     cached,
                     load_time,
                     run_time,
+                    instantiate_time,
                 })
             }
         }
@@ -425,8 +457,8 @@ fn check_imports(component: &Component, engine: &Engine) -> Result<bool, JobErro
     }
 }
 
-/// One import: a `sluice:job` interface of the version this host implements (`false`), or a
-/// null WASI interface of any 0.2 release (`true`).
+/// One import of a component: a `sluice:job` interface of the version this host implements
+/// (`false`), or a null WASI interface of any 0.2 release (`true`).
 fn import_allowed(name: &str) -> Result<bool, JobError> {
     let (base, version) = name.split_once('@').unwrap_or((name, ""));
     if wasi::INTERFACES.contains(&base) {
@@ -437,6 +469,13 @@ fn import_allowed(name: &str) -> Result<bool, JobError> {
             "{name} (only WASI 0.2 releases are linked)"
         )));
     }
+    job_import_allowed(name).map(|()| false)
+}
+
+/// One import of a job built with the Rust SDK (a core module): a `sluice:job` interface of
+/// the version this host implements, nothing else.
+fn job_import_allowed(name: &str) -> Result<(), JobError> {
+    let (base, version) = name.split_once('@').unwrap_or((name, ""));
     if !ALLOWED_IMPORTS.contains(&base) {
         return Err(JobError::ForbiddenImport(name.to_string()));
     }
@@ -445,7 +484,7 @@ fn import_allowed(name: &str) -> Result<bool, JobError> {
             "the job was built for `{name}`, but this broker speaks sluice:job@{WIT_VERSION}; rebuild it with the current sluice-guest"
         )));
     }
-    Ok(false)
+    Ok(())
 }
 
 /// Bytes one guest-to-host transfer may carry: the report cap plus room for its framing, so that a
@@ -814,6 +853,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn wasi_0_2_imports_link_the_null_wasi_and_anything_else_is_refused_by_name() {
+        for name in [
+            "wasi:cli/environment@0.2.0",
+            "wasi:sockets/tcp@0.2.9",
+            "wasi:filesystem/preopens@0.2.12",
+        ] {
+            assert!(import_allowed(name).unwrap(), "{name}");
+        }
+        assert!(!import_allowed("sluice:job/data@0.3.0").unwrap());
+        for name in [
+            "wasi:http/types@0.2.0",
+            "wasi:cli/environment@0.3.0",
+            "wasi:clocks/timezone@0.2.12",
+            "acme:spy/exfiltrate@1.0.0",
+        ] {
+            let e = import_allowed(name).unwrap_err().to_string();
+            assert!(e.contains(name.split('@').next().unwrap()), "{e}");
+        }
+    }
+
+    #[test]
     fn the_memory_cap_is_one_total_across_memories_and_tables() {
         let mut m = MemoryBudget::new(256 << 20);
         // Sixteen memories of 256 MiB each, the attack that a per-memory cap let through: the
@@ -833,14 +893,14 @@ mod tests {
     }
 
     #[test]
-    fn imports_must_be_sluice_job_at_the_host_version() {
-        assert!(import_allowed("sluice:job/data@0.3.0").is_ok());
-        match import_allowed("sluice:job/data@0.1.0") {
+    fn imports_of_rust_jobs_must_be_sluice_job_at_the_host_version() {
+        assert!(job_import_allowed("sluice:job/data@0.3.0").is_ok());
+        match job_import_allowed("sluice:job/data@0.1.0") {
             Err(JobError::InvalidWasm(m)) => assert!(m.contains("rebuild"), "{m}"),
             other => panic!("{other:?}"),
         }
         assert!(matches!(
-            import_allowed("wasi:cli/environment@0.2.0"),
+            job_import_allowed("wasi:cli/environment@0.2.0"),
             Err(JobError::ForbiddenImport(_))
         ));
         // The WIT file and the host agree on the version.
