@@ -262,6 +262,76 @@ pub enum Which {
     Engine,
     /// Submit → result over HTTP on loopback, against the same job run in-process.
     Broker,
+    /// A Python job's first compile, its load from disk after a restart and its instantiation,
+    /// against the Rust sample's in the same run.
+    Python,
+}
+
+/// One job's load figures.
+struct LoadFigures {
+    bytes: usize,
+    compile: Duration,
+    disk_load: Duration,
+    instantiate: Duration,
+}
+
+/// `sluice bench python`: for the Rust sample (the baseline) and the Python sample, the first
+/// compile into an empty compiled-job directory, then `runs` times a fresh sandbox (a broker
+/// restart) loading it from that directory, and instantiation; medians, and the Python/Rust
+/// ratios.
+pub fn python(runs: usize) -> Result<ExitCode> {
+    let runs = runs.max(3);
+    let world = BrokerWorld::new(100_000)?;
+    let py_path =
+        sluice_broker::build::build(&local::workspace_root().join("samples/python-visits"))?;
+    let python = std::fs::read(py_path)?;
+    let jobs: [(&str, &[u8], &str); 2] = [
+        (
+            "rust sample (visits-by-district)",
+            &world.wasm,
+            "epsilon=0.1",
+        ),
+        ("python sample (python-visits)", &python, "min_age=40"),
+    ];
+    let mut figures = Vec::new();
+    for (i, (_, wasm, params)) in jobs.iter().enumerate() {
+        figures.push(world.load_figures(&format!("compiled-{i}"), wasm, params, runs)?);
+    }
+    println!(
+        "
+job load on 2 cores, median of {runs} restarts"
+    );
+    println!(
+        "{:<36} {:>9} {:>14} {:>16} {:>15}",
+        "job", "size KiB", "compile ms", "disk load ms", "instantiate ms"
+    );
+    for ((name, _, _), f) in jobs.iter().zip(&figures) {
+        println!(
+            "{name:<36} {:>9} {:>14.1} {:>16.1} {:>15.2}",
+            f.bytes / 1024,
+            ms(f.compile),
+            ms(f.disk_load),
+            ms(f.instantiate)
+        );
+    }
+    let (rust, py) = (&figures[0], &figures[1]);
+    let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64().max(1e-9);
+    println!(
+        "python/rust: compile {:.1}x, disk load {:.1}x, instantiate {:.1}x",
+        ratio(py.compile, rust.compile),
+        ratio(py.disk_load, rust.disk_load),
+        ratio(py.instantiate, rust.instantiate)
+    );
+    let verdict = |ok: bool| if ok { "met" } else { "NOT met" };
+    println!(
+        "bars: python disk load <= 50 ms: {} ({:.1} ms); python instantiate <= 10 ms: {} ({:.2} ms)",
+        verdict(py.disk_load <= Duration::from_millis(50)),
+        ms(py.disk_load),
+        verdict(py.instantiate <= Duration::from_millis(10)),
+        ms(py.instantiate)
+    );
+    let _ = std::fs::remove_dir_all(&world.work);
+    Ok(ExitCode::SUCCESS)
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -304,6 +374,64 @@ impl BrokerWorld {
         std::fs::write(work.join("policy/health.toml"), policy)?;
         let wasm = std::fs::read(&local::build_samples()?[0])?;
         Ok(Self { work, rows, wasm })
+    }
+
+    /// A sandbox over the world's data keeping compiled jobs in `compiled` (under the work
+    /// directory).
+    fn sandbox(&self, compiled: &str) -> Result<Sandbox> {
+        Ok(Sandbox::new(
+            SandboxConfig::new(
+                sluice_policy::load(&self.work.join("policy"))
+                    .map_err(|e| anyhow::anyhow!("{e}"))?,
+                &self.work,
+                Arc::new(InMemoryAccountant::new()),
+            )
+            .with_compiled_dir(self.work.join(compiled)),
+        )?)
+    }
+
+    /// `wasm`'s first compile into the empty directory `compiled`, then `runs` fresh sandboxes
+    /// loading it from there and instantiating it (medians).
+    fn load_figures(
+        &self,
+        compiled: &str,
+        wasm: &[u8],
+        params: &str,
+        runs: usize,
+    ) -> Result<LoadFigures> {
+        let op: sluice_policy::OperatorId = "canal-analytics"
+            .parse()
+            .map_err(|e: String| anyhow::anyhow!(e))?;
+        let first = self.sandbox(compiled)?;
+        let t = Instant::now();
+        first.precompile(wasm)?;
+        let compile = t.elapsed();
+        drop(first);
+        let (mut loads, mut instantiations) = (Vec::new(), Vec::new());
+        for i in 0..runs {
+            let restarted = self.sandbox(compiled)?;
+            let t = Instant::now();
+            let cached = restarted.precompile(wasm)?;
+            loads.push(t.elapsed());
+            if !cached {
+                anyhow::bail!("the compiled job was not loaded from disk after a restart");
+            }
+            let out = restarted
+                .run_job(&JobRequest::new(
+                    op.clone(),
+                    format!("load-{i}"),
+                    wasm,
+                    params,
+                ))
+                .map_err(|f| anyhow::anyhow!("the job failed: {}", f.error))?;
+            instantiations.push(out.instantiate_time);
+        }
+        Ok(LoadFigures {
+            bytes: wasm.len(),
+            compile,
+            disk_load: median(loads),
+            instantiate: median(instantiations),
+        })
     }
 
     /// A distinct ε per job, so that no job is answered from the identical-query cache.

@@ -658,6 +658,7 @@ fn main() -> ExitCode {
         } => match which {
             bench::Which::Engine => bench::run(rows, reps, &dir),
             bench::Which::Broker => bench::broker(jobs),
+            bench::Which::Python => bench::python(reps),
         },
     };
     match result {

@@ -1,8 +1,8 @@
 //! Compiled components kept on disk, so that a big job (a Python job is an 18 MB component,
 //! seconds to compile) is compiled once, not at every broker start.
 //!
-//! Each entry is the engine's serialized compiled form of one job, named by the sha256 of the
-//! job's bytes and the engine's compatibility hash (wasmtime version and configuration: a broker
+//! Each entry is the engine's serialized compiled form of one job, named by the BLAKE3 hash of
+//! the job's bytes and the engine's compatibility hash (wasmtime version and configuration: a broker
 //! built or configured differently never loads another's entry), beside a MAC: keyed BLAKE3 over
 //! the name and the bytes under a 32-byte key kept in the directory (`key`, mode 0600, created on
 //! first use). Loading a serialized component runs machine code without checking it, so an entry
@@ -46,19 +46,19 @@ impl DiskCache {
         })
     }
 
-    fn paths(&self, wasm_sha256: &[u8; 32]) -> (String, PathBuf, PathBuf) {
-        let name = format!("{}-{}", hex::encode(wasm_sha256), self.engine);
+    fn paths(&self, wasm_hash: &[u8; 32]) -> (String, PathBuf, PathBuf) {
+        let name = format!("{}-{}", hex::encode(wasm_hash), self.engine);
         let file = self.dir.join(format!("{name}.cwasm"));
         let mac = self.dir.join(format!("{name}.mac"));
         (name, file, mac)
     }
 
-    /// The compiled component of the job whose bytes hash to `wasm_sha256`, if an entry exists
+    /// The compiled component of the job whose bytes hash to `wasm_hash`, if an entry exists
     /// and its MAC verifies.
     // The one `unsafe` in the runtime: loading machine code the engine compiled earlier.
     #[allow(unsafe_code)]
-    pub(crate) fn get(&self, engine: &Engine, wasm_sha256: &[u8; 32]) -> Option<Component> {
-        let (name, file, mac_path) = self.paths(wasm_sha256);
+    pub(crate) fn get(&self, engine: &Engine, wasm_hash: &[u8; 32]) -> Option<Component> {
+        let (name, file, mac_path) = self.paths(wasm_hash);
         let stored: [u8; 32] = std::fs::read(&mac_path).ok()?.try_into().ok()?;
         let tag = mac_file(&self.key, name.as_bytes(), &file).ok()?;
         // `blake3::Hash` compares in constant time.
@@ -75,10 +75,10 @@ impl DiskCache {
         unsafe { Component::deserialize_file(engine, &file) }.ok()
     }
 
-    /// Keeps `component`'s compiled form for the job whose bytes hash to `wasm_sha256`. A
+    /// Keeps `component`'s compiled form for the job whose bytes hash to `wasm_hash`. A
     /// failure is logged: the cache is an optimisation.
-    pub(crate) fn put(&self, wasm_sha256: &[u8; 32], component: &Component) {
-        let (name, file, mac_path) = self.paths(wasm_sha256);
+    pub(crate) fn put(&self, wasm_hash: &[u8; 32], component: &Component) {
+        let (name, file, mac_path) = self.paths(wasm_hash);
         let write = || -> Result<(), Box<dyn std::error::Error>> {
             let bytes = component.serialize().map_err(|e| e.to_string())?;
             let tag = mac(&self.key, name.as_bytes(), &bytes);

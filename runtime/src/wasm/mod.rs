@@ -16,7 +16,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, ResourceLimiter, Store, Trap};
 
@@ -232,7 +231,11 @@ impl Host {
             .wasm_component_model(true)
             .consume_fuel(true)
             .epoch_interruption(true)
-            .max_wasm_stack(512 * 1024);
+            .max_wasm_stack(512 * 1024)
+            // A Python job's linear memory starts as the interpreter's 18 MB heap snapshot: an
+            // image this large is mapped copy-on-write at instantiation instead of copied
+            // (wasmtime's default limit for that is 16 MiB).
+            .memory_guaranteed_dense_image_size(64 << 20);
         load::configure(&mut config);
         let engine = Engine::new(&config).map_err(|e| JobError::Host(e.to_string()))?;
         let mut linker = Linker::new(&engine);
@@ -273,7 +276,7 @@ impl Host {
         })
     }
 
-    /// The component for `wasm`, from the cache (keyed by sha256) or freshly compiled.
+    /// The component for `wasm`, from the cache (keyed by its BLAKE3 hash) or freshly compiled.
     pub(crate) fn load(&self, wasm: &[u8]) -> Result<(Loaded, bool), JobError> {
         if wasm.len() > MAX_WASM_BYTES {
             return Err(JobError::InvalidWasm(format!(
@@ -281,7 +284,9 @@ impl Host {
                 wasm.len()
             )));
         }
-        let key: [u8; 32] = Sha256::digest(wasm).into();
+        // Keyed by BLAKE3 rather than the sha256 receipts name: for an 18 MB Python job it is
+        // 3 ms instead of 13 ms, on every load.
+        let key: [u8; 32] = blake3::hash(wasm).into();
         if let Some(c) = self.cache.lock().expect("cache lock").get(&key) {
             return Ok((c.clone(), true));
         }
