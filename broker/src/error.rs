@@ -231,6 +231,11 @@ pub struct ApiError {
 }
 
 impl ApiError {
+    /// Its code.
+    pub fn code(&self) -> ErrorCode {
+        self.code
+    }
+
     /// An error with `code` and a public `message`.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self {

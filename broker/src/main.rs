@@ -298,8 +298,9 @@ enum Command {
         #[arg(long, default_value = "data")]
         out: PathBuf,
     },
-    /// Benchmarks: DP queries against plain DataFusion and job compile vs cache (`engine`), or
-    /// submit→result over HTTP on loopback (`broker`).
+    /// Benchmarks: DP queries against plain DataFusion and job compile vs cache (`engine`),
+    /// submit→result over HTTP on loopback (`broker`), or a Python job's compile, load from disk
+    /// and instantiation against a Rust job's (`python`).
     Bench {
         /// What to benchmark.
         #[arg(value_enum, default_value_t = bench::Which::Engine)]

@@ -593,13 +593,16 @@ fn malformed_requests_get_clear_4xx_answers_and_the_broker_carries_on() {
     let hostile = guest(env!("GUEST_HOSTILE"));
     let json_ct = Some("application/json");
     let huge_params = submit_json(&["health_visits"], &hostile, &"p".repeat(100 << 10));
-    let oversized = vec![b'x'; 25 << 20];
+    // Past the submit body cap (the largest job as base64 JSON), and a raw job past the wasm cap.
+    let oversized = vec![b'x'; 54 << 20];
+    let too_big_wasm = vec![b'x'; (40 << 20) + 1];
     let cases: Vec<BadCase> = vec![
         ("malformed JSON", "POST", "/v1/jobs".into(), t, json_ct, br#"{"purpose": "#.to_vec(), 400),
         ("unknown field", "POST", "/v1/jobs".into(), t, json_ct, br#"{"purpose":"p","datasets":["health_visits"],"wasm_base64":"","extra":1}"#.to_vec(), 400),
         ("wrong content type", "POST", "/v1/jobs".into(), t, Some("text/plain"), b"hello".to_vec(), 415),
         ("no content type", "POST", "/v1/jobs".into(), t, None, b"hello".to_vec(), 415),
         ("oversized body", "POST", "/v1/jobs".into(), t, Some("application/wasm"), oversized, 413),
+        ("oversized wasm", "POST", "/v1/jobs?purpose=p&datasets=health_visits".into(), t, Some("application/wasm"), too_big_wasm, 413),
         ("invalid wasm", "POST", "/v1/jobs".into(), t, json_ct, submit_json(&["health_visits"], b"not wasm at all", ""), 400),
         ("invalid wasm, raw", "POST", "/v1/jobs?purpose=p&datasets=health_visits".into(), t, Some("application/wasm"), b"\0asm\x01\0\0\0garbage".to_vec(), 400),
         ("bad base64", "POST", "/v1/jobs".into(), t, json_ct, br#"{"purpose":"p","datasets":["health_visits"],"wasm_base64":"***"}"#.to_vec(), 400),

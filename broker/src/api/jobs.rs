@@ -237,8 +237,17 @@ impl<S: Send + Sync> FromRequest<S> for Submission {
                 &mut parts, state,
             )
             .await;
-        let (headers, b) =
-            read_body(Request::from_parts(parts, body), state, MAX_SUBMIT_BODY).await?;
+        let (headers, b) = read_body(Request::from_parts(parts, body), state, MAX_SUBMIT_BODY)
+            .await
+            .map_err(|e| match e.code() {
+                ErrorCode::BodyTooLarge => ApiError::new(
+                    ErrorCode::BodyTooLarge,
+                    format!(
+                        "the submission is larger than {MAX_SUBMIT_BODY} bytes: a job is at most {MAX_WASM_BYTES} bytes (40 MiB) of wasm, which is about {MAX_SUBMIT_BODY} bytes as base64 in JSON"
+                    ),
+                ),
+                _ => e,
+            })?;
         let ct = content_type(&headers);
         let job = if ct.starts_with("application/json") {
             let j: SubmitJson = parse_json(&headers, &b)?;
