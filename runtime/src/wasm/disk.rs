@@ -82,10 +82,14 @@ impl DiskCache {
         let write = || -> Result<(), Box<dyn std::error::Error>> {
             let bytes = component.serialize().map_err(|e| e.to_string())?;
             let tag = mac(&self.key, name.as_bytes(), &bytes);
-            let tmp = file.with_extension(format!("tmp-{}", std::process::id()));
+            // Unique temporary names: two threads may keep the same job at once.
+            let mut nonce = [0u8; 8];
+            getrandom::fill(&mut nonce).map_err(|e| e.to_string())?;
+            let suffix = hex::encode(nonce);
+            let tmp = file.with_extension(format!("cwasm-{suffix}.tmp"));
             write_private(&tmp, &bytes)?;
             std::fs::rename(&tmp, &file)?;
-            let tmp = mac_path.with_extension(format!("tmp-{}", std::process::id()));
+            let tmp = mac_path.with_extension(format!("mac-{suffix}.tmp"));
             std::fs::write(&tmp, tag.as_bytes())?;
             std::fs::rename(&tmp, &mac_path)?;
             Ok(())
