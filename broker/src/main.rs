@@ -162,6 +162,13 @@ enum Command {
         #[arg(long)]
         accuracy: Option<f64>,
     },
+    /// A job's log lines (its operator; reviewers, admins and its datasets' holders too).
+    Logs {
+        #[command(flatten)]
+        conn: Conn,
+        /// The job.
+        id: String,
+    },
     /// Your remaining privacy budget per dataset (operator).
     Budget {
         #[command(flatten)]
@@ -587,6 +594,7 @@ fn main() -> ExitCode {
         } => remote::result(&conn, &id, output.as_deref(), csv),
         Command::Budget { conn } => remote::budget(&conn),
         Command::Alerts { conn, follow } => remote::alerts(&conn, follow),
+        Command::Logs { conn, id } => remote::logs(&conn, &id),
         Command::Suspend {
             conn,
             target,

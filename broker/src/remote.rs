@@ -153,9 +153,35 @@ pub fn print_event(kind: &str, data: &Value) {
             d["audit_seq"]
         ),
         "failed" => eprintln!("  failed: {}", d["error"].as_str().unwrap_or("?")),
+        "log" => print_log(d),
         "rejected" => eprintln!("  rejected: {}", d["reason"].as_str().unwrap_or("?")),
         other => eprintln!("  {}", other.replace('_', " ")),
     }
+}
+
+/// A job's log lines, as `sluice logs` and `submit --wait` print them.
+fn print_log(log: &Value) {
+    for l in log["lines"].as_array().into_iter().flatten() {
+        eprintln!(
+            "  [job log {}] {}",
+            l["level"].as_str().unwrap_or("?"),
+            l["message"].as_str().unwrap_or("")
+        );
+    }
+    match log["dropped"].as_u64() {
+        Some(n) if n > 0 => eprintln!("  [job log] {n} more line(s) dropped by the log cap"),
+        _ => {}
+    }
+}
+
+/// `sluice logs`.
+pub fn logs(conn: &Conn, id: &str) -> Result<ExitCode> {
+    let log = client(conn).get_json(&format!("/v1/jobs/{id}/log"))?;
+    if log["lines"].as_array().is_none_or(Vec::is_empty) {
+        eprintln!("job {id} logged nothing");
+    }
+    print_log(&log);
+    Ok(ExitCode::SUCCESS)
 }
 
 /// What `sluice submit` sends besides the wasm, and whether it waits.

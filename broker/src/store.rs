@@ -102,6 +102,12 @@ CREATE TABLE approvals (
     job TEXT NOT NULL, principal TEXT NOT NULL, role TEXT NOT NULL, at_ms INTEGER NOT NULL,
     PRIMARY KEY (job, principal, role));
 "#,
+    // Scenario authorization: a job runs under one scenario; each scenario's grant has its own
+    // ledger (NULL: a grant without a scenario).
+    r#"
+ALTER TABLE jobs ADD COLUMN scenario TEXT;
+ALTER TABLE charges ADD COLUMN scenario TEXT;
+"#,
     // Alert rules watch more than spending shares: what each alert watched.
     r#"
 ALTER TABLE alerts ADD COLUMN watching TEXT NOT NULL DEFAULT 'budget_share';
@@ -113,11 +119,10 @@ CREATE TABLE filings (
     number INTEGER PRIMARY KEY, job TEXT NOT NULL UNIQUE, terms TEXT NOT NULL,
     filed_ms INTEGER, audit_seq INTEGER);
 "#,
-    // Scenario authorization: a job runs under one scenario; each scenario's grant has its own
-    // ledger (NULL: a grant without a scenario).
+    // A job's log is kept with it, so that its operator reads it through the broker.
     r#"
-ALTER TABLE jobs ADD COLUMN scenario TEXT;
-ALTER TABLE charges ADD COLUMN scenario TEXT;
+ALTER TABLE jobs ADD COLUMN log TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE jobs ADD COLUMN log_dropped INTEGER NOT NULL DEFAULT 0;
 "#,
 ];
 
@@ -400,6 +405,24 @@ pub struct Outcome<'a> {
     /// What a filing of this release says beside its receipt, when a dataset it read is graded
     /// `important` (filed when the report is released, at once or by a reviewer).
     pub filing: Option<FilingTerms>,
+}
+
+/// A job's log as the broker keeps it.
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
+pub struct JobLog {
+    /// The lines the log cap kept, in order.
+    pub lines: Vec<LogEntry>,
+    /// How many lines the cap dropped.
+    pub dropped: u64,
+}
+
+/// One line of a job's log.
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
+pub struct LogEntry {
+    /// `debug`, `info`, `warn` or `error`.
+    pub level: String,
+    /// The text (at most 1 KiB).
+    pub message: String,
 }
 
 /// An alert to raise.
@@ -1366,6 +1389,39 @@ impl Store {
                 |_| json!({ "error": error }),
             )?;
             Ok(())
+        })
+    }
+
+    /// Keeps job `id`'s log (the lines the log cap kept, and how many it dropped), and sends it
+    /// to the job's followers as a `log` event.
+    pub fn set_log(&self, id: &str, lines: &[sluice_runtime::LogLine], dropped: u64) -> Result<()> {
+        let text = serde_json::to_string(lines)?;
+        self.write(|tx| {
+            tx.execute(
+                "UPDATE jobs SET log = ?2, log_dropped = ?3 WHERE id = ?1",
+                params![id, text, i64::try_from(dropped).unwrap_or(i64::MAX)],
+            )?;
+            event(tx, id, "log", json!({ "lines": lines, "dropped": dropped }))?;
+            Ok(())
+        })
+    }
+
+    /// Job `id`'s log, if the job exists.
+    pub fn job_log(&self, id: &str) -> Result<Option<JobLog>> {
+        let conn = self.lock();
+        let row: Option<(String, i64)> = conn
+            .query_row(
+                "SELECT log, log_dropped FROM jobs WHERE id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        Ok(match row {
+            None => None,
+            Some((lines, dropped)) => Some(JobLog {
+                lines: serde_json::from_str(&lines)?,
+                dropped: u64::try_from(dropped).unwrap_or(0),
+            }),
         })
     }
 
@@ -2639,6 +2695,76 @@ mod tests {
             kinds("SELECT kind FROM audit WHERE job = ?1 ORDER BY seq"),
             kinds("SELECT kind FROM events WHERE job = ?1 ORDER BY id"),
         )
+    }
+
+    /// sha256 of each released migration, in order. A database records how many it has applied
+    /// (`user_version`), so a released migration edited or moved breaks every upgrade: add new
+    /// ones at the end, and their hash here.
+    const RELEASED_MIGRATIONS: &[&str] = &[
+        "33d3c50e95f7e897a31e74a4b94a75e86606167ea32098834b40f3dbd58ae2d7",
+        "e72e54b926022c66825876389f34dc1e23128f99284933bc8dcdb0d97adea55d",
+        "f1e80aeccd4b8e3206d82939c17ccaa6451cadb69889eb9b3266320a22704fd2",
+        "f67e517769c8ec1d5f751cf2011e441b7232111cd8a171d89cf55d250911be5a",
+        "cb8e918dc5bf753fd0024f9e6d5d92cd52086aabb28f79d759b2536e8958ee25",
+        "ebd2d1500148bbf6cc98c533354dfd77b3c0b08284329ec92bd6fb834fde13d6",
+        "5362885b09263c0a2f45db7b93256daa2aa5562d2e87206e1ee1d8c7b9a58296",
+        "13a3f2c6ee104c7e10e61d0958768fb6697508c1dbd4133f9000fdec5757e46d",
+        "8284ec975c36e7c1028fdc6de46fc5747b440761f9f9b7ab936b4420122bb432",
+        "d30c8527616362fc4e54628d2df42de60808adbef6981535d95cc8811e867392",
+        "b5e09da4575c846fa521d4281642a38a838f1483c6c860ea4c3d00839eb09938",
+        "707c8f080e09745b25425a216bc772f5c6d518069ab71e994aeb0a555d74bbaa",
+        "b56e1bca7fed7be6ea75bceed6b01652d945b92da65b878d1c756f2fd98c93f1",
+    ];
+
+    #[test]
+    fn migrations_are_only_ever_appended() {
+        let got: Vec<String> = MIGRATIONS
+            .iter()
+            .map(|m| sha256_hex(m.as_bytes()))
+            .collect();
+        assert_eq!(
+            got, RELEASED_MIGRATIONS,
+            "a released migration changed or moved"
+        );
+    }
+
+    #[test]
+    fn a_database_of_the_previous_release_upgrades_and_keeps_its_jobs() {
+        // The schema of the release before filings and job logs: the first 10 migrations.
+        let dir = std::env::temp_dir().join(format!(
+            "sluice-store-{}-upgrade-{}",
+            std::process::id(),
+            hex::encode(random_bytes::<4>())
+        ));
+        drop(Store::init(&dir).unwrap());
+        let old = dir.join("old.db");
+        {
+            let conn = Connection::open(&old).unwrap();
+            for m in &MIGRATIONS[..10] {
+                conn.execute_batch(m).unwrap();
+            }
+            conn.pragma_update(None, "user_version", 10).unwrap();
+            conn.execute_batch(
+                "INSERT INTO wasm (sha256, bytes) VALUES ('x', x'00');
+                 INSERT INTO jobs (id, n, operator, purpose, params, wasm_sha256, datasets, state, created_ms)
+                 VALUES ('job-old', 1, 'op', 'p', '', 'x', '[]', 'succeeded', 0);",
+            )
+            .unwrap();
+        }
+        for ext in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{ext}", db_path(&dir).display()));
+        }
+        std::fs::rename(&old, db_path(&dir)).unwrap();
+        let s = Store::open(&dir).expect("the old database upgrades");
+        let job = s.job("job-old").unwrap().expect("its job is still there");
+        assert_eq!(job.state, JobState::Succeeded);
+        let conn = s.lock();
+        let log: String = conn
+            .query_row("SELECT log FROM jobs WHERE id = 'job-old'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(log, "[]");
     }
 
     #[test]

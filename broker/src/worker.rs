@@ -79,6 +79,11 @@ fn run_claimed(shared: &Shared, job: crate::store::Claimed) -> Result<()> {
         .metrics
         .job_seconds_micros
         .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+    let (log, dropped) = match &out {
+        Ok(o) => (&o.log, o.log_dropped),
+        Err(f) => (&f.log, f.log_dropped),
+    };
+    shared.store.set_log(&job.id, log, dropped)?;
     match out {
         Ok(out) => {
             let versions = datasets

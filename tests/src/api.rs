@@ -768,3 +768,83 @@ fn the_datasets_endpoint_lists_public_lookups_with_their_values() {
     assert_eq!(lookup["key"], "district");
     assert_eq!(lookup["columns"]["region"], json!(["Central", "North"]));
 }
+
+#[test]
+fn a_jobs_log_and_its_panic_message_reach_its_operator_through_the_broker() {
+    let mut b = TestBroker::start("job-log", |t| t);
+    let hostile = guest(env!("GUEST_HOSTILE"));
+    let submit = |params: &str| -> String {
+        let (status, v) = http(
+            b.url(),
+            "POST",
+            "/v1/jobs",
+            Some(&b.analyst),
+            Some("application/json"),
+            &submit_json(&["health_visits"], &hostile, params),
+        );
+        assert_eq!(status, 202, "{v}");
+        v["id"].as_str().unwrap().to_string()
+    };
+    // A panic: the job fails, and its log says why (the SDK logs the panic message first).
+    let id = submit("panic");
+    let kinds = follow(&b, &b.analyst, &id);
+    assert_eq!(
+        kinds.iter().rev().take(2).collect::<Vec<_>>(),
+        ["failed", "log"],
+        "{kinds:?}"
+    );
+    let (status, log) = http(
+        b.url(),
+        "GET",
+        &format!("/v1/jobs/{id}/log"),
+        Some(&b.analyst),
+        None,
+        b"",
+    );
+    assert_eq!(status, 200, "{log}");
+    let lines = log["lines"].as_array().unwrap();
+    assert!(
+        lines.iter().any(|l| l["level"] == "error"
+            && l["message"]
+                .as_str()
+                .unwrap()
+                .contains("hostile job panicked on purpose")),
+        "{log}"
+    );
+    // The staff read it too; another operator does not.
+    let (status, _) = http(
+        b.url(),
+        "GET",
+        &format!("/v1/jobs/{id}/log"),
+        Some(&b.reviewer),
+        None,
+        b"",
+    );
+    assert_eq!(status, 200);
+    let (status, v) = http(
+        b.url(),
+        "GET",
+        &format!("/v1/jobs/{id}/log"),
+        Some(&b.tourism),
+        None,
+        b"",
+    );
+    assert_eq!(status, 403, "{v}");
+    // A flood is capped; what the cap dropped is counted.
+    let id = submit("log-spam");
+    follow(&b, &b.analyst, &id);
+    let (_, log) = http(
+        b.url(),
+        "GET",
+        &format!("/v1/jobs/{id}/log"),
+        Some(&b.analyst),
+        None,
+        b"",
+    );
+    assert!(log["dropped"].as_u64().unwrap() > 0, "{}", log["dropped"]);
+    assert_eq!(
+        log["lines"][0]["message"],
+        "line 0 ".to_string() + &"y".repeat(100)
+    );
+    b.stop();
+}

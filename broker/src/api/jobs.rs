@@ -613,6 +613,20 @@ pub(crate) async fn receipt(
     Ok(([(header::CONTENT_TYPE, "application/json")], receipt).into_response())
 }
 
+/// `GET /v1/jobs/{id}/log`: the job's log lines (its operator, and the staff who oversee it).
+pub(crate) async fn log(
+    State(s): State<Arc<Shared>>,
+    auth: Auth,
+    id: JobId,
+) -> ApiResult<Json<crate::store::JobLog>> {
+    visible_job(&s, &auth, &id, Readers::Staff)?;
+    let log = s
+        .store
+        .job_log(id.as_str())?
+        .ok_or_else(|| ApiError::not_found(format!("no job `{id}`")))?;
+    Ok(Json(log))
+}
+
 /// What a held job's operator is told: why there is no report yet.
 fn held_note(state: JobState) -> &'static str {
     if state == JobState::Held {

@@ -220,6 +220,8 @@ pub struct JobFailure {
     pub error: JobError,
     /// Its log lines.
     pub log: Vec<LogLine>,
+    /// Log lines dropped by the cap.
+    pub log_dropped: u64,
     /// Queries it had answered (and been charged for).
     pub queries: Vec<QueryRecord>,
 }
@@ -338,6 +340,7 @@ impl Host {
         let fail = |error| JobFailure {
             error,
             log: Vec::new(),
+            log_dropped: 0,
             queries: Vec::new(),
         };
         if params.len() > limits.max_params_bytes {
@@ -407,6 +410,7 @@ impl Host {
         let failure = |error| JobFailure {
             error,
             log: state.log.clone(),
+            log_dropped: state.log_dropped,
             queries: state.records.clone(),
         };
         match result {
