@@ -489,6 +489,20 @@ enum PolicyCommand {
     },
 }
 
+/// `sluice filings …`.
+fn filings(command: FilingsCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        FilingsCommand::Export {
+            conn,
+            since,
+            output,
+        } => remote::filings_export(&conn, since.as_deref(), output.as_deref()),
+        FilingsCommand::Verify { export, public_key } => {
+            remote::filings_verify(&export, &public_key)
+        }
+    }
+}
+
 /// `sluice token …`.
 fn token(command: TokenCommand) -> anyhow::Result<ExitCode> {
     match command {
@@ -633,17 +647,7 @@ fn main() -> ExitCode {
                     public_key,
                 },
         } => remote::receipt_verify(&receipt, &report, &public_key),
-        Command::Filings {
-            command:
-                FilingsCommand::Export {
-                    conn,
-                    since,
-                    output,
-                },
-        } => remote::filings_export(&conn, since.as_deref(), output.as_deref()),
-        Command::Filings {
-            command: FilingsCommand::Verify { export, public_key },
-        } => remote::filings_verify(&export, &public_key),
+        Command::Filings { command } => filings(command),
         Command::New { dir, lang } => remote::new_job(&dir, &lang),
         Command::Build { dir } => remote::build_job(&dir),
         Command::Run {
@@ -670,6 +674,11 @@ fn main() -> ExitCode {
             bench::Which::Python => bench::python(reps),
         },
     };
+    report(result)
+}
+
+/// The process's exit code for `result`, printing the error.
+fn report(result: anyhow::Result<ExitCode>) -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
