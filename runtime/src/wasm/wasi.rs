@@ -437,34 +437,21 @@ impl poll::HostPollable for JobState {
 
 impl streams::Host for JobState {}
 
+/// Stream methods that find the stream closed (stdin, and splicing from it).
+macro_rules! closed_methods {
+    ($($name:ident($($t:ty),*) -> $ok:ty;)*) => {
+        $(fn $name(&mut self, $(_: $t),*) -> wasmtime::Result<Result<$ok, streams::StreamError>> {
+            Ok(Err(streams::StreamError::Closed))
+        })*
+    };
+}
+
 impl streams::HostInputStream for JobState {
-    fn read(
-        &mut self,
-        _: Resource<Stdin>,
-        _: u64,
-    ) -> wasmtime::Result<Result<Vec<u8>, streams::StreamError>> {
-        Ok(Err(streams::StreamError::Closed))
-    }
-    fn blocking_read(
-        &mut self,
-        _: Resource<Stdin>,
-        _: u64,
-    ) -> wasmtime::Result<Result<Vec<u8>, streams::StreamError>> {
-        Ok(Err(streams::StreamError::Closed))
-    }
-    fn skip(
-        &mut self,
-        _: Resource<Stdin>,
-        _: u64,
-    ) -> wasmtime::Result<Result<u64, streams::StreamError>> {
-        Ok(Err(streams::StreamError::Closed))
-    }
-    fn blocking_skip(
-        &mut self,
-        _: Resource<Stdin>,
-        _: u64,
-    ) -> wasmtime::Result<Result<u64, streams::StreamError>> {
-        Ok(Err(streams::StreamError::Closed))
+    closed_methods! {
+        read(Resource<Stdin>, u64) -> Vec<u8>;
+        blocking_read(Resource<Stdin>, u64) -> Vec<u8>;
+        skip(Resource<Stdin>, u64) -> u64;
+        blocking_skip(Resource<Stdin>, u64) -> u64;
     }
     fn subscribe(&mut self, _: Resource<Stdin>) -> wasmtime::Result<Resource<Pollable>> {
         self.pollable(Pollable::Ready)
@@ -528,21 +515,9 @@ impl streams::HostOutputStream for JobState {
     ) -> wasmtime::Result<Result<(), streams::StreamError>> {
         self.write_zeroes(s, len)
     }
-    fn splice(
-        &mut self,
-        _: Resource<Output>,
-        _: Resource<Stdin>,
-        _: u64,
-    ) -> wasmtime::Result<Result<u64, streams::StreamError>> {
-        Ok(Err(streams::StreamError::Closed))
-    }
-    fn blocking_splice(
-        &mut self,
-        _: Resource<Output>,
-        _: Resource<Stdin>,
-        _: u64,
-    ) -> wasmtime::Result<Result<u64, streams::StreamError>> {
-        Ok(Err(streams::StreamError::Closed))
+    closed_methods! {
+        splice(Resource<Output>, Resource<Stdin>, u64) -> u64;
+        blocking_splice(Resource<Output>, Resource<Stdin>, u64) -> u64;
     }
     fn drop(&mut self, s: Resource<Output>) -> wasmtime::Result<()> {
         self.wasi.table.delete(s)?;
