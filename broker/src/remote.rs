@@ -341,7 +341,42 @@ pub fn estimate(
             ),
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(budget_verdict(&e["budget"], unit))
+}
+
+/// What `sluice estimate` says of the cost against the grant; failure when it would not fit.
+fn budget_verdict(b: &Value, unit: &str) -> ExitCode {
+    if b.is_null() {
+        return ExitCode::SUCCESS;
+    }
+    let f = |k: &str| b[k].as_f64().unwrap_or(0.0);
+    let mut fits = true;
+    if f("over_per_job") > 0.0 {
+        fits = false;
+        println!(
+            "would EXCEED the grant's per-job cap {unit}={} by {:.4}",
+            f("per_job"),
+            f("over_per_job")
+        );
+    }
+    if f("over_period") > 0.0 {
+        fits = false;
+        println!(
+            "would EXCEED what is left this period ({unit}={:.4}) by {:.4}",
+            f("available_this_period"),
+            f("over_period")
+        );
+    }
+    if fits {
+        println!(
+            "fits: per-job cap {unit}={}, {:.4} left this period",
+            f("per_job"),
+            f("available_this_period")
+        );
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 /// `sluice review list`.

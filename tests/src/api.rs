@@ -126,6 +126,20 @@ fn a_job_goes_from_submission_to_a_verified_receipt_over_http() {
     assert!(e["accuracy"][0][1].as_f64().unwrap() <= 100.0);
     let after = c.get_json("/v1/budget").unwrap();
     assert_eq!(after["budgets"], budget["budgets"], "an estimate is free");
+    // It says how the cost compares with the grant: within, or above and by how much.
+    assert_eq!(e["budget"]["unit"], "epsilon", "{e}");
+    assert_eq!(e["budget"]["over_per_job"], 0.0, "{e}");
+    let big = c
+        .post_json(
+            "/v1/estimate",
+            &json!({"sql": "SELECT COUNT(*) AS n FROM health_visits", "epsilon": 60.0}),
+        )
+        .unwrap();
+    assert_eq!(big["budget"]["per_job"], 50.0, "{big}");
+    assert!(
+        (big["budget"]["over_per_job"].as_f64().unwrap() - 10.0).abs() < 1e-9,
+        "{big}"
+    );
 
     // The audit log holds the submission, the queries and the release, and verifies.
     let audit = b

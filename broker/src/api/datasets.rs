@@ -106,12 +106,56 @@ pub(crate) struct EstimateBody {
     accuracy: Option<f64>,
 }
 
-/// `POST /v1/estimate`: what a query would cost and how accurate it would be; charges nothing.
+/// An estimate beside what the operator's grant still allows.
+#[derive(Serialize)]
+pub(crate) struct EstimateAnswer {
+    #[serde(flatten)]
+    estimate: Estimate,
+    /// The estimate against the grant's per-job cap and what is left this period (absent when
+    /// the operator holds several scenarios on the dataset: the job names one).
+    budget: Option<BudgetCheck>,
+}
+
+/// How an estimated cost compares with the grant.
+#[derive(Serialize)]
+pub(crate) struct BudgetCheck {
+    /// `epsilon` or `rho`: the measure both figures are in.
+    unit: &'static str,
+    /// The grant's per-job cap.
+    per_job: f64,
+    /// What can still be spent this period (the smaller of the grant's and the dataset's).
+    available_this_period: f64,
+    /// How far the cost is above the per-job cap (0 when within).
+    over_per_job: f64,
+    /// How far the cost is above what is left this period (0 when within).
+    over_period: f64,
+}
+
+impl BudgetCheck {
+    fn of(e: &Estimate, v: &sluice_runtime::views::BudgetView) -> Self {
+        let zcdp = v.privacy_measure == "zcdp";
+        let (unit, cost, per_job) = if zcdp {
+            ("rho", e.rho, v.rho_per_job)
+        } else {
+            ("epsilon", e.epsilon, v.epsilon_per_job)
+        };
+        Self {
+            unit,
+            per_job,
+            available_this_period: v.available_this_period,
+            over_per_job: (cost - per_job).max(0.0),
+            over_period: (cost - v.available_this_period).max(0.0),
+        }
+    }
+}
+
+/// `POST /v1/estimate`: what a query would cost and how accurate it would be, and how that
+/// compares with what the grant still allows; charges nothing.
 pub(crate) async fn estimate(
     State(s): State<Arc<Shared>>,
     auth: Only<Operators>,
     JsonBody(r): JsonBody<EstimateBody>,
-) -> ApiResult<Json<Estimate>> {
+) -> ApiResult<Json<EstimateAnswer>> {
     let budget = match (r.epsilon, r.rho, r.accuracy) {
         (Some(e), None, None) => Budget::Epsilon(e),
         (None, Some(rho), None) => Budget::Rho(rho),
@@ -125,15 +169,30 @@ pub(crate) async fn estimate(
     };
     let op = auth.operator()?;
     let s2 = s.clone();
+    let asking = op.clone();
     // Planning runs on the sandbox's own threads, whose stack is known.
     let answer = tokio::task::spawn_blocking(move || {
-        let asker = sluice_runtime::privacy::Asker::new(op, "estimate");
+        let asker = sluice_runtime::privacy::Asker::new(asking, "estimate");
         current(&s2).sandbox.estimate(asker, r.sql, budget)
     })
     .await
     .map_err(ApiError::internal)?;
     match answer {
-        Ok(e) => Ok(Json(e)),
+        Ok(estimate) => {
+            let cur = current(&s);
+            let check = sluice_policy::DatasetId::new(&estimate.dataset)
+                .ok()
+                .and_then(|d| {
+                    cur.sandbox
+                        .engine()
+                        .budget_for(&op, &d, None, "", std::time::SystemTime::now())
+                })
+                .map(|v| BudgetCheck::of(&estimate, &v));
+            Ok(Json(EstimateAnswer {
+                estimate,
+                budget: check,
+            }))
+        }
         Err(e @ QueryError::NotGranted(_)) => Err(ApiError::forbidden(e.to_string())),
         Err(e) => Err(ApiError::new(ErrorCode::QueryRefused, e.to_string())),
     }
