@@ -162,6 +162,19 @@ enum Command {
         #[arg(long)]
         accuracy: Option<f64>,
     },
+    /// The datasets you may query (operator) or oversee (staff), with the columns a query may
+    /// name and their public domains.
+    Datasets {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Cancel a job that has not started (operator).
+    Cancel {
+        #[command(flatten)]
+        conn: Conn,
+        /// The job.
+        id: String,
+    },
     /// A job's log lines (its operator; reviewers, admins and its datasets' holders too).
     Logs {
         #[command(flatten)]
@@ -609,6 +622,8 @@ fn main() -> ExitCode {
         Command::Budget { conn } => remote::budget(&conn),
         Command::Alerts { conn, follow } => remote::alerts(&conn, follow),
         Command::Logs { conn, id } => remote::logs(&conn, &id),
+        Command::Datasets { conn } => remote::datasets(&conn),
+        Command::Cancel { conn, id } => remote::cancel(&conn, &id),
         Command::Suspend {
             conn,
             target,

@@ -174,6 +174,54 @@ fn print_log(log: &Value) {
     }
 }
 
+/// `sluice datasets`: what the token may query (operators) or oversees (staff), with each
+/// column a query may name.
+pub fn datasets(conn: &Conn) -> Result<ExitCode> {
+    let r = client(conn).get_json("/v1/datasets")?;
+    let all = r["datasets"].as_array().cloned().unwrap_or_default();
+    if all.is_empty() {
+        println!("no datasets granted to you");
+    }
+    for d in all {
+        println!(
+            "{} (holder {}, {}, {}; privacy unit {}, at most {} row(s) each)",
+            d["name"].as_str().unwrap_or("?"),
+            d["holder"].as_str().unwrap_or("?"),
+            d["classification"].as_str().unwrap_or("?"),
+            match d["privacy_measure"].as_str() {
+                Some("zcdp") => "ρ-zCDP",
+                _ => "ε-DP",
+            },
+            d["privacy_unit"].as_str().unwrap_or("?"),
+            d["max_rows_per_unit"]
+        );
+        for c in d["columns"].as_array().into_iter().flatten() {
+            let what = match (&c["public_values"], &c["bounds"], &c["bins"]) {
+                (Value::Array(v), _, _) => format!("{} value(s)", v.len()),
+                (_, Value::Array(b), Value::Array(bins)) => {
+                    format!("bounds [{}, {}], {} bin edges", b[0], b[1], bins.len())
+                }
+                (_, Value::Array(b), _) => format!("bounds [{}, {}]", b[0], b[1]),
+                _ if c["partition_selection"] == true => "keys by partition selection".into(),
+                _ => "no public domain".into(),
+            };
+            println!(
+                "  {:<24} {:<9} {what}",
+                c["name"].as_str().unwrap_or("?"),
+                c["kind"].as_str().unwrap_or("?")
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `sluice cancel`.
+pub fn cancel(conn: &Conn, id: &str) -> Result<ExitCode> {
+    let r = client(conn).post_json(&format!("/v1/jobs/{id}/cancel"), &json!({}))?;
+    println!("{id}: {}", r["state"].as_str().unwrap_or("?"));
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `sluice logs`.
 pub fn logs(conn: &Conn, id: &str) -> Result<ExitCode> {
     let log = client(conn).get_json(&format!("/v1/jobs/{id}/log"))?;

@@ -233,3 +233,69 @@ fn cli_texts_read_as_before() {
         .unwrap_or_else(|_| panic!("missing {}; run with SLUICE_BLESS=1", path.display()));
     assert_eq!(out, expected, "CLI texts changed (SLUICE_BLESS=1 if meant)");
 }
+
+#[test]
+fn operator_verbs_speak_to_a_running_broker_in_plain_text() {
+    use sluice_broker::server::{Config, Running};
+    use sluice_broker::store::{Role, Store};
+    let dir = temp_dir("remote");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("policy")).unwrap();
+    sluice_datagen::health_visits(&dir.join("data/health_visits.parquet"), 2_000, 7).unwrap();
+    for f in ["health.toml", "grades.toml"] {
+        std::fs::copy(
+            manifest_dir().join("../policies/examples").join(f),
+            dir.join("policy").join(f),
+        )
+        .unwrap();
+    }
+    let state = dir.join("state");
+    let token = Store::init(&state)
+        .and_then(|s| s.create_token(Role::Operator, "canal-analytics", "cli test"))
+        .unwrap();
+    let broker = Running::start(
+        &state,
+        Config::new(dir.join("policy"), dir.clone()),
+        Default::default(),
+        "127.0.0.1:0",
+    )
+    .unwrap();
+    let conn = ["--url", broker.url.as_str(), "--token", token.as_str()];
+    let with = |args: &[&str]| sluice(&[args, &conn[..]].concat());
+
+    let (code, out, err) = with(&["datasets"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with("health_visits (holder city-health-commission, important, ε-DP; privacy unit person_id, at most 5 row(s) each)\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("\n  district                 category  9 value(s)\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("\n  cost                     float     bounds [0.0, 20000.0]\n"),
+        "{out}"
+    );
+
+    // An estimate says whether the cost fits the grant, and fails when it does not.
+    let sql = "SELECT COUNT(*) AS n FROM health_visits";
+    let (code, out, _) = with(&["estimate", sql, "--epsilon", "0.5"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("\nfits: per-job cap ε=1, 10.0000 left this period\n"),
+        "{out}"
+    );
+    let (code, out, _) = with(&["estimate", sql, "--epsilon", "5"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("would EXCEED the grant's per-job cap ε=1 by 4.0000"),
+        "{out}"
+    );
+
+    let (code, _, err) = with(&["cancel", "job-0000000000000000"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no job `job-0000000000000000`"), "{err}");
+    broker.stop().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
