@@ -187,8 +187,9 @@ impl Job {
     }
 
     /// Starts a DP query. Set its ε with [`Query::epsilon`] (or a target accuracy with
-    /// [`Query::accuracy`]), then [`Query::run`] or [`Query::estimate`].
-    pub fn query(&mut self, sql: impl Into<String>) -> Query<'_> {
+    /// [`Query::accuracy`]), then [`Query::run`] or [`Query::estimate`]. It borrows the job
+    /// shared, so a job may estimate, log and then run the same query.
+    pub fn query(&self, sql: impl Into<String>) -> Query<'_> {
         Query {
             _job: self,
             sql: sql.into(),
@@ -209,7 +210,7 @@ impl Job {
 
 /// One DP aggregate query being built.
 pub struct Query<'a> {
-    _job: &'a mut Job,
+    _job: &'a Job,
     sql: String,
     target: Option<types::Target>,
 }

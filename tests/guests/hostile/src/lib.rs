@@ -99,9 +99,13 @@ fn hostile(ctx: &mut Job) -> Result<Report> {
             Ok(Report::new("answer").table("answer", &t))
         }
         // Estimates the SQL at a ±50 target, then runs it at that target: reports both costs.
+        // (One query estimated, logged about, then run: the SDK's `Query` borrows the job
+        // shared, so this compiles.)
         "accuracy" => {
-            let e = ctx.query(arg).accuracy(50.0).estimate()?;
-            let t = ctx.query(arg).accuracy(50.0).run()?;
+            let q = ctx.query(arg).accuracy(50.0);
+            let e = q.estimate()?;
+            ctx.log(format!("estimated ε {}", e.cost.epsilon));
+            let t = q.run()?;
             let first = t.columns()[t.key_columns()].clone();
             Ok(Report::new("accuracy")
                 .scalar("estimated epsilon", e.cost.epsilon, None)
