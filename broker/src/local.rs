@@ -408,9 +408,20 @@ pub fn demo(rows: usize, data_root: &Path) -> Result<ExitCode> {
 }
 
 /// `sluice policy check`.
-pub fn policy_check(path: &Path) -> Result<ExitCode> {
+pub fn policy_check(path: &Path, data_root: Option<&Path>) -> Result<ExitCode> {
     match sluice_policy::load(path) {
         Ok(p) => {
+            let missing = data_root.map_or_else(Vec::new, |root| missing_sources(&p, root));
+            for m in &missing {
+                eprintln!("{m}");
+            }
+            for w in expired_grants(&p) {
+                eprintln!("warning: {w}");
+            }
+            if !missing.is_empty() {
+                eprintln!("{} problem(s)", missing.len());
+                return Ok(ExitCode::FAILURE);
+            }
             println!(
                 "policy OK: {} dataset(s), {} grant(s) in {} file(s)",
                 p.datasets.len(),
@@ -431,6 +442,59 @@ pub fn policy_check(path: &Path) -> Result<ExitCode> {
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+/// The sources of `policy`'s datasets and lookups that are not files under `root` (what
+/// `serve` would refuse at start).
+fn missing_sources(policy: &sluice_policy::Policy, root: &Path) -> Vec<String> {
+    let sources = policy
+        .datasets
+        .values()
+        .map(|d| ("dataset", d.id.as_str(), &d.source))
+        .chain(
+            policy
+                .lookups
+                .values()
+                .map(|l| ("lookup", l.id.as_str(), &l.source)),
+        );
+    sources
+        .filter_map(|(kind, id, source)| {
+            let path = root.join(source);
+            (!path.is_file()).then(|| {
+                format!(
+                    "{kind} `{id}`: source {} is not a file (resolved against --data-root {})",
+                    path.display(),
+                    root.display()
+                )
+            })
+        })
+        .collect()
+}
+
+/// The grants of `policy` that have expired: valid policy, dead letters.
+fn expired_grants(policy: &sluice_policy::Policy) -> Vec<String> {
+    let now = std::time::SystemTime::now();
+    policy
+        .grants
+        .iter()
+        .filter(|g| !policy.in_force(g, now))
+        .map(|g| {
+            format!(
+                "the grant of {} to operator `{}`{} expired: it ran through {}",
+                g.datasets
+                    .iter()
+                    .map(|d| format!("`{d}`"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                g.operator,
+                g.scenario
+                    .as_deref()
+                    .map(|s| format!(" (scenario `{s}`)"))
+                    .unwrap_or_default(),
+                g.expires.describe(&policy.time_zone)
+            )
+        })
+        .collect()
 }
 
 /// `sluice datagen`.

@@ -499,6 +499,10 @@ enum PolicyCommand {
     Check {
         /// A policy file or a directory of them.
         path: PathBuf,
+        /// Also check that every dataset's and lookup's source is a file under this root (as
+        /// `serve` will).
+        #[arg(long)]
+        data_root: Option<PathBuf>,
     },
 }
 
@@ -674,8 +678,8 @@ fn main() -> ExitCode {
             job,
         } => local::run(&policy, &operator, &data_root, &params, format, &job),
         Command::Policy {
-            command: PolicyCommand::Check { path },
-        } => local::policy_check(&path),
+            command: PolicyCommand::Check { path, data_root },
+        } => local::policy_check(&path, data_root.as_deref()),
         Command::Datagen { rows, seed, out } => local::datagen(rows, seed, &out),
         Command::Bench {
             which,

@@ -44,7 +44,35 @@ pub fn token_create(
     let store = Store::open(dir)?;
     let token = store.create_token_valid_for(role, principal, "sluice token create", valid_for)?;
     println!("{token}");
+    if let Some(w) = unknown_principal(dir, role, principal) {
+        eprintln!("warning: {w}");
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Why a token for `principal` in `role` can do nothing under the broker's policy, if so: an
+/// operator no grant names, a holder no dataset names.
+fn unknown_principal(dir: &Path, role: Role, principal: &str) -> Option<String> {
+    let config = server::Config::load(dir).ok()?;
+    let policy = sluice_policy::load(&config.policy).ok()?;
+    match role {
+        Role::Operator
+            if !policy
+                .grants
+                .iter()
+                .any(|g| g.operator.as_str() == principal) =>
+        {
+            Some(format!(
+                "no grant in {} names operator `{principal}`: the token works, but every query will be refused until one does",
+                config.policy.display()
+            ))
+        }
+        Role::Holder if policy.held_by(principal).next().is_none() => Some(format!(
+            "no dataset in {} is held by `{principal}`: the token can act on nothing",
+            config.policy.display()
+        )),
+        _ => None,
+    }
 }
 
 /// A Unix-ms instant as `YYYY-MM-DD HH:MM UTC`.

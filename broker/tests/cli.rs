@@ -29,6 +29,40 @@ fn policy_check_accepts_the_examples() {
 }
 
 #[test]
+fn policy_check_finds_missing_sources_under_a_data_root_and_warns_on_expired_grants() {
+    let dir = temp_dir("check");
+    let empty = dir.join("empty-root");
+    std::fs::create_dir_all(&empty).unwrap();
+    let (code, stdout, stderr) = sluice(&[
+        "policy",
+        "check",
+        "policies/examples",
+        "--data-root",
+        empty.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(
+        stderr.contains("dataset `health_visits`: source ")
+            && stderr.contains("is not a file (resolved against --data-root")
+            && stderr.ends_with("2 problem(s)\n"),
+        "{stderr}"
+    );
+    let expired = dir.join("expired");
+    std::fs::create_dir_all(&expired).unwrap();
+    let health = std::fs::read_to_string(manifest_dir().join("../policies/examples/health.toml"))
+        .unwrap()
+        .replace("expires = 2027-12-31", "expires = 2020-01-01");
+    std::fs::write(expired.join("health.toml"), health).unwrap();
+    let (code, stdout, stderr) = sluice(&["policy", "check", expired.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout, "policy OK: 1 dataset(s), 1 grant(s) in 1 file(s)\n");
+    assert_eq!(
+        stderr,
+        "warning: the grant of `health_visits` to operator `canal-analytics` (scenario `district-health-planning`) expired: it ran through 2020-01-01 23:59:59 Asia/Shanghai\n"
+    );
+}
+
+#[test]
 fn policy_check_lists_every_problem_and_fails() {
     let (code, stdout, stderr) = sluice(&[
         "policy",
@@ -144,9 +178,27 @@ fn init_then_audit_verify_passes_and_catches_an_edit() {
         "canal-analytics",
     ]);
     assert_eq!(code, 0, "{stderr}");
+    assert!(!stderr.contains("warning"), "a granted operator: {stderr}");
+    // A token for an operator no grant names works, but says it will be refused.
+    let (code, _, stderr) = sluice(&[
+        "token",
+        "create",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--role",
+        "operator",
+        "--principal",
+        "nobody-granted",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.starts_with("warning: no grant in ")
+            && stderr.contains("policies/examples names operator `nobody-granted`"),
+        "{stderr}"
+    );
     let (code, stdout, _) = sluice(&["audit", "verify", "--data-dir", data.to_str().unwrap()]);
     assert_eq!(code, 0);
-    assert!(stdout.starts_with("audit log OK: 3 entries"), "{stdout}");
+    assert!(stdout.starts_with("audit log OK: 4 entries"), "{stdout}");
     let (code, list, _) = sluice(&["token", "list", "--data-dir", data.to_str().unwrap()]);
     assert_eq!(code, 0);
     assert!(!list.contains("sluice_"), "tokens are never listed: {list}");
