@@ -862,3 +862,22 @@ fn a_jobs_log_and_its_panic_message_reach_its_operator_through_the_broker() {
     );
     b.stop();
 }
+
+#[test]
+fn a_refusal_decided_before_the_body_is_read_still_reaches_the_client() {
+    // A reviewer may not submit: the broker answers 403 before reading the 8 MiB body and
+    // closes; the answer must still be readable (the test client reads it as curl does).
+    let mut b = TestBroker::start("early-refusal", |t| t);
+    let body = vec![b'x'; 8 << 20];
+    let (status, v) = crate::raw_http(
+        b.url(),
+        "POST",
+        "/v1/jobs?purpose=p&datasets=health_visits",
+        Some(&b.reviewer),
+        Some("application/wasm"),
+        &body,
+    );
+    assert_eq!(status, 403, "{v}");
+    assert_eq!(v["error"]["code"], "forbidden", "{v}");
+    b.stop();
+}
