@@ -383,7 +383,7 @@ impl TestBroker {
     }
 }
 
-/// [`http`] over a plain socket that keeps reading the answer when sending the body fails.
+/// [`http`]: a plain socket that keeps reading the answer when sending the body fails.
 pub(crate) fn raw_http(
     url: &str,
     method: &str,
@@ -444,7 +444,10 @@ fn dechunk(mut s: &str) -> String {
     out
 }
 
-/// One raw HTTP exchange: status and body (JSON if it parses, else a string).
+/// One raw HTTP exchange: status and body (JSON if it parses, else a string). Over a plain
+/// socket, one request per connection: the answer is read even when the broker refused before
+/// reading the body and closed while it was still being sent (as curl does; ureq reports a
+/// broken pipe and would have to send the request again, which the audit would count twice).
 pub fn http(
     url: &str,
     method: &str,
@@ -453,36 +456,5 @@ pub fn http(
     content_type: Option<&str>,
     body: &[u8],
 ) -> (u16, serde_json::Value) {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let uri = format!("{url}{path}");
-    let mut req = ureq::http::Request::builder().method(method).uri(&uri);
-    if let Some(t) = token {
-        req = req.header("Authorization", format!("Bearer {t}"));
-    }
-    if let Some(ct) = content_type {
-        req = req.header("Content-Type", ct);
-    }
-    let req = req.body(body.to_vec()).expect("a request");
-    let mut resp = match agent.run(req) {
-        Ok(r) => r,
-        // The broker answered (a refusal decided before the body is read, such as a 403) and
-        // closed while the body was still being sent: ureq gives up on the write; read the
-        // answer the way curl does.
-        Err(e) if e.to_string().contains("Broken pipe") || e.to_string().contains("reset") => {
-            return raw_http(url, method, path, token, content_type, body);
-        }
-        Err(e) => panic!("{method} {path}: {e}"),
-    };
-    let status = resp.status().as_u16();
-    let text = resp
-        .body_mut()
-        .with_config()
-        .limit(64 << 20)
-        .read_to_string()
-        .unwrap_or_default();
-    let v = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
-    (status, v)
+    raw_http(url, method, path, token, content_type, body)
 }
