@@ -119,15 +119,6 @@ impl TimeZone {
             offset_minutes: offset,
         })
     }
-
-    /// Today's date in this zone, from the system clock.
-    pub fn today(&self) -> Date {
-        let secs = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0);
-        Date::at(secs, self.offset_minutes)
-    }
 }
 
 /// When a grant ends, as its policy writes it: a date (valid through the end of that day in the

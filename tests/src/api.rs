@@ -869,7 +869,7 @@ fn a_refusal_decided_before_the_body_is_read_still_reaches_the_client() {
     // closes; the answer must still be readable (the test client reads it as curl does).
     let mut b = TestBroker::start("early-refusal", |t| t);
     let body = vec![b'x'; 8 << 20];
-    let (status, v) = crate::raw_http(
+    let (status, v) = http(
         b.url(),
         "POST",
         "/v1/jobs?purpose=p&datasets=health_visits",

@@ -383,8 +383,11 @@ impl TestBroker {
     }
 }
 
-/// [`http`]: a plain socket that keeps reading the answer when sending the body fails.
-pub(crate) fn raw_http(
+/// One raw HTTP exchange: status and body (JSON if it parses, else a string). Over a plain
+/// socket, one request per connection: the answer is read even when the broker refused before
+/// reading the body and closed while it was still being sent (as curl does; ureq reports a
+/// broken pipe and would have to send the request again, which the audit would count twice).
+pub fn http(
     url: &str,
     method: &str,
     path: &str,
@@ -442,19 +445,4 @@ fn dechunk(mut s: &str) -> String {
         s = rest[n..].trim_start_matches("\r\n");
     }
     out
-}
-
-/// One raw HTTP exchange: status and body (JSON if it parses, else a string). Over a plain
-/// socket, one request per connection: the answer is read even when the broker refused before
-/// reading the body and closed while it was still being sent (as curl does; ureq reports a
-/// broken pipe and would have to send the request again, which the audit would count twice).
-pub fn http(
-    url: &str,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    content_type: Option<&str>,
-    body: &[u8],
-) -> (u16, serde_json::Value) {
-    raw_http(url, method, path, token, content_type, body)
 }
