@@ -324,19 +324,90 @@ pub fn new(dir: &Path, lang: Lang) -> Result<()> {
             std::fs::write(dir.join(".gitignore"), "build/\n")?;
         }
         Lang::Rust => {
-            let guest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-sdk");
-            let guest = std::fs::canonicalize(&guest).unwrap_or(guest);
+            write_rust_sdk(&dir.join("sluice-guest"))?;
             std::fs::create_dir_all(dir.join("src"))?;
             std::fs::write(
                 dir.join("Cargo.toml"),
-                RUST_MANIFEST
-                    .replace("{name}", name)
-                    .replace("{guest}", &guest.display().to_string()),
+                RUST_MANIFEST.replace("{name}", name),
             )?;
             std::fs::write(dir.join("src/lib.rs"), RUST_TEMPLATE)?;
             std::fs::write(dir.join(".gitignore"), "target/\n")?;
         }
     }
+    Ok(())
+}
+
+/// The example policies (`policies/examples`), as compiled into this binary: (file, text).
+const EXAMPLE_POLICIES: &[(&str, &str)] = &[
+    (
+        "grades.toml",
+        include_str!("../../policies/examples/grades.toml"),
+    ),
+    (
+        "health.toml",
+        include_str!("../../policies/examples/health.toml"),
+    ),
+    (
+        "tourism.toml",
+        include_str!("../../policies/examples/tourism.toml"),
+    ),
+];
+
+/// Where the example policies are read from outside this repository: written from this binary
+/// into the cache on first use, so that `sluice run` and `sluice plan` work in any folder with
+/// the data `sluice datagen` writes there.
+pub fn example_policies() -> Result<PathBuf> {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for (name, text) in EXAMPLE_POLICIES {
+        h.update(name.as_bytes());
+        h.update(text.as_bytes());
+    }
+    let dir = cache_dir().join(format!(
+        "example-policies-{}",
+        &hex::encode(h.finalize())[..16]
+    ));
+    if !dir.join("health.toml").is_file() {
+        std::fs::create_dir_all(&dir)?;
+        for (name, text) in EXAMPLE_POLICIES {
+            std::fs::write(dir.join(name), text)
+                .with_context(|| format!("while writing {}", dir.join(name).display()))?;
+        }
+    }
+    Ok(dir)
+}
+
+/// The Rust SDK as compiled into this binary: (path in the crate, text).
+const RUST_SDK: &[(&str, &str)] = &[
+    ("src/lib.rs", include_str!("../../guest-sdk/src/lib.rs")),
+    ("wit/job.wit", include_str!("../../guest-sdk/wit/job.wit")),
+];
+
+/// The SDK's manifest, inheriting nothing from this repository's workspace.
+fn rust_sdk_manifest() -> String {
+    let workspace = include_str!("../../guest-sdk/Cargo.toml");
+    workspace
+        .lines()
+        .filter_map(|line| match line.split_once(".workspace") {
+            None => Some(line.to_string()),
+            Some(("version", _)) => Some(format!("version = \"{}\"", env!("CARGO_PKG_VERSION"))),
+            Some(("edition", _)) => Some("edition = \"2024\"".into()),
+            Some(("license", _)) => Some("license = \"Apache-2.0\"".into()),
+            Some(_) => None,
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
+}
+
+/// Writes the Rust SDK crate `sluice-guest` into `dir` (a job folder's vendored copy).
+pub fn write_rust_sdk(dir: &Path) -> Result<()> {
+    for (path, text) in RUST_SDK {
+        let p = dir.join(path);
+        std::fs::create_dir_all(p.parent().unwrap_or(dir))?;
+        std::fs::write(&p, text).with_context(|| format!("while writing {}", p.display()))?;
+    }
+    std::fs::write(dir.join("Cargo.toml"), rust_sdk_manifest())?;
     Ok(())
 }
 
@@ -369,7 +440,9 @@ edition = "2024"
 crate-type = ["cdylib"]
 
 [dependencies]
-sluice-guest = { path = "{guest}" }
+# The SDK, vendored by `sluice new` from the sluice binary that wrote this folder: commit it with
+# the job, and the job builds the same anywhere, without the Sluice repository.
+sluice-guest = { path = "sluice-guest" }
 
 [profile.release]
 opt-level = "s"
@@ -379,7 +452,7 @@ lto = true
 "#;
 
 const RUST_TEMPLATE: &str = r#"//! How many visits did each district's clinics see? (A Sluice job: `sluice build .`, then
-//! `sluice run --operator canal-analytics <the printed path>`.)
+//! `sluice run --operator canal-analytics --dataset health_visits <the printed path>`.)
 
 use sluice_guest::{Job, Report, Result};
 
@@ -401,6 +474,18 @@ sluice_guest::job!(run);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_vendored_sdk_inherits_nothing_from_this_workspace() {
+        let m = rust_sdk_manifest();
+        assert!(!m.contains("workspace"), "{m}");
+        assert!(m.contains("name = \"sluice-guest\""), "{m}");
+        assert!(
+            m.contains("version = \"0.1.0\"") && m.contains("wit-bindgen"),
+            "{m}"
+        );
+        assert!(m.contains("edition = \"2024\""), "{m}");
+    }
 
     #[test]
     fn a_folder_is_rust_or_python_and_says_so_when_neither() {

@@ -115,6 +115,17 @@ impl Client {
 
     /// Submits a job; returns the broker's answer (`id`, `state`, `wasm_sha256`).
     pub fn submit(&self, job: &Submission<'_>) -> Result<Value> {
+        self.post_json("/v1/jobs", &Self::submission_body(job)?)
+    }
+
+    /// Asks the broker for the job's plan (`POST /v1/plan`): a dry run on mock data against
+    /// what the operator's grants have left. Nothing is charged.
+    pub fn plan(&self, job: &Submission<'_>) -> Result<Value> {
+        self.post_json("/v1/plan", &Self::submission_body(job)?)
+    }
+
+    /// The JSON body of a submission (and of a plan request).
+    fn submission_body(job: &Submission<'_>) -> Result<Value> {
         // Refused here rather than by the broker mid-upload (which a client sees as a broken
         // pipe).
         let cap = crate::server::MAX_WASM_BYTES;
@@ -124,17 +135,14 @@ impl Client {
                 job.wasm.len()
             );
         }
-        self.post_json(
-            "/v1/jobs",
-            &json!({
-                "purpose": job.purpose,
-                "params": job.params,
-                "datasets": job.datasets,
-                "max_epsilon": job.max_epsilon,
-                "scenario": job.scenario,
-                "wasm_base64": base64::engine::general_purpose::STANDARD.encode(job.wasm),
-            }),
-        )
+        Ok(json!({
+            "purpose": job.purpose,
+            "params": job.params,
+            "datasets": job.datasets,
+            "max_epsilon": job.max_epsilon,
+            "scenario": job.scenario,
+            "wasm_base64": base64::engine::general_purpose::STANDARD.encode(job.wasm),
+        }))
     }
 
     /// Follows a job's event stream until it ends, calling `on` for each `(kind, data)`.

@@ -10,7 +10,7 @@ use sluice_runtime::{
     InMemoryAccountant, JobOutput, JobRequest, PrivacyCost, Sandbox, SandboxConfig,
 };
 
-use crate::print;
+use crate::{Declared, print};
 
 /// How `run` prints the report.
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -80,8 +80,23 @@ pub fn build_samples() -> Result<Vec<PathBuf>> {
         .collect())
 }
 
+/// The default `--policy` of `run`.
+pub const EXAMPLE_POLICY: &str = "policies/examples";
+
+/// Loads the policy at `path`; the example policies compiled into this binary when `path` is
+/// the default and there is no such folder here (outside this repository).
 fn load_policy(path: &Path) -> Result<sluice_policy::Policy> {
-    sluice_policy::load(path).map_err(|e| match e {
+    let path = if path == Path::new(EXAMPLE_POLICY) && !path.exists() {
+        let embedded = sluice_broker::build::example_policies()?;
+        eprintln!(
+            "note: no {EXAMPLE_POLICY} here; using the example policies built into sluice ({})",
+            embedded.display()
+        );
+        embedded
+    } else {
+        path.to_path_buf()
+    };
+    sluice_policy::load(&path).map_err(|e| match e {
         PolicyError::Invalid(p) => anyhow::anyhow!("the policy is invalid:\n{p}"),
         other => anyhow::anyhow!(other),
     })
@@ -111,24 +126,86 @@ fn print_output(name: &str, operator: &str, out: &JobOutput, format: Format) {
     }
 }
 
+/// A local sandbox over `policy`, charging a fresh in-memory ledger; refuses an operator who
+/// holds no grant in it (a typo would otherwise fail only at the first query).
+fn local_sandbox(
+    policy: &Path,
+    operator: &str,
+    data_root: &Path,
+    mock: bool,
+) -> Result<(Sandbox, OperatorId)> {
+    let operator: OperatorId = operator.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+    let policy = load_policy(policy)?;
+    if policy
+        .granted_datasets(&operator, std::time::SystemTime::now())
+        .is_empty()
+    {
+        let mut granted: Vec<String> = policy
+            .grants
+            .iter()
+            .map(|g| format!("`{}`", g.operator))
+            .collect();
+        granted.sort();
+        granted.dedup();
+        bail!(
+            "operator `{operator}` holds no grant in force in this policy; the operators it grants are: {}",
+            granted.join(", ")
+        );
+    }
+    let mut config = SandboxConfig::new(policy, data_root, Arc::new(InMemoryAccountant::new()))
+        .with_compiled_dir(sluice_broker::build::cache_dir().join("compiled"));
+    if mock {
+        config = config.with_mock_data();
+    }
+    let sandbox = Sandbox::new(config).map_err(|e| match e {
+        sluice_runtime::SandboxError::Data(d) => anyhow::anyhow!(
+            "{d}\n(the example datasets are made by `sluice datagen`; or point --data-root at your data)"
+        ),
+        other => anyhow::anyhow!(other),
+    })?;
+    Ok((sandbox, operator))
+}
+
+/// A job request carrying `declared`.
+fn declared_request<'a>(
+    operator: OperatorId,
+    job_id: String,
+    wasm: &'a [u8],
+    declared: &'a Declared,
+) -> Result<JobRequest<'a>> {
+    let mut req = JobRequest::new(operator, job_id, wasm, &declared.params);
+    if !declared.datasets.is_empty() {
+        let ids = declared
+            .datasets
+            .iter()
+            .map(|d| sluice_policy::DatasetId::new(d).map_err(|e| anyhow::anyhow!(e)))
+            .collect::<Result<Vec<_>>>()?;
+        req.datasets = Some(ids);
+    }
+    req.max_epsilon = declared.max_epsilon;
+    req.scenario = declared.scenario.clone();
+    Ok(req)
+}
+
 /// `sluice run`.
 pub fn run(
     policy: &Path,
     operator: &str,
     data_root: &Path,
-    params: &str,
+    declared: &Declared,
     format: Format,
     job: &Path,
 ) -> Result<ExitCode> {
-    let operator: OperatorId = operator.parse().map_err(|e: String| anyhow::anyhow!(e))?;
-    let policy = load_policy(policy)?;
     let wasm = std::fs::read(job).with_context(|| format!("while reading {}", job.display()))?;
-    let sandbox = Sandbox::new(
-        SandboxConfig::new(policy, data_root, Arc::new(InMemoryAccountant::new()))
-            .with_compiled_dir(sluice_broker::build::cache_dir().join("compiled")),
-    )?;
+    let (sandbox, operator) = local_sandbox(policy, operator, data_root, false)?;
+    if declared.datasets.is_empty() {
+        eprintln!(
+            "note: no --dataset declared, so the job may query any dataset granted to `{operator}`; `sluice submit` requires the list"
+        );
+    }
     let job_id = format!("local-{}", std::process::id());
-    match sandbox.run_job(&JobRequest::new(operator.clone(), job_id, &wasm, params)) {
+    let req = declared_request(operator.clone(), job_id, &wasm, declared)?;
+    match sandbox.run_job(&req) {
         Ok(out) => {
             print_output(&job.display().to_string(), operator.as_str(), &out, format);
             Ok(ExitCode::SUCCESS)
@@ -149,6 +226,32 @@ pub fn run(
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+/// `sluice plan --policy`: the job's plan on mock data, against a fresh ledger (the full caps).
+pub fn plan(
+    policy: &Path,
+    operator: &str,
+    data_root: &Path,
+    declared: &Declared,
+    job: &Path,
+    json: bool,
+) -> Result<ExitCode> {
+    let wasm = std::fs::read(job).with_context(|| format!("while reading {}", job.display()))?;
+    let (sandbox, operator) = local_sandbox(policy, operator, data_root, true)?;
+    let req = declared_request(operator, "plan".into(), &wasm, declared)?;
+    let plan = sandbox.plan_job(&req)?;
+    let value = serde_json::to_value(&plan)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        print!("{}", print::plan(&job.display().to_string(), &value));
+    }
+    Ok(if plan.would_complete() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// The datasets each sample job declares.

@@ -42,6 +42,25 @@ pub struct Conn {
     pub token: String,
 }
 
+/// What a job declares, the same for `run`, `plan` and `submit`: a local run that passes with
+/// these predicts a broker run that does.
+#[derive(Args, Clone)]
+pub struct Declared {
+    /// A dataset the job will use (repeat for several). The broker requires the list; the job
+    /// may query no other dataset.
+    #[arg(long = "dataset")]
+    pub datasets: Vec<String>,
+    /// The parameter string passed to the job.
+    #[arg(long, default_value = "")]
+    pub params: String,
+    /// Cap the job's ε per dataset below the grant's.
+    #[arg(long)]
+    pub max_epsilon: Option<f64>,
+    /// The scenario it runs under (needed when you hold several on a dataset).
+    #[arg(long)]
+    pub scenario: Option<String>,
+}
+
 /// An operator or a dataset to suspend, hold or resume.
 #[derive(Args, Clone)]
 pub struct Target {
@@ -106,21 +125,48 @@ enum Command {
         /// Why it runs (shown to reviewers and recorded in the audit log).
         #[arg(long)]
         purpose: String,
-        /// A dataset the job will use (repeat for several).
-        #[arg(long = "dataset", required = true)]
-        datasets: Vec<String>,
-        /// The parameter string passed to the job.
-        #[arg(long, default_value = "")]
-        params: String,
-        /// Cap the job's ε per dataset below the grant's.
-        #[arg(long)]
-        max_epsilon: Option<f64>,
-        /// The scenario it runs under (needed when you hold several on a dataset).
-        #[arg(long)]
-        scenario: Option<String>,
+        #[command(flatten)]
+        declared: Declared,
         /// Wait for the job to end, showing its progress.
         #[arg(long)]
         wait: bool,
+        /// Submit without planning first. By default the broker plans the job on mock data
+        /// (`sluice plan`) and nothing is submitted if it would fail or overspend.
+        #[arg(long)]
+        no_plan: bool,
+    },
+    /// A dry run of a whole job on mock data drawn from the policy's public metadata: every
+    /// query with its cost and accuracy, and the totals against what your grants have left.
+    /// Exits 1, before anything is spent, if the job would fail or exceed a cap. With `--policy`
+    /// it plans locally (no broker, a fresh ledger); otherwise the broker plans it against your
+    /// real budget; with `--id` it plans a submitted job (reviewers, holders, its operator).
+    Plan {
+        /// The job's wasm (not with `--id`).
+        #[arg(required_unless_present = "id")]
+        job: Option<PathBuf>,
+        /// A submitted job to plan instead.
+        #[arg(long, conflicts_with = "job")]
+        id: Option<String>,
+        #[command(flatten)]
+        declared: Declared,
+        /// Plan locally against this policy file or directory.
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// With `--policy`: the operator whose grants apply.
+        #[arg(long, requires = "policy")]
+        operator: Option<String>,
+        /// With `--policy`: where lookup tables are read (datasets are never read).
+        #[arg(long, default_value = ".")]
+        data_root: PathBuf,
+        /// The broker's URL.
+        #[arg(long, env = "SLUICE_URL", default_value = "http://127.0.0.1:7878")]
+        url: String,
+        /// A bearer token (from `sluice token create`), for a plan by the broker.
+        #[arg(long, env = "SLUICE_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Print the plan as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Show a job's state (or list your jobs without an id).
     Status {
@@ -268,8 +314,9 @@ enum Command {
     },
     /// Run one job locally against the policy's datasets, printing its report and the ε it spent.
     Run {
-        /// A policy file or a directory of them.
-        #[arg(long, default_value = "policies/examples")]
+        /// A policy file or a directory of them (the examples built into sluice when there is
+        /// no `policies/examples` here).
+        #[arg(long, default_value = local::EXAMPLE_POLICY)]
         policy: PathBuf,
         /// The operator whose grant applies.
         #[arg(long)]
@@ -277,9 +324,8 @@ enum Command {
         /// Where relative dataset sources are resolved.
         #[arg(long, default_value = ".")]
         data_root: PathBuf,
-        /// The parameter string passed to the job.
-        #[arg(long, default_value = "")]
-        params: String,
+        #[command(flatten)]
+        declared: Declared,
         /// Output format of the report.
         #[arg(long, value_enum, default_value_t = local::Format::Text)]
         format: local::Format,
@@ -599,23 +645,55 @@ fn main() -> ExitCode {
             conn,
             job,
             purpose,
-            datasets,
-            params,
-            max_epsilon,
-            scenario,
+            declared,
             wait,
+            no_plan,
         } => remote::submit(
             &conn,
             &job,
             &remote::SubmitArgs {
                 purpose: &purpose,
-                datasets: &datasets,
-                params: &params,
-                max_epsilon,
-                scenario: scenario.as_deref(),
+                declared: &declared,
                 wait,
+                plan: !no_plan,
             },
         ),
+        Command::Plan {
+            job,
+            id,
+            declared,
+            policy,
+            operator,
+            data_root,
+            url,
+            token,
+            json,
+        } => match (policy, job, id) {
+            (Some(policy), Some(job), _) => match operator {
+                Some(operator) => {
+                    local::plan(&policy, &operator, &data_root, &declared, &job, json)
+                }
+                None => Err(anyhow::anyhow!(
+                    "a local plan needs --operator: the operator whose grants apply"
+                )),
+            },
+            (Some(_), None, _) => Err(anyhow::anyhow!(
+                "--id plans a submitted job on the broker; leave out --policy"
+            )),
+            (None, job, id) => match token {
+                None => Err(anyhow::anyhow!(
+                    "the broker plans with your budget: give --token (or SLUICE_TOKEN); or plan locally with --policy and --operator"
+                )),
+                Some(token) => {
+                    let conn = Conn { url, token };
+                    match (job, id) {
+                        (_, Some(id)) => remote::plan_submitted(&conn, &id, json),
+                        (Some(job), None) => remote::plan(&conn, &job, &declared, json),
+                        (None, None) => Err(anyhow::anyhow!("give the job's wasm, or --id")),
+                    }
+                }
+            },
+        },
         Command::Status { conn, id } => remote::status(&conn, id.as_deref()),
         Command::Result {
             conn,
@@ -673,10 +751,10 @@ fn main() -> ExitCode {
             policy,
             operator,
             data_root,
-            params,
+            declared,
             format,
             job,
-        } => local::run(&policy, &operator, &data_root, &params, format, &job),
+        } => local::run(&policy, &operator, &data_root, &declared, format, &job),
         Command::Policy {
             command: PolicyCommand::Check { path, data_root },
         } => local::policy_check(&path, data_root.as_deref()),

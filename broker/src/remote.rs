@@ -12,7 +12,7 @@ use sluice_broker::server::{self, Broker, Config};
 use sluice_broker::store::{self, Role, Store};
 use sluice_runtime::Limits;
 
-use crate::Conn;
+use crate::{Conn, Declared};
 
 fn client(conn: &Conn) -> Client {
     Client::new(&conn.url, &conn.token)
@@ -264,30 +264,49 @@ pub fn logs(conn: &Conn, id: &str) -> Result<ExitCode> {
 pub struct SubmitArgs<'a> {
     /// Why the job runs.
     pub purpose: &'a str,
-    /// Datasets it will use.
-    pub datasets: &'a [String],
-    /// Parameters for `run`.
-    pub params: &'a str,
-    /// A per-dataset ε cap below the grant's.
-    pub max_epsilon: Option<f64>,
-    /// The scenario it runs under.
-    pub scenario: Option<&'a str>,
+    /// Its declarations.
+    pub declared: &'a Declared,
     /// Follow the job to its end.
     pub wait: bool,
+    /// Plan it first, and submit nothing if the plan finds a problem.
+    pub plan: bool,
+}
+
+/// The submission of the wasm in `job` with `declared`.
+fn submission<'a>(wasm: &'a [u8], purpose: &'a str, declared: &'a Declared) -> Submission<'a> {
+    Submission {
+        wasm,
+        purpose,
+        params: &declared.params,
+        datasets: &declared.datasets,
+        max_epsilon: declared.max_epsilon,
+        scenario: declared.scenario.as_deref(),
+    }
 }
 
 /// `sluice submit`.
 pub fn submit(conn: &Conn, job: &Path, args: &SubmitArgs<'_>) -> Result<ExitCode> {
+    if args.declared.datasets.is_empty() {
+        anyhow::bail!("name the datasets the job will use with --dataset (repeat for several)");
+    }
     let wasm = std::fs::read(job).with_context(|| format!("while reading {}", job.display()))?;
     let c = client(conn);
-    let r = c.submit(&Submission {
-        wasm: &wasm,
-        purpose: args.purpose,
-        params: args.params,
-        datasets: args.datasets,
-        max_epsilon: args.max_epsilon,
-        scenario: args.scenario,
-    })?;
+    let sub = submission(&wasm, args.purpose, args.declared);
+    if args.plan {
+        let plan = c.plan(&sub)?;
+        if !plan["problems"].as_array().is_none_or(Vec::is_empty) {
+            eprint!("{}", crate::print::plan(&job.display().to_string(), &plan));
+            eprintln!("nothing was submitted (submit with --no-plan to submit anyway)");
+            return Ok(ExitCode::FAILURE);
+        }
+        let queries = plan["queries"].as_array().map_or(0, Vec::len);
+        eprintln!(
+            "planned on mock data: {queries} quer{}, {}; it would complete within its caps",
+            if queries == 1 { "y" } else { "ies" },
+            plan_totals(&plan),
+        );
+    }
+    let r = c.submit(&sub)?;
     let id = r["id"].as_str().context("the broker returned no job id")?;
     println!("{id}");
     eprintln!("submitted {id} ({})", r["state"].as_str().unwrap_or("?"));
@@ -301,6 +320,58 @@ pub fn submit(conn: &Conn, job: &Path, args: &SubmitArgs<'_>) -> Result<ExitCode
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// A plan's totals in one line: `ε=0.9 on health_visits`.
+fn plan_totals(plan: &Value) -> String {
+    let totals: Vec<String> = plan["datasets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|d| {
+            format!(
+                "{}={} on {}",
+                d["unit"].as_str().unwrap_or("ε"),
+                sluice_runtime::sig(d["total"].as_f64().unwrap_or(0.0)),
+                d["dataset"].as_str().unwrap_or("?")
+            )
+        })
+        .collect();
+    if totals.is_empty() {
+        "nothing spent".into()
+    } else {
+        totals.join(", ")
+    }
+}
+
+/// Prints a plan (or its JSON) and exits 1 if it found a problem.
+fn print_plan(name: &str, plan: &Value, json: bool) -> Result<ExitCode> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(plan)?);
+    } else {
+        print!("{}", crate::print::plan(name, plan));
+    }
+    Ok(if plan["problems"].as_array().is_none_or(Vec::is_empty) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// `sluice plan JOB`: the broker's plan of a job not yet submitted.
+pub fn plan(conn: &Conn, job: &Path, declared: &Declared, json: bool) -> Result<ExitCode> {
+    if declared.datasets.is_empty() {
+        anyhow::bail!("name the datasets the job will use with --dataset (repeat for several)");
+    }
+    let wasm = std::fs::read(job).with_context(|| format!("while reading {}", job.display()))?;
+    let plan = client(conn).plan(&submission(&wasm, "plan", declared))?;
+    print_plan(&job.display().to_string(), &plan, json)
+}
+
+/// `sluice plan --id`: the plan of a submitted job.
+pub fn plan_submitted(conn: &Conn, id: &str, json: bool) -> Result<ExitCode> {
+    let plan = client(conn).get_json(&format!("/v1/jobs/{id}/plan"))?;
+    print_plan(&format!("job {id}"), &plan, json)
 }
 
 /// `sluice status`.
@@ -695,10 +766,9 @@ pub fn new_job(dir: &Path, lang: &str) -> Result<ExitCode> {
         _ => sluice_broker::build::Lang::Python,
     };
     sluice_broker::build::new(dir, lang)?;
+    let d = dir.display();
     println!(
-        "wrote {}: `sluice build {}`, then `sluice run --operator canal-analytics <the path it prints>`",
-        dir.display(),
-        dir.display()
+        "wrote {d}. Next:\n  sluice build {d}        # prints the path of the job's wasm\n  sluice datagen          # once: the demo datasets, in ./data\n  sluice run --operator canal-analytics --dataset health_visits <wasm>\n  sluice plan --policy policies/examples --operator canal-analytics --dataset health_visits <wasm>"
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -1406,6 +1406,16 @@ impl Store {
         })
     }
 
+    /// The wasm whose sha256 is `sha256`, if a job still holds it.
+    pub fn wasm(&self, sha256: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .lock()
+            .query_row("SELECT bytes FROM wasm WHERE sha256 = ?1", [sha256], |r| {
+                r.get(0)
+            })
+            .optional()?)
+    }
+
     /// Job `id`'s log, if the job exists.
     pub fn job_log(&self, id: &str) -> Result<Option<JobLog>> {
         let conn = self.lock();

@@ -3,10 +3,14 @@
 use std::process::Command;
 
 fn sluice(args: &[&str]) -> (i32, String, String) {
-    let root = manifest_dir().parent().unwrap().to_path_buf();
+    sluice_in(&manifest_dir().parent().unwrap().to_path_buf(), args)
+}
+
+/// `sluice args` run in `dir`.
+fn sluice_in(dir: &std::path::Path, args: &[&str]) -> (i32, String, String) {
     // Help texts print these variables' values, and colour can be forced: neither is ours.
     let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .current_dir(root)
+        .current_dir(dir)
         .args(args)
         .env_remove("SLUICE_URL")
         .env_remove("SLUICE_TOKEN")
@@ -19,6 +23,118 @@ fn sluice(args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// The job developer's documented path, from an empty folder outside this repository: scaffold,
+/// build, demo data, run, plan; and the plan of an over-cap job refused (exit 1) before anything
+/// is spent. The plan texts are goldens.
+#[test]
+fn a_job_developer_goes_from_an_empty_folder_to_a_planned_run() {
+    let dir = temp_dir("job-dev");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (code, stdout, stderr) = sluice_in(&dir, &["new", "visits", "--lang", "rust"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.starts_with("wrote visits. Next:"), "{stdout}");
+    // The SDK is vendored into the folder: nothing points back at this repository.
+    let manifest = std::fs::read_to_string(dir.join("visits/Cargo.toml")).unwrap();
+    assert!(
+        manifest.contains(r#"sluice-guest = { path = "sluice-guest" }"#),
+        "{manifest}"
+    );
+    // Job builds share one target directory across test runs (the SDK's dependencies compile
+    // once).
+    let build = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .current_dir(&dir)
+        .args(["build", "visits"])
+        .env(
+            "CARGO_TARGET_DIR",
+            std::env::var_os("CARGO_TARGET_DIR")
+                .map(std::path::PathBuf::from)
+                .unwrap_or_else(|| std::env::temp_dir().join("sluice-test-job-target")),
+        )
+        .output()
+        .unwrap();
+    let wasm = String::from_utf8_lossy(&build.stdout).trim().to_string();
+    assert!(
+        build.status.success() && wasm.ends_with("visits.wasm"),
+        "{}",
+        String::from_utf8_lossy(&build.stderr)
+    );
+    let (code, _, stderr) = sluice_in(&dir, &["datagen", "--rows", "3000"]);
+    assert_eq!(code, 0, "{stderr}");
+    let run = [
+        "run",
+        "--operator",
+        "canal-analytics",
+        "--dataset",
+        "health_visits",
+        &wasm,
+    ];
+    let (code, stdout, stderr) = sluice_in(&dir, &run);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.starts_with("Visits by district"), "{stdout}");
+    assert!(
+        stderr.contains("using the example policies built into sluice"),
+        "{stderr}"
+    );
+    std::fs::copy(&wasm, dir.join("job.wasm")).unwrap();
+    let plan = |params: &str| {
+        sluice_in(
+            &dir,
+            &[
+                "plan",
+                "--policy",
+                "policies/examples",
+                "--operator",
+                "canal-analytics",
+                "--dataset",
+                "health_visits",
+                "--params",
+                params,
+                "job.wasm",
+            ],
+        )
+    };
+    let mut out = String::new();
+    for params in ["epsilon=0.5", "epsilon=2"] {
+        let (code, stdout, _) = plan(params);
+        out.push_str(&format!(
+            "$ sluice plan … --params {params} job.wasm\nexit {code}\n{stdout}\n"
+        ));
+    }
+    golden("plan.expected", &out);
+    // An undeclared dataset: refused by the plan, with the same words a broker run would use.
+    let (code, stdout, _) = sluice_in(
+        &dir,
+        &[
+            "plan",
+            "--policy",
+            "policies/examples",
+            "--operator",
+            "canal-analytics",
+            "--dataset",
+            "tourism_trips",
+            "job.wasm",
+        ],
+    );
+    assert_eq!(code, 1, "{stdout}");
+    assert!(
+        stdout.contains("not among the datasets this job declared"),
+        "{stdout}"
+    );
+}
+
+/// Compares `actual` with `tests/golden/<name>` (`SLUICE_BLESS=1` rewrites it).
+fn golden(name: &str, actual: &str) {
+    let path = manifest_dir().join("tests/golden").join(name);
+    if std::env::var_os("SLUICE_BLESS").is_some() {
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path)
+        .unwrap_or_else(|_| panic!("missing {}; run with SLUICE_BLESS=1", path.display()));
+    assert_eq!(actual, expected, "{name} changed (SLUICE_BLESS=1 if meant)");
 }
 
 #[test]
@@ -125,6 +241,8 @@ fn run_refuses_invalid_wasm_with_a_clear_message() {
         "canal-analytics",
         "--data-root",
         dir.to_str().unwrap(),
+        "--dataset",
+        "health_visits",
         job.to_str().unwrap(),
     ]);
     assert_eq!(code, 1);
@@ -241,6 +359,7 @@ fn cli_texts_read_as_before() {
         &["--help"],
         &["run", "--help"],
         &["submit", "--help"],
+        &["plan", "--help"],
         &["estimate", "--help"],
         &["serve", "--help"],
         &["token", "create", "--help"],
@@ -276,14 +395,7 @@ fn cli_texts_read_as_before() {
             args.join(" ")
         ));
     }
-    let path = manifest_dir().join("tests/golden/cli.expected");
-    if std::env::var_os("SLUICE_BLESS").is_some() {
-        std::fs::write(&path, &out).unwrap();
-        return;
-    }
-    let expected = std::fs::read_to_string(&path)
-        .unwrap_or_else(|_| panic!("missing {}; run with SLUICE_BLESS=1", path.display()));
-    assert_eq!(out, expected, "CLI texts changed (SLUICE_BLESS=1 if meant)");
+    golden("cli.expected", &out);
 }
 
 #[test]

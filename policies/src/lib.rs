@@ -126,12 +126,12 @@ impl fmt::Display for Problems {
 #[non_exhaustive]
 pub enum PolicyError {
     /// A file or directory could not be read.
-    #[error("cannot read policy `{}`: {source}", path.display())]
+    #[error("cannot read policy `{}`: {cause}", path.display())]
     Io {
         /// What could not be read.
         path: PathBuf,
-        /// The cause.
-        source: std::io::Error,
+        /// The cause (in the message, so not also a `source`: a chain would print it twice).
+        cause: std::io::Error,
     },
     /// A directory holds no `*.toml` file.
     #[error("no policy files (*.toml) in `{}`", .0.display())]

@@ -23,18 +23,18 @@ const MAX_DELTA: f64 = 1e-3;
 
 /// Reads and validates one policy file.
 pub fn load_file(path: &Path) -> Result<Policy, PolicyError> {
-    let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Io {
+    let text = std::fs::read_to_string(path).map_err(|cause| PolicyError::Io {
         path: path.to_path_buf(),
-        source,
+        cause,
     })?;
     parse_files(vec![(path.to_path_buf(), text)])
 }
 
 /// Reads and validates every `*.toml` file in `dir` (sorted by name) as one policy.
 pub fn load_dir(dir: &Path) -> Result<Policy, PolicyError> {
-    let io = |source| PolicyError::Io {
+    let io = |cause| PolicyError::Io {
         path: dir.to_path_buf(),
-        source,
+        cause,
     };
     let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(io)?
@@ -47,9 +47,9 @@ pub fn load_dir(dir: &Path) -> Result<Policy, PolicyError> {
     }
     let mut files = Vec::new();
     for p in paths {
-        let text = std::fs::read_to_string(&p).map_err(|source| PolicyError::Io {
+        let text = std::fs::read_to_string(&p).map_err(|cause| PolicyError::Io {
             path: p.clone(),
-            source,
+            cause,
         })?;
         files.push((p, text));
     }

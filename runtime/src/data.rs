@@ -20,7 +20,7 @@ use crate::privacy::udf::{FixedPoint, RandomKey, RankCode};
 
 /// Loads a lookup into memory as text columns, checks its key is unique and non-null, and
 /// registers it for planning (its own column names) and execution (renamed columns).
-async fn load_lookup(
+pub(crate) async fn load_lookup(
     lk: &sluice_policy::Lookup,
     data_root: &Path,
     planning: &SessionContext,
@@ -202,6 +202,7 @@ pub(crate) fn lookup_column(column: &str) -> String {
 }
 
 /// Every dataset of a policy, ready to plan against and to execute on.
+#[derive(Clone)]
 pub struct Catalog {
     pub(crate) planning: SessionContext,
     pub(crate) execution: SessionContext,
@@ -302,7 +303,7 @@ fn csv_error(text: &str) -> String {
 
 /// The execution context (with the DP rewrite's functions) and the planning context (with the
 /// planning-only date functions, `EXTRACT` and `VARIANCE`).
-fn contexts(partitions: usize) -> (SessionContext, SessionContext) {
+pub(crate) fn contexts(partitions: usize) -> (SessionContext, SessionContext) {
     let config = SessionConfig::new()
         .with_target_partitions(partitions.max(1))
         .with_information_schema(false);

@@ -33,6 +33,8 @@
 //! query execution (documented in the threat model).
 
 pub mod data;
+pub mod mock;
+pub mod plan;
 pub mod privacy;
 pub mod report;
 pub mod views;
@@ -48,8 +50,8 @@ pub use privacy::accountant::{
     Accountant, Amount, BudgetError, Caps, Charge, DatasetCap, InMemoryAccountant, Spent, Totals,
 };
 pub use privacy::cache::{AnswerCache, CacheKey, InMemoryAnswerCache};
-pub use privacy::{Budget, Estimate, QueryRecord};
-pub use report::{NoisyTable, PrivacyCost, Report, Scalar, Value};
+pub use privacy::{Budget, ColumnAccuracy, Estimate, QueryRecord};
+pub use report::{NoisyTable, PrivacyCost, Report, Scalar, Value, sig};
 pub use wasm::{JobFailure, JobOutput, LogLine, MAX_WASM_BYTES};
 
 /// Per-job resource caps. Every default is conservative; raise them deliberately.
@@ -174,7 +176,7 @@ pub enum JobError {
     )]
     TransferTooLarge(usize),
     /// The job returned an error of its own.
-    #[error("the job failed: {0}")]
+    #[error("the job returned an error: {0}")]
     Guest(String),
     /// The job called WASI `exit` (Python's `sys.exit`, for instance) instead of returning a
     /// report.
@@ -215,6 +217,9 @@ pub struct SandboxConfig {
     /// Where compiled jobs are kept across restarts (default: nowhere, memory only). Entries
     /// are verified before they are loaded (see the runtime's `wasm/disk.rs`).
     pub compiled_dir: Option<PathBuf>,
+    /// Register mock rows drawn from the policy's public metadata instead of the sources
+    /// ([`mock`]): for plans without data. Nothing such a sandbox answers is about anyone.
+    pub mock_data: bool,
 }
 
 impl SandboxConfig {
@@ -232,7 +237,15 @@ impl SandboxConfig {
             partitions: std::thread::available_parallelism().map_or(2, |n| n.get()),
             answer_cache: Some(Arc::new(InMemoryAnswerCache::new())),
             compiled_dir: None,
+            mock_data: false,
         }
+    }
+
+    /// Registers mock rows drawn from the policy's public metadata in place of every source
+    /// (which need not exist): a sandbox for plans ([`Sandbox::plan_job`]) without data.
+    pub fn with_mock_data(mut self) -> Self {
+        self.mock_data = true;
+        self
     }
 
     /// Keeps compiled jobs in `dir` across restarts: a big job (Python) is compiled once.
@@ -324,6 +337,12 @@ pub struct Sandbox {
     /// Always `Some` until dropped.
     rt: Option<tokio::runtime::Runtime>,
     limits: Limits,
+    /// Where lookups are read for mock catalogs.
+    data_root: PathBuf,
+    /// DataFusion partitions.
+    partitions: usize,
+    /// The mock catalogs of whole-job plans ([`plan`]), made on first use.
+    mock: std::sync::Mutex<Option<Arc<Vec<data::Catalog>>>>,
 }
 
 impl Drop for Sandbox {
@@ -351,11 +370,20 @@ impl Sandbox {
             .enable_all()
             .build()
             .map_err(|e| SandboxError::Start(e.to_string()))?;
-        let catalog = rt.block_on(data::Catalog::open(
-            &config.policy,
-            &config.data_root,
-            config.partitions,
-        ))?;
+        let catalog = if config.mock_data {
+            rt.block_on(data::Catalog::mock(
+                &config.policy,
+                &config.data_root,
+                config.partitions,
+                0,
+            ))?
+        } else {
+            rt.block_on(data::Catalog::open(
+                &config.policy,
+                &config.data_root,
+                config.partitions,
+            ))?
+        };
         let engine = Arc::new(privacy::PrivacyEngine::new(
             catalog,
             Arc::new(config.policy),
@@ -369,6 +397,9 @@ impl Sandbox {
             engine,
             rt: Some(rt),
             limits: config.limits,
+            data_root: config.data_root,
+            partitions: config.partitions,
+            mock: std::sync::Mutex::new(None),
         })
     }
 

@@ -69,14 +69,28 @@ impl PrivacyCost {
     }
 }
 
+/// `x` to 4 significant digits, for people.
+pub fn sig(x: f64) -> String {
+    if x == 0.0 || !x.is_finite() {
+        return format!("{x}");
+    }
+    let digits = (3 - x.abs().log10().floor() as i32).max(0) as usize;
+    let text = format!("{x:.digits$}");
+    if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        text
+    }
+}
+
 impl std::fmt::Display for PrivacyCost {
-    /// `ε=0.5`, `ρ=0.05`, with `, δ=1e-6` when δ was spent (both ε and ρ when a job spent on
+    /// `ε=0.5`, `ρ=0.05` (4 significant digits), with `, δ=1e-6` when δ was spent (both ε and ρ when a job spent on
     /// datasets of both measures).
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match (self.epsilon > 0.0, self.rho > 0.0) {
-            (_, false) => write!(f, "ε={}", self.epsilon)?,
-            (false, true) => write!(f, "ρ={}", self.rho)?,
-            (true, true) => write!(f, "ε={}, ρ={}", self.epsilon, self.rho)?,
+            (_, false) => write!(f, "ε={}", sig(self.epsilon))?,
+            (false, true) => write!(f, "ρ={}", sig(self.rho))?,
+            (true, true) => write!(f, "ε={}, ρ={}", sig(self.epsilon), sig(self.rho))?,
         }
         if self.delta > 0.0 {
             write!(f, ", δ={:e}", self.delta)?;
@@ -287,5 +301,24 @@ mod tests {
             r.to_csv(),
             "# table: visits\ndistrict,n,n_accuracy95\n\"A, B\",12,3.5\n\n"
         );
+    }
+
+    #[test]
+    fn sig_keeps_four_significant_digits() {
+        assert_eq!(sig(0.15053361688360678), "0.1505");
+        assert_eq!(sig(0.050000000000000044), "0.05");
+        assert_eq!(sig(18.3), "18.3");
+        assert_eq!(sig(80.38150673607223), "80.38");
+        assert_eq!(sig(12345.678), "12346");
+        assert_eq!(sig(0.0), "0");
+        assert_eq!(sig(1.0), "1");
+        assert_eq!(sig(-2.5), "-2.5");
+        assert_eq!(sig(0.000012345), "0.00001234");
+        let c = PrivacyCost {
+            epsilon: 0.15053361688360678,
+            delta: 1e-6,
+            rho: 0.0,
+        };
+        assert_eq!(c.to_string(), "ε=0.1505, δ=1e-6");
     }
 }

@@ -388,7 +388,7 @@ fn a_refusal_reaches_the_guest_with_the_same_message_through_the_wit_boundary() 
         .expect_err("hidden column");
     assert_eq!(
         failure.error.to_string(),
-        "the job failed: query refused: column denied: column `name` of dataset `health_visits` is hidden by policy"
+        "the job returned an error: query refused: column denied: column `name` of dataset `health_visits` is hidden by policy"
     );
     assert!(failure.queries.is_empty());
 }

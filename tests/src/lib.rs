@@ -42,6 +42,8 @@ mod ledger;
 #[cfg(test)]
 mod lookups;
 #[cfg(test)]
+mod plans;
+#[cfg(test)]
 mod python;
 #[cfg(test)]
 mod quantiles;

@@ -79,7 +79,7 @@ fn visits_by_district_reports_bad_parameters_clearly() {
         .error;
     assert_eq!(
         err.to_string(),
-        "the job failed: invalid parameters: `min_age` must be a number, got `abc`"
+        "the job returned an error: invalid parameters: `min_age` must be a number, got `abc`"
     );
 }
 

@@ -27,7 +27,7 @@ use crate::store::{JobId, JobInfo, JobState, NewJob, Role};
 /// Loads a job the caller may see: its operator, or any reviewer/admin when `staff_ok`.
 /// Who besides a job's own operator may see it.
 #[derive(Clone, Copy, PartialEq)]
-enum Readers {
+pub(crate) enum Readers {
     /// Only its operator (cancelling).
     Owner,
     /// Its operator and the staff who oversee it: reviewers, admins, its datasets' holders
@@ -40,7 +40,12 @@ enum Readers {
 }
 
 /// The job, if `auth` may see it as `readers` says; 403 otherwise.
-fn visible_job(s: &Shared, auth: &Auth, id: &JobId, readers: Readers) -> ApiResult<JobInfo> {
+pub(crate) fn visible_job(
+    s: &Shared,
+    auth: &Auth,
+    id: &JobId,
+    readers: Readers,
+) -> ApiResult<JobInfo> {
     let job = s
         .store
         .job(id.as_str())?
@@ -219,12 +224,12 @@ pub(crate) async fn submit(
 /// A job as submitted: application/wasm with its metadata in the query string, or
 /// application/json with the wasm in base64.
 pub(crate) struct Submission {
-    purpose: String,
-    params: String,
-    datasets: Vec<String>,
-    max_epsilon: Option<f64>,
-    scenario: Option<String>,
-    wasm: Vec<u8>,
+    pub(crate) purpose: String,
+    pub(crate) params: String,
+    pub(crate) datasets: Vec<String>,
+    pub(crate) max_epsilon: Option<f64>,
+    pub(crate) scenario: Option<String>,
+    pub(crate) wasm: Vec<u8>,
 }
 
 impl<S: Send + Sync> FromRequest<S> for Submission {
@@ -298,7 +303,7 @@ impl<S: Send + Sync> FromRequest<S> for Submission {
 
 impl Submission {
     /// Refuses fields out of range, before anything is looked up.
-    fn check(&self, limits: &Limits) -> ApiResult<()> {
+    pub(crate) fn check(&self, limits: &Limits) -> ApiResult<()> {
         if self.purpose.is_empty() || self.purpose.chars().count() > 500 {
             return Err(ApiError::new(
                 ErrorCode::BadPurpose,
@@ -348,7 +353,7 @@ pub(crate) enum Refusal {
 }
 
 impl Refusal {
-    fn into_api(self) -> ApiError {
+    pub(crate) fn into_api(self) -> ApiError {
         match self {
             Self::NotGranted(m) => ApiError::forbidden(m),
             Self::Epsilon(m) => ApiError::new(ErrorCode::BadEpsilon, m),

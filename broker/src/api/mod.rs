@@ -5,6 +5,7 @@
 //! |---|---|
 //! | [`jobs`] | submit, list, status, result, receipt, cancel, events (operators; staff read) |
 //! | [`datasets`] | datasets, budget, estimate (operators) |
+//! | [`plans`] | whole-job plans on mock data (operators; staff for submitted jobs) |
 //! | [`reviews`] | the review queue and decisions, the audit log (reviewers) |
 //! | [`admin`] | policy reload, suspensions, usage, metrics (holders' admins) |
 //! | [`auth`] | the bearer-token extractor, denial auditing and the request timeout |
@@ -31,6 +32,7 @@ pub(crate) mod admin;
 pub(crate) mod auth;
 pub(crate) mod datasets;
 pub(crate) mod jobs;
+pub(crate) mod plans;
 pub(crate) mod reviews;
 
 pub(crate) type ApiResult<T> = std::result::Result<T, ApiError>;
@@ -70,7 +72,10 @@ pub(crate) fn router(s: Arc<Shared>) -> Router {
     // Event streams outlive the request timeout.
     let streams = Router::new()
         .route("/v1/jobs/{id}/events", get(jobs::events))
-        .route("/v1/admin/alerts/stream", get(admin::alert_stream));
+        .route("/v1/admin/alerts/stream", get(admin::alert_stream))
+        // A plan runs its job twice, bounded by the job limits rather than the request timeout.
+        .route("/v1/plan", post(plans::plan))
+        .route("/v1/jobs/{id}/plan", get(plans::of_job));
     api.merge(streams)
         .fallback(|| async {
             ApiError::not_found("no such endpoint; the API lives under /v1 (see docs/operator.md)")

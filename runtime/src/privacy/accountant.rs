@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 use sluice_policy::{DatasetId, OperatorId, PrivacyMeasure};
 
 pub use super::amount::Amount;
+use crate::report::sig;
 
 /// One charge to make: who, on what, for which job, how much, within which limits.
 #[derive(Clone, Debug)]
@@ -114,7 +115,10 @@ impl Spent {
 pub enum BudgetError {
     /// The job's own cap (ε or ρ) would be exceeded.
     #[error(
-        "query needs {unit}={needed} but the job has {unit}={remaining} left on dataset `{dataset}` (per-job cap {cap})"
+        "query needs {unit}={} but the job has {unit}={} left on dataset `{dataset}` (per-job cap {})",
+        sig(*.needed),
+        sig(*.remaining),
+        sig(*.cap)
     )]
     JobCap {
         /// `ε` or `ρ`: the dataset's measure.
@@ -130,7 +134,10 @@ pub enum BudgetError {
     },
     /// The operator's period cap (ε or ρ) would be exceeded.
     #[error(
-        "query needs {unit}={needed} but the operator has {unit}={remaining} left on dataset `{dataset}` this period (cap {cap})"
+        "query needs {unit}={} but the operator has {unit}={} left on dataset `{dataset}` this period (cap {})",
+        sig(*.needed),
+        sig(*.remaining),
+        sig(*.cap)
     )]
     PeriodCap {
         /// `ε` or `ρ`: the dataset's measure.
@@ -146,7 +153,10 @@ pub enum BudgetError {
     },
     /// The dataset-wide cap (every operator together) would be exceeded.
     #[error(
-        "query needs {unit}={needed} but dataset `{dataset}` has {unit}={remaining} left this period over all operators together (cap {cap})"
+        "query needs {unit}={} but dataset `{dataset}` has {unit}={} left this period over all operators together (cap {})",
+        sig(*.needed),
+        sig(*.remaining),
+        sig(*.cap)
     )]
     DatasetCap {
         /// `ε` or `ρ`: the dataset's measure.
@@ -373,6 +383,28 @@ pub fn check_limits(charge: &Charge, spent: Spent, dataset: Totals) -> Result<()
     Ok(())
 }
 
+impl InMemoryAccountant {
+    fn push(entries: &mut Vec<Entry>, charge: &Charge) {
+        entries.push(Entry {
+            at: SystemTime::now(),
+            job: charge.job.clone(),
+            scenario: charge.scenario.clone(),
+            amount: charge.amount,
+            delta: charge.delta,
+        });
+    }
+
+    /// Records `charge` without checking any limit: a dry run's ledger ([`crate::plan`]), which
+    /// must see a whole job even where the real ledger would refuse.
+    pub(crate) fn record_unchecked(&self, charge: &Charge) {
+        let mut map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let entries = map
+            .entry((charge.operator.clone(), charge.dataset.clone()))
+            .or_default();
+        Self::push(entries, charge);
+    }
+}
+
 impl Accountant for InMemoryAccountant {
     fn charge(&self, charge: &Charge) -> Result<(), BudgetError> {
         let mut map = self.entries.lock().map_err(|_| BudgetError::Unavailable)?;
@@ -389,13 +421,7 @@ impl Accountant for InMemoryAccountant {
             charge.period,
         );
         check_limits(charge, spent, dataset)?;
-        entries.push(Entry {
-            at: SystemTime::now(),
-            job: charge.job.clone(),
-            scenario: charge.scenario.clone(),
-            amount: charge.amount,
-            delta: charge.delta,
-        });
+        Self::push(entries, charge);
         Ok(())
     }
 

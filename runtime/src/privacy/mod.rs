@@ -124,8 +124,25 @@ pub struct QueryRecord {
     pub dataset_hash: String,
     /// The query's canonical plan text.
     pub normalized: String,
+    /// The SQL as the job wrote it.
+    pub submitted: String,
     /// The cost charged.
     pub cost: PrivacyCost,
+    /// Whether the answer came from the identical-query cache (free).
+    pub cached: bool,
+    /// Each aggregate column of the answer with the widest 95% half-width of its cells, `None`
+    /// where the mechanism states its accuracy otherwise (a quantile's is a rank error, in its
+    /// mechanism text).
+    pub accuracy: Vec<ColumnAccuracy>,
+}
+
+/// How accurate one aggregate column of an answer is.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct ColumnAccuracy {
+    /// The column.
+    pub column: String,
+    /// The widest half-width of a 95% interval over its cells.
+    pub half_width_95: Option<f64>,
 }
 
 /// The privacy engine: validates, charges, executes and adds noise.
@@ -162,6 +179,11 @@ impl PrivacyEngine {
     /// The policy in force.
     pub fn policy(&self) -> &Policy {
         &self.policy
+    }
+
+    /// The policy in force, shared.
+    pub(crate) fn policy_arc(&self) -> Arc<Policy> {
+        self.policy.clone()
     }
 
     /// The datasets.
@@ -418,7 +440,7 @@ impl PrivacyEngine {
         let design = Design::new(&q, ds, grant);
         let amount = design.solve(&q, ds, budget)?;
         let key = cache_key(asker, registered, grant, &q, amount);
-        if let Some(hit) = self.cached(&key, asker, registered, &q) {
+        if let Some(hit) = self.cached(&key, asker, registered, &q, sql) {
             return Ok(hit);
         }
         let calibrated = Calibrated::new(design, amount, grant)?;
@@ -455,7 +477,8 @@ impl PrivacyEngine {
         if let Some(c) = &self.cache {
             c.store(&key, &table);
         }
-        Ok((table, record(registered, &q, cost)))
+        let record = record(registered, &q, sql, &table, false);
+        Ok((table, record))
     }
 
     /// The stored answer to an identical query, at no charge.
@@ -465,6 +488,7 @@ impl PrivacyEngine {
         asker: &Asker,
         registered: &Registered,
         q: &ValidatedQuery,
+        sql: &str,
     ) -> Option<(NoisyTable, QueryRecord)> {
         let mut table = self.cache.as_ref()?.lookup(key, &asker.job)?;
         table.cost = PrivacyCost::default();
@@ -472,7 +496,8 @@ impl PrivacyEngine {
             "identical to an earlier answer to the same query (returned from the cache, no charge); {}",
             table.mechanism
         );
-        Some((table, record(registered, q, PrivacyCost::default())))
+        let record = record(registered, q, sql, &table, true);
+        Some((table, record))
     }
 }
 
@@ -584,12 +609,31 @@ fn cache_key(
 }
 
 /// The record of one answer, for logs and audit.
-fn record(registered: &Registered, q: &ValidatedQuery, cost: PrivacyCost) -> QueryRecord {
+fn record(
+    registered: &Registered,
+    q: &ValidatedQuery,
+    sql: &str,
+    table: &NoisyTable,
+    cached: bool,
+) -> QueryRecord {
+    let accuracy = (table.key_columns..table.columns.len())
+        .map(|c| ColumnAccuracy {
+            column: table.columns[c].clone(),
+            half_width_95: table
+                .accuracy
+                .iter()
+                .filter_map(|row| row.get(c).copied().flatten())
+                .reduce(f64::max),
+        })
+        .collect();
     QueryRecord {
         dataset: registered.policy.id.to_string(),
         dataset_hash: registered.content_hash.clone(),
         normalized: q.normalized.clone(),
-        cost,
+        submitted: sql.to_string(),
+        cost: table.cost,
+        cached,
+        accuracy,
     }
 }
 

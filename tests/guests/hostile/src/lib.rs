@@ -121,6 +121,18 @@ fn hostile(ctx: &mut Job) -> Result<Report> {
                     None,
                 ))
         }
+        // Builds its second query from its first answer: a job whose queries depend on the
+        // data (a plan must say its queries are not a forecast).
+        "adaptive" => {
+            let t = ctx
+                .query("SELECT AVG(cost) AS m FROM health_visits")
+                .epsilon(0.1)
+                .run()?;
+            let mean = t.number(0, "m").unwrap_or(0.0);
+            let sql = format!("SELECT COUNT(*) AS n FROM health_visits WHERE cost > {mean:.6}");
+            ctx.query(&sql).epsilon(0.1).run()?;
+            Ok(Report::new("adaptive"))
+        }
         // Spams the log.
         "log-spam" => {
             for i in 0..100_000 {

@@ -1,0 +1,183 @@
+//! Whole-job plans: a dry run on mock data predicts the real run's queries and costs, refuses an
+//! over-cap job or an undeclared dataset before anything is spent, says when a job's queries
+//! depend on its answers, and is shown to the reviewer beside a pending job.
+
+use base64::Engine as _;
+use serde_json::{Value, json};
+use sluice_runtime::JobRequest;
+
+use crate::{TestBroker, guest, http, op, sandbox};
+
+fn body(dataset: &str, params: &str, wasm: &[u8]) -> Vec<u8> {
+    json!({
+        "purpose": "tests: plans",
+        "params": params,
+        "datasets": [dataset],
+        "wasm_base64": base64::engine::general_purpose::STANDARD.encode(wasm),
+    })
+    .to_string()
+    .into_bytes()
+}
+
+fn post(b: &TestBroker, path: &str, token: &str, body: &[u8]) -> (u16, Value) {
+    http(
+        b.url(),
+        "POST",
+        path,
+        Some(token),
+        Some("application/json"),
+        body,
+    )
+}
+
+/// What the analyst has spent on `health_visits` this period, by the broker's budget view.
+fn spent(b: &TestBroker) -> f64 {
+    let (status, v) = http(b.url(), "GET", "/v1/budget", Some(&b.analyst), None, b"");
+    assert_eq!(status, 200, "{v}");
+    v["budgets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["dataset"] == "health_visits")
+        .map(|d| d["spent_this_period"].as_f64().unwrap())
+        .unwrap_or_else(|| panic!("no health_visits budget in {v}"))
+}
+
+#[test]
+fn a_plan_predicts_the_queries_and_costs_of_the_real_run() {
+    let (sb, _) = sandbox();
+    let wasm = guest(env!("GUEST_VISITS_BY_DISTRICT"));
+    let mut req = JobRequest::new(op("analyst"), "j", &wasm, "epsilon=0.4&min_age=18");
+    req.datasets = Some(vec!["health_visits".parse().unwrap()]);
+    let plan = sb.plan_job(&req).expect("the plan runs");
+    assert!(plan.would_complete(), "{plan:?}");
+    assert!(!plan.adaptive, "{plan:?}");
+    let out = sb.run_job(&req).expect("the job runs");
+    let planned: Vec<_> = plan
+        .queries
+        .iter()
+        .map(|q| (q.normalized.clone(), q.cost))
+        .collect();
+    let ran: Vec<_> = out
+        .queries
+        .iter()
+        .map(|q| (q.normalized.clone(), q.cost))
+        .collect();
+    assert_eq!(planned, ran);
+    assert_eq!(plan.datasets.len(), 1);
+    assert!((plan.datasets[0].total - 0.8).abs() < 1e-9, "{plan:?}");
+    // A plan is not a run: the real ledger saw only the run's charges (the plan's ledger is
+    // its own), so planning again still finds the same room.
+    let again = sb.plan_job(&req).unwrap();
+    assert!(
+        (again.datasets[0].period_left - (plan.datasets[0].period_left - 0.8)).abs() < 1e-9,
+        "{again:?} after {plan:?}"
+    );
+}
+
+#[test]
+fn a_plan_says_when_the_queries_depend_on_the_answers() {
+    let (sb, _) = sandbox();
+    let wasm = guest(env!("GUEST_HOSTILE"));
+    let mut req = JobRequest::new(op("analyst"), "j", &wasm, "adaptive");
+    req.datasets = Some(vec!["health_visits".parse().unwrap()]);
+    let plan = sb.plan_job(&req).expect("the plan runs");
+    // The second query's literal is the first (continuous, noisy) answer: two mock runs
+    // never ask the same one.
+    assert!(plan.adaptive, "{plan:?}");
+    assert!(plan.would_complete(), "{plan:?}");
+    // Power: a job that asks the same queries whatever the answers is not flagged.
+    let mut fixed = JobRequest::new(
+        op("analyst"),
+        "j",
+        &wasm,
+        "sql:SELECT COUNT(*) AS n FROM health_visits",
+    );
+    fixed.datasets = req.datasets.clone();
+    assert!(!sb.plan_job(&fixed).unwrap().adaptive);
+}
+
+#[test]
+fn a_plan_refuses_an_over_cap_job_before_anything_is_spent() {
+    let mut b = TestBroker::start("plan-over-cap", |t| t);
+    let wasm = guest(env!("GUEST_VISITS_BY_DISTRICT"));
+    // Two queries of ε=30 against a per-job cap of 50: the second would be refused.
+    let over = body("health_visits", "epsilon=30&min_age=18", &wasm);
+    let (status, plan) = post(&b, "/v1/plan", &b.analyst, &over);
+    assert_eq!(status, 200, "{plan}");
+    let problems = plan["problems"].as_array().unwrap();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.as_str().unwrap().starts_with("query 2 would be refused")),
+        "{plan}"
+    );
+    assert_eq!(plan["queries"][0]["refused"], Value::Null, "{plan}");
+    assert_eq!(plan["datasets"][0]["total"], 60.0, "{plan}");
+    assert_eq!(plan["datasets"][0]["per_job_cap"], 50.0, "{plan}");
+    // Nothing was charged or submitted.
+    assert_eq!(spent(&b), 0.0);
+    let (_, jobs) = http(b.url(), "GET", "/v1/jobs", Some(&b.analyst), None, b"");
+    assert_eq!(jobs["jobs"].as_array().unwrap().len(), 0, "{jobs}");
+    // A job that touches a dataset it did not declare is refused by its plan, at no cost.
+    let undeclared = body("health_raw", "epsilon=0.4", &wasm);
+    let (status, plan) = post(&b, "/v1/plan", &b.analyst, &undeclared);
+    assert_eq!(status, 200, "{plan}");
+    assert_eq!(plan["queries"].as_array().unwrap().len(), 0, "{plan}");
+    let text = plan["problems"][0].as_str().unwrap();
+    assert!(
+        text.contains("not among the datasets this job declared"),
+        "{plan}"
+    );
+    assert_eq!(spent(&b), 0.0);
+    // The real run of the over-cap job does what the plan said: its first query is charged,
+    // its second refused, and the job fails with nothing released.
+    let (status, v) = post(&b, "/v1/jobs", &b.analyst, &over);
+    assert_eq!(status, 202, "{v}");
+    let id = v["id"].as_str().unwrap().to_string();
+    b.client(&b.analyst).follow(&id, |_, _| {}).unwrap();
+    let (_, job) = http(
+        b.url(),
+        "GET",
+        &format!("/v1/jobs/{id}"),
+        Some(&b.analyst),
+        None,
+        b"",
+    );
+    assert_eq!(job["state"], "failed", "{job}");
+    assert_eq!(spent(&b), 30.0);
+    b.stop();
+}
+
+#[test]
+fn a_reviewer_sees_the_plan_of_a_pending_job() {
+    let mut b = TestBroker::start("plan-review", |t| t);
+    let wasm = guest(env!("GUEST_TOURISM_SPEND"));
+    let (status, v) = post(
+        &b,
+        "/v1/jobs",
+        &b.tourism,
+        &body("tourism_trips", "epsilon=0.5", &wasm),
+    );
+    assert_eq!(
+        (status, v["state"].as_str()),
+        (202, Some("pending_review")),
+        "{v}"
+    );
+    let id = v["id"].as_str().unwrap();
+    let path = format!("/v1/jobs/{id}/plan");
+    let (status, plan) = http(b.url(), "GET", &path, Some(&b.reviewer), None, b"");
+    assert_eq!(status, 200, "{plan}");
+    assert!(!plan["queries"].as_array().unwrap().is_empty(), "{plan}");
+    assert_eq!(plan["problems"], json!([]), "{plan}");
+    assert_eq!(plan["outcome"]["state"], "completed", "{plan}");
+    // Another operator may not see it (the same answer as for a job that does not exist).
+    let (status, v) = http(b.url(), "GET", &path, Some(&b.analyst), None, b"");
+    assert!(status == 403 || status == 404, "{status} {v}");
+    // Planning charged nothing: the job is still pending and its operator's ledger is empty.
+    let (_, budget) = http(b.url(), "GET", "/v1/budget", Some(&b.tourism), None, b"");
+    for d in budget["budgets"].as_array().unwrap() {
+        assert_eq!(d["spent_this_period"], 0.0, "{budget}");
+    }
+    b.stop();
+}
