@@ -166,20 +166,36 @@ fn local_sandbox(
     Ok((sandbox, operator))
 }
 
-/// A job request carrying `declared`.
+/// A job request carrying `declared`, refused as the broker would refuse its submission when a
+/// declared dataset's grant pins or forbids its parameters.
 fn declared_request<'a>(
+    policy: &sluice_policy::Policy,
     operator: OperatorId,
     job_id: String,
     wasm: &'a [u8],
     declared: &'a Declared,
 ) -> Result<JobRequest<'a>> {
-    let mut req = JobRequest::new(operator, job_id, wasm, &declared.params);
+    let mut req = JobRequest::new(operator.clone(), job_id, wasm, &declared.params);
     if !declared.datasets.is_empty() {
         let ids = declared
             .datasets
             .iter()
             .map(|d| sluice_policy::DatasetId::new(d).map_err(|e| anyhow::anyhow!(e)))
             .collect::<Result<Vec<_>>>()?;
+        for id in &ids {
+            let grant = policy
+                .authorize_in(
+                    &operator,
+                    id,
+                    declared.scenario.as_deref(),
+                    std::time::SystemTime::now(),
+                )
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            grant
+                .params
+                .check(&declared.params)
+                .map_err(|why| anyhow::anyhow!("on `{id}`: {why}"))?;
+        }
         req.datasets = Some(ids);
     }
     req.max_epsilon = declared.max_epsilon;
@@ -204,7 +220,13 @@ pub fn run(
         );
     }
     let job_id = format!("local-{}", std::process::id());
-    let req = declared_request(operator.clone(), job_id, &wasm, declared)?;
+    let req = declared_request(
+        sandbox.engine().policy(),
+        operator.clone(),
+        job_id,
+        &wasm,
+        declared,
+    )?;
     match sandbox.run_job(&req) {
         Ok(out) => {
             print_output(&job.display().to_string(), operator.as_str(), &out, format);
@@ -239,7 +261,13 @@ pub fn plan(
 ) -> Result<ExitCode> {
     let wasm = std::fs::read(job).with_context(|| format!("while reading {}", job.display()))?;
     let (sandbox, operator) = local_sandbox(policy, operator, data_root, true)?;
-    let req = declared_request(operator, "plan".into(), &wasm, declared)?;
+    let req = declared_request(
+        sandbox.engine().policy(),
+        operator,
+        "plan".into(),
+        &wasm,
+        declared,
+    )?;
     let plan = sandbox.plan_job(&req)?;
     let value = serde_json::to_value(&plan)?;
     if json {

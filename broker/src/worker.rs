@@ -56,6 +56,7 @@ fn run_claimed(shared: &Shared, job: crate::store::Claimed) -> Result<()> {
         &job.datasets,
         job.scenario.as_deref(),
         job.max_epsilon,
+        &job.params,
         &|_, _| true,
     ) {
         shared

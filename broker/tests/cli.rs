@@ -3,7 +3,7 @@
 use std::process::Command;
 
 fn sluice(args: &[&str]) -> (i32, String, String) {
-    sluice_in(&manifest_dir().parent().unwrap().to_path_buf(), args)
+    sluice_in(manifest_dir().parent().unwrap(), args)
 }
 
 /// `sluice args` run in `dir`.

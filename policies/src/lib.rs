@@ -69,8 +69,8 @@ use std::time::SystemTime;
 pub use date::{Date, Expiry, TimeZone, unix_secs};
 pub use model::{
     Aggregation, AlertAction, AlertRule, AlertWhen, Classification, Column, ColumnKind, Dataset,
-    DatasetBudget, DatasetId, Grade, Grant, Lookup, OperatorId, Policy, PrivacyMeasure, Review,
-    SourceFormat, Usage,
+    DatasetBudget, DatasetId, Grade, Grant, Lookup, OperatorId, ParamsRule, Policy, PrivacyMeasure,
+    Review, SourceFormat, Usage,
 };
 pub use parse::{duration_secs, load, load_dir, load_file, parse_files};
 

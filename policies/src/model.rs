@@ -665,6 +665,9 @@ pub struct Grant {
     pub review: Review,
     /// sha256 (lowercase hex) of job builds that run without review under `review = "unlisted"`.
     pub allowed_wasm: Vec<String>,
+    /// Which parameter strings a job may pass: a job can take its SQL from its parameters, so
+    /// a holder may pin them (or forbid any).
+    pub params: ParamsRule,
     /// Groups whose noisy count is below this are suppressed, if set.
     pub min_group_count: Option<u64>,
     /// The δ a query spends when it releases keys by DP partition selection; `None`: the grant
@@ -672,6 +675,39 @@ pub struct Grant {
     pub delta_per_query: Option<f64>,
     /// The δ the operator may spend per dataset per period (0 when `delta_per_query` is `None`).
     pub delta_per_period: f64,
+}
+
+/// Which parameter strings a grant lets a job pass.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub enum ParamsRule {
+    /// Any (reviewers see them in full where review applies).
+    #[default]
+    Any,
+    /// None: the parameter string must be empty (`params = "none"`).
+    Forbidden,
+    /// Exactly one of these strings (`params = ["…", …]`).
+    OneOf(Vec<String>),
+}
+
+impl ParamsRule {
+    /// Whether `params` is allowed, or why not (the message quotes what the grant allows, which
+    /// its operator may read in the policy anyway).
+    pub fn check(&self, params: &str) -> Result<(), String> {
+        match self {
+            Self::Any => Ok(()),
+            Self::Forbidden if params.is_empty() => Ok(()),
+            Self::Forbidden => Err("the grant forbids job parameters: submit with none".into()),
+            Self::OneOf(allowed) if allowed.iter().any(|a| a == params) => Ok(()),
+            Self::OneOf(allowed) => Err(format!(
+                "the grant pins the job's parameters to one of: {}",
+                allowed
+                    .iter()
+                    .map(|a| format!("\"{}\"", a.escape_debug()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+        }
+    }
 }
 
 impl Grant {

@@ -181,6 +181,7 @@ const GRANT_FIELDS: &[&str] = &[
     "expires",
     "review",
     "allowed_wasm",
+    "params",
     "min_group_count",
     "scenario",
     "legal_basis",
@@ -1465,10 +1466,14 @@ impl Cx {
             .req_enum(&mut f, "review", Review::NAMES)
             .and_then(|r| Review::parse(&r));
         let allowed_wasm = self.allowed_wasm(&mut f);
+        let params = self.params_rule(&mut f);
         let scenario = self.scenario_terms(&mut f);
         let min_group = self.min_group_count(&mut f);
         let delta = self.delta_pair(&mut f);
         f.finish(self, "a grant", GRANT_FIELDS);
+        let Some(params) = params else {
+            return;
+        };
         let (
             Some(operator),
             Some(datasets),
@@ -1521,6 +1526,7 @@ impl Cx {
             expires,
             review,
             allowed_wasm,
+            params,
             min_group_count,
             delta_per_query,
             delta_per_period,
@@ -1717,6 +1723,33 @@ impl Cx {
     }
 
     /// `allowed_wasm = ["<sha256>", …]`: `Some(vec![])` when absent, `None` after reporting.
+    /// `params`: absent (any), `"none"`, or the list of parameter strings a job may pass.
+    fn params_rule(&mut self, f: &mut Fields<'_, '_>) -> Option<ParamsRule> {
+        const WHAT: &str = "`params` is \"none\" (a job takes no parameters) or an array of the parameter strings a job may pass";
+        let Some(v) = f.get("params") else {
+            return Some(ParamsRule::Any);
+        };
+        match v.get_ref() {
+            DeValue::String(s) if s.as_ref() == "none" => Some(ParamsRule::Forbidden),
+            DeValue::Array(items) if !items.is_empty() => {
+                let strings: Vec<String> = items
+                    .iter()
+                    .filter_map(|i| i.get_ref().as_str().map(str::to_string))
+                    .collect();
+                if strings.len() == items.len() {
+                    Some(ParamsRule::OneOf(strings))
+                } else {
+                    self.err(v.span(), WHAT.into());
+                    None
+                }
+            }
+            _ => {
+                self.err(v.span(), WHAT.into());
+                None
+            }
+        }
+    }
+
     fn allowed_wasm(&mut self, f: &mut Fields<'_, '_>) -> Option<Vec<String>> {
         let Some(v) = f.get("allowed_wasm") else {
             return Some(vec![]);

@@ -312,6 +312,49 @@ fn reviewers_see_a_jobs_parameters_in_full_before_they_decide() {
 }
 
 #[test]
+fn a_grant_pins_or_forbids_a_jobs_parameters() {
+    let pinned = "sql:SELECT district, COUNT(*) AS n FROM health_visits GROUP BY district";
+    let mut b = TestBroker::start("params-pinned", |t| {
+        t.replacen(
+            "operator = \"analyst\"\n",
+            &format!("operator = \"analyst\"\nparams = [\"{pinned}\"]\n"),
+            1,
+        )
+        .replacen(
+            "operator = \"tourism-lab\"\n",
+            "operator = \"tourism-lab\"\nparams = \"none\"\n",
+            1,
+        )
+    });
+    let hostile = guest(env!("GUEST_HOSTILE"));
+    // Any other SQL from the parameters is refused at the door, naming what the grant allows.
+    let other = "sql:SELECT sex, COUNT(*) AS n FROM health_visits GROUP BY sex";
+    let (status, v) = post_job(b.url(), &b.analyst, "health_visits", other, &hostile);
+    assert_eq!(status, 403, "{v}");
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("on `health_visits`: the grant pins the job's parameters to one of:")
+            && message.contains(pinned),
+        "{v}"
+    );
+    let (status, v) = post_job(b.url(), &b.analyst, "health_visits", pinned, &hostile);
+    assert_eq!(status, 202, "{v}");
+    // A grant that forbids parameters takes none.
+    let (status, v) = post_job(b.url(), &b.tourism, "tourism_trips", "rho=1", &hostile);
+    assert_eq!(status, 403, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("forbids job parameters"),
+        "{v}"
+    );
+    let (status, v) = post_job(b.url(), &b.tourism, "tourism_trips", "", &hostile);
+    assert_eq!(status, 202, "{v}");
+    b.stop();
+}
+
+#[test]
 fn a_freeze_refuses_every_submission_and_the_audit_log_still_verifies() {
     use sluice_broker::keys::public_key;
     let mut b = TestBroker::start("freeze", |t| t);

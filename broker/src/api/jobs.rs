@@ -174,6 +174,7 @@ pub(crate) async fn submit(
             &job.datasets,
             scenario,
             job.max_epsilon,
+            &job.params,
             &listed,
         )
         .map_err(Refusal::into_api)?;
@@ -350,12 +351,14 @@ pub(crate) enum Refusal {
     NotGranted(String),
     /// The job's ε cap exceeds a grant's.
     Epsilon(String),
+    /// A grant pins or forbids the job's parameters.
+    Params(String),
 }
 
 impl Refusal {
     pub(crate) fn into_api(self) -> ApiError {
         match self {
-            Self::NotGranted(m) => ApiError::forbidden(m),
+            Self::NotGranted(m) | Self::Params(m) => ApiError::forbidden(m),
             Self::Epsilon(m) => ApiError::new(ErrorCode::BadEpsilon, m),
         }
     }
@@ -364,7 +367,7 @@ impl Refusal {
 impl std::fmt::Display for Refusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::NotGranted(m) | Self::Epsilon(m) => f.write_str(m),
+            Self::NotGranted(m) | Self::Epsilon(m) | Self::Params(m) => f.write_str(m),
         }
     }
 }
@@ -383,7 +386,7 @@ fn holders_to_approve(policy: &Policy, datasets: &[String]) -> Vec<String> {
 }
 
 /// Admission by policy, at submission and again when a worker starts the job: every dataset
-/// granted to `operator` now, and the job's ε cap within each grant's per-job cap in the
+/// granted to `operator` now, the job's parameters as each grant allows, and its ε cap within each grant's per-job cap in the
 /// dataset's own measure (on zCDP datasets it caps ρ at ε²/2, as the runtime applies it).
 /// Returns whether a reviewer must approve the job first: a grant requires review, or allows
 /// only listed builds and `listed` says this one is not (on that grant and dataset).
@@ -393,6 +396,7 @@ pub(crate) fn admit(
     datasets: &[String],
     scenario: Option<&str>,
     max_epsilon: Option<f64>,
+    params: &str,
     listed: &dyn Fn(&sluice_policy::Grant, &DatasetId) -> bool,
 ) -> std::result::Result<bool, Refusal> {
     let now = std::time::SystemTime::now();
@@ -408,6 +412,10 @@ pub(crate) fn admit(
         let grant = policy
             .authorize_in(operator, &id, scenario, now)
             .map_err(|d| Refusal::NotGranted(d.to_string()))?;
+        grant
+            .params
+            .check(params)
+            .map_err(|why| Refusal::Params(format!("on `{id}`: {why}")))?;
         let zcdp = policy
             .datasets
             .get(&id)

@@ -53,6 +53,7 @@ pub(crate) async fn plan(
             &job.datasets,
             job.scenario.as_deref(),
             job.max_epsilon,
+            &job.params,
             &|_, _| false,
         )
         .map_err(super::jobs::Refusal::into_api)?;
