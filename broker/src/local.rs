@@ -488,7 +488,8 @@ pub fn demo(rows: usize, data_root: &Path) -> Result<ExitCode> {
         if submitted["state"] == "pending_review" {
             approve(&reviewer, &holder_client, &id)?;
         }
-        client.follow(&id, crate::remote::print_event)?;
+        let mut progress = crate::remote::Progress::new(None);
+        client.follow(&id, |kind, data| progress.show(kind, data))?;
         let job = client.get_json(&format!("/v1/jobs/{id}"))?;
         if job["state"] != "succeeded" {
             bail!("{pkg} did not succeed: {}", job["error"]);

@@ -40,6 +40,9 @@ pub struct Conn {
     /// A bearer token (from `sluice token create`).
     #[arg(long, env = "SLUICE_TOKEN", hide_env_values = true)]
     pub token: String,
+    /// Print the broker's JSON instead of text for people.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// What a job declares, the same for `run`, `plan` and `submit`: a local run that passes with
@@ -130,6 +133,9 @@ enum Command {
         /// Wait for the job to end, showing its progress.
         #[arg(long)]
         wait: bool,
+        /// With --wait: print the report once it is released.
+        #[arg(long, requires = "wait")]
+        print: bool,
         /// Submit without planning first. By default the broker plans the job on mock data
         /// (`sluice plan`) and nothing is submitted if it would fail or overspend.
         #[arg(long)]
@@ -184,9 +190,12 @@ enum Command {
         /// Write the report here (and the receipt beside it, as <file>.receipt.json).
         #[arg(short, long)]
         output: Option<PathBuf>,
-        /// CSV instead of JSON.
+        /// CSV (as signed by the receipt) instead of text (or, with --output, JSON).
         #[arg(long)]
         csv: bool,
+        /// Only this table (text or CSV on the terminal; the receipt covers the whole report).
+        #[arg(long, conflicts_with = "output")]
+        table: Option<String>,
     },
     /// What a query would cost and how accurate it would be, without running it (operator).
     Estimate {
@@ -647,6 +656,7 @@ fn main() -> ExitCode {
             purpose,
             declared,
             wait,
+            print,
             no_plan,
         } => remote::submit(
             &conn,
@@ -656,6 +666,7 @@ fn main() -> ExitCode {
                 declared: &declared,
                 wait,
                 plan: !no_plan,
+                print,
             },
         ),
         Command::Plan {
@@ -685,7 +696,7 @@ fn main() -> ExitCode {
                     "the broker plans with your budget: give --token (or SLUICE_TOKEN); or plan locally with --policy and --operator"
                 )),
                 Some(token) => {
-                    let conn = Conn { url, token };
+                    let conn = Conn { url, token, json };
                     match (job, id) {
                         (_, Some(id)) => remote::plan_submitted(&conn, &id, json),
                         (Some(job), None) => remote::plan(&conn, &job, &declared, json),
@@ -700,7 +711,8 @@ fn main() -> ExitCode {
             id,
             output,
             csv,
-        } => remote::result(&conn, &id, output.as_deref(), csv),
+            table,
+        } => remote::result(&conn, &id, output.as_deref(), csv, table.as_deref()),
         Command::Budget { conn } => remote::budget(&conn),
         Command::Alerts { conn, follow } => remote::alerts(&conn, follow),
         Command::Logs { conn, id } => remote::logs(&conn, &id),

@@ -12,7 +12,7 @@ fn cell(v: &Value, acc: Option<f64>) -> String {
         Value::Text(s) => s.clone(),
     };
     match acc {
-        Some(a) if a.is_finite() => format!("{v} ±{a:.1}"),
+        Some(a) if a.is_finite() => format!("{v} ±{}", sluice_runtime::sig(a)),
         _ => v,
     }
 }
@@ -35,28 +35,8 @@ pub fn table(t: &NoisyTable) -> String {
                 .collect()
         })
         .collect();
-    let mut widths: Vec<usize> = t.columns.iter().map(|c| c.chars().count()).collect();
-    for row in &rows {
-        for (w, c) in widths.iter_mut().zip(row) {
-            *w = (*w).max(c.chars().count());
-        }
-    }
-    let mut out = String::new();
-    let line = |out: &mut String, cells: &[String]| {
-        let parts: Vec<String> = cells
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}", w = *w))
-            .collect();
-        let _ = writeln!(out, "  {}", parts.join("  ").trim_end());
-    };
-    line(&mut out, &t.columns);
-    let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
-    line(&mut out, &rule);
-    for row in &rows {
-        line(&mut out, row);
-    }
-    out
+    let header: Vec<&str> = t.columns.iter().map(String::as_str).collect();
+    columns(&header, &rows)
 }
 
 /// A whole report.
@@ -204,4 +184,320 @@ fn count(n: u64, noun: &str) -> String {
     } else {
         format!("{n} {noun}s")
     }
+}
+
+/// A Unix time in ms, in UTC: `2026-11-30 07:50:12 UTC`.
+pub fn time(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let d = sluice_policy::Date::from_days_since_epoch(secs.div_euclid(86_400));
+    let s = secs.rem_euclid(86_400);
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
+        d.year,
+        d.month,
+        d.day,
+        s / 3600,
+        s % 3600 / 60,
+        s % 60
+    )
+}
+
+/// A span of ms for people: `0.42 s`, `3 min 5 s`, `2 h 10 min`.
+pub fn duration(ms: i64) -> String {
+    let ms = ms.max(0);
+    match ms {
+        0..60_000 => format!("{} s", sluice_runtime::sig(ms as f64 / 1000.0)),
+        60_000..3_600_000 => format!("{} min {} s", ms / 60_000, ms % 60_000 / 1000),
+        _ => format!("{} h {} min", ms / 3_600_000, ms % 3_600_000 / 60_000),
+    }
+}
+
+/// A period in seconds: `30d`, `12h`.
+pub fn period(secs: u64) -> String {
+    if secs.is_multiple_of(86_400) {
+        format!("{}d", secs / 86_400)
+    } else {
+        format!("{}h", secs / 3_600)
+    }
+}
+
+/// Rows under a header, each column as wide as its widest cell, with a rule under the header.
+pub fn columns(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|c| c.chars().count()).collect();
+    for row in rows {
+        for (w, c) in widths.iter_mut().zip(row) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let line = |out: &mut String, cells: &[String]| {
+        let parts: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}", w = *w))
+            .collect();
+        let _ = writeln!(out, "  {}", parts.join("  ").trim_end());
+    };
+    let header: Vec<String> = header.iter().map(|h| h.to_string()).collect();
+    line(&mut out, &header);
+    let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
+    line(&mut out, &rule);
+    for row in rows {
+        line(&mut out, row);
+    }
+    out
+}
+
+/// Operator-written or job-controlled text, on one line with control characters escaped.
+fn plain(v: &serde_json::Value) -> String {
+    v.as_str().unwrap_or("").escape_debug().to_string()
+}
+
+/// What a job spent, per dataset: `health_visits ε=0.8 (2 queries)`.
+fn spent(j: &serde_json::Value) -> String {
+    let parts: Vec<String> = j["spent"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|d| {
+            let cost = sluice_runtime::PrivacyCost {
+                epsilon: d["epsilon"].as_f64().unwrap_or(0.0),
+                delta: d["delta"].as_f64().unwrap_or(0.0),
+                rho: d["rho"].as_f64().unwrap_or(0.0),
+            };
+            let n = d["queries"].as_u64().unwrap_or(0);
+            format!(
+                "{} {cost} ({n} quer{})",
+                plain(&d["dataset"]),
+                if n == 1 { "y" } else { "ies" }
+            )
+        })
+        .collect();
+    if parts.is_empty() {
+        "nothing".into()
+    } else {
+        parts.join("; ")
+    }
+}
+
+/// One job, as `sluice status <id>` shows it.
+pub fn job(j: &serde_json::Value) -> String {
+    let mut rows: Vec<(&str, String)> = vec![
+        ("operator", plain(&j["operator"])),
+        ("purpose", plain(&j["purpose"])),
+        (
+            "scenario",
+            j["scenario"]
+                .as_str()
+                .map_or("(the operator's only grant)".into(), |s| {
+                    s.escape_debug().to_string()
+                }),
+        ),
+        (
+            "datasets",
+            j["datasets"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(plain)
+                .collect::<Vec<_>>()
+                .join(", "),
+        ),
+        ("params", format!("\"{}\"", plain(&j["params"]))),
+        ("wasm", format!("sha256 {}", plain(&j["wasm_sha256"]))),
+    ];
+    let created = j["created_ms"].as_i64().unwrap_or(0);
+    rows.push(("submitted", time(created)));
+    if let Some(started) = j["started_ms"].as_i64() {
+        rows.push((
+            "started",
+            format!("{} (waited {})", time(started), duration(started - created)),
+        ));
+        if let Some(ended) = j["finished_ms"].as_i64() {
+            rows.push((
+                "ended",
+                format!("{} (ran {})", time(ended), duration(ended - started)),
+            ));
+        }
+    } else if let Some(ended) = j["finished_ms"].as_i64() {
+        rows.push(("ended", time(ended)));
+    }
+    rows.push(("spent", spent(j)));
+    if let Some(reviewer) = j["reviewer"].as_str() {
+        rows.push((
+            "review",
+            format!(
+                "{}: \"{}\"",
+                reviewer.escape_debug(),
+                plain(&j["review_reason"])
+            ),
+        ));
+    }
+    let approved: Vec<String> = j["approved_by"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(plain)
+        .collect();
+    if !approved.is_empty() {
+        rows.push(("approved by", approved.join(", ")));
+    }
+    if let Some(e) = j["error"].as_str() {
+        rows.push(("error", e.escape_debug().to_string()));
+    }
+    let mut out = format!("{}  {}\n", plain(&j["id"]), plain(&j["state"]));
+    for (k, v) in rows {
+        let _ = writeln!(out, "  {k:<11} {v}");
+    }
+    out
+}
+
+/// Several jobs, one line each, newest first.
+pub fn jobs(list: &[serde_json::Value]) -> String {
+    if list.is_empty() {
+        return "no jobs\n".into();
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|j| {
+            vec![
+                plain(&j["id"]),
+                plain(&j["state"]),
+                time(j["created_ms"].as_i64().unwrap_or(0)),
+                spent(j),
+                plain(&j["purpose"]),
+            ]
+        })
+        .collect();
+    columns(&["job", "state", "submitted", "spent", "purpose"], &rows)
+}
+
+/// An operator's budgets, one line per grant and dataset.
+pub fn budget(b: &serde_json::Value) -> String {
+    let list = b["budgets"].as_array().cloned().unwrap_or_default();
+    if list.is_empty() {
+        return "no dataset is granted to this token\n".into();
+    }
+    let num = |v: &serde_json::Value| sluice_runtime::sig(v.as_f64().unwrap_or(0.0));
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|d| {
+            let rho = d["privacy_measure"] == "zcdp";
+            let unit = if rho { "rho" } else { "epsilon" };
+            vec![
+                plain(&d["dataset"]),
+                d["scenario"]
+                    .as_str()
+                    .unwrap_or("-")
+                    .escape_debug()
+                    .to_string(),
+                if rho { "ρ" } else { "ε" }.into(),
+                num(&d[format!("{unit}_per_job")]),
+                format!(
+                    "{} / {}",
+                    num(&d[format!("{unit}_per_period")]),
+                    period(d["period_secs"].as_u64().unwrap_or(0))
+                ),
+                num(&d["spent_this_period"]),
+                num(&d["available_this_period"]),
+                d["dataset_remaining_this_period"]
+                    .as_f64()
+                    .map_or("-".into(), sluice_runtime::sig),
+                match d["implied_delta_this_period"].as_f64().unwrap_or(0.0) {
+                    0.0 => format!("({}, 0)", num(&d["implied_epsilon_this_period"])),
+                    delta => format!("({}, {delta:.0e})", num(&d["implied_epsilon_this_period"])),
+                },
+                plain(&d["review"]),
+                plain(&d["expires"]),
+            ]
+        })
+        .collect();
+    columns(
+        &[
+            "dataset",
+            "scenario",
+            "unit",
+            "per job",
+            "per period",
+            "spent",
+            "available",
+            "dataset left",
+            "(ε, δ) so far",
+            "review",
+            "expires",
+        ],
+        &rows,
+    )
+}
+
+/// Audit entries: their place, time, kind and actor, and what they say in brief (a query's SQL
+/// as the job wrote it, with its cost; other entries' details as compact JSON).
+pub fn audit(entries: &[serde_json::Value]) -> String {
+    let mut out = String::new();
+    for e in entries {
+        let d = &e["detail"];
+        let about: Vec<String> = [("job", &e["job"]), ("dataset", &e["dataset"])]
+            .iter()
+            .filter_map(|(k, v)| Some(format!("{k} {}", v.as_str()?.escape_debug())))
+            .collect();
+        let _ = writeln!(
+            out,
+            "{:>6}  {}  {:<18} {}{}",
+            e["seq"].as_i64().unwrap_or(0),
+            time(e["at_ms"].as_i64().unwrap_or(0)),
+            plain(&e["kind"]),
+            plain(&e["actor"]),
+            if about.is_empty() {
+                String::new()
+            } else {
+                format!("  ({})", about.join(", "))
+            }
+        );
+        if e["kind"] == "query" {
+            let cost = sluice_runtime::PrivacyCost {
+                epsilon: d["epsilon"].as_f64().unwrap_or(0.0),
+                delta: d["delta"].as_f64().unwrap_or(0.0),
+                rho: d["rho"].as_f64().unwrap_or(0.0),
+            };
+            let sql = d["submitted_sql"]
+                .as_str()
+                .or(d["sql"].as_str())
+                .unwrap_or("")
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ");
+            let _ = writeln!(
+                out,
+                "        {cost}  {}\n        {}",
+                sql.escape_debug(),
+                plain(&d["mechanism"])
+            );
+        } else if let Some(fields) = d.as_object() {
+            let shown: Vec<String> = fields
+                .iter()
+                .filter(|(_, v)| {
+                    !(v.is_null()
+                        || v.as_array().is_some_and(Vec::is_empty)
+                        || v == &&serde_json::json!(""))
+                })
+                .map(|(k, v)| match v {
+                    serde_json::Value::String(s) => format!("{k}=\"{}\"", s.escape_debug()),
+                    serde_json::Value::Number(n) => {
+                        format!(
+                            "{k}={}",
+                            n.as_f64().map_or(n.to_string(), sluice_runtime::sig)
+                        )
+                    }
+                    other => format!("{k}={other}"),
+                })
+                .collect();
+            if !shown.is_empty() {
+                let _ = writeln!(out, "        {}", shown.join("  "));
+            }
+        }
+    }
+    if entries.is_empty() {
+        out.push_str("no audit entries match\n");
+    }
+    out
 }

@@ -166,24 +166,65 @@ fn cost_of(d: &Value) -> sluice_runtime::PrivacyCost {
     }
 }
 
-/// Prints one progress event of a job.
-pub fn print_event(kind: &str, data: &Value) {
-    let d = &data["detail"];
-    match kind {
-        "query" => eprintln!(
-            "  query on {} charged {}",
-            d["dataset"].as_str().unwrap_or("?"),
-            cost_of(d)
-        ),
-        "released" => eprintln!(
-            "  released ({} spent, audit entry {})",
-            cost_of(d),
-            d["audit_seq"]
-        ),
-        "failed" => eprintln!("  failed: {}", d["error"].as_str().unwrap_or("?")),
-        "log" => print_log(d),
-        "rejected" => eprintln!("  rejected: {}", d["reason"].as_str().unwrap_or("?")),
-        other => eprintln!("  {}", other.replace('_', " ")),
+/// What `submit --wait` (and the demo) shows of a job's events, each with the time since it
+/// began to follow: queries counted (against the plan's count when there was one), cached
+/// answers marked free, a reviewer's reason, the log, and how it ended.
+pub struct Progress {
+    started: std::time::Instant,
+    queries: usize,
+    planned: Option<usize>,
+}
+
+impl Progress {
+    /// Progress from now; `planned` is the plan's count of queries, if the job was planned.
+    pub fn new(planned: Option<usize>) -> Self {
+        Self {
+            started: std::time::Instant::now(),
+            queries: 0,
+            planned,
+        }
+    }
+
+    /// Prints one event.
+    pub fn show(&mut self, kind: &str, data: &Value) {
+        let d = &data["detail"];
+        let at = format!(
+            "[+{}]",
+            crate::print::duration(self.started.elapsed().as_millis() as i64)
+        );
+        let text = |k: &str| d[k].as_str().unwrap_or("?").escape_debug().to_string();
+        match kind {
+            "query" => {
+                self.queries += 1;
+                let n = match self.planned {
+                    Some(p) if p >= self.queries => format!("{} of {p}", self.queries),
+                    _ => self.queries.to_string(),
+                };
+                let cost = if d["cached"] == true {
+                    "answered from the cache (free)".to_string()
+                } else {
+                    format!("charged {}", cost_of(d))
+                };
+                eprintln!("  {at} query {n} on {}: {cost}", text("dataset"));
+            }
+            "released" => eprintln!(
+                "  {at} released ({} spent, audit entry {})",
+                cost_of(d),
+                d["audit_seq"]
+            ),
+            "failed" => eprintln!("  {at} failed: {}", text("error")),
+            "log" => print_log(d),
+            other if d["reason"].is_string() => eprintln!(
+                "  {at} {} ({}: \"{}\")",
+                other.replace('_', " "),
+                d["reviewer"]
+                    .as_str()
+                    .or(d["role"].as_str())
+                    .unwrap_or("reviewer"),
+                text("reason")
+            ),
+            other => eprintln!("  {at} {}", other.replace('_', " ")),
+        }
     }
 }
 
@@ -270,6 +311,8 @@ pub struct SubmitArgs<'a> {
     pub wait: bool,
     /// Plan it first, and submit nothing if the plan finds a problem.
     pub plan: bool,
+    /// With `wait`: print the report once released.
+    pub print: bool,
 }
 
 /// The submission of the wasm in `job` with `declared`.
@@ -292,6 +335,7 @@ pub fn submit(conn: &Conn, job: &Path, args: &SubmitArgs<'_>) -> Result<ExitCode
     let wasm = std::fs::read(job).with_context(|| format!("while reading {}", job.display()))?;
     let c = client(conn);
     let sub = submission(&wasm, args.purpose, args.declared);
+    let mut planned = None;
     if args.plan {
         let plan = c.plan(&sub)?;
         if !plan["problems"].as_array().is_none_or(Vec::is_empty) {
@@ -300,6 +344,8 @@ pub fn submit(conn: &Conn, job: &Path, args: &SubmitArgs<'_>) -> Result<ExitCode
             return Ok(ExitCode::FAILURE);
         }
         let queries = plan["queries"].as_array().map_or(0, Vec::len);
+        // A job whose queries depend on its answers may ask others: no count to show.
+        planned = (plan["adaptive"] != true).then_some(queries);
         eprintln!(
             "planned on mock data: {queries} quer{}, {}; it would complete within its caps",
             if queries == 1 { "y" } else { "ies" },
@@ -313,13 +359,19 @@ pub fn submit(conn: &Conn, job: &Path, args: &SubmitArgs<'_>) -> Result<ExitCode
     if !args.wait {
         return Ok(ExitCode::SUCCESS);
     }
-    c.follow(id, print_event)?;
+    let mut progress = Progress::new(planned);
+    c.follow(id, |kind, data| progress.show(kind, data))?;
     let job = c.get_json(&format!("/v1/jobs/{id}"))?;
-    Ok(if job["state"] == "succeeded" {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    if job["state"] != "succeeded" {
+        return Ok(ExitCode::FAILURE);
+    }
+    if args.print {
+        let report = c.get_text(&format!("/v1/jobs/{id}/result?format=json"))?;
+        let report = sluice_runtime::Report::from_json(&report)
+            .context("the broker's report does not parse")?;
+        print!("\n{}", crate::print::report(&report));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// A plan's totals in one line: `ε=0.9 on health_visits`.
@@ -374,53 +426,95 @@ pub fn plan_submitted(conn: &Conn, id: &str, json: bool) -> Result<ExitCode> {
     print_plan(&format!("job {id}"), &plan, json)
 }
 
+/// Prints `v` as pretty JSON.
+fn print_json(v: &Value) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
 /// `sluice status`.
 pub fn status(conn: &Conn, id: Option<&str>) -> Result<ExitCode> {
     let c = client(conn);
-    match id {
-        Some(id) => println!(
-            "{}",
-            serde_json::to_string_pretty(&c.get_json(&format!("/v1/jobs/{id}"))?)?
-        ),
-        None => {
-            let jobs = c.get_json("/v1/jobs")?;
-            for j in jobs["jobs"].as_array().into_iter().flatten() {
-                let spent = sluice_runtime::PrivacyCost {
-                    epsilon: j["epsilon_spent"].as_f64().unwrap_or(0.0),
-                    delta: 0.0,
-                    rho: j["rho_spent"].as_f64().unwrap_or(0.0),
-                };
-                println!(
-                    "{}  {:<15} {:<10} {}",
-                    j["id"].as_str().unwrap_or("?"),
-                    j["state"].as_str().unwrap_or("?"),
-                    spent.to_string(),
-                    j["purpose"].as_str().unwrap_or("")
-                );
-            }
-        }
+    let v = match id {
+        Some(id) => c.get_json(&format!("/v1/jobs/{id}"))?,
+        None => c.get_json("/v1/jobs")?,
+    };
+    if conn.json {
+        print_json(&v)?;
+    } else if id.is_some() {
+        print!("{}", crate::print::job(&v));
+    } else {
+        let list = v["jobs"].as_array().cloned().unwrap_or_default();
+        print!("{}", crate::print::jobs(&list));
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// `sluice result`.
-pub fn result(conn: &Conn, id: &str, output: Option<&Path>, csv: bool) -> Result<ExitCode> {
+/// `sluice result`: the report as text (or JSON with `--json`, CSV with `--csv`), or written
+/// to a file with its receipt beside it.
+pub fn result(
+    conn: &Conn,
+    id: &str,
+    output: Option<&Path>,
+    csv: bool,
+    table: Option<&str>,
+) -> Result<ExitCode> {
     let c = client(conn);
     let fmt = if csv { "csv" } else { "json" };
     let report = c.get_text(&format!("/v1/jobs/{id}/result?format={fmt}"))?;
-    let receipt = c.get_text(&format!("/v1/jobs/{id}/receipt"))?;
-    match output {
-        Some(path) => {
-            std::fs::write(path, &report)
-                .with_context(|| format!("while writing {}", path.display()))?;
-            let rpath = receipt_path(path);
-            std::fs::write(&rpath, &receipt)
-                .with_context(|| format!("while writing {}", rpath.display()))?;
-            eprintln!("wrote {} and {}", path.display(), rpath.display());
-        }
-        None => print!("{report}"),
+    if let Some(path) = output {
+        let receipt = c.get_text(&format!("/v1/jobs/{id}/receipt"))?;
+        std::fs::write(path, &report)
+            .with_context(|| format!("while writing {}", path.display()))?;
+        let rpath = receipt_path(path);
+        std::fs::write(&rpath, &receipt)
+            .with_context(|| format!("while writing {}", rpath.display()))?;
+        eprintln!("wrote {} and {}", path.display(), rpath.display());
+        return Ok(ExitCode::SUCCESS);
     }
+    if csv {
+        match table {
+            Some(name) => print!("{}", csv_table(&report, name)?),
+            None => print!("{report}"),
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if conn.json {
+        print!("{report}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut parsed =
+        sluice_runtime::Report::from_json(&report).context("the broker's report does not parse")?;
+    if let Some(name) = table {
+        let names: Vec<String> = parsed.tables.iter().map(|(n, _)| n.clone()).collect();
+        parsed.tables.retain(|(n, _)| n == name);
+        if parsed.tables.is_empty() {
+            anyhow::bail!(
+                "the report has no table `{name}`; its tables: {}",
+                names.join(", ")
+            );
+        }
+        parsed.scalars.clear();
+    }
+    print!("{}", crate::print::report(&parsed));
     Ok(ExitCode::SUCCESS)
+}
+
+/// One table's section of a report's CSV (the lines after its `# table: <name>` line), as a
+/// CSV of its own.
+fn csv_table(csv: &str, name: &str) -> Result<String> {
+    let mut names = Vec::new();
+    for section in csv.split("# table: ").skip(1) {
+        let (title, body) = section.split_once('\n').unwrap_or((section, ""));
+        if title == name {
+            return Ok(body.trim_end_matches('\n').to_string() + "\n");
+        }
+        names.push(title.to_string());
+    }
+    anyhow::bail!(
+        "the report has no table `{name}`; its tables: {}",
+        names.join(", ")
+    )
 }
 
 /// Where `result -o <file>` puts the receipt.
@@ -433,27 +527,10 @@ pub fn receipt_path(report: &Path) -> PathBuf {
 /// `sluice budget`.
 pub fn budget(conn: &Conn) -> Result<ExitCode> {
     let b = client(conn).get_json("/v1/budget")?;
-    println!(
-        "{:<20} {:>5} {:>8} {:>10} {:>10} {:>10} {:>16}",
-        "dataset", "unit", "per job", "per period", "spent", "remaining", "(ε, δ) so far"
-    );
-    for d in b["budgets"].as_array().into_iter().flatten() {
-        let rho = d["privacy_measure"] == "zcdp";
-        let cap = |unit: &str| &d[format!("{}_{unit}", if rho { "rho" } else { "epsilon" })];
-        println!(
-            "{:<20} {:>5} {:>8} {:>10} {:>10.4} {:>10.4} {:>16}",
-            d["dataset"].as_str().unwrap_or("?"),
-            if rho { "ρ" } else { "ε" },
-            cap("per_job"),
-            cap("per_period"),
-            d["spent_this_period"].as_f64().unwrap_or(0.0),
-            d["remaining_this_period"].as_f64().unwrap_or(0.0),
-            format!(
-                "({:.3}, {:.1e})",
-                d["implied_epsilon_this_period"].as_f64().unwrap_or(0.0),
-                d["implied_delta_this_period"].as_f64().unwrap_or(0.0)
-            )
-        );
+    if conn.json {
+        print_json(&b)?;
+    } else {
+        print!("{}", crate::print::budget(&b));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -474,14 +551,19 @@ pub fn estimate(
         ("ε", &e["epsilon"])
     };
     println!(
-        "dataset {}: would charge {unit}={amount} (δ={}) over {} noisy release(s); nothing was run or charged",
+        "dataset {}: would charge {unit}={} (δ={}) over {} noisy release(s); nothing was run or charged",
         e["dataset"].as_str().unwrap_or("?"),
+        sluice_runtime::sig(amount.as_f64().unwrap_or(0.0)),
         e["delta"],
         e["releases"]
     );
     for col in e["accuracy"].as_array().into_iter().flatten() {
         match col[1].as_f64() {
-            Some(a) => println!("  {}: ±{a:.3} (95%)", col[0].as_str().unwrap_or("?")),
+            Some(a) => println!(
+                "  {}: ±{} (95%)",
+                col[0].as_str().unwrap_or("?"),
+                sluice_runtime::sig(a)
+            ),
             None => println!(
                 "  {}: depends on the data (AVG, VARIANCE, STDDEV, quantiles)",
                 col[0].as_str().unwrap_or("?")
@@ -496,34 +578,31 @@ fn budget_verdict(b: &Value, unit: &str) -> ExitCode {
     if b.is_null() {
         return ExitCode::SUCCESS;
     }
-    let f = |k: &str| b[k].as_f64().unwrap_or(0.0);
-    let mut fits = true;
-    if f("over_per_job") > 0.0 {
-        fits = false;
+    let f = |k: &str| sluice_runtime::sig(b[k].as_f64().unwrap_or(0.0));
+    let over = |k: &str| b[k].as_f64().unwrap_or(0.0) > 0.0;
+    if over("over_per_job") {
         println!(
-            "would EXCEED the grant's per-job cap {unit}={} by {:.4}",
+            "would EXCEED the grant's per-job cap {unit}={} by {}",
             f("per_job"),
             f("over_per_job")
         );
     }
-    if f("over_period") > 0.0 {
-        fits = false;
+    if over("over_period") {
         println!(
-            "would EXCEED what is left this period ({unit}={:.4}) by {:.4}",
+            "would EXCEED what is left this period ({unit}={}) by {}",
             f("available_this_period"),
             f("over_period")
         );
     }
-    if fits {
-        println!(
-            "fits: per-job cap {unit}={}, {:.4} left this period",
-            f("per_job"),
-            f("available_this_period")
-        );
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
+    if over("over_per_job") || over("over_period") {
+        return ExitCode::FAILURE;
     }
+    println!(
+        "fits: per-job cap {unit}={}, {} left this period",
+        f("per_job"),
+        f("available_this_period")
+    );
+    ExitCode::SUCCESS
 }
 
 /// `sluice review list`.
@@ -738,14 +817,11 @@ pub fn audit_show(
         }
     }
     let r = client(conn).get_json(&q)?;
-    for e in r["entries"].as_array().into_iter().flatten() {
-        println!(
-            "{:>6}  {:<16} {:<20} {}",
-            e["seq"],
-            e["kind"].as_str().unwrap_or("?"),
-            e["actor"].as_str().unwrap_or("?"),
-            e["detail"]
-        );
+    if conn.json {
+        print_json(&r)?;
+    } else {
+        let entries = r["entries"].as_array().cloned().unwrap_or_default();
+        print!("{}", crate::print::audit(&entries));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sluice_runtime::{BudgetError, Charge, Spent, Totals, privacy::accountant::check_limits};
 
@@ -292,12 +292,29 @@ pub struct JobInfo {
     pub rho_spent: f64,
     /// Queries charged so far.
     pub queries: i64,
+    /// What it spent on each dataset, by dataset name.
+    pub spent: Vec<DatasetSpend>,
     /// When it was submitted (Unix ms).
     pub created_ms: i64,
     /// When it started running.
     pub started_ms: Option<i64>,
     /// When it ended.
     pub finished_ms: Option<i64>,
+}
+
+/// What one job spent on one dataset.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DatasetSpend {
+    /// The dataset.
+    pub dataset: String,
+    /// ε charged (pure-DP datasets).
+    pub epsilon: f64,
+    /// ρ charged (zCDP datasets).
+    pub rho: f64,
+    /// δ charged.
+    pub delta: f64,
+    /// Queries charged.
+    pub queries: i64,
 }
 
 /// A job claimed by a worker.
@@ -1844,6 +1861,7 @@ impl Store {
                     .operator(c.operator.as_str())
                     .dataset(c.dataset.as_str())
                     .detail(json!({
+                        "submitted_sql": c.submitted_sql,
                         "sql": c.sql,
                         "dataset_sha256": c.dataset_hash,
                         "mechanism": c.mechanism,
@@ -2294,7 +2312,11 @@ fn jobs_where(conn: &Connection, clause: &str, p: &[&dyn rusqlite::ToSql]) -> Re
                 j.params, j.holders_to_approve,
                 (SELECT COALESCE(json_group_array(a.principal), '[]')
                  FROM (SELECT principal FROM approvals WHERE job = j.id ORDER BY at_ms, rowid) a),
-                j.scenario
+                j.scenario,
+                (SELECT COALESCE(json_group_array(json_object('dataset', d, 'epsilon', e, 'rho', r,
+                                                              'delta', dl, 'queries', n)), '[]')
+                 FROM (SELECT dataset d, SUM(epsilon) e, SUM(rho) r, SUM(delta) dl, COUNT(*) n
+                       FROM charges c WHERE c.job = j.id GROUP BY dataset ORDER BY dataset))
          FROM jobs j WHERE {clause}"
     );
     let mut stmt = conn.prepare(&sql)?;
@@ -2320,6 +2342,7 @@ fn jobs_where(conn: &Connection, clause: &str, p: &[&dyn rusqlite::ToSql]) -> Re
             holders_to_approve: serde_json::from_str(&r.get::<_, String>(17)?).unwrap_or_default(),
             approved_by: serde_json::from_str(&r.get::<_, String>(18)?).unwrap_or_default(),
             scenario: r.get(19)?,
+            spent: serde_json::from_str(&r.get::<_, String>(20)?).unwrap_or_default(),
         })
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)

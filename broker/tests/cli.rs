@@ -104,8 +104,9 @@ fn a_job_developer_goes_from_an_empty_folder_to_a_planned_run() {
         ));
     }
     golden("plan.expected", &out);
-    // An undeclared dataset: refused by the plan, with the same words a broker run would use.
-    let (code, stdout, _) = sluice_in(
+    // A dataset the operator holds no grant on is refused before the job runs, as the broker
+    // refuses the submission.
+    let (code, _, stderr) = sluice_in(
         &dir,
         &[
             "plan",
@@ -118,11 +119,191 @@ fn a_job_developer_goes_from_an_empty_folder_to_a_planned_run() {
             "job.wasm",
         ],
     );
-    assert_eq!(code, 1, "{stdout}");
+    assert_eq!(code, 1, "{stderr}");
     assert!(
-        stdout.contains("not among the datasets this job declared"),
-        "{stdout}"
+        stderr.contains("`tourism_trips` is not granted to operator `canal-analytics`"),
+        "{stderr}"
     );
+    the_operator_runs_it_on_a_broker(&dir, &dir.join("job.wasm"));
+}
+
+/// The same job through a broker, by the CLI an operator uses: submit (planned first) and wait,
+/// then status, result, budget and the audit log, each as people read it (goldens, with ids,
+/// times, hashes and noisy figures masked).
+fn the_operator_runs_it_on_a_broker(dir: &std::path::Path, wasm: &std::path::Path) {
+    use sluice_broker::server::{Config, Running};
+    use sluice_broker::store::{Role, Store};
+    std::fs::create_dir_all(dir.join("policy")).unwrap();
+    // Internal data: no reviewer or holder approval stands between submit and result here.
+    let health = std::fs::read_to_string(manifest_dir().join("../policies/examples/health.toml"))
+        .unwrap()
+        .replacen(
+            r#"classification = "important""#,
+            r#"classification = "internal""#,
+            1,
+        );
+    std::fs::write(dir.join("policy/health.toml"), health).unwrap();
+    let state = dir.join("state");
+    let (operator, auditor) = {
+        let store = Store::init(&state).unwrap();
+        let t = |role, p: &str| store.create_token(role, p, "cli test").unwrap();
+        (
+            t(Role::Operator, "canal-analytics"),
+            t(Role::Auditor, "city-audit-office"),
+        )
+    };
+    let broker = Running::start(
+        &state,
+        Config::new(dir.join("policy"), dir.to_path_buf()),
+        Default::default(),
+        "127.0.0.1:0",
+    )
+    .unwrap();
+    let url = broker.url.clone();
+    let run = |token: &str, args: &[&str]| {
+        sluice_in(
+            dir,
+            &[args, &["--url", url.as_str(), "--token", token][..]].concat(),
+        )
+    };
+    let shown = |token: &str, args: &[&str]| {
+        let (code, stdout, stderr) = run(token, args);
+        format!(
+            "$ sluice {}\nexit {code}\n{stdout}{stderr}\n",
+            args.join(" ")
+        )
+    };
+    let wasm = wasm.to_str().unwrap();
+    let (code, stdout, stderr) = run(
+        &operator,
+        &[
+            "submit",
+            wasm,
+            "--purpose",
+            "visits per district",
+            "--dataset",
+            "health_visits",
+            "--params",
+            "epsilon=0.5",
+            "--wait",
+        ],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let id = stdout.trim().to_string();
+    let mut out = format!("$ sluice submit … --wait\nexit {code}\n{stdout}{stderr}\n");
+    out.push_str(&shown(&operator, &["status", &id]));
+    out.push_str(&shown(&operator, &["status"]));
+    out.push_str(&mask_numbers(&mask(
+        &shown(&operator, &["result", &id]),
+        wasm,
+        dir,
+    )));
+    out.push_str(&shown(&operator, &["budget"]));
+    out.push_str(&shown(&auditor, &["audit", "show", "--job", &id]));
+    golden("daily_path.expected", &mask(&out, wasm, dir));
+    broker.stop().unwrap();
+}
+
+/// `text` with what changes from run to run masked: job ids, times, durations, hashes, paths.
+fn mask(text: &str, wasm: &str, dir: &std::path::Path) -> String {
+    let text = text
+        .replace(wasm, "job.wasm")
+        .replace(dir.to_str().unwrap(), "DIR");
+    let hex = |s: &str| s.chars().all(|c| c.is_ascii_hexdigit());
+    let mut out = String::new();
+    for line in text.lines() {
+        let words: Vec<String> = line
+            .split(' ')
+            .map(|w| {
+                let core = w.trim_matches(|c: char| !c.is_ascii_alphanumeric() && c != '-');
+                match core.strip_prefix("job-") {
+                    Some(h) if h.len() == 16 && hex(h) => w.replace(h, "ID"),
+                    _ if core.len() == 64 && hex(core) => w.replace(core, "SHA256"),
+                    _ => w.to_string(),
+                }
+            })
+            .collect();
+        out.push_str(&mask_sizes(&mask_hex(&mask_times(&words.join(" ")))));
+        out.push('\n');
+    }
+    out
+}
+
+/// Every run of 64 hex digits (a sha256, in JSON or text) as `SHA256`.
+fn mask_hex(line: &str) -> String {
+    let mut out = String::new();
+    let mut run = String::new();
+    for c in line.chars().chain(std::iter::once(' ')) {
+        if c.is_ascii_hexdigit() {
+            run.push(c);
+            continue;
+        }
+        out.push_str(if run.len() == 64 { "SHA256" } else { &run });
+        run.clear();
+        out.push(c);
+    }
+    out.pop();
+    out
+}
+
+/// `…_bytes=123` as `…_bytes=N`: sizes of builds and of noisy reports.
+fn mask_sizes(line: &str) -> String {
+    line.split("  ")
+        .map(|field| match field.split_once("_bytes=") {
+            Some((k, _)) => format!("{k}_bytes=N"),
+            None => field.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("  ")
+}
+
+/// `2026-11-30 07:50:12 UTC` as `TIME`, and `(waited 0.1 s)`-style spans as `<waited D>`.
+fn mask_times(line: &str) -> String {
+    let mut out = String::new();
+    let mut rest = line;
+    while let Some(at) = rest.find(" UTC") {
+        let start = at.saturating_sub(19);
+        let stamp = rest.as_bytes().get(start..at).unwrap_or_default();
+        if stamp.len() == 19 && stamp[4] == b'-' && stamp[13] == b':' {
+            out.push_str(&rest[..start]);
+            out.push_str("TIME");
+        } else {
+            out.push_str(&rest[..at + 4]);
+        }
+        rest = &rest[at + 4..];
+    }
+    out.push_str(rest);
+    while let Some(at) = out.find("[+") {
+        let end = out[at..].find(']').map_or(out.len(), |e| at + e + 1);
+        out.replace_range(at..end, "<+T>");
+    }
+    for word in ["waited", "ran"] {
+        while let Some(at) = out.find(&format!("({word} ")) {
+            let end = out[at..].find(')').map_or(out.len(), |e| at + e + 1);
+            out.replace_range(at..end, &format!("<{word} D>"));
+        }
+    }
+    out
+}
+
+/// Every number in `text` as `N`, and runs of spaces as one: a noisy report's shape.
+fn mask_numbers(text: &str) -> String {
+    let mut out = String::new();
+    let mut in_number = false;
+    for c in text.chars() {
+        if c.is_ascii_digit() || (in_number && c == '.') {
+            if !in_number {
+                out.push('N');
+            }
+            in_number = true;
+        } else {
+            in_number = false;
+            if !(c == ' ' && out.ends_with(' ')) {
+                out.push(c);
+            }
+        }
+    }
+    out
 }
 
 /// Compares `actual` with `tests/golden/<name>` (`SLUICE_BLESS=1` rewrites it).
@@ -447,13 +628,13 @@ fn operator_verbs_speak_to_a_running_broker_in_plain_text() {
     let (code, out, _) = with(&["estimate", sql, "--epsilon", "0.5"]);
     assert_eq!(code, 0, "{out}");
     assert!(
-        out.contains("\nfits: per-job cap ε=1, 10.0000 left this period\n"),
+        out.contains("\nfits: per-job cap ε=1, 10 left this period\n"),
         "{out}"
     );
     let (code, out, _) = with(&["estimate", sql, "--epsilon", "5"]);
     assert_eq!(code, 1, "{out}");
     assert!(
-        out.contains("would EXCEED the grant's per-job cap ε=1 by 4.0000"),
+        out.contains("would EXCEED the grant's per-job cap ε=1 by 4"),
         "{out}"
     );
 

@@ -119,6 +119,7 @@ fn a_suspension_refuses_further_charges_at_once_and_records_nothing() {
         delta_per_period: 0.0,
         period: std::time::Duration::from_secs(86_400),
         sql: "SELECT COUNT(*) FROM health_visits".into(),
+        submitted_sql: "SELECT COUNT(*) FROM health_visits".into(),
         dataset_hash: "00".into(),
         mechanism: "discrete-laplace".into(),
     };
@@ -262,6 +263,7 @@ fn zcdp_charges_are_stored_in_rho_capped_in_rho_and_survive_a_restart() {
         delta_per_period: 0.0,
         period: std::time::Duration::from_secs(86_400),
         sql: "SELECT COUNT(*) FROM visits_zcdp".into(),
+        submitted_sql: "SELECT COUNT(*) FROM visits_zcdp".into(),
         dataset_hash: "00".into(),
         mechanism: "discrete-gaussian".into(),
     };

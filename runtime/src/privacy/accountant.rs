@@ -36,6 +36,8 @@ pub struct Charge {
     pub period: Duration,
     /// The query's normalized SQL, for the audit log.
     pub sql: String,
+    /// The SQL as the job wrote it, for the audit log (beside the normalized plan).
+    pub submitted_sql: String,
     /// The sha256 of the dataset version the query reads.
     pub dataset_hash: String,
     /// The mechanism family, e.g. `discrete-laplace`.
@@ -463,6 +465,7 @@ mod tests {
             amount: Amount::pure(eps),
             delta: 0.0,
             sql: "SELECT COUNT(*) FROM ds".into(),
+            submitted_sql: "SELECT COUNT(*) FROM ds".into(),
             dataset_hash: "00".into(),
             mechanism: "discrete-laplace".into(),
             caps: Caps {

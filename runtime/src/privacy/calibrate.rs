@@ -98,6 +98,7 @@ impl Calibrated {
             delta_per_period: grant.delta_per_period,
             period: Duration::from_secs(grant.period_secs),
             sql: q.normalized.clone(),
+            submitted_sql: q.submitted.clone(),
             dataset_hash: registered.content_hash.clone(),
             mechanism: format!("{family}{selection}"),
         }

@@ -278,7 +278,8 @@ impl PrivacyEngine {
             .statement_to_plan(statement)
             .await
             .map_err(|e| plan_error(&e, &registered.policy))?;
-        let q = validate::validate(&plan, &registered.policy, &grant.aggregations, lookup)?;
+        let mut q = validate::validate(&plan, &registered.policy, &grant.aggregations, lookup)?;
+        q.submitted = sql.to_string();
         // After validation, whose refusals say more about the query; both come before the charge.
         constants::check(&plan)?;
         if let (Some(column), None) = (q.selected().first(), grant.delta_per_query) {

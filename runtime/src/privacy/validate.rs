@@ -145,6 +145,8 @@ pub struct ValidatedQuery {
     pub outputs: Vec<(String, OutputSource)>,
     /// A canonical text of the query (the plan), for logs and caching.
     pub normalized: String,
+    /// The SQL as the job wrote it (set by the engine after validation), for the audit log.
+    pub submitted: String,
 }
 
 /// One GROUP BY key.
@@ -262,6 +264,7 @@ pub fn validate(
         aggregates,
         outputs,
         normalized: plan.display_indent().to_string(),
+        submitted: String::new(),
     })
 }
 
