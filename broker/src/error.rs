@@ -34,7 +34,7 @@ pub enum ErrorCode {
     BadQuery,
     /// `wasm_base64` is not base64.
     BadWasmEncoding,
-    /// the job is empty or over 16 MiB.
+    /// the job is empty or over 40 MiB.
     BadWasm,
     /// the job is not a valid job component (the message says why).
     InvalidWasm,
@@ -184,7 +184,7 @@ impl ErrorCode {
             Self::BadJson => "the JSON body does not parse or has unknown fields",
             Self::BadQuery => "the query string does not parse or has unknown fields",
             Self::BadWasmEncoding => "`wasm_base64` is not base64",
-            Self::BadWasm => "the job is empty or over 16 MiB",
+            Self::BadWasm => "the job is empty or over 40 MiB",
             Self::InvalidWasm => "the job is not a valid job component (the message says why)",
             Self::BadPurpose => "the purpose is empty or over 500 characters",
             Self::ParamsTooLarge => "the parameters are over their limit",

@@ -111,6 +111,37 @@ fn the_python_sample_answers_with_dp_tables_and_charges_its_query() {
     );
 }
 
+/// The seasons sample, under the example policies on the demo data: its date key released over
+/// the months its WHERE range keeps, in calendar order, and its age histogram over the policy's
+/// bins. The same data and policy a newcomer gets from `sluice datagen`.
+#[test]
+fn the_seasons_sample_releases_months_and_age_bins_of_the_demo_data() {
+    static WASM: OnceLock<Vec<u8>> = OnceLock::new();
+    let wasm =
+        WASM.get_or_init(|| build(&manifest_dir().join("../samples/python-seasons"), "seasons"));
+    let examples = sluice_policy::load(&manifest_dir().join("../policies/examples")).unwrap();
+    let config = SandboxConfig::new(examples, data_root(), Arc::new(InMemoryAccountant::new()))
+        .with_compiled_dir(compiled_dir());
+    let s = Sandbox::new(config).expect("the example policy opens the demo data");
+    let mut req = JobRequest::new(op("canal-analytics"), "seasons", wasm, "year=2025");
+    req.datasets = Some(vec!["health_visits".parse().unwrap()]);
+    let out = s.run_job(&req).expect("the seasons sample runs");
+    let (name, months) = &out.report.tables[0];
+    assert_eq!(name, "by month");
+    let text = |v: &sluice_runtime::Value| match v {
+        sluice_runtime::Value::Text(t) => t.clone(),
+        other => panic!("a key is text: {other:?}"),
+    };
+    let labels: Vec<String> = months.rows.iter().map(|r| text(&r[0])).collect();
+    let expected: Vec<String> = (1..=12).map(|m| format!("2025-{m:02}-01")).collect();
+    assert_eq!(labels, expected, "only 2025's months, in calendar order");
+    let (name, ages) = &out.report.tables[1];
+    assert_eq!(name, "by age group");
+    let bins: Vec<String> = ages.rows.iter().map(|r| text(&r[0])).collect();
+    assert_eq!(bins, ["[0, 18)", "[18, 40)", "[40, 65)", "[65, 100]"]);
+    assert_eq!(out.queries.len(), 2);
+}
+
 #[test]
 fn the_python_sample_runs_through_the_broker_with_a_verified_receipt() {
     let mut b = TestBroker::start("python", |t| t);

@@ -153,8 +153,9 @@ impl Granularity {
             Self::Part(f) => match f {
                 Field::Year => d.year.to_string(),
                 Field::Quarter => ((d.month - 1) / 3 + 1).to_string(),
-                Field::Month => d.month.to_string(),
-                Field::Day => d.day.to_string(),
+                // Zero-padded, so that text order is calendar order: 01, 02, …, 12.
+                Field::Month => format!("{:02}", d.month),
+                Field::Day => format!("{:02}", d.day),
                 // 1970-01-01 was a Thursday (4).
                 Field::Dow => (days + 4).rem_euclid(7).to_string(),
                 Field::Doy => {
@@ -163,22 +164,28 @@ impl Granularity {
                         month: 1,
                         day: 1,
                     };
-                    (days - jan1.days_since_epoch() + 1).to_string()
+                    format!("{:03}", days - jan1.days_since_epoch() + 1)
                 }
             },
         }
     }
 
     /// Every label of this key over a column with public `bounds`, in release order (sorted as
-    /// text, like every key domain), or why there is no public domain.
+    /// text, like every key domain; labels are zero-padded so that this is calendar order), or
+    /// why there is no public domain.
     pub fn domain(self, bounds: Option<(Date, Date)>) -> Result<Vec<String>, String> {
-        let range = |lo: i64, hi: i64| (lo..=hi).map(|n| n.to_string()).collect::<Vec<_>>();
+        let padded = |lo: i64, hi: i64, width: usize| {
+            (lo..=hi)
+                .map(|n| format!("{n:0width$}"))
+                .collect::<Vec<_>>()
+        };
+        let range = |lo: i64, hi: i64| padded(lo, hi, 1);
         let mut out = match self {
             Self::Part(Field::Quarter) => range(1, 4),
-            Self::Part(Field::Month) => range(1, 12),
-            Self::Part(Field::Day) => range(1, 31),
+            Self::Part(Field::Month) => padded(1, 12, 2),
+            Self::Part(Field::Day) => padded(1, 31, 2),
             Self::Part(Field::Dow) => range(0, 6),
-            Self::Part(Field::Doy) => range(1, 366),
+            Self::Part(Field::Doy) => padded(1, 366, 3),
             Self::Part(Field::Year) => {
                 let (lo, hi) = public_bounds(bounds)?;
                 range(
@@ -364,7 +371,7 @@ mod tests {
         assert_eq!(g("date_trunc", "day"), "2025-08-14");
         assert_eq!(g("date_part", "year"), "2025");
         assert_eq!(g("date_part", "quarter"), "3");
-        assert_eq!(g("date_part", "month"), "8");
+        assert_eq!(g("date_part", "month"), "08");
         assert_eq!(g("date_part", "day"), "14");
         assert_eq!(g("date_part", "dow"), "4");
         assert_eq!(g("date_part", "doy"), "226");

@@ -220,7 +220,10 @@ pub fn validate(
 ) -> Result<ValidatedQuery, QueryError> {
     let (projection, aggregate) = shape(plan)?;
     let source = source(aggregate, dataset, lookup)?;
-    let cx = Cx { dataset };
+    let cx = Cx {
+        dataset,
+        filter: source.filter.as_ref(),
+    };
     let uses_lookup = |e: &Expr| {
         e.column_refs()
             .into_iter()
@@ -427,7 +430,11 @@ fn lookup_join<'a, 'p>(
         )));
     }
     if !matches!(
-        (Cx { dataset }).column(&ds_col.name)?,
+        (Cx {
+            dataset,
+            filter: None,
+        })
+        .column(&ds_col.name)?,
         ColumnKind::Category { .. }
     ) {
         return Err(unsupported(
@@ -693,6 +700,65 @@ fn operand_error(e: &Expr) -> QueryError {
 
 struct Cx<'a> {
     dataset: &'a Dataset,
+    /// The WHERE clause: its date-range literals narrow the released domain of date keys.
+    filter: Option<&'a Expr>,
+}
+
+/// A date literal as days since 1970-01-01: `DATE '2025-01-31'` (planned as a cast of the
+/// string) or a date value.
+fn date_literal(e: &Expr) -> Option<i64> {
+    match e {
+        Expr::Cast(c) if matches!(c.field.data_type(), DataType::Date32 | DataType::Date64) => {
+            text_literal(&c.expr)
+                .and_then(sluice_policy::Date::parse)
+                .map(|d| d.days_since_epoch())
+        }
+        Expr::Literal(ScalarValue::Date32(Some(d)), _) => Some(i64::from(*d)),
+        Expr::Literal(ScalarValue::Date64(Some(ms)), _) => Some(ms.div_euclid(86_400_000)),
+        _ => None,
+    }
+}
+
+/// `(lo, hi)` (days) narrowed by the comparisons of date column `column` with literals that
+/// the WHERE clause `e` ANDs together (`>=`, `>`, `<=`, `<`, `=`, `BETWEEN`); anything else
+/// (an OR, a NOT, another column) leaves it as it is.
+fn date_range(e: &Expr, column: &str, (lo, hi): (i64, i64)) -> (i64, i64) {
+    let is_column = |e: &Expr| matches!(e, Expr::Column(c) if c.name == column);
+    match e {
+        Expr::BinaryExpr(BinaryExpr { left, op, right }) if *op == Operator::And => {
+            date_range(right, column, date_range(left, column, (lo, hi)))
+        }
+        Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
+            let (op, day) = if is_column(left) {
+                (*op, date_literal(right))
+            } else if is_column(right) {
+                match op.swap() {
+                    Some(op) => (op, date_literal(left)),
+                    None => return (lo, hi),
+                }
+            } else {
+                return (lo, hi);
+            };
+            let Some(day) = day else {
+                return (lo, hi);
+            };
+            match op {
+                Operator::GtEq => (lo.max(day), hi),
+                Operator::Gt => (lo.max(day + 1), hi),
+                Operator::LtEq => (lo, hi.min(day)),
+                Operator::Lt => (lo, hi.min(day - 1)),
+                Operator::Eq => (lo.max(day), hi.min(day)),
+                _ => (lo, hi),
+            }
+        }
+        Expr::Between(b) if !b.negated && is_column(&b.expr) => {
+            match (date_literal(&b.low), date_literal(&b.high)) {
+                (Some(l), Some(h)) => (lo.max(l), hi.min(h)),
+                _ => (lo, hi),
+            }
+        }
+        _ => (lo, hi),
+    }
 }
 
 /// The kinds of literal a column may be compared with.
@@ -957,8 +1023,30 @@ impl Cx<'_> {
                 self.column(&c.name)?.name()
             )));
         };
+        // Literals in the query are public: released dates outside its WHERE range would be
+        // noise over rows the filter drops, so the domain is the bounds' intersection with it.
+        let bounds = match (bounds, self.filter) {
+            (Some((lo, hi)), Some(filter)) => {
+                let (lo, hi) = date_range(
+                    filter,
+                    &c.name,
+                    (lo.days_since_epoch(), hi.days_since_epoch()),
+                );
+                if lo > hi {
+                    return Err(unsupported(format!(
+                        "the WHERE clause keeps no date of `{}` within its public bounds: the query would release nothing",
+                        c.name
+                    )));
+                }
+                Some((
+                    sluice_policy::Date::from_days_since_epoch(lo),
+                    sluice_policy::Date::from_days_since_epoch(hi),
+                ))
+            }
+            (b, _) => *b,
+        };
         let domain = g
-            .domain(*bounds)
+            .domain(bounds)
             .map_err(|m| QueryError::ColumnDenied(format!("column `{}`: {m}", c.name)))?;
         let column = Expr::Column(Column::new_unqualified(c.name.clone()));
         Ok((DateKey::call(g, column), domain))

@@ -27,7 +27,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use datafusion::arrow::array::{ArrayRef, Float64Array, Int64Array, StringArray};
+use datafusion::arrow::array::{ArrayRef, Date32Array, Float64Array, Int64Array, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::parquet::arrow::ArrowWriter;
@@ -156,8 +156,12 @@ pub fn health_visits(path: &Path, rows: usize, seed: u64) -> Result<()> {
         Field::new("age", DataType::Int64, false),
         Field::new("diagnosis_group", DataType::Utf8, false),
         Field::new("cost", DataType::Float64, true),
+        Field::new("visit_day", DataType::Date32, false),
     ]));
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    // Visit days come from a stream of their own, so that every other column is what it was
+    // before the column was added.
+    let mut days = ChaCha8Rng::seed_from_u64(seed ^ 0x0da7_e5ee_d000_0001);
     let mut out = Writer::create(path, schema.clone())?;
     let mut written = 0usize;
     let mut person: i64 = 0;
@@ -214,6 +218,7 @@ pub fn health_visits(path: &Path, rows: usize, seed: u64) -> Result<()> {
             cols.age.push(age);
             cols.diag.push(diag);
             cols.cost.push(cost);
+            cols.day.push(visit_day(&mut days, diag));
             written += 1;
             if cols.person.len() == BATCH {
                 out.write(&cols.take(&schema)?)?;
@@ -236,6 +241,24 @@ struct HealthCols {
     age: Vec<i64>,
     diag: Vec<&'static str>,
     cost: Vec<Option<f64>>,
+    day: Vec<i32>,
+}
+
+/// First and last visit day of the demo data: 2024-01-01 to 2026-12-31 (days since 1970-01-01).
+pub const VISIT_DAYS: (i32, i32) = (19_723, 20_818);
+
+/// A visit's day within [`VISIT_DAYS`]: uniform, except that a respiratory visit falls in the
+/// winter months (December to February) more often than not.
+fn visit_day(rng: &mut ChaCha8Rng, diag: &str) -> i32 {
+    loop {
+        let day = rng.random_range(VISIT_DAYS.0..=VISIT_DAYS.1);
+        // Day of the year, roughly: 0 is January 1st (leap days shift it by one at most).
+        let doy = (day - VISIT_DAYS.0).rem_euclid(365);
+        let winter = !(59..334).contains(&doy);
+        if diag != "respiratory" || winter || rng.random::<f64>() < 0.4 {
+            return day;
+        }
+    }
 }
 
 impl HealthCols {
@@ -250,6 +273,7 @@ impl HealthCols {
             Arc::new(Int64Array::from(c.age)),
             Arc::new(StringArray::from(c.diag)),
             Arc::new(Float64Array::from(c.cost)),
+            Arc::new(Date32Array::from(c.day)),
         ];
         Ok(RecordBatch::try_new(schema.clone(), arrays)?)
     }
@@ -358,11 +382,23 @@ impl TourismCols {
     }
 }
 
-/// Generates both demo datasets under `dir` unless they exist; returns which files it wrote.
+/// Whether the Parquet file at `path` exists and has a column called `name`.
+fn has_column(path: &Path, name: &str) -> bool {
+    use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    File::open(path)
+        .ok()
+        .and_then(|f| ParquetRecordBatchReaderBuilder::try_new(f).ok())
+        .is_some_and(|b| b.schema().field_with_name(name).is_ok())
+}
+
+/// Generates both demo datasets under `dir` unless they exist (with the columns the example
+/// policies declare); returns which files it wrote.
 pub fn ensure_demo_data(dir: &Path, rows: usize, seed: u64) -> Result<Vec<std::path::PathBuf>> {
     let mut wrote = Vec::new();
     let health = dir.join("health_visits.parquet");
-    if !health.exists() {
+    // A file from an older generator (without `visit_day`) is written again: the example policy
+    // declares the column.
+    if !has_column(&health, "visit_day") {
         health_visits(&health, rows, seed)?;
         wrote.push(health);
     }
