@@ -163,6 +163,17 @@ pub enum DataError {
         /// What does not match.
         problem: String,
     },
+    /// Several datasets or lookups could not be registered: every problem, one per line.
+    #[error("{} problem(s) with the policy's sources:\n{}", .0.len(), list(.0))]
+    Several(Vec<DataError>),
+}
+
+fn list(errors: &[DataError]) -> String {
+    errors
+        .iter()
+        .map(|e| format!("  - {e}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// A dataset as registered: its policy, the sha256 of its source bytes, and its declared schema.
@@ -456,15 +467,31 @@ impl Catalog {
         partitions: usize,
     ) -> Result<Self, DataError> {
         let (execution, planning) = contexts(partitions);
+        // Every source is tried, so that one start lists every problem.
+        let mut problems = Vec::new();
         let mut datasets = BTreeMap::new();
         for ds in policy.datasets.values() {
-            let registered = register(ds, data_root, &execution, &planning).await?;
-            datasets.insert(ds.id.clone(), registered);
+            match register(ds, data_root, &execution, &planning).await {
+                Ok(registered) => {
+                    datasets.insert(ds.id.clone(), registered);
+                }
+                Err(e) => problems.push(e),
+            }
         }
         let mut lookups = BTreeMap::new();
         for lk in policy.lookups.values() {
-            let loaded = load_lookup(lk, data_root, &planning, &execution).await?;
-            lookups.insert(lk.id.clone(), loaded);
+            match load_lookup(lk, data_root, &planning, &execution).await {
+                Ok(loaded) => {
+                    lookups.insert(lk.id.clone(), loaded);
+                }
+                Err(e) => problems.push(e),
+            }
+        }
+        if problems.len() == 1 {
+            return Err(problems.remove(0));
+        }
+        if !problems.is_empty() {
+            return Err(DataError::Several(problems));
         }
         Ok(Self {
             planning,

@@ -94,6 +94,35 @@ fn a_missing_source_stops_the_sandbox_from_starting() {
 }
 
 #[test]
+fn one_start_lists_every_source_problem() {
+    let dir = temp_dir("several");
+    std::fs::write(dir.join("energy.csv"), CSV).unwrap();
+    let two = policy(
+        "energy.csv",
+        r#"columns.zone = { kind = "category" }
+columns.volts = { kind = "float" }"#,
+    ) + r#"
+[dataset.water]
+source = "water.parquet"
+holder = "grid"
+classification = "internal"
+privacy_unit = "meter_id"
+max_rows_per_unit = 2
+columns.litres = { kind = "float" }
+"#;
+    let err = start(&dir, &two).err().expect("must not start");
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with("2 problem(s) with the policy's sources:\n  - dataset `energy`: column `volts` is declared in policy but missing from the source"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("\n  - dataset `water`: cannot read source"),
+        "{msg}"
+    );
+}
+
+#[test]
 fn a_declared_column_missing_from_the_source_stops_the_sandbox() {
     let dir = temp_dir("column");
     std::fs::write(dir.join("energy.csv"), CSV).unwrap();
