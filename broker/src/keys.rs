@@ -1,7 +1,10 @@
 //! The broker's signing key (ed25519), signed audit checkpoints and release receipts.
 //!
-//! The key is made by `sluice init` and kept in `<data-dir>/broker.key` (hex, owner-only);
-//! `<data-dir>/broker.pub` is the public key a reviewer verifies checkpoints and receipts with.
+//! The key is made by `sluice init` and kept in `<data-dir>/broker.key` (hex, owner-only), or
+//! where `init --key-file` put it, away from the database it signs for: then
+//! `<data-dir>/broker.key.location` names that file (and `SLUICE_SIGNING_KEY`, when set, names it
+//! for every command). `<data-dir>/broker.pub` is the public key a reviewer verifies
+//! checkpoints and receipts with; reviewers should keep their own copy of it.
 
 use std::path::Path;
 
@@ -37,22 +40,50 @@ impl Keys {
 
     /// Writes `broker.key` (mode 0600) and `broker.pub` into `dir`; refuses to overwrite a key.
     pub fn save(&self, dir: &Path) -> Result<()> {
-        let key = dir.join("broker.key");
+        self.save_at(dir, &dir.join("broker.key"))
+    }
+
+    /// Writes the private key to `key` (mode 0600), and `broker.pub` into `dir` with, when `key`
+    /// is elsewhere, `broker.key.location` naming it; refuses to overwrite a key.
+    pub fn save_at(&self, dir: &Path, key: &Path) -> Result<()> {
         if key.exists() {
             bail!(
                 "{} already exists; refusing to replace a signing key",
                 key.display()
             );
         }
-        write_private(&key, &hex::encode(self.signing.to_bytes()))?;
+        write_private(key, &hex::encode(self.signing.to_bytes()))?;
+        if key != dir.join("broker.key") {
+            let abs = std::fs::canonicalize(key).unwrap_or_else(|_| key.to_path_buf());
+            std::fs::write(
+                dir.join("broker.key.location"),
+                abs.display().to_string() + "\n",
+            )
+            .context("while writing broker.key.location")?;
+        }
         std::fs::write(dir.join("broker.pub"), self.public_hex() + "\n")
             .context("while writing broker.pub")?;
         Ok(())
     }
 
-    /// Reads `broker.key` from `dir`.
+    /// Where the signing key of data directory `dir` is: `SLUICE_SIGNING_KEY`, else the file
+    /// `broker.key.location` names, else `<dir>/broker.key`.
+    pub fn path(dir: &Path) -> Result<std::path::PathBuf> {
+        if let Some(p) = std::env::var_os("SLUICE_SIGNING_KEY") {
+            return Ok(p.into());
+        }
+        let pointer = dir.join("broker.key.location");
+        if pointer.is_file() {
+            let text = std::fs::read_to_string(&pointer)
+                .with_context(|| format!("while reading {}", pointer.display()))?;
+            return Ok(text.trim().into());
+        }
+        Ok(dir.join("broker.key"))
+    }
+
+    /// Reads the signing key of data directory `dir` (see [`Keys::path`]).
     pub fn load(dir: &Path) -> Result<Self> {
-        let path = dir.join("broker.key");
+        let path = Self::path(dir)?;
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("while reading {}", path.display()))?;
         let bytes: [u8; 32] = hex::decode(text.trim())

@@ -104,6 +104,11 @@ enum Command {
         /// The address `serve` listens on.
         #[arg(long, default_value = "127.0.0.1:7878")]
         listen: String,
+        /// Write the signing key here instead of <data-dir>/broker.key: keep it away from the
+        /// database it signs for (the data directory records where it is; `SLUICE_SIGNING_KEY`
+        /// overrides that for every command).
+        #[arg(long)]
+        key_file: Option<PathBuf>,
     },
     /// Run the broker until interrupted (Ctrl-C or SIGTERM).
     Serve {
@@ -647,7 +652,8 @@ fn main() -> ExitCode {
             policy,
             data_root,
             listen,
-        } => remote::init(&data_dir, policy, data_root, listen),
+            key_file,
+        } => remote::init(&data_dir, policy, data_root, listen, key_file.as_deref()),
         Command::Serve { data_dir, listen } => remote::serve(&data_dir, listen),
         Command::Token { command } => token(command),
         Command::Submit {

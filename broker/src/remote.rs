@@ -19,10 +19,16 @@ fn client(conn: &Conn) -> Client {
 }
 
 /// `sluice init`.
-pub fn init(dir: &Path, policy: PathBuf, data_root: PathBuf, listen: String) -> Result<ExitCode> {
+pub fn init(
+    dir: &Path,
+    policy: PathBuf,
+    data_root: PathBuf,
+    listen: String,
+    key_file: Option<&Path>,
+) -> Result<ExitCode> {
     // Check the policy first: a data directory is never created for a policy that cannot load.
     sluice_policy::load(&policy).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let store = Store::init(dir)?;
+    let store = Store::init_with_key(dir, key_file)?;
     let abs = |p: PathBuf| std::fs::canonicalize(&p).unwrap_or(p);
     let mut config = Config::new(abs(policy), abs(data_root));
     config.listen = listen;
@@ -775,9 +781,17 @@ pub fn verify_dir(
     dir: &Path,
     public_key: Option<&str>,
 ) -> Result<std::result::Result<sluice_broker::audit::Verified, sluice_broker::audit::Broken>> {
-    let key_arg = public_key
-        .map(str::to_string)
-        .unwrap_or_else(|| dir.join("broker.pub").display().to_string());
+    let key_arg = match public_key {
+        Some(k) => k.to_string(),
+        None => {
+            let beside = dir.join("broker.pub");
+            eprintln!(
+                "warning: verifying with {}, which sits beside the database it vouches for: whoever can rewrite one can rewrite the other. Pass the public key you were given at `sluice init` with --public-key.",
+                beside.display()
+            );
+            beside.display().to_string()
+        }
+    };
     let key = read_key(&key_arg)?;
     let conn = Store::open_conn_readonly(dir)?;
     sluice_broker::audit::verify(&conn, &key, Some(&store::checkpoint_path(dir)))

@@ -645,6 +645,12 @@ fn ct_eq(a: &[u8], b: &[u8]) -> bool {
 impl Store {
     /// Creates a data directory: database, signing key; returns nothing secret.
     pub fn init(dir: &Path) -> Result<Self> {
+        Self::init_with_key(dir, None)
+    }
+
+    /// [`Store::init`], with the signing key written to `key_file` (away from the database it
+    /// signs for) instead of `<dir>/broker.key`.
+    pub fn init_with_key(dir: &Path, key_file: Option<&Path>) -> Result<Self> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("while creating {}", dir.display()))?;
         if db_path(dir).exists() {
@@ -654,7 +660,11 @@ impl Store {
                 db_path(dir).display()
             );
         }
-        Keys::generate().save(dir)?;
+        let keys = Keys::generate();
+        match key_file {
+            Some(k) => keys.save_at(dir, k)?,
+            None => keys.save(dir)?,
+        }
         let store = Self::open_unchecked(dir)?;
         let public_key = store.keys.public_hex();
         store.record(

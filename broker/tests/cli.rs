@@ -401,8 +401,11 @@ fn run_refuses_to_start_when_the_policy_sources_are_missing() {
         job.to_str().unwrap(),
     ]);
     assert_eq!(code, 1);
+    // Every missing source in one error, and where the demo data comes from.
     assert!(
-        stderr.starts_with("error: dataset `health_visits`: cannot read source"),
+        stderr.starts_with("error: 2 problem(s) with the policy's sources:\n  - dataset `health_visits`: cannot read source")
+            && stderr.contains("\n  - dataset `tourism_trips`: cannot read source")
+            && stderr.contains("made by `sluice datagen`"),
         "{stderr}"
     );
 }
@@ -495,9 +498,24 @@ fn init_then_audit_verify_passes_and_catches_an_edit() {
             && stderr.contains("policies/examples names operator `nobody-granted`"),
         "{stderr}"
     );
-    let (code, stdout, _) = sluice(&["audit", "verify", "--data-dir", data.to_str().unwrap()]);
+    let (code, stdout, stderr) = sluice(&["audit", "verify", "--data-dir", data.to_str().unwrap()]);
     assert_eq!(code, 0);
     assert!(stdout.starts_with("audit log OK: 4 entries"), "{stdout}");
+    // Not silently: the key beside the database is trusted only with a warning.
+    assert!(
+        stderr.starts_with("warning: verifying with ") && stderr.contains("--public-key"),
+        "{stderr}"
+    );
+    let public = std::fs::read_to_string(data.join("broker.pub")).unwrap();
+    let (code, _, stderr) = sluice(&[
+        "audit",
+        "verify",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--public-key",
+        public.trim(),
+    ]);
+    assert_eq!((code, stderr.as_str()), (0, ""));
     let (code, list, _) = sluice(&["token", "list", "--data-dir", data.to_str().unwrap()]);
     assert_eq!(code, 0);
     assert!(!list.contains("sluice_"), "tokens are never listed: {list}");
@@ -529,6 +547,61 @@ fn init_then_audit_verify_passes_and_catches_an_edit() {
     let (code, _, stderr) = sluice(&["init", "--data-dir", data.to_str().unwrap()]);
     assert_eq!(code, 1);
     assert!(stderr.contains("already"), "{stderr}");
+}
+
+/// `init --key-file` keeps the signing key away from the database it signs for: the data
+/// directory holds only where it is, and every command finds it there.
+#[test]
+fn the_signing_key_can_live_outside_the_data_directory() {
+    let dir = temp_dir("keyfile");
+    let data = dir.join("state");
+    let key = dir.join("secrets/broker.key");
+    let _ = std::fs::remove_dir_all(&data);
+    std::fs::create_dir_all(key.parent().unwrap()).unwrap();
+    let _ = std::fs::remove_file(&key);
+    let (code, _, stderr) = sluice(&[
+        "init",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--policy",
+        "policies/examples",
+        "--key-file",
+        key.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(key.is_file() && !data.join("broker.key").exists());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "owner-only: {mode:o}");
+    }
+    // Commands that sign find the key where init put it.
+    let (code, _, stderr) = sluice(&[
+        "token",
+        "create",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--role",
+        "reviewer",
+        "--principal",
+        "rita",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    // Without it, the data directory cannot be opened to sign anything.
+    std::fs::rename(&key, dir.join("moved.key")).unwrap();
+    let (code, _, stderr) = sluice(&[
+        "token",
+        "create",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--role",
+        "reviewer",
+        "--principal",
+        "rita",
+    ]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("secrets/broker.key"), "{stderr}");
 }
 
 /// Every text a person reads from the command line that does not depend on data, a clock or a
