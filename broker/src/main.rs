@@ -179,6 +179,33 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Ask one SQL query without writing a job: the built-in SQL job runs it through the same
+    /// engine, grant, ledger, review and receipts as any job (operator; the grant must set
+    /// `adhoc_sql = true`). Waits for the answer and prints it.
+    Query {
+        #[command(flatten)]
+        conn: Conn,
+        /// The SQL.
+        sql: String,
+        /// Why it is asked (shown to reviewers and recorded in the audit log).
+        #[arg(long)]
+        purpose: String,
+        /// Spend this ε (pure-DP datasets).
+        #[arg(long, required_unless_present_any = ["rho", "accuracy"], conflicts_with_all = ["rho", "accuracy"])]
+        epsilon: Option<f64>,
+        /// Or: spend this ρ (zCDP datasets).
+        #[arg(long, conflicts_with = "accuracy")]
+        rho: Option<f64>,
+        /// Or: the 95% half-width every aggregate cell must have; the broker solves for ε (or ρ).
+        #[arg(long)]
+        accuracy: Option<f64>,
+        /// The scenario it runs under (needed when you hold several on its dataset).
+        #[arg(long)]
+        scenario: Option<String>,
+        /// Submit and print the job id without waiting for the answer.
+        #[arg(long)]
+        no_wait: bool,
+    },
     /// Show a job's state (or list your jobs without an id).
     Status {
         #[command(flatten)]
@@ -712,6 +739,25 @@ fn main() -> ExitCode {
             },
         },
         Command::Status { conn, id } => remote::status(&conn, id.as_deref()),
+        Command::Query {
+            conn,
+            sql,
+            purpose,
+            epsilon,
+            rho,
+            accuracy,
+            scenario,
+            no_wait,
+        } => remote::query(
+            &conn,
+            &remote::QueryArgs {
+                sql: &sql,
+                purpose: &purpose,
+                budget: [epsilon, rho, accuracy],
+                scenario: scenario.as_deref(),
+                wait: !no_wait,
+            },
+        ),
         Command::Result {
             conn,
             id,

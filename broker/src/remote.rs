@@ -380,6 +380,61 @@ pub fn submit(conn: &Conn, job: &Path, args: &SubmitArgs<'_>) -> Result<ExitCode
     Ok(ExitCode::SUCCESS)
 }
 
+/// What `sluice query` asks.
+pub struct QueryArgs<'a> {
+    /// The SQL.
+    pub sql: &'a str,
+    /// Why.
+    pub purpose: &'a str,
+    /// ε, ρ or a target accuracy (one of them).
+    pub budget: [Option<f64>; 3],
+    /// The scenario.
+    pub scenario: Option<&'a str>,
+    /// Wait for the answer and print it.
+    pub wait: bool,
+}
+
+/// `sluice query`: the built-in SQL job, submitted and (by default) followed to its answer.
+pub fn query(conn: &Conn, args: &QueryArgs<'_>) -> Result<ExitCode> {
+    let [epsilon, rho, accuracy] = args.budget;
+    let c = client(conn);
+    let r = c.post_json(
+        "/v1/query",
+        &json!({
+            "purpose": args.purpose,
+            "sql": args.sql,
+            "epsilon": epsilon,
+            "rho": rho,
+            "accuracy": accuracy,
+            "scenario": args.scenario,
+        }),
+    )?;
+    let id = r["id"].as_str().context("the broker returned no job id")?;
+    println!("{id}");
+    eprintln!("submitted {id} ({})", r["state"].as_str().unwrap_or("?"));
+    if !args.wait {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut progress = Progress::new(Some(1));
+    c.follow(id, |kind, data| progress.show(kind, data))?;
+    let job = c.get_json(&format!("/v1/jobs/{id}"))?;
+    if job["state"] != "succeeded" {
+        return Ok(ExitCode::FAILURE);
+    }
+    let report = c.get_text(&format!("/v1/jobs/{id}/result?format=json"))?;
+    if conn.json {
+        print!("{report}");
+    } else {
+        let report = sluice_runtime::Report::from_json(&report)
+            .context("the broker's report does not parse")?;
+        for (_, table) in &report.tables {
+            print!("{}", crate::print::table(table));
+            println!("  cost {}; {}", table.cost, table.mechanism);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// A plan's totals in one line: `ε=0.9 on health_visits`.
 fn plan_totals(plan: &Value) -> String {
     let totals: Vec<String> = plan["datasets"]

@@ -50,13 +50,18 @@ fn run_claimed(shared: &Shared, job: crate::store::Claimed) -> Result<()> {
         .map_err(|e: String| anyhow::anyhow!(e))?;
     // The policy may have changed since submission (a reload, an expired grant): admit again.
     // Review was decided at submission (or by a reviewer): only refusals matter now.
+    let sql_job = job.wasm_sha256 == *sluice_runtime::sql_job::SQL_JOB_SHA256;
+    let declared = crate::api::jobs::Declaration {
+        datasets: &job.datasets,
+        scenario: job.scenario.as_deref(),
+        max_epsilon: job.max_epsilon,
+        params: &job.params,
+        sql_job,
+    };
     if let Err(refusal) = admit(
         cur.sandbox.engine().policy(),
         &operator,
-        &job.datasets,
-        job.scenario.as_deref(),
-        job.max_epsilon,
-        &job.params,
+        &declared,
         &|_, _| true,
     ) {
         shared
@@ -74,7 +79,11 @@ fn run_claimed(shared: &Shared, job: crate::store::Claimed) -> Result<()> {
     req.datasets = Some(datasets.clone());
     req.max_epsilon = job.max_epsilon;
     req.scenario = job.scenario.clone();
-    let out = cur.sandbox.run_job(&req);
+    let out = if sql_job {
+        cur.sandbox.run_sql_job(&req)
+    } else {
+        cur.sandbox.run_job(&req)
+    };
     shared.metrics.jobs_run.fetch_add(1, Ordering::Relaxed);
     shared
         .metrics

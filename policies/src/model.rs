@@ -668,6 +668,9 @@ pub struct Grant {
     /// Which parameter strings a job may pass: a job can take its SQL from its parameters, so
     /// a holder may pin them (or forbid any).
     pub params: ParamsRule,
+    /// Whether the operator may ask ad-hoc SQL through the built-in SQL job (`sluice query`)
+    /// under this grant, rather than only through jobs of its own.
+    pub adhoc_sql: bool,
     /// Groups whose noisy count is below this are suppressed, if set.
     pub min_group_count: Option<u64>,
     /// The δ a query spends when it releases keys by DP partition selection; `None`: the grant

@@ -182,6 +182,7 @@ const GRANT_FIELDS: &[&str] = &[
     "review",
     "allowed_wasm",
     "params",
+    "adhoc_sql",
     "min_group_count",
     "scenario",
     "legal_basis",
@@ -1467,11 +1468,12 @@ impl Cx {
             .and_then(|r| Review::parse(&r));
         let allowed_wasm = self.allowed_wasm(&mut f);
         let params = self.params_rule(&mut f);
+        let adhoc_sql = self.opt_bool(&mut f, "adhoc_sql");
         let scenario = self.scenario_terms(&mut f);
         let min_group = self.min_group_count(&mut f);
         let delta = self.delta_pair(&mut f);
         f.finish(self, "a grant", GRANT_FIELDS);
-        let Some(params) = params else {
+        let (Some(params), Some(adhoc_sql)) = (params, adhoc_sql) else {
             return;
         };
         let (
@@ -1527,6 +1529,7 @@ impl Cx {
             review,
             allowed_wasm,
             params,
+            adhoc_sql: adhoc_sql.is_some_and(|(b, _)| b),
             min_group_count,
             delta_per_query,
             delta_per_period,

@@ -421,14 +421,20 @@ impl Sandbox {
             ..Asker::new(req.operator.clone(), format!("plan-{}", plan_id()))
         };
         let limits = req.limits.clone().unwrap_or_else(|| self.limits.clone());
-        let out = self.host.run(
-            engine,
-            self.rt().handle().clone(),
-            asker,
-            limits,
-            req.wasm,
-            req.params,
-        );
+        let out = if req.wasm == crate::sql_job::SQL_JOB.as_bytes() {
+            let mut sql = req.clone();
+            sql.job_id = asker.job.clone();
+            self.sql_job_on(engine, &sql)
+        } else {
+            self.host.run(
+                engine,
+                self.rt().handle().clone(),
+                asker,
+                limits,
+                req.wasm,
+                req.params,
+            )
+        };
         let (records, outcome, log) = match out {
             Ok(o) => (
                 o.queries,

@@ -12,6 +12,8 @@ use std::sync::{Arc, OnceLock};
 use sluice_runtime::{InMemoryAccountant, Limits, Sandbox, SandboxConfig};
 
 #[cfg(test)]
+mod adhoc;
+#[cfg(test)]
 mod api;
 #[cfg(test)]
 mod bounding;

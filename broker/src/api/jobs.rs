@@ -149,6 +149,101 @@ pub(crate) struct Submitted {
     wasm_sha256: String,
 }
 
+/// The body of `POST /v1/query`: the built-in SQL job's query, what to spend on it (one of
+/// `epsilon`, `rho`, `accuracy`), and the declarations of any job.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct QueryJson {
+    purpose: String,
+    sql: String,
+    #[serde(default)]
+    epsilon: Option<f64>,
+    #[serde(default)]
+    rho: Option<f64>,
+    #[serde(default)]
+    accuracy: Option<f64>,
+    #[serde(default)]
+    max_epsilon: Option<f64>,
+    #[serde(default)]
+    scenario: Option<String>,
+}
+
+/// `POST /v1/query`: one SQL query as a job of its own (the built-in SQL job,
+/// [`sluice_runtime::sql_job`]), where a grant allows ad-hoc SQL. The query is planned first
+/// (a refusal costs nothing and submits nothing); the job then takes the path of any job:
+/// review where the grant says, the queue, the ledger, the audit log and a receipt.
+pub(crate) async fn query(
+    State(s): State<Arc<Shared>>,
+    auth: Only<Operators>,
+    super::JsonBody(q): super::JsonBody<QueryJson>,
+) -> ApiResult<Response> {
+    use sluice_runtime::sql_job::{SQL_JOB, SqlParams};
+    let operator = auth.operator()?;
+    let sql_params = SqlParams {
+        sql: q.sql,
+        epsilon: q.epsilon,
+        rho: q.rho,
+        accuracy: q.accuracy,
+    };
+    let budget = sql_params
+        .budget()
+        .map_err(|m| ApiError::new(ErrorCode::BadBudget, m))?;
+    // Which dataset it reads, and whether it is refused, from the query and the policy alone.
+    let asker = sluice_runtime::privacy::Asker {
+        scenario: q.scenario.clone(),
+        ..sluice_runtime::privacy::Asker::new(operator.clone(), "query")
+    };
+    let (s2, sql) = (s.clone(), sql_params.sql.clone());
+    let estimate =
+        tokio::task::spawn_blocking(move || current(&s2).sandbox.estimate(asker, sql, budget))
+            .await
+            .map_err(ApiError::internal)?
+            .map_err(|e| ApiError::new(ErrorCode::QueryRefused, e.to_string()))?;
+    let job = Submission {
+        purpose: q.purpose,
+        params: sql_params.to_params(),
+        datasets: vec![estimate.dataset],
+        max_epsilon: q.max_epsilon,
+        scenario: q.scenario,
+        wasm: SQL_JOB.as_bytes().to_vec(),
+    };
+    job.check(&s.limits)?;
+    let (needs_review, holders_to_approve) = {
+        let cur = current(&s);
+        let policy = cur.sandbox.engine().policy();
+        let review = admit(policy, &operator, &Declaration::of(&job, true), &|_, _| {
+            false
+        })
+        .map_err(Refusal::into_api)?;
+        (review, holders_to_approve(policy, &job.datasets))
+    };
+    room_for(&s, &auth, &job.datasets, needs_review)?;
+    let (id, state) = s.store.submit(&NewJob {
+        operator: &auth.0.name,
+        purpose: &job.purpose,
+        params: &job.params,
+        wasm: &job.wasm,
+        datasets: &job.datasets,
+        max_epsilon: job.max_epsilon,
+        needs_review,
+        holders_to_approve: &holders_to_approve,
+        scenario: job.scenario.as_deref(),
+    })?;
+    notify(&s);
+    let location = format!("/v1/jobs/{id}");
+    let body = Submitted {
+        id,
+        state,
+        wasm_sha256: sha256_hex(&job.wasm),
+    };
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, location)],
+        Json(body),
+    )
+        .into_response())
+}
+
 /// `POST /v1/jobs`.
 pub(crate) async fn submit(
     State(s): State<Arc<Shared>>,
@@ -167,17 +262,8 @@ pub(crate) async fn submit(
     let (needs_review, holders_to_approve) = {
         let cur = current(&s);
         let policy = cur.sandbox.engine().policy();
-        let scenario = job.scenario.as_deref();
-        let review = admit(
-            policy,
-            &operator,
-            &job.datasets,
-            scenario,
-            job.max_epsilon,
-            &job.params,
-            &listed,
-        )
-        .map_err(Refusal::into_api)?;
+        let review = admit(policy, &operator, &Declaration::of(&job, false), &listed)
+            .map_err(Refusal::into_api)?;
         (review, holders_to_approve(policy, &job.datasets))
     };
     room_for(&s, &auth, &job.datasets, needs_review)?;
@@ -345,6 +431,34 @@ impl Submission {
     }
 }
 
+/// What a job declares, as admission reads it.
+#[derive(Clone, Copy)]
+pub(crate) struct Declaration<'a> {
+    /// The datasets it will use.
+    pub(crate) datasets: &'a [String],
+    /// The scenario it runs under.
+    pub(crate) scenario: Option<&'a str>,
+    /// Its ε cap per dataset.
+    pub(crate) max_epsilon: Option<f64>,
+    /// Its parameter string.
+    pub(crate) params: &'a str,
+    /// Whether it is the built-in SQL job (`sluice query`).
+    pub(crate) sql_job: bool,
+}
+
+impl<'a> Declaration<'a> {
+    /// What a submission declares.
+    pub(crate) fn of(job: &'a Submission, sql_job: bool) -> Self {
+        Self {
+            datasets: &job.datasets,
+            scenario: job.scenario.as_deref(),
+            max_epsilon: job.max_epsilon,
+            params: &job.params,
+            sql_job,
+        }
+    }
+}
+
 /// Why a job may not run, from the policy alone.
 pub(crate) enum Refusal {
     /// No grant covers a dataset for the operator today.
@@ -393,12 +507,16 @@ fn holders_to_approve(policy: &Policy, datasets: &[String]) -> Vec<String> {
 pub(crate) fn admit(
     policy: &Policy,
     operator: &OperatorId,
-    datasets: &[String],
-    scenario: Option<&str>,
-    max_epsilon: Option<f64>,
-    params: &str,
+    job: &Declaration<'_>,
     listed: &dyn Fn(&sluice_policy::Grant, &DatasetId) -> bool,
 ) -> std::result::Result<bool, Refusal> {
+    let Declaration {
+        datasets,
+        scenario,
+        max_epsilon,
+        params,
+        sql_job,
+    } = *job;
     let now = std::time::SystemTime::now();
     let mut review = false;
     for d in datasets {
@@ -416,6 +534,11 @@ pub(crate) fn admit(
             .params
             .check(params)
             .map_err(|why| Refusal::Params(format!("on `{id}`: {why}")))?;
+        if sql_job && !grant.adhoc_sql {
+            return Err(Refusal::NotGranted(format!(
+                "the grant of operator `{operator}` on `{id}` does not allow ad-hoc SQL (the policy sets `adhoc_sql = true` on grants that do); submit a job instead"
+            )));
+        }
         let zcdp = policy
             .datasets
             .get(&id)

@@ -48,6 +48,7 @@ pub(crate) fn router(s: Arc<Shared>) -> Router {
     let api = Router::new()
         .route("/v1/jobs", post(jobs::submit).get(jobs::list))
         .route("/v1/jobs/{id}", get(jobs::status))
+        .route("/v1/query", post(jobs::query))
         .route("/v1/jobs/{id}/result", get(jobs::result))
         .route("/v1/jobs/{id}/receipt", get(jobs::receipt))
         .route("/v1/jobs/{id}/log", get(jobs::log))

@@ -50,10 +50,10 @@ pub(crate) async fn plan(
         admit(
             policy,
             &operator,
-            &job.datasets,
-            job.scenario.as_deref(),
-            job.max_epsilon,
-            &job.params,
+            &super::jobs::Declaration::of(
+                &job,
+                job.wasm == sluice_runtime::sql_job::SQL_JOB.as_bytes(),
+            ),
             &|_, _| false,
         )
         .map_err(super::jobs::Refusal::into_api)?;
@@ -115,9 +115,12 @@ async fn run(s: &Arc<Shared>, p: Planned) -> ApiResult<JobPlan> {
     let s2 = s.clone();
     tokio::task::spawn_blocking(move || {
         let cur = current(&s2);
-        cur.sandbox
-            .precompile(&p.wasm)
-            .map_err(|e| ApiError::new(ErrorCode::InvalidWasm, e.to_string()))?;
+        // The built-in SQL job has no wasm to compile.
+        if p.wasm != sluice_runtime::sql_job::SQL_JOB.as_bytes() {
+            cur.sandbox
+                .precompile(&p.wasm)
+                .map_err(|e| ApiError::new(ErrorCode::InvalidWasm, e.to_string()))?;
+        }
         let mut req = JobRequest::new(p.operator, "plan", &p.wasm, &p.params);
         req.datasets = Some(datasets);
         req.max_epsilon = p.max_epsilon;
