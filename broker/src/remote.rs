@@ -626,7 +626,7 @@ pub fn estimate(
                 sluice_runtime::sig(a)
             ),
             None => println!(
-                "  {}: depends on the data (AVG, VARIANCE, STDDEV, quantiles)",
+                "  {}: no interval before the data: a mean's or variance's is computed from the released noisy count and each answer cell carries it; a quantile's is a rank error, stated in the answer's mechanism",
                 col[0].as_str().unwrap_or("?")
             ),
         }

@@ -60,12 +60,12 @@ pub(crate) fn describe(
                     column, q, lo, hi, ..
                 },
             ) => text.push_str(&format!(
-                " {q}-quantile of {column}: OpenDP private quantile (make_quantile_score_candidates + make_noisy_max, permute-and-flip) over {} candidates in [{lo}, {hi}], {} rows per unit, scale {:.4} (score units, {} per row); the released rank is within ±{:.1} rows of the requested rank at 95%;",
+                " {q}-quantile of {column}: at 95% the released value's rank is within ±{:.1} rows of the requested rank among the group's bounded rows (how far that is in {column} depends on how densely values lie there, so no value interval is given); OpenDP private quantile (make_quantile_score_candidates + make_noisy_max, permute-and-flip) over {} candidates in [{lo}, {hi}], {} rows per unit, score scale {:.4} ({} score units per row);",
+                m.rank_accuracy(ALPHA),
                 m.candidates().len(),
                 b.l1,
                 m.scale(),
                 m.alpha_fraction().1,
-                m.rank_accuracy(ALPHA),
             )),
             (m, stat) => {
                 let what = statistic(stat, &ds.privacy_unit);
