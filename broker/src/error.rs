@@ -18,6 +18,8 @@ pub enum ErrorCode {
     Forbidden,
     /// no such endpoint, job or decision.
     NotFound,
+    /// the endpoint exists but not with this method (the `Allow` header lists the ones it takes).
+    MethodNotAllowed,
     /// the job is not in a state that allows this (e.g. cancelling a running job).
     Conflict,
     /// the job has no report or receipt (yet).
@@ -46,7 +48,7 @@ pub enum ErrorCode {
     BadDatasets,
     /// `max_epsilon` is not above 0, or exceeds a grant's per-job cap.
     BadEpsilon,
-    /// too many jobs are queued; retry after `Retry-After` seconds.
+    /// too many jobs are queued (or plans running); retry after `Retry-After` seconds.
     QueueFull,
     /// too many jobs wait for review (yours, or in all); retry after `Retry-After` seconds.
     ReviewQueueFull,
@@ -74,6 +76,7 @@ impl ErrorCode {
         Self::Unauthorized,
         Self::Forbidden,
         Self::NotFound,
+        Self::MethodNotAllowed,
         Self::Conflict,
         Self::NotReleased,
         Self::BadBody,
@@ -106,6 +109,7 @@ impl ErrorCode {
             Self::Unauthorized => "unauthorized",
             Self::Forbidden => "forbidden",
             Self::NotFound => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
             Self::Conflict => "conflict",
             Self::NotReleased => "not_released",
             Self::BadBody => "bad_body",
@@ -139,6 +143,7 @@ impl ErrorCode {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Forbidden => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict => StatusCode::CONFLICT,
             Self::NotReleased => StatusCode::CONFLICT,
             Self::BadBody => StatusCode::BAD_REQUEST,
@@ -174,6 +179,9 @@ impl ErrorCode {
                 "the caller's role or grants do not allow this, or an operator or dataset is suspended"
             }
             Self::NotFound => "no such endpoint, job or decision",
+            Self::MethodNotAllowed => {
+                "the endpoint exists but not with this method (the `Allow` header lists the ones it takes)"
+            }
             Self::Conflict => {
                 "the job is not in a state that allows this (e.g. cancelling a running job)"
             }
@@ -190,7 +198,9 @@ impl ErrorCode {
             Self::ParamsTooLarge => "the parameters are over their limit",
             Self::BadDatasets => "no datasets, or more than 16, are named",
             Self::BadEpsilon => "`max_epsilon` is not above 0, or exceeds a grant's per-job cap",
-            Self::QueueFull => "too many jobs are queued; retry after `Retry-After` seconds",
+            Self::QueueFull => {
+                "too many jobs are queued (or plans running); retry after `Retry-After` seconds"
+            }
             Self::ReviewQueueFull => {
                 "too many jobs wait for review (yours, or in all); retry after `Retry-After` seconds"
             }
@@ -228,7 +238,14 @@ pub struct ApiError {
     code: ErrorCode,
     message: String,
     pub(crate) retry_after: Option<u64>,
+    /// A refusal answered as something else (a 404 that hides another operator's job): still
+    /// audited as a denial.
+    denial: bool,
 }
+
+/// Marks a response the denial audit records whatever its status.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct AuditAsDenial;
 
 impl ApiError {
     /// Its code.
@@ -242,6 +259,16 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after: None,
+            denial: false,
+        }
+    }
+
+    /// The 404 of a job that exists but is not the caller's: the same answer as for no job, so
+    /// that ids do not show which jobs exist, but audited as the denial it is.
+    pub(crate) fn hidden(message: impl Into<String>) -> Self {
+        Self {
+            denial: true,
+            ..Self::not_found(message)
         }
     }
 
@@ -295,6 +322,9 @@ impl IntoResponse for ApiError {
         if let Some(s) = self.retry_after {
             r.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        if self.denial {
+            r.extensions_mut().insert(AuditAsDenial);
         }
         r
     }

@@ -39,7 +39,7 @@ pub struct Conn {
     pub url: String,
     /// A bearer token (from `sluice token create`).
     #[arg(long, env = "SLUICE_TOKEN", hide_env_values = true)]
-    pub token: String,
+    pub token: Option<String>,
     /// Print the broker's JSON instead of text for people.
     #[arg(long)]
     pub json: bool,
@@ -729,7 +729,11 @@ fn main() -> ExitCode {
                     "the broker plans with your budget: give --token (or SLUICE_TOKEN); or plan locally with --policy and --operator"
                 )),
                 Some(token) => {
-                    let conn = Conn { url, token, json };
+                    let conn = Conn {
+                        url,
+                        token: Some(token),
+                        json,
+                    };
                     match (job, id) {
                         (_, Some(id)) => remote::plan_submitted(&conn, &id, json),
                         (Some(job), None) => remote::plan(&conn, &job, &declared, json),

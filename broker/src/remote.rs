@@ -14,8 +14,13 @@ use sluice_runtime::Limits;
 
 use crate::{Conn, Declared};
 
-fn client(conn: &Conn) -> Client {
-    Client::new(&conn.url, &conn.token)
+fn client(conn: &Conn) -> Result<Client> {
+    match &conn.token {
+        Some(token) => Ok(Client::new(&conn.url, token)),
+        None => anyhow::bail!(
+            "no token: pass --token or set SLUICE_TOKEN (an admin makes one with `sluice token create --role … --principal …`)"
+        ),
+    }
 }
 
 /// `sluice init`.
@@ -252,7 +257,7 @@ fn print_log(log: &Value) {
 /// `sluice datasets`: what the token may query (operators) or oversees (staff), with each
 /// column a query may name.
 pub fn datasets(conn: &Conn) -> Result<ExitCode> {
-    let r = client(conn).get_json("/v1/datasets")?;
+    let r = client(conn)?.get_json("/v1/datasets")?;
     let all = r["datasets"].as_array().cloned().unwrap_or_default();
     if all.is_empty() {
         println!("no datasets granted to you");
@@ -292,14 +297,14 @@ pub fn datasets(conn: &Conn) -> Result<ExitCode> {
 
 /// `sluice cancel`.
 pub fn cancel(conn: &Conn, id: &str) -> Result<ExitCode> {
-    let r = client(conn).post_json(&format!("/v1/jobs/{id}/cancel"), &json!({}))?;
+    let r = client(conn)?.post_json(&format!("/v1/jobs/{id}/cancel"), &json!({}))?;
     println!("{id}: {}", r["state"].as_str().unwrap_or("?"));
     Ok(ExitCode::SUCCESS)
 }
 
 /// `sluice logs`.
 pub fn logs(conn: &Conn, id: &str) -> Result<ExitCode> {
-    let log = client(conn).get_json(&format!("/v1/jobs/{id}/log"))?;
+    let log = client(conn)?.get_json(&format!("/v1/jobs/{id}/log"))?;
     if log["lines"].as_array().is_none_or(Vec::is_empty) {
         eprintln!("job {id} logged nothing");
     }
@@ -339,7 +344,7 @@ pub fn submit(conn: &Conn, job: &Path, args: &SubmitArgs<'_>) -> Result<ExitCode
         anyhow::bail!("name the datasets the job will use with --dataset (repeat for several)");
     }
     let wasm = std::fs::read(job).with_context(|| format!("while reading {}", job.display()))?;
-    let c = client(conn);
+    let c = client(conn)?;
     let sub = submission(&wasm, args.purpose, args.declared);
     let mut planned = None;
     if args.plan {
@@ -397,7 +402,7 @@ pub struct QueryArgs<'a> {
 /// `sluice query`: the built-in SQL job, submitted and (by default) followed to its answer.
 pub fn query(conn: &Conn, args: &QueryArgs<'_>) -> Result<ExitCode> {
     let [epsilon, rho, accuracy] = args.budget;
-    let c = client(conn);
+    let c = client(conn)?;
     let r = c.post_json(
         "/v1/query",
         &json!({
@@ -477,13 +482,13 @@ pub fn plan(conn: &Conn, job: &Path, declared: &Declared, json: bool) -> Result<
         anyhow::bail!("name the datasets the job will use with --dataset (repeat for several)");
     }
     let wasm = std::fs::read(job).with_context(|| format!("while reading {}", job.display()))?;
-    let plan = client(conn).plan(&submission(&wasm, "plan", declared))?;
+    let plan = client(conn)?.plan(&submission(&wasm, "plan", declared))?;
     print_plan(&job.display().to_string(), &plan, json)
 }
 
 /// `sluice plan --id`: the plan of a submitted job.
 pub fn plan_submitted(conn: &Conn, id: &str, json: bool) -> Result<ExitCode> {
-    let plan = client(conn).get_json(&format!("/v1/jobs/{id}/plan"))?;
+    let plan = client(conn)?.get_json(&format!("/v1/jobs/{id}/plan"))?;
     print_plan(&format!("job {id}"), &plan, json)
 }
 
@@ -495,7 +500,7 @@ fn print_json(v: &Value) -> Result<()> {
 
 /// `sluice status`.
 pub fn status(conn: &Conn, id: Option<&str>) -> Result<ExitCode> {
-    let c = client(conn);
+    let c = client(conn)?;
     let v = match id {
         Some(id) => c.get_json(&format!("/v1/jobs/{id}"))?,
         None => c.get_json("/v1/jobs")?,
@@ -520,7 +525,7 @@ pub fn result(
     csv: bool,
     table: Option<&str>,
 ) -> Result<ExitCode> {
-    let c = client(conn);
+    let c = client(conn)?;
     let fmt = if csv { "csv" } else { "json" };
     let report = c.get_text(&format!("/v1/jobs/{id}/result?format={fmt}"))?;
     if let Some(path) = output {
@@ -587,7 +592,7 @@ pub fn receipt_path(report: &Path) -> PathBuf {
 
 /// `sluice budget`.
 pub fn budget(conn: &Conn) -> Result<ExitCode> {
-    let b = client(conn).get_json("/v1/budget")?;
+    let b = client(conn)?.get_json("/v1/budget")?;
     if conn.json {
         print_json(&b)?;
     } else {
@@ -602,7 +607,7 @@ pub fn estimate(
     sql: &str,
     [epsilon, rho, accuracy]: [Option<f64>; 3],
 ) -> Result<ExitCode> {
-    let e = client(conn).post_json(
+    let e = client(conn)?.post_json(
         "/v1/estimate",
         &json!({ "sql": sql, "epsilon": epsilon, "rho": rho, "accuracy": accuracy }),
     )?;
@@ -668,7 +673,7 @@ fn budget_verdict(b: &Value, unit: &str) -> ExitCode {
 
 /// `sluice review list`.
 pub fn review_list(conn: &Conn) -> Result<ExitCode> {
-    let r = client(conn).get_json("/v1/reviews")?;
+    let r = client(conn)?.get_json("/v1/reviews")?;
     let pending = r["pending"].as_array().cloned().unwrap_or_default();
     let held = r["held"].as_array().cloned().unwrap_or_default();
     if pending.is_empty() {
@@ -707,7 +712,7 @@ pub fn review_list(conn: &Conn) -> Result<ExitCode> {
 
 /// `sluice alerts`.
 pub fn alerts(conn: &Conn, follow: bool) -> Result<ExitCode> {
-    let r = client(conn).get_json("/v1/admin/alerts")?;
+    let r = client(conn)?.get_json("/v1/admin/alerts")?;
     let mut alerts = r["alerts"].as_array().cloned().unwrap_or_default();
     alerts.reverse();
     if alerts.is_empty() && !follow {
@@ -718,7 +723,7 @@ pub fn alerts(conn: &Conn, follow: bool) -> Result<ExitCode> {
         println!("{}", alert_line(a));
     }
     if follow {
-        client(conn).stream(&format!("/v1/admin/alerts/stream?after={last}"), |_, a| {
+        client(conn)?.stream(&format!("/v1/admin/alerts/stream?after={last}"), |_, a| {
             println!("{}", alert_line(a));
             true
         })?;
@@ -752,7 +757,7 @@ pub fn suspend(conn: &Conn, target: &crate::Target, on: bool, reason: &str) -> R
         (true, true) => "hold",
         (true, false) => "unhold",
     };
-    client(conn).post_json(
+    client(conn)?.post_json(
         &format!("/v1/admin/{}s/{}/{action}", target.kind, target.name),
         &json!({ "reason": reason }),
     )?;
@@ -768,7 +773,7 @@ pub fn suspend(conn: &Conn, target: &crate::Target, on: bool, reason: &str) -> R
 
 /// `sluice suspensions`.
 pub fn suspensions(conn: &Conn) -> Result<ExitCode> {
-    let r = client(conn).get_json("/v1/admin/suspensions")?;
+    let r = client(conn)?.get_json("/v1/admin/suspensions")?;
     let all = r["suspensions"].as_array().cloned().unwrap_or_default();
     if all.is_empty() {
         println!("no suspensions or release holds");
@@ -788,7 +793,7 @@ pub fn suspensions(conn: &Conn) -> Result<ExitCode> {
 /// `sluice freeze` and `sluice unfreeze`.
 pub fn freeze(conn: &Conn, frozen: bool, reason: &str, holder: Option<&str>) -> Result<ExitCode> {
     let action = if frozen { "freeze" } else { "unfreeze" };
-    let r = client(conn).post_json(
+    let r = client(conn)?.post_json(
         &format!("/v1/admin/{action}"),
         &json!({ "reason": reason, "holder": holder }),
     )?;
@@ -817,7 +822,7 @@ pub fn review(
     } else {
         json!({ "reason": reason })
     };
-    let r = client(conn).post_json(&format!("/v1/reviews/{id}/{decision}"), &body)?;
+    let r = client(conn)?.post_json(&format!("/v1/reviews/{id}/{decision}"), &body)?;
     println!("{id}: {}", r["state"].as_str().unwrap_or("?"));
     Ok(ExitCode::SUCCESS)
 }
@@ -885,7 +890,7 @@ pub fn audit_show(
             q.push_str(&format!("&{k}={}", urlencode(v)));
         }
     }
-    let r = client(conn).get_json(&q)?;
+    let r = client(conn)?.get_json(&q)?;
     if conn.json {
         print_json(&r)?;
     } else {
@@ -931,7 +936,7 @@ pub fn filings_export(conn: &Conn, since: Option<&str>, output: Option<&Path>) -
         Some(d) => format!("/v1/filings?since={d}"),
         None => "/v1/filings".into(),
     };
-    let v = client(conn).get_json(&path)?;
+    let v = client(conn)?.get_json(&path)?;
     let export: sluice_broker::filings::FilingExport =
         serde_json::from_value(v.clone()).context("the broker's answer is not a filings export")?;
     if export.filings.is_empty() {

@@ -145,6 +145,32 @@ pub struct Job {
     params: String,
 }
 
+/// `%XX` sequences decoded as UTF-8 bytes; anything else, including a `%` not followed by two
+/// hex digits, kept as it is.
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 impl Job {
     /// The operator's parameter string, as submitted.
     pub fn params(&self) -> &str {
@@ -152,13 +178,15 @@ impl Job {
     }
 
     /// The value of `name` in parameters written as `key=value` pairs separated by `&`, `;` or
-    /// newlines (e.g. `min_age=18&epsilon=0.5`).
-    pub fn param(&self, name: &str) -> Option<&str> {
+    /// newlines (e.g. `min_age=18&epsilon=0.5`), percent-decoded: write a separator that
+    /// belongs to a value as `%26` (`&`), `%3B` (`;`), `%3D` (`=`) or `%25` (`%`), as in a URL
+    /// query (`+` stays a plus). The first pair named `name` wins.
+    pub fn param(&self, name: &str) -> Option<String> {
         self.params
             .split(['&', ';', '\n'])
             .filter_map(|kv| kv.split_once('='))
-            .find(|(k, _)| k.trim() == name)
-            .map(|(_, v)| v.trim())
+            .find(|(k, _)| percent_decode(k.trim()) == name)
+            .map(|(_, v)| percent_decode(v.trim()))
     }
 
     /// A parameter parsed as a number, or `default` when absent.
@@ -166,6 +194,7 @@ impl Job {
         match self.param(name) {
             None => Ok(default),
             Some(v) => v
+                .trim()
                 .parse()
                 .map_err(|_| Error::InvalidParams(format!("`{name}` must be a number, got `{v}`"))),
         }
@@ -385,5 +414,19 @@ impl Report {
             tables: self.tables,
             scalars: self.scalars,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percent_decode;
+
+    #[test]
+    fn separators_inside_values_are_written_percent_encoded() {
+        assert_eq!(percent_decode("a%3Bb%26c%3Dd%25"), "a;b&c=d%");
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%zz%4"), "%zz%4");
+        assert_eq!(percent_decode("%E4%B8%AD"), "中");
+        assert_eq!(percent_decode("x+y"), "x+y");
     }
 }

@@ -198,7 +198,11 @@ pub(crate) async fn audit_denials(
     s.metrics.requests.fetch_add(1, Ordering::Relaxed);
     let resp = next.run(req).await;
     let status = resp.status();
-    if status != StatusCode::UNAUTHORIZED && status != StatusCode::FORBIDDEN {
+    let hidden = resp
+        .extensions()
+        .get::<crate::error::AuditAsDenial>()
+        .is_some();
+    if status != StatusCode::UNAUTHORIZED && status != StatusCode::FORBIDDEN && !hidden {
         return resp;
     }
     s.metrics.denials.fetch_add(1, Ordering::Relaxed);

@@ -78,7 +78,8 @@ pub(crate) fn visible_job(
     if allowed {
         Ok(job)
     } else {
-        Err(ApiError::forbidden(format!("job `{id}` is not yours")))
+        // The same answer as for a job that does not exist: ids show no one else's jobs.
+        Err(ApiError::hidden(format!("no job `{id}`")))
     }
 }
 

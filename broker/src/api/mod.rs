@@ -81,6 +81,13 @@ pub(crate) fn router(s: Arc<Shared>) -> Router {
         .fallback(|| async {
             ApiError::not_found("no such endpoint; the API lives under /v1 (see docs/operator.md)")
         })
+        // Also OPTIONS: the API takes no cross-origin requests, so a preflight gets this too.
+        .method_not_allowed_fallback(|method: axum::http::Method| async move {
+            ApiError::new(
+                ErrorCode::MethodNotAllowed,
+                format!("this endpoint does not take {method}; docs/operator.md lists each endpoint's method"),
+            )
+        })
         .layer(middleware::from_fn_with_state(
             s.clone(),
             auth::audit_denials,

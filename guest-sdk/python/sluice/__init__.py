@@ -114,6 +114,22 @@ class InvalidParams(Exception):
     """Raise it when the operator's parameters are unusable: the job fails with this message."""
 
 
+def _percent_decode(s: str) -> str:
+    """``%XX`` sequences decoded as UTF-8; anything else kept as it is."""
+    out = bytearray()
+    i = 0
+    raw = s.encode("utf-8")
+    hexdigits = b"0123456789abcdefABCDEF"
+    while i < len(raw):
+        if raw[i] == 0x25 and i + 2 < len(raw) and raw[i + 1] in hexdigits and raw[i + 2] in hexdigits:
+            out.append(int(raw[i + 1 : i + 3], 16))
+            i += 3
+        else:
+            out.append(raw[i])
+            i += 1
+    return out.decode("utf-8", errors="replace")
+
+
 class JobFailed(Exception):
     """Raise it to fail the job with a message of your own."""
 
@@ -281,11 +297,13 @@ class Job:
 
     def param(self, name: str, default: Optional[str] = None) -> Optional[str]:
         """The value of ``name`` in parameters written as ``key=value`` pairs separated by ``&``,
-        ``;`` or newlines (``min_age=18&epsilon=0.5``), or ``default``."""
+        ``;`` or newlines (``min_age=18&epsilon=0.5``), percent-decoded (a separator inside a
+        value is written ``%26``, ``%3B``, ``%3D`` or ``%25``, as in a URL query; ``+`` stays a
+        plus), or ``default``. The first pair named ``name`` wins."""
         for pair in self.params.replace(";", "&").replace("\n", "&").split("&"):
             key, sep, value = pair.partition("=")
-            if sep and key.strip() == name:
-                return value.strip()
+            if sep and _percent_decode(key.strip()) == name:
+                return _percent_decode(value.strip())
         return default
 
     def param_float(self, name: str, default: float) -> float:

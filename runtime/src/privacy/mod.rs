@@ -332,9 +332,17 @@ impl PrivacyEngine {
             .first()
             .and_then(|l| self.catalog.lookup(&DatasetId::new(l).ok()?));
         let not_granted = || {
+            // The operator may see its own datasets' names, so a near miss among them is named.
+            let granted: Vec<String> = self
+                .policy
+                .granted_datasets(&asker.operator, asker.at)
+                .iter()
+                .map(|d| d.id.to_string())
+                .collect();
             QueryError::NotGranted(format!(
-                "dataset `{name}` is not granted to operator `{}`",
-                asker.operator
+                "dataset `{name}` is not granted to operator `{}`{}",
+                asker.operator,
+                did_you_mean(name, &granted)
             ))
         };
         // A name that cannot be a dataset's is granted to no one: the same answer as any other.
@@ -516,7 +524,7 @@ fn parse(sql: &str) -> Result<Statement, QueryError> {
         .with_recursion_limit(64)
         .build()
         .and_then(|mut p| p.parse_statements())
-        .map_err(|e| QueryError::InvalidSql(first_line(&e.to_string())))?;
+        .map_err(|e| QueryError::InvalidSql(parser_message(&e.to_string(), sql)))?;
     if statements.len() != 1 {
         return Err(QueryError::InvalidSql(format!(
             "expected exactly one SELECT statement, found {}",
@@ -638,6 +646,67 @@ fn record(
     }
 }
 
+/// `; did you mean `x`?` for the candidate nearest to `name` when it is a near miss (at most
+/// two edits, and fewer than a third of the name's letters), else nothing.
+fn did_you_mean(name: &str, candidates: &[String]) -> String {
+    let distance = |a: &str, b: &str| {
+        let b: Vec<char> = b.chars().collect();
+        let mut row: Vec<usize> = (0..=b.len()).collect();
+        for (i, ca) in a.chars().enumerate() {
+            let mut prev = row[0];
+            row[0] = i + 1;
+            for (j, cb) in b.iter().enumerate() {
+                let cur = row[j + 1];
+                row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+                prev = cur;
+            }
+        }
+        row[b.len()]
+    };
+    let lower = name.to_lowercase();
+    candidates
+        .iter()
+        .map(|c| (distance(&lower, &c.to_lowercase()), c))
+        .filter(|(d, _)| *d > 0 && *d <= 2 && *d * 3 < name.chars().count().max(3))
+        .min()
+        .map(|(_, c)| format!("; did you mean `{c}`?"))
+        .unwrap_or_default()
+}
+
+/// sqlparser's error without its wrapper (`SQL error: ParserError("…")`), with the line of the
+/// query it points at and a caret under the column.
+fn parser_message(error: &str, sql: &str) -> String {
+    let inner = error
+        .split_once("ParserError(\"")
+        .or_else(|| error.split_once("TokenizerError(\""))
+        .map_or(error, |(_, rest)| rest.trim_end_matches("\")"));
+    let inner = first_line(inner);
+    let Some((message, place)) = inner.rsplit_once(" at Line: ") else {
+        return inner;
+    };
+    let mut numbers = place
+        .split(", Column: ")
+        .map(|n| n.trim().parse::<usize>().ok());
+    let (Some(Some(line)), Some(Some(column))) = (numbers.next(), numbers.next()) else {
+        return inner;
+    };
+    let Some(text) = sql.lines().nth(line.saturating_sub(1)) else {
+        return inner;
+    };
+    // Tabs keep the caret aligned; control characters of the query are not echoed.
+    let shown: String = text
+        .chars()
+        .take(200)
+        .map(|c| if c.is_control() && c != '\t' { ' ' } else { c })
+        .collect();
+    let pad: String = shown
+        .chars()
+        .take(column.saturating_sub(1))
+        .map(|c| if c == '\t' { '\t' } else { ' ' })
+        .collect();
+    format!("{message} (line {line}, column {column})\n    {shown}\n    {pad}^")
+}
+
 fn first_line(s: &str) -> String {
     let line = s.lines().next().unwrap_or("").trim();
     line.chars().take(300).collect()
@@ -648,11 +717,17 @@ fn plan_error(e: &DataFusionError, ds: &sluice_policy::Dataset) -> QueryError {
     if let DataFusionError::SchemaError(err, _) = e.find_root()
         && let datafusion::common::SchemaError::FieldNotFound { field, .. } = err.as_ref()
     {
+        let public: Vec<String> = ds
+            .public_column_names()
+            .iter()
+            .map(|c| c.to_string())
+            .collect();
         return QueryError::ColumnDenied(format!(
-            "unknown column `{}` in dataset `{}`; public columns are: {}",
+            "unknown column `{}` in dataset `{}`{}; public columns are: {}",
             field.name,
             ds.id,
-            ds.public_column_names().join(", ")
+            did_you_mean(&field.name, &public),
+            public.join(", ")
         ));
     }
     QueryError::InvalidSql(first_line(&e.to_string()))
@@ -698,5 +773,43 @@ impl Budget {
             Self::Rho(r) => design::check_rho(r),
             Self::Accuracy(_) => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod parser_message_tests {
+    use super::*;
+
+    #[test]
+    fn near_misses_are_named_and_far_ones_are_not() {
+        let names = ["health_visits".to_string(), "tourism_trips".to_string()];
+        assert_eq!(
+            did_you_mean("helth_visits", &names),
+            "; did you mean `health_visits`?"
+        );
+        assert_eq!(did_you_mean("visits", &names), "");
+        assert_eq!(did_you_mean("health_visits", &names), "");
+        assert_eq!(did_you_mean("ag", &["age".to_string()]), "");
+    }
+
+    #[test]
+    fn a_parse_error_points_at_its_place() {
+        let sql = "SELECT district, COUNT(*) AS n\nFROM health_visits GROUP district";
+        let e = parse(sql).unwrap_err().to_string();
+        assert!(
+            e.starts_with(
+                "invalid SQL: Expected: end of statement, found: GROUP (line 2, column 20)\n"
+            ),
+            "{e}"
+        );
+        assert!(
+            e.ends_with(&format!(
+                "\n    FROM health_visits GROUP district\n    {}^",
+                " ".repeat(19)
+            )),
+            "{e:?}"
+        );
+        // Without a place, the message alone.
+        assert_eq!(parser_message("plain", "x"), "plain");
     }
 }
