@@ -95,6 +95,27 @@ impl Client {
         Self::check(s, t)
     }
 
+    /// GET `path` as bytes (at most 64 MiB).
+    pub fn get_bytes(&self, path: &str) -> Result<Vec<u8>> {
+        let mut resp = self
+            .agent
+            .get(self.url(path))
+            .header("Authorization", self.auth())
+            .call()
+            .with_context(|| format!("cannot reach the broker at {}", self.base))?;
+        let status = resp.status().as_u16();
+        let bytes = resp
+            .body_mut()
+            .with_config()
+            .limit(64 << 20)
+            .read_to_vec()
+            .context("while reading the broker's response")?;
+        if (200..300).contains(&status) {
+            return Ok(bytes);
+        }
+        Self::check(status, String::from_utf8_lossy(&bytes).into_owned()).map(String::into_bytes)
+    }
+
     /// GET `path` as JSON.
     pub fn get_json(&self, path: &str) -> Result<Value> {
         Ok(serde_json::from_str(&self.get_text(path)?)?)

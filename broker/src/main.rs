@@ -467,6 +467,16 @@ enum ReviewCommand {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Download a job's wasm, to rebuild it from source and compare (prints its sha256).
+    Wasm {
+        #[command(flatten)]
+        conn: Conn,
+        /// The job.
+        id: String,
+        /// Where to write it.
+        #[arg(short, long)]
+        output: PathBuf,
+    },
     /// Approve a job.
     Approve {
         #[command(flatten)]
@@ -625,6 +635,7 @@ fn token(command: TokenCommand) -> anyhow::Result<ExitCode> {
 fn review(command: ReviewCommand) -> anyhow::Result<ExitCode> {
     match command {
         ReviewCommand::List { conn } => remote::review_list(&conn),
+        ReviewCommand::Wasm { conn, id, output } => remote::review_wasm(&conn, &id, &output),
         ReviewCommand::Approve {
             conn,
             id,

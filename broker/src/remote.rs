@@ -671,6 +671,29 @@ fn budget_verdict(b: &Value, unit: &str) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// `sluice review wasm`: the job's wasm, written to `output`, and its sha256 checked against
+/// the job's.
+pub fn review_wasm(conn: &Conn, id: &str, output: &Path) -> Result<ExitCode> {
+    let c = client(conn)?;
+    let job = c.get_json(&format!("/v1/jobs/{id}"))?;
+    let bytes = c.get_bytes(&format!("/v1/jobs/{id}/wasm"))?;
+    let sha = keys::sha256_hex(&bytes);
+    if job["wasm_sha256"].as_str() != Some(sha.as_str()) {
+        anyhow::bail!(
+            "the wasm the broker sent has sha256 {sha}, not the job's {}",
+            job["wasm_sha256"]
+        );
+    }
+    std::fs::write(output, &bytes)
+        .with_context(|| format!("while writing {}", output.display()))?;
+    println!(
+        "wrote {} ({} bytes, sha256 {sha})",
+        output.display(),
+        bytes.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `sluice review list`.
 pub fn review_list(conn: &Conn) -> Result<ExitCode> {
     let r = client(conn)?.get_json("/v1/reviews")?;

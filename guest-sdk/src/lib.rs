@@ -19,8 +19,11 @@
 //! sluice_guest::job!(visits_by_district);
 //! ```
 //!
-//! Build it for `wasm32-unknown-unknown` as a `cdylib` and run it locally with
-//! `sluice run --policy policies/examples --operator <id> target/wasm32-unknown-unknown/release/<job>.wasm`.
+//! Build it for `wasm32-unknown-unknown` as a `cdylib` (`sluice new --lang rust my-job` writes
+//! such a crate with this SDK vendored in it; `sluice build my-job` builds it and prints the
+//! path, `target/wasm32-unknown-unknown/release/<job>.wasm`), then run it locally with
+//! `sluice run --operator <id> --dataset <name> <that path>`. Sample crates inside this
+//! workspace build with the `guest` profile instead (`target/wasm32-unknown-unknown/guest/`).
 //!
 //! ## Core concepts
 //! - [`Job`] is the job's context: its parameters, dataset metadata, budget and queries.

@@ -395,6 +395,13 @@ fn every_role_reaches_only_its_endpoints_and_every_denial_is_audited() {
             [true, false, true, true],
         ),
         (
+            "GET",
+            format!("/v1/jobs/{job}/wasm"),
+            None,
+            vec![],
+            [true, false, true, true],
+        ),
+        (
             "POST",
             format!("/v1/jobs/{job}/cancel"),
             None,

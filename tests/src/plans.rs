@@ -171,6 +171,12 @@ fn a_reviewer_sees_the_plan_of_a_pending_job() {
     assert!(!plan["queries"].as_array().unwrap().is_empty(), "{plan}");
     assert_eq!(plan["problems"], json!([]), "{plan}");
     assert_eq!(plan["outcome"]["state"], "completed", "{plan}");
+    // The reviewer can fetch the exact bytes to rebuild and compare.
+    let bytes = b
+        .client(&b.reviewer)
+        .get_bytes(&format!("/v1/jobs/{id}/wasm"))
+        .unwrap();
+    assert!(bytes == wasm, "the wasm that runs is the wasm submitted");
     // Another operator may not see it (the same answer as for a job that does not exist).
     let (status, v) = http(b.url(), "GET", &path, Some(&b.analyst), None, b"");
     assert!(status == 403 || status == 404, "{status} {v}");

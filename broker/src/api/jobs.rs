@@ -750,6 +750,21 @@ pub(crate) async fn receipt(
     Ok(([(header::CONTENT_TYPE, "application/json")], receipt).into_response())
 }
 
+/// `GET /v1/jobs/{id}/wasm`: the exact bytes that run (its operator, reviewers, admins,
+/// auditors and its datasets' holders), to rebuild the job from source and compare.
+pub(crate) async fn wasm(
+    State(s): State<Arc<Shared>>,
+    auth: Auth,
+    id: JobId,
+) -> ApiResult<Response> {
+    let job = visible_job(&s, &auth, &id, Readers::Staff)?;
+    let bytes = s
+        .store
+        .wasm(&job.wasm_sha256)?
+        .ok_or_else(|| ApiError::not_found(format!("job `{id}` no longer holds its wasm")))?;
+    Ok(([(header::CONTENT_TYPE, "application/wasm")], bytes).into_response())
+}
+
 /// `GET /v1/jobs/{id}/log`: the job's log lines (its operator, and the staff who oversee it).
 pub(crate) async fn log(
     State(s): State<Arc<Shared>>,

@@ -52,6 +52,7 @@ pub(crate) fn router(s: Arc<Shared>) -> Router {
         .route("/v1/jobs/{id}/result", get(jobs::result))
         .route("/v1/jobs/{id}/receipt", get(jobs::receipt))
         .route("/v1/jobs/{id}/log", get(jobs::log))
+        .route("/v1/jobs/{id}/wasm", get(jobs::wasm))
         .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
         .route("/v1/datasets", get(datasets::list))
         .route("/v1/datasets/{name}", get(datasets::one))
