@@ -161,7 +161,8 @@ impl Role {
             Self::Auditor => "auditor",
         }
     }
-    fn parse(s: &str) -> Option<Self> {
+    /// The role called `s`.
+    pub fn parse(s: &str) -> Option<Self> {
         Some(match s {
             "operator" => Self::Operator,
             "reviewer" => Self::Reviewer,

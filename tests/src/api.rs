@@ -493,6 +493,13 @@ fn every_role_reaches_only_its_endpoints_and_every_denial_is_audited() {
             [false, false, false, true],
         ),
         (
+            "POST",
+            "/v1/admin/tokens".into(),
+            Some("application/json"),
+            br#"{"role":"reviewer","principal":"matrix-made"}"#.to_vec(),
+            [false, false, false, true],
+        ),
+        (
             "GET",
             "/v1/admin/usage".into(),
             None,
@@ -607,6 +614,66 @@ fn every_role_reaches_only_its_endpoints_and_every_denial_is_audited() {
         denials,
         "every 401/403 is in the audit log"
     );
+}
+
+#[test]
+fn an_admin_makes_tokens_over_the_api_and_they_work_at_once() {
+    let mut b = TestBroker::start("tokens", |p| p);
+    let post = |body: &str| {
+        http(
+            b.url(),
+            "POST",
+            "/v1/admin/tokens",
+            Some(&b.admin),
+            Some("application/json"),
+            body.as_bytes(),
+        )
+    };
+    let (status, v) = post(r#"{"role":"operator","principal":"analyst","valid_for_days":7}"#);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        (v["role"].as_str(), v["valid_for_days"].as_u64()),
+        (Some("operator"), Some(7))
+    );
+    assert!(v["warning"].is_null(), "a granted operator: {v}");
+    let token = v["token"].as_str().unwrap();
+    let (status, _) = http(b.url(), "GET", "/v1/budget", Some(token), None, b"");
+    assert_eq!(status, 200, "the new token works");
+    // A typo'd principal is made but warned about; a bad role or lifetime is refused.
+    let (status, v) = post(r#"{"role":"operator","principal":"analsyt"}"#);
+    assert_eq!(status, 200, "{v}");
+    assert!(
+        v["warning"]
+            .as_str()
+            .unwrap()
+            .contains("no grant names operator `analsyt`"),
+        "{v}"
+    );
+    let (status, v) = post(r#"{"role":"superuser","principal":"x"}"#);
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (400, Some("bad_name")),
+        "{v}"
+    );
+    let (status, _) = post(r#"{"role":"reviewer","principal":"x","valid_for_days":400}"#);
+    assert_eq!(status, 400);
+    // Every token made is an audit entry naming the admin who made it.
+    let (_, audit) = http(
+        b.url(),
+        "GET",
+        "/v1/audit?limit=1000",
+        Some(&b.reviewer),
+        None,
+        b"",
+    );
+    let made = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "token.created" && e["actor"] == "root")
+        .count();
+    assert_eq!(made, 2, "{audit}");
+    b.stop();
 }
 
 #[test]

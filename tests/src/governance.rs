@@ -999,7 +999,8 @@ fn a_scenarios_recipient_fetches_its_released_reports_and_no_other_operator_does
         format!("/v1/jobs/{id}"),
     ] {
         let (status, v) = http(b.url(), "GET", &path, Some(&b.tourism), None, b"");
-        assert_eq!(status, 403, "{path}: {v}");
+        // Another operator's job is answered as no job at all.
+        assert_eq!(status, 404, "{path}: {v}");
     }
     let (status, v) = http(
         b.url(),

@@ -484,3 +484,92 @@ pub(crate) async fn metrics(
     ));
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
 }
+
+/// The body of `POST /v1/admin/tokens`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NewToken {
+    role: String,
+    principal: String,
+    /// Days it works (1 to 366; default 90).
+    #[serde(default)]
+    valid_for_days: Option<u64>,
+}
+
+/// A token made over the API: shown once.
+#[derive(Serialize)]
+pub(crate) struct MadeToken {
+    token: String,
+    role: &'static str,
+    principal: String,
+    valid_for_days: u64,
+    /// Why the token may be refused everywhere it goes (no grant names the operator, no dataset
+    /// names the holder), if so.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    warning: Option<String>,
+}
+
+/// `POST /v1/admin/tokens`: a token for `principal` in `role` (admins), without access to the
+/// broker's data directory; audited as `token.created` by the admin.
+pub(crate) async fn create_token(
+    State(s): State<Arc<Shared>>,
+    auth: Only<Admins>,
+    super::JsonBody(t): super::JsonBody<NewToken>,
+) -> ApiResult<Json<MadeToken>> {
+    let role = Role::parse(&t.role).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::BadName,
+            format!(
+                "no role `{}`; roles: operator, reviewer, admin, holder, auditor",
+                t.role.escape_debug()
+            ),
+        )
+    })?;
+    let days = t.valid_for_days.unwrap_or(90);
+    if !(1..=366).contains(&days) {
+        return Err(ApiError::new(
+            ErrorCode::BadName,
+            "a token is valid for 1 to 366 days",
+        ));
+    }
+    let warning = {
+        let cur = current(&s);
+        let policy = cur.sandbox.engine().policy();
+        match role {
+            Role::Operator
+                if !policy
+                    .grants
+                    .iter()
+                    .any(|g| g.operator.as_str() == t.principal) =>
+            {
+                Some(format!(
+                    "no grant names operator `{}`: its requests will be refused",
+                    t.principal
+                ))
+            }
+            Role::Holder if !policy.datasets.values().any(|d| d.holder == t.principal) => {
+                Some(format!(
+                    "no dataset names holder `{}`: it will oversee nothing",
+                    t.principal
+                ))
+            }
+            _ => None,
+        }
+    };
+    let token = s
+        .store
+        .create_token_valid_for(
+            role,
+            &t.principal,
+            &auth.0.name,
+            Duration::from_secs(days * 86_400),
+        )
+        .map_err(|e| ApiError::new(ErrorCode::BadName, e.to_string()))?;
+    Ok(Json(MadeToken {
+        token,
+        role: role.as_str(),
+        principal: t.principal,
+        valid_for_days: days,
+        warning,
+    }))
+}

@@ -77,6 +77,11 @@ pub(crate) fn visible_job(
         };
     if allowed {
         Ok(job)
+    } else if staff || recipient() {
+        // The caller sees the job, just not this part of it.
+        Err(ApiError::forbidden(format!(
+            "your role may not read this of job `{id}`"
+        )))
     } else {
         // The same answer as for a job that does not exist: ids show no one else's jobs.
         Err(ApiError::hidden(format!("no job `{id}`")))

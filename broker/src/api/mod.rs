@@ -62,6 +62,7 @@ pub(crate) fn router(s: Arc<Shared>) -> Router {
         .route("/v1/reviews/{id}/{decision}", post(reviews::decide))
         .route("/v1/audit", get(reviews::audit_log))
         .route("/v1/admin/policy/reload", post(admin::reload))
+        .route("/v1/admin/tokens", post(admin::create_token))
         .route("/v1/admin/{action}", post(admin::freeze))
         .route("/v1/admin/{kind}/{name}/{action}", post(admin::suspend))
         .route("/v1/admin/usage", get(admin::usage))
