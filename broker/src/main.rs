@@ -206,6 +206,18 @@ enum Command {
         #[arg(long)]
         no_wait: bool,
     },
+    /// Privacy loss charged per dataset and operator, all time (admins, auditors; a holder sees
+    /// its own datasets').
+    Usage {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Load the policy files again (admin): an invalid policy is refused, listing its problems,
+    /// and the one in force stays.
+    Reload {
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// Show a job's state (or list your jobs without an id).
     Status {
         #[command(flatten)]
@@ -754,6 +766,8 @@ fn main() -> ExitCode {
             },
         },
         Command::Status { conn, id } => remote::status(&conn, id.as_deref()),
+        Command::Usage { conn } => remote::usage(&conn),
+        Command::Reload { conn } => remote::reload(&conn),
         Command::Query {
             conn,
             sql,

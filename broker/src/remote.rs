@@ -590,6 +590,53 @@ pub fn receipt_path(report: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
+/// `sluice usage`.
+pub fn usage(conn: &Conn) -> Result<ExitCode> {
+    let v = client(conn)?.get_json("/v1/admin/usage")?;
+    if conn.json {
+        print_json(&v)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows: Vec<Vec<String>> = v["usage"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|u| {
+            let cost = cost_of(u);
+            vec![
+                u["dataset"].as_str().unwrap_or("?").to_string(),
+                u["holder"].as_str().unwrap_or("-").to_string(),
+                u["operator"].as_str().unwrap_or("?").to_string(),
+                u["jobs"].to_string(),
+                u["queries"].to_string(),
+                cost.to_string(),
+            ]
+        })
+        .collect();
+    if rows.is_empty() {
+        println!("nothing charged yet");
+    } else {
+        print!(
+            "{}",
+            crate::print::columns(
+                &["dataset", "holder", "operator", "jobs", "queries", "charged"],
+                &rows
+            )
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `sluice reload`.
+pub fn reload(conn: &Conn) -> Result<ExitCode> {
+    let v = client(conn)?.post_json("/v1/admin/policy/reload", &json!({}))?;
+    println!(
+        "policy reloaded: sha256 {}",
+        v["policy_sha256"].as_str().unwrap_or("?")
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `sluice budget`.
 pub fn budget(conn: &Conn) -> Result<ExitCode> {
     let b = client(conn)?.get_json("/v1/budget")?;

@@ -200,6 +200,7 @@ fn the_operator_runs_it_on_a_broker(dir: &std::path::Path, wasm: &std::path::Pat
     )));
     out.push_str(&shown(&operator, &["budget"]));
     out.push_str(&shown(&auditor, &["audit", "show", "--job", &id]));
+    out.push_str(&shown(&auditor, &["usage"]));
     golden("daily_path.expected", &mask(&out, wasm, dir));
     broker.stop().unwrap();
 }
