@@ -4,7 +4,7 @@ A Sluice sample job in Python. Parameters (all optional): ``epsilon`` (what the 
 `health_visits`, default 0.6), ``min_age`` (default 18).
 
     sluice build samples/python-visits
-    sluice run --operator canal-analytics samples/python-visits/build/job.wasm --params min_age=65
+    sluice run --operator canal-analytics --dataset health_visits samples/python-visits/build/job.wasm --params min_age=65
 """
 
 from sluice import Job, Report
