@@ -619,7 +619,9 @@ pub fn usage(conn: &Conn) -> Result<ExitCode> {
         print!(
             "{}",
             crate::print::columns(
-                &["dataset", "holder", "operator", "jobs", "queries", "charged"],
+                &[
+                    "dataset", "holder", "operator", "jobs", "queries", "charged"
+                ],
                 &rows
             )
         );

@@ -224,18 +224,30 @@ pub(crate) async fn query(
         (review, holders_to_approve(policy, &job.datasets))
     };
     room_for(&s, &auth, &job.datasets, needs_review)?;
+    accepted(&s, &auth.0.name, &job, needs_review, &holders_to_approve)
+}
+
+/// Stores an admitted job and answers `202` with its id, first state and wasm sha256, and
+/// where to follow it.
+fn accepted(
+    s: &Shared,
+    operator: &str,
+    job: &Submission,
+    needs_review: bool,
+    holders_to_approve: &[String],
+) -> ApiResult<Response> {
     let (id, state) = s.store.submit(&NewJob {
-        operator: &auth.0.name,
+        operator,
         purpose: &job.purpose,
         params: &job.params,
         wasm: &job.wasm,
         datasets: &job.datasets,
         max_epsilon: job.max_epsilon,
         needs_review,
-        holders_to_approve: &holders_to_approve,
+        holders_to_approve,
         scenario: job.scenario.as_deref(),
     })?;
-    notify(&s);
+    notify(s);
     let location = format!("/v1/jobs/{id}");
     let body = Submitted {
         id,
@@ -275,43 +287,13 @@ pub(crate) async fn submit(
     room_for(&s, &auth, &job.datasets, needs_review)?;
     // Compile now: an invalid job is refused at the door, and the first run skips compilation.
     let s2 = s.clone();
-    let Submission {
-        purpose,
-        params,
-        datasets,
-        max_epsilon,
-        scenario,
-        wasm,
-    } = job;
-    let wasm =
-        tokio::task::spawn_blocking(move || current(&s2).sandbox.precompile(&wasm).map(|_| wasm))
-            .await
-            .map_err(ApiError::internal)?
-            .map_err(|e| ApiError::new(ErrorCode::InvalidWasm, e.to_string()))?;
-    let (id, state) = s.store.submit(&NewJob {
-        operator: &auth.0.name,
-        purpose: &purpose,
-        params: &params,
-        wasm: &wasm,
-        datasets: &datasets,
-        max_epsilon,
-        needs_review,
-        holders_to_approve: &holders_to_approve,
-        scenario: scenario.as_deref(),
-    })?;
-    notify(&s);
-    let location = format!("/v1/jobs/{id}");
-    let body = Submitted {
-        id,
-        state,
-        wasm_sha256: sha256_hex(&wasm),
-    };
-    Ok((
-        StatusCode::ACCEPTED,
-        [(header::LOCATION, location)],
-        Json(body),
-    )
-        .into_response())
+    let job = tokio::task::spawn_blocking(move || {
+        current(&s2).sandbox.precompile(&job.wasm).map(|_| job)
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(|e| ApiError::new(ErrorCode::InvalidWasm, e.to_string()))?;
+    accepted(&s, &auth.0.name, &job, needs_review, &holders_to_approve)
 }
 
 /// A job as submitted: application/wasm with its metadata in the query string, or
