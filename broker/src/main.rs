@@ -64,6 +64,64 @@ pub struct Declared {
     pub scenario: Option<String>,
 }
 
+/// `sluice plan`: a job (or a submitted job's id), its declarations, and where to plan it.
+#[derive(Args)]
+pub struct PlanArgs {
+    /// The job's wasm (not with `--id`).
+    #[arg(required_unless_present = "id")]
+    pub job: Option<PathBuf>,
+    /// A submitted job to plan instead.
+    #[arg(long, conflicts_with = "job")]
+    pub id: Option<String>,
+    #[command(flatten)]
+    pub declared: Declared,
+    /// Plan locally against this policy file or directory.
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
+    /// With `--policy`: the operator whose grants apply.
+    #[arg(long, requires = "policy")]
+    pub operator: Option<String>,
+    /// With `--policy`: where lookup tables are read (datasets are never read).
+    #[arg(long, default_value = ".")]
+    pub data_root: PathBuf,
+    /// The broker's URL.
+    #[arg(long, env = "SLUICE_URL", default_value = "http://127.0.0.1:7878")]
+    pub url: String,
+    /// A bearer token (from `sluice token create`), for a plan by the broker.
+    #[arg(long, env = "SLUICE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Print the plan as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `sluice query`: one SQL question for the built-in SQL job.
+#[derive(Args)]
+pub struct QueryCmd {
+    #[command(flatten)]
+    pub conn: Conn,
+    /// The SQL.
+    pub sql: String,
+    /// Why it is asked (shown to reviewers and recorded in the audit log).
+    #[arg(long)]
+    pub purpose: String,
+    /// Spend this ε (pure-DP datasets).
+    #[arg(long, required_unless_present_any = ["rho", "accuracy"], conflicts_with_all = ["rho", "accuracy"])]
+    pub epsilon: Option<f64>,
+    /// Or: spend this ρ (zCDP datasets).
+    #[arg(long, conflicts_with = "accuracy")]
+    pub rho: Option<f64>,
+    /// Or: the 95% half-width every aggregate cell must have; the broker solves for ε (or ρ).
+    #[arg(long)]
+    pub accuracy: Option<f64>,
+    /// The scenario it runs under (needed when you hold several on its dataset).
+    #[arg(long)]
+    pub scenario: Option<String>,
+    /// Submit and print the job id without waiting for the answer.
+    #[arg(long)]
+    pub no_wait: bool,
+}
+
 /// An operator or a dataset to suspend, hold or resume.
 #[derive(Args, Clone)]
 pub struct Target {
@@ -151,61 +209,11 @@ enum Command {
     /// Exits 1, before anything is spent, if the job would fail or exceed a cap. With `--policy`
     /// it plans locally (no broker, a fresh ledger); otherwise the broker plans it against your
     /// real budget; with `--id` it plans a submitted job (reviewers, holders, its operator).
-    Plan {
-        /// The job's wasm (not with `--id`).
-        #[arg(required_unless_present = "id")]
-        job: Option<PathBuf>,
-        /// A submitted job to plan instead.
-        #[arg(long, conflicts_with = "job")]
-        id: Option<String>,
-        #[command(flatten)]
-        declared: Declared,
-        /// Plan locally against this policy file or directory.
-        #[arg(long)]
-        policy: Option<PathBuf>,
-        /// With `--policy`: the operator whose grants apply.
-        #[arg(long, requires = "policy")]
-        operator: Option<String>,
-        /// With `--policy`: where lookup tables are read (datasets are never read).
-        #[arg(long, default_value = ".")]
-        data_root: PathBuf,
-        /// The broker's URL.
-        #[arg(long, env = "SLUICE_URL", default_value = "http://127.0.0.1:7878")]
-        url: String,
-        /// A bearer token (from `sluice token create`), for a plan by the broker.
-        #[arg(long, env = "SLUICE_TOKEN", hide_env_values = true)]
-        token: Option<String>,
-        /// Print the plan as JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Plan(PlanArgs),
     /// Ask one SQL query without writing a job: the built-in SQL job runs it through the same
     /// engine, grant, ledger, review and receipts as any job (operator; the grant must set
     /// `adhoc_sql = true`). Waits for the answer and prints it.
-    Query {
-        #[command(flatten)]
-        conn: Conn,
-        /// The SQL.
-        sql: String,
-        /// Why it is asked (shown to reviewers and recorded in the audit log).
-        #[arg(long)]
-        purpose: String,
-        /// Spend this ε (pure-DP datasets).
-        #[arg(long, required_unless_present_any = ["rho", "accuracy"], conflicts_with_all = ["rho", "accuracy"])]
-        epsilon: Option<f64>,
-        /// Or: spend this ρ (zCDP datasets).
-        #[arg(long, conflicts_with = "accuracy")]
-        rho: Option<f64>,
-        /// Or: the 95% half-width every aggregate cell must have; the broker solves for ε (or ρ).
-        #[arg(long)]
-        accuracy: Option<f64>,
-        /// The scenario it runs under (needed when you hold several on its dataset).
-        #[arg(long)]
-        scenario: Option<String>,
-        /// Submit and print the job id without waiting for the answer.
-        #[arg(long)]
-        no_wait: bool,
-    },
+    Query(QueryCmd),
     /// Privacy loss charged per dataset and operator, all time (admins, auditors; a holder sees
     /// its own datasets').
     Usage {
@@ -689,6 +697,35 @@ fn audit(command: AuditCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// `sluice plan`: locally with `--policy`, else on the broker (a job's wasm, or `--id`).
+fn plan(a: PlanArgs) -> anyhow::Result<ExitCode> {
+    match (a.policy, a.job, a.id) {
+        (Some(policy), Some(job), _) => match a.operator {
+            Some(operator) => {
+                local::plan(&policy, &operator, &a.data_root, &a.declared, &job, a.json)
+            }
+            None => Err(anyhow::anyhow!(
+                "a local plan needs --operator: the operator whose grants apply"
+            )),
+        },
+        (Some(_), None, _) => Err(anyhow::anyhow!(
+            "--id plans a submitted job on the broker; leave out --policy"
+        )),
+        (None, job, id) => {
+            let conn = Conn {
+                url: a.url,
+                token: a.token,
+                json: a.json,
+            };
+            match (job, id) {
+                (_, Some(id)) => remote::plan_submitted(&conn, &id, a.json),
+                (Some(job), None) => remote::plan(&conn, &job, &a.declared, a.json),
+                (None, None) => Err(anyhow::anyhow!("give the job's wasm, or --id")),
+            }
+        }
+    }
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -725,68 +762,11 @@ fn main() -> ExitCode {
                 print,
             },
         ),
-        Command::Plan {
-            job,
-            id,
-            declared,
-            policy,
-            operator,
-            data_root,
-            url,
-            token,
-            json,
-        } => match (policy, job, id) {
-            (Some(policy), Some(job), _) => match operator {
-                Some(operator) => {
-                    local::plan(&policy, &operator, &data_root, &declared, &job, json)
-                }
-                None => Err(anyhow::anyhow!(
-                    "a local plan needs --operator: the operator whose grants apply"
-                )),
-            },
-            (Some(_), None, _) => Err(anyhow::anyhow!(
-                "--id plans a submitted job on the broker; leave out --policy"
-            )),
-            (None, job, id) => match token {
-                None => Err(anyhow::anyhow!(
-                    "the broker plans with your budget: give --token (or SLUICE_TOKEN); or plan locally with --policy and --operator"
-                )),
-                Some(token) => {
-                    let conn = Conn {
-                        url,
-                        token: Some(token),
-                        json,
-                    };
-                    match (job, id) {
-                        (_, Some(id)) => remote::plan_submitted(&conn, &id, json),
-                        (Some(job), None) => remote::plan(&conn, &job, &declared, json),
-                        (None, None) => Err(anyhow::anyhow!("give the job's wasm, or --id")),
-                    }
-                }
-            },
-        },
+        Command::Plan(args) => plan(args),
         Command::Status { conn, id } => remote::status(&conn, id.as_deref()),
         Command::Usage { conn } => remote::usage(&conn),
         Command::Reload { conn } => remote::reload(&conn),
-        Command::Query {
-            conn,
-            sql,
-            purpose,
-            epsilon,
-            rho,
-            accuracy,
-            scenario,
-            no_wait,
-        } => remote::query(
-            &conn,
-            &remote::QueryArgs {
-                sql: &sql,
-                purpose: &purpose,
-                budget: [epsilon, rho, accuracy],
-                scenario: scenario.as_deref(),
-                wait: !no_wait,
-            },
-        ),
+        Command::Query(q) => remote::query(&q),
         Command::Result {
             conn,
             id,

@@ -385,39 +385,25 @@ pub fn submit(conn: &Conn, job: &Path, args: &SubmitArgs<'_>) -> Result<ExitCode
     Ok(ExitCode::SUCCESS)
 }
 
-/// What `sluice query` asks.
-pub struct QueryArgs<'a> {
-    /// The SQL.
-    pub sql: &'a str,
-    /// Why.
-    pub purpose: &'a str,
-    /// ε, ρ or a target accuracy (one of them).
-    pub budget: [Option<f64>; 3],
-    /// The scenario.
-    pub scenario: Option<&'a str>,
-    /// Wait for the answer and print it.
-    pub wait: bool,
-}
-
 /// `sluice query`: the built-in SQL job, submitted and (by default) followed to its answer.
-pub fn query(conn: &Conn, args: &QueryArgs<'_>) -> Result<ExitCode> {
-    let [epsilon, rho, accuracy] = args.budget;
+pub fn query(args: &crate::QueryCmd) -> Result<ExitCode> {
+    let conn = &args.conn;
     let c = client(conn)?;
     let r = c.post_json(
         "/v1/query",
         &json!({
             "purpose": args.purpose,
             "sql": args.sql,
-            "epsilon": epsilon,
-            "rho": rho,
-            "accuracy": accuracy,
+            "epsilon": args.epsilon,
+            "rho": args.rho,
+            "accuracy": args.accuracy,
             "scenario": args.scenario,
         }),
     )?;
     let id = r["id"].as_str().context("the broker returned no job id")?;
     println!("{id}");
     eprintln!("submitted {id} ({})", r["state"].as_str().unwrap_or("?"));
-    if !args.wait {
+    if args.no_wait {
         return Ok(ExitCode::SUCCESS);
     }
     let mut progress = Progress::new(Some(1));
