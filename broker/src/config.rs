@@ -20,9 +20,13 @@ pub struct Config {
     /// Queued jobs beyond which submissions get `429`.
     #[serde(default = "default_max_queued")]
     pub max_queued: i64,
-    /// Seconds before a request (other than an event stream) times out.
+    /// Seconds before a request (other than an event stream, a submission or a plan) times out.
     #[serde(default = "default_timeout")]
     pub request_timeout_secs: u64,
+    /// Seconds before a submission times out: it compiles its job first (a Python job takes
+    /// about 10 s on 2 cores, more on a busy machine).
+    #[serde(default = "default_submit_timeout")]
+    pub submit_timeout_secs: u64,
     /// Jobs waiting for review beyond which submissions that need review get `429`.
     #[serde(default = "default_max_pending_reviews")]
     pub max_pending_reviews: i64,
@@ -53,6 +57,9 @@ fn default_max_pending_reviews_per_operator() -> i64 {
 fn default_timeout() -> u64 {
     30
 }
+fn default_submit_timeout() -> u64 {
+    300
+}
 
 impl Config {
     /// A configuration with defaults.
@@ -64,6 +71,7 @@ impl Config {
             workers: default_workers(),
             max_queued: default_max_queued(),
             request_timeout_secs: default_timeout(),
+            submit_timeout_secs: default_submit_timeout(),
             max_pending_reviews: default_max_pending_reviews(),
             max_pending_reviews_per_operator: default_max_pending_reviews_per_operator(),
             connections: Default::default(),

@@ -64,7 +64,7 @@ pub enum ErrorCode {
     BadName,
     /// the new policy did not load; the old one stays in force.
     InvalidPolicy,
-    /// the request took longer than `request_timeout_secs`.
+    /// the request took longer than `request_timeout_secs` (`submit_timeout_secs` for a submission).
     Timeout,
     /// a fault in the broker (logged; the message never carries its cause).
     Internal,
@@ -212,7 +212,9 @@ impl ErrorCode {
             Self::BadReason => "a review decision needs a reason of 1 to 2,000 bytes",
             Self::BadName => "a suspended name is empty or over 64 characters",
             Self::InvalidPolicy => "the new policy did not load; the old one stays in force",
-            Self::Timeout => "the request took longer than `request_timeout_secs`",
+            Self::Timeout => {
+                "the request took longer than `request_timeout_secs` (`submit_timeout_secs` for a submission)"
+            }
             Self::Internal => "a fault in the broker (logged; the message never carries its cause)",
         }
     }

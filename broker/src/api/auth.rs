@@ -257,7 +257,16 @@ pub(crate) fn repeated_entry(r: &crate::denials::Repeated) -> NewEntry {
 
 /// Answers `timeout` when a request takes longer than the configured limit.
 pub(crate) async fn timeout(State(s): State<Arc<Shared>>, req: Request, next: Next) -> Response {
-    let limit = Duration::from_secs(s.config.request_timeout_secs.max(1));
+    // A submission compiles its job before it answers.
+    let submitting = req.method() == axum::http::Method::POST && req.uri().path() == "/v1/jobs";
+    let secs = if submitting {
+        s.config
+            .submit_timeout_secs
+            .max(s.config.request_timeout_secs)
+    } else {
+        s.config.request_timeout_secs
+    };
+    let limit = Duration::from_secs(secs.max(1));
     match tokio::time::timeout(limit, next.run(req)).await {
         Ok(r) => r,
         Err(_) => ApiError::new(
