@@ -408,12 +408,15 @@ impl Sandbox {
     /// One run of `req`'s job over `catalog`, charging a fresh [`PlanLedger`].
     fn mock_run(&self, catalog: data::Catalog, req: &JobRequest<'_>) -> MockRun {
         let ledger = Arc::new(PlanLedger::new(self.engine.accountant().clone()));
-        let engine = Arc::new(PrivacyEngine::new(
-            catalog,
-            self.engine.policy_arc(),
-            ledger.clone(),
-            Some(Arc::new(InMemoryAnswerCache::new())),
-        ));
+        let engine = Arc::new(
+            PrivacyEngine::new(
+                catalog,
+                self.engine.policy_arc(),
+                ledger.clone(),
+                Some(Arc::new(InMemoryAnswerCache::new())),
+            )
+            .without_response_padding(),
+        );
         let asker = Asker {
             scope: req.datasets.clone(),
             max_epsilon: req.max_epsilon,

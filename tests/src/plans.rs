@@ -187,3 +187,36 @@ fn a_reviewer_sees_the_plan_of_a_pending_job() {
     }
     b.stop();
 }
+
+#[test]
+fn a_plan_does_not_wait_out_response_time_padding() {
+    // Real answers on health_visits are padded to 10 s; a plan's mock answers are about no one
+    // and come at once (with padding, two runs of two queries would take 40 s).
+    let dir = crate::temp_dir("plan-padding");
+    let pdir = crate::write_policy(&dir, |p| {
+        p.replacen(
+            "max_rows_per_unit = 5\n",
+            "max_rows_per_unit = 5\nresponse_time_bucket_ms = 10000\n",
+            1,
+        )
+    });
+    let policy = sluice_policy::load(&pdir).unwrap();
+    let s = sluice_runtime::Sandbox::new(sluice_runtime::SandboxConfig::new(
+        policy,
+        crate::data_root(),
+        std::sync::Arc::new(sluice_runtime::InMemoryAccountant::new()),
+    ))
+    .unwrap();
+    let wasm = guest(env!("GUEST_VISITS_BY_DISTRICT"));
+    let mut req = JobRequest::new(op("analyst"), "j", &wasm, "epsilon=0.3&min_age=18");
+    req.datasets = Some(vec!["health_visits".parse().unwrap()]);
+    let started = std::time::Instant::now();
+    let plan = s.plan_job(&req).expect("the plan runs");
+    assert!(plan.would_complete(), "{plan:?}");
+    assert_eq!(plan.queries.len(), 2);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+}
