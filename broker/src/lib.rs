@@ -43,6 +43,7 @@ pub mod error;
 pub mod filings;
 pub mod keys;
 pub mod listener;
+pub mod plot;
 pub mod server;
 pub mod store;
 pub mod webhook;

@@ -122,6 +122,54 @@ pub struct QueryCmd {
     pub no_wait: bool,
 }
 
+/// `sluice result`: a report as text, JSON, CSV or a chart, or written with its receipt.
+#[derive(Args)]
+pub struct ResultArgs {
+    #[command(flatten)]
+    pub conn: Conn,
+    /// The job.
+    pub id: String,
+    /// Write the report here (and the receipt beside it, as <file>.receipt.json).
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+    /// CSV (as signed by the receipt) instead of text (or, with --output, JSON).
+    #[arg(long)]
+    pub csv: bool,
+    /// Only this table (text or CSV on the terminal; the receipt covers the whole report).
+    #[arg(long, conflicts_with = "output")]
+    pub table: Option<String>,
+    /// Draw a table (the first, or --table) as an SVG bar chart with 95% error bars.
+    #[arg(long, conflicts_with_all = ["output", "csv"])]
+    pub plot: Option<PathBuf>,
+    /// With --plot: the aggregate column to draw (default: the table's first).
+    #[arg(long, requires = "plot")]
+    pub column: Option<String>,
+}
+
+/// `sluice submit`: a job, its purpose and declarations, and how to follow it.
+#[derive(Args)]
+pub struct SubmitCmd {
+    #[command(flatten)]
+    pub conn: Conn,
+    /// The job's wasm.
+    pub job: PathBuf,
+    /// Why it runs (shown to reviewers and recorded in the audit log).
+    #[arg(long)]
+    pub purpose: String,
+    #[command(flatten)]
+    pub declared: Declared,
+    /// Wait for the job to end, showing its progress.
+    #[arg(long)]
+    pub wait: bool,
+    /// With --wait: print the report once it is released.
+    #[arg(long, requires = "wait")]
+    pub print: bool,
+    /// Submit without planning first. By default the broker plans the job on mock data
+    /// (`sluice plan`) and nothing is submitted if it would fail or overspend.
+    #[arg(long)]
+    pub no_plan: bool,
+}
+
 /// An operator or a dataset to suspend, hold or resume.
 #[derive(Args, Clone)]
 pub struct Target {
@@ -183,27 +231,7 @@ enum Command {
         command: TokenCommand,
     },
     /// Submit a job (operator).
-    Submit {
-        #[command(flatten)]
-        conn: Conn,
-        /// The job's wasm.
-        job: PathBuf,
-        /// Why it runs (shown to reviewers and recorded in the audit log).
-        #[arg(long)]
-        purpose: String,
-        #[command(flatten)]
-        declared: Declared,
-        /// Wait for the job to end, showing its progress.
-        #[arg(long)]
-        wait: bool,
-        /// With --wait: print the report once it is released.
-        #[arg(long, requires = "wait")]
-        print: bool,
-        /// Submit without planning first. By default the broker plans the job on mock data
-        /// (`sluice plan`) and nothing is submitted if it would fail or overspend.
-        #[arg(long)]
-        no_plan: bool,
-    },
+    Submit(SubmitCmd),
     /// A dry run of a whole job on mock data drawn from the policy's public metadata: every
     /// query with its cost and accuracy, and the totals against what your grants have left.
     /// Exits 1, before anything is spent, if the job would fail or exceed a cap. With `--policy`
@@ -234,21 +262,7 @@ enum Command {
         id: Option<String>,
     },
     /// Download a released report and its receipt.
-    Result {
-        #[command(flatten)]
-        conn: Conn,
-        /// The job.
-        id: String,
-        /// Write the report here (and the receipt beside it, as <file>.receipt.json).
-        #[arg(short, long)]
-        output: Option<PathBuf>,
-        /// CSV (as signed by the receipt) instead of text (or, with --output, JSON).
-        #[arg(long)]
-        csv: bool,
-        /// Only this table (text or CSV on the terminal; the receipt covers the whole report).
-        #[arg(long, conflicts_with = "output")]
-        table: Option<String>,
-    },
+    Result(ResultArgs),
     /// What a query would cost and how accurate it would be, without running it (operator).
     Estimate {
         #[command(flatten)]
@@ -743,37 +757,28 @@ fn main() -> ExitCode {
         } => remote::init(&data_dir, policy, data_root, listen, key_file.as_deref()),
         Command::Serve { data_dir, listen } => remote::serve(&data_dir, listen),
         Command::Token { command } => token(command),
-        Command::Submit {
-            conn,
-            job,
-            purpose,
-            declared,
-            wait,
-            print,
-            no_plan,
-        } => remote::submit(
-            &conn,
-            &job,
-            &remote::SubmitArgs {
-                purpose: &purpose,
-                declared: &declared,
-                wait,
-                plan: !no_plan,
-                print,
-            },
-        ),
+        Command::Submit(a) => remote::submit(&a),
         Command::Plan(args) => plan(args),
         Command::Status { conn, id } => remote::status(&conn, id.as_deref()),
         Command::Usage { conn } => remote::usage(&conn),
         Command::Reload { conn } => remote::reload(&conn),
         Command::Query(q) => remote::query(&q),
-        Command::Result {
-            conn,
-            id,
-            output,
-            csv,
-            table,
-        } => remote::result(&conn, &id, output.as_deref(), csv, table.as_deref()),
+        Command::Result(a) => match &a.plot {
+            Some(plot) => remote::plot(
+                &a.conn,
+                &a.id,
+                plot,
+                a.table.as_deref(),
+                a.column.as_deref(),
+            ),
+            None => remote::result(
+                &a.conn,
+                &a.id,
+                a.output.as_deref(),
+                a.csv,
+                a.table.as_deref(),
+            ),
+        },
         Command::Budget { conn } => remote::budget(&conn),
         Command::Alerts { conn, follow } => remote::alerts(&conn, follow),
         Command::Logs { conn, id } => remote::logs(&conn, &id),

@@ -312,20 +312,6 @@ pub fn logs(conn: &Conn, id: &str) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// What `sluice submit` sends besides the wasm, and whether it waits.
-pub struct SubmitArgs<'a> {
-    /// Why the job runs.
-    pub purpose: &'a str,
-    /// Its declarations.
-    pub declared: &'a Declared,
-    /// Follow the job to its end.
-    pub wait: bool,
-    /// Plan it first, and submit nothing if the plan finds a problem.
-    pub plan: bool,
-    /// With `wait`: print the report once released.
-    pub print: bool,
-}
-
 /// The submission of the wasm in `job` with `declared`.
 fn submission<'a>(wasm: &'a [u8], purpose: &'a str, declared: &'a Declared) -> Submission<'a> {
     Submission {
@@ -339,15 +325,16 @@ fn submission<'a>(wasm: &'a [u8], purpose: &'a str, declared: &'a Declared) -> S
 }
 
 /// `sluice submit`.
-pub fn submit(conn: &Conn, job: &Path, args: &SubmitArgs<'_>) -> Result<ExitCode> {
+pub fn submit(args: &crate::SubmitCmd) -> Result<ExitCode> {
+    let (conn, job) = (&args.conn, args.job.as_path());
     if args.declared.datasets.is_empty() {
         anyhow::bail!("name the datasets the job will use with --dataset (repeat for several)");
     }
     let wasm = std::fs::read(job).with_context(|| format!("while reading {}", job.display()))?;
     let c = client(conn)?;
-    let sub = submission(&wasm, args.purpose, args.declared);
+    let sub = submission(&wasm, &args.purpose, &args.declared);
     let mut planned = None;
-    if args.plan {
+    if !args.no_plan {
         let plan = c.plan(&sub)?;
         if !plan["problems"].as_array().is_none_or(Vec::is_empty) {
             eprint!("{}", crate::print::plan(&job.display().to_string(), &plan));
@@ -549,6 +536,29 @@ pub fn result(
         parsed.scalars.clear();
     }
     print!("{}", crate::print::report(&parsed));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `sluice result --plot`: a released table drawn as an SVG bar chart with 95% error bars.
+pub fn plot(
+    conn: &Conn,
+    id: &str,
+    path: &Path,
+    table: Option<&str>,
+    column: Option<&str>,
+) -> Result<ExitCode> {
+    let text = client(conn)?.get_text(&format!("/v1/jobs/{id}/result?format=json"))?;
+    let report =
+        sluice_runtime::Report::from_json(&text).context("the broker's report does not parse")?;
+    let names: Vec<&str> = report.tables.iter().map(|(n, _)| n.as_str()).collect();
+    let (name, t) = match table {
+        Some(want) => report.tables.iter().find(|(n, _)| n == want),
+        None => report.tables.first(),
+    }
+    .with_context(|| format!("no such table; the report's tables: {}", names.join(", ")))?;
+    let svg = sluice_broker::plot::svg(&format!("{} — {name}", report.title), t, column)?;
+    std::fs::write(path, svg).with_context(|| format!("while writing {}", path.display()))?;
+    eprintln!("wrote {} (table `{name}`)", path.display());
     Ok(ExitCode::SUCCESS)
 }
 

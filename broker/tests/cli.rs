@@ -201,6 +201,21 @@ fn the_operator_runs_it_on_a_broker(dir: &std::path::Path, wasm: &std::path::Pat
     out.push_str(&shown(&operator, &["budget"]));
     out.push_str(&shown(&auditor, &["audit", "show", "--job", &id]));
     out.push_str(&shown(&auditor, &["usage"]));
+    // The released table as a chart: one bar per district, each with its 95% interval.
+    let svg = dir.join("visits.svg");
+    let (code, _, stderr) = run(&operator, &["result", &id, "--plot", svg.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    let svg = std::fs::read_to_string(svg).unwrap();
+    assert!(
+        svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""),
+        "{svg}"
+    );
+    assert_eq!(svg.matches("<rect x=").count(), 9, "{svg}");
+    assert_eq!(
+        svg.matches("<path d=").count(),
+        9,
+        "an error bar per bar: {svg}"
+    );
     golden("daily_path.expected", &mask(&out, wasm, dir));
     broker.stop().unwrap();
 }
