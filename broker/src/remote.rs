@@ -761,7 +761,7 @@ pub fn review_list(conn: &Conn) -> Result<ExitCode> {
         // reviewer's terminal.
         let text = |k: &str| j[k].as_str().unwrap_or("").escape_debug().to_string();
         println!(
-            "{}  operator={} datasets={} max_epsilon={} wasm_sha256={}\n    purpose: {}\n    params:  \"{}\"",
+            "{}  operator={} datasets={} max_epsilon={} wasm_sha256={}\n    purpose: {}\n    params:  \"{}\"\n    plan:    sluice plan --id {}    (its queries, costs and caps, on mock data)",
             j["id"].as_str().unwrap_or("?"),
             j["operator"].as_str().unwrap_or("?"),
             j["datasets"],
@@ -773,6 +773,7 @@ pub fn review_list(conn: &Conn) -> Result<ExitCode> {
             j["wasm_sha256"].as_str().unwrap_or("?"),
             text("purpose"),
             text("params"),
+            j["id"].as_str().unwrap_or("?"),
         );
     }
     Ok(ExitCode::SUCCESS)
