@@ -135,7 +135,23 @@ fn local_sandbox(
     mock: bool,
 ) -> Result<(Sandbox, OperatorId)> {
     let operator: OperatorId = operator.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+    let built_in = policy == Path::new(EXAMPLE_POLICY) && !policy.exists();
     let policy = load_policy(policy)?;
+    // Outside this repository, the built-in example policies come with their demo data: a
+    // first job is `sluice new`, `sluice build`, `sluice run`.
+    if built_in && !mock {
+        let wrote = sluice_datagen::ensure_demo_data(
+            &data_root.join("data"),
+            sluice_datagen::DEFAULT_ROWS,
+            sluice_datagen::DEFAULT_SEED,
+        )?;
+        for path in wrote {
+            eprintln!(
+                "note: wrote the demo data the example policies read: {}",
+                path.display()
+            );
+        }
+    }
     if policy
         .granted_datasets(&operator, std::time::SystemTime::now())
         .is_empty()

@@ -987,7 +987,7 @@ pub fn new_job(dir: &Path, lang: &str) -> Result<ExitCode> {
     sluice_broker::build::new(dir, lang)?;
     let d = dir.display();
     println!(
-        "wrote {d}. Next:\n  sluice build {d}        # prints the path of the job's wasm\n  sluice datagen          # once: the demo datasets, in ./data\n  sluice run --operator canal-analytics --dataset health_visits <wasm>\n  sluice plan --policy policies/examples --operator canal-analytics --dataset health_visits <wasm>"
+        "wrote {d}. Next:\n  sluice build {d}        # prints the path of the job's wasm\n  sluice run --operator canal-analytics --dataset health_visits <wasm>\n  sluice plan --policy policies/examples --operator canal-analytics --dataset health_visits <wasm>"
     );
     Ok(ExitCode::SUCCESS)
 }
