@@ -124,6 +124,8 @@ fn a_job_developer_goes_from_an_empty_folder_to_a_planned_run() {
         "{stderr}"
     );
     the_operator_runs_it_on_a_broker(&dir, &dir.join("job.wasm"));
+    // A million rows of demo data: not left behind.
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The same job through a broker, by the CLI an operator uses: submit (planned first) and wait,
