@@ -367,6 +367,9 @@ fn approve(
     if !listed {
         bail!("job {id} needs review but the reviewer does not see it");
     }
+    // The reviewer reads the job's risk report; the approval records its sha256.
+    let risk = reviewer.get_json(&format!("/v1/jobs/{id}/risk"))?;
+    print!("{}", print::risk(&risk));
     let after = reviewer.post_json(
         &format!("/v1/reviews/{id}/approve"),
         &serde_json::json!({ "reason": "demo: purpose matches the grant" }),

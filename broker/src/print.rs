@@ -501,3 +501,17 @@ pub fn audit(entries: &[serde_json::Value]) -> String {
     }
     out
 }
+
+/// A job's risk report in brief: its level, the reasons, and the sha256 the approval records.
+pub fn risk(r: &serde_json::Value) -> String {
+    let mut out = format!(
+        "risk: {} (report sha256 {}; {} earlier approval(s) of this build)\n",
+        plain(&r["level"]).to_uppercase(),
+        plain(&r["sha256"]),
+        r["past_approvals_of_build"]
+    );
+    for why in r["reasons"].as_array().into_iter().flatten() {
+        let _ = writeln!(out, "  - {}", plain(why));
+    }
+    out
+}

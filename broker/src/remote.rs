@@ -891,7 +891,15 @@ pub fn review(
     } else {
         json!({ "reason": reason })
     };
-    let r = client(conn)?.post_json(&format!("/v1/reviews/{id}/{decision}"), &body)?;
+    let c = client(conn)?;
+    if decision == "approve" {
+        // The approval is recorded with the job's risk report: make it (once) and show it.
+        match c.get_json(&format!("/v1/jobs/{id}/risk")) {
+            Ok(risk) => print!("{}", crate::print::risk(&risk)),
+            Err(e) => eprintln!("warning: no risk report ({e:#}); the approval records none"),
+        }
+    }
+    let r = c.post_json(&format!("/v1/reviews/{id}/{decision}"), &body)?;
     println!("{id}: {}", r["state"].as_str().unwrap_or("?"));
     Ok(ExitCode::SUCCESS)
 }

@@ -124,6 +124,12 @@ CREATE TABLE filings (
 ALTER TABLE jobs ADD COLUMN log TEXT NOT NULL DEFAULT '[]';
 ALTER TABLE jobs ADD COLUMN log_dropped INTEGER NOT NULL DEFAULT 0;
 "#,
+    // A job's risk report, made once before its review: the approval's audit entry names its
+    // sha256, so the body kept here can be checked against the log.
+    r#"
+CREATE TABLE risk_reports (
+    job TEXT PRIMARY KEY, sha256 TEXT NOT NULL, body TEXT NOT NULL, at_ms INTEGER NOT NULL);
+"#,
 ];
 
 /// How long a token is valid unless its creator says otherwise: 90 days.
@@ -316,6 +322,24 @@ pub struct DatasetSpend {
     pub delta: f64,
     /// Queries charged.
     pub queries: i64,
+}
+
+/// A review decision: who decides, in which role, what, why, and the risk report they decided
+/// on (its `{level, sha256}`, recorded in the decision's audit entry).
+#[derive(Clone, Copy, Debug)]
+pub struct Verdict<'a> {
+    /// The reviewer or holder.
+    pub who: &'a str,
+    /// Their role.
+    pub role: Role,
+    /// Approve (or reject).
+    pub approve: bool,
+    /// With an approval by a reviewer: allow the build for the job's operator and datasets.
+    pub allow: bool,
+    /// Why.
+    pub reason: &'a str,
+    /// The risk report's level and sha256, if one was made.
+    pub risk: Option<&'a Value>,
 }
 
 /// A job claimed by a worker.
@@ -998,22 +1022,32 @@ impl Store {
         allow: bool,
         reason: &str,
     ) -> Result<JobState, StateError> {
-        self.decide(id, reviewer, Role::Reviewer, approve, allow, reason)
+        self.decide(
+            id,
+            &Verdict {
+                who: reviewer,
+                role: Role::Reviewer,
+                approve,
+                allow,
+                reason,
+                risk: None,
+            },
+        )
     }
 
     /// A decision on a job pending review by a reviewer or by a holder whose approval it needs
     /// (separated approval, 三权分置): a rejection by either rejects it; it is queued once a
     /// reviewer and every holder it names have approved. Until then each approval is recorded
     /// (`review.approved` with the role, and an `approval` event) and the job stays pending.
-    pub fn decide(
-        &self,
-        id: &str,
-        who: &str,
-        role: Role,
-        approve: bool,
-        allow: bool,
-        reason: &str,
-    ) -> Result<JobState, StateError> {
+    pub fn decide(&self, id: &str, v: &Verdict<'_>) -> Result<JobState, StateError> {
+        let Verdict {
+            who,
+            role,
+            approve,
+            allow,
+            reason,
+            risk,
+        } = *v;
         self.write(|tx| {
             let (state, _) = Store::job_state(tx, id)?.ok_or_else(|| StateError::NoJob(id.into()))?;
             let needed: Vec<String> = tx
@@ -1046,8 +1080,9 @@ impl Store {
                         to,
                         refused: "only jobs pending review can be approved or rejected",
                     },
-                    NewEntry::new(kind, who)
-                        .detail(json!({ "reason": reason, "role": role.as_str() })),
+                    NewEntry::new(kind, who).detail(
+                        json!({ "reason": reason, "role": role.as_str(), "risk_report": risk }),
+                    ),
                     JobUpdate {
                         review: Some((who, reason)),
                         ..JobUpdate::default()
@@ -1072,7 +1107,7 @@ impl Store {
                     tx,
                     NewEntry::new("review.approved", who)
                         .job(id)
-                        .detail(json!({ "reason": reason, "role": role.as_str(), "waiting_for": waiting })),
+                        .detail(json!({ "reason": reason, "role": role.as_str(), "waiting_for": waiting, "risk_report": risk })),
                 )?;
                 event(tx, id, "approval", json!({ "by": who, "waiting_for": waiting }))?;
                 return Ok(JobState::PendingReview);
@@ -1432,6 +1467,41 @@ impl Store {
             event(tx, id, "log", json!({ "lines": lines, "dropped": dropped }))?;
             Ok(())
         })
+    }
+
+    /// Job `id`'s risk report `(sha256, body)`, if one was made.
+    pub fn risk_report(&self, id: &str) -> Result<Option<(String, String)>> {
+        Ok(self
+            .lock()
+            .query_row(
+                "SELECT sha256, body FROM risk_reports WHERE job = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
+    }
+
+    /// Keeps `body` as job `id`'s risk report unless one is kept already; returns the one kept
+    /// `(sha256, body)`: a report is made once, and what a reviewer read is what is recorded.
+    pub fn keep_risk_report(&self, id: &str, body: &str) -> Result<(String, String)> {
+        let sha = crate::keys::sha256_hex(body.as_bytes());
+        self.lock().execute(
+            "INSERT OR IGNORE INTO risk_reports (job, sha256, body, at_ms) VALUES (?1, ?2, ?3, ?4)",
+            params![id, sha, body, now_ms()],
+        )?;
+        self.risk_report(id)?
+            .context("a risk report just kept is missing")
+    }
+
+    /// How many reviewer approvals jobs with build `wasm_sha256` received, other than job
+    /// `except`'s.
+    pub fn build_approvals(&self, wasm_sha256: &str, except: &str) -> Result<i64> {
+        Ok(self.lock().query_row(
+            "SELECT COUNT(*) FROM approvals a JOIN jobs j ON a.job = j.id
+             WHERE j.wasm_sha256 = ?1 AND a.job != ?2 AND a.role = 'reviewer'",
+            params![wasm_sha256, except],
+            |r| r.get(0),
+        )?)
     }
 
     /// The wasm whose sha256 is `sha256`, if a job still holds it.
@@ -2758,6 +2828,7 @@ mod tests {
         "b5e09da4575c846fa521d4281642a38a838f1483c6c860ea4c3d00839eb09938",
         "707c8f080e09745b25425a216bc772f5c6d518069ab71e994aeb0a555d74bbaa",
         "b56e1bca7fed7be6ea75bceed6b01652d945b92da65b878d1c756f2fd98c93f1",
+        "7fa00e0971cd0384ee46c99cc626c4f56f40819331412f436697fd7f4213923e",
     ];
 
     #[test]

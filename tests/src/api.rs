@@ -402,6 +402,20 @@ fn every_role_reaches_only_its_endpoints_and_every_denial_is_audited() {
             [true, false, true, true],
         ),
         (
+            "GET",
+            format!("/v1/jobs/{job}/plan"),
+            None,
+            vec![],
+            [true, false, true, true],
+        ),
+        (
+            "GET",
+            format!("/v1/jobs/{job}/risk"),
+            None,
+            vec![],
+            [true, false, true, true],
+        ),
+        (
             "POST",
             format!("/v1/jobs/{job}/cancel"),
             None,

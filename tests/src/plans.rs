@@ -220,3 +220,106 @@ fn a_plan_does_not_wait_out_response_time_padding() {
         started.elapsed()
     );
 }
+
+#[test]
+fn a_risk_report_is_made_once_before_review_and_the_approval_names_it() {
+    let mut b = TestBroker::start("risk", |t| t);
+    let wasm = guest(env!("GUEST_TOURISM_SPEND"));
+    let submit = |params: &str| {
+        let (status, v) = post(
+            &b,
+            "/v1/jobs",
+            &b.tourism,
+            &body("tourism_trips", params, &wasm),
+        );
+        assert_eq!(
+            (status, v["state"].as_str()),
+            (202, Some("pending_review")),
+            "{v}"
+        );
+        v["id"].as_str().unwrap().to_string()
+    };
+    let risk = |id: &str| {
+        let (status, r) = http(
+            b.url(),
+            "GET",
+            &format!("/v1/jobs/{id}/risk"),
+            Some(&b.reviewer),
+            None,
+            b"",
+        );
+        assert_eq!(status, 200, "{r}");
+        r
+    };
+    let first = submit("epsilon=1");
+    let r = risk(&first);
+    assert_eq!(r["level"], "medium", "{r}");
+    assert_eq!(r["past_approvals_of_build"], 0, "{r}");
+    assert!(
+        r["reasons"][0]
+            .as_str()
+            .unwrap()
+            .contains("no reviewer has approved this build before"),
+        "{r}"
+    );
+    let sha = r["sha256"].as_str().unwrap().to_string();
+    assert_eq!(sha.len(), 64);
+    // Made once: what the reviewer read is what the approval records.
+    assert_eq!(risk(&first)["sha256"], sha.as_str());
+    let (status, v) = post(
+        &b,
+        &format!("/v1/reviews/{first}/approve"),
+        &b.reviewer,
+        br#"{"reason":"read the risk report"}"#,
+    );
+    assert_eq!(status, 200, "{v}");
+    let (_, audit) = http(
+        b.url(),
+        "GET",
+        &format!("/v1/audit?job={first}"),
+        Some(&b.reviewer),
+        None,
+        b"",
+    );
+    let approved = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "review.approved")
+        .unwrap_or_else(|| panic!("{audit}"));
+    assert_eq!(
+        approved["detail"]["risk_report"],
+        json!({"level": "medium", "sha256": sha}),
+        "{approved}"
+    );
+    // The same build again, within its caps: approved before, nothing stands out.
+    let second = submit("epsilon=1");
+    let r = risk(&second);
+    assert_eq!(
+        (r["level"].as_str(), r["past_approvals_of_build"].as_i64()),
+        (Some("low"), Some(1)),
+        "{r}"
+    );
+    // Over its per-job cap (5): the plan's problem makes it high.
+    let third = submit("epsilon=10");
+    let r = risk(&third);
+    assert_eq!(r["level"], "high", "{r}");
+    assert!(
+        r["reasons"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("the plan finds a problem"),
+        "{r}"
+    );
+    // Another operator may not read it.
+    let (status, _) = http(
+        b.url(),
+        "GET",
+        &format!("/v1/jobs/{third}/risk"),
+        Some(&b.analyst),
+        None,
+        b"",
+    );
+    assert_eq!(status, 404);
+    b.stop();
+}

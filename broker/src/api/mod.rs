@@ -78,7 +78,8 @@ pub(crate) fn router(s: Arc<Shared>) -> Router {
         .route("/v1/admin/alerts/stream", get(admin::alert_stream))
         // A plan runs its job twice, bounded by the job limits rather than the request timeout.
         .route("/v1/plan", post(plans::plan))
-        .route("/v1/jobs/{id}/plan", get(plans::of_job));
+        .route("/v1/jobs/{id}/plan", get(plans::of_job))
+        .route("/v1/jobs/{id}/risk", get(plans::risk));
     api.merge(streams)
         .fallback(|| async {
             ApiError::not_found("no such endpoint; the API lives under /v1 (see docs/operator.md)")

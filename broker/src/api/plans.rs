@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
+use serde::{Deserialize, Serialize};
 use sluice_policy::{DatasetId, OperatorId};
 use sluice_runtime::JobRequest;
 use sluice_runtime::plan::JobPlan;
@@ -94,6 +95,177 @@ pub(crate) async fn of_job(
         scenario: job.scenario,
     };
     run(&s, planned).await.map(Json)
+}
+
+/// How much a reviewer should worry about a job, from its risk report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum RiskLevel {
+    /// Nothing stood out.
+    Low,
+    /// Read the reasons before approving.
+    Medium,
+    /// The job would not complete within its caps, or would take much of what its datasets
+    /// have left.
+    High,
+}
+
+/// What one dataset has left across every operator, beside what the job would take of it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct DatasetRisk {
+    dataset: String,
+    unit: String,
+    /// What the job would spend.
+    job_total: f64,
+    /// What the dataset-wide cap has left this period, every operator together (`None`: the
+    /// policy sets no dataset-wide cap).
+    dataset_left: Option<f64>,
+}
+
+/// A job's risk report (风险评估): its plan on mock data, what it would take of its datasets,
+/// how often its build was approved before, and a level with its reasons. Made once per job,
+/// before its review; the approval's audit entry names its sha256.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct RiskReport {
+    job: String,
+    wasm_sha256: String,
+    pub(crate) level: RiskLevel,
+    reasons: Vec<String>,
+    datasets: Vec<DatasetRisk>,
+    /// Reviewer approvals of jobs with the same build, before this one.
+    past_approvals_of_build: i64,
+    plan: serde_json::Value,
+    /// Not part of the hashed body: the sha256 of the body as kept.
+    #[serde(skip_deserializing, default, skip_serializing_if = "String::is_empty")]
+    pub(crate) sha256: String,
+}
+
+impl RiskReport {
+    /// The level and its reasons, from the plan and the build's history.
+    fn assess(plan: &JobPlan, datasets: &[DatasetRisk], past: i64) -> (RiskLevel, Vec<String>) {
+        let mut reasons = Vec::new();
+        let mut level = RiskLevel::Low;
+        let mut raise = |to: RiskLevel, why: String, reasons: &mut Vec<String>| {
+            level = level.max(to);
+            reasons.push(why);
+        };
+        for p in &plan.problems {
+            raise(
+                RiskLevel::High,
+                format!("the plan finds a problem: {p}"),
+                &mut reasons,
+            );
+        }
+        for d in datasets {
+            if let Some(left) = d.dataset_left
+                && d.job_total > 0.5 * left
+            {
+                raise(
+                    RiskLevel::High,
+                    format!(
+                        "the job would take {unit}={} of the {unit}={} that `{}` has left this period for every operator together",
+                        sluice_runtime::sig(d.job_total),
+                        sluice_runtime::sig(left),
+                        d.dataset,
+                        unit = d.unit
+                    ),
+                    &mut reasons,
+                );
+            }
+        }
+        if plan.adaptive {
+            raise(
+                RiskLevel::Medium,
+                "its queries depend on its answers (two mock runs asked different ones): a real run may ask others than the plan shows".into(),
+                &mut reasons,
+            );
+        }
+        if past == 0 {
+            raise(
+                RiskLevel::Medium,
+                "no reviewer has approved this build before".into(),
+                &mut reasons,
+            );
+        }
+        (level, reasons)
+    }
+}
+
+/// `GET /v1/jobs/{id}/risk`: the job's risk report, made on first request (or at approval) and
+/// kept (its operator, reviewers, admins, auditors and its datasets' holders).
+pub(crate) async fn risk(
+    State(s): State<Arc<Shared>>,
+    auth: Auth,
+    id: JobId,
+) -> ApiResult<Json<RiskReport>> {
+    risk_report(&s, &auth, &id).await.map(Json)
+}
+
+/// A kept risk report `(sha256, body)` as a report.
+fn parse_kept((sha, body): (String, String)) -> ApiResult<RiskReport> {
+    let mut r: RiskReport = serde_json::from_str(&body).map_err(ApiError::internal)?;
+    r.sha256 = sha;
+    Ok(r)
+}
+
+/// Job `id`'s kept risk report, if one was made.
+pub(crate) fn kept_risk(s: &Shared, id: &JobId) -> ApiResult<Option<RiskReport>> {
+    s.store
+        .risk_report(id.as_str())?
+        .map(parse_kept)
+        .transpose()
+}
+
+/// Job `id`'s risk report: the one kept, or a new one, made from its plan now and kept.
+async fn risk_report(s: &Arc<Shared>, auth: &Auth, id: &JobId) -> ApiResult<RiskReport> {
+    let job = visible_job(s, auth, id, Readers::Staff)?;
+    if let Some(kept) = kept_risk(s, id)? {
+        return Ok(kept);
+    }
+    let wasm = s
+        .store
+        .wasm(&job.wasm_sha256)?
+        .ok_or_else(|| ApiError::not_found(format!("job `{id}` no longer holds its wasm")))?;
+    let operator = job
+        .operator
+        .parse()
+        .map_err(|e: String| ApiError::internal(anyhow::anyhow!(e)))?;
+    let plan = run(
+        s,
+        Planned {
+            operator,
+            wasm,
+            params: job.params.clone(),
+            datasets: job.datasets.clone(),
+            max_epsilon: job.max_epsilon,
+            scenario: job.scenario.clone(),
+        },
+    )
+    .await?;
+    let datasets: Vec<DatasetRisk> = plan
+        .datasets
+        .iter()
+        .map(|d| DatasetRisk {
+            dataset: d.dataset.clone(),
+            unit: d.unit.to_string(),
+            job_total: d.total,
+            dataset_left: d.dataset_left,
+        })
+        .collect();
+    let past = s.store.build_approvals(&job.wasm_sha256, id.as_str())?;
+    let (level, reasons) = RiskReport::assess(&plan, &datasets, past);
+    let report = RiskReport {
+        job: id.to_string(),
+        wasm_sha256: job.wasm_sha256.clone(),
+        level,
+        reasons,
+        datasets,
+        past_approvals_of_build: past,
+        plan: serde_json::to_value(&plan).map_err(ApiError::internal)?,
+        sha256: String::new(),
+    };
+    let body = serde_json::to_string(&report).map_err(ApiError::internal)?;
+    parse_kept(s.store.keep_risk_report(id.as_str(), &body)?)
 }
 
 /// Compiles the job (refusing invalid wasm as a submission would) and plans it, on a blocking

@@ -96,8 +96,27 @@ pub(crate) async fn decide(
         ));
     }
     let state = match decision {
-        Decision::Approve => store.decide(id.as_str(), who, role, true, r.allow, reason)?,
-        Decision::Reject => store.decide(id.as_str(), who, role, false, false, reason)?,
+        Decision::Approve | Decision::Reject => {
+            let approve = matches!(decision, Decision::Approve);
+            // An approval names the risk report it was made on, when one was made (reading it,
+            // `GET /v1/jobs/{id}/risk`, makes and keeps it; `sluice review approve` does so
+            // first). Making one here could run the job for longer than a request may take.
+            let risk = if approve {
+                super::plans::kept_risk(&s, &id)?
+                    .map(|r| serde_json::json!({ "level": r.level, "sha256": r.sha256 }))
+            } else {
+                None
+            };
+            let verdict = crate::store::Verdict {
+                who,
+                role,
+                approve,
+                allow: approve && r.allow,
+                reason,
+                risk: risk.as_ref(),
+            };
+            store.decide(id.as_str(), &verdict)?
+        }
         Decision::Release => store.release_held(id.as_str(), who, reason)?,
         Decision::Discard => store.discard_held(id.as_str(), who, reason)?,
     };
