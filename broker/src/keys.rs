@@ -192,6 +192,10 @@ pub struct Receipt {
     /// absent, and not signed, when none).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub recipients: Vec<String>,
+    /// sha256 of the risk report the job was approved on (version 2; absent, and not signed,
+    /// when the job needed no review or its approval named no report).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub risk_report_sha256: Option<String>,
     /// Sequence number of the audit entry recording the release.
     pub audit_seq: i64,
     /// sha256 of the report as JSON (the exact bytes `result` serves).
@@ -274,6 +278,7 @@ mod tests {
             purpose: None,
             reviewers: vec![],
             recipients: vec![],
+            risk_report_sha256: None,
             audit_seq: 7,
             report_sha256: sha256_hex(b"{}"),
             report_csv_sha256: sha256_hex(b"csv"),
@@ -354,9 +359,18 @@ mod tests {
         let mut forged = read.clone();
         forged.reviewers.push("mallory".into());
         assert!(forged.verify(&key, b"{}").is_err());
-        let mut forged = read;
+        let mut forged = read.clone();
         forged.purpose = Some("marketing".into());
         assert!(forged.verify(&key, b"{}").is_err());
+        // The risk report's hash is signed too, once present.
+        let mut with_risk = Receipt {
+            risk_report_sha256: Some(sha256_hex(b"report")),
+            ..read
+        };
+        with_risk.sign(&keys);
+        with_risk.verify(&key, b"{}").unwrap();
+        with_risk.risk_report_sha256 = Some(sha256_hex(b"another report"));
+        assert!(with_risk.verify(&key, b"{}").is_err());
     }
 
     #[test]

@@ -1110,6 +1110,9 @@ pub fn receipt_verify(receipt: &Path, report: &Path, public_key: &str) -> Result
             if !r.recipients.is_empty() {
                 println!("  recipients: {}", r.recipients.join(", "));
             }
+            if let Some(risk) = &r.risk_report_sha256 {
+                println!("  approved on risk report sha256 {risk}");
+            }
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {

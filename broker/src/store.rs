@@ -1306,6 +1306,7 @@ impl Store {
                 purpose: Some(purpose),
                 reviewers: approvers(tx, id, reviewer)?,
                 recipients,
+                risk_report_sha256: approved_risk(tx, id)?,
                 audit_seq: moved.audit_seq,
                 report_sha256,
                 report_csv_sha256,
@@ -2381,6 +2382,20 @@ fn dataset_spent(conn: &Connection, dataset: &str, period: Duration) -> Result<T
             })
         },
     )?)
+}
+
+/// The sha256 of the risk report job `id` was approved on: the one its approvals' audit entries
+/// name, if any named one.
+fn approved_risk(tx: &Connection, id: &str) -> rusqlite::Result<Option<String>> {
+    tx.query_row(
+        "SELECT json_extract(body, '$.detail.risk_report.sha256') FROM audit
+         WHERE job = ?1 AND kind = 'review.approved'
+           AND json_extract(body, '$.detail.risk_report.sha256') IS NOT NULL
+         ORDER BY seq DESC LIMIT 1",
+        [id],
+        |r| r.get(0),
+    )
+    .optional()
 }
 
 fn jobs_where(conn: &Connection, clause: &str, p: &[&dyn rusqlite::ToSql]) -> Result<Vec<JobInfo>> {

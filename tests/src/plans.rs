@@ -292,6 +292,18 @@ fn a_risk_report_is_made_once_before_review_and_the_approval_names_it() {
         json!({"level": "medium", "sha256": sha}),
         "{approved}"
     );
+    // The receipt names it too, signed.
+    b.client(&b.tourism).follow(&first, |_, _| {}).unwrap();
+    let (status, receipt) = http(
+        b.url(),
+        "GET",
+        &format!("/v1/jobs/{first}/receipt"),
+        Some(&b.tourism),
+        None,
+        b"",
+    );
+    assert_eq!(status, 200, "{receipt}");
+    assert_eq!(receipt["risk_report_sha256"], sha.as_str(), "{receipt}");
     // The same build again, within its caps: approved before, nothing stands out.
     let second = submit("epsilon=1");
     let r = risk(&second);
