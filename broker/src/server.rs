@@ -58,6 +58,9 @@ pub(crate) struct Shared {
     pub(crate) metrics: Metrics,
     /// Open windows of denied requests, per source.
     pub(crate) denials: Mutex<crate::denials::DenialLog>,
+    /// Plans running at once: asked for (plan, risk report on request) and made in the
+    /// background (risk reports of jobs waiting for review), each pool its own.
+    pub(crate) plans: crate::api::plans::PlanPermits,
 }
 
 /// A running broker: state, workers, and the router to serve.
@@ -128,6 +131,7 @@ impl Broker {
             closing: AtomicBool::new(false),
             metrics: Metrics::default(),
             denials: Mutex::default(),
+            plans: Default::default(),
             config,
         });
         let mut workers: Vec<_> = (0..shared.config.workers.max(1))

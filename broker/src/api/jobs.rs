@@ -230,7 +230,7 @@ pub(crate) async fn query(
 /// Stores an admitted job and answers `202` with its id, first state and wasm sha256, and
 /// where to follow it.
 fn accepted(
-    s: &Shared,
+    s: &Arc<Shared>,
     operator: &str,
     job: &Submission,
     needs_review: bool,
@@ -248,6 +248,10 @@ fn accepted(
         scenario: job.scenario.as_deref(),
     })?;
     notify(s);
+    if needs_review {
+        // Its risk report is ready when a reviewer comes.
+        super::plans::risk_report_in_background(s.clone(), id.to_string());
+    }
     let location = format!("/v1/jobs/{id}");
     let body = Submitted {
         id,

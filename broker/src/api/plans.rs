@@ -20,10 +20,25 @@ use crate::error::{ApiError, ErrorCode};
 use crate::server::{Shared, current};
 use crate::store::JobId;
 
-/// Plans run at once, broker-wide: each runs a job twice, on a blocking thread.
+/// Plans asked for that run at once: each runs a job twice, on a blocking thread.
 const MAX_PLANS: usize = 2;
 
-static RUNNING: Semaphore = Semaphore::const_new(MAX_PLANS);
+/// A broker's plan permits: [`MAX_PLANS`] for plans asked for, which are refused (429) when
+/// none is free, and one for risk reports made in the background, which wait their turn, so
+/// that background work never refuses an operator or a reviewer.
+pub(crate) struct PlanPermits {
+    asked: Semaphore,
+    background: Semaphore,
+}
+
+impl Default for PlanPermits {
+    fn default() -> Self {
+        Self {
+            asked: Semaphore::new(MAX_PLANS),
+            background: Semaphore::new(1),
+        }
+    }
+}
 
 /// What a plan runs: a job and its declarations.
 struct Planned {
@@ -67,7 +82,7 @@ pub(crate) async fn plan(
         max_epsilon: job.max_epsilon,
         scenario: job.scenario,
     };
-    run(&s, planned).await.map(Json)
+    run(&s, planned, false).await.map(Json)
 }
 
 /// `GET /v1/jobs/{id}/plan`: a submitted job's plan, against what its operator's grants have
@@ -94,7 +109,7 @@ pub(crate) async fn of_job(
         max_epsilon: job.max_epsilon,
         scenario: job.scenario,
     };
-    run(&s, planned).await.map(Json)
+    run(&s, planned, false).await.map(Json)
 }
 
 /// How much a reviewer should worry about a job, from its risk report.
@@ -222,6 +237,32 @@ async fn risk_report(s: &Arc<Shared>, auth: &Auth, id: &JobId) -> ApiResult<Risk
     if let Some(kept) = kept_risk(s, id)? {
         return Ok(kept);
     }
+    make_risk_report(s, job, false).await
+}
+
+/// Makes job `id`'s risk report in the background, before anyone reads it: a job waiting for
+/// review has its report ready when the reviewer comes (waiting its turn among plans).
+pub(crate) fn risk_report_in_background(s: Arc<Shared>, id: String) {
+    tokio::spawn(async move {
+        let made = match s.store.job(&id) {
+            Ok(Some(job)) => make_risk_report(&s, job, true).await.map(drop),
+            Ok(None) => Ok(()),
+            Err(e) => Err(ApiError::internal(e)),
+        };
+        if let Err(e) = made {
+            tracing::warn!("job {id}: no risk report yet ({e:?}); it is made when first read");
+        }
+    });
+}
+
+/// Makes `job`'s risk report from its plan now and keeps it (unless one was kept meanwhile,
+/// which is then the one returned). `wait`: wait for a plan's turn rather than refuse.
+async fn make_risk_report(
+    s: &Arc<Shared>,
+    job: crate::store::JobInfo,
+    wait: bool,
+) -> ApiResult<RiskReport> {
+    let id = job.id.clone();
     let wasm = s
         .store
         .wasm(&job.wasm_sha256)?
@@ -240,6 +281,7 @@ async fn risk_report(s: &Arc<Shared>, auth: &Auth, id: &JobId) -> ApiResult<Risk
             max_epsilon: job.max_epsilon,
             scenario: job.scenario.clone(),
         },
+        wait,
     )
     .await?;
     let datasets: Vec<DatasetRisk> = plan
@@ -252,10 +294,10 @@ async fn risk_report(s: &Arc<Shared>, auth: &Auth, id: &JobId) -> ApiResult<Risk
             dataset_left: d.dataset_left,
         })
         .collect();
-    let past = s.store.build_approvals(&job.wasm_sha256, id.as_str())?;
+    let past = s.store.build_approvals(&job.wasm_sha256, &id)?;
     let (level, reasons) = RiskReport::assess(&plan, &datasets, past);
     let report = RiskReport {
-        job: id.to_string(),
+        job: id.clone(),
         wasm_sha256: job.wasm_sha256.clone(),
         level,
         reasons,
@@ -265,19 +307,28 @@ async fn risk_report(s: &Arc<Shared>, auth: &Auth, id: &JobId) -> ApiResult<Risk
         sha256: String::new(),
     };
     let body = serde_json::to_string(&report).map_err(ApiError::internal)?;
-    parse_kept(s.store.keep_risk_report(id.as_str(), &body)?)
+    parse_kept(s.store.keep_risk_report(&id, &body)?)
 }
 
 /// Compiles the job (refusing invalid wasm as a submission would) and plans it, on a blocking
-/// thread, at most [`MAX_PLANS`] at once.
-async fn run(s: &Arc<Shared>, p: Planned) -> ApiResult<JobPlan> {
-    let _permit = RUNNING.try_acquire().map_err(|_| {
-        ApiError::new(
-            ErrorCode::QueueFull,
-            format!("{MAX_PLANS} plans are running; retry in a few seconds"),
-        )
-        .retry_after(5)
-    })?;
+/// thread: with `wait`, in the background pool (waiting for its turn); else among the
+/// [`MAX_PLANS`] asked for (refused when none is free).
+async fn run(s: &Arc<Shared>, p: Planned, wait: bool) -> ApiResult<JobPlan> {
+    let _permit = if wait {
+        s.plans
+            .background
+            .acquire()
+            .await
+            .map_err(ApiError::internal)?
+    } else {
+        s.plans.asked.try_acquire().map_err(|_| {
+            ApiError::new(
+                ErrorCode::QueueFull,
+                format!("{MAX_PLANS} plans are running; retry in a few seconds"),
+            )
+            .retry_after(5)
+        })?
+    };
     let datasets = p
         .datasets
         .iter()
