@@ -50,6 +50,27 @@ struct Planned {
     scenario: Option<String>,
 }
 
+impl Planned {
+    /// What a submitted job runs: its stored wasm and its declarations.
+    fn of_job(s: &Shared, job: &crate::store::JobInfo) -> ApiResult<Self> {
+        let wasm = s.store.wasm(&job.wasm_sha256)?.ok_or_else(|| {
+            ApiError::not_found(format!("job `{}` no longer holds its wasm", job.id))
+        })?;
+        let operator = job
+            .operator
+            .parse()
+            .map_err(|e: String| ApiError::internal(anyhow::anyhow!(e)))?;
+        Ok(Self {
+            operator,
+            wasm,
+            params: job.params.clone(),
+            datasets: job.datasets.clone(),
+            max_epsilon: job.max_epsilon,
+            scenario: job.scenario.clone(),
+        })
+    }
+}
+
 /// `POST /v1/plan`: the plan of a job not yet submitted (the body of `POST /v1/jobs`). Refused
 /// at the door as a submission would be (grants, scenario, ε cap); a job that would fail or
 /// overspend gets a plan whose `problems` say why.
@@ -93,23 +114,7 @@ pub(crate) async fn of_job(
     id: JobId,
 ) -> ApiResult<Json<JobPlan>> {
     let job = visible_job(&s, &auth, &id, Readers::Staff)?;
-    let wasm = s
-        .store
-        .wasm(&job.wasm_sha256)?
-        .ok_or_else(|| ApiError::not_found(format!("job `{id}` no longer holds its wasm")))?;
-    let operator = job
-        .operator
-        .parse()
-        .map_err(|e: String| ApiError::internal(anyhow::anyhow!(e)))?;
-    let planned = Planned {
-        operator,
-        wasm,
-        params: job.params,
-        datasets: job.datasets,
-        max_epsilon: job.max_epsilon,
-        scenario: job.scenario,
-    };
-    run(&s, planned, false).await.map(Json)
+    run(&s, Planned::of_job(&s, &job)?, false).await.map(Json)
 }
 
 /// How much a reviewer should worry about a job, from its risk report.
@@ -263,27 +268,7 @@ async fn make_risk_report(
     wait: bool,
 ) -> ApiResult<RiskReport> {
     let id = job.id.clone();
-    let wasm = s
-        .store
-        .wasm(&job.wasm_sha256)?
-        .ok_or_else(|| ApiError::not_found(format!("job `{id}` no longer holds its wasm")))?;
-    let operator = job
-        .operator
-        .parse()
-        .map_err(|e: String| ApiError::internal(anyhow::anyhow!(e)))?;
-    let plan = run(
-        s,
-        Planned {
-            operator,
-            wasm,
-            params: job.params.clone(),
-            datasets: job.datasets.clone(),
-            max_epsilon: job.max_epsilon,
-            scenario: job.scenario.clone(),
-        },
-        wait,
-    )
-    .await?;
+    let plan = run(s, Planned::of_job(s, &job)?, wait).await?;
     let datasets: Vec<DatasetRisk> = plan
         .datasets
         .iter()
