@@ -312,6 +312,13 @@ fn a_risk_report_is_made_once_before_review_and_the_approval_names_it() {
         (Some("low"), Some(1)),
         "{r}"
     );
+    // What every operator spent on the dataset: the first job's charge, over 30 days (the test
+    // policy sets no dataset-wide cap on it).
+    assert_eq!(
+        r["datasets"][0]["spent_by_all_operators"], receipt["epsilon"],
+        "{r}"
+    );
+    assert_eq!(r["datasets"][0]["period_days"], 30.0, "{r}");
     // Over its per-job cap (5): the plan's problem makes it high.
     let third = submit("epsilon=10");
     let r = risk(&third);

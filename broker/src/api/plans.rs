@@ -130,6 +130,10 @@ pub(crate) enum RiskLevel {
     High,
 }
 
+/// The period over which a risk report sums every operator's spend on a dataset that sets no
+/// dataset-wide cap: 30 days.
+const DEFAULT_SPEND_PERIOD_SECS: u64 = 30 * 86_400;
+
 /// What one dataset has left across every operator, beside what the job would take of it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct DatasetRisk {
@@ -140,6 +144,11 @@ pub(crate) struct DatasetRisk {
     /// What the dataset-wide cap has left this period, every operator together (`None`: the
     /// policy sets no dataset-wide cap).
     dataset_left: Option<f64>,
+    /// What every operator together spent on the dataset in the last `period_days`, in `unit`
+    /// (the dataset-wide cap's period, 30 days where the policy sets none).
+    spent_by_all_operators: f64,
+    /// The period of that sum, in days.
+    period_days: f64,
 }
 
 /// A job's risk report (风险评估): its plan on mock data, what it would take of its datasets,
@@ -269,14 +278,38 @@ async fn make_risk_report(
 ) -> ApiResult<RiskReport> {
     let id = job.id.clone();
     let plan = run(s, Planned::of_job(s, &job)?, wait).await?;
+    let periods: std::collections::BTreeMap<String, u64> = current(s)
+        .sandbox
+        .engine()
+        .policy()
+        .datasets
+        .values()
+        .map(|d| {
+            let secs = d
+                .budget
+                .map_or(DEFAULT_SPEND_PERIOD_SECS, |b| b.period_secs);
+            (d.id.to_string(), secs)
+        })
+        .collect();
     let datasets: Vec<DatasetRisk> = plan
         .datasets
         .iter()
-        .map(|d| DatasetRisk {
-            dataset: d.dataset.clone(),
-            unit: d.unit.to_string(),
-            job_total: d.total,
-            dataset_left: d.dataset_left,
+        .map(|d| {
+            let secs = periods
+                .get(&d.dataset)
+                .copied()
+                .unwrap_or(DEFAULT_SPEND_PERIOD_SECS);
+            let all = s
+                .store
+                .dataset_spent(&d.dataset, std::time::Duration::from_secs(secs));
+            DatasetRisk {
+                dataset: d.dataset.clone(),
+                unit: d.unit.to_string(),
+                job_total: d.total,
+                dataset_left: d.dataset_left,
+                spent_by_all_operators: if d.unit == "ρ" { all.rho } else { all.epsilon },
+                period_days: secs as f64 / 86_400.0,
+            }
         })
         .collect();
     let past = s.store.build_approvals(&job.wasm_sha256, &id)?;
