@@ -73,7 +73,7 @@ pub fn report(r: &Report) -> String {
 /// run): every query with its cost and accuracy, the totals against the caps, how the mock run
 /// ended, and the verdict. Text the job controls (SQL, log lines, errors) is printed escaped.
 pub fn plan(job: &str, p: &serde_json::Value) -> String {
-    let text = |v: &serde_json::Value| v.as_str().unwrap_or("").escape_debug().to_string();
+    let text = plain;
     let num = |v: &serde_json::Value| v.as_f64().unwrap_or(0.0);
     let mut out = format!(
         "plan of {job} on mock data ({} units per dataset, drawn from the policy's public metadata; no data read, nothing charged)\n",
@@ -84,15 +84,10 @@ pub fn plan(job: &str, p: &serde_json::Value) -> String {
         out.push_str("  the job asked no query\n");
     }
     for (i, q) in queries.iter().enumerate() {
-        let cost = sluice_runtime::PrivacyCost {
-            epsilon: num(&q["cost"]["epsilon"]),
-            delta: num(&q["cost"]["delta"]),
-            rho: num(&q["cost"]["rho"]),
-        };
         let cost = if q["cached"] == true {
             "cached, free".to_string()
         } else {
-            cost.to_string()
+            cost(&q["cost"]).to_string()
         };
         let accuracy: Vec<String> = q["accuracy"]
             .as_array()
@@ -189,16 +184,25 @@ fn count(n: u64, noun: &str) -> String {
 /// A Unix time in ms, in UTC: `2026-11-30 07:50:12 UTC`.
 pub fn time(ms: i64) -> String {
     let secs = ms.div_euclid(1000);
-    let d = sluice_policy::Date::from_days_since_epoch(secs.div_euclid(86_400));
     let s = secs.rem_euclid(86_400);
     format!(
-        "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
-        d.year,
-        d.month,
-        d.day,
+        "{} {:02}:{:02}:{:02} UTC",
+        sluice_policy::Date::at(secs, 0),
         s / 3600,
         s % 3600 / 60,
         s % 60
+    )
+}
+
+/// The same to the minute: `2026-11-30 07:50 UTC`.
+pub fn minute(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let m = secs.rem_euclid(86_400) / 60;
+    format!(
+        "{} {:02}:{:02} UTC",
+        sluice_policy::Date::at(secs, 0),
+        m / 60,
+        m % 60
     )
 }
 
@@ -248,6 +252,16 @@ pub fn columns(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// The privacy cost in a JSON object's `epsilon`, `delta` and `rho` (absent ones are 0).
+pub fn cost(v: &serde_json::Value) -> sluice_runtime::PrivacyCost {
+    let f = |k: &str| v[k].as_f64().unwrap_or(0.0);
+    sluice_runtime::PrivacyCost {
+        epsilon: f("epsilon"),
+        delta: f("delta"),
+        rho: f("rho"),
+    }
+}
+
 /// Operator-written or job-controlled text, on one line with control characters escaped.
 fn plain(v: &serde_json::Value) -> String {
     v.as_str().unwrap_or("").escape_debug().to_string()
@@ -260,11 +274,7 @@ fn spent(j: &serde_json::Value) -> String {
         .into_iter()
         .flatten()
         .map(|d| {
-            let cost = sluice_runtime::PrivacyCost {
-                epsilon: d["epsilon"].as_f64().unwrap_or(0.0),
-                delta: d["delta"].as_f64().unwrap_or(0.0),
-                rho: d["rho"].as_f64().unwrap_or(0.0),
-            };
+            let cost = cost(d);
             let n = d["queries"].as_u64().unwrap_or(0);
             format!(
                 "{} {cost} ({n} quer{})",
@@ -454,11 +464,7 @@ pub fn audit(entries: &[serde_json::Value]) -> String {
             }
         );
         if e["kind"] == "query" {
-            let cost = sluice_runtime::PrivacyCost {
-                epsilon: d["epsilon"].as_f64().unwrap_or(0.0),
-                delta: d["delta"].as_f64().unwrap_or(0.0),
-                rho: d["rho"].as_f64().unwrap_or(0.0),
-            };
+            let cost = cost(d);
             let sql = d["submitted_sql"]
                 .as_str()
                 .or(d["sql"].as_str())

@@ -86,14 +86,6 @@ fn unknown_principal(dir: &Path, role: Role, principal: &str) -> Option<String> 
     }
 }
 
-/// A Unix-ms instant as `YYYY-MM-DD HH:MM UTC`.
-fn utc_minute(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let date = sluice_policy::Date::at(secs, 0);
-    let minute = secs.rem_euclid(86_400) / 60;
-    format!("{date} {:02}:{:02} UTC", minute / 60, minute % 60)
-}
-
 /// A lifetime such as `90d` or `12h`.
 pub fn parse_lifetime(s: &str) -> std::result::Result<std::time::Duration, String> {
     sluice_policy::duration_secs(s)
@@ -110,8 +102,8 @@ pub fn token_list(dir: &Path) -> Result<ExitCode> {
         .map_or(0, |d| d.as_millis() as i64);
     for t in store.tokens()? {
         let expires = match t.expires_ms {
-            Some(ms) if ms <= now => format!("expired {}", utc_minute(ms)),
-            Some(ms) => utc_minute(ms),
+            Some(ms) if ms <= now => format!("expired {}", crate::print::minute(ms)),
+            Some(ms) => crate::print::minute(ms),
             None => "expired".into(),
         };
         println!("{:<18} {:<10} {expires:<24} {}", t.id, t.role, t.principal);
@@ -167,16 +159,6 @@ pub fn serve(dir: &Path, listen: Option<String>) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The privacy cost in an event's or a job's JSON (`epsilon`, `rho`, `delta`).
-fn cost_of(d: &Value) -> sluice_runtime::PrivacyCost {
-    let f = |k: &str| d[k].as_f64().unwrap_or(0.0);
-    sluice_runtime::PrivacyCost {
-        epsilon: f("epsilon"),
-        delta: f("delta"),
-        rho: f("rho"),
-    }
-}
-
 /// What `submit --wait` (and the demo) shows of a job's events, each with the time since it
 /// began to follow: queries counted (against the plan's count when there was one), cached
 /// answers marked free, a reviewer's reason, the log, and how it ended.
@@ -214,13 +196,13 @@ impl Progress {
                 let cost = if d["cached"] == true {
                     "answered from the cache (free)".to_string()
                 } else {
-                    format!("charged {}", cost_of(d))
+                    format!("charged {}", crate::print::cost(d))
                 };
                 eprintln!("  {at} query {n} on {}: {cost}", text("dataset"));
             }
             "released" => eprintln!(
                 "  {at} released ({} spent, audit entry {})",
-                cost_of(d),
+                crate::print::cost(d),
                 d["audit_seq"]
             ),
             "failed" => eprintln!("  {at} failed: {}", text("error")),
@@ -598,7 +580,7 @@ pub fn usage(conn: &Conn) -> Result<ExitCode> {
         .into_iter()
         .flatten()
         .map(|u| {
-            let cost = cost_of(u);
+            let cost = crate::print::cost(u);
             vec![
                 u["dataset"].as_str().unwrap_or("?").to_string(),
                 u["holder"].as_str().unwrap_or("-").to_string(),
@@ -805,7 +787,7 @@ fn alert_line(a: &Value) -> String {
     format!(
         "#{} {}  rule={} dataset={} operator={} {} action={} (audit entry {})",
         a["id"],
-        utc_minute(a["at_ms"].as_i64().unwrap_or(0)),
+        crate::print::minute(a["at_ms"].as_i64().unwrap_or(0)),
         a["rule"].as_str().unwrap_or("?"),
         a["dataset"].as_str().unwrap_or("?"),
         a["operator"].as_str().unwrap_or("?"),
@@ -1041,7 +1023,7 @@ fn print_filing(f: &sluice_broker::filings::Filing) {
     println!(
         "filing {}  {}  job {} by {}{}  ε={} ρ={} δ={}  datasets: {}",
         f.number,
-        utc_minute(f.filed_ms),
+        crate::print::minute(f.filed_ms),
         r.job,
         r.operator,
         r.scenario
@@ -1067,7 +1049,7 @@ pub fn filings_verify(export: &Path, public_key: &str) -> Result<ExitCode> {
             println!(
                 "filings OK: {n} filing(s), scope {}, since {}, every receipt signed by the same key",
                 e.scope,
-                utc_minute(e.since_ms)
+                crate::print::minute(e.since_ms)
             );
             Ok(ExitCode::SUCCESS)
         }

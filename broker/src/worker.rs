@@ -79,11 +79,7 @@ fn run_claimed(shared: &Shared, job: crate::store::Claimed) -> Result<()> {
     req.datasets = Some(datasets.clone());
     req.max_epsilon = job.max_epsilon;
     req.scenario = job.scenario.clone();
-    let out = if sql_job {
-        cur.sandbox.run_sql_job(&req)
-    } else {
-        cur.sandbox.run_job(&req)
-    };
+    let out = cur.sandbox.run_job(&req);
     shared.metrics.jobs_run.fetch_add(1, Ordering::Relaxed);
     shared
         .metrics

@@ -321,6 +321,16 @@ impl<'a> JobRequest<'a> {
         self.limits = Some(limits);
         self
     }
+
+    /// Who asks this job's queries, within its declarations.
+    pub(crate) fn asker(&self) -> privacy::Asker {
+        privacy::Asker {
+            scope: self.datasets.clone(),
+            max_epsilon: self.max_epsilon,
+            scenario: self.scenario.clone(),
+            ..privacy::Asker::new(self.operator.clone(), self.job_id.clone())
+        }
+    }
 }
 
 /// Native stack of the sandbox's own threads (job threads and the data runtime's workers), where
@@ -447,18 +457,25 @@ impl Sandbox {
     }
 
     /// Runs one job to completion (blocking). Queries it asked before failing stay charged.
+    /// A request whose wasm is [`sql_job::SQL_JOB`] runs the built-in SQL job.
     pub fn run_job(&self, req: &JobRequest<'_>) -> Result<JobOutput, JobFailure> {
-        let asker = privacy::Asker {
-            scope: req.datasets.clone(),
-            max_epsilon: req.max_epsilon,
-            scenario: req.scenario.clone(),
-            ..privacy::Asker::new(req.operator.clone(), req.job_id.clone())
-        };
+        self.run_on(self.engine.clone(), req)
+    }
+
+    /// [`Sandbox::run_job`] answered by `engine` (the sandbox's own, or a plan's over mock data).
+    pub(crate) fn run_on(
+        &self,
+        engine: Arc<privacy::PrivacyEngine>,
+        req: &JobRequest<'_>,
+    ) -> Result<JobOutput, JobFailure> {
+        if req.wasm == sql_job::SQL_JOB.as_bytes() {
+            return self.sql_job_on(engine, req);
+        }
         let limits = req.limits.clone().unwrap_or_else(|| self.limits.clone());
         self.host.run(
-            self.engine.clone(),
+            engine,
             self.rt().handle().clone(),
-            asker,
+            req.asker(),
             limits,
             req.wasm,
             req.params,

@@ -25,7 +25,7 @@ use std::time::Duration;
 use sluice_policy::{DatasetId, OperatorId, PrivacyMeasure};
 
 use crate::privacy::accountant::{Accountant, BudgetError, Charge, InMemoryAccountant, Spent};
-use crate::privacy::{Asker, ColumnAccuracy, PrivacyEngine};
+use crate::privacy::{ColumnAccuracy, PrivacyEngine};
 use crate::report::{PrivacyCost, sig};
 use crate::wasm::LogLine;
 use crate::{InMemoryAnswerCache, JobRequest, Sandbox, SandboxError, data};
@@ -207,18 +207,6 @@ impl PlanLedger {
     }
 }
 
-fn plus(a: Spent, b: Spent) -> Spent {
-    let add = |x: crate::Totals, y: crate::Totals| crate::Totals {
-        epsilon: x.epsilon + y.epsilon,
-        rho: x.rho + y.rho,
-        delta: x.delta + y.delta,
-    };
-    Spent {
-        job: add(a.job, b.job),
-        period: add(a.period, b.period),
-    }
-}
-
 impl Accountant for PlanLedger {
     fn charge(&self, c: &Charge) -> Result<(), BudgetError> {
         let scenario = c.scenario.as_deref();
@@ -230,13 +218,8 @@ impl Accountant for PlanLedger {
             .spent_in(&c.operator, &c.dataset, scenario, &c.job, c.period);
         let dataset_period = c.dataset_cap.map_or(c.period, |d| d.period);
         let real_dataset = self.real.dataset_spent(&c.dataset, dataset_period);
-        let all = self.own.dataset_spent(&c.dataset, dataset_period);
-        let dataset = crate::Totals {
-            epsilon: real_dataset.epsilon + all.epsilon,
-            rho: real_dataset.rho + all.rho,
-            delta: real_dataset.delta + all.delta,
-        };
-        let verdict = crate::privacy::accountant::check_limits(c, plus(real, own), dataset);
+        let dataset = real_dataset + self.own.dataset_spent(&c.dataset, dataset_period);
+        let verdict = crate::privacy::accountant::check_limits(c, real + own, dataset);
         self.own.record_unchecked(c);
         self.seen
             .lock()
@@ -258,22 +241,12 @@ impl Accountant for PlanLedger {
         job: &str,
         period: Duration,
     ) -> Spent {
-        plus(
-            self.real.spent_in(operator, dataset, scenario, job, period),
-            self.own.spent_in(operator, dataset, scenario, job, period),
-        )
+        self.real.spent_in(operator, dataset, scenario, job, period)
+            + self.own.spent_in(operator, dataset, scenario, job, period)
     }
 
     fn dataset_spent(&self, dataset: &DatasetId, period: Duration) -> crate::Totals {
-        let (r, o) = (
-            self.real.dataset_spent(dataset, period),
-            self.own.dataset_spent(dataset, period),
-        );
-        crate::Totals {
-            epsilon: r.epsilon + o.epsilon,
-            rho: r.rho + o.rho,
-            delta: r.delta + o.delta,
-        }
+        self.real.dataset_spent(dataset, period) + self.own.dataset_spent(dataset, period)
     }
 }
 
@@ -417,27 +390,10 @@ impl Sandbox {
             )
             .without_response_padding(),
         );
-        let asker = Asker {
-            scope: req.datasets.clone(),
-            max_epsilon: req.max_epsilon,
-            scenario: req.scenario.clone(),
-            ..Asker::new(req.operator.clone(), format!("plan-{}", plan_id()))
-        };
-        let limits = req.limits.clone().unwrap_or_else(|| self.limits.clone());
-        let out = if req.wasm == crate::sql_job::SQL_JOB.as_bytes() {
-            let mut sql = req.clone();
-            sql.job_id = asker.job.clone();
-            self.sql_job_on(engine, &sql)
-        } else {
-            self.host.run(
-                engine,
-                self.rt().handle().clone(),
-                asker,
-                limits,
-                req.wasm,
-                req.params,
-            )
-        };
+        // A job id of its own: the real ledger has spent nothing under it.
+        let mut req = req.clone();
+        req.job_id = format!("plan-{}", plan_id());
+        let out = self.run_on(engine, &req);
         let (records, outcome, log) = match out {
             Ok(o) => (
                 o.queries,

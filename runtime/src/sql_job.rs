@@ -10,7 +10,7 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::privacy::{Asker, Budget};
+use crate::privacy::Budget;
 use crate::report::Report;
 use crate::wasm::{JobFailure, JobOutput};
 use crate::{JobError, JobRequest, Sandbox};
@@ -69,14 +69,9 @@ impl SqlParams {
 }
 
 impl Sandbox {
-    /// Runs the built-in SQL job for `req` (whose `params` are [`SqlParams`] and whose `wasm`
-    /// is ignored): its one query under `req`'s declarations, released as a report of one
-    /// table called `answer`. Blocking: call it outside async code (or in `spawn_blocking`).
-    pub fn run_sql_job(&self, req: &JobRequest<'_>) -> Result<JobOutput, JobFailure> {
-        self.sql_job_on(self.engine.clone(), req)
-    }
-
-    /// [`Sandbox::run_sql_job`] on `engine` (a plan's, over mock data).
+    /// Runs the built-in SQL job for `req` (whose `params` are [`SqlParams`]) on `engine`: its
+    /// one query under `req`'s declarations, released as a report of one table called
+    /// `answer`. [`Sandbox::run_job`] runs it for a request whose wasm is [`SQL_JOB`].
     pub(crate) fn sql_job_on(
         &self,
         engine: std::sync::Arc<crate::privacy::PrivacyEngine>,
@@ -91,12 +86,7 @@ impl Sandbox {
         };
         let p = SqlParams::parse(req.params).map_err(|e| fail(JobError::Guest(e)))?;
         let budget = p.budget().map_err(|e| fail(JobError::Guest(e)))?;
-        let asker = Asker {
-            scope: req.datasets.clone(),
-            max_epsilon: req.max_epsilon,
-            scenario: req.scenario.clone(),
-            ..Asker::new(req.operator.clone(), req.job_id.clone())
-        };
+        let asker = req.asker();
         // Planning runs on a thread whose stack is known, as a job's queries do.
         let (handle, sql) = (self.rt().handle().clone(), &p.sql);
         let answered = std::thread::scope(|scope| {

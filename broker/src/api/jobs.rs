@@ -214,17 +214,33 @@ pub(crate) async fn query(
         wasm: SQL_JOB.as_bytes().to_vec(),
     };
     job.check(&s.limits)?;
-    let (needs_review, holders_to_approve) = {
-        let cur = current(&s);
-        let policy = cur.sandbox.engine().policy();
-        let review = admit(policy, &operator, &Declaration::of(&job, true), &|_, _| {
-            false
-        })
-        .map_err(Refusal::into_api)?;
-        (review, holders_to_approve(policy, &job.datasets))
-    };
-    room_for(&s, &auth, &job.datasets, needs_review)?;
+    let (needs_review, holders_to_approve) = admission(
+        &s,
+        &auth,
+        &operator,
+        &Declaration::of(&job, true),
+        &|_, _| false,
+    )?;
     accepted(&s, &auth.0.name, &job, needs_review, &holders_to_approve)
+}
+
+/// A submission at the door: admitted by policy (whether it needs review, and which holders
+/// must approve it too), then room for it in the queues.
+fn admission(
+    s: &Shared,
+    auth: &Auth,
+    operator: &OperatorId,
+    job: &Declaration<'_>,
+    listed: &dyn Fn(&sluice_policy::Grant, &DatasetId) -> bool,
+) -> ApiResult<(bool, Vec<String>)> {
+    let (needs_review, holders) = {
+        let cur = current(s);
+        let policy = cur.sandbox.engine().policy();
+        let review = admit(policy, operator, job, listed).map_err(Refusal::into_api)?;
+        (review, holders_to_approve(policy, job.datasets))
+    };
+    room_for(s, auth, job.datasets, needs_review)?;
+    Ok((needs_review, holders))
 }
 
 /// Stores an admitted job and answers `202` with its id, first state and wasm sha256, and
@@ -281,14 +297,8 @@ pub(crate) async fn submit(
                 .build_allowed(operator.as_str(), d.as_str(), &sha)
                 .unwrap_or(false)
     };
-    let (needs_review, holders_to_approve) = {
-        let cur = current(&s);
-        let policy = cur.sandbox.engine().policy();
-        let review = admit(policy, &operator, &Declaration::of(&job, false), &listed)
-            .map_err(Refusal::into_api)?;
-        (review, holders_to_approve(policy, &job.datasets))
-    };
-    room_for(&s, &auth, &job.datasets, needs_review)?;
+    let (needs_review, holders_to_approve) =
+        admission(&s, &auth, &operator, &Declaration::of(&job, false), &listed)?;
     // Compile now: an invalid job is refused at the door, and the first run skips compilation.
     let s2 = s.clone();
     let job = tokio::task::spawn_blocking(move || {

@@ -82,10 +82,22 @@ impl Totals {
         }
     }
 
-    fn add(&mut self, amount: Amount, delta: f64) {
+    fn record(&mut self, amount: Amount, delta: f64) {
         self.epsilon += amount.epsilon();
         self.rho += amount.rho();
         self.delta += delta;
+    }
+}
+
+impl std::ops::Add for Totals {
+    type Output = Self;
+
+    fn add(self, o: Self) -> Self {
+        Self {
+            epsilon: self.epsilon + o.epsilon,
+            rho: self.rho + o.rho,
+            delta: self.delta + o.delta,
+        }
     }
 }
 
@@ -96,6 +108,18 @@ pub struct Spent {
     pub job: Totals,
     /// Spent on this dataset in the current period, by every job the caps cover.
     pub period: Totals,
+}
+
+impl std::ops::Add for Spent {
+    type Output = Self;
+
+    /// Two ledgers' spending together (a plan's own on top of the real one).
+    fn add(self, o: Self) -> Self {
+        Self {
+            job: self.job + o.job,
+            period: self.period + o.period,
+        }
+    }
 }
 
 impl Spent {
@@ -302,7 +326,7 @@ impl InMemoryAccountant {
         let mut t = Totals::default();
         let of_dataset = map.iter().filter(|((_, d), _)| d == dataset);
         for e in of_dataset.flat_map(|(_, es)| es).filter(|e| e.at >= since) {
-            t.add(e.amount, e.delta);
+            t.record(e.amount, e.delta);
         }
         t
     }
@@ -314,10 +338,10 @@ impl InMemoryAccountant {
         let mut s = Spent::default();
         for e in entries.iter().filter(|e| e.scenario.as_deref() == scenario) {
             if e.job == job {
-                s.job.add(e.amount, e.delta);
+                s.job.record(e.amount, e.delta);
             }
             if e.at >= since {
-                s.period.add(e.amount, e.delta);
+                s.period.record(e.amount, e.delta);
             }
         }
         s
