@@ -1152,6 +1152,8 @@ impl Cx {
         ok.then_some(out)
     }
 
+    /// One column declaration, stage by stage: its fields read (and unknown ones reported), its
+    /// `bins`, then the fields of its kind, each field on another kind reported.
     fn column(&mut self, name: &str, decl: &Value<'_>) -> Option<Column> {
         let DeValue::Table(table) = decl.get_ref() else {
             self.err(
@@ -1178,172 +1180,163 @@ impl Cx {
             ],
         );
         let kind = kind?;
-        let bins = match bins_value {
-            None => None,
-            Some(_) if !matches!(kind.as_str(), "int" | "float") => {
+        let bins = self.column_bins(&kind, bins_value)?;
+        let column = |kind| Column {
+            bins: bins.clone(),
+            name: name.into(),
+            kind,
+        };
+        match kind.as_str() {
+            "category" => {
+                let bad = self.not_for(&kind, bounds, "bounds", "int, float, date");
+                let kind = self.category(public_values, selection)?;
+                (!bad).then(|| column(kind))
+            }
+            "int" | "float" | "date" => {
+                let bad = self.not_for(&kind, public_values, "public_values", "category")
+                    | self.not_for(&kind, selection, "partition_selection", "category");
+                let kind = match (kind.as_str(), bounds) {
+                    ("int", b) => ColumnKind::Int {
+                        bounds: match b {
+                            None => None,
+                            Some(v) => Some(self.int_bounds(v)?),
+                        },
+                    },
+                    ("float", b) => ColumnKind::Float {
+                        bounds: match b {
+                            None => None,
+                            Some(v) => Some(self.float_bounds(v)?),
+                        },
+                    },
+                    (_, b) => ColumnKind::Date {
+                        bounds: match b {
+                            None => None,
+                            Some(v) => Some(self.date_bounds(v)?),
+                        },
+                    },
+                };
+                (!bad).then(|| column(kind))
+            }
+            "hidden" => {
+                let bad1 = self.not_for(&kind, public_values, "public_values", "category");
+                let bad2 = self.not_for(&kind, bounds, "bounds", "int, float, date");
+                let bad3 = self.not_for(&kind, selection, "partition_selection", "category");
+                (!bad1 && !bad2 && !bad3).then(|| column(ColumnKind::Hidden))
+            }
+            _ => None,
+        }
+    }
+
+    /// A column's `bins`, allowed on numeric columns only: `Some(None)` when absent, `None`
+    /// after reporting a problem.
+    fn column_bins(&mut self, kind: &str, v: Option<&Value<'_>>) -> Option<Option<Vec<f64>>> {
+        match v {
+            None => Some(None),
+            Some(v) if !matches!(kind, "int" | "float") => {
                 self.err(
-                    bins_value.map_or(0..0, |v| v.span()),
+                    v.span(),
                     format!(
                         "`bins` is not allowed on a `{kind}` column; it is allowed on: int, float"
                     ),
                 );
+                None
+            }
+            Some(v) => Some(Some(self.bins(v, kind == "int")?)),
+        }
+    }
+
+    /// Reports `field` present on a column of `kind`, which does not take it; whether it was.
+    fn not_for(&mut self, kind: &str, v: Option<&Value<'_>>, field: &str, allowed: &str) -> bool {
+        if let Some(v) = v {
+            self.err(
+                v.span(),
+                format!(
+                    "`{field}` is not allowed on a `{kind}` column; it is allowed on: {allowed}"
+                ),
+            );
+        }
+        v.is_some()
+    }
+
+    /// A category column's public values or partition selection (not both).
+    fn category(
+        &mut self,
+        public_values: Option<&Value<'_>>,
+        selection: Option<&Value<'_>>,
+    ) -> Option<ColumnKind> {
+        let values = match public_values {
+            None => None,
+            Some(v) => Some(self.public_values(v)?),
+        };
+        let partition_selection = match selection.map(|v| (v, v.get_ref())) {
+            None => false,
+            Some((_, DeValue::Boolean(b))) => *b,
+            Some((v, _)) => {
+                self.err(
+                    v.span(),
+                    "`partition_selection` must be true or false".into(),
+                );
                 return None;
             }
-            Some(v) => Some(self.bins(v, kind == "int")?),
         };
-        let not_for = |cx: &mut Self, v: Option<&Value<'_>>, field: &str, allowed: &str| {
-            if let Some(v) = v {
-                cx.err(
+        if let (Some(v), true, Some(_)) = (selection, partition_selection, &values) {
+            self.err(
+                v.span(),
+                "declare either `public_values` (every value released) or `partition_selection = true` (values released by a noisy threshold), not both".into(),
+            );
+            return None;
+        }
+        Some(ColumnKind::Category {
+            public_values: values,
+            partition_selection,
+        })
+    }
+
+    /// An `int` column's bounds: two integers, lower first.
+    fn int_bounds(&mut self, v: &Value<'_>) -> Option<(i64, i64)> {
+        let (lo, hi) = self.bounds_pair(v)?;
+        let why = match (lo.get_ref(), hi.get_ref()) {
+            (DeValue::Integer(a), DeValue::Integer(b)) => match (int(a), int(b)) {
+                (Some(a), Some(b)) if a < b => return Some((a, b)),
+                (Some(_), Some(_)) => "bounds must be [lower, upper] with lower < upper",
+                _ => "bounds do not fit in a 64-bit integer",
+            },
+            _ => "bounds of an `int` column must be two integers, e.g. [0, 100]",
+        };
+        self.err(v.span(), why.into());
+        None
+    }
+
+    /// A `float` column's bounds: finite, lower first, within ±1e15.
+    fn float_bounds(&mut self, v: &Value<'_>) -> Option<(f64, f64)> {
+        let (lo, hi) = self.bounds_pair(v)?;
+        let (a, b) = (self.number(lo)?, self.number(hi)?);
+        if !(a.is_finite() && b.is_finite() && a < b) {
+            self.err(
+                v.span(),
+                "bounds must be finite, [lower, upper] with lower < upper".into(),
+            );
+            return None;
+        }
+        if a.abs().max(b.abs()) > 1e15 {
+            self.err(v.span(), "bounds must lie within ±1e15".into());
+            return None;
+        }
+        Some((a, b))
+    }
+
+    /// A `date` column's bounds: two dates, first before last.
+    fn date_bounds(&mut self, v: &Value<'_>) -> Option<(Date, Date)> {
+        let (lo, hi) = self.bounds_pair(v)?;
+        match (toml_date(lo), toml_date(hi)) {
+            (Some(a), Some(b)) if a < b => Some((a, b)),
+            _ => {
+                self.err(
                     v.span(),
-                    format!(
-                        "`{field}` is not allowed on a `{kind}` column; it is allowed on: {allowed}"
-                    ),
+                    "bounds of a `date` column must be two dates, first before last, e.g. [2024-01-01, 2026-12-31] (no quotes)".into(),
                 );
-                true
-            } else {
-                false
+                None
             }
-        };
-        match kind.as_str() {
-            "category" => {
-                let bad = not_for(self, bounds, "bounds", "int, float, date");
-                let values = match public_values {
-                    None => None,
-                    Some(v) => Some(self.public_values(v)?),
-                };
-                let partition_selection = match selection.map(|v| (v, v.get_ref())) {
-                    None => false,
-                    Some((_, DeValue::Boolean(b))) => *b,
-                    Some((v, _)) => {
-                        self.err(
-                            v.span(),
-                            "`partition_selection` must be true or false".into(),
-                        );
-                        return None;
-                    }
-                };
-                if let (Some(v), true, Some(_)) = (selection, partition_selection, &values) {
-                    self.err(
-                        v.span(),
-                        "declare either `public_values` (every value released) or `partition_selection = true` (values released by a noisy threshold), not both".into(),
-                    );
-                    return None;
-                }
-                (!bad).then_some(Column {
-                    bins: bins.clone(),
-                    name: name.into(),
-                    kind: ColumnKind::Category {
-                        public_values: values,
-                        partition_selection,
-                    },
-                })
-            }
-            "int" => {
-                let bad = not_for(self, public_values, "public_values", "category")
-                    | not_for(self, selection, "partition_selection", "category");
-                let b = match bounds {
-                    None => None,
-                    Some(v) => {
-                        let (lo, hi) = self.bounds_pair(v)?;
-                        match (lo.get_ref(), hi.get_ref()) {
-                            (DeValue::Integer(a), DeValue::Integer(b)) => match (int(a), int(b)) {
-                                (Some(a), Some(b)) if a < b => Some((a, b)),
-                                (Some(_), Some(_)) => {
-                                    self.err(
-                                        v.span(),
-                                        "bounds must be [lower, upper] with lower < upper".into(),
-                                    );
-                                    return None;
-                                }
-                                _ => {
-                                    self.err(
-                                        v.span(),
-                                        "bounds do not fit in a 64-bit integer".into(),
-                                    );
-                                    return None;
-                                }
-                            },
-                            _ => {
-                                self.err(
-                                    v.span(),
-                                    "bounds of an `int` column must be two integers, e.g. [0, 100]"
-                                        .into(),
-                                );
-                                return None;
-                            }
-                        }
-                    }
-                };
-                (!bad).then_some(Column {
-                    bins: bins.clone(),
-                    name: name.into(),
-                    kind: ColumnKind::Int { bounds: b },
-                })
-            }
-            "float" => {
-                let bad = not_for(self, public_values, "public_values", "category")
-                    | not_for(self, selection, "partition_selection", "category");
-                let b = match bounds {
-                    None => None,
-                    Some(v) => {
-                        let (lo, hi) = self.bounds_pair(v)?;
-                        let (a, b) = (self.number(lo)?, self.number(hi)?);
-                        if !(a.is_finite() && b.is_finite() && a < b) {
-                            self.err(
-                                v.span(),
-                                "bounds must be finite, [lower, upper] with lower < upper".into(),
-                            );
-                            return None;
-                        }
-                        if a.abs().max(b.abs()) > 1e15 {
-                            self.err(v.span(), "bounds must lie within ±1e15".into());
-                            return None;
-                        }
-                        Some((a, b))
-                    }
-                };
-                (!bad).then_some(Column {
-                    bins: bins.clone(),
-                    name: name.into(),
-                    kind: ColumnKind::Float { bounds: b },
-                })
-            }
-            "date" => {
-                let bad = not_for(self, public_values, "public_values", "category")
-                    | not_for(self, selection, "partition_selection", "category");
-                let b = match bounds {
-                    None => None,
-                    Some(v) => {
-                        let (lo, hi) = self.bounds_pair(v)?;
-                        match (toml_date(lo), toml_date(hi)) {
-                            (Some(a), Some(b)) if a < b => Some((a, b)),
-                            _ => {
-                                self.err(
-                                    v.span(),
-                                    "bounds of a `date` column must be two dates, first before last, e.g. [2024-01-01, 2026-12-31] (no quotes)".into(),
-                                );
-                                return None;
-                            }
-                        }
-                    }
-                };
-                (!bad).then_some(Column {
-                    bins: None,
-                    name: name.into(),
-                    kind: ColumnKind::Date { bounds: b },
-                })
-            }
-            "hidden" => {
-                let bad1 = not_for(self, public_values, "public_values", "category");
-                let bad2 = not_for(self, bounds, "bounds", "int, float, date");
-                let bad3 = not_for(self, selection, "partition_selection", "category");
-                (!bad1 && !bad2 && !bad3).then_some(Column {
-                    bins: None,
-                    name: name.into(),
-                    kind: ColumnKind::Hidden,
-                })
-            }
-            _ => None,
         }
     }
 
