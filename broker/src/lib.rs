@@ -38,6 +38,7 @@ pub mod audit;
 pub mod build;
 pub mod client;
 pub mod config;
+pub mod console;
 pub mod denials;
 pub mod error;
 pub mod filings;

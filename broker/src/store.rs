@@ -281,6 +281,8 @@ pub struct JobInfo {
     pub approved_by: Vec<String>,
     /// sha256 of the wasm.
     pub wasm_sha256: String,
+    /// Size of the wasm in bytes.
+    pub wasm_bytes: i64,
     /// The datasets it declared.
     pub datasets: Vec<String>,
     /// The ε per dataset it asked for (or `None`: the grant's per-job cap).
@@ -554,6 +556,23 @@ pub struct Usage {
     /// Total δ.
     pub delta: f64,
     /// Total ρ (zCDP datasets).
+    pub rho: f64,
+}
+
+/// What one operator spent on one dataset in one UTC day.
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct DailySpend {
+    /// The day, `YYYY-MM-DD` (UTC).
+    pub day: String,
+    /// The operator.
+    pub operator: String,
+    /// Queries charged.
+    pub queries: i64,
+    /// ε charged (pure-DP datasets).
+    pub epsilon: f64,
+    /// δ charged.
+    pub delta: f64,
+    /// ρ charged (zCDP datasets).
     pub rho: f64,
 }
 
@@ -1832,6 +1851,28 @@ impl Store {
         )?)
     }
 
+    /// What each operator spent on `dataset` per UTC day since `since_ms`, oldest first.
+    pub fn daily_spend(&self, dataset: &str, since_ms: i64) -> Result<Vec<DailySpend>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT at_ms / 86400000 AS day, operator, COUNT(*), SUM(epsilon), SUM(delta), SUM(rho)
+             FROM charges WHERE dataset = ?1 AND at_ms >= ?2
+             GROUP BY day, operator ORDER BY day, operator",
+        )?;
+        Ok(stmt
+            .query_map(params![dataset, since_ms], |r| {
+                Ok(DailySpend {
+                    day: sluice_policy::Date::from_days_since_epoch(r.get(0)?).to_string(),
+                    operator: r.get(1)?,
+                    queries: r.get(2)?,
+                    epsilon: r.get(3)?,
+                    delta: r.get(4)?,
+                    rho: r.get(5)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?)
+    }
+
     /// Usage by dataset and operator.
     pub fn usage(&self) -> Result<Vec<Usage>> {
         let conn = self.lock();
@@ -2412,7 +2453,8 @@ fn jobs_where(conn: &Connection, clause: &str, p: &[&dyn rusqlite::ToSql]) -> Re
                 (SELECT COALESCE(json_group_array(json_object('dataset', d, 'epsilon', e, 'rho', r,
                                                               'delta', dl, 'queries', n)), '[]')
                  FROM (SELECT dataset d, SUM(epsilon) e, SUM(rho) r, SUM(delta) dl, COUNT(*) n
-                       FROM charges c WHERE c.job = j.id GROUP BY dataset ORDER BY dataset))
+                       FROM charges c WHERE c.job = j.id GROUP BY dataset ORDER BY dataset)),
+                (SELECT COALESCE(length(w.bytes), 0) FROM wasm w WHERE w.sha256 = j.wasm_sha256)
          FROM jobs j WHERE {clause}"
     );
     let mut stmt = conn.prepare(&sql)?;
@@ -2439,6 +2481,7 @@ fn jobs_where(conn: &Connection, clause: &str, p: &[&dyn rusqlite::ToSql]) -> Re
             approved_by: serde_json::from_str(&r.get::<_, String>(18)?).unwrap_or_default(),
             scenario: r.get(19)?,
             spent: serde_json::from_str(&r.get::<_, String>(20)?).unwrap_or_default(),
+            wasm_bytes: r.get::<_, Option<i64>>(21)?.unwrap_or(0),
         })
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)

@@ -18,6 +18,10 @@ mod api;
 #[cfg(test)]
 mod bounding;
 #[cfg(test)]
+mod browser;
+#[cfg(test)]
+mod console;
+#[cfg(test)]
 mod crash;
 #[cfg(test)]
 mod dates;

@@ -397,15 +397,21 @@ struct Suspension {
     reason: String,
 }
 
-/// `GET /v1/admin/suspensions`.
+/// `GET /v1/admin/suspensions`: every suspension (admins, auditors), or a holder's own
+/// datasets' (holders).
 pub(crate) async fn suspensions(
     State(s): State<Arc<Shared>>,
-    _: Only<Inspectors>,
+    auth: Only<Watchers>,
 ) -> ApiResult<Json<Suspensions>> {
+    let held = auth.held(current(&s).sandbox.engine().policy());
     let suspensions = s
         .store
         .suspensions()?
         .into_iter()
+        .filter(|(kind, name, _)| {
+            held.as_ref()
+                .is_none_or(|h| kind.ends_with("dataset") && h.contains(name))
+        })
         .map(|(kind, name, reason)| Suspension { kind, name, reason })
         .collect();
     Ok(Json(Suspensions { suspensions }))

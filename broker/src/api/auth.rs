@@ -276,3 +276,26 @@ pub(crate) async fn timeout(State(s): State<Arc<Shared>>, req: Request, next: Ne
         .into_response(),
     }
 }
+
+/// Who a token belongs to: what the console shows and which of its pages it offers.
+#[derive(serde::Serialize)]
+pub(crate) struct Me {
+    /// The principal's name (an operator id, a holder, a reviewer...).
+    principal: String,
+    /// `operator`, `reviewer`, `holder`, `admin` or `auditor`.
+    role: &'static str,
+    /// For a holder: the datasets it holds under the policy in force.
+    holds: Vec<String>,
+}
+
+/// `GET /v1/me`: the caller's principal and role (any valid token).
+pub(crate) async fn me(State(s): State<Arc<Shared>>, auth: Auth) -> ApiResult<axum::Json<Me>> {
+    let holds = auth
+        .held(crate::server::current(&s).sandbox.engine().policy())
+        .unwrap_or_default();
+    Ok(axum::Json(Me {
+        role: auth.0.role.as_str(),
+        principal: auth.0.name,
+        holds,
+    }))
+}

@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 use sluice_runtime::views::{BudgetView, DatasetView, LookupView};
 use sluice_runtime::{Budget, Estimate, QueryError};
 
-use super::auth::{Auth, Only, Operators};
-use super::{ApiResult, JsonBody, first_line};
+use super::auth::{Auth, Only, Operators, Overseers};
+use super::{ApiResult, JsonBody, QueryString, first_line};
 use crate::error::{ApiError, ErrorCode};
 use crate::server::{Shared, current};
 use crate::store::Role;
@@ -94,6 +94,81 @@ pub(crate) async fn budget(
     Ok(Json(Budgets {
         operator: op.to_string(),
         budgets,
+    }))
+}
+
+/// How many days of spending `GET /v1/datasets/{name}/spend` covers.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SpendQuery {
+    /// Days back from today (UTC), 1 to 366; the dataset-wide cap's period when left out (30
+    /// days where the dataset has none).
+    days: Option<u32>,
+}
+
+/// A dataset's spending by day and operator: what a burn-down chart is drawn from.
+#[derive(Serialize)]
+pub(crate) struct DatasetSpending {
+    dataset: String,
+    /// `epsilon` or `rho`: the measure the dataset is charged in.
+    measure: &'static str,
+    /// The dataset-wide cap per period, in `measure`, if the policy sets one.
+    cap_per_period: Option<f64>,
+    /// The cap's period, in seconds.
+    period_secs: Option<u64>,
+    /// The first day covered, `YYYY-MM-DD` (UTC).
+    since: String,
+    /// Spending per day and operator, oldest first (days without charges are left out).
+    days: Vec<crate::store::DailySpend>,
+}
+
+/// `GET /v1/datasets/{name}/spend?days=`: every operator's spending on a dataset, by day
+/// (reviewers, admins, auditors, and the dataset's holder). Spending is the ledger's, not data:
+/// no figure here is derived from a row.
+pub(crate) async fn spend(
+    State(s): State<Arc<Shared>>,
+    auth: Only<Overseers>,
+    Path(name): Path<String>,
+    QueryString(q): QueryString<SpendQuery>,
+) -> ApiResult<Json<DatasetSpending>> {
+    let view = {
+        let cur = current(&s);
+        let policy = cur.sandbox.engine().policy();
+        auth.may_act_on(policy, &name)?;
+        policy
+            .datasets
+            .values()
+            .find(|d| d.id.as_str() == name)
+            .map(|d| DatasetView::of(d, policy))
+            .ok_or_else(|| {
+                ApiError::not_found(format!("no dataset `{}` in the policy", first_line(&name)))
+            })?
+    };
+    let days = match q.days {
+        Some(d @ 1..=366) => i64::from(d),
+        Some(_) => {
+            return Err(ApiError::new(
+                ErrorCode::BadQuery,
+                "days is a whole number from 1 to 366",
+            ));
+        }
+        None => view
+            .dataset_period_secs
+            .map_or(30, |p| (p.div_ceil(86_400) as i64).clamp(1, 366)),
+    };
+    let today = crate::audit::now_ms().div_euclid(86_400_000);
+    let first_day = today - days + 1;
+    Ok(Json(DatasetSpending {
+        measure: if view.privacy_measure == "zcdp" {
+            "rho"
+        } else {
+            "epsilon"
+        },
+        cap_per_period: view.dataset_cap_per_period,
+        period_secs: view.dataset_period_secs,
+        since: sluice_policy::Date::from_days_since_epoch(first_day).to_string(),
+        days: s.store.daily_spend(&name, first_day * 86_400_000)?,
+        dataset: view.name,
     }))
 }
 

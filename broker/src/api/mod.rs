@@ -56,11 +56,15 @@ pub(crate) fn router(s: Arc<Shared>) -> Router {
         .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
         .route("/v1/datasets", get(datasets::list))
         .route("/v1/datasets/{name}", get(datasets::one))
+        .route("/v1/datasets/{name}/spend", get(datasets::spend))
         .route("/v1/budget", get(datasets::budget))
         .route("/v1/estimate", post(datasets::estimate))
         .route("/v1/reviews", get(reviews::pending))
         .route("/v1/reviews/{id}/{decision}", post(reviews::decide))
         .route("/v1/audit", get(reviews::audit_log))
+        .route("/v1/audit/verify", get(reviews::audit_verify))
+        .route("/v1/receipts/verify", post(reviews::receipt_verify))
+        .route("/v1/me", get(auth::me))
         .route("/v1/admin/policy/reload", post(admin::reload))
         .route("/v1/admin/tokens", post(admin::create_token))
         .route("/v1/admin/{action}", post(admin::freeze))
@@ -81,6 +85,7 @@ pub(crate) fn router(s: Arc<Shared>) -> Router {
         .route("/v1/jobs/{id}/plan", get(plans::of_job))
         .route("/v1/jobs/{id}/risk", get(plans::risk));
     api.merge(streams)
+        .merge(crate::console::routes())
         .fallback(|| async {
             ApiError::not_found("no such endpoint; the API lives under /v1 (see docs/operator.md)")
         })
@@ -96,6 +101,7 @@ pub(crate) fn router(s: Arc<Shared>) -> Router {
             auth::audit_denials,
         ))
         .layer(DefaultBodyLimit::max(MAX_SUBMIT_BODY))
+        .layer(middleware::from_fn(crate::console::security_headers))
         .with_state(s)
 }
 

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Request, State};
 use serde::{Deserialize, Serialize};
 
 use super::auth::{Approvers, Only, Overseers, QueueReaders};
@@ -172,4 +172,144 @@ pub(crate) async fn audit_log(
         entries,
         next_after,
     }))
+}
+
+/// The audit log as the broker verifies it: the hash chain from the first entry and every
+/// signed checkpoint, with the broker's public key.
+#[derive(Serialize)]
+pub(crate) struct AuditVerdict {
+    /// Whether the whole log verified.
+    ok: bool,
+    /// Entries checked (up to the first bad one).
+    entries: i64,
+    /// Signed checkpoints checked.
+    checkpoints: usize,
+    /// The last checkpointed sequence number.
+    last_checkpoint: Option<i64>,
+    /// The first bad sequence number, when the log is broken.
+    broken_at: Option<i64>,
+    /// What is wrong there.
+    problem: Option<String>,
+    /// The key the checkpoints were checked with (hex ed25519). An independent check uses the
+    /// key given at `sluice init`: `sluice audit verify --public-key`.
+    public_key: String,
+}
+
+/// `GET /v1/audit/verify`: verifies the whole audit log now (reviewers, admins, auditors and
+/// holders: the answer names no entry's contents).
+pub(crate) async fn audit_verify(
+    State(s): State<Arc<Shared>>,
+    _: Only<Overseers>,
+) -> ApiResult<Json<AuditVerdict>> {
+    let public_key = s.store.public_key();
+    let dir = s.store.dir().to_path_buf();
+    let key = crate::keys::public_key(&public_key).map_err(ApiError::internal)?;
+    // A read-only connection of its own: verifying a long log never holds up the writers.
+    let verdict = tokio::task::spawn_blocking(move || {
+        let conn = crate::store::Store::open_conn_readonly(&dir)?;
+        audit::verify(&conn, &key, Some(&crate::store::checkpoint_path(&dir)))
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(ApiError::internal)?;
+    Ok(Json(match verdict {
+        Ok(v) => AuditVerdict {
+            ok: true,
+            entries: v.entries,
+            checkpoints: v.checkpoints,
+            last_checkpoint: v.last_checkpoint,
+            broken_at: None,
+            problem: None,
+            public_key,
+        },
+        Err(b) => AuditVerdict {
+            ok: false,
+            entries: b.seq - 1,
+            checkpoints: 0,
+            last_checkpoint: None,
+            broken_at: Some(b.seq),
+            problem: Some(b.problem),
+            public_key,
+        },
+    }))
+}
+
+/// A receipt to verify, with the report it should cover.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ReceiptCheck {
+    /// The receipt, as `GET /v1/jobs/{id}/receipt` gave it.
+    receipt: serde_json::Value,
+    /// The report's bytes as text (JSON or CSV), to check that the receipt covers it.
+    report: Option<String>,
+}
+
+/// What verifying a receipt found.
+#[derive(Serialize)]
+pub(crate) struct ReceiptVerdict {
+    /// Whether the signature is this broker's and (when a report was given) covers the report.
+    valid: bool,
+    /// Why not, when not.
+    problem: Option<String>,
+    /// Whether a report was checked against it.
+    report_checked: bool,
+    /// The receipt's job, operator, cost and release entry, when it parsed.
+    job: Option<String>,
+    operator: Option<String>,
+    epsilon: Option<f64>,
+    rho: Option<f64>,
+    audit_seq: Option<i64>,
+    /// The key it was checked with (hex ed25519).
+    public_key: String,
+}
+
+/// Largest receipt check: a receipt and its report.
+const MAX_RECEIPT_CHECK: usize = 8 << 20;
+
+/// `POST /v1/receipts/verify`: checks a receipt's signature against this broker's key and,
+/// given the report, that it covers it (any signed-in caller; nothing is stored). Offline, the
+/// same check is `sluice receipt verify` with the broker's public key.
+pub(crate) async fn receipt_verify(
+    State(s): State<Arc<Shared>>,
+    _: super::auth::Auth,
+    req: Request,
+) -> ApiResult<Json<ReceiptVerdict>> {
+    let (headers, body) = super::read_body(req, &(), MAX_RECEIPT_CHECK).await?;
+    let check: ReceiptCheck = super::parse_json(&headers, &body)?;
+    let public_key = s.store.public_key();
+    let key = crate::keys::public_key(&public_key).map_err(ApiError::internal)?;
+    let receipt: Result<crate::keys::Receipt, _> = serde_json::from_value(check.receipt);
+    let mut verdict = ReceiptVerdict {
+        valid: false,
+        problem: None,
+        report_checked: check.report.is_some(),
+        job: None,
+        operator: None,
+        epsilon: None,
+        rho: None,
+        audit_seq: None,
+        public_key,
+    };
+    let receipt = match receipt {
+        Ok(r) => r,
+        Err(e) => {
+            verdict.problem = Some(format!(
+                "this is not a Sluice receipt: {}",
+                super::first_line(&e.to_string())
+            ));
+            return Ok(Json(verdict));
+        }
+    };
+    let checked = match &check.report {
+        Some(report) => receipt.verify(&key, report.as_bytes()),
+        None => receipt.verify_signature(&key),
+    };
+    verdict.valid = checked.is_ok();
+    verdict.problem = checked.err().map(|e| e.to_string());
+    verdict.job = Some(receipt.job);
+    verdict.operator = Some(receipt.operator);
+    verdict.epsilon = Some(receipt.epsilon);
+    verdict.rho = Some(receipt.rho);
+    verdict.audit_seq = Some(receipt.audit_seq);
+    Ok(Json(verdict))
 }

@@ -140,6 +140,27 @@ fn hostile(ctx: &mut Job) -> Result<Report> {
             }
             Ok(Report::new("logged"))
         }
+        // Puts markup everywhere a job controls text: title, text, table name, column name,
+        // scalar name, log lines. A page that shows the report must show it as text.
+        "markup" => {
+            const SCRIPT: &str = "<script>window.__pwned = 'script'</script>";
+            const IMG: &str = "<img src=x onerror=\"window.__pwned = 'img'\">";
+            const LINK: &str = "<a href=\"javascript:window.__pwned = 'link'\">open me</a>";
+            ctx.log(format!("log line {SCRIPT}"));
+            ctx.log(format!("log line {IMG} {LINK}"));
+            let t = ctx
+                .query(
+                    "SELECT district, COUNT(*) AS \"<img src=x onerror=window.__pwned=1>\" \
+                     FROM health_visits GROUP BY district",
+                )
+                .epsilon(0.5)
+                .run()?;
+            Ok(Report::new(format!("Title {SCRIPT}"))
+                .text(format!("Text {IMG}"))
+                .text(format!("Link {LINK} javascript:window.__pwned='text'"))
+                .table(format!("Table {IMG}"), &t)
+                .scalar(format!("Scalar {SCRIPT}"), 1.0, Some(0.5)))
+        }
         other => Err(Error::InvalidParams(format!("unknown attack `{other}`"))),
     }
 }

@@ -1,0 +1,289 @@
+//! The web console in a real headless Chromium against a real broker: a reviewer approves, an
+//! operator watches a job finish live and reads its chart, a holder suspends a dataset, and a
+//! hostile job's report stays inert text. Each page's screenshot is written to
+//! `<target>/console-screenshots/`.
+
+use serde_json::{Value, json};
+use sluice_broker::client::Submission;
+
+use crate::browser::{Browser, screenshot_dir};
+use crate::{TestBroker, guest};
+
+/// The browser, or `None` with a message when Chromium is not installed here. Under CI
+/// (`CI` set), `.ci/run` installs it, so its absence is a failure.
+fn browser() -> Option<Browser> {
+    match Browser::start() {
+        Ok(b) => Some(b),
+        Err(why) if std::env::var_os("CI").is_none() => {
+            eprintln!("SKIPPED: the console's browser tests need Chromium: {why}");
+            None
+        }
+        Err(why) => panic!("the console's browser tests need Chromium under CI: {why}"),
+    }
+}
+
+/// Signs in on the console at `url` with `token` (signing out first if someone is signed in),
+/// and waits until the console shows the principal.
+fn sign_in(b: &Browser, url: &str, token: &str, principal: &str) {
+    b.goto(&format!("{url}/"));
+    let signed_in = b.eval(
+        "return !document.getElementById('sign-out').hidden",
+        json!([]),
+    );
+    if signed_in == json!(true) {
+        b.click("#sign-out");
+    }
+    b.type_into("#token", token);
+    b.click("#sign-in button[type=submit]");
+    b.wait_for(
+        &format!("the console to show `{principal}`"),
+        &format!(
+            "return document.getElementById('who').textContent.startsWith({})",
+            json!(principal)
+        ),
+        10,
+    );
+}
+
+fn submit(b: &TestBroker, token: &str, wasm: &[u8], params: &str, dataset: &str) -> String {
+    let r = b
+        .client(token)
+        .submit(&Submission {
+            wasm,
+            purpose: "console test",
+            params,
+            datasets: &[dataset.into()],
+            max_epsilon: Some(2.0),
+            scenario: None,
+        })
+        .expect("submit");
+    r["id"].as_str().expect("an id").to_string()
+}
+
+#[test]
+fn reviewers_operators_and_holders_do_their_work_in_the_console_and_hostile_text_stays_text() {
+    let Some(web) = browser() else { return };
+    let b = TestBroker::start("console", |p| p);
+    let url = b.url().to_string();
+    let tourism = guest(env!("GUEST_TOURISM_SPEND"));
+
+    // A reviewer sees a pending job with its params in full and approves it.
+    let params = "epsilon=1.0&note=<b>not bold</b>";
+    let pending = submit(&b, &b.tourism, &tourism, params, "tourism_trips");
+    sign_in(&web, &url, &b.reviewer, "rita");
+    let card = format!("article.review[data-job='{pending}']");
+    web.wait_for(
+        "the pending job's card",
+        &format!("return document.querySelector({})", json!(card)),
+        10,
+    );
+    let shown = web.eval(
+        "return document.querySelector(arguments[0] + ' pre.params').textContent",
+        json!([card]),
+    );
+    assert_eq!(
+        shown,
+        json!(params),
+        "the params are shown in full, as text"
+    );
+    web.click(&format!("{card} button.secondary"));
+    web.wait_for(
+        "the risk report",
+        &format!(
+            "return document.querySelector({})?.textContent.includes('Risk level')",
+            json!(format!("{card} .risk"))
+        ),
+        120,
+    );
+    let shot = web.screenshot("console-review-queue.png");
+    web.type_into(&format!("{card} textarea"), "purpose and params checked");
+    web.click(&format!("{card} button[data-decision=approve]"));
+    web.wait_for(
+        "the approval's confirmation",
+        &format!(
+            "return document.querySelector({})?.textContent.includes('is now queued')",
+            json!(format!("{card} .outcome"))
+        ),
+        20,
+    );
+    let job = b
+        .client(&b.reviewer)
+        .get_json(&format!("/v1/jobs/{pending}"))
+        .unwrap();
+    assert_eq!(job["approved_by"], json!(["rita"]), "{job}");
+
+    // An operator watches a job go from review to a released report, live, and sees its chart
+    // with error bars.
+    let live = submit(&b, &b.tourism, &tourism, "epsilon=1.0", "tourism_trips");
+    sign_in(&web, &url, &b.tourism, "tourism-lab");
+    web.goto(&format!("{url}/#/job/{live}"));
+    web.wait_for(
+        "the job page, pending",
+        "return document.querySelector('#job-state .state-pending_review')",
+        10,
+    );
+    b.client(&b.reviewer)
+        .post_json(
+            &format!("/v1/reviews/{live}/approve"),
+            &json!({"reason": "fine"}),
+        )
+        .unwrap();
+    web.wait_for(
+        "the job to finish on the open page",
+        "return document.querySelector('#job-state .state-succeeded')",
+        120,
+    );
+    let bars = web.wait_for(
+        "a chart with error bars",
+        "return document.querySelectorAll('#report svg.bar-chart g.error-bar').length",
+        20,
+    );
+    assert!(bars.as_u64().unwrap_or(0) >= 2, "error bars: {bars}");
+    let events = web.eval(
+        "return [...document.querySelectorAll('#events li strong')].map(e => e.textContent)",
+        json!([]),
+    );
+    for kind in ["queued", "running", "released"] {
+        assert!(
+            events
+                .as_array()
+                .unwrap()
+                .contains(&Value::String(kind.into())),
+            "the page saw `{kind}` live: {events}"
+        );
+    }
+    web.screenshot("console-operator-job.png");
+
+    // A hostile job's report renders as text: no script runs, no element is injected.
+    let analyst_job = submit(
+        &b,
+        &b.analyst,
+        &guest(env!("GUEST_HOSTILE")),
+        "markup",
+        "health_visits",
+    );
+    b.client(&b.analyst)
+        .follow(&analyst_job, |_, _| {})
+        .expect("events");
+    sign_in(&web, &url, &b.analyst, "analyst");
+    web.goto(&format!("{url}/#/job/{analyst_job}"));
+    web.wait_for(
+        "the hostile report",
+        "return document.querySelector('#report .report-title')",
+        20,
+    );
+    web.wait_for(
+        "the hostile job's log",
+        "return document.querySelector('#log li')",
+        10,
+    );
+    let inert = web.eval(
+        r#"const main = document.getElementById('main');
+           return {
+             pwned: window.__pwned === undefined ? null : String(window.__pwned),
+             scripts: main.querySelectorAll('script').length,
+             images: main.querySelectorAll('img').length,
+             script_links: document.querySelectorAll('a[href^="javascript"]').length,
+             handlers: [...main.querySelectorAll('*')].filter(e => [...e.attributes].some(a => a.name.startsWith('on'))).length,
+             title: main.querySelector('.report-title').textContent,
+             text: main.querySelector('.report-text').textContent,
+             table: main.querySelector('.report-table h3').textContent,
+             header: [...main.querySelectorAll('table.result th')].map(t => t.textContent).join('|'),
+             log: main.querySelector('#log').textContent,
+           };"#,
+        json!([]),
+    );
+    assert_eq!(inert["pwned"], Value::Null, "a payload ran: {inert}");
+    for count in ["scripts", "images", "script_links", "handlers"] {
+        assert_eq!(inert[count], json!(0), "{count}: {inert}");
+    }
+    let has = |field: &str, needle: &str| {
+        assert!(
+            inert[field].as_str().unwrap_or("").contains(needle),
+            "{field} shows `{needle}` as text: {inert}"
+        );
+    };
+    has("title", "<script>window.__pwned = 'script'</script>");
+    has("text", "<img src=x onerror=");
+    has("text", "<a href=\"javascript:");
+    has("table", "<img src=x");
+    has("header", "<img src=x onerror=window.__pwned=1>");
+    has("log", "<script>");
+    web.screenshot("console-hostile-report.png");
+
+    // A holder suspends its dataset from the console; the API then refuses its queries.
+    let holder = b
+        .client(&b.admin)
+        .post_json(
+            "/v1/admin/tokens",
+            &json!({"role": "holder", "principal": "city-culture-tourism-bureau"}),
+        )
+        .unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    sign_in(&web, &url, &holder, "city-culture-tourism-bureau");
+    web.goto(&format!("{url}/#/datasets"));
+    let card = "article.dataset[data-dataset='tourism_trips']";
+    web.wait_for(
+        "the dataset's burn-down chart",
+        &format!(
+            "return document.querySelector({})",
+            json!(format!("{card} svg.burn-down polyline"))
+        ),
+        20,
+    );
+    web.screenshot("console-holder-datasets.png");
+    web.type_into(
+        &format!("{card} input"),
+        "incident 17: checking a leak report",
+    );
+    web.click(&format!("{card} button[data-action=suspend]"));
+    web.wait_for(
+        "the suspension's confirmation",
+        &format!(
+            "return document.querySelector({})?.textContent.includes('suspended')",
+            json!(format!("{card} .outcome"))
+        ),
+        10,
+    );
+    let s = b
+        .client(&b.admin)
+        .get_json("/v1/admin/suspensions")
+        .unwrap();
+    assert!(
+        s["suspensions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["name"] == "tourism_trips"
+                && x["reason"] == "incident 17: checking a leak report"),
+        "{s}"
+    );
+    web.wait_for(
+        "the card to say suspended",
+        &format!(
+            "return document.querySelector({})?.textContent.includes('suspended')",
+            json!(format!("{card} h2"))
+        ),
+        10,
+    );
+    web.screenshot("console-holder-suspended.png");
+
+    // The audit page verifies the log.
+    sign_in(&web, &url, &b.reviewer, "rita");
+    web.goto(&format!("{url}/#/audit"));
+    web.click("#verify-button");
+    let verdict = web.wait_for(
+        "the audit verdict",
+        "return document.querySelector('#verify p')?.textContent",
+        20,
+    );
+    assert!(
+        verdict.as_str().unwrap_or("").starts_with("OK: "),
+        "{verdict}"
+    );
+    web.screenshot("console-audit.png");
+    eprintln!("screenshots in {}", screenshot_dir().display());
+    assert!(shot.exists());
+}
