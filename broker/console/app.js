@@ -2,7 +2,7 @@
 // user signed in with. Safe by construction:
 // - every string from the API (and so from jobs: titles, table names, cells, log lines) reaches
 //   the page through `el()` as a text node or an attribute set by this file, never as markup
-//   (this file has no innerHTML, outerHTML, insertAdjacentHTML or document.write);
+//   (this file uses none of the DOM's HTML-parsing sinks: a test in console.rs checks);
 // - no link's address comes from the API;
 // - the token lives in sessionStorage and travels only in the Authorization header (never in a
 //   URL, never in a cookie, so a cross-site request cannot carry it);

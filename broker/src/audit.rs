@@ -79,7 +79,7 @@ impl NewEntry {
 }
 
 /// A stored entry.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Entry {
     /// Position in the log, from 1.
     pub seq: i64,

@@ -64,12 +64,12 @@ const CASES: &[(&str, &str)] = &[
     ),
 ];
 
-fn median(mut v: Vec<Duration>) -> Duration {
+pub(crate) fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
 }
 
-fn ms(d: Duration) -> f64 {
+pub(crate) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
@@ -265,6 +265,9 @@ pub enum Which {
     /// A Python job's first compile, its load from disk after a restart and its instantiation,
     /// against the Rust sample's in the same run.
     Python,
+    /// Console page loads from a broker holding 1,000 jobs and 10,000 audit entries, against a
+    /// `/healthz` round trip.
+    Console,
 }
 
 /// One job's load figures.
@@ -334,7 +337,7 @@ job load on 2 cores, median of {runs} restarts"
     Ok(ExitCode::SUCCESS)
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
+pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i.min(sorted.len() - 1)]
 }
@@ -352,14 +355,14 @@ pub fn broker(jobs: usize) -> Result<ExitCode> {
 }
 
 /// The broker benchmark's data, policy and job.
-struct BrokerWorld {
-    work: std::path::PathBuf,
+pub(crate) struct BrokerWorld {
+    pub(crate) work: std::path::PathBuf,
     rows: usize,
-    wasm: Vec<u8>,
+    pub(crate) wasm: Vec<u8>,
 }
 
 impl BrokerWorld {
-    fn new(rows: usize) -> Result<Self> {
+    pub(crate) fn new(rows: usize) -> Result<Self> {
         let work = std::env::temp_dir().join(format!("sluice-bench-broker-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&work);
         std::fs::create_dir_all(work.join("policy"))?;
@@ -435,7 +438,7 @@ impl BrokerWorld {
     }
 
     /// A distinct ε per job, so that no job is answered from the identical-query cache.
-    fn params(i: usize) -> String {
+    pub(crate) fn params(i: usize) -> String {
         format!("epsilon=0.01{i:05}")
     }
 

@@ -40,18 +40,40 @@ pub const API_CSP: &str = "default-src 'none'; frame-ancestors 'none'; sandbox";
 /// The console's routes: `/` and its two assets.
 pub(crate) fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
-        .route("/", get(|| asset("text/html; charset=utf-8", INDEX_HTML)))
-        .route(
-            "/console/app.js",
-            get(|| asset("text/javascript; charset=utf-8", APP_JS)),
-        )
-        .route(
-            "/console/app.css",
-            get(|| asset("text/css; charset=utf-8", APP_CSS)),
-        )
+        .route("/", get(index))
+        .route("/console/app.js", get(script))
+        .route("/console/app.css", get(style))
 }
 
-async fn asset(content_type: &'static str, body: &'static str) -> Response {
+/// What the console's routes serve, as [`crate::api`] lists its own.
+pub(crate) const SERVED: &[(&str, &str)] = &[
+    ("get", "/"),
+    ("get", "/console/app.js"),
+    ("get", "/console/app.css"),
+];
+
+/// `GET /`: the console.
+#[utoipa::path(get, path = "/", tag = "console",
+    responses((status = 200, description = "The console's page", content((String = "text/html")))))]
+pub(crate) async fn index() -> Response {
+    asset("text/html; charset=utf-8", INDEX_HTML)
+}
+
+/// `GET /console/app.js`: its script.
+#[utoipa::path(get, path = "/console/app.js", tag = "console",
+    responses((status = 200, description = "The console's script", content((String = "text/javascript")))))]
+pub(crate) async fn script() -> Response {
+    asset("text/javascript; charset=utf-8", APP_JS)
+}
+
+/// `GET /console/app.css`: its style sheet.
+#[utoipa::path(get, path = "/console/app.css", tag = "console",
+    responses((status = 200, description = "The console's style sheet", content((String = "text/css")))))]
+pub(crate) async fn style() -> Response {
+    asset("text/css; charset=utf-8", APP_CSS)
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
     (
         [
             (header::CONTENT_TYPE, content_type),

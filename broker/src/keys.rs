@@ -147,7 +147,7 @@ pub fn verify(key: &VerifyingKey, msg: &[u8], sig_hex: &str) -> bool {
 }
 
 /// One dataset version a job read.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DatasetVersion {
     /// The dataset.
     pub name: String,
@@ -156,7 +156,7 @@ pub struct DatasetVersion {
 }
 
 /// A signed statement of what was released, under which policy, at what privacy cost.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Receipt {
     /// Format version: 2 when it names the purpose and reviewers, 1 before they existed (such
     /// receipts still verify).

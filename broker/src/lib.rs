@@ -49,3 +49,13 @@ pub mod server;
 pub mod store;
 pub mod webhook;
 mod worker;
+
+/// Every (method, path) the broker serves, as its router declares them (methods in lower case).
+pub fn served_routes() -> Vec<(&'static str, &'static str)> {
+    api::served().collect()
+}
+
+/// The API's contract as an OpenAPI 3.1 document: what `GET /v1/openapi.json` serves.
+pub fn openapi() -> serde_json::Value {
+    api::openapi::document()
+}

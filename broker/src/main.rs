@@ -10,6 +10,7 @@
 //! - `sluice datagen`, `sluice bench`: demo data and benchmarks.
 
 mod bench;
+mod bench_console;
 mod local;
 mod print;
 mod remote;
@@ -440,8 +441,9 @@ enum Command {
         out: PathBuf,
     },
     /// Benchmarks: DP queries against plain DataFusion and job compile vs cache (`engine`),
-    /// submit→result over HTTP on loopback (`broker`), or a Python job's compile, load from disk
-    /// and instantiation against a Rust job's (`python`).
+    /// submit→result over HTTP on loopback (`broker`), a Python job's compile, load from disk
+    /// and instantiation against a Rust job's (`python`), or console page loads from a broker
+    /// holding 1,000 jobs and 10,000 audit entries (`console`).
     Bench {
         /// What to benchmark.
         #[arg(value_enum, default_value_t = bench::Which::Engine)]
@@ -847,6 +849,7 @@ fn main() -> ExitCode {
             bench::Which::Engine => bench::run(rows, reps, &dir),
             bench::Which::Broker => bench::broker(jobs),
             bench::Which::Python => bench::python(reps),
+            bench::Which::Console => bench_console::console(),
         },
     };
     report(result)

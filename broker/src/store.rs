@@ -190,7 +190,7 @@ pub struct Principal {
 }
 
 /// A job's state.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
     /// Waiting for a reviewer.
@@ -262,7 +262,7 @@ impl JobState {
 }
 
 /// A job as the API shows it (without its report).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct JobInfo {
     /// Its id.
     pub id: String,
@@ -312,7 +312,7 @@ pub struct JobInfo {
 }
 
 /// What one job spent on one dataset.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DatasetSpend {
     /// The dataset.
     pub dataset: String,
@@ -452,7 +452,7 @@ pub struct Outcome<'a> {
 }
 
 /// A job's log as the broker keeps it.
-#[derive(Clone, Debug, Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct JobLog {
     /// The lines the log cap kept, in order.
     pub lines: Vec<LogEntry>,
@@ -461,7 +461,7 @@ pub struct JobLog {
 }
 
 /// One line of a job's log.
-#[derive(Clone, Debug, Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct LogEntry {
     /// `debug`, `info`, `warn` or `error`.
     pub level: String,
@@ -490,7 +490,7 @@ pub struct NewAlert<'a> {
 }
 
 /// An alert as `GET /v1/admin/alerts` lists it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct Alert {
     /// Its number.
     pub id: i64,
@@ -541,7 +541,7 @@ pub struct ChargeTotals {
 }
 
 /// ε charged on one dataset, with its holder.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct Usage {
     /// The dataset.
     pub dataset: String,
@@ -817,6 +817,13 @@ impl Store {
     /// Appends one audit entry on its own.
     pub fn record(&self, e: NewEntry) -> Result<i64> {
         self.write(|tx| audit::append(tx, e))
+    }
+
+    /// How many entries the audit log holds.
+    pub fn audit_len(&self) -> Result<i64> {
+        Ok(self
+            .lock()
+            .query_row("SELECT COALESCE(MAX(seq), 0) FROM audit", [], |r| r.get(0))?)
     }
 
     /// Reads audit entries (see [`audit::read`]).

@@ -48,6 +48,8 @@ mod ledger;
 #[cfg(test)]
 mod lookups;
 #[cfg(test)]
+mod openapi;
+#[cfg(test)]
 mod plans;
 #[cfg(test)]
 mod python;

@@ -22,13 +22,17 @@ use crate::server::{Shared, current, start_sandbox};
 use crate::store::{JobState, Role, Usage};
 
 /// The policy now in force.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct PolicyLoaded {
     policy_sha256: String,
 }
 
 /// `POST /v1/admin/policy/reload`: loads the policy files again; an invalid policy is refused
 /// and the old one stays in force.
+#[utoipa::path(
+    post, path = "/v1/admin/policy/reload", tag = "admin",
+    responses((status = 200, description = "The policy now in force", body = PolicyLoaded))
+)]
 pub(crate) async fn reload(
     State(s): State<Arc<Shared>>,
     auth: Only<Admins>,
@@ -59,7 +63,7 @@ pub(crate) async fn reload(
     .map_err(ApiError::internal)?
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ReasonBody {
     #[serde(default)]
@@ -67,7 +71,7 @@ pub(crate) struct ReasonBody {
 }
 
 /// A suspension's (or release hold's) new state.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct SuspensionChanged {
     kind: &'static str,
     name: String,
@@ -80,6 +84,11 @@ pub(crate) struct SuspensionChanged {
 /// `POST /v1/admin/{operators|datasets}/{name}/{suspend|resume|hold|unhold}`, with an optional
 /// reason: a suspension stops every query; a release hold lets queries run and holds every
 /// report for a reviewer.
+#[utoipa::path(
+    post, path = "/v1/admin/{kind}/{name}/{action}", tag = "admin", request_body(content((ReasonBody = "application/json")), description = "Optional"),
+    params(("kind" = String, Path, description = "`operators` or `datasets`"), ("name" = String, Path, description = "The operator or dataset"), ("action" = String, Path, description = "`suspend`, `resume`, `hold` or `unhold`")),
+    responses((status = 200, description = "The suspension's new state", body = SuspensionChanged))
+)]
 pub(crate) async fn suspend(
     State(s): State<Arc<Shared>>,
     auth: Only<Custodians>,
@@ -139,7 +148,7 @@ pub(crate) async fn suspend(
     }))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct FreezeBody {
     #[serde(default)]
@@ -149,7 +158,7 @@ pub(crate) struct FreezeBody {
 }
 
 /// A freeze's new state.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct FreezeChanged {
     scope: String,
     datasets: Vec<String>,
@@ -159,6 +168,11 @@ pub(crate) struct FreezeChanged {
 /// `POST /v1/admin/{freeze|unfreeze}` with `{"reason": …, "holder": …}`: one audited transaction
 /// that stops (or restarts) every submission, charge, cached answer and release on the platform,
 /// or on one holder's datasets.
+#[utoipa::path(
+    post, path = "/v1/admin/{action}", tag = "admin", request_body(content((FreezeBody = "application/json")), description = "Optional"),
+    params(("action" = String, Path, description = "`freeze` or `unfreeze`")),
+    responses((status = 200, description = "The freeze's new state", body = FreezeChanged))
+)]
 pub(crate) async fn freeze(
     State(s): State<Arc<Shared>>,
     auth: Only<Custodians>,
@@ -219,12 +233,16 @@ pub(crate) async fn freeze(
 }
 
 /// Alerts raised by the policy's rules, newest first.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct Alerts {
     alerts: Vec<crate::store::Alert>,
 }
 
 /// `GET /v1/admin/alerts`: a holder sees the alerts on its own datasets.
+#[utoipa::path(
+    get, path = "/v1/admin/alerts", tag = "admin",
+    responses((status = 200, description = "Alerts, newest first", body = Alerts))
+)]
 pub(crate) async fn alerts(
     State(s): State<Arc<Shared>>,
     auth: Only<Watchers>,
@@ -235,7 +253,8 @@ pub(crate) async fn alerts(
     Ok(Json(Alerts { alerts }))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct StreamFrom {
     /// Replay alerts after this number first; absent: only alerts raised from now on.
@@ -245,6 +264,10 @@ pub(crate) struct StreamFrom {
 /// `GET /v1/admin/alerts/stream[?after=N]`: alerts as server-sent events (`event: alert`, the
 /// alert's number as the event id) as they are raised, until the broker stops. A holder gets
 /// the alerts on its own datasets. A client that reconnects passes the last id it saw.
+#[utoipa::path(
+    get, path = "/v1/admin/alerts/stream", tag = "admin", params(StreamFrom),
+    responses((status = 200, description = "Alerts as server-sent events, as they are raised", content((String = "text/event-stream"))))
+)]
 pub(crate) async fn alert_stream(
     State(s): State<Arc<Shared>>,
     auth: Only<Watchers>,
@@ -299,7 +322,8 @@ pub(crate) async fn alert_stream(
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct FilingsSince {
     /// Filings made on or after this day (in the policy's time zone); absent: all.
@@ -308,6 +332,10 @@ pub(crate) struct FilingsSince {
 
 /// `GET /v1/filings[?since=YYYY-MM-DD]`: the filings (备案) of releases from `important` data,
 /// signed by the broker ([`crate::filings`]). A holder gets those on its own datasets.
+#[utoipa::path(
+    get, path = "/v1/filings", tag = "admin", params(FilingsSince),
+    responses((status = 200, description = "Signed filings of releases from important data", body = Object))
+)]
 pub(crate) async fn filings(
     State(s): State<Arc<Shared>>,
     auth: Only<Watchers>,
@@ -343,12 +371,12 @@ pub(crate) async fn filings(
 }
 
 /// Spending per dataset and operator, with the dataset's holder.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct UsageReport {
     usage: Vec<UsageRow>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct UsageRow {
     #[serde(flatten)]
     usage: Usage,
@@ -356,6 +384,10 @@ struct UsageRow {
 }
 
 /// `GET /v1/admin/usage`.
+#[utoipa::path(
+    get, path = "/v1/admin/usage", tag = "admin",
+    responses((status = 200, description = "Spending per dataset and operator", body = UsageReport))
+)]
 pub(crate) async fn usage(
     State(s): State<Arc<Shared>>,
     auth: Only<Watchers>,
@@ -385,12 +417,12 @@ pub(crate) async fn usage(
 }
 
 /// Every suspension in force.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct Suspensions {
     suspensions: Vec<Suspension>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct Suspension {
     kind: String,
     name: String,
@@ -399,6 +431,10 @@ struct Suspension {
 
 /// `GET /v1/admin/suspensions`: every suspension (admins, auditors), or a holder's own
 /// datasets' (holders).
+#[utoipa::path(
+    get, path = "/v1/admin/suspensions", tag = "admin",
+    responses((status = 200, description = "Suspensions in force", body = Suspensions))
+)]
 pub(crate) async fn suspensions(
     State(s): State<Arc<Shared>>,
     auth: Only<Watchers>,
@@ -418,6 +454,10 @@ pub(crate) async fn suspensions(
 }
 
 /// `GET /metrics`: Prometheus text.
+#[utoipa::path(
+    get, path = "/metrics", tag = "meta",
+    responses((status = 200, description = "Prometheus text", content((String = "text/plain"))))
+)]
 pub(crate) async fn metrics(
     State(s): State<Arc<Shared>>,
     _: Only<Inspectors>,
@@ -492,7 +532,7 @@ pub(crate) async fn metrics(
 }
 
 /// The body of `POST /v1/admin/tokens`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct NewToken {
     role: String,
@@ -503,7 +543,7 @@ pub(crate) struct NewToken {
 }
 
 /// A token made over the API: shown once.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct MadeToken {
     token: String,
     role: &'static str,
@@ -517,6 +557,10 @@ pub(crate) struct MadeToken {
 
 /// `POST /v1/admin/tokens`: a token for `principal` in `role` (admins), without access to the
 /// broker's data directory; audited as `token.created` by the admin.
+#[utoipa::path(
+    post, path = "/v1/admin/tokens", tag = "admin", request_body = NewToken,
+    responses((status = 200, description = "The new token, shown once", body = MadeToken))
+)]
 pub(crate) async fn create_token(
     State(s): State<Arc<Shared>>,
     auth: Only<Admins>,

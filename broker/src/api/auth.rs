@@ -278,7 +278,7 @@ pub(crate) async fn timeout(State(s): State<Arc<Shared>>, req: Request, next: Ne
 }
 
 /// Who a token belongs to: what the console shows and which of its pages it offers.
-#[derive(serde::Serialize)]
+#[derive(serde::Serialize, utoipa::ToSchema)]
 pub(crate) struct Me {
     /// The principal's name (an operator id, a holder, a reviewer...).
     principal: String,
@@ -289,6 +289,10 @@ pub(crate) struct Me {
 }
 
 /// `GET /v1/me`: the caller's principal and role (any valid token).
+#[utoipa::path(
+    get, path = "/v1/me", tag = "meta",
+    responses((status = 200, description = "The caller", body = Me))
+)]
 pub(crate) async fn me(State(s): State<Arc<Shared>>, auth: Auth) -> ApiResult<axum::Json<Me>> {
     let holds = auth
         .held(crate::server::current(&s).sandbox.engine().policy())

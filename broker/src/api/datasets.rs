@@ -17,9 +17,13 @@ use crate::server::{Shared, current};
 use crate::store::Role;
 
 /// The datasets a caller may see, and every lookup table.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct Datasets {
+    /// Each dataset as `sluice datasets --json` shows it (columns, bounds, grade, caps).
+    #[schema(value_type = Vec<Object>)]
     datasets: Vec<DatasetView>,
+    /// Public lookup tables, with their values.
+    #[schema(value_type = Vec<Object>)]
     lookups: Vec<LookupView>,
 }
 
@@ -47,6 +51,10 @@ fn visible_datasets(s: &Shared, auth: &Auth) -> Vec<DatasetView> {
 }
 
 /// `GET /v1/datasets`.
+#[utoipa::path(
+    get, path = "/v1/datasets", tag = "datasets", operation_id = "list_datasets",
+    responses((status = 200, description = "The datasets the caller may see, and every lookup table", body = Datasets))
+)]
 pub(crate) async fn list(State(s): State<Arc<Shared>>, auth: Auth) -> ApiResult<Json<Datasets>> {
     // Lookup tables are public reference data: every caller may see them, values included.
     let lookups = current(&s).sandbox.engine().lookups();
@@ -57,6 +65,10 @@ pub(crate) async fn list(State(s): State<Arc<Shared>>, auth: Auth) -> ApiResult<
 }
 
 /// `GET /v1/datasets/{name}`.
+#[utoipa::path(
+    get, path = "/v1/datasets/{name}", tag = "datasets", params(("name" = String, Path, description = "A dataset's name in the policy")),
+    responses((status = 200, description = "One dataset", body = Object))
+)]
 pub(crate) async fn one(
     State(s): State<Arc<Shared>>,
     auth: Auth,
@@ -76,13 +88,19 @@ pub(crate) async fn one(
 }
 
 /// An operator's budgets, one per dataset granted today.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct Budgets {
     operator: String,
+    /// One per dataset (and scenario) granted today: caps, spent and remaining this period.
+    #[schema(value_type = Vec<Object>)]
     budgets: Vec<BudgetView>,
 }
 
 /// `GET /v1/budget`.
+#[utoipa::path(
+    get, path = "/v1/budget", tag = "datasets",
+    responses((status = 200, description = "The operator's budgets", body = Budgets))
+)]
 pub(crate) async fn budget(
     State(s): State<Arc<Shared>>,
     auth: Only<Operators>,
@@ -98,7 +116,8 @@ pub(crate) async fn budget(
 }
 
 /// How many days of spending `GET /v1/datasets/{name}/spend` covers.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct SpendQuery {
     /// Days back from today (UTC), 1 to 366; the dataset-wide cap's period when left out (30
@@ -107,7 +126,7 @@ pub(crate) struct SpendQuery {
 }
 
 /// A dataset's spending by day and operator: what a burn-down chart is drawn from.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct DatasetSpending {
     dataset: String,
     /// `epsilon` or `rho`: the measure the dataset is charged in.
@@ -125,6 +144,10 @@ pub(crate) struct DatasetSpending {
 /// `GET /v1/datasets/{name}/spend?days=`: every operator's spending on a dataset, by day
 /// (reviewers, admins, auditors, and the dataset's holder). Spending is the ledger's, not data:
 /// no figure here is derived from a row.
+#[utoipa::path(
+    get, path = "/v1/datasets/{name}/spend", tag = "datasets", params(("name" = String, Path, description = "A dataset's name in the policy"), SpendQuery),
+    responses((status = 200, description = "Spending by day and operator", body = DatasetSpending))
+)]
 pub(crate) async fn spend(
     State(s): State<Arc<Shared>>,
     auth: Only<Overseers>,
@@ -172,7 +195,7 @@ pub(crate) async fn spend(
     }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct EstimateBody {
     sql: String,
@@ -182,9 +205,12 @@ pub(crate) struct EstimateBody {
 }
 
 /// An estimate beside what the operator's grant still allows.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct EstimateAnswer {
+    /// The estimate: `dataset`, `epsilon`, `rho`, `delta`, `accuracy` (column, 95% half-width)
+    /// pairs and `releases`.
     #[serde(flatten)]
+    #[schema(value_type = Object)]
     estimate: Estimate,
     /// The estimate against the grant's per-job cap and what is left this period (absent when
     /// the operator holds several scenarios on the dataset: the job names one).
@@ -192,7 +218,7 @@ pub(crate) struct EstimateAnswer {
 }
 
 /// How an estimated cost compares with the grant.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct BudgetCheck {
     /// `epsilon` or `rho`: the measure both figures are in.
     unit: &'static str,
@@ -226,6 +252,10 @@ impl BudgetCheck {
 
 /// `POST /v1/estimate`: what a query would cost and how accurate it would be, and how that
 /// compares with what the grant still allows; charges nothing.
+#[utoipa::path(
+    post, path = "/v1/estimate", tag = "datasets", request_body = EstimateBody,
+    responses((status = 200, description = "Cost and accuracy, no charge", body = EstimateAnswer))
+)]
 pub(crate) async fn estimate(
     State(s): State<Arc<Shared>>,
     auth: Only<Operators>,

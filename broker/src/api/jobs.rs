@@ -122,7 +122,7 @@ fn recipients_of_job(policy: &Policy, job: &JobInfo) -> Vec<OperatorId> {
     )
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct SubmitJson {
     purpose: String,
@@ -136,7 +136,8 @@ pub(crate) struct SubmitJson {
     wasm_base64: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct SubmitQuery {
     purpose: Option<String>,
@@ -148,8 +149,9 @@ pub(crate) struct SubmitQuery {
 }
 
 /// What a submission answers: the job's id, its first state and the sha256 of its wasm.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct Submitted {
+    #[schema(value_type = String)]
     id: JobId,
     state: JobState,
     wasm_sha256: String,
@@ -157,7 +159,7 @@ pub(crate) struct Submitted {
 
 /// The body of `POST /v1/query`: the built-in SQL job's query, what to spend on it (one of
 /// `epsilon`, `rho`, `accuracy`), and the declarations of any job.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct QueryJson {
     purpose: String,
@@ -178,6 +180,10 @@ pub(crate) struct QueryJson {
 /// [`sluice_runtime::sql_job`]), where a grant allows ad-hoc SQL. The query is planned first
 /// (a refusal costs nothing and submits nothing); the job then takes the path of any job:
 /// review where the grant says, the queue, the ledger, the audit log and a receipt.
+#[utoipa::path(
+    post, path = "/v1/query", tag = "jobs", request_body = QueryJson,
+    responses((status = 202, description = "The query, accepted as a job of the built-in SQL job", body = Submitted))
+)]
 pub(crate) async fn query(
     State(s): State<Arc<Shared>>,
     auth: Only<Operators>,
@@ -283,6 +289,17 @@ fn accepted(
 }
 
 /// `POST /v1/jobs`.
+#[utoipa::path(
+    post, path = "/v1/jobs", tag = "jobs",
+    request_body(description = "The job: JSON with the component in base64, or the component itself as application/wasm with its metadata in the query string (purpose, params, datasets, max_epsilon, scenario)", content(
+        (SubmitJson = "application/json"),
+        (Vec<u8> = "application/wasm"),
+    )),
+    params(SubmitQuery),
+    responses(
+        (status = 202, description = "Accepted: queued, or waiting for review (`Location` names the job)", body = Submitted),
+    )
+)]
 pub(crate) async fn submit(
     State(s): State<Arc<Shared>>,
     auth: Only<Operators>,
@@ -620,12 +637,16 @@ pub(crate) fn room_for(
 }
 
 /// The jobs a caller may see, newest first.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct JobList {
     jobs: Vec<JobInfo>,
 }
 
 /// `GET /v1/jobs`: an operator's own jobs, or every recent job for staff.
+#[utoipa::path(
+    get, path = "/v1/jobs", tag = "jobs", operation_id = "list_jobs",
+    responses((status = 200, description = "An operator's own jobs (and those its scenarios deliver to it), or every recent job for staff; newest first, at most 200", body = JobList))
+)]
 pub(crate) async fn list(State(s): State<Arc<Shared>>, auth: Auth) -> ApiResult<Json<JobList>> {
     let jobs = match auth.0.role {
         Role::Operator => {
@@ -674,6 +695,10 @@ fn received(s: &Shared, recipient: &str) -> Result<Vec<JobInfo>, ApiError> {
 }
 
 /// `GET /v1/jobs/{id}`.
+#[utoipa::path(
+    get, path = "/v1/jobs/{id}", tag = "jobs", params(("id" = String, Path, description = "The job's id, e.g. `job-3f9c2a61b0d4e87a`")),
+    responses((status = 200, description = "The job", body = crate::store::JobInfo))
+)]
 pub(crate) async fn status(
     State(s): State<Arc<Shared>>,
     auth: Auth,
@@ -682,7 +707,8 @@ pub(crate) async fn status(
     Ok(Json(visible_job(&s, &auth, &id, Readers::All)?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ResultQuery {
     format: Option<String>,
@@ -690,6 +716,13 @@ pub(crate) struct ResultQuery {
 
 /// `GET /v1/jobs/{id}/result`: the released report, as JSON or CSV (its operator, and its
 /// scenario's recipients: each of their fetches is an audit entry).
+#[utoipa::path(
+    get, path = "/v1/jobs/{id}/result", tag = "jobs", params(("id" = String, Path, description = "The job's id, e.g. `job-3f9c2a61b0d4e87a`"), ResultQuery),
+    responses((status = 200, description = "The released report: JSON (title, text, tables with 95% half-widths, scalars) or CSV", content(
+        (serde_json::Value = "application/json"),
+        (String = "text/csv"),
+    )))
+)]
 pub(crate) async fn result(
     State(s): State<Arc<Shared>>,
     auth: Auth,
@@ -732,6 +765,10 @@ pub(crate) async fn result(
 }
 
 /// `GET /v1/jobs/{id}/receipt`: the signed receipt of a released report.
+#[utoipa::path(
+    get, path = "/v1/jobs/{id}/receipt", tag = "jobs", params(("id" = String, Path, description = "The job's id, e.g. `job-3f9c2a61b0d4e87a`")),
+    responses((status = 200, description = "The signed receipt of the released report", body = crate::keys::Receipt))
+)]
 pub(crate) async fn receipt(
     State(s): State<Arc<Shared>>,
     auth: Auth,
@@ -753,6 +790,10 @@ pub(crate) async fn receipt(
 
 /// `GET /v1/jobs/{id}/wasm`: the exact bytes that run (its operator, reviewers, admins,
 /// auditors and its datasets' holders), to rebuild the job from source and compare.
+#[utoipa::path(
+    get, path = "/v1/jobs/{id}/wasm", tag = "jobs", params(("id" = String, Path, description = "The job's id, e.g. `job-3f9c2a61b0d4e87a`")),
+    responses((status = 200, description = "The exact component that runs", content((Vec<u8> = "application/wasm"))))
+)]
 pub(crate) async fn wasm(
     State(s): State<Arc<Shared>>,
     auth: Auth,
@@ -767,6 +808,10 @@ pub(crate) async fn wasm(
 }
 
 /// `GET /v1/jobs/{id}/log`: the job's log lines (its operator, and the staff who oversee it).
+#[utoipa::path(
+    get, path = "/v1/jobs/{id}/log", tag = "jobs", params(("id" = String, Path, description = "The job's id, e.g. `job-3f9c2a61b0d4e87a`")),
+    responses((status = 200, description = "The job's log lines", body = crate::store::JobLog))
+)]
 pub(crate) async fn log(
     State(s): State<Arc<Shared>>,
     auth: Auth,
@@ -790,13 +835,18 @@ fn held_note(state: JobState) -> &'static str {
 }
 
 /// A job's state after a change a caller asked for.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct StateChanged {
+    #[schema(value_type = String)]
     pub(crate) id: JobId,
     pub(crate) state: JobState,
 }
 
 /// `POST /v1/jobs/{id}/cancel`: cancels a job that has not started (its operator only).
+#[utoipa::path(
+    post, path = "/v1/jobs/{id}/cancel", tag = "jobs", params(("id" = String, Path, description = "The job's id, e.g. `job-3f9c2a61b0d4e87a`")),
+    responses((status = 200, description = "Cancelled", body = StateChanged))
+)]
 pub(crate) async fn cancel(
     State(s): State<Arc<Shared>>,
     auth: Auth,
@@ -819,6 +869,10 @@ struct EventData<'a> {
 }
 
 /// `GET /v1/jobs/{id}/events`: the job's events as server-sent events, until it ends.
+#[utoipa::path(
+    get, path = "/v1/jobs/{id}/events", tag = "jobs", params(("id" = String, Path, description = "The job's id, e.g. `job-3f9c2a61b0d4e87a`")),
+    responses((status = 200, description = "Server-sent events, one per step (`queued`, `running`, `query`, `log`, `released`, ...), each `data` a JSON object with `at_ms`, `kind` and `detail`; the stream ends with the job", content((String = "text/event-stream"))))
+)]
 pub(crate) async fn events(
     State(s): State<Arc<Shared>>,
     auth: Auth,

@@ -32,6 +32,7 @@ pub(crate) mod admin;
 pub(crate) mod auth;
 pub(crate) mod datasets;
 pub(crate) mod jobs;
+pub(crate) mod openapi;
 pub(crate) mod plans;
 pub(crate) mod reviews;
 
@@ -43,47 +44,75 @@ pub(crate) const MAX_SUBMIT_BODY: usize = crate::server::MAX_WASM_BYTES / 3 * 4 
 /// Largest body of any other request.
 pub(crate) const MAX_BODY: usize = 64 << 10;
 
+/// Declares routes once: the function that adds them to a router, and the list of what they
+/// serve (method, path) that the OpenAPI test holds the contract to.
+macro_rules! routes {
+    ($add:ident, $served:ident: $($method:ident $path:literal => $handler:path),* $(,)?) => {
+        fn $add(r: Router<Arc<Shared>>) -> Router<Arc<Shared>> {
+            r$(.route($path, $method($handler)))*
+        }
+        const $served: &[(&str, &str)] = &[$((stringify!($method), $path)),*];
+    };
+}
+
+routes!(add_requests, REQUESTS:
+    post "/v1/jobs" => jobs::submit,
+    get "/v1/jobs" => jobs::list,
+    get "/v1/jobs/{id}" => jobs::status,
+    post "/v1/query" => jobs::query,
+    get "/v1/jobs/{id}/result" => jobs::result,
+    get "/v1/jobs/{id}/receipt" => jobs::receipt,
+    get "/v1/jobs/{id}/log" => jobs::log,
+    get "/v1/jobs/{id}/wasm" => jobs::wasm,
+    post "/v1/jobs/{id}/cancel" => jobs::cancel,
+    get "/v1/datasets" => datasets::list,
+    get "/v1/datasets/{name}" => datasets::one,
+    get "/v1/datasets/{name}/spend" => datasets::spend,
+    get "/v1/budget" => datasets::budget,
+    post "/v1/estimate" => datasets::estimate,
+    get "/v1/reviews" => reviews::pending,
+    post "/v1/reviews/{id}/{decision}" => reviews::decide,
+    get "/v1/audit" => reviews::audit_log,
+    get "/v1/audit/verify" => reviews::audit_verify,
+    post "/v1/receipts/verify" => reviews::receipt_verify,
+    get "/v1/me" => auth::me,
+    post "/v1/admin/policy/reload" => admin::reload,
+    post "/v1/admin/tokens" => admin::create_token,
+    post "/v1/admin/{action}" => admin::freeze,
+    post "/v1/admin/{kind}/{name}/{action}" => admin::suspend,
+    get "/v1/admin/usage" => admin::usage,
+    get "/v1/admin/alerts" => admin::alerts,
+    get "/v1/admin/suspensions" => admin::suspensions,
+    get "/v1/filings" => admin::filings,
+    get "/v1/openapi.json" => openapi::spec,
+    get "/metrics" => admin::metrics,
+    get "/healthz" => openapi::healthz,
+);
+
+// Event streams outlive the request timeout; a plan runs its job twice, bounded by the job
+// limits rather than the request timeout.
+routes!(add_streams, STREAMS:
+    get "/v1/jobs/{id}/events" => jobs::events,
+    get "/v1/admin/alerts/stream" => admin::alert_stream,
+    post "/v1/plan" => plans::plan,
+    get "/v1/jobs/{id}/plan" => plans::of_job,
+    get "/v1/jobs/{id}/risk" => plans::risk,
+);
+
+/// Every (method, path) the broker serves: the API's, then the console's.
+pub(crate) fn served() -> impl Iterator<Item = (&'static str, &'static str)> {
+    REQUESTS
+        .iter()
+        .chain(STREAMS)
+        .chain(crate::console::SERVED)
+        .copied()
+}
+
 /// Every route of the API.
 pub(crate) fn router(s: Arc<Shared>) -> Router {
-    let api = Router::new()
-        .route("/v1/jobs", post(jobs::submit).get(jobs::list))
-        .route("/v1/jobs/{id}", get(jobs::status))
-        .route("/v1/query", post(jobs::query))
-        .route("/v1/jobs/{id}/result", get(jobs::result))
-        .route("/v1/jobs/{id}/receipt", get(jobs::receipt))
-        .route("/v1/jobs/{id}/log", get(jobs::log))
-        .route("/v1/jobs/{id}/wasm", get(jobs::wasm))
-        .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
-        .route("/v1/datasets", get(datasets::list))
-        .route("/v1/datasets/{name}", get(datasets::one))
-        .route("/v1/datasets/{name}/spend", get(datasets::spend))
-        .route("/v1/budget", get(datasets::budget))
-        .route("/v1/estimate", post(datasets::estimate))
-        .route("/v1/reviews", get(reviews::pending))
-        .route("/v1/reviews/{id}/{decision}", post(reviews::decide))
-        .route("/v1/audit", get(reviews::audit_log))
-        .route("/v1/audit/verify", get(reviews::audit_verify))
-        .route("/v1/receipts/verify", post(reviews::receipt_verify))
-        .route("/v1/me", get(auth::me))
-        .route("/v1/admin/policy/reload", post(admin::reload))
-        .route("/v1/admin/tokens", post(admin::create_token))
-        .route("/v1/admin/{action}", post(admin::freeze))
-        .route("/v1/admin/{kind}/{name}/{action}", post(admin::suspend))
-        .route("/v1/admin/usage", get(admin::usage))
-        .route("/v1/admin/alerts", get(admin::alerts))
-        .route("/v1/admin/suspensions", get(admin::suspensions))
-        .route("/v1/filings", get(admin::filings))
-        .route("/metrics", get(admin::metrics))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .layer(middleware::from_fn_with_state(s.clone(), auth::timeout));
-    // Event streams outlive the request timeout.
-    let streams = Router::new()
-        .route("/v1/jobs/{id}/events", get(jobs::events))
-        .route("/v1/admin/alerts/stream", get(admin::alert_stream))
-        // A plan runs its job twice, bounded by the job limits rather than the request timeout.
-        .route("/v1/plan", post(plans::plan))
-        .route("/v1/jobs/{id}/plan", get(plans::of_job))
-        .route("/v1/jobs/{id}/risk", get(plans::risk));
+    let api =
+        add_requests(Router::new()).layer(middleware::from_fn_with_state(s.clone(), auth::timeout));
+    let streams = add_streams(Router::new());
     api.merge(streams)
         .merge(crate::console::routes())
         .fallback(|| async {

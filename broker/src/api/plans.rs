@@ -74,6 +74,11 @@ impl Planned {
 /// `POST /v1/plan`: the plan of a job not yet submitted (the body of `POST /v1/jobs`). Refused
 /// at the door as a submission would be (grants, scenario, ε cap); a job that would fail or
 /// overspend gets a plan whose `problems` say why.
+#[utoipa::path(
+    post, path = "/v1/plan", tag = "plans",
+    request_body(content((super::jobs::SubmitJson = "application/json"), (Vec<u8> = "application/wasm"))),
+    responses((status = 200, description = "The job's plan on mock data: its queries, costs and problems; no charge", body = Object))
+)]
 pub(crate) async fn plan(
     State(s): State<Arc<Shared>>,
     auth: Only<Operators>,
@@ -108,6 +113,10 @@ pub(crate) async fn plan(
 
 /// `GET /v1/jobs/{id}/plan`: a submitted job's plan, against what its operator's grants have
 /// left now (its operator, reviewers, admins, auditors and its datasets' holders).
+#[utoipa::path(
+    get, path = "/v1/jobs/{id}/plan", tag = "plans", params(("id" = String, Path, description = "The job's id, e.g. `job-3f9c2a61b0d4e87a`")),
+    responses((status = 200, description = "A submitted job's plan", body = Object))
+)]
 pub(crate) async fn of_job(
     State(s): State<Arc<Shared>>,
     auth: Auth,
@@ -118,7 +127,9 @@ pub(crate) async fn of_job(
 }
 
 /// How much a reviewer should worry about a job, from its risk report.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum RiskLevel {
     /// Nothing stood out.
@@ -135,7 +146,7 @@ pub(crate) enum RiskLevel {
 const DEFAULT_SPEND_PERIOD_SECS: u64 = 30 * 86_400;
 
 /// What one dataset has left across every operator, beside what the job would take of it.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub(crate) struct DatasetRisk {
     dataset: String,
     unit: String,
@@ -154,7 +165,7 @@ pub(crate) struct DatasetRisk {
 /// A job's risk report (风险评估): its plan on mock data, what it would take of its datasets,
 /// how often its build was approved before, and a level with its reasons. Made once per job,
 /// before its review; the approval's audit entry names its sha256.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub(crate) struct RiskReport {
     job: String,
     wasm_sha256: String,
@@ -222,6 +233,10 @@ impl RiskReport {
 
 /// `GET /v1/jobs/{id}/risk`: the job's risk report, made on first request (or at approval) and
 /// kept (its operator, reviewers, admins, auditors and its datasets' holders).
+#[utoipa::path(
+    get, path = "/v1/jobs/{id}/risk", tag = "plans", params(("id" = String, Path, description = "The job's id, e.g. `job-3f9c2a61b0d4e87a`")),
+    responses((status = 200, description = "The job's risk report", body = RiskReport))
+)]
 pub(crate) async fn risk(
     State(s): State<Arc<Shared>>,
     auth: Auth,

@@ -16,13 +16,17 @@ use crate::server::{Shared, current, notify};
 use crate::store::{JobId, JobInfo, Role};
 
 /// Jobs waiting for a reviewer, oldest first: pending review, and held at release.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct Pending {
     pending: Vec<JobInfo>,
     held: Vec<JobInfo>,
 }
 
 /// `GET /v1/reviews`.
+#[utoipa::path(
+    get, path = "/v1/reviews", tag = "reviews",
+    responses((status = 200, description = "Jobs waiting for review, and jobs held at release", body = Pending))
+)]
 pub(crate) async fn pending(
     State(s): State<Arc<Shared>>,
     auth: Only<QueueReaders>,
@@ -42,7 +46,7 @@ pub(crate) async fn pending(
     }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ReviewBody {
     reason: String,
@@ -65,6 +69,11 @@ enum Decision {
 }
 
 /// `POST /v1/reviews/{id}/{approve|reject|release|discard}` with a reason.
+#[utoipa::path(
+    post, path = "/v1/reviews/{id}/{decision}", tag = "reviews", request_body = ReviewBody,
+    params(("id" = String, Path, description = "The job's id, e.g. `job-3f9c2a61b0d4e87a`"), ("decision" = String, Path, description = "`approve` or `reject` (pending jobs), `release` or `discard` (held jobs)")),
+    responses((status = 200, description = "The job's new state", body = StateChanged))
+)]
 pub(crate) async fn decide(
     State(s): State<Arc<Shared>>,
     auth: Only<Approvers>,
@@ -124,7 +133,8 @@ pub(crate) async fn decide(
     Ok(Json(StateChanged { id, state }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct AuditQuery {
     job: Option<String>,
@@ -136,13 +146,17 @@ pub(crate) struct AuditQuery {
 }
 
 /// One page of the audit log, and where the next one starts.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct AuditPage {
     entries: Vec<audit::Entry>,
     next_after: Option<i64>,
 }
 
 /// `GET /v1/audit?job=&operator=&dataset=&after=&limit=`.
+#[utoipa::path(
+    get, path = "/v1/audit", tag = "audit", params(AuditQuery),
+    responses((status = 200, description = "A page of the audit log, oldest first", body = AuditPage))
+)]
 pub(crate) async fn audit_log(
     State(s): State<Arc<Shared>>,
     auth: Only<Overseers>,
@@ -176,7 +190,7 @@ pub(crate) async fn audit_log(
 
 /// The audit log as the broker verifies it: the hash chain from the first entry and every
 /// signed checkpoint, with the broker's public key.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct AuditVerdict {
     /// Whether the whole log verified.
     ok: bool,
@@ -197,6 +211,10 @@ pub(crate) struct AuditVerdict {
 
 /// `GET /v1/audit/verify`: verifies the whole audit log now (reviewers, admins, auditors and
 /// holders: the answer names no entry's contents).
+#[utoipa::path(
+    get, path = "/v1/audit/verify", tag = "audit",
+    responses((status = 200, description = "The verdict on the whole log", body = AuditVerdict))
+)]
 pub(crate) async fn audit_verify(
     State(s): State<Arc<Shared>>,
     _: Only<Overseers>,
@@ -235,7 +253,7 @@ pub(crate) async fn audit_verify(
 }
 
 /// A receipt to verify, with the report it should cover.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ReceiptCheck {
     /// The receipt, as `GET /v1/jobs/{id}/receipt` gave it.
@@ -245,7 +263,7 @@ pub(crate) struct ReceiptCheck {
 }
 
 /// What verifying a receipt found.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct ReceiptVerdict {
     /// Whether the signature is this broker's and (when a report was given) covers the report.
     valid: bool,
@@ -269,6 +287,10 @@ const MAX_RECEIPT_CHECK: usize = 8 << 20;
 /// `POST /v1/receipts/verify`: checks a receipt's signature against this broker's key and,
 /// given the report, that it covers it (any signed-in caller; nothing is stored). Offline, the
 /// same check is `sluice receipt verify` with the broker's public key.
+#[utoipa::path(
+    post, path = "/v1/receipts/verify", tag = "audit", request_body = ReceiptCheck,
+    responses((status = 200, description = "Whether the receipt is this broker's and covers the report", body = ReceiptVerdict))
+)]
 pub(crate) async fn receipt_verify(
     State(s): State<Arc<Shared>>,
     _: super::auth::Auth,
