@@ -265,7 +265,7 @@ pub enum Which {
     /// A Python job's first compile, its load from disk after a restart and its instantiation,
     /// against the Rust sample's in the same run.
     Python,
-    /// Console page loads from a broker holding 1,000 jobs and 10,000 audit entries, against a
+    /// Console page loads from a broker holding 1,100 jobs and 10,000 audit entries, against a
     /// `/healthz` round trip.
     Console,
 }

@@ -443,7 +443,7 @@ enum Command {
     /// Benchmarks: DP queries against plain DataFusion and job compile vs cache (`engine`),
     /// submit→result over HTTP on loopback (`broker`), a Python job's compile, load from disk
     /// and instantiation against a Rust job's (`python`), or console page loads from a broker
-    /// holding 1,000 jobs and 10,000 audit entries (`console`).
+    /// holding 1,100 jobs and 10,000 audit entries (`console`).
     Bench {
         /// What to benchmark.
         #[arg(value_enum, default_value_t = bench::Which::Engine)]

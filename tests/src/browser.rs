@@ -179,6 +179,16 @@ impl Browser {
         );
     }
 
+    /// Chooses the file at `path` in the file input matching `css`.
+    pub fn upload(&self, css: &str, path: &std::path::Path) {
+        let e = self.element(css);
+        self.session_call(
+            "POST",
+            &format!("/element/{e}/value"),
+            Some(json!({ "text": path.display().to_string() })),
+        );
+    }
+
     /// Saves a screenshot of the whole page (up to 4000 pixels tall) as `name` (a PNG) in the
     /// screenshot directory; its path.
     pub fn screenshot(&self, name: &str) -> std::path::PathBuf {

@@ -158,6 +158,26 @@ fn reviewers_operators_and_holders_do_their_work_in_the_console_and_hostile_text
     }
     web.screenshot("console-operator-job.png");
 
+    // The operator estimates a query's cost for a target accuracy, free.
+    web.goto(&format!("{url}/#/estimate"));
+    web.type_into(
+        "#page-estimate textarea",
+        "SELECT spot, COUNT(*) AS n FROM tourism_trips GROUP BY spot",
+    );
+    web.eval(
+        "document.querySelector('#page-estimate select').value = 'accuracy'",
+        json!([]),
+    );
+    web.type_into("#page-estimate input[type=number]", "40");
+    web.click("#page-estimate button[type=submit]");
+    let estimate = web.wait_for(
+        "the estimate",
+        "return document.querySelector('#estimate dl')?.textContent",
+        20,
+    );
+    assert!(estimate.as_str().unwrap_or("").contains("ε="), "{estimate}");
+    web.screenshot("console-operator-estimate.png");
+
     // A hostile job's report renders as text: no script runs, no element is injected.
     let analyst_job = submit(
         &b,
@@ -288,6 +308,46 @@ fn reviewers_operators_and_holders_do_their_work_in_the_console_and_hostile_text
         "{verdict}"
     );
     web.screenshot("console-audit.png");
+
+    // A receipt and its report, uploaded, verify; an altered receipt does not.
+    let dir = crate::temp_dir("console-receipts");
+    let reviewer = b.client(&b.reviewer);
+    let receipt = reviewer
+        .get_bytes(&format!("/v1/jobs/{pending}/receipt"))
+        .unwrap();
+    let report = b
+        .client(&b.tourism)
+        .get_bytes(&format!("/v1/jobs/{pending}/result"))
+        .unwrap();
+    let mut altered: Value = serde_json::from_slice(&receipt).unwrap();
+    altered["epsilon"] = json!(0.001);
+    for (name, bytes) in [
+        ("receipt.json", receipt.clone()),
+        ("report.json", report),
+        ("altered.json", serde_json::to_vec(&altered).unwrap()),
+    ] {
+        std::fs::write(dir.join(name), bytes).unwrap();
+    }
+    for (file, expect) in [("receipt.json", "Valid: "), ("altered.json", "Not valid: ")] {
+        web.goto(&format!("{url}/#/audit"));
+        web.goto(&format!("{url}/#/receipts"));
+        web.upload("#receipt-file", &dir.join(file));
+        web.upload("#report-file", &dir.join("report.json"));
+        web.click("#page-receipts button[type=submit]");
+        let verdict = web.wait_for(
+            "the receipt's verdict",
+            "return document.querySelector('#receipt-verdict p')?.textContent",
+            20,
+        );
+        assert!(
+            verdict.as_str().unwrap_or("").starts_with(expect),
+            "{file}: {verdict}"
+        );
+        if file == "receipt.json" {
+            assert!(verdict.as_str().unwrap_or("").contains("covers the report"));
+            web.screenshot("console-receipt.png");
+        }
+    }
     eprintln!("screenshots in {}", screenshot_dir().display());
     assert!(shot.exists());
 }
