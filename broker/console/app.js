@@ -628,8 +628,7 @@ async function auditPage(body) {
     if (page.next_after != null) {
       more.append(el('button', { type: 'button', text: 'Next 100', onclick: () => { more.remove(); load(page.next_after).catch((e) => list.append(message('error', e.message))); } }));
     }
-    list.append(table(['#', 'When', 'Kind', 'Actor', 'Job', 'Operator', 'Dataset', 'Detail'],
-      page.entries.map((e) => [String(e.seq), when(e.at_ms), e.kind, e.actor, e.job || '', e.operator || '', e.dataset || '', el('code', { text: JSON.stringify(e.detail) })]), { class: 'audit' }), more);
+    list.append(auditTable(page.entries), more);
   };
   filters.addEventListener('submit', (e) => {
     e.preventDefault();
@@ -638,6 +637,16 @@ async function auditPage(body) {
   });
   body.append(el('div', { class: 'actions' }, verify), verdict, filters, list);
   if (!holder || state.me.holds.length) await load(0);
+}
+
+/** Audit entries: one row of who, what and when each, and its detail on a row of its own. */
+function auditTable(entries) {
+  const headers = ['#', 'When', 'Kind', 'Actor', 'Job', 'Operator', 'Dataset'];
+  return el('table', { class: 'audit' },
+    el('thead', {}, el('tr', {}, headers.map((h) => el('th', { scope: 'col', text: h })))),
+    entries.map((e) => el('tbody', {},
+      el('tr', {}, [String(e.seq), when(e.at_ms), e.kind, e.actor, e.job || '', e.operator || '', e.dataset || ''].map((c) => el('td', { text: c }))),
+      el('tr', { class: 'detail' }, el('td', { colspan: headers.length }, el('code', { text: JSON.stringify(e.detail) }))))));
 }
 
 // Everyone: check a receipt (and the report it should cover) against this broker's key.
