@@ -171,6 +171,19 @@ function act(button, out, action) {
   return button;
 }
 
+/** Runs `action` when `form` is submitted, showing what it returns (or its error) in `out`. */
+function onSubmit(form, out, action) {
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    out.replaceChildren();
+    try {
+      out.append(...[await action()].flat());
+    } catch (err) {
+      out.append(message('error', err.message));
+    }
+  });
+}
+
 // ---- pages -----------------------------------------------------------------------------------
 
 const STAFF = ['reviewer', 'admin', 'auditor', 'holder'];
@@ -471,20 +484,14 @@ async function estimatePage(body) {
     el('div', { class: 'row' }, el('label', {}, 'Budget', kind), el('label', {}, 'Amount', amount)),
     el('div', { class: 'actions' }, el('button', { type: 'submit', class: 'primary', text: 'Estimate (no charge)' })),
     out);
-  form.addEventListener('submit', async (e) => {
-    e.preventDefault();
-    out.replaceChildren();
-    try {
-      const r = await api('POST', '/v1/estimate', { sql: sql.value, [kind.value]: Number(amount.value) });
-      out.append(facts([
-        ['Dataset', r.dataset],
-        ['Cost', cost(r)],
-        ['Releases', String(r.releases)],
-        ['Budget', r.budget && `per job ${sig(r.budget.per_job)}, ${sig(r.budget.available_this_period)} left this period${r.budget.over_per_job > 0 || r.budget.over_period > 0 ? ' — over the cap' : ''}`],
-      ]), table(['Column', '± 95% (half-width)'], r.accuracy.map(([c, a]) => [c, a == null ? 'exact or key' : sig(a)])));
-    } catch (err) {
-      out.append(message('error', err.message));
-    }
+  onSubmit(form, out, async () => {
+    const r = await api('POST', '/v1/estimate', { sql: sql.value, [kind.value]: Number(amount.value) });
+    return [facts([
+      ['Dataset', r.dataset],
+      ['Cost', cost(r)],
+      ['Releases', String(r.releases)],
+      ['Budget', r.budget && `per job ${sig(r.budget.per_job)}, ${sig(r.budget.available_this_period)} left this period${r.budget.over_per_job > 0 || r.budget.over_period > 0 ? ' — over the cap' : ''}`],
+    ]), table(['Column', '± 95% (half-width)'], r.accuracy.map(([c, a]) => [c, a == null ? 'exact or key' : sig(a)]))];
   });
   body.append(el('h1', { text: 'Estimate' }), form);
 }
@@ -659,25 +666,19 @@ async function receiptsPage(body) {
     el('label', {}, 'Report it covers (JSON or CSV, optional)', report),
     el('div', { class: 'actions' }, el('button', { type: 'submit', class: 'primary', text: 'Verify' })),
     out);
-  form.addEventListener('submit', async (e) => {
-    e.preventDefault();
-    out.replaceChildren();
+  onSubmit(form, out, async () => {
+    let parsed;
     try {
-      let parsed;
-      try {
-        parsed = JSON.parse(await receipt.files[0].text());
-      } catch {
-        throw new Error('the receipt file is not JSON');
-      }
-      const body = { receipt: parsed };
-      if (report.files[0]) body.report = await report.files[0].text();
-      const v = await api('POST', '/v1/receipts/verify', body);
-      out.append(v.valid
-        ? message('ok', `Valid: signed by this broker${v.report_checked ? ', and it covers the report' : ''}. Job ${v.job}, operator ${v.operator}, ε=${sig(v.epsilon)}${v.rho ? `, ρ=${sig(v.rho)}` : ''}, released at audit entry ${v.audit_seq}.`)
-        : message('error', `Not valid: ${v.problem}`));
-    } catch (err) {
-      out.append(message('error', err.message));
+      parsed = JSON.parse(await receipt.files[0].text());
+    } catch {
+      throw new Error('the receipt file is not JSON');
     }
+    const check = { receipt: parsed };
+    if (report.files[0]) check.report = await report.files[0].text();
+    const v = await api('POST', '/v1/receipts/verify', check);
+    return v.valid
+      ? message('ok', `Valid: signed by this broker${v.report_checked ? ', and it covers the report' : ''}. Job ${v.job}, operator ${v.operator}, ε=${sig(v.epsilon)}${v.rho ? `, ρ=${sig(v.rho)}` : ''}, released at audit entry ${v.audit_seq}.`)
+      : message('error', `Not valid: ${v.problem}`);
   });
   body.append(el('h1', { text: 'Verify a receipt' }),
     el('p', { class: 'hint', text: 'Offline, the same check is `sluice receipt verify` with the broker\'s public key.' }), form);
