@@ -196,24 +196,33 @@ const PAGES = {
   datasets: { title: 'Datasets', roles: STAFF, render: datasetsPage },
   audit: { title: 'Audit log', roles: STAFF, render: auditPage },
   receipts: { title: 'Receipts', roles: ['operator', ...STAFF], render: receiptsPage },
+  objections: { title: 'Objections', roles: ['reviewer', 'admin', 'auditor'], render: objectionsPage },
+  operators: { title: 'Operators', roles: STAFF, render: operatorsPage },
 };
 const HOME = { operator: 'jobs', reviewer: 'queue', holder: 'datasets', admin: 'datasets', auditor: 'audit' };
 
 async function route() {
-  if (!state.me) return;
-  state.abort?.abort();
-  state.abort = new AbortController();
-  const generation = ++state.generation;
   const [name, ...rest] = location.hash.replace(/^#\/?/, '').split('/');
+  // The public register needs no token; every other page does.
+  if (name === 'public') return draw('public', publicPage, rest);
+  if (!state.me) return state.token ? undefined : signInPage();
   const page = PAGES[name] && PAGES[name].roles.includes(state.me.role) ? name : HOME[state.me.role];
   for (const a of document.querySelectorAll('#nav a')) {
     a.classList.toggle('current', a.dataset.page === page || (page === 'job' && a.dataset.page === 'jobs'));
   }
+  return draw(page, PAGES[page].render, rest);
+}
+
+/** Replaces the page with `render`'s, cancelling what the previous page still had running. */
+async function draw(page, render, rest) {
+  state.abort?.abort();
+  state.abort = new AbortController();
+  const generation = ++state.generation;
   const main = document.getElementById('main');
   const body = el('section', { id: `page-${page}`, 'aria-busy': 'true' });
   main.replaceChildren(body);
   try {
-    await PAGES[page].render(body, rest.map(decodeURIComponent), state.abort.signal);
+    await render(body, rest.map(decodeURIComponent), state.abort.signal);
   } catch (e) {
     if (e.name !== 'AbortError' && generation === state.generation) body.append(message('error', e.message));
   } finally {
@@ -329,18 +338,21 @@ async function jobPage(body, [id], signal) {
   const report = el('div', { id: 'report' });
   const log = el('div', { id: 'log-box' });
   body.append(report, log);
+  // A report delivered to this operator by another's scenario: its report only (the log and
+  // the events are its operator's and the staff's; asking would be an audited denial).
+  const delivered = state.me.role === 'operator' && job.operator !== state.me.principal;
   const show = async (s) => {
     badge.replaceChildren(stateBadge(s));
     if (s === 'succeeded') report.replaceChildren(await reportView(job));
-    await logView(log, job);
+    if (!delivered) await logView(log, job);
   };
   const ended = ENDED.includes(job.state);
   if (ended) {
     progress.textContent = `Ended: ${job.state.replace('_', ' ')}.`;
     await show(job.state);
-  } else {
-    await logView(log, job);
   }
+  if (delivered) return;
+  if (!ended) await logView(log, job);
   // The event stream replays the job's events and, while it runs, adds each as it happens; it
   // ends with the job.
   let queries = 0;
@@ -355,15 +367,9 @@ async function jobPage(body, [id], signal) {
   }, signal).catch((e) => { if (e.name !== 'AbortError') progress.append(message('error', e.message)); });
 }
 
-/** The job's log lines into `box` (nothing when the caller may not read them). */
+/** The job's log lines into `box`. */
 async function logView(box, job) {
-  let log;
-  try {
-    log = await api('GET', `/v1/jobs/${encodeURIComponent(job.id)}/log`);
-  } catch (e) {
-    if (e.status === 403 || e.status === 404) return;
-    throw e;
-  }
+  const log = await api('GET', `/v1/jobs/${encodeURIComponent(job.id)}/log`);
   box.replaceChildren(el('h2', { text: 'Log' }),
     log.lines.length
       ? el('ol', { class: 'log', id: 'log' }, log.lines.map((l) => el('li', { class: `log-${l.level}` }, el('span', { class: 'level', text: l.level }), ' ', l.message)))
@@ -501,11 +507,14 @@ async function estimatePage(body) {
 async function datasetsPage(body) {
   body.append(el('h1', { text: 'Datasets' }));
   const custodian = ['admin', 'holder'].includes(state.me.role);
+  // Reviewers read datasets and spending only: the console asks for nothing a role may not
+  // read (each refusal would be an audited denial).
+  const watcher = ['admin', 'holder', 'auditor'].includes(state.me.role);
   const [ds, usage, suspensions, alerts] = await Promise.all([
     api('GET', '/v1/datasets'),
-    optional(api('GET', '/v1/admin/usage'), { usage: [] }),
-    optional(api('GET', '/v1/admin/suspensions'), { suspensions: [] }),
-    optional(api('GET', '/v1/admin/alerts'), { alerts: [] }),
+    watcher ? api('GET', '/v1/admin/usage') : { usage: [] },
+    watcher ? api('GET', '/v1/admin/suspensions') : { suspensions: [] },
+    watcher ? api('GET', '/v1/admin/alerts') : { alerts: [] },
   ]);
   if (custodian) body.append(freezeControls());
   for (const d of ds.datasets) {
@@ -536,16 +545,6 @@ async function datasetsPage(body) {
         action('suspend', 'Suspend', 'danger'), action('resume', 'Resume', 'secondary'),
         action('hold', 'Hold releases', 'secondary'), action('unhold', 'Release hold', 'secondary'))),
       out));
-  }
-}
-
-/** `promise`'s value, or `fallback` when the role may not read it. */
-async function optional(promise, fallback) {
-  try {
-    return await promise;
-  } catch (e) {
-    if (e.status === 403) return fallback;
-    throw e;
   }
 }
 
@@ -684,6 +683,110 @@ async function receiptsPage(body) {
     el('p', { class: 'hint', text: 'Offline, the same check is `sluice receipt verify` with the broker\'s public key.' }), form);
 }
 
+// Anyone, without a token: the public register, objections and their status.
+async function publicPage(body, [tracking]) {
+  body.append(el('h1', { text: 'Public register' }));
+  const r = await fetch('/public/register', { cache: 'no-store', signal: state.abort?.signal });
+  const register = await r.json();
+  if (!r.ok) {
+    body.append(message('note', register.error ? register.error.message : `the register could not be read (${r.status})`));
+    return;
+  }
+  body.append(
+    el('p', { class: 'hint', text: `What this platform does with the data it holds: no figure here comes from a row of data. Months in ${register.time_zone}; made ${when(register.generated_ms)}; the broker's key ${register.public_key}.` }),
+    el('h2', { text: 'Scenarios in force' }),
+    table(['Operator', 'Scenario', 'Datasets', 'Purpose', 'Use', 'Review', 'Until'],
+      register.scenarios.map((g) => [g.operator, g.scenario || '—', g.datasets.join(', '), g.purpose, g.usage, g.review, g.expires]), { id: 'public-scenarios' }),
+    el('h2', { text: 'Privacy loss charged, by dataset and month' }),
+    register.spend.length
+      ? table(['Month', 'Dataset', 'ε', 'ρ', 'δ', 'Operators', 'Jobs'],
+        register.spend.map((m) => [m.month, m.dataset, sig(m.epsilon), sig(m.rho), sig(m.delta), String(m.operators), String(m.jobs)]), { id: 'public-spend' })
+      : message('note', 'Nothing charged yet.'),
+    el('h2', { text: 'Reports released, by dataset and month' }),
+    register.releases.length
+      ? table(['Month', 'Dataset', 'Reports'], register.releases.map((m) => [m.month, m.dataset, String(m.releases)]))
+      : message('note', 'No report released yet.'),
+    el('h2', { text: 'Suspensions in force' }),
+    register.suspensions.length
+      ? table(['Kind', 'Name', 'Reason'], register.suspensions.map((x) => [x.kind, x.name, x.reason]))
+      : message('note', 'None.'),
+    el('p', { text: `Objections: ${register.objections.open} open, ${register.objections.upheld} upheld, ${register.objections.dismissed} dismissed.` }),
+    objectionForm(), trackingForm(tracking));
+}
+
+/** Files an objection (no token): its tracking id is shown once. */
+function objectionForm() {
+  const subject = el('input', { type: 'text', maxlength: 200, required: true, 'aria-label': 'Subject', placeholder: 'A job id, a scenario, a dataset or an operator' });
+  const text = el('textarea', { rows: 4, maxlength: 4000, required: true, 'aria-label': 'Objection' });
+  const contact = el('input', { type: 'text', maxlength: 200, 'aria-label': 'Contact', placeholder: 'Optional: how to reach you (never published)' });
+  const out = el('div', { class: 'outcome', id: 'objection-filed' });
+  const form = el('form', { class: 'card', id: 'objection-form' }, el('h2', { text: 'Object to a use of data (异议)' }),
+    el('label', {}, 'About', subject), el('label', {}, 'Objection', text), el('label', {}, 'Contact', contact),
+    el('div', { class: 'actions' }, el('button', { type: 'submit', class: 'primary', text: 'File the objection' })), out);
+  onSubmit(form, out, async () => {
+    const r = await fetch('/public/objections', {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ subject: subject.value, text: text.value, contact: contact.value || null }),
+    });
+    const v = await r.json();
+    if (!r.ok) throw new Error(v.error ? v.error.message : `refused (${r.status})`);
+    return [message('ok', 'Filed. Keep this tracking id to follow it:'), el('p', {}, el('code', { class: 'tracking', text: v.id }))];
+  });
+  return form;
+}
+
+/** Looks up an objection's state by its tracking id. */
+function trackingForm(tracking) {
+  const id = el('input', { type: 'text', 'aria-label': 'Tracking id', placeholder: 'obj-…', value: tracking || '' });
+  const out = el('div', { class: 'outcome', id: 'objection-status' });
+  const form = el('form', { class: 'card' }, el('h2', { text: 'Follow an objection' }), id,
+    el('div', { class: 'actions' }, el('button', { type: 'submit', text: 'Look up' })), out);
+  onSubmit(form, out, async () => {
+    const r = await fetch(`/public/objections/${encodeURIComponent(id.value.trim())}`);
+    const v = await r.json();
+    if (!r.ok) throw new Error(v.error ? v.error.message : `refused (${r.status})`);
+    return facts([['Filed', when(v.filed_ms)], ['State', v.status], ['Reason', v.reason], ['Resolved', when(v.decided_ms)]]);
+  });
+  return form;
+}
+
+// Reviewers (admins and auditors read): objections to resolve.
+async function objectionsPage(body) {
+  body.append(el('h1', { text: 'Objections' }));
+  const [{ objections }, { operators }] = await Promise.all([
+    api('GET', '/v1/objections?status=all'), api('GET', '/v1/operators')]);
+  if (!objections.length) body.append(message('note', 'No objection has been filed.'));
+  for (const o of objections) {
+    const out = el('div', { class: 'outcome' });
+    const reason = el('textarea', { rows: 2, 'aria-label': 'Reason', placeholder: 'Reason (shown to the filer and recorded in the audit log)' });
+    const operator = el('select', { 'aria-label': 'Operator it concerns' }, el('option', { value: '', text: 'no operator' }),
+      operators.map((c) => el('option', { value: c.operator, text: c.operator })));
+    const decide = (d) => act(el('button', { type: 'button', class: d === 'uphold' ? 'danger' : 'secondary', 'data-decision': d, text: d === 'uphold' ? 'Uphold' : 'Dismiss' }), out, async () => {
+      const r = await api('POST', `/v1/objections/${encodeURIComponent(o.id)}/${d}`, { reason: reason.value, operator: operator.value || null });
+      return message('ok', `${r.id} is now ${r.status}.`);
+    });
+    body.append(el('article', { class: 'card objection', 'data-objection': o.id },
+      el('h2', {}, el('span', { text: o.subject }), ' ', el('span', { class: `state state-${o.status === 'open' ? 'pending_review' : o.status === 'upheld' ? 'failed' : 'succeeded'}`, text: o.status })),
+      facts([['Id', el('code', { text: o.id })], ['Filed', when(o.filed_ms)], ['Operator', o.operator], ['Decided', o.decided_by && `${o.decided_by}, ${when(o.decided_ms)}: ${o.reason}`]]),
+      el('pre', { class: 'params', text: o.text }),
+      o.status === 'open' && state.me.role === 'reviewer' && el('div', { class: 'decide' }, reason, el('label', {}, 'Concerns', operator),
+        el('div', { class: 'actions' }, decide('uphold'), decide('dismiss'))),
+      out));
+  }
+}
+
+// Staff: each operator's credit record.
+async function operatorsPage(body) {
+  body.append(el('h1', { text: 'Operators' }));
+  const { operators } = await api('GET', '/v1/operators');
+  body.append(table(['Operator', 'Jobs', 'Released', 'Rejected', 'Suspensions', 'Release holds', 'Repairs', 'Objections upheld', 'Now'],
+    operators.map((c) => [c.operator, String(c.jobs), String(c.released), String(c.rejected), String(c.suspensions), String(c.release_holds), String(c.repairs), String(c.objections_upheld), c.suspended_now ? 'suspended' : 'in good standing']), { id: 'credit' }));
+  for (const c of operators.filter((x) => x.events.length)) {
+    body.append(el('h2', { text: c.operator }), table(['#', 'When', 'What', 'Reason'], c.events.map((e) => [String(e.seq), when(e.at_ms), e.kind, e.reason || ''])));
+  }
+}
+
 // ---- signing in --------------------------------------------------------------------------------
 
 function signInPage(problem) {
@@ -692,6 +795,7 @@ function signInPage(problem) {
     el('h1', { text: 'Sign in' }),
     el('label', {}, 'Token', token),
     el('p', { class: 'hint', text: 'The bearer token your admin gave you (`sluice token create`). It is kept in this tab only.' }),
+    el('p', {}, el('a', { href: '#/public', text: 'The public register' }), ' needs no token.'),
     el('div', { class: 'actions' }, el('button', { type: 'submit', class: 'primary', text: 'Sign in' })),
     problem ? message('error', problem) : null);
   form.addEventListener('submit', async (e) => {
@@ -717,7 +821,7 @@ function signOut(problem) {
 }
 
 async function start() {
-  if (!state.token) return signInPage();
+  if (!state.token) return route();
   try {
     state.me = await api('GET', '/v1/me');
   } catch (e) {

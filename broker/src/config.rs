@@ -40,6 +40,11 @@ pub struct Config {
     /// [`crate::webhook`]). Absent: alerts are only listed and streamed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alert_webhook: Option<String>,
+    /// Publish the public register (`GET /public/register`) and take objections from anyone
+    /// (`POST /public/objections`), without a token. Off unless the operator of the platform
+    /// turns it on (`sluice init --public-register`, or `"public_register": true` here).
+    #[serde(default)]
+    pub public_register: bool,
 }
 
 fn default_workers() -> usize {
@@ -76,6 +81,7 @@ impl Config {
             max_pending_reviews_per_operator: default_max_pending_reviews_per_operator(),
             connections: Default::default(),
             alert_webhook: None,
+            public_register: false,
         }
     }
 

@@ -62,6 +62,8 @@ pub enum ErrorCode {
     BadReason,
     /// a suspended name is empty or over 64 characters.
     BadName,
+    /// an objection needs a subject (1 to 200 bytes) and a text (1 to 4,000 bytes); a contact is at most 200 bytes.
+    BadObjection,
     /// the new policy did not load; the old one stays in force.
     InvalidPolicy,
     /// the request took longer than `request_timeout_secs` (`submit_timeout_secs` for a submission).
@@ -98,6 +100,7 @@ impl ErrorCode {
         Self::QueryRefused,
         Self::BadReason,
         Self::BadName,
+        Self::BadObjection,
         Self::InvalidPolicy,
         Self::Timeout,
         Self::Internal,
@@ -131,6 +134,7 @@ impl ErrorCode {
             Self::QueryRefused => "query_refused",
             Self::BadReason => "bad_reason",
             Self::BadName => "bad_name",
+            Self::BadObjection => "bad_objection",
             Self::InvalidPolicy => "invalid_policy",
             Self::Timeout => "timeout",
             Self::Internal => "internal",
@@ -165,6 +169,7 @@ impl ErrorCode {
             Self::QueryRefused => StatusCode::BAD_REQUEST,
             Self::BadReason => StatusCode::BAD_REQUEST,
             Self::BadName => StatusCode::BAD_REQUEST,
+            Self::BadObjection => StatusCode::BAD_REQUEST,
             Self::InvalidPolicy => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Timeout => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -211,6 +216,9 @@ impl ErrorCode {
             }
             Self::BadReason => "a review decision needs a reason of 1 to 2,000 bytes",
             Self::BadName => "a suspended name is empty or over 64 characters",
+            Self::BadObjection => {
+                "an objection needs a subject (1 to 200 bytes) and a text (1 to 4,000 bytes); a contact is at most 200 bytes"
+            }
             Self::InvalidPolicy => "the new policy did not load; the old one stays in force",
             Self::Timeout => {
                 "the request took longer than `request_timeout_secs` (`submit_timeout_secs` for a submission)"
@@ -304,11 +312,11 @@ impl From<anyhow::Error> for ApiError {
 impl From<StateError> for ApiError {
     fn from(e: StateError) -> Self {
         match e {
-            StateError::NoJob(_) => Self::not_found(e.to_string()),
+            StateError::NoJob(_) | StateError::NoObjection(_) => Self::not_found(e.to_string()),
             StateError::NotYours { .. } => Self::forbidden(e.to_string()),
-            StateError::WrongState { .. } | StateError::StillSuspended { .. } => {
-                Self::new(ErrorCode::Conflict, e.to_string())
-            }
+            StateError::WrongState { .. }
+            | StateError::StillSuspended { .. }
+            | StateError::ObjectionResolved { .. } => Self::new(ErrorCode::Conflict, e.to_string()),
             StateError::Db(e) => e.into(),
         }
     }

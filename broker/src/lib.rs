@@ -44,6 +44,7 @@ pub mod error;
 pub mod filings;
 pub mod keys;
 pub mod listener;
+pub mod oversight;
 pub mod plot;
 pub mod server;
 pub mod store;

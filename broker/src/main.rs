@@ -216,6 +216,11 @@ enum Command {
         /// overrides that for every command).
         #[arg(long)]
         key_file: Option<PathBuf>,
+        /// Publish the public register (`/public/register`: scenarios in force, privacy spent
+        /// per dataset and month, releases, suspensions) and take objections from anyone, with
+        /// no token.
+        #[arg(long)]
+        public_register: bool,
     },
     /// Run the broker until interrupted (Ctrl-C or SIGTERM).
     Serve {
@@ -756,7 +761,15 @@ fn main() -> ExitCode {
             data_root,
             listen,
             key_file,
-        } => remote::init(&data_dir, policy, data_root, listen, key_file.as_deref()),
+            public_register,
+        } => remote::init(
+            &data_dir,
+            policy,
+            data_root,
+            listen,
+            key_file.as_deref(),
+            public_register,
+        ),
         Command::Serve { data_dir, listen } => remote::serve(&data_dir, listen),
         Command::Token { command } => token(command),
         Command::Submit(a) => remote::submit(&a),

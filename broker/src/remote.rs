@@ -30,6 +30,7 @@ pub fn init(
     data_root: PathBuf,
     listen: String,
     key_file: Option<&Path>,
+    public_register: bool,
 ) -> Result<ExitCode> {
     // Check the policy first: a data directory is never created for a policy that cannot load.
     sluice_policy::load(&policy).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -37,6 +38,7 @@ pub fn init(
     let abs = |p: PathBuf| std::fs::canonicalize(&p).unwrap_or(p);
     let mut config = Config::new(abs(policy), abs(data_root));
     config.listen = listen;
+    config.public_register = public_register;
     config.save(dir)?;
     let token = store.create_token(Role::Admin, "admin", "sluice init")?;
     println!("initialized {}", dir.display());

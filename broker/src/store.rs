@@ -130,6 +130,16 @@ ALTER TABLE jobs ADD COLUMN log_dropped INTEGER NOT NULL DEFAULT 0;
 CREATE TABLE risk_reports (
     job TEXT PRIMARY KEY, sha256 TEXT NOT NULL, body TEXT NOT NULL, at_ms INTEGER NOT NULL);
 "#,
+    // Objections (异议) anyone may file about a use of data; a reviewer resolves each, and an
+    // upheld one counts on the operator's credit record.
+    r#"
+CREATE TABLE objections (
+    id TEXT PRIMARY KEY, filed_ms INTEGER NOT NULL, subject TEXT NOT NULL, text TEXT NOT NULL,
+    contact TEXT, status TEXT NOT NULL, operator TEXT, reason TEXT, decided_by TEXT,
+    decided_ms INTEGER, audit_seq INTEGER NOT NULL);
+CREATE INDEX objections_status ON objections(status, filed_ms);
+CREATE INDEX objections_operator ON objections(operator, status);
+"#,
 ];
 
 /// How long a token is valid unless its creator says otherwise: 90 days.
@@ -608,6 +618,17 @@ pub enum StateError {
         /// Which suspension.
         why: String,
     },
+    /// No such objection.
+    #[error("no objection `{0}`")]
+    NoObjection(String),
+    /// The objection was resolved already.
+    #[error("objection `{id}` is {status} already; a resolution is final")]
+    ObjectionResolved {
+        /// The objection.
+        id: String,
+        /// Its state.
+        status: &'static str,
+    },
     /// The database failed.
     #[error(transparent)]
     Db(#[from] anyhow::Error),
@@ -773,14 +794,14 @@ impl Store {
         self.keys.sign(msg)
     }
 
-    fn lock(&self) -> MutexGuard<'_, Connection> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave a transaction half-applied (SQLite rolls
         // back an unfinished transaction), so a poisoned lock is safe to reuse.
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Runs `f` in an immediate transaction, commits, then checkpoints if due.
-    fn write<T, E>(
+    pub(crate) fn write<T, E>(
         &self,
         f: impl FnOnce(&rusqlite::Transaction<'_>) -> std::result::Result<T, E>,
     ) -> std::result::Result<T, E>
@@ -2894,6 +2915,7 @@ mod tests {
         "707c8f080e09745b25425a216bc772f5c6d518069ab71e994aeb0a555d74bbaa",
         "b56e1bca7fed7be6ea75bceed6b01652d945b92da65b878d1c756f2fd98c93f1",
         "7fa00e0971cd0384ee46c99cc626c4f56f40819331412f436697fd7f4213923e",
+        "0eabe5a2fd8e9ab0499146f31b169e79696375604297e3e58bf058c8c1fbcf52",
     ];
 
     #[test]

@@ -67,7 +67,14 @@ fn submit(b: &TestBroker, token: &str, wasm: &[u8], params: &str, dataset: &str)
 #[test]
 fn reviewers_operators_and_holders_do_their_work_in_the_console_and_hostile_text_stays_text() {
     let Some(web) = browser() else { return };
-    let b = TestBroker::start("console", |p| p);
+    let b = TestBroker::start_with(
+        "console",
+        |p| p,
+        |mut c| {
+            c.public_register = true;
+            c
+        },
+    );
     let url = b.url().to_string();
     let tourism = guest(env!("GUEST_TOURISM_SPEND"));
 
@@ -294,6 +301,77 @@ fn reviewers_operators_and_holders_do_their_work_in_the_console_and_hostile_text
     );
     web.screenshot("console-holder-suspended.png");
 
+    // Anyone, without a token, reads the public register and files an objection; a reviewer
+    // upholds it; its tracking id then shows the outcome.
+    web.click("#sign-out");
+    web.goto(&format!("{url}/#/public"));
+    web.wait_for(
+        "the public register's scenarios",
+        "return document.querySelectorAll('#public-scenarios tbody tr').length",
+        10,
+    );
+    let register = web.eval(
+        "return document.getElementById('main').innerText",
+        json!([]),
+    );
+    assert!(
+        register.as_str().unwrap_or("").contains("tourism-lab"),
+        "{register}"
+    );
+    web.type_into(
+        "#objection-form input[aria-label=Subject]",
+        "tourism-lab's spend study",
+    );
+    web.type_into(
+        "#objection-form textarea",
+        "<b>Why</b> was my trip data used?",
+    );
+    web.click("#objection-form button[type=submit]");
+    let tracking = web.wait_for(
+        "a tracking id",
+        "return document.querySelector('#objection-filed code.tracking')?.textContent",
+        10,
+    );
+    let tracking = tracking.as_str().unwrap().to_string();
+    web.screenshot("console-public-register.png");
+    sign_in(&web, &url, &b.reviewer, "rita");
+    web.goto(&format!("{url}/#/objections"));
+    let card = format!("article.objection[data-objection='{tracking}']");
+    web.type_into(
+        &format!("{card} textarea"),
+        "the scenario's notice was missing",
+    );
+    web.eval(
+        "document.querySelector(arguments[0] + ' select').value = 'tourism-lab'",
+        json!([card]),
+    );
+    web.click(&format!("{card} button[data-decision=uphold]"));
+    web.wait_for(
+        "the resolution",
+        &format!(
+            "return document.querySelector({})?.textContent.includes('upheld')",
+            json!(format!("{card} .outcome"))
+        ),
+        10,
+    );
+    web.screenshot("console-objections.png");
+    web.goto(&format!("{url}/#/operators"));
+    let upheld = web.wait_for(
+        "the credit records",
+        "return [...document.querySelectorAll('#credit tbody tr')].find(r => r.cells[0].textContent === 'tourism-lab')?.cells[7].textContent",
+        10,
+    );
+    assert_eq!(upheld, json!("1"));
+    web.click("#sign-out");
+    web.goto(&format!("{url}/#/public/{tracking}"));
+    web.click("#page-public form:last-of-type button[type=submit]");
+    let state = web.wait_for(
+        "the objection's state",
+        "return document.querySelector('#objection-status dl')?.textContent",
+        10,
+    );
+    assert!(state.as_str().unwrap_or("").contains("upheld"), "{state}");
+
     // The audit page verifies the log.
     sign_in(&web, &url, &b.reviewer, "rita");
     web.goto(&format!("{url}/#/audit"));
@@ -348,6 +426,20 @@ fn reviewers_operators_and_holders_do_their_work_in_the_console_and_hostile_text
             web.screenshot("console-receipt.png");
         }
     }
+    // Every page asked only for what its role may read: no request was refused.
+    let log = b.client(&b.admin).get_json("/v1/audit?limit=1000").unwrap();
+    let denied: Vec<&Value> = log["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| {
+            e["kind"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("access.denied")
+        })
+        .collect();
+    assert!(denied.is_empty(), "the console was refused: {denied:?}");
     eprintln!("screenshots in {}", screenshot_dir().display());
     assert!(shot.exists());
 }

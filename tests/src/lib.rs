@@ -50,6 +50,8 @@ mod lookups;
 #[cfg(test)]
 mod openapi;
 #[cfg(test)]
+mod oversight;
+#[cfg(test)]
 mod plans;
 #[cfg(test)]
 mod python;

@@ -63,6 +63,19 @@ impl Allowed for Admins {
     const ROLES: &'static [Role] = &[Role::Admin];
 }
 
+/// Reviewers only.
+pub(crate) struct Reviewers;
+impl Allowed for Reviewers {
+    const ROLES: &'static [Role] = &[Role::Reviewer];
+}
+
+/// Reviewers, admins and auditors: who read objections (holders see their outcome on the
+/// credit records).
+pub(crate) struct Moderators;
+impl Allowed for Moderators {
+    const ROLES: &'static [Role] = &[Role::Reviewer, Role::Admin, Role::Auditor];
+}
+
 /// Reviewers and holders: the two who approve jobs.
 pub(crate) struct Approvers;
 impl Allowed for Approvers {

@@ -33,6 +33,7 @@ pub(crate) mod auth;
 pub(crate) mod datasets;
 pub(crate) mod jobs;
 pub(crate) mod openapi;
+pub(crate) mod oversight;
 pub(crate) mod plans;
 pub(crate) mod reviews;
 
@@ -85,6 +86,14 @@ routes!(add_requests, REQUESTS:
     get "/v1/admin/suspensions" => admin::suspensions,
     get "/v1/filings" => admin::filings,
     get "/v1/openapi.json" => openapi::spec,
+    get "/v1/objections" => oversight::list,
+    get "/v1/objections/{id}" => oversight::one,
+    post "/v1/objections/{id}/{decision}" => oversight::resolve,
+    get "/v1/operators" => oversight::credit_records,
+    get "/v1/operators/{id}" => oversight::credit_record,
+    get "/public/register" => oversight::register,
+    post "/public/objections" => oversight::file,
+    get "/public/objections/{id}" => oversight::status,
     get "/metrics" => admin::metrics,
     get "/healthz" => openapi::healthz,
 );

@@ -14,7 +14,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement
 use utoipa::openapi::{RefOr, Response, ResponseBuilder, Schema};
 use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 
-use super::{admin, auth, datasets, jobs, plans, reviews};
+use super::{admin, auth, datasets, jobs, oversight, plans, reviews};
 use crate::error::ErrorCode;
 
 /// Every error the API answers: `{"error": {"code": …, "message": …}}`.
@@ -68,7 +68,7 @@ impl serde::Serialize for ErrorCode {
 #[openapi(
     info(
         title = "Sluice broker API",
-        description = "Submit WebAssembly analysis jobs that see only differentially private answers; review them; read budgets, the audit log and signed receipts. Every call but `/healthz`, `/v1/openapi.json` and the console's files needs `Authorization: Bearer <token>` (`sluice token create`). Guides: docs/operator.md, docs/reviewer.md, docs/holder.md.",
+        description = "Submit WebAssembly analysis jobs that see only differentially private answers; review them; read budgets, the audit log and signed receipts. Every call but `/healthz`, `/v1/openapi.json`, the console's files and `/public/*` (when the broker publishes its register) needs `Authorization: Bearer <token>` (`sluice token create`). Guides: docs/operator.md, docs/reviewer.md, docs/holder.md.",
         license(name = "Apache-2.0"),
     ),
     paths(
@@ -80,6 +80,8 @@ impl serde::Serialize for ErrorCode {
         admin::reload, admin::create_token, admin::freeze, admin::suspend, admin::usage,
         admin::alerts, admin::alert_stream, admin::suspensions, admin::filings, admin::metrics,
         plans::plan, plans::of_job, plans::risk,
+        oversight::register, oversight::file, oversight::status, oversight::list,
+        oversight::one, oversight::resolve, oversight::credit_records, oversight::credit_record,
         auth::me, healthz, spec,
         crate::console::index, crate::console::script, crate::console::style,
     ),
@@ -92,6 +94,8 @@ impl serde::Serialize for ErrorCode {
         (name = "reviews", description = "The review queue and decisions (reviewers, holders)"),
         (name = "audit", description = "The audit log, its verification, receipt verification"),
         (name = "admin", description = "Policy, tokens, suspensions, freezes, usage, alerts, filings"),
+        (name = "oversight", description = "Objections to resolve and operators' credit records"),
+        (name = "public", description = "The public register and objections: no token, when the broker publishes them"),
         (name = "meta", description = "Who am I, health, metrics, this contract"),
         (name = "console", description = "The web console's page and files"),
     ),
@@ -105,6 +109,9 @@ const PUBLIC: &[&str] = &[
     "/",
     "/console/app.js",
     "/console/app.css",
+    "/public/register",
+    "/public/objections",
+    "/public/objections/{id}",
 ];
 
 /// Adds the bearer scheme, the token requirement (outside [`PUBLIC`]) and the error answers to
@@ -235,6 +242,18 @@ mod tests {
             extra.is_empty(),
             "in the contract but not served: {extra:?}"
         );
+    }
+
+    #[test]
+    fn operation_ids_are_unique() {
+        let doc = document();
+        let mut seen = BTreeSet::new();
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            for (method, op) in item.as_object().expect("a path item") {
+                let id = op["operationId"].as_str().unwrap_or("");
+                assert!(seen.insert(id.to_string()), "{method} {path}: `{id}` twice");
+            }
+        }
     }
 
     #[test]
