@@ -147,7 +147,12 @@ async function follow(id, on, signal) {
 async function download(path, filename) {
   const r = await fetch(path, { headers: { Authorization: `Bearer ${state.token}` } });
   if (!r.ok) throw new ApiError(r.status, 'download', `the download failed (${r.status})`);
-  const url = URL.createObjectURL(await r.blob());
+  saveBlob(await r.blob(), filename);
+}
+
+/** Offers `blob` as a file named `filename`. */
+function saveBlob(blob, filename) {
+  const url = URL.createObjectURL(blob);
   const a = el('a', { href: url, download: filename });
   document.body.append(a);
   a.click();
@@ -198,6 +203,7 @@ const PAGES = {
   receipts: { title: 'Receipts', roles: ['operator', ...STAFF], render: receiptsPage },
   objections: { title: 'Objections', roles: ['reviewer', 'admin', 'auditor'], render: objectionsPage },
   operators: { title: 'Operators', roles: STAFF, render: operatorsPage },
+  statements: { title: 'Statements', roles: ['operator', 'holder', 'admin', 'auditor'], render: statementsPage },
 };
 const HOME = { operator: 'jobs', reviewer: 'queue', holder: 'datasets', admin: 'datasets', auditor: 'audit' };
 
@@ -785,6 +791,43 @@ async function operatorsPage(body) {
   for (const c of operators.filter((x) => x.events.length)) {
     body.append(el('h2', { text: c.operator }), table(['#', 'When', 'What', 'Reason'], c.events.map((e) => [String(e.seq), when(e.at_ms), e.kind, e.reason || ''])));
   }
+}
+
+/** An amount in fen as CNY. */
+function cny(fen) {
+  return `${Math.floor(fen / 100)}.${String(fen % 100).padStart(2, '0')}`;
+}
+
+// Holders, operators (their own), admins and auditors (any): signed monthly statements.
+async function statementsPage(body) {
+  const role = state.me.role;
+  const own = role === 'holder' || role === 'operator';
+  const kind = el('select', { 'aria-label': 'Whose', disabled: own },
+    el('option', { value: 'holders', text: 'holder' }), el('option', { value: 'operators', text: 'operator' }));
+  kind.value = role === 'operator' ? 'operators' : 'holders';
+  const party = el('input', { type: 'text', 'aria-label': 'Party', value: own ? state.me.principal : '', readonly: own, required: true });
+  const month = el('input', { type: 'month', 'aria-label': 'Month', value: new Date().toISOString().slice(0, 7), required: true });
+  const out = el('div', { class: 'outcome', id: 'statement' });
+  const form = el('form', { class: 'card row' }, el('label', {}, 'Whose', kind), el('label', {}, 'Party', party),
+    el('label', {}, 'Month', month), el('button', { type: 'submit', class: 'primary', text: 'Show' }));
+  onSubmit(form, out, async () => {
+    const path = `/v1/statements/${kind.value}/${encodeURIComponent(party.value.trim())}/${encodeURIComponent(month.value)}`;
+    const s = await api('GET', path);
+    const t = s.totals;
+    const saved = el('div', { class: 'outcome' });
+    return [
+      el('p', { text: `${s.kind} ${s.party}, ${s.month} (${s.time_zone}): ${t.lines} line(s). Fees ${cny(t.fee_fen)} CNY, of which ${cny(t.earmark_fen)} CNY earmarked for public data; ε=${sig(t.epsilon)}, ρ=${sig(t.rho)}, ${t.queries} queries (${t.cached} cached), ${t.cells} cells.` }),
+      table(['Operator', 'Holder', 'Use', 'Job', 'Dataset', 'ε', 'ρ', 'Queries', 'Cells', 'Fee CNY'],
+        s.lines.map((l) => [l.operator, l.holder, l.usage, l.job, l.dataset, sig(l.epsilon), sig(l.rho), `${l.queries} (${l.cached} cached)`, String(l.cells), `${cny(l.fee_fen)}${l.capped ? ' (capped)' : ''}`]), { id: 'statement-lines' }),
+      el('div', { class: 'actions' }, act(el('button', { type: 'button', text: 'Download signed JSON' }), saved, async () => {
+        saveBlob(new Blob([JSON.stringify(s, null, 2)], { type: 'application/json' }), `statement-${s.kind}-${s.party}-${s.month}.json`);
+        return message('ok', 'Saved: `sluice statement verify` checks it offline.');
+      })),
+      saved];
+  });
+  body.append(el('h1', { text: 'Statements' }),
+    el('p', { class: 'hint', text: 'Each line is one job\'s use of one dataset in the month, priced by its scenario\'s tariff (public-interest use is free). ε and ρ are the ledger\'s.' }),
+    form, out);
 }
 
 // ---- signing in --------------------------------------------------------------------------------

@@ -47,6 +47,7 @@ pub mod listener;
 pub mod oversight;
 pub mod plot;
 pub mod server;
+pub mod statements;
 pub mod store;
 pub mod webhook;
 mod worker;

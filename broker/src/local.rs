@@ -455,7 +455,7 @@ pub fn demo(rows: usize, data_root: &Path) -> Result<ExitCode> {
         eprintln!("generated {}", w.display());
     }
     let policy_dir = root.join("policies/examples");
-    load_policy(&policy_dir)?;
+    let zone = load_policy(&policy_dir)?.time_zone;
 
     // A fresh broker data directory: database, signing key, tokens.
     let dir = std::env::temp_dir().join(format!("sluice-demo-{}", std::process::id()));
@@ -543,6 +543,19 @@ pub fn demo(rows: usize, data_root: &Path) -> Result<ExitCode> {
         &operator_tokens[0],
         &first_wasm,
     )?;
+    // What the month's use of the health commission's data comes to (revenue follows
+    // contribution): its signed statement.
+    let month = sluice_broker::statements::month_at(sluice_broker::audit::now_ms(), &zone);
+    let statement: sluice_broker::statements::Statement =
+        serde_json::from_value(holder_client.get_json(&format!(
+            "/v1/statements/holders/city-health-commission/{month}"
+        ))?)?;
+    statement.verify(&sluice_broker::keys::public_key(&public_key)?)?;
+    println!(
+        "
+{}",
+        print::statement(&statement)
+    );
     broker.stop()?;
     match crate::remote::verify_dir(&dir, None)? {
         Ok(v) => println!(

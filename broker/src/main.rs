@@ -387,6 +387,12 @@ enum Command {
         #[command(subcommand)]
         command: ReceiptCommand,
     },
+    /// Signed monthly statements (收益分配): a holder's datasets' use and fees, or an operator's
+    /// invoice view; verify one offline.
+    Statement {
+        #[command(subcommand)]
+        command: StatementCommand,
+    },
     /// Filings (备案) of releases from `important` data: export (admin, auditor, holder) and
     /// verify offline.
     Filings {
@@ -609,6 +615,40 @@ enum ReceiptCommand {
 }
 
 #[derive(Subcommand)]
+enum StatementCommand {
+    /// Download a month's signed statement and print it (a holder or operator its own; admins
+    /// and auditors any).
+    Get {
+        #[command(flatten)]
+        conn: Conn,
+        /// The holder whose datasets' use it lists.
+        #[arg(
+            long,
+            conflicts_with = "operator",
+            required_unless_present = "operator"
+        )]
+        holder: Option<String>,
+        /// Or: the operator whose use it lists (its invoice view).
+        #[arg(long)]
+        operator: Option<String>,
+        /// The month, `YYYY-MM` (the policy's time zone).
+        #[arg(long)]
+        month: String,
+        /// Write the signed statement here.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Check a statement's signature and totals.
+    Verify {
+        /// The statement (JSON, as `statement get -o` wrote it).
+        statement: PathBuf,
+        /// The broker's public key (hex, or a file holding it).
+        #[arg(long)]
+        public_key: String,
+    },
+}
+
+#[derive(Subcommand)]
 enum FilingsCommand {
     /// Download the signed export of filings and list them.
     Export {
@@ -655,6 +695,30 @@ fn filings(command: FilingsCommand) -> anyhow::Result<ExitCode> {
         FilingsCommand::Verify { export, public_key } => {
             remote::filings_verify(&export, &public_key)
         }
+    }
+}
+
+/// `sluice statement …`.
+fn statement(command: StatementCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        StatementCommand::Get {
+            conn,
+            holder,
+            operator,
+            month,
+            output,
+        } => {
+            let party = match (&holder, &operator) {
+                (Some(h), _) => sluice_broker::statements::Party::Holder(h),
+                (None, Some(o)) => sluice_broker::statements::Party::Operator(o),
+                (None, None) => anyhow::bail!("name a --holder or an --operator"),
+            };
+            remote::statement_get(&conn, party, &month, output.as_deref())
+        }
+        StatementCommand::Verify {
+            statement,
+            public_key,
+        } => remote::statement_verify(&statement, &public_key),
     }
 }
 
@@ -838,6 +902,7 @@ fn main() -> ExitCode {
                 },
         } => remote::receipt_verify(&receipt, &report, &public_key),
         Command::Filings { command } => filings(command),
+        Command::Statement { command } => statement(command),
         Command::New { dir, lang } => remote::new_job(&dir, &lang),
         Command::Build { dir } => remote::build_job(&dir),
         Command::Run {

@@ -521,3 +521,72 @@ pub fn risk(r: &serde_json::Value) -> String {
     }
     out
 }
+
+/// An amount in fen as CNY: `12.34`.
+pub fn cny(fen: u64) -> String {
+    format!("{}.{:02}", fen / 100, fen % 100)
+}
+
+/// A signed statement for people: one row per job and dataset, then the totals.
+pub fn statement(s: &sluice_broker::statements::Statement) -> String {
+    let mut out = format!(
+        "statement for {} {}, {} ({}), {}\n",
+        s.kind,
+        s.party,
+        s.month,
+        s.time_zone,
+        count(s.lines.len() as u64, "line")
+    );
+    let rows: Vec<Vec<String>> = s
+        .lines
+        .iter()
+        .map(|l| {
+            vec![
+                l.operator.clone(),
+                l.holder.clone(),
+                l.scenario.clone().unwrap_or_else(|| "-".into()),
+                l.usage.clone(),
+                l.job.clone(),
+                l.dataset.clone(),
+                sluice_runtime::sig(l.epsilon),
+                sluice_runtime::sig(l.rho),
+                format!("{} ({} cached)", l.queries, l.cached),
+                l.cells.to_string(),
+                duration(l.compute_ms),
+                format!(
+                    "{}{}",
+                    cny(l.fee_fen),
+                    if l.capped { " (capped)" } else { "" }
+                ),
+            ]
+        })
+        .collect();
+    if !rows.is_empty() {
+        out.push_str(&columns(
+            &[
+                "operator", "holder", "scenario", "use", "job", "dataset", "ε", "ρ", "queries",
+                "cells", "compute", "fee CNY",
+            ],
+            &rows,
+        ));
+    }
+    let t = &s.totals;
+    let _ = writeln!(
+        out,
+        "total: ε={} ρ={}{}, {} queries ({} cached), {} cells, compute {}; fees {} CNY, of which {} CNY earmarked for public data",
+        sluice_runtime::sig(t.epsilon),
+        sluice_runtime::sig(t.rho),
+        if t.delta > 0.0 {
+            format!(" δ={:e}", t.delta)
+        } else {
+            String::new()
+        },
+        t.queries,
+        t.cached,
+        t.cells,
+        duration(t.compute_ms),
+        cny(t.fee_fen),
+        cny(t.earmark_fen)
+    );
+    out
+}

@@ -1062,6 +1062,71 @@ pub fn filings_verify(export: &Path, public_key: &str) -> Result<ExitCode> {
     }
 }
 
+/// `sluice statement get`.
+pub fn statement_get(
+    conn: &Conn,
+    party: sluice_broker::statements::Party<'_>,
+    month: &str,
+    output: Option<&Path>,
+) -> Result<ExitCode> {
+    use sluice_broker::statements::Party;
+    let path = match party {
+        Party::Holder(h) => format!(
+            "/v1/statements/holders/{}/{}",
+            urlencode(h),
+            urlencode(month)
+        ),
+        Party::Operator(o) => {
+            format!(
+                "/v1/statements/operators/{}/{}",
+                urlencode(o),
+                urlencode(month)
+            )
+        }
+    };
+    let v = client(conn)?.get_json(&path)?;
+    if conn.json {
+        print_json(&v)?;
+    } else {
+        let s: sluice_broker::statements::Statement =
+            serde_json::from_value(v.clone()).context("the broker's answer is not a statement")?;
+        print!("{}", crate::print::statement(&s));
+    }
+    if let Some(out) = output {
+        std::fs::write(out, serde_json::to_string_pretty(&v)? + "\n")
+            .with_context(|| format!("while writing {}", out.display()))?;
+        eprintln!("signed statement written to {}", out.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `sluice statement verify`.
+pub fn statement_verify(path: &Path, public_key: &str) -> Result<ExitCode> {
+    let key = read_key(public_key)?;
+    let s: sluice_broker::statements::Statement = serde_json::from_slice(
+        &std::fs::read(path).with_context(|| format!("while reading {}", path.display()))?,
+    )
+    .context("the file is not a statement (JSON)")?;
+    match s.verify(&key) {
+        Ok(()) => {
+            println!(
+                "statement OK: {} {}, {}, {} line(s), fees {} CNY ({} CNY earmarked), signed by the key given",
+                s.kind,
+                s.party,
+                s.month,
+                s.lines.len(),
+                crate::print::cny(s.totals.fee_fen),
+                crate::print::cny(s.totals.earmark_fen)
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(err) => {
+            eprintln!("statement INVALID: {err:#}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
 /// `sluice receipt verify`.
 pub fn receipt_verify(receipt: &Path, report: &Path, public_key: &str) -> Result<ExitCode> {
     let key = read_key(public_key)?;

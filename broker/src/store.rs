@@ -140,6 +140,15 @@ CREATE TABLE objections (
 CREATE INDEX objections_status ON objections(status, filed_ms);
 CREATE INDEX objections_operator ON objections(operator, status);
 "#,
+    // Contribution metering: per job and dataset, queries answered (cached ones too), cells
+    // released and compute, written when the job ends; statements price them with the ledger.
+    r#"
+CREATE TABLE meters (
+    job TEXT NOT NULL, dataset TEXT NOT NULL, operator TEXT NOT NULL, scenario TEXT,
+    queries INTEGER NOT NULL, cached INTEGER NOT NULL, cells INTEGER NOT NULL,
+    compute_ms INTEGER NOT NULL, at_ms INTEGER NOT NULL, PRIMARY KEY (job, dataset));
+CREATE INDEX meters_time ON meters(at_ms);
+"#,
 ];
 
 /// How long a token is valid unless its creator says otherwise: 90 days.
@@ -2916,6 +2925,7 @@ mod tests {
         "b56e1bca7fed7be6ea75bceed6b01652d945b92da65b878d1c756f2fd98c93f1",
         "7fa00e0971cd0384ee46c99cc626c4f56f40819331412f436697fd7f4213923e",
         "0eabe5a2fd8e9ab0499146f31b169e79696375604297e3e58bf058c8c1fbcf52",
+        "5fe9a1997771877e0a08034c3d2e32eb984cb9686de7b316eb4d5b4bb803b4d2",
     ];
 
     #[test]

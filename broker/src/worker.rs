@@ -85,11 +85,19 @@ fn run_claimed(shared: &Shared, job: crate::store::Claimed) -> Result<()> {
         .metrics
         .job_seconds_micros
         .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-    let (log, dropped) = match &out {
-        Ok(o) => (&o.log, o.log_dropped),
-        Err(f) => (&f.log, f.log_dropped),
+    let (log, dropped, queries) = match &out {
+        Ok(o) => (&o.log, o.log_dropped, &o.queries),
+        Err(f) => (&f.log, f.log_dropped, &f.queries),
     };
     shared.store.set_log(&job.id, log, dropped)?;
+    // Metered before its release, so that every released report is on a statement.
+    let run_ms = started.elapsed().as_millis() as i64;
+    shared.store.set_meters(
+        &job.id,
+        &job.operator,
+        job.scenario.as_deref(),
+        &crate::statements::meters(queries, run_ms),
+    )?;
     match out {
         Ok(out) => {
             let versions = datasets

@@ -202,6 +202,47 @@ fn the_operator_runs_it_on_a_broker(dir: &std::path::Path, wasm: &std::path::Pat
     out.push_str(&shown(&operator, &["budget"]));
     out.push_str(&shown(&auditor, &["audit", "show", "--job", &id]));
     out.push_str(&shown(&auditor, &["usage"]));
+    // The month's statement (the operator's invoice view), then checked offline.
+    let month = sluice_broker::statements::month_at(
+        sluice_broker::audit::now_ms(),
+        &sluice_policy::TimeZone::default(),
+    );
+    let file = dir.join("statement.json");
+    let file = file.to_str().unwrap();
+    let got = shown(
+        &operator,
+        &[
+            "statement",
+            "get",
+            "--operator",
+            "canal-analytics",
+            "--month",
+            &month,
+            "-o",
+            file,
+        ],
+    );
+    out.push_str(&mask_numbers(&mask(
+        &got.replace(&month, "<month>"),
+        wasm,
+        dir,
+    )));
+    let key = state.join("broker.pub");
+    let (code, stdout, stderr) = sluice_in(
+        dir,
+        &[
+            "statement",
+            "verify",
+            file,
+            "--public-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    out.push_str(&format!(
+        "$ sluice statement verify statement.json --public-key broker.pub\nexit {code}\n{}{stderr}\n",
+        stdout.replace(&month, "<month>")
+    ));
     // The released table as a chart: one bar per district, each with its 95% interval.
     let svg = dir.join("visits.svg");
     let (code, _, stderr) = run(&operator, &["result", &id, "--plot", svg.to_str().unwrap()]);

@@ -636,6 +636,9 @@ pub struct Grant {
     pub legal_basis: Option<String>,
     /// What the scenario's products are for.
     pub usage: Usage,
+    /// What its use costs, for `commercial` use (public-interest use is free, and may not set
+    /// one); `None`: free.
+    pub tariff: Option<Tariff>,
     /// Operators who may fetch the scenario's released reports and receipts besides the one
     /// that ran the job (the product-operation right); named on each receipt.
     pub recipients: Vec<OperatorId>,
@@ -678,6 +681,26 @@ pub struct Grant {
     pub delta_per_query: Option<f64>,
     /// The δ the operator may spend per dataset per period (0 when `delta_per_query` is `None`).
     pub delta_per_period: f64,
+}
+
+/// What a commercial scenario's use costs, in fen (0.01 CNY), under a monthly cap: the unit
+/// prices of a guided-price model (发改价格〔2025〕65号). Each dataset's line of a statement is
+/// priced with that dataset's own consumption, so a job over several holders' datasets splits its
+/// fee by what it used of each.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tariff {
+    /// Per unit of ε charged (pure-DP datasets).
+    pub fen_per_epsilon: u64,
+    /// Per unit of ρ charged (zCDP datasets).
+    pub fen_per_rho: u64,
+    /// Per query answered, cached answers included.
+    pub fen_per_query: u64,
+    /// Per aggregate cell released.
+    pub fen_per_cell: u64,
+    /// At most this much per calendar month (the policy's time zone) under the grant.
+    pub cap_fen_per_month: u64,
+    /// The share of each fee earmarked for reinvestment in public data (收益反哺), in percent.
+    pub earmark_percent: u8,
 }
 
 /// Which parameter strings a grant lets a job pass.

@@ -187,8 +187,22 @@ const GRANT_FIELDS: &[&str] = &[
     "scenario",
     "legal_basis",
     "use",
+    "tariff",
     "recipients",
 ];
+
+/// The fields of a grant's `tariff`.
+const TARIFF_FIELDS: &[&str] = &[
+    "fen_per_epsilon",
+    "fen_per_rho",
+    "fen_per_query",
+    "fen_per_cell",
+    "cap_fen_per_month",
+    "earmark_percent",
+];
+
+/// The largest price or cap a tariff may state, in fen (10^12 fen: 10 billion CNY).
+const MAX_FEN: i64 = 1_000_000_000_000;
 
 /// A grant's (per job, per period) caps in one measure: `Some(None)` when not declared, `None`
 /// after reporting a problem.
@@ -199,6 +213,7 @@ struct ScenarioTerms {
     id: Option<String>,
     legal_basis: Option<String>,
     usage: Usage,
+    tariff: Option<Tariff>,
     recipients: Vec<OperatorId>,
 }
 
@@ -1508,6 +1523,7 @@ impl Cx {
             scenario: scenario.id,
             legal_basis: scenario.legal_basis,
             usage: scenario.usage,
+            tariff: scenario.tariff,
             recipients: scenario.recipients,
             operator,
             datasets: datasets.into_iter().map(|(_, d)| d).collect(),
@@ -1654,13 +1670,52 @@ impl Cx {
                 .req_enum(f, "use", Usage::NAMES)
                 .and_then(|u| Usage::parse(&u)),
         };
+        let tariff = self.tariff(f, usage);
         let recipients = self.recipients(f);
         Some(ScenarioTerms {
             id: id?,
             legal_basis: legal_basis?,
             usage: usage?,
+            tariff: tariff?,
             recipients: recipients?,
         })
+    }
+
+    /// `tariff = { fen_per_epsilon = …, …, cap_fen_per_month = … }`, for commercial use only:
+    /// `Some(None)` when absent, `None` after reporting.
+    fn tariff(&mut self, f: &mut Fields<'_, '_>, usage: Option<Usage>) -> Option<Option<Tariff>> {
+        let Some(v) = f.get("tariff") else {
+            return Some(None);
+        };
+        let DeValue::Table(table) = v.get_ref() else {
+            self.err(v.span(), "`tariff` must be a table: `tariff = { fen_per_epsilon = 100000, fen_per_query = 10, cap_fen_per_month = 5000000 }`".into());
+            return None;
+        };
+        if usage.is_some_and(|u| u != Usage::Commercial) {
+            self.err(
+                v.span(),
+                "only `use = \"commercial\"` scenarios have a tariff: public-interest use is free (发改价格〔2025〕65号)".into(),
+            );
+            return None;
+        }
+        let mut t = Fields::new(table, v.span());
+        let mut price = |cx: &mut Self, key: &'static str| cx.opt_int(&mut t, key, 0, MAX_FEN);
+        let epsilon = price(self, "fen_per_epsilon");
+        let rho = price(self, "fen_per_rho");
+        let query = price(self, "fen_per_query");
+        let cell = price(self, "fen_per_cell");
+        let cap = self.req_int(&mut t, "cap_fen_per_month", 0, MAX_FEN);
+        let earmark = self.opt_int(&mut t, "earmark_percent", 0, 100);
+        t.finish(self, "a tariff", TARIFF_FIELDS);
+        let fen = |x: Option<i64>| x.unwrap_or(0) as u64;
+        Some(Some(Tariff {
+            fen_per_epsilon: fen(epsilon?),
+            fen_per_rho: fen(rho?),
+            fen_per_query: fen(query?),
+            fen_per_cell: fen(cell?),
+            cap_fen_per_month: cap? as u64,
+            earmark_percent: earmark?.unwrap_or(0) as u8,
+        }))
     }
 
     /// `recipients = ["<operator id>", …]`: `Some(vec![])` when absent, `None` after reporting.

@@ -30,11 +30,13 @@ fn browser() -> Option<Browser> {
 /// and waits until the console shows the principal.
 fn sign_in(b: &Browser, url: &str, token: &str, principal: &str) {
     b.goto(&format!("{url}/"));
-    let signed_in = b.eval(
-        "return !document.getElementById('sign-out').hidden",
-        json!([]),
+    // The console decides once its script has run: the sign-in form, or someone signed in.
+    let shown = b.wait_for(
+        "the console to start",
+        "return document.getElementById('sign-in') ? 'form' : (document.getElementById('who').textContent ? 'someone' : '')",
+        10,
     );
-    if signed_in == json!(true) {
+    if shown == json!("someone") {
         b.click("#sign-out");
     }
     b.type_into("#token", token);
@@ -300,6 +302,17 @@ fn reviewers_operators_and_holders_do_their_work_in_the_console_and_hostile_text
         10,
     );
     web.screenshot("console-holder-suspended.png");
+
+    // The holder reads this month's signed statement of its dataset's use.
+    web.goto(&format!("{url}/#/statements"));
+    web.click("#page-statements form button[type=submit]");
+    let lines = web.wait_for(
+        "the statement's lines",
+        "return document.querySelectorAll('#statement-lines tbody tr').length",
+        10,
+    );
+    assert!(lines.as_u64().unwrap_or(0) >= 2, "{lines}");
+    web.screenshot("console-holder-statement.png");
 
     // Anyone, without a token, reads the public register and files an objection; a reviewer
     // upholds it; its tracking id then shows the outcome.

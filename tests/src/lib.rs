@@ -64,6 +64,8 @@ mod selection;
 #[cfg(test)]
 mod startup;
 #[cfg(test)]
+mod statements;
+#[cfg(test)]
 mod tamper;
 #[cfg(test)]
 mod zcdp;

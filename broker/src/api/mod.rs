@@ -36,6 +36,7 @@ pub(crate) mod openapi;
 pub(crate) mod oversight;
 pub(crate) mod plans;
 pub(crate) mod reviews;
+pub(crate) mod statements;
 
 pub(crate) type ApiResult<T> = std::result::Result<T, ApiError>;
 
@@ -91,6 +92,7 @@ routes!(add_requests, REQUESTS:
     post "/v1/objections/{id}/{decision}" => oversight::resolve,
     get "/v1/operators" => oversight::credit_records,
     get "/v1/operators/{id}" => oversight::credit_record,
+    get "/v1/statements/{kind}/{party}/{month}" => statements::statement,
     get "/public/register" => oversight::register,
     post "/public/objections" => oversight::file,
     get "/public/objections/{id}" => oversight::status,

@@ -14,7 +14,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement
 use utoipa::openapi::{RefOr, Response, ResponseBuilder, Schema};
 use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 
-use super::{admin, auth, datasets, jobs, oversight, plans, reviews};
+use super::{admin, auth, datasets, jobs, oversight, plans, reviews, statements};
 use crate::error::ErrorCode;
 
 /// Every error the API answers: `{"error": {"code": …, "message": …}}`.
@@ -82,6 +82,7 @@ impl serde::Serialize for ErrorCode {
         plans::plan, plans::of_job, plans::risk,
         oversight::register, oversight::file, oversight::status, oversight::list,
         oversight::one, oversight::resolve, oversight::credit_records, oversight::credit_record,
+        statements::statement,
         auth::me, healthz, spec,
         crate::console::index, crate::console::script, crate::console::style,
     ),
@@ -95,6 +96,7 @@ impl serde::Serialize for ErrorCode {
         (name = "audit", description = "The audit log, its verification, receipt verification"),
         (name = "admin", description = "Policy, tokens, suspensions, freezes, usage, alerts, filings"),
         (name = "oversight", description = "Objections to resolve and operators' credit records"),
+        (name = "statements", description = "Signed monthly statements: a holder's earnings, an operator's invoice"),
         (name = "public", description = "The public register and objections: no token, when the broker publishes them"),
         (name = "meta", description = "Who am I, health, metrics, this contract"),
         (name = "console", description = "The web console's page and files"),

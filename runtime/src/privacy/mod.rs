@@ -130,6 +130,10 @@ pub struct QueryRecord {
     pub cost: PrivacyCost,
     /// Whether the answer came from the identical-query cache (free).
     pub cached: bool,
+    /// Aggregate cells released (suppressed cells not counted): what a commercial tariff's
+    /// per-cell price applies to. The operator sees every one of them.
+    #[serde(default)]
+    pub cells: u64,
     /// Each aggregate column of the answer with the widest 95% half-width of its cells, `None`
     /// where the mechanism states its accuracy otherwise (a quantile's is a rank error, in its
     /// mechanism text).
@@ -653,6 +657,12 @@ fn record(
         submitted: sql.to_string(),
         cost: table.cost,
         cached,
+        cells: table
+            .rows
+            .iter()
+            .flat_map(|row| row.iter().skip(table.key_columns))
+            .filter(|v| !matches!(v, crate::report::Value::Null))
+            .count() as u64,
         accuracy,
     }
 }
