@@ -15,6 +15,8 @@ fn concrete(path: &str) -> String {
     path.replace("{id}", "job-0123456789abcdef")
         .replace("{name}", "health_visits")
         .replace("{decision}", "approve")
+        .replace("{party}", "analyst")
+        .replace("{month}", "2026-11")
         .replace("{kind}", "datasets")
         .replace("/v1/admin/{action}", "/v1/admin/freeze")
         .replace("{action}", "suspend")
