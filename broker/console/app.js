@@ -716,6 +716,11 @@ async function publicPage(body, [tracking]) {
     register.suspensions.length
       ? table(['Kind', 'Name', 'Reason'], register.suspensions.map((x) => [x.kind, x.name, x.reason]))
       : message('note', 'None.'),
+    el('h2', { text: 'Registrations (登记)' }),
+    register.registrations.length
+      ? table(['Number', 'Kind', 'Owner', 'Status', 'Version'],
+        register.registrations.map((r) => [r.number, r.kind, r.owner, r.status, String(r.version)]), { id: 'public-registrations' })
+      : message('note', 'Nothing registered yet.'),
     el('p', { text: `Objections: ${register.objections.open} open, ${register.objections.upheld} upheld, ${register.objections.dismissed} dismissed.` }),
     objectionForm(), trackingForm(tracking));
 }

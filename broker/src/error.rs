@@ -312,11 +312,14 @@ impl From<anyhow::Error> for ApiError {
 impl From<StateError> for ApiError {
     fn from(e: StateError) -> Self {
         match e {
-            StateError::NoJob(_) | StateError::NoObjection(_) => Self::not_found(e.to_string()),
+            StateError::NoJob(_) | StateError::NoObjection(_) | StateError::NoRecord(_) => {
+                Self::not_found(e.to_string())
+            }
             StateError::NotYours { .. } => Self::forbidden(e.to_string()),
             StateError::WrongState { .. }
             | StateError::StillSuspended { .. }
-            | StateError::ObjectionResolved { .. } => Self::new(ErrorCode::Conflict, e.to_string()),
+            | StateError::ObjectionResolved { .. }
+            | StateError::RecordCancelled(_) => Self::new(ErrorCode::Conflict, e.to_string()),
             StateError::Db(e) => e.into(),
         }
     }

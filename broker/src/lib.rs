@@ -46,6 +46,7 @@ pub mod keys;
 pub mod listener;
 pub mod oversight;
 pub mod plot;
+pub mod registry;
 pub mod server;
 pub mod statements;
 pub mod store;

@@ -442,6 +442,24 @@ fn held_release(
 }
 
 /// `sluice demo`: an embedded broker on a loopback port; the samples go through it over HTTP.
+/// What the month's use of the health commission's data comes to (revenue follows
+/// contribution): its signed statement, verified and printed.
+fn print_statement(
+    holder: &sluice_broker::client::Client,
+    zone: &sluice_policy::TimeZone,
+    public_key: &str,
+) -> Result<()> {
+    let month = sluice_broker::statements::month_at(sluice_broker::audit::now_ms(), zone);
+    let statement: sluice_broker::statements::Statement =
+        serde_json::from_value(holder.get_json(&format!(
+            "/v1/statements/holders/city-health-commission/{month}"
+        ))?)?;
+    statement.verify(&sluice_broker::keys::public_key(public_key)?)?;
+    println!();
+    print!("{}", print::statement(&statement));
+    Ok(())
+}
+
 pub fn demo(rows: usize, data_root: &Path) -> Result<ExitCode> {
     use sluice_broker::client::{Client, Submission};
     use sluice_broker::server::{Config, Running};
@@ -543,19 +561,7 @@ pub fn demo(rows: usize, data_root: &Path) -> Result<ExitCode> {
         &operator_tokens[0],
         &first_wasm,
     )?;
-    // What the month's use of the health commission's data comes to (revenue follows
-    // contribution): its signed statement.
-    let month = sluice_broker::statements::month_at(sluice_broker::audit::now_ms(), &zone);
-    let statement: sluice_broker::statements::Statement =
-        serde_json::from_value(holder_client.get_json(&format!(
-            "/v1/statements/holders/city-health-commission/{month}"
-        ))?)?;
-    statement.verify(&sluice_broker::keys::public_key(&public_key)?)?;
-    println!(
-        "
-{}",
-        print::statement(&statement)
-    );
+    print_statement(&holder_client, &zone, &public_key)?;
     broker.stop()?;
     match crate::remote::verify_dir(&dir, None)? {
         Ok(v) => println!(

@@ -387,6 +387,18 @@ enum Command {
         #[command(subcommand)]
         command: ReceiptCommand,
     },
+    /// Registration (登记): register a resource, a licence or a product (answers its signed
+    /// certificate), or take a record through its life cycle.
+    Register {
+        #[command(subcommand)]
+        command: RegisterCommand,
+    },
+    /// Certificates of registered records: download one, or verify one offline (and, with
+    /// `--url`, whether its record still stands).
+    Certificate {
+        #[command(subcommand)]
+        command: CertificateCommand,
+    },
     /// Signed monthly statements (收益分配): a holder's datasets' use and fees, or an operator's
     /// invoice view; verify one offline.
     Statement {
@@ -614,6 +626,129 @@ enum ReceiptCommand {
     },
 }
 
+/// Why and where, for every registration command.
+#[derive(Args)]
+struct Registering {
+    #[command(flatten)]
+    conn: Conn,
+    /// Why (recorded in the registry and the audit log).
+    #[arg(long, default_value = "")]
+    reason: String,
+    /// Write the signed certificate here.
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum RegisterCommand {
+    /// A dataset: its holder, grade, public schema and current version (its holder or an
+    /// admin; core data is refused).
+    Resource {
+        #[command(flatten)]
+        how: Registering,
+        /// The dataset.
+        dataset: String,
+    },
+    /// A scenario's licence (许可凭证): an operator's grant on a dataset (the dataset's holder
+    /// or an admin).
+    Licence {
+        #[command(flatten)]
+        how: Registering,
+        /// The operator.
+        #[arg(long)]
+        operator: String,
+        /// The dataset.
+        #[arg(long)]
+        dataset: String,
+        /// The scenario (when the operator holds several on the dataset).
+        #[arg(long)]
+        scenario: Option<String>,
+    },
+    /// A product: released reports of one operator, with their receipts (that operator or an
+    /// admin).
+    Product {
+        #[command(flatten)]
+        how: Registering,
+        /// A released job (repeat for several).
+        #[arg(long = "job", required = true)]
+        jobs: Vec<String>,
+    },
+    /// Refresh a record from the broker's state (a new dataset version, new grant terms); lifts
+    /// an objection (its owner or an admin).
+    Change {
+        #[command(flatten)]
+        conn: Conn,
+        /// The record's number.
+        number: String,
+        /// Why.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Pass a record to another owner (admin).
+    Transfer {
+        #[command(flatten)]
+        conn: Conn,
+        /// The record's number.
+        number: String,
+        /// The new owner.
+        #[arg(long)]
+        to: String,
+        /// Why.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Dispute a record: it stands as objected until changed (reviewers, holders, admins).
+    Object {
+        #[command(flatten)]
+        conn: Conn,
+        /// The record's number.
+        number: String,
+        /// Why.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Cancel a record: its certificates are revoked (its owner or an admin).
+    Cancel {
+        #[command(flatten)]
+        conn: Conn,
+        /// The record's number.
+        number: String,
+        /// Why.
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum CertificateCommand {
+    /// Download a record's signed certificate as it stands.
+    Get {
+        #[command(flatten)]
+        conn: Conn,
+        /// The record's number.
+        number: String,
+        /// Write it here.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Check a certificate's signature; with `--url`, also ask the broker whether its record
+    /// still stands (exits 1 if it was cancelled: revoked).
+    Verify {
+        /// The certificate (JSON).
+        certificate: PathBuf,
+        /// The broker's public key (hex, or a file holding it).
+        #[arg(long)]
+        public_key: String,
+        /// The broker to ask for the record's status (its public register, or `/v1` with a
+        /// token).
+        #[arg(long)]
+        url: Option<String>,
+        /// A bearer token, where the broker publishes no register.
+        #[arg(long, env = "SLUICE_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
+}
+
 #[derive(Subcommand)]
 enum StatementCommand {
     /// Download a month's signed statement and print it (a holder or operator its own; admins
@@ -694,6 +829,69 @@ fn filings(command: FilingsCommand) -> anyhow::Result<ExitCode> {
         } => remote::filings_export(&conn, since.as_deref(), output.as_deref()),
         FilingsCommand::Verify { export, public_key } => {
             remote::filings_verify(&export, &public_key)
+        }
+    }
+}
+
+/// `sluice register …`.
+fn register(command: RegisterCommand) -> anyhow::Result<ExitCode> {
+    use serde_json::json;
+    let (how, body) = match command {
+        RegisterCommand::Resource { how, dataset } => {
+            (how, json!({"kind": "resource", "dataset": dataset}))
+        }
+        RegisterCommand::Licence {
+            how,
+            operator,
+            dataset,
+            scenario,
+        } => (
+            how,
+            json!({"kind": "licence", "operator": operator, "dataset": dataset, "scenario": scenario}),
+        ),
+        RegisterCommand::Product { how, jobs } => (how, json!({"kind": "product", "jobs": jobs})),
+        RegisterCommand::Change {
+            conn,
+            number,
+            reason,
+        } => return remote::registry_step(&conn, &number, "change", &reason, None),
+        RegisterCommand::Transfer {
+            conn,
+            number,
+            to,
+            reason,
+        } => return remote::registry_step(&conn, &number, "transfer", &reason, Some(&to)),
+        RegisterCommand::Object {
+            conn,
+            number,
+            reason,
+        } => return remote::registry_step(&conn, &number, "objection", &reason, None),
+        RegisterCommand::Cancel {
+            conn,
+            number,
+            reason,
+        } => return remote::registry_step(&conn, &number, "cancel", &reason, None),
+    };
+    let mut body = body;
+    body["reason"] = json!(how.reason);
+    remote::register(&how.conn, &body, how.output.as_deref())
+}
+
+/// `sluice certificate …`.
+fn certificate(command: CertificateCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        CertificateCommand::Get {
+            conn,
+            number,
+            output,
+        } => remote::certificate_get(&conn, &number, output.as_deref()),
+        CertificateCommand::Verify {
+            certificate,
+            public_key,
+            url,
+            token,
+        } => {
+            remote::certificate_verify(&certificate, &public_key, url.as_deref(), token.as_deref())
         }
     }
 }
@@ -816,8 +1014,12 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_max_level(tracing::Level::WARN)
         .init();
-    let cli = Cli::parse();
-    let result = match cli.command {
+    report(run(Cli::parse().command))
+}
+
+/// Runs one command.
+fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
         Command::Demo { rows, data_root } => local::demo(rows, &data_root),
         Command::Init {
             data_dir,
@@ -903,6 +1105,8 @@ fn main() -> ExitCode {
         } => remote::receipt_verify(&receipt, &report, &public_key),
         Command::Filings { command } => filings(command),
         Command::Statement { command } => statement(command),
+        Command::Register { command } => register(command),
+        Command::Certificate { command } => certificate(command),
         Command::New { dir, lang } => remote::new_job(&dir, &lang),
         Command::Build { dir } => remote::build_job(&dir),
         Command::Run {
@@ -929,8 +1133,7 @@ fn main() -> ExitCode {
             bench::Which::Python => bench::python(reps),
             bench::Which::Console => bench_console::console(),
         },
-    };
-    report(result)
+    }
 }
 
 /// The process's exit code for `result`, printing the error.

@@ -590,3 +590,37 @@ pub fn statement(s: &sluice_broker::statements::Statement) -> String {
     );
     out
 }
+
+/// A registered record for people: its number, kind, owner, status, what it records and its
+/// history.
+pub fn record(r: &sluice_broker::registry::Record) -> String {
+    let mut out = format!(
+        "{}  {} of {}  {} (version {})\n",
+        r.number,
+        r.kind.as_str(),
+        r.owner,
+        r.status,
+        r.version
+    );
+    if let Some(fields) = r.record.as_object() {
+        for (k, v) in fields {
+            let shown = match v {
+                serde_json::Value::String(s) => s.escape_debug().to_string(),
+                other => other.to_string(),
+            };
+            let _ = writeln!(out, "  {k:<16} {shown}");
+        }
+    }
+    for e in &r.events {
+        let _ = writeln!(
+            out,
+            "  {}  {:<9} by {}: {} (audit entry {})",
+            minute(e.at_ms),
+            e.kind,
+            e.actor,
+            e.reason,
+            e.audit_seq
+        );
+    }
+    out
+}

@@ -1062,6 +1062,121 @@ pub fn filings_verify(export: &Path, public_key: &str) -> Result<ExitCode> {
     }
 }
 
+/// `sluice register resource|licence|product`.
+pub fn register(conn: &Conn, body: &Value, output: Option<&Path>) -> Result<ExitCode> {
+    let v = client(conn)?.post_json("/v1/registry", body)?;
+    show_certificate(conn, &v, output)
+}
+
+/// Prints a certificate (or its JSON) and writes it to `output`.
+fn show_certificate(conn: &Conn, v: &Value, output: Option<&Path>) -> Result<ExitCode> {
+    if conn.json {
+        print_json(v)?;
+    } else {
+        let c: sluice_broker::registry::Certificate = serde_json::from_value(v.clone())
+            .context("the broker's answer is not a certificate")?;
+        print!("{}", crate::print::record(&c.registration));
+    }
+    if let Some(out) = output {
+        std::fs::write(out, serde_json::to_string_pretty(v)? + "\n")
+            .with_context(|| format!("while writing {}", out.display()))?;
+        eprintln!("signed certificate written to {}", out.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `sluice register change|transfer|object|cancel`.
+pub fn registry_step(
+    conn: &Conn,
+    number: &str,
+    step: &str,
+    reason: &str,
+    to: Option<&str>,
+) -> Result<ExitCode> {
+    let v = client(conn)?.post_json(
+        &format!("/v1/registry/{}/{step}", urlencode(number)),
+        &serde_json::json!({ "reason": reason, "to": to }),
+    )?;
+    if conn.json {
+        print_json(&v)?;
+    } else {
+        let r: sluice_broker::registry::Record =
+            serde_json::from_value(v).context("the broker's answer is not a record")?;
+        print!("{}", crate::print::record(&r));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `sluice certificate get`.
+pub fn certificate_get(conn: &Conn, number: &str, output: Option<&Path>) -> Result<ExitCode> {
+    let v = client(conn)?.get_json(&format!("/v1/registry/{}/certificate", urlencode(number)))?;
+    show_certificate(conn, &v, output)
+}
+
+/// `sluice certificate verify`.
+pub fn certificate_verify(
+    path: &Path,
+    public_key: &str,
+    url: Option<&str>,
+    token: Option<&str>,
+) -> Result<ExitCode> {
+    let key = read_key(public_key)?;
+    let c: sluice_broker::registry::Certificate = serde_json::from_slice(
+        &std::fs::read(path).with_context(|| format!("while reading {}", path.display()))?,
+    )
+    .context("the file is not a certificate (JSON)")?;
+    if let Err(e) = c.verify(&key) {
+        eprintln!("certificate INVALID: {e:#}");
+        return Ok(ExitCode::FAILURE);
+    }
+    let r = &c.registration;
+    println!(
+        "certificate OK: {} ({} of {}, version {}), issued by {} and signed by the key given",
+        r.number,
+        r.kind.as_str(),
+        r.owner,
+        r.version,
+        c.issuer.name
+    );
+    let Some(url) = url else {
+        println!("(pass --url to ask the broker whether the record still stands)");
+        return Ok(ExitCode::SUCCESS);
+    };
+    let number = urlencode(&r.number);
+    let v = match token {
+        Some(t) => Client::new(url, t).get_json(&format!("/v1/registry/{number}"))?,
+        None => Client::new(url, "").get_json(&format!("/public/registry/{number}"))?,
+    };
+    let now: sluice_broker::registry::Record =
+        serde_json::from_value(v).context("the broker's answer is not a record")?;
+    match now.status.as_str() {
+        "cancelled" => {
+            let when = now
+                .events
+                .iter()
+                .rev()
+                .find(|e| e.kind == "cancel")
+                .map(|e| format!(" on {} ({})", crate::print::minute(e.at_ms), e.reason))
+                .unwrap_or_default();
+            eprintln!(
+                "certificate REVOKED: record {} was cancelled{when}",
+                r.number
+            );
+            Ok(ExitCode::FAILURE)
+        }
+        status => {
+            println!("the record stands: {status}, version {}", now.version);
+            if now.version > r.version {
+                println!(
+                    "note: this certificate is of version {}; the record has changed since (`sluice certificate get {}`)",
+                    r.version, r.number
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
 /// `sluice statement get`.
 pub fn statement_get(
     conn: &Conn,

@@ -149,6 +149,17 @@ CREATE TABLE meters (
     compute_ms INTEGER NOT NULL, at_ms INTEGER NOT NULL, PRIMARY KEY (job, dataset));
 CREATE INDEX meters_time ON meters(at_ms);
 "#,
+    // Registration (登记): records of resources, licences and products, each with its history.
+    r#"
+CREATE TABLE registry (
+    number TEXT PRIMARY KEY, kind TEXT NOT NULL, owner TEXT NOT NULL, version INTEGER NOT NULL,
+    status TEXT NOT NULL, body TEXT NOT NULL, created_ms INTEGER NOT NULL,
+    updated_ms INTEGER NOT NULL);
+CREATE TABLE registry_events (
+    number TEXT NOT NULL, n INTEGER NOT NULL, kind TEXT NOT NULL, at_ms INTEGER NOT NULL,
+    actor TEXT NOT NULL, reason TEXT NOT NULL, audit_seq INTEGER NOT NULL,
+    PRIMARY KEY (number, n));
+"#,
 ];
 
 /// How long a token is valid unless its creator says otherwise: 90 days.
@@ -638,6 +649,12 @@ pub enum StateError {
         /// Its state.
         status: &'static str,
     },
+    /// No such registered record.
+    #[error("no registered record `{0}`")]
+    NoRecord(String),
+    /// The record was cancelled: it takes no further step.
+    #[error("record `{0}` is cancelled; a cancelled registration takes no further step")]
+    RecordCancelled(String),
     /// The database failed.
     #[error(transparent)]
     Db(#[from] anyhow::Error),
@@ -2926,6 +2943,7 @@ mod tests {
         "7fa00e0971cd0384ee46c99cc626c4f56f40819331412f436697fd7f4213923e",
         "0eabe5a2fd8e9ab0499146f31b169e79696375604297e3e58bf058c8c1fbcf52",
         "5fe9a1997771877e0a08034c3d2e32eb984cb9686de7b316eb4d5b4bb803b4d2",
+        "781e2569dae1a96ef1609de1df6dbbfb88d70b5c2ba3e8198c80b4952ccf75f8",
     ];
 
     #[test]

@@ -145,12 +145,13 @@ fn the_operator_runs_it_on_a_broker(dir: &std::path::Path, wasm: &std::path::Pat
         );
     std::fs::write(dir.join("policy/health.toml"), health).unwrap();
     let state = dir.join("state");
-    let (operator, auditor) = {
+    let (operator, auditor, holder) = {
         let store = Store::init(&state).unwrap();
         let t = |role, p: &str| store.create_token(role, p, "cli test").unwrap();
         (
             t(Role::Operator, "canal-analytics"),
             t(Role::Auditor, "city-audit-office"),
+            t(Role::Holder, "city-health-commission"),
         )
     };
     let broker = Running::start(
@@ -258,8 +259,91 @@ fn the_operator_runs_it_on_a_broker(dir: &std::path::Path, wasm: &std::path::Pat
         9,
         "an error bar per bar: {svg}"
     );
+    out.push_str(&the_holder_registers_and_cancels(
+        dir, &url, &holder, &state,
+    ));
     golden("daily_path.expected", &mask(&out, wasm, dir));
     broker.stop().unwrap();
+}
+
+/// A holder registers its dataset and gets a certificate that verifies offline and, asked, is
+/// still standing; one changed byte breaks it; cancelled, it is reported revoked.
+fn the_holder_registers_and_cancels(
+    dir: &std::path::Path,
+    url: &str,
+    holder: &str,
+    state: &std::path::Path,
+) -> String {
+    let cert = dir.join("cert.json");
+    let (cert, key) = (cert.to_str().unwrap(), state.join("broker.pub"));
+    let key = key.to_str().unwrap();
+    let conn = ["--url", url, "--token", holder];
+    let mut out = String::new();
+    let mut number = String::new();
+    let mut step = |what: &str, args: &[&str], want: i32| -> String {
+        let (code, stdout, stderr) = sluice_in(dir, args);
+        assert_eq!(code, want, "{what}: {stdout}{stderr}");
+        if number.is_empty() {
+            number = stdout.split_whitespace().next().unwrap_or("").to_string();
+        }
+        let shown = format!("$ {what}\nexit {code}\n{stdout}{stderr}\n");
+        let shown = mask_minutes(&shown.replace(&number, "DR-NUMBER"));
+        out.push_str(&mask(&shown, "\u{0}", dir));
+        stdout
+    };
+    let registered = step(
+        "sluice register resource health_visits -o cert.json",
+        &[
+            &["register", "resource", "health_visits", "-o", cert][..],
+            &conn,
+        ]
+        .concat(),
+        0,
+    );
+    let number = registered.split_whitespace().next().unwrap().to_string();
+    assert!(number.starts_with("DR-"), "{registered}");
+    step(
+        "sluice certificate verify cert.json --public-key broker.pub --url URL --token …",
+        &[
+            &["certificate", "verify", cert, "--public-key", key][..],
+            &conn,
+        ]
+        .concat(),
+        0,
+    );
+    let text = std::fs::read_to_string(cert).unwrap();
+    std::fs::write(cert, text.replacen("\"version\": 1", "\"version\": 2", 1)).unwrap();
+    step(
+        "sluice certificate verify cert.json --public-key broker.pub   # one byte changed",
+        &["certificate", "verify", cert, "--public-key", key],
+        1,
+    );
+    std::fs::write(cert, text).unwrap();
+    step(
+        "sluice register cancel DR-… --reason \"dataset withdrawn\"",
+        &[
+            &[
+                "register",
+                "cancel",
+                &number,
+                "--reason",
+                "dataset withdrawn",
+            ][..],
+            &conn,
+        ]
+        .concat(),
+        0,
+    );
+    step(
+        "sluice certificate verify cert.json --public-key broker.pub --url URL --token …",
+        &[
+            &["certificate", "verify", cert, "--public-key", key][..],
+            &conn,
+        ]
+        .concat(),
+        1,
+    );
+    out
 }
 
 /// `text` with what changes from run to run masked: job ids, times, durations, hashes, paths.
@@ -283,6 +367,32 @@ fn mask(text: &str, wasm: &str, dir: &std::path::Path) -> String {
             .collect();
         out.push_str(&mask_sizes(&mask_hex(&mask_times(&words.join(" ")))));
         out.push('\n');
+    }
+    out
+}
+
+/// Every `2026-11-30 07:50 UTC` as `MINUTE`.
+fn mask_minutes(text: &str) -> String {
+    let shape = "dddd-dd-dd dd:dd UTC";
+    let chars: Vec<char> = text.chars().collect();
+    let fits = |at: usize| {
+        shape.chars().enumerate().all(|(i, s)| {
+            chars.get(at + i).is_some_and(|&c| match s {
+                'd' => c.is_ascii_digit(),
+                other => c == other,
+            })
+        })
+    };
+    let mut out = String::new();
+    let mut i = 0;
+    while i < chars.len() {
+        if fits(i) {
+            out.push_str("MINUTE");
+            i += shape.len();
+        } else {
+            out.push(chars[i]);
+            i += 1;
+        }
     }
     out
 }

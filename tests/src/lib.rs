@@ -58,6 +58,8 @@ mod python;
 #[cfg(test)]
 mod quantiles;
 #[cfg(test)]
+mod registry;
+#[cfg(test)]
 mod samples;
 #[cfg(test)]
 mod selection;

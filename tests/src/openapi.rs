@@ -17,6 +17,8 @@ fn concrete(path: &str) -> String {
         .replace("{decision}", "approve")
         .replace("{party}", "analyst")
         .replace("{month}", "2026-11")
+        .replace("{number}", "DR-2026-000001")
+        .replace("{step}", "change")
         .replace("{kind}", "datasets")
         .replace("/v1/admin/{action}", "/v1/admin/freeze")
         .replace("{action}", "suspend")

@@ -93,6 +93,7 @@ fn the_public_register_lists_scenarios_spending_and_releases_and_no_data_value()
             "generated_ms",
             "objections",
             "public_key",
+            "registrations",
             "releases",
             "scenarios",
             "spend",

@@ -35,6 +35,7 @@ pub(crate) mod jobs;
 pub(crate) mod openapi;
 pub(crate) mod oversight;
 pub(crate) mod plans;
+pub(crate) mod registry;
 pub(crate) mod reviews;
 pub(crate) mod statements;
 
@@ -93,6 +94,12 @@ routes!(add_requests, REQUESTS:
     get "/v1/operators" => oversight::credit_records,
     get "/v1/operators/{id}" => oversight::credit_record,
     get "/v1/statements/{kind}/{party}/{month}" => statements::statement,
+    post "/v1/registry" => registry::register,
+    get "/v1/registry" => registry::list,
+    get "/v1/registry/{number}" => registry::one,
+    get "/v1/registry/{number}/certificate" => registry::certificate,
+    post "/v1/registry/{number}/{step}" => registry::step,
+    get "/public/registry/{number}" => registry::public,
     get "/public/register" => oversight::register,
     post "/public/objections" => oversight::file,
     get "/public/objections/{id}" => oversight::status,

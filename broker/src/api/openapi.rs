@@ -14,7 +14,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement
 use utoipa::openapi::{RefOr, Response, ResponseBuilder, Schema};
 use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 
-use super::{admin, auth, datasets, jobs, oversight, plans, reviews, statements};
+use super::{admin, auth, datasets, jobs, oversight, plans, registry, reviews, statements};
 use crate::error::ErrorCode;
 
 /// Every error the API answers: `{"error": {"code": …, "message": …}}`.
@@ -83,6 +83,8 @@ impl serde::Serialize for ErrorCode {
         oversight::register, oversight::file, oversight::status, oversight::list,
         oversight::one, oversight::resolve, oversight::credit_records, oversight::credit_record,
         statements::statement,
+        registry::register, registry::list, registry::one, registry::certificate, registry::step,
+        registry::public,
         auth::me, healthz, spec,
         crate::console::index, crate::console::script, crate::console::style,
     ),
@@ -96,6 +98,7 @@ impl serde::Serialize for ErrorCode {
         (name = "audit", description = "The audit log, its verification, receipt verification"),
         (name = "admin", description = "Policy, tokens, suspensions, freezes, usage, alerts, filings"),
         (name = "oversight", description = "Objections to resolve and operators' credit records"),
+        (name = "registry", description = "Registration of resources, licences and products, and their signed certificates"),
         (name = "statements", description = "Signed monthly statements: a holder's earnings, an operator's invoice"),
         (name = "public", description = "The public register and objections: no token, when the broker publishes them"),
         (name = "meta", description = "Who am I, health, metrics, this contract"),
@@ -114,6 +117,7 @@ const PUBLIC: &[&str] = &[
     "/public/register",
     "/public/objections",
     "/public/objections/{id}",
+    "/public/registry/{number}",
 ];
 
 /// Adds the bearer scheme, the token requirement (outside [`PUBLIC`]) and the error answers to

@@ -79,10 +79,23 @@ pub(crate) struct PublicRegister {
     suspensions: Vec<PublicSuspension>,
     /// Objections by state.
     objections: ObjectionCounts,
+    /// Registered records (resources, licences, products) and whether each still stands.
+    registrations: Vec<PublicRecord>,
+}
+
+/// A registered record as the public register lists it.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct PublicRecord {
+    number: String,
+    kind: String,
+    owner: String,
+    /// `active`, `objected` or `cancelled` (its certificates revoked).
+    status: String,
+    version: i64,
 }
 
 /// Refuses public requests unless the broker publishes its register.
-fn published(s: &Shared) -> ApiResult<()> {
+pub(crate) fn published(s: &Shared) -> ApiResult<()> {
     if s.config.public_register {
         Ok(())
     } else {
@@ -140,6 +153,18 @@ pub(crate) async fn register(State(s): State<Arc<Shared>>) -> ApiResult<Json<Pub
             upheld,
             dismissed,
         },
+        registrations: s
+            .store
+            .registrations()?
+            .into_iter()
+            .map(|r| PublicRecord {
+                number: r.number,
+                kind: r.kind.as_str().into(),
+                owner: r.owner,
+                status: r.status,
+                version: r.version,
+            })
+            .collect(),
     }))
 }
 
