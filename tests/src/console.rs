@@ -245,16 +245,7 @@ fn reviewers_operators_and_holders_do_their_work_in_the_console_and_hostile_text
     web.screenshot("console-hostile-report.png");
 
     // A holder suspends its dataset from the console; the API then refuses its queries.
-    let holder = b
-        .client(&b.admin)
-        .post_json(
-            "/v1/admin/tokens",
-            &json!({"role": "holder", "principal": "city-culture-tourism-bureau"}),
-        )
-        .unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let holder = b.token("holder", "city-culture-tourism-bureau");
     sign_in(&web, &url, &holder, "city-culture-tourism-bureau");
     web.goto(&format!("{url}/#/datasets"));
     let card = "article.dataset[data-dataset='tourism_trips']";

@@ -391,12 +391,61 @@ impl TestBroker {
         sluice_broker::client::Client::new(self.url(), token)
     }
 
+    /// A new token for `principal` in `role` (`holder`, `operator`, …), made over the API by
+    /// the admin.
+    pub fn token(&self, role: &str, principal: &str) -> String {
+        self.client(&self.admin)
+            .post_json(
+                "/v1/admin/tokens",
+                &serde_json::json!({"role": role, "principal": principal}),
+            )
+            .expect("a token")["token"]
+            .as_str()
+            .expect("a token string")
+            .to_string()
+    }
+
+    /// Submits `wasm` with `params` on `dataset` as the operator of `token`, follows it to its
+    /// end and answers the job (asserting it succeeded).
+    pub fn run_to_end(
+        &self,
+        token: &str,
+        wasm: &[u8],
+        params: &str,
+        dataset: &str,
+    ) -> serde_json::Value {
+        let c = self.client(token);
+        let r = c
+            .submit(&sluice_broker::client::Submission {
+                wasm,
+                purpose: "tests",
+                params,
+                datasets: &[dataset.to_string()],
+                max_epsilon: None,
+                scenario: None,
+            })
+            .expect("submit");
+        let id = r["id"].as_str().expect("an id").to_string();
+        c.follow(&id, |_, _| {}).expect("events");
+        let job = c.get_json(&format!("/v1/jobs/{id}")).expect("the job");
+        assert_eq!(job["state"], "succeeded", "{job}");
+        job
+    }
+
     /// Stops it (final checkpoint).
     pub fn stop(&mut self) {
         if let Some(r) = self.running.take() {
             r.stop().expect("clean stop");
         }
     }
+}
+
+/// This month (`YYYY-MM`) in the test policy's time zone (Asia/Shanghai).
+pub fn this_month() -> String {
+    sluice_broker::statements::month_at(
+        sluice_broker::audit::now_ms(),
+        &sluice_policy::TimeZone::default(),
+    )
 }
 
 /// One raw HTTP exchange: status and body (JSON if it parses, else a string). Over a plain

@@ -2,9 +2,8 @@
 //! objections from filing to resolution, and operators' credit records.
 
 use serde_json::{Value, json};
-use sluice_broker::client::Submission;
 
-use crate::{TestBroker, guest, http};
+use crate::{TestBroker, guest, http, this_month};
 
 fn published(name: &str) -> TestBroker {
     TestBroker::start_with(
@@ -15,33 +14,6 @@ fn published(name: &str) -> TestBroker {
             c
         },
     )
-}
-
-/// Runs the district sample as `analyst` to its end; the job's JSON.
-fn run_job(b: &TestBroker) -> Value {
-    let c = b.client(&b.analyst);
-    let r = c
-        .submit(&Submission {
-            wasm: &guest(env!("GUEST_VISITS_BY_DISTRICT")),
-            purpose: "register test",
-            params: "epsilon=0.4",
-            datasets: &["health_visits".into()],
-            max_epsilon: None,
-            scenario: None,
-        })
-        .unwrap();
-    let id = r["id"].as_str().unwrap().to_string();
-    c.follow(&id, |_, _| {}).unwrap();
-    c.get_json(&format!("/v1/jobs/{id}")).unwrap()
-}
-
-/// This month in the test policy's zone (Asia/Shanghai, UTC+8), `YYYY-MM`.
-fn this_month() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    sluice_policy::Date::at(secs, 8 * 60).to_string()[..7].to_string()
 }
 
 #[test]
@@ -71,7 +43,12 @@ fn the_public_register_is_off_unless_published() {
 #[test]
 fn the_public_register_lists_scenarios_spending_and_releases_and_no_data_value() {
     let b = published("register");
-    let job = run_job(&b);
+    let job = b.run_to_end(
+        &b.analyst,
+        &guest(env!("GUEST_VISITS_BY_DISTRICT")),
+        "epsilon=0.4",
+        "health_visits",
+    );
     let report = b
         .client(&b.analyst)
         .get_text(&format!("/v1/jobs/{}/result", job["id"].as_str().unwrap()))
@@ -348,15 +325,7 @@ fn objections_go_from_filed_to_resolved_and_count_on_the_credit_record() {
     );
 
     // Holders see the records of operators granted their datasets, and no others.
-    let holder = admin
-        .post_json(
-            "/v1/admin/tokens",
-            &json!({"role": "holder", "principal": "city-culture-tourism-bureau"}),
-        )
-        .unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let holder = b.token("holder", "city-culture-tourism-bureau");
     let (status, _) = http(
         &url,
         "GET",

@@ -3,7 +3,6 @@
 //! a cancelled record is reported revoked; every step is on the audit record.
 
 use serde_json::{Value, json};
-use sluice_broker::client::Submission;
 use sluice_broker::registry::Certificate;
 
 use crate::{TestBroker, guest, http};
@@ -38,15 +37,7 @@ fn records_are_registered_certified_changed_and_cancelled() {
     let url = b.url().to_string();
     let admin = b.client(&b.admin);
     let key = sluice_broker::keys::public_key(&b.public_key).unwrap();
-    let holder = admin
-        .post_json(
-            "/v1/admin/tokens",
-            &json!({"role": "holder", "principal": "city-health-commission"}),
-        )
-        .unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let holder = b.token("holder", "city-health-commission");
 
     // A resource, by its holder: numbered, signed, naming the dataset's version.
     let resource = certificate(
@@ -122,20 +113,15 @@ fn records_are_registered_certified_changed_and_cancelled() {
 
     // A product: a released report, whose receipt's hashes the certificate carries.
     let c = b.client(&b.analyst);
-    let job = c
-        .submit(&Submission {
-            wasm: &guest(env!("GUEST_VISITS_BY_DISTRICT")),
-            purpose: "registry test",
-            params: "epsilon=0.4",
-            datasets: &["health_visits".into()],
-            max_epsilon: None,
-            scenario: None,
-        })
-        .unwrap()["id"]
+    let job = b.run_to_end(
+        &b.analyst,
+        &guest(env!("GUEST_VISITS_BY_DISTRICT")),
+        "epsilon=0.4",
+        "health_visits",
+    )["id"]
         .as_str()
         .unwrap()
         .to_string();
-    c.follow(&job, |_, _| {}).unwrap();
     let product = certificate(
         &c.post_json("/v1/registry", &json!({"kind": "product", "jobs": [job]}))
             .unwrap(),

@@ -2,43 +2,14 @@
 //! commercial use under its cap and public-interest use at nothing, counts cached answers as
 //! answered queries, is signed, and only its parties read it.
 
-use serde_json::{Value, json};
-use sluice_broker::client::Submission;
+use serde_json::Value;
 use sluice_broker::statements::Statement;
 
-use crate::{TestBroker, guest, http};
+use crate::{TestBroker, guest, http, this_month};
 
 /// The analyst's grant made commercial: 1,000 CNY per ε, 0.50 per query, 0.01 per cell, at most
 /// 1,500 CNY a month, a fifth earmarked.
 const TARIFF: &str = "purpose = \"tests\"\nuse = \"commercial\"\ntariff = { fen_per_epsilon = 100000, fen_per_query = 50, fen_per_cell = 1, cap_fen_per_month = 150000, earmark_percent = 20 }\n";
-
-fn run(b: &TestBroker, token: &str, wasm: &[u8], params: &str) -> Value {
-    let c = b.client(token);
-    let r = c
-        .submit(&Submission {
-            wasm,
-            purpose: "statement test",
-            params,
-            datasets: &["health_visits".into()],
-            max_epsilon: None,
-            scenario: None,
-        })
-        .unwrap();
-    let id = r["id"].as_str().unwrap().to_string();
-    c.follow(&id, |_, _| {}).unwrap();
-    let job = c.get_json(&format!("/v1/jobs/{id}")).unwrap();
-    assert_eq!(job["state"], "succeeded", "{job}");
-    job
-}
-
-/// This month in the test policy's zone (UTC+8).
-fn this_month() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    sluice_policy::Date::at(secs, 8 * 60).to_string()[..7].to_string()
-}
 
 #[test]
 fn a_holders_statement_equals_the_ledger_prices_use_and_verifies() {
@@ -47,24 +18,15 @@ fn a_holders_statement_equals_the_ledger_prices_use_and_verifies() {
     });
     let admin = b.client(&b.admin);
     let visits = guest(env!("GUEST_VISITS_BY_DISTRICT"));
-    let first = run(&b, &b.analyst, &visits, "epsilon=0.4");
+    let first = b.run_to_end(&b.analyst, &visits, "epsilon=0.4", "health_visits");
     // The same queries again: answered from the cache.
-    let again = run(&b, &b.analyst, &visits, "epsilon=0.4");
+    let again = b.run_to_end(&b.analyst, &visits, "epsilon=0.4", "health_visits");
     // A public-interest grant (counts only).
-    let counter = admin
-        .post_json(
-            "/v1/admin/tokens",
-            &json!({"role": "operator", "principal": "counter"}),
-        )
-        .unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let counted = run(
-        &b,
-        &counter,
+    let counted = b.run_to_end(
+        &b.token("operator", "counter"),
         &guest(env!("GUEST_HOSTILE")),
         "sql:SELECT district, COUNT(*) AS n FROM health_visits GROUP BY district",
+        "health_visits",
     );
     let month = this_month();
     let v = admin
