@@ -548,14 +548,14 @@ pub fn statement(s: &sluice_broker::statements::Statement) -> String {
                 l.usage.clone(),
                 l.job.clone(),
                 l.dataset.clone(),
-                sluice_runtime::sig(l.epsilon),
-                sluice_runtime::sig(l.rho),
-                format!("{} ({} cached)", l.queries, l.cached),
-                l.cells.to_string(),
-                duration(l.compute_ms),
+                sluice_runtime::sig(l.used.epsilon),
+                sluice_runtime::sig(l.used.rho),
+                format!("{} ({} cached)", l.used.queries, l.used.cached),
+                l.used.cells.to_string(),
+                duration(l.used.compute_ms),
                 format!(
                     "{}{}",
-                    cny(l.fee_fen),
+                    cny(l.used.fee_fen),
                     if l.capped { " (capped)" } else { "" }
                 ),
             ]
@@ -574,19 +574,19 @@ pub fn statement(s: &sluice_broker::statements::Statement) -> String {
     let _ = writeln!(
         out,
         "total: ε={} ρ={}{}, {} queries ({} cached), {} cells, compute {}; fees {} CNY, of which {} CNY earmarked for public data",
-        sluice_runtime::sig(t.epsilon),
-        sluice_runtime::sig(t.rho),
-        if t.delta > 0.0 {
-            format!(" δ={:e}", t.delta)
+        sluice_runtime::sig(t.used.epsilon),
+        sluice_runtime::sig(t.used.rho),
+        if t.used.delta > 0.0 {
+            format!(" δ={:e}", t.used.delta)
         } else {
             String::new()
         },
-        t.queries,
-        t.cached,
-        t.cells,
-        duration(t.compute_ms),
-        cny(t.fee_fen),
-        cny(t.earmark_fen)
+        t.used.queries,
+        t.used.cached,
+        t.used.cells,
+        duration(t.used.compute_ms),
+        cny(t.used.fee_fen),
+        cny(t.used.earmark_fen)
     );
     out
 }

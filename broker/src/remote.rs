@@ -1230,8 +1230,8 @@ pub fn statement_verify(path: &Path, public_key: &str) -> Result<ExitCode> {
                 s.party,
                 s.month,
                 s.lines.len(),
-                crate::print::cny(s.totals.fee_fen),
-                crate::print::cny(s.totals.earmark_fen)
+                crate::print::cny(s.totals.used.fee_fen),
+                crate::print::cny(s.totals.used.earmark_fen)
             );
             Ok(ExitCode::SUCCESS)
         }

@@ -77,11 +77,23 @@ pub struct StatementLine {
     pub job: String,
     /// The dataset.
     pub dataset: String,
-    /// ε charged in the month (the ledger's).
+    /// What it used and what that costs.
+    #[serde(flatten)]
+    pub used: Use,
+    /// Whether the monthly cap cut this line's fee.
+    pub capped: bool,
+    /// When its first charge (or, for cached answers only, its meter) was made (Unix ms).
+    pub first_ms: i64,
+}
+
+/// What was used and what it costs: one line's, or a statement's total.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Use {
+    /// ε charged (the ledger's).
     pub epsilon: f64,
-    /// ρ charged in the month (the ledger's).
+    /// ρ charged (the ledger's).
     pub rho: f64,
-    /// δ charged in the month.
+    /// δ charged.
     pub delta: f64,
     /// Queries answered, cached ones included.
     pub queries: i64,
@@ -91,14 +103,28 @@ pub struct StatementLine {
     pub cells: i64,
     /// Compute time, in ms.
     pub compute_ms: i64,
-    /// The fee, in fen (0.01 CNY), after the grant's monthly cap.
+    /// The fee, in fen (0.01 CNY), after the grants' monthly caps.
     pub fee_fen: u64,
     /// The part of the fee earmarked for public data (收益反哺), in fen.
     pub earmark_fen: u64,
-    /// Whether the monthly cap cut this line's fee.
-    pub capped: bool,
-    /// When its first charge (or, for cached answers only, its meter) was made (Unix ms).
-    pub first_ms: i64,
+}
+
+impl std::ops::Add for Use {
+    type Output = Self;
+
+    fn add(self, o: Self) -> Self {
+        Self {
+            epsilon: self.epsilon + o.epsilon,
+            rho: self.rho + o.rho,
+            delta: self.delta + o.delta,
+            queries: self.queries + o.queries,
+            cached: self.cached + o.cached,
+            cells: self.cells + o.cells,
+            compute_ms: self.compute_ms + o.compute_ms,
+            fee_fen: self.fee_fen + o.fee_fen,
+            earmark_fen: self.earmark_fen + o.earmark_fen,
+        }
+    }
 }
 
 /// A statement's totals: the sums of its lines.
@@ -106,24 +132,9 @@ pub struct StatementLine {
 pub struct Totals {
     /// Lines.
     pub lines: usize,
-    /// ε.
-    pub epsilon: f64,
-    /// ρ.
-    pub rho: f64,
-    /// δ.
-    pub delta: f64,
-    /// Queries answered.
-    pub queries: i64,
-    /// Cached answers.
-    pub cached: i64,
-    /// Cells released.
-    pub cells: i64,
-    /// Compute, in ms.
-    pub compute_ms: i64,
-    /// Fees, in fen.
-    pub fee_fen: u64,
-    /// Earmarked, in fen.
-    pub earmark_fen: u64,
+    /// Their use, summed.
+    #[serde(flatten)]
+    pub used: Use,
 }
 
 /// A signed monthly statement for one holder (what its datasets earned) or one operator (what
@@ -182,24 +193,13 @@ impl Statement {
 
 /// The sums of `lines`.
 pub fn totals(lines: &[StatementLine]) -> Totals {
-    lines.iter().fold(
-        Totals {
-            lines: lines.len(),
-            ..Totals::default()
-        },
-        |t, l| Totals {
-            epsilon: t.epsilon + l.epsilon,
-            rho: t.rho + l.rho,
-            delta: t.delta + l.delta,
-            queries: t.queries + l.queries,
-            cached: t.cached + l.cached,
-            cells: t.cells + l.cells,
-            compute_ms: t.compute_ms + l.compute_ms,
-            fee_fen: t.fee_fen + l.fee_fen,
-            earmark_fen: t.earmark_fen + l.earmark_fen,
-            ..t
-        },
-    )
+    Totals {
+        lines: lines.len(),
+        used: lines
+            .iter()
+            .map(|l| l.used)
+            .fold(Use::default(), |a, b| a + b),
+    }
 }
 
 /// Whose statement.
@@ -247,15 +247,7 @@ fn raw_lines(store: &Store, from_ms: i64, to_ms: i64) -> Result<Vec<StatementLin
             usage: String::new(),
             job,
             dataset,
-            epsilon: 0.0,
-            rho: 0.0,
-            delta: 0.0,
-            queries: 0,
-            cached: 0,
-            cells: 0,
-            compute_ms: 0,
-            fee_fen: 0,
-            earmark_fen: 0,
+            used: Use::default(),
             capped: false,
             first_ms: i64::MAX,
         };
@@ -271,9 +263,9 @@ fn raw_lines(store: &Store, from_ms: i64, to_ms: i64) -> Result<Vec<StatementLin
             .or_insert_with(|| blank(job, dataset, String::new(), None));
         line.operator = r.get(2)?;
         line.scenario = r.get(3)?;
-        line.epsilon = r.get(4)?;
-        line.rho = r.get(5)?;
-        line.delta = r.get(6)?;
+        line.used.epsilon = r.get(4)?;
+        line.used.rho = r.get(5)?;
+        line.used.delta = r.get(6)?;
         line.first_ms = r.get(7)?;
     }
     let mut meters = conn.prepare(
@@ -288,10 +280,10 @@ fn raw_lines(store: &Store, from_ms: i64, to_ms: i64) -> Result<Vec<StatementLin
             .or_insert_with(|| blank(job, dataset, String::new(), None));
         line.operator = r.get(2)?;
         line.scenario = r.get(3)?;
-        line.queries = r.get(4)?;
-        line.cached = r.get(5)?;
-        line.cells = r.get(6)?;
-        line.compute_ms = r.get(7)?;
+        line.used.queries = r.get(4)?;
+        line.used.cached = r.get(5)?;
+        line.used.cells = r.get(6)?;
+        line.used.compute_ms = r.get(7)?;
         line.first_ms = line.first_ms.min(r.get(8)?);
     }
     let mut out: Vec<StatementLine> = lines.into_values().collect();
@@ -319,10 +311,10 @@ fn grant_of<'p>(
 
 /// A line's fee before the cap, in fen.
 fn list_price(t: &Tariff, l: &StatementLine) -> u64 {
-    let privacy = l.epsilon * t.fen_per_epsilon as f64 + l.rho * t.fen_per_rho as f64;
+    let privacy = l.used.epsilon * t.fen_per_epsilon as f64 + l.used.rho * t.fen_per_rho as f64;
     (privacy.round().max(0.0) as u64)
-        .saturating_add((l.queries.max(0) as u64).saturating_mul(t.fen_per_query))
-        .saturating_add((l.cells.max(0) as u64).saturating_mul(t.fen_per_cell))
+        .saturating_add((l.used.queries.max(0) as u64).saturating_mul(t.fen_per_query))
+        .saturating_add((l.used.cells.max(0) as u64).saturating_mul(t.fen_per_cell))
 }
 
 /// Names each line's holder and use, and prices it under its grant's tariff and monthly cap
@@ -346,10 +338,10 @@ fn price(policy: &Policy, lines: &mut [StatementLine]) {
         };
         let before = used.entry(i).or_default();
         let list = list_price(&t, l);
-        l.fee_fen = list.min(t.cap_fen_per_month.saturating_sub(*before));
-        l.capped = l.fee_fen < list;
-        *before += l.fee_fen;
-        l.earmark_fen = l.fee_fen * u64::from(t.earmark_percent) / 100;
+        l.used.fee_fen = list.min(t.cap_fen_per_month.saturating_sub(*before));
+        l.capped = l.used.fee_fen < list;
+        *before += l.used.fee_fen;
+        l.used.earmark_fen = l.used.fee_fen * u64::from(t.earmark_percent) / 100;
     }
 }
 
@@ -450,15 +442,12 @@ mod tests {
             usage: "commercial".into(),
             job: "j".into(),
             dataset: "d".into(),
-            epsilon,
-            rho: 0.0,
-            delta: 0.0,
-            queries,
-            cached: 0,
-            cells,
-            compute_ms: 0,
-            fee_fen: 0,
-            earmark_fen: 0,
+            used: Use {
+                epsilon,
+                queries,
+                cells,
+                ..Use::default()
+            },
             capped: false,
             first_ms: 0,
         }

@@ -59,56 +59,59 @@ fn a_holders_statement_equals_the_ledger_prices_use_and_verifies() {
         .unwrap();
     assert!(ledger > 0.0);
     assert!(
-        (s.totals.epsilon - ledger).abs() <= 1e-12 * ledger,
+        (s.totals.used.epsilon - ledger).abs() <= 1e-12 * ledger,
         "{} vs {ledger}",
-        s.totals.epsilon
+        s.totals.used.epsilon
     );
     assert_eq!(
-        line(&first).epsilon,
+        line(&first).used.epsilon,
         first["epsilon_spent"].as_f64().unwrap()
     );
 
     // A cached answer costs no ε but is an answered query.
     let cached = line(&again);
-    assert_eq!(cached.epsilon, 0.0, "{cached:?}");
+    assert_eq!(cached.used.epsilon, 0.0, "{cached:?}");
     assert!(
-        cached.queries >= 1 && cached.cached == cached.queries,
+        cached.used.queries >= 1 && cached.used.cached == cached.used.queries,
         "{cached:?}"
     );
-    assert!(cached.cells > 0, "{cached:?}");
+    assert!(cached.used.cells > 0, "{cached:?}");
 
     // Commercial use is priced (under the cap), public-interest use is free.
     let priced = line(&first);
     assert_eq!(priced.usage, "commercial");
-    let list = (priced.epsilon * 100_000.0).round() as u64
-        + priced.queries as u64 * 50
-        + priced.cells as u64;
-    assert_eq!(priced.fee_fen, list.min(150_000), "{priced:?}");
-    assert_eq!(priced.earmark_fen, priced.fee_fen / 5);
+    let list = (priced.used.epsilon * 100_000.0).round() as u64
+        + priced.used.queries as u64 * 50
+        + priced.used.cells as u64;
+    assert_eq!(priced.used.fee_fen, list.min(150_000), "{priced:?}");
+    assert_eq!(priced.used.earmark_fen, priced.used.fee_fen / 5);
     let analyst_fees: u64 = s
         .lines
         .iter()
         .filter(|l| l.operator == "analyst")
-        .map(|l| l.fee_fen)
+        .map(|l| l.used.fee_fen)
         .sum();
     assert!(
         analyst_fees <= 150_000,
         "the monthly cap holds: {analyst_fees}"
     );
     let free = line(&counted);
-    assert_eq!((free.usage.as_str(), free.fee_fen), ("public-interest", 0));
-    assert!(free.epsilon > 0.0);
+    assert_eq!(
+        (free.usage.as_str(), free.used.fee_fen),
+        ("public-interest", 0)
+    );
+    assert!(free.used.epsilon > 0.0);
 
     // Signed: it verifies with the broker's key; one changed figure does not.
     let key = sluice_broker::keys::public_key(&b.public_key).unwrap();
     s.verify(&key).unwrap();
     let mut altered = s.clone();
-    altered.lines[0].fee_fen += 1;
-    altered.totals.fee_fen += 1;
+    altered.lines[0].used.fee_fen += 1;
+    altered.totals.used.fee_fen += 1;
     let e = altered.verify(&key).unwrap_err().to_string();
     assert!(e.contains("signature is invalid"), "{e}");
     let mut unsummed = s.clone();
-    unsummed.totals.queries += 1;
+    unsummed.totals.used.queries += 1;
     assert!(unsummed.verify(&key).is_err());
 
     // The operator's invoice view holds the same lines of its own jobs.

@@ -66,7 +66,7 @@ pub(crate) async fn statement(
         "kind": statement.kind,
         "party": statement.party,
         "month": statement.month,
-        "fee_fen": statement.totals.fee_fen,
+        "fee_fen": statement.totals.used.fee_fen,
         "signature": statement.signature,
     }));
     if let Party::Operator(o) = party {
