@@ -93,11 +93,7 @@ impl FilingExport {
     }
 
     fn signed_bytes(&self) -> Vec<u8> {
-        let mut v = serde_json::to_value(self).expect("an export serializes");
-        if let Some(m) = v.as_object_mut() {
-            m.remove("signature");
-        }
-        format!("{FORMAT}\n{v}").into_bytes()
+        crate::keys::signed_bytes(FORMAT, self)
     }
 
     /// Checks the export's signature with `key`, and each filing's receipt: signed by the same

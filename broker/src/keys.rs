@@ -215,15 +215,20 @@ fn is_zero(x: &f64) -> bool {
     *x == 0.0
 }
 
+/// What the broker signs of a signed document (a receipt, a filings export, a statement, a
+/// certificate): `format`, a newline, and the document's canonical JSON (keys sorted) without
+/// its `signature` field.
+pub fn signed_bytes(format: &str, document: &impl Serialize) -> Vec<u8> {
+    let mut v = serde_json::to_value(document).expect("a signed document serializes");
+    if let Some(m) = v.as_object_mut() {
+        m.remove("signature");
+    }
+    format!("{format}\n{v}").into_bytes()
+}
+
 impl Receipt {
     fn signed_bytes(&self) -> Vec<u8> {
-        let mut unsigned = self.clone();
-        unsigned.signature.clear();
-        let mut v = serde_json::to_value(&unsigned).expect("receipt serializes");
-        if let Some(m) = v.as_object_mut() {
-            m.remove("signature");
-        }
-        format!("sluice-receipt-v1\n{v}").into_bytes()
+        signed_bytes("sluice-receipt-v1", self)
     }
 
     /// Signs the receipt in place.

@@ -110,11 +110,7 @@ pub struct Issuer {
 
 impl Certificate {
     fn signed_bytes(&self) -> Vec<u8> {
-        let mut v = serde_json::to_value(self).expect("a certificate serializes");
-        if let Some(m) = v.as_object_mut() {
-            m.remove("signature");
-        }
-        format!("sluice-certificate-v1\n{v}").into_bytes()
+        crate::keys::signed_bytes("sluice-certificate-v1", self)
     }
 
     /// Checks the signature with `key` (not whether the record still stands: ask the registry).

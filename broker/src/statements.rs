@@ -169,11 +169,7 @@ pub struct Statement {
 
 impl Statement {
     fn signed_bytes(&self) -> Vec<u8> {
-        let mut v = serde_json::to_value(self).expect("a statement serializes");
-        if let Some(m) = v.as_object_mut() {
-            m.remove("signature");
-        }
-        format!("sluice-statement-v1\n{v}").into_bytes()
+        crate::keys::signed_bytes("sluice-statement-v1", self)
     }
 
     /// Checks the signature with `key`, and that the totals are the sums of the lines.

@@ -266,6 +266,19 @@ pub(crate) fn parse_json<T: DeserializeOwned>(headers: &HeaderMap, b: &[u8]) -> 
     })
 }
 
+/// A decision's reason, trimmed: 1 to 2,000 bytes, else `bad_reason` (reviews, objections,
+/// registry steps).
+pub(crate) fn reason(r: &str) -> ApiResult<&str> {
+    let r = r.trim();
+    if r.is_empty() || r.len() > 2000 {
+        return Err(ApiError::new(
+            ErrorCode::BadReason,
+            "give a reason (1 to 2000 bytes)",
+        ));
+    }
+    Ok(r)
+}
+
 /// The first line of `s`, at most 200 characters: what an error may quote of a caller's input.
 pub(crate) fn first_line(s: &str) -> String {
     let l = s.lines().next().unwrap_or("");

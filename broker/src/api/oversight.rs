@@ -322,13 +322,7 @@ pub(crate) async fn resolve(
         "dismiss" => false,
         _ => return Err(ApiError::not_found("the decision is uphold or dismiss")),
     };
-    let reason = r.reason.trim();
-    if reason.is_empty() || reason.len() > 2000 {
-        return Err(ApiError::new(
-            ErrorCode::BadReason,
-            "give a reason (1 to 2000 bytes)",
-        ));
-    }
+    let reason = super::reason(&r.reason)?;
     if let Some(op) = r.operator.as_deref() {
         let known = current(&s)
             .sandbox

@@ -363,13 +363,7 @@ pub(crate) async fn step(
 ) -> ApiResult<Json<Record>> {
     let step = Step::parse(&step)
         .ok_or_else(|| ApiError::not_found("the step is change, transfer, objection or cancel"))?;
-    let reason = b.reason.trim();
-    if reason.is_empty() || reason.len() > 2000 {
-        return Err(ApiError::new(
-            ErrorCode::BadReason,
-            "give a reason (1 to 2000 bytes)",
-        ));
-    }
+    let reason = super::reason(&b.reason)?;
     let r = record(&s, &number)?;
     let allowed = match step {
         Step::Change | Step::Cancel => may_act(&auth, &r.owner),

@@ -11,7 +11,7 @@ use super::auth::{Approvers, Only, Overseers, QueueReaders};
 use super::jobs::StateChanged;
 use super::{ApiResult, JsonBody, QueryString};
 use crate::audit;
-use crate::error::{ApiError, ErrorCode};
+use crate::error::ApiError;
 use crate::server::{Shared, current, notify};
 use crate::store::{JobId, JobInfo, Role};
 
@@ -92,13 +92,8 @@ pub(crate) async fn decide(
         }
     };
     let id: JobId = id.parse().map_err(ApiError::not_found)?;
-    if r.reason.trim().is_empty() || r.reason.len() > 2000 {
-        return Err(ApiError::new(
-            ErrorCode::BadReason,
-            "give a reason (1 to 2000 bytes)",
-        ));
-    }
-    let (store, who, role, reason) = (&s.store, &auth.0.name, auth.0.role, r.reason.trim());
+    let reason = super::reason(&r.reason)?;
+    let (store, who, role) = (&s.store, &auth.0.name, auth.0.role);
     if role == Role::Holder && matches!(decision, Decision::Release | Decision::Discard) {
         return Err(ApiError::forbidden(
             "held jobs are released or discarded by a reviewer",
