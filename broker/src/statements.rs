@@ -20,7 +20,7 @@ use anyhow::{Context, Result, bail};
 use ed25519_dalek::VerifyingKey;
 use rusqlite::params;
 use serde::{Deserialize, Serialize};
-use sluice_policy::{Date, Policy, Tariff, Usage};
+use sluice_policy::{DatasetId, Date, OperatorId, Policy, Tariff, Usage};
 use sluice_runtime::privacy::QueryRecord;
 
 use crate::store::Store;
@@ -235,30 +235,13 @@ pub fn month_at(ms: i64, zone: &sluice_policy::TimeZone) -> String {
 fn raw_lines(store: &Store, from_ms: i64, to_ms: i64) -> Result<Vec<StatementLine>> {
     let conn = store.lock();
     let mut lines: BTreeMap<(String, String), StatementLine> = BTreeMap::new();
-    let blank =
-        |job: String, dataset: String, operator: String, scenario: Option<String>| StatementLine {
-            holder: String::new(),
-            operator,
-            scenario,
-            usage: String::new(),
-            job,
-            dataset,
-            used: Use::default(),
-            capped: false,
-            first_ms: i64::MAX,
-        };
     let mut charges = conn.prepare(
         "SELECT job, dataset, operator, scenario, SUM(epsilon), SUM(rho), SUM(delta), MIN(at_ms)
          FROM charges WHERE at_ms >= ?1 AND at_ms < ?2 GROUP BY job, dataset",
     )?;
     let mut rows = charges.query(params![from_ms, to_ms])?;
     while let Some(r) = rows.next()? {
-        let (job, dataset): (String, String) = (r.get(0)?, r.get(1)?);
-        let line = lines
-            .entry((job.clone(), dataset.clone()))
-            .or_insert_with(|| blank(job, dataset, String::new(), None));
-        line.operator = r.get(2)?;
-        line.scenario = r.get(3)?;
+        let line = line_of(&mut lines, r)?;
         line.used.epsilon = r.get(4)?;
         line.used.rho = r.get(5)?;
         line.used.delta = r.get(6)?;
@@ -270,12 +253,7 @@ fn raw_lines(store: &Store, from_ms: i64, to_ms: i64) -> Result<Vec<StatementLin
     )?;
     let mut rows = meters.query(params![from_ms, to_ms])?;
     while let Some(r) = rows.next()? {
-        let (job, dataset): (String, String) = (r.get(0)?, r.get(1)?);
-        let line = lines
-            .entry((job.clone(), dataset.clone()))
-            .or_insert_with(|| blank(job, dataset, String::new(), None));
-        line.operator = r.get(2)?;
-        line.scenario = r.get(3)?;
+        let line = line_of(&mut lines, r)?;
         line.used.queries = r.get(4)?;
         line.used.cached = r.get(5)?;
         line.used.cells = r.get(6)?;
@@ -287,22 +265,42 @@ fn raw_lines(store: &Store, from_ms: i64, to_ms: i64) -> Result<Vec<StatementLin
     Ok(out)
 }
 
-/// The grant a line ran under: its operator's grant on its dataset for the scenario the job
-/// named, or the operator's only grant there when it named none (as authorization picks it).
+/// The line of the job and dataset a row starts with (`job, dataset, operator, scenario`),
+/// made on first sight.
+fn line_of<'l>(
+    lines: &'l mut BTreeMap<(String, String), StatementLine>,
+    r: &rusqlite::Row<'_>,
+) -> rusqlite::Result<&'l mut StatementLine> {
+    let (job, dataset): (String, String) = (r.get(0)?, r.get(1)?);
+    let (operator, scenario) = (r.get(2)?, r.get(3)?);
+    Ok(lines
+        .entry((job.clone(), dataset.clone()))
+        .or_insert_with(|| StatementLine {
+            holder: String::new(),
+            operator,
+            scenario,
+            usage: String::new(),
+            job,
+            dataset,
+            used: Use::default(),
+            capped: false,
+            first_ms: i64::MAX,
+        }))
+}
+
+/// The grant a line ran under (as authorization picked it), with its index in the policy: a
+/// grant's monthly cap is counted per grant.
 fn grant_of<'p>(
     policy: &'p Policy,
     l: &StatementLine,
 ) -> Option<(usize, &'p sluice_policy::Grant)> {
-    let mut mine = policy.grants.iter().enumerate().filter(|(_, g)| {
-        g.operator.as_str() == l.operator && g.datasets.iter().any(|d| d.as_str() == l.dataset)
-    });
-    match &l.scenario {
-        Some(s) => mine.find(|(_, g)| g.scenario.as_deref() == Some(s.as_str())),
-        None => match (mine.next(), mine.next()) {
-            (Some(only), None) => Some(only),
-            _ => None,
-        },
-    }
+    let operator = OperatorId::new(&l.operator).ok()?;
+    let dataset = DatasetId::new(&l.dataset).ok()?;
+    let grant = policy
+        .grant_in(&operator, &dataset, l.scenario.as_deref())
+        .ok()?;
+    let i = policy.grants.iter().position(|g| std::ptr::eq(g, grant))?;
+    Some((i, grant))
 }
 
 /// A line's fee before the cap, in fen.
@@ -318,13 +316,12 @@ fn list_price(t: &Tariff, l: &StatementLine) -> u64 {
 fn price(policy: &Policy, lines: &mut [StatementLine]) {
     let mut used: BTreeMap<usize, u64> = BTreeMap::new();
     for l in lines.iter_mut() {
-        l.holder = policy
-            .datasets
-            .values()
-            .find(|d| d.id.as_str() == l.dataset)
+        l.holder = DatasetId::new(&l.dataset)
+            .ok()
+            .and_then(|d| policy.datasets.get(&d))
             .map_or_else(|| "(no longer in the policy)".into(), |d| d.holder.clone());
         let Some((i, grant)) = grant_of(policy, l) else {
-            l.usage = "(no grant in force)".into();
+            l.usage = "(no grant in the policy)".into();
             continue;
         };
         l.usage = grant.usage.as_str().into();
@@ -379,38 +376,34 @@ pub fn statement(
     Ok(s)
 }
 
-impl Store {
-    /// Records a job's meters (one row per dataset), replacing any earlier ones.
-    pub fn set_meters(
-        &self,
-        job: &str,
-        operator: &str,
-        scenario: Option<&str>,
-        meters: &BTreeMap<String, Meter>,
-    ) -> Result<()> {
-        let now = crate::audit::now_ms();
-        self.write(|tx| -> Result<()> {
-            for (dataset, m) in meters {
-                tx.execute(
-                    "INSERT OR REPLACE INTO meters
-                     (job, dataset, operator, scenario, queries, cached, cells, compute_ms, at_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                    params![
-                        job,
-                        dataset,
-                        operator,
-                        scenario,
-                        m.queries,
-                        m.cached,
-                        m.cells,
-                        m.compute_ms,
-                        now
-                    ],
-                )?;
-            }
-            Ok(())
-        })
+/// Writes a job's meters (one row per dataset), replacing any earlier ones, in `tx`.
+pub(crate) fn insert_meters(
+    tx: &rusqlite::Transaction<'_>,
+    job: &str,
+    operator: &str,
+    scenario: Option<&str>,
+    meters: &BTreeMap<String, Meter>,
+) -> rusqlite::Result<()> {
+    let now = crate::audit::now_ms();
+    for (dataset, m) in meters {
+        tx.execute(
+            "INSERT OR REPLACE INTO meters
+             (job, dataset, operator, scenario, queries, cached, cells, compute_ms, at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![
+                job,
+                dataset,
+                operator,
+                scenario,
+                m.queries,
+                m.cached,
+                m.cells,
+                m.compute_ms,
+                now
+            ],
+        )?;
     }
+    Ok(())
 }
 
 #[cfg(test)]

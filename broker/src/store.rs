@@ -341,6 +341,23 @@ pub struct JobInfo {
     pub finished_ms: Option<i64>,
 }
 
+/// What a job's run left to keep before its release: its log and its meters.
+#[derive(Clone, Copy, Debug)]
+pub struct RunRecord<'a> {
+    /// The job.
+    pub job: &'a str,
+    /// Its operator.
+    pub operator: &'a str,
+    /// The scenario it named.
+    pub scenario: Option<&'a str>,
+    /// The log lines the cap kept.
+    pub log: &'a [sluice_runtime::LogLine],
+    /// How many it dropped.
+    pub dropped: u64,
+    /// Its meters, by dataset.
+    pub meters: &'a std::collections::BTreeMap<String, crate::statements::Meter>,
+}
+
 /// What one job spent on one dataset.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DatasetSpend {
@@ -1529,16 +1546,26 @@ impl Store {
         })
     }
 
-    /// Keeps job `id`'s log (the lines the log cap kept, and how many it dropped), and sends it
-    /// to the job's followers as a `log` event.
-    pub fn set_log(&self, id: &str, lines: &[sluice_runtime::LogLine], dropped: u64) -> Result<()> {
-        let text = serde_json::to_string(lines)?;
+    /// Keeps what a job's run left, in one transaction: its log (the lines the log cap kept, and
+    /// how many it dropped), sent to its followers as a `log` event, and its meters.
+    pub fn record_run(&self, run: &RunRecord<'_>) -> Result<()> {
+        let text = serde_json::to_string(run.log)?;
         self.write(|tx| {
             tx.execute(
                 "UPDATE jobs SET log = ?2, log_dropped = ?3 WHERE id = ?1",
-                params![id, text, i64::try_from(dropped).unwrap_or(i64::MAX)],
+                params![
+                    run.job,
+                    text,
+                    i64::try_from(run.dropped).unwrap_or(i64::MAX)
+                ],
             )?;
-            event(tx, id, "log", json!({ "lines": lines, "dropped": dropped }))?;
+            event(
+                tx,
+                run.job,
+                "log",
+                json!({ "lines": run.log, "dropped": run.dropped }),
+            )?;
+            crate::statements::insert_meters(tx, run.job, run.operator, run.scenario, run.meters)?;
             Ok(())
         })
     }

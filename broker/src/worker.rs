@@ -89,15 +89,16 @@ fn run_claimed(shared: &Shared, job: crate::store::Claimed) -> Result<()> {
         Ok(o) => (&o.log, o.log_dropped, &o.queries),
         Err(f) => (&f.log, f.log_dropped, &f.queries),
     };
-    shared.store.set_log(&job.id, log, dropped)?;
-    // Metered before its release, so that every released report is on a statement.
+    // Logged and metered before its release, so that every released report is on a statement.
     let run_ms = started.elapsed().as_millis() as i64;
-    shared.store.set_meters(
-        &job.id,
-        &job.operator,
-        job.scenario.as_deref(),
-        &crate::statements::meters(queries, run_ms),
-    )?;
+    shared.store.record_run(&crate::store::RunRecord {
+        job: &job.id,
+        operator: &job.operator,
+        scenario: job.scenario.as_deref(),
+        log,
+        dropped,
+        meters: &crate::statements::meters(queries, run_ms),
+    })?;
     match out {
         Ok(out) => {
             let versions = datasets

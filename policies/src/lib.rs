@@ -205,6 +205,26 @@ impl Policy {
         scenario: Option<&str>,
         at: SystemTime,
     ) -> Result<&Grant, Denial> {
+        let grant = self.grant_in(operator, dataset, scenario)?;
+        if !self.in_force(grant, at) {
+            return Err(Denial::Expired {
+                dataset: dataset.clone(),
+                operator: operator.clone(),
+                expires: grant.expires.describe(&self.time_zone),
+            });
+        }
+        Ok(grant)
+    }
+
+    /// The grant of `scenario` that `operator` holds on `dataset`, in force or not; with no
+    /// scenario, the operator's only grant on the dataset. What a use of the dataset ran under
+    /// (for statements and registration), as [`Policy::authorize_in`] picks it.
+    pub fn grant_in(
+        &self,
+        operator: &OperatorId,
+        dataset: &DatasetId,
+        scenario: Option<&str>,
+    ) -> Result<&Grant, Denial> {
         let not_granted = || Denial::NotGranted(dataset.to_string(), operator.clone());
         if !self.datasets.contains_key(dataset) {
             return Err(not_granted());
@@ -232,13 +252,6 @@ impl Policy {
                 }
             }
         };
-        if !self.in_force(grant, at) {
-            return Err(Denial::Expired {
-                dataset: dataset.clone(),
-                operator: operator.clone(),
-                expires: grant.expires.describe(&self.time_zone),
-            });
-        }
         Ok(grant)
     }
 

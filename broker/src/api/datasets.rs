@@ -158,10 +158,9 @@ pub(crate) async fn spend(
         let cur = current(&s);
         let policy = cur.sandbox.engine().policy();
         auth.may_act_on(policy, &name)?;
-        policy
-            .datasets
-            .values()
-            .find(|d| d.id.as_str() == name)
+        sluice_policy::DatasetId::new(&name)
+            .ok()
+            .and_then(|id| policy.datasets.get(&id))
             .map(|d| DatasetView::of(d, policy))
             .ok_or_else(|| {
                 ApiError::not_found(format!("no dataset `{}` in the policy", first_line(&name)))

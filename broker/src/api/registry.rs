@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use sluice_policy::{Classification, Policy};
+use sluice_policy::{Classification, DatasetId, Denial, OperatorId, Policy};
 
 use super::auth::Auth;
 use super::{ApiResult, JsonBody, first_line};
@@ -43,10 +43,9 @@ pub(crate) struct NewRecord {
 
 /// A dataset of the policy in force, refused when it is core data.
 fn registrable<'p>(policy: &'p Policy, name: &str) -> ApiResult<&'p sluice_policy::Dataset> {
-    let d = policy
-        .datasets
-        .values()
-        .find(|d| d.id.as_str() == name)
+    let d = DatasetId::new(name)
+        .ok()
+        .and_then(|id| policy.datasets.get(&id))
         .ok_or_else(|| {
             ApiError::not_found(format!("no dataset `{}` in the policy", first_line(name)))
         })?;
@@ -92,36 +91,15 @@ fn licence(
     let cur = current(s);
     let policy = cur.sandbox.engine().policy();
     let d = registrable(policy, dataset)?;
-    let mut grants = policy
-        .grants
-        .iter()
-        .filter(|g| g.operator.as_str() == operator && g.datasets.iter().any(|x| x == &d.id));
-    let grant = match scenario {
-        Some(sc) => grants.find(|g| g.scenario.as_deref() == Some(sc)),
-        None => match (grants.next(), grants.next()) {
-            (Some(only), None) => Some(only),
-            (Some(_), Some(_)) => {
-                return Err(ApiError::new(
-                    ErrorCode::BadName,
-                    format!(
-                        "operator `{operator}` holds several scenarios on `{dataset}`: name one"
-                    ),
-                ));
+    let op = OperatorId::new(operator).map_err(|e| ApiError::new(ErrorCode::BadName, e))?;
+    let grant = policy
+        .grant_in(&op, &d.id, scenario)
+        .map_err(|denial| match denial {
+            Denial::ScenarioRequired { .. } => {
+                ApiError::new(ErrorCode::BadName, denial.to_string())
             }
-            _ => None,
-        },
-    }
-    .ok_or_else(|| {
-        ApiError::not_found(format!(
-            "no grant of `{}` on `{}`{}",
-            first_line(operator),
-            first_line(dataset),
-            scenario.map_or(String::new(), |s| format!(
-                " for scenario `{}`",
-                first_line(s)
-            ))
-        ))
-    })?;
+            _ => ApiError::not_found(denial.to_string()),
+        })?;
     Ok((
         d.holder.clone(),
         json!({

@@ -51,6 +51,9 @@ pub(crate) async fn statement(
             auth.0.role.as_str()
         )));
     }
+    // A month that does not parse is the caller's; any other failure is the broker's.
+    crate::statements::month_bounds(&month, 0)
+        .map_err(|e| ApiError::new(ErrorCode::BadQuery, first_line(&e.to_string())))?;
     let statement = {
         let cur = current(&s);
         crate::statements::statement(
@@ -61,7 +64,7 @@ pub(crate) async fn statement(
             &month,
         )
     }
-    .map_err(|e| ApiError::new(ErrorCode::BadQuery, first_line(&format!("{e:#}"))))?;
+    .map_err(ApiError::internal)?;
     let mut entry = NewEntry::new("statement.issued", &auth.0.name).detail(serde_json::json!({
         "kind": statement.kind,
         "party": statement.party,
