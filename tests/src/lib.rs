@@ -440,6 +440,15 @@ impl TestBroker {
     }
 }
 
+/// The string `key` of every object in the JSON array `list`.
+pub fn strings<'a>(list: &'a serde_json::Value, key: &str) -> Vec<&'a str> {
+    list.as_array()
+        .expect("an array")
+        .iter()
+        .map(|v| v[key].as_str().expect("a string"))
+        .collect()
+}
+
 /// This month (`YYYY-MM`) in the test policy's time zone (Asia/Shanghai).
 pub fn this_month() -> String {
     sluice_broker::statements::month_at(

@@ -89,12 +89,7 @@ fn the_public_register_lists_scenarios_spending_and_releases_and_no_data_value()
             "time_zone"
         ]
     );
-    let operators: Vec<&str> = reg["scenarios"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["operator"].as_str().unwrap())
-        .collect();
+    let operators: Vec<&str> = crate::strings(&reg["scenarios"], "operator");
     for op in ["analyst", "tourism-lab", "counter"] {
         assert!(operators.contains(&op), "{op} in {operators:?}");
     }
@@ -331,12 +326,7 @@ fn objections_go_from_filed_to_resolved_and_count_on_the_credit_record() {
     assert_eq!(credit["suspensions"], 1, "{credit}");
     assert_eq!(credit["repairs"], 1, "{credit}");
     assert_eq!(credit["suspended_now"], false, "{credit}");
-    let kinds: Vec<&str> = credit["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["kind"].as_str().unwrap())
-        .collect();
+    let kinds: Vec<&str> = crate::strings(&credit["events"], "kind");
     assert_eq!(
         kinds,
         ["resumed", "suspended", "objection.resolved"],
@@ -356,12 +346,7 @@ fn objections_go_from_filed_to_resolved_and_count_on_the_credit_record() {
     assert_eq!(status, 404);
     let (status, v) = http(&url, "GET", "/v1/operators", Some(&holder), None, b"");
     assert_eq!(status, 200);
-    let seen: Vec<&str> = v["operators"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["operator"].as_str().unwrap())
-        .collect();
+    let seen: Vec<&str> = crate::strings(&v["operators"], "operator");
     assert_eq!(seen, ["tourism-lab"], "{v}");
 
     // Both steps are on the record, the contact never is, and the log verifies.
@@ -371,12 +356,7 @@ fn objections_go_from_filed_to_resolved_and_count_on_the_credit_record() {
         !text.contains(contact),
         "the contact is not in the audit log"
     );
-    let kinds: Vec<&str> = log["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["kind"].as_str().unwrap())
-        .collect();
+    let kinds: Vec<&str> = crate::strings(&log["entries"], "kind");
     assert!(kinds.contains(&"objection.filed") && kinds.contains(&"objection.resolved"));
     let verdict = reviewer.get_json("/v1/audit/verify").unwrap();
     assert_eq!(verdict["ok"], true, "{verdict}");

@@ -186,12 +186,7 @@ fn records_are_registered_certified_changed_and_cancelled() {
     // Its status is served, with and without a token; the public register lists it.
     let now = admin.get_json(&format!("/v1/registry/{number}")).unwrap();
     assert_eq!(now["status"], "cancelled");
-    let steps: Vec<&str> = now["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["kind"].as_str().unwrap())
-        .collect();
+    let steps: Vec<&str> = crate::strings(&now["events"], "kind");
     assert_eq!(steps, ["initial", "objection", "change", "cancel"]);
     let (status, public) = http(
         &url,
