@@ -185,6 +185,52 @@ pub struct Registered {
     pub content_hash: String,
     /// The declared columns (including hidden ones), with their source types.
     pub declared_schema: SchemaRef,
+    /// The source file's size and modification time when it was hashed (`None` for mock data).
+    pub stamp: Option<SourceStamp>,
+}
+
+/// A source file's size and modification time, taken before its bytes are hashed: a file that
+/// changes after that (even while it is hashed) no longer matches its stamp.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceStamp {
+    /// The file.
+    pub path: PathBuf,
+    /// Its size in bytes.
+    pub bytes: u64,
+    /// Its modification time.
+    pub modified: std::time::SystemTime,
+}
+
+impl SourceStamp {
+    /// The stamp of `path` now.
+    pub fn of(path: &Path) -> std::io::Result<Self> {
+        let meta = std::fs::metadata(path)?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            bytes: meta.len(),
+            modified: meta.modified()?,
+        })
+    }
+}
+
+impl Registered {
+    /// Refuses a dataset whose source file changed since it was registered: its version (the
+    /// hash every receipt names), its answer cache entries and its contribution index describe
+    /// the bytes that were registered, so the new bytes wait for a restart that registers them.
+    /// A stat per query, before any charge.
+    pub fn check_unchanged(&self) -> Result<(), String> {
+        let Some(stamp) = &self.stamp else {
+            return Ok(());
+        };
+        match SourceStamp::of(&stamp.path) {
+            Ok(now) if now == *stamp => Ok(()),
+            _ => Err(format!(
+                "the source of dataset `{}` changed after version {} was registered; its queries are refused until the broker restarts and registers the new version",
+                self.policy.id,
+                &self.content_hash[..self.content_hash.len().min(12)]
+            )),
+        }
+    }
 }
 
 /// A public lookup table as loaded: every column as text, its key checked unique.
@@ -366,6 +412,7 @@ async fn register(
         path: path.clone(),
         cause,
     };
+    let stamp = SourceStamp::of(&path).map_err(|e| source_err(e.to_string()))?;
     let content_hash = hash_file(&path).map_err(|e| source_err(e.to_string()))?;
     let path_str = path
         .to_str()
@@ -425,6 +472,7 @@ async fn register(
         policy: ds.clone(),
         content_hash,
         declared_schema,
+        stamp: Some(stamp),
     })
 }
 

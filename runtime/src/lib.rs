@@ -221,6 +221,9 @@ pub struct SandboxConfig {
     /// Register mock rows drawn from the policy's public metadata instead of the sources
     /// ([`mock`]): for plans without data. Nothing such a sandbox answers is about anyone.
     pub mock_data: bool,
+    /// Whether contribution bounding uses the per-dataset index of heavy units (default) or sends
+    /// every row through the random choice ([`privacy::PrivacyEngine::without_contribution_index`]).
+    pub contribution_index: bool,
 }
 
 impl SandboxConfig {
@@ -239,6 +242,7 @@ impl SandboxConfig {
             answer_cache: Some(Arc::new(InMemoryAnswerCache::new())),
             compiled_dir: None,
             mock_data: false,
+            contribution_index: true,
         }
     }
 
@@ -265,6 +269,13 @@ impl SandboxConfig {
     /// only. Without the cache an operator can average repeated answers (at full price).
     pub fn without_answer_cache(mut self) -> Self {
         self.answer_cache = None;
+        self
+    }
+
+    /// Bounds contributions by sending every row through the random choice: the baseline of
+    /// `sluice bench` and of the test that the contribution index changes no distribution.
+    pub fn without_contribution_index(mut self) -> Self {
+        self.contribution_index = false;
         self
     }
 
@@ -395,12 +406,16 @@ impl Sandbox {
                 config.partitions,
             ))?
         };
-        let engine = Arc::new(privacy::PrivacyEngine::new(
+        let mut engine = privacy::PrivacyEngine::new(
             catalog,
             Arc::new(config.policy),
             config.accountant,
             config.answer_cache,
-        ));
+        );
+        if !config.contribution_index {
+            engine = engine.without_contribution_index();
+        }
+        let engine = Arc::new(engine);
         let host = wasm::Host::new(config.compiled_dir.as_deref())
             .map_err(|e| SandboxError::Start(e.to_string()))?;
         Ok(Self {

@@ -71,6 +71,7 @@ impl Catalog {
                     policy: ds.clone(),
                     content_hash: hex::encode(version),
                     declared_schema: Arc::new(Schema::new(declared)),
+                    stamp: None,
                 },
             );
         }

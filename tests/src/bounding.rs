@@ -12,7 +12,11 @@ fn world(name: &str, csv: &str, extra: &str) -> Sandbox {
 }
 
 fn world_k(name: &str, csv: &str, k: u32, extra: &str) -> Sandbox {
-    let policy = format!(
+    World::csv(name, "visits", csv, &policy_k(k, extra)).unlimited()
+}
+
+fn policy_k(k: u32, extra: &str) -> String {
+    format!(
         r#"
 [dataset.visits]
 source = "data/visits.csv"
@@ -24,9 +28,7 @@ max_rows_per_unit = {k}
 columns.grp = {{ kind = "category", public_values = ["a", "b", "c", "d"] }}
 columns.v = {{ kind = "int", bounds = [0, 10] }}
 "#
-    ) + &crate::stats_grant("visits", "bounding", r#""count", "sum""#);
-    let world = World::csv(name, "visits", csv, &policy);
-    world.unlimited()
+    ) + &crate::stats_grant("visits", "bounding", r#""count", "sum""#)
 }
 
 /// Person 1: one row in each of a, b, c, d. Person 2: five rows in a.
@@ -164,4 +166,118 @@ fn rows_without_a_unit_are_bounded_together_as_one_unit() {
     let s = world("bound-null", csv, "");
     let t = query(&s, "SELECT grp, COUNT(*) AS n FROM visits GROUP BY grp");
     assert_eq!(column(&t, 1), [5, 1, 0, 0]);
+}
+
+/// Persons 1 and 2 stay above k = 2 rows after `v > 0`; person 4 has three rows in the dataset
+/// (so the index lists it) but one after the filter; person 3 has one row; three rows have no
+/// person. Person 1 spans groups a, b and c, person 2 groups a and b.
+const INDEX_CSV: &str = "person_id,grp,v\n\
+    1,a,1\n1,b,2\n1,c,3\n1,a,4\n1,b,5\n\
+    2,a,0\n2,a,3\n2,b,6\n2,b,9\n\
+    3,a,7\n\
+    4,b,0\n4,b,0\n4,c,8\n\
+    ,a,2\n,b,4\n,c,10\n";
+
+/// Per run, every released cell of `sql` as (its key, its value), in key order.
+fn released_cells(s: &Sandbox, sql: &str, runs: usize) -> Vec<Vec<(String, f64)>> {
+    (0..runs)
+        .map(|_| {
+            let t = query(s, sql);
+            let last = t.columns.len() - 1;
+            t.rows
+                .iter()
+                .map(|r| {
+                    let key = match &r[0] {
+                        Value::Text(k) if last > 0 => k.clone(),
+                        _ => String::new(),
+                    };
+                    let value = match r[last] {
+                        Value::Int(v) => v as f64,
+                        Value::Float(v) => v,
+                        ref other => panic!("{other:?}"),
+                    };
+                    (key, value)
+                })
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn the_contribution_index_releases_the_same_distribution_as_bounding_every_row() {
+    // Each query is released `RUNS` times on the index path and on the path that sends every row
+    // through the random choice; for each released cell a two-sample KS test at α = 0.001
+    // (critical distance 1.95·√(2/RUNS), conservative on these discrete sums) must not tell
+    // them apart: 4 cells, so a false failure has probability below 0.4%. Power check: the same
+    // test must tell the index path from every-row bounding at k = 4 on every cell that holds
+    // rows (group d holds none: its releases are noise alone, the same at any k).
+    const RUNS: usize = 200;
+    let extra = "max_groups_per_unit = 2";
+    let k2 = World::csv("index-k2", "visits", INDEX_CSV, &policy_k(2, extra));
+    let k4 = World::csv("index-k4", "visits", INDEX_CSV, &policy_k(4, extra));
+    let (indexed, full, wider) = (
+        k2.unlimited(),
+        k2.unlimited_without_index(),
+        k4.unlimited_without_index(),
+    );
+    let critical = 1.95 * (2.0 / RUNS as f64).sqrt();
+    for sql in [
+        "SELECT SUM(v) AS s FROM visits WHERE v > 0",
+        "SELECT grp, SUM(v) AS s FROM visits GROUP BY grp",
+    ] {
+        let runs = [&indexed, &full, &wider].map(|s| released_cells(s, sql, RUNS));
+        let cells = runs[0][0].len();
+        for c in 0..cells {
+            let key = runs[0][0][c].0.clone();
+            let [a, b, w] = runs
+                .each_ref()
+                .map(|r| r.iter().map(|cells| cells[c].1).collect::<Vec<f64>>());
+            let same = crate::ks_two_sample(&a, &b);
+            let power = crate::ks_two_sample(&a, &w);
+            println!(
+                "{sql}, cell {key:?}: KS {same:.3} (index vs every row), {power:.3} (vs k = 4); critical {critical:.3}"
+            );
+            assert!(
+                same < critical,
+                "{sql}, cell {key:?}: the index path's releases differ from every-row bounding (KS {same:.3} ≥ {critical:.3})"
+            );
+            assert!(
+                key == "d" || power > critical,
+                "{sql}, cell {key:?}: the test cannot tell k = 2 from k = 4 (KS {power:.3} ≤ {critical:.3})"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_source_that_changes_after_registration_is_refused_before_any_charge() {
+    // The version every receipt names, the answer cache and the contribution index all describe
+    // the registered bytes: a person added to the file afterwards must not be read unbounded.
+    let world = World::csv("index-stale", "visits", CSV, &policy_k(5, ""));
+    let accountant = std::sync::Arc::new(sluice_runtime::InMemoryAccountant::new());
+    let s = world.sandbox(accountant.clone());
+    let sql = "SELECT COUNT(*) AS n FROM visits";
+    let asker = asker("stats", "stale");
+    s.block_on(s.engine().query(&asker, sql, 1.0))
+        .expect("the registered version answers");
+    let heavy: String = (0..50).map(|_| "3,a,1\n").collect();
+    std::fs::write(world.root.join("data/visits.csv"), format!("{CSV}{heavy}")).unwrap();
+    let visits = "visits".parse().unwrap();
+    let day = std::time::Duration::from_secs(86_400);
+    let spent = || {
+        use sluice_runtime::Accountant;
+        accountant.dataset_spent(&visits, day).epsilon
+    };
+    let before = spent();
+    assert!(before > 0.0, "the first query was charged");
+    let err = s
+        .block_on(s.engine().query(&asker, sql, 1.0))
+        .expect_err("a changed source is refused");
+    assert!(
+        matches!(err, sluice_runtime::QueryError::NotGranted(_))
+            && err.to_string().contains("changed after version")
+            && err.to_string().contains("restarts"),
+        "{err}"
+    );
+    assert_eq!(spent(), before, "nothing charged");
 }

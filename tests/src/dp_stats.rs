@@ -308,24 +308,6 @@ fn laplace(rng: &mut impl rand::Rng, scale: f64) -> f64 {
 }
 
 /// Two-sample Kolmogorov–Smirnov statistic.
-fn ks_two_sample(a: &[f64], b: &[f64]) -> f64 {
-    let (mut a, mut b) = (a.to_vec(), b.to_vec());
-    a.sort_by(f64::total_cmp);
-    b.sort_by(f64::total_cmp);
-    let (mut i, mut j, mut d) = (0, 0, 0.0f64);
-    while i < a.len() && j < b.len() {
-        let x = a[i].min(b[j]);
-        while i < a.len() && a[i] <= x {
-            i += 1;
-        }
-        while j < b.len() && b[j] <= x {
-            j += 1;
-        }
-        d = d.max((i as f64 / a.len() as f64 - j as f64 / b.len() as f64).abs());
-    }
-    d
-}
-
 #[test]
 fn variance_releases_follow_the_declared_noisy_sums_and_a_30_percent_error_is_detected() {
     // The engine releases VARIANCE(age) from three noisy sums over ages clamped to [0, 100] and
@@ -386,7 +368,7 @@ fn variance_releases_follow_the_declared_noisy_sums_and_a_30_percent_error_is_de
     let mut rng = rand::rngs::StdRng::seed_from_u64(1);
     let reference: Vec<f64> = (0..20_000).map(|_| estimate(&mut rng, 1.0)).collect();
     let crit = |a: usize, b: usize| 1.949 * ((a + b) as f64 / (a * b) as f64).sqrt();
-    let d = ks_two_sample(&released, &reference);
+    let d = crate::ks_two_sample(&released, &reference);
     assert!(
         d < crit(runs, reference.len()),
         "KS {d:.4} > {:.4}: variance releases differ from the declared construction",
@@ -394,7 +376,7 @@ fn variance_releases_follow_the_declared_noisy_sums_and_a_30_percent_error_is_de
     );
     for widen in [1.3, 0.7] {
         let wrong: Vec<f64> = (0..runs).map(|_| estimate(&mut rng, widen)).collect();
-        let d = ks_two_sample(&wrong, &reference);
+        let d = crate::ks_two_sample(&wrong, &reference);
         assert!(
             d > crit(runs, reference.len()),
             "KS failed to reject scales x{widen} (D={d:.4})"

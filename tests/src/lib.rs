@@ -241,6 +241,35 @@ impl World {
     pub fn unlimited(&self) -> Sandbox {
         self.sandbox(Arc::new(Unlimited))
     }
+
+    /// Like [`Self::unlimited`], but bounding sends every row through the random choice instead
+    /// of only the heavy units' rows: the baseline the contribution index is compared with.
+    pub fn unlimited_without_index(&self) -> Sandbox {
+        let policy = self.policy().expect("the test world's policy loads");
+        let config = SandboxConfig::new(policy, &self.root, Arc::new(Unlimited));
+        Sandbox::new(config.without_answer_cache().without_contribution_index())
+            .expect("the test world's sandbox starts")
+    }
+}
+
+/// The two-sample Kolmogorov–Smirnov statistic: the largest distance between the empirical CDFs
+/// of `a` and `b`.
+pub fn ks_two_sample(a: &[f64], b: &[f64]) -> f64 {
+    let (mut a, mut b) = (a.to_vec(), b.to_vec());
+    a.sort_by(f64::total_cmp);
+    b.sort_by(f64::total_cmp);
+    let (mut i, mut j, mut d) = (0, 0, 0.0f64);
+    while i < a.len() && j < b.len() {
+        let x = a[i].min(b[j]);
+        while i < a.len() && a[i] <= x {
+            i += 1;
+        }
+        while j < b.len() && b[j] <= x {
+            j += 1;
+        }
+        d = d.max((i as f64 / a.len() as f64 - j as f64 / b.len() as f64).abs());
+    }
+    d
 }
 
 /// Test-only: an accountant that records nothing and allows everything, so that one query can

@@ -30,7 +30,8 @@ use arrow_array::types::{
     UInt32Type, UInt64Type,
 };
 use arrow_array::{
-    Array, Date32Array, Float64Array, Int64Array, PrimitiveArray, StringArray, UInt64Array,
+    Array, BooleanArray, Date32Array, Float64Array, Int64Array, PrimitiveArray, StringArray,
+    StringViewArray, UInt64Array,
 };
 use rand::RngCore;
 
@@ -115,9 +116,102 @@ pub fn date_labels(days: &Date32Array, label: &dyn Fn(i64) -> String) -> StringA
         .collect()
 }
 
+/// A set of privacy units (the units with more rows than a bound), and whether the rows with no
+/// unit count as one of them. Integer units are kept as `i64`, every other kind as text: the
+/// caller normalises a unit column the same way when it builds the set and when it probes it.
+#[derive(Debug, Default)]
+pub struct UnitSet {
+    ints: std::collections::HashSet<i64, foldhash::fast::RandomState>,
+    texts: std::collections::HashSet<String, foldhash::fast::RandomState>,
+    /// Whether a NULL unit is in the set.
+    pub nulls: bool,
+}
+
+impl UnitSet {
+    /// A set of integer units.
+    pub fn ints(units: &Int64Array, nulls: bool) -> Self {
+        Self {
+            ints: units.iter().flatten().collect(),
+            nulls,
+            ..Self::default()
+        }
+    }
+
+    /// A set of text units.
+    pub fn texts(units: &StringArray, nulls: bool) -> Self {
+        Self {
+            texts: units.iter().flatten().map(str::to_string).collect(),
+            nulls,
+            ..Self::default()
+        }
+    }
+
+    /// How many units (not counting the missing unit).
+    pub fn len(&self) -> usize {
+        self.ints.len() + self.texts.len()
+    }
+
+    /// Whether no unit, not even the missing one, is in the set.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0 && !self.nulls
+    }
+
+    /// Per row, whether its unit is in the set (never NULL).
+    pub fn mark_ints(&self, units: &Int64Array) -> BooleanArray {
+        units
+            .iter()
+            .map(|u| Some(u.map_or(self.nulls, |u| self.ints.contains(&u))))
+            .collect()
+    }
+
+    /// Per row, whether its unit is in the set (never NULL).
+    pub fn mark_texts(&self, units: &StringArray) -> BooleanArray {
+        units
+            .iter()
+            .map(|u| Some(u.map_or(self.nulls, |u| self.texts.contains(u))))
+            .collect()
+    }
+
+    /// Per row, whether its unit is in the set (never NULL).
+    pub fn mark_text_views(&self, units: &StringViewArray) -> BooleanArray {
+        units
+            .iter()
+            .map(|u| Some(u.map_or(self.nulls, |u| self.texts.contains(u))))
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unit_sets_mark_members_and_the_missing_unit_as_declared() {
+        let heavy = UnitSet::ints(&Int64Array::from(vec![Some(2), None, Some(9)]), false);
+        assert_eq!((heavy.len(), heavy.is_empty()), (2, false));
+        let rows = Int64Array::from(vec![Some(1), Some(2), None, Some(9)]);
+        assert_eq!(
+            heavy.mark_ints(&rows),
+            BooleanArray::from(vec![false, true, false, true])
+        );
+        let texts = UnitSet::texts(&StringArray::from(vec!["a"]), true);
+        assert_eq!(
+            texts.mark_texts(&StringArray::from(vec![Some("a"), Some("b"), None])),
+            BooleanArray::from(vec![true, false, true])
+        );
+        assert_eq!(
+            texts.mark_text_views(&StringViewArray::from(vec![Some("b"), None, Some("a")])),
+            BooleanArray::from(vec![false, true, true])
+        );
+        assert!(UnitSet::default().is_empty());
+        assert!(
+            !UnitSet {
+                nulls: true,
+                ..UnitSet::default()
+            }
+            .is_empty()
+        );
+    }
 
     #[test]
     fn numbers_convert_and_other_types_are_left_to_the_caller() {

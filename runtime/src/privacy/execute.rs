@@ -3,7 +3,6 @@
 //! proof that the query was charged.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, AsArray, Int64Array, StringArray};
 use datafusion::arrow::compute::cast;
@@ -19,7 +18,7 @@ use super::accountant::Charged;
 use super::design::{Design, Release, Statistic};
 use super::quantile;
 use super::validate::ValidatedQuery;
-use super::{Asker, PrivacyEngine};
+use super::{Asker, PrivacyEngine, udf};
 use crate::QueryError;
 use crate::data::Registered;
 
@@ -95,9 +94,91 @@ impl PrivacyEngine {
 
     /// Contribution bounding as the policy declares it: for a grouped query, at most
     /// `max_groups_per_unit` key tuples per unit and `max_rows_per_group` rows per unit and tuple
-    /// (each chosen at random; rows with a NULL unit or key are dropped by these steps); then at
-    /// most `max_rows_per_unit` rows per unit (at most `max_rows_per_group` without GROUP BY).
+    /// (each chosen at random; rows with a NULL unit or key are dropped by the first), then at
+    /// most `max_rows_per_unit` rows per unit (at most `max_rows_per_group` without GROUP BY),
+    /// chosen by `ROW_NUMBER() OVER (PARTITION BY unit ORDER BY random)`; rows without a unit are
+    /// bounded together as one unit.
+    ///
+    /// Every step is a no-op for a unit with no more rows than the smallest of these bounds, so
+    /// only the rows of the units the [`index`](super::index) lists as heavy go through them, and
+    /// the rest are kept as they are. Without the index (a benchmark's or a test's baseline) every
+    /// row goes through them.
+    ///
+    /// `df` is read once per branch, so it must be deterministic: a scan with a filter and key
+    /// expressions, never random choices. The random choices are read once.
     async fn bound(
+        &self,
+        df: DataFrame,
+        q: &ValidatedQuery,
+        ds: &sluice_policy::Dataset,
+    ) -> Result<DataFrame, DataFusionError> {
+        let unit = ds.privacy_unit.as_str();
+        let group_bounds = !q.keys.is_empty()
+            && (ds.max_groups_per_unit.is_some() || ds.max_rows_per_group.is_some());
+        let rows = match (q.keys.is_empty(), ds.max_rows_per_group) {
+            (true, Some(r)) => r.min(ds.max_rows_per_unit),
+            _ => ds.max_rows_per_unit,
+        };
+        let columns: Vec<Expr> = df
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| col(datafusion::common::Column::new_unqualified(f.name())))
+            .collect();
+        let (kept, chosen) = if self.contribution_index {
+            let light = if group_bounds {
+                [ds.max_groups_per_unit, ds.max_rows_per_group]
+                    .into_iter()
+                    .flatten()
+                    .fold(rows, u32::min)
+            } else {
+                rows
+            };
+            let heavy = self.index.heavy(&self.catalog.execution, ds, light).await?;
+            // The group step drops rows without a unit, however few.
+            let drop_missing = group_bounds && ds.max_groups_per_unit.is_some();
+            if heavy.is_empty() {
+                return if drop_missing {
+                    df.filter(col(unit).is_not_null())
+                } else {
+                    Ok(df)
+                };
+            }
+            let is_heavy = udf::InUnits::udf(heavy).call(vec![col(unit)]);
+            let mut kept = df
+                .clone()
+                .filter(datafusion::prelude::not(is_heavy.clone()))?;
+            if drop_missing {
+                kept = kept.filter(col(unit).is_not_null())?;
+            }
+            (Some(kept), df.filter(is_heavy)?)
+        } else {
+            (None, df)
+        };
+        let chosen = if group_bounds {
+            self.bound_groups(chosen, q, ds)?
+        } else {
+            chosen
+        };
+        let rank = row_number()
+            .partition_by(vec![col(unit)])
+            .order_by(vec![self.random.call(vec![col(unit)]).sort(true, false)])
+            .build()?
+            .alias("__sluice_rank");
+        let chosen = chosen
+            .window(vec![rank])?
+            .filter(col("__sluice_rank").lt_eq(lit(u64::from(rows))))?
+            .select(columns)?;
+        match kept {
+            Some(kept) => kept.union(chosen),
+            None => Ok(chosen),
+        }
+    }
+
+    /// The group steps of [`Self::bound`] for a grouped query: at most `max_groups_per_unit` key
+    /// tuples per unit, then at most `max_rows_per_group` rows per unit and tuple, each chosen at
+    /// random. Its output has `df`'s columns and key columns of its own after them.
+    fn bound_groups(
         &self,
         mut df: DataFrame,
         q: &ValidatedQuery,
@@ -105,145 +186,49 @@ impl PrivacyEngine {
     ) -> Result<DataFrame, DataFusionError> {
         let unit = ds.privacy_unit.as_str();
         let random = |cols: Vec<Expr>| self.random.call(cols).sort(true, false);
-        if q.keys.is_empty() {
-            let k = ds
-                .max_rows_per_group
-                .map_or(ds.max_rows_per_unit, |r| r.min(ds.max_rows_per_unit));
-            return self.bound_contributions(df, unit, k).await;
+        let keys: Vec<String> = (0..q.keys.len())
+            .map(|i| format!("__sluice_k{i}"))
+            .collect();
+        for (name, k) in keys.iter().zip(&q.keys) {
+            df = df.with_column(name, k.expr.clone())?;
         }
-        if ds.max_groups_per_unit.is_some() || ds.max_rows_per_group.is_some() {
-            let keys: Vec<String> = (0..q.keys.len())
-                .map(|i| format!("__sluice_k{i}"))
-                .collect();
-            for (name, k) in keys.iter().zip(&q.keys) {
-                df = df.with_column(name, k.expr.clone())?;
-            }
-            let columns: Vec<Expr> = df
-                .schema()
-                .fields()
-                .iter()
-                .map(|f| col(datafusion::common::Column::new_unqualified(f.name())))
-                .collect();
-            if let Some(g) = ds.max_groups_per_unit {
-                let mut tuple = vec![col(unit)];
-                tuple.extend(keys.iter().map(|k| col(k.as_str())));
-                let rank = row_number()
-                    .partition_by(vec![col(unit)])
-                    .order_by(vec![random(vec![col(unit)])])
-                    .build()?
-                    .alias("__sluice_grank");
-                let mut kept = vec![col(unit).alias("__sluice_gu")];
-                kept.extend(keys.iter().map(|k| col(k.as_str()).alias(format!("{k}_g"))));
-                let chosen = df
-                    .clone()
-                    .aggregate(tuple, vec![])?
-                    .window(vec![rank])?
-                    .filter(col("__sluice_grank").lt_eq(lit(u64::from(g))))?
-                    .select(kept)?;
-                let mut left = vec![unit.to_string()];
-                left.extend(keys.iter().cloned());
-                let mut right = vec!["__sluice_gu".to_string()];
-                right.extend(keys.iter().map(|k| format!("{k}_g")));
-                let left: Vec<&str> = left.iter().map(String::as_str).collect();
-                let right: Vec<&str> = right.iter().map(String::as_str).collect();
-                df = df.join(chosen, JoinType::LeftSemi, &left, &right, None)?;
-            }
-            if let Some(r) = ds.max_rows_per_group {
-                let mut partition = vec![col(unit)];
-                partition.extend(keys.iter().map(|k| col(k.as_str())));
-                let rank = row_number()
-                    .partition_by(partition)
-                    .order_by(vec![random(vec![col(unit)])])
-                    .build()?
-                    .alias("__sluice_rrank");
-                df = df
-                    .window(vec![rank])?
-                    .filter(col("__sluice_rrank").lt_eq(lit(u64::from(r))))?
-                    .select(columns.clone())?;
-            }
-            // The rows above come from random choices: a plan that read them twice (as the
-            // light/heavy split of `bound_contributions` does) would see two different
-            // choices and could let a unit through unbounded. One window over them all reads
-            // them once.
+        if let Some(g) = ds.max_groups_per_unit {
+            let mut tuple = vec![col(unit)];
+            tuple.extend(keys.iter().map(|k| col(k.as_str())));
             let rank = row_number()
                 .partition_by(vec![col(unit)])
                 .order_by(vec![random(vec![col(unit)])])
                 .build()?
-                .alias("__sluice_rank");
-            return df
+                .alias("__sluice_grank");
+            let mut kept = vec![col(unit).alias("__sluice_gu")];
+            kept.extend(keys.iter().map(|k| col(k.as_str()).alias(format!("{k}_g"))));
+            let chosen = df
+                .clone()
+                .aggregate(tuple, vec![])?
                 .window(vec![rank])?
-                .filter(col("__sluice_rank").lt_eq(lit(u64::from(ds.max_rows_per_unit))))?
-                .select(columns);
+                .filter(col("__sluice_grank").lt_eq(lit(u64::from(g))))?
+                .select(kept)?;
+            let mut left = vec![unit.to_string()];
+            left.extend(keys.iter().cloned());
+            let mut right = vec!["__sluice_gu".to_string()];
+            right.extend(keys.iter().map(|k| format!("{k}_g")));
+            let left: Vec<&str> = left.iter().map(String::as_str).collect();
+            let right: Vec<&str> = right.iter().map(String::as_str).collect();
+            df = df.join(chosen, JoinType::LeftSemi, &left, &right, None)?;
         }
-        self.bound_contributions(df, unit, ds.max_rows_per_unit)
-            .await
-    }
-
-    /// Keeps at most `k` rows of each privacy unit, chosen uniformly at random.
-    ///
-    /// Units with at most `k` rows keep them all; only the rows of the other units (found first
-    /// and held in memory) and of a missing unit (treated as one unit) go through
-    /// `ROW_NUMBER() OVER (PARTITION BY unit ORDER BY random) <= k`. The result is the same as
-    /// windowing every row, but the sort touches only the heavy units, and both joins build
-    /// their hash table over the heavy units alone.
-    ///
-    /// The plan reads `df` more than once (to count, and in each branch), so `df` must be
-    /// deterministic: a scan with a filter and key expressions, never random choices.
-    async fn bound_contributions(
-        &self,
-        df: DataFrame,
-        unit: &str,
-        k: u32,
-    ) -> Result<DataFrame, DataFusionError> {
-        let columns: Vec<Expr> = df
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| col(datafusion::common::Column::new_unqualified(f.name())))
-            .collect();
-        // The units above the bound, computed once and held in memory: usually few, so both
-        // joins below build a small hash table instead of one over every unit.
-        let heavy_units = df
-            .clone()
-            .aggregate(vec![col(unit)], vec![count(lit(1i64)).alias("__sluice_n")])?
-            .filter(
-                col("__sluice_n")
-                    .gt(lit(i64::from(k)))
-                    .and(col(unit).is_not_null()),
-            )?
-            .select(vec![col(unit).alias("__sluice_heavy")])?;
-        let schema = Arc::new(heavy_units.schema().as_arrow().clone());
-        let batches = heavy_units.collect().await?;
-        let heavy_units = self.catalog.execution.read_table(Arc::new(
-            datafusion::datasource::MemTable::try_new(schema, vec![batches])?,
-        ))?;
-        let light = df.clone().filter(col(unit).is_not_null())?.join(
-            heavy_units.clone(),
-            JoinType::LeftAnti,
-            &[unit],
-            &["__sluice_heavy"],
-            None,
-        )?;
-        let rank = row_number()
-            .partition_by(vec![col(unit)])
-            .order_by(vec![self.random.call(vec![col(unit)]).sort(true, false)])
-            .build()?
-            .alias("__sluice_rank");
-        // Rows of heavy units, and rows without a unit (bounded together as one unit).
-        let heavy = df
-            .clone()
-            .join(
-                heavy_units,
-                JoinType::LeftSemi,
-                &[unit],
-                &["__sluice_heavy"],
-                None,
-            )?
-            .union(df.filter(col(unit).is_null())?)?
-            .window(vec![rank])?
-            .filter(col("__sluice_rank").lt_eq(lit(u64::from(k))))?
-            .select(columns)?;
-        light.union(heavy)
+        if let Some(r) = ds.max_rows_per_group {
+            let mut partition = vec![col(unit)];
+            partition.extend(keys.iter().map(|k| col(k.as_str())));
+            let rank = row_number()
+                .partition_by(partition)
+                .order_by(vec![random(vec![col(unit)])])
+                .build()?
+                .alias("__sluice_rrank");
+            df = df
+                .window(vec![rank])?
+                .filter(col("__sluice_rrank").lt_eq(lit(u64::from(r))))?;
+        }
+        Ok(df)
     }
 
     /// The rows a query reads before bounding: the dataset, joined with its public lookup (an

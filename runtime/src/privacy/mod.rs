@@ -47,6 +47,7 @@ pub mod dates;
 mod describe;
 mod design;
 mod execute;
+mod index;
 pub mod mechanisms;
 pub mod quantile;
 mod release;
@@ -158,6 +159,11 @@ pub struct PrivacyEngine {
     fixed: Arc<ScalarUDF>,
     random: Arc<ScalarUDF>,
     rank: Arc<ScalarUDF>,
+    /// The heavy units of each dataset, found once ([`index`]).
+    index: index::ContributionIndex,
+    /// Whether bounding sends only heavy units' rows through the random choice (the default) or
+    /// every row (a baseline for benchmarks and tests).
+    contribution_index: bool,
     /// Whether answers wait for the dataset's response-time bucket (not over mock data, whose
     /// timing is about no one).
     pad_response_time: bool,
@@ -180,8 +186,18 @@ impl PrivacyEngine {
             fixed: Arc::new(FixedPoint::udf()),
             random: Arc::new(RandomKey::udf()),
             rank: Arc::new(RankCode::udf()),
+            index: index::ContributionIndex::default(),
+            contribution_index: true,
             pad_response_time: true,
         }
+    }
+
+    /// Sends every row through contribution bounding's random choice instead of only the rows of
+    /// the units the contribution index lists as heavy: the same released distribution, slower. A
+    /// baseline for benchmarks and for the test that both paths agree.
+    pub fn without_contribution_index(mut self) -> Self {
+        self.contribution_index = false;
+        self
     }
 
     /// Answers at once, whatever the datasets' `response_time_bucket_ms`: for plans over mock
@@ -288,6 +304,9 @@ impl PrivacyEngine {
         let statement = parse(sql)?;
         let state = self.catalog.planning.state();
         let (registered, grant, lookup) = self.resolve(asker, &state, &statement)?;
+        registered
+            .check_unchanged()
+            .map_err(QueryError::NotGranted)?;
         refuse_hidden(&statement, registered)?;
         let plan = state
             .statement_to_plan(statement)

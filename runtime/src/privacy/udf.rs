@@ -149,3 +149,109 @@ impl ScalarUDFImpl for RandomKey {
         Ok(ColumnarValue::Array(Arc::new(out) as ArrayRef))
     }
 }
+
+/// `sluice_heavy(unit)`: whether a row's privacy unit is in a set of units that have more rows
+/// than a bound ([`sluice_kernels::UnitSet`]); never NULL. The set travels inside the function,
+/// not in the plan, so a plan shows only the function's name, never a unit.
+pub struct InUnits {
+    set: Arc<sluice_kernels::UnitSet>,
+    signature: Signature,
+}
+
+impl InUnits {
+    /// The function's name in plans.
+    pub const NAME: &'static str = "sluice_heavy";
+
+    /// The UDF over `set`.
+    pub fn udf(set: Arc<sluice_kernels::UnitSet>) -> ScalarUDF {
+        ScalarUDF::new_from_impl(Self {
+            set,
+            signature: Signature::any(1, Volatility::Immutable),
+        })
+    }
+}
+
+// Never the units themselves: a plan's debug text can reach logs.
+impl std::fmt::Debug for InUnits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "InUnits({} units)", self.set.len())
+    }
+}
+
+// Two of these are the same function only when they share one set.
+impl PartialEq for InUnits {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.set, &other.set)
+    }
+}
+impl Eq for InUnits {}
+impl std::hash::Hash for InUnits {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        std::ptr::hash(Arc::as_ptr(&self.set), state);
+    }
+}
+
+impl ScalarUDFImpl for InUnits {
+    fn name(&self) -> &str {
+        Self::NAME
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Boolean)
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let units = args.args[0].to_array(args.number_rows)?;
+        let out = match units_key(&units)? {
+            UnitKey::Ints(a) => self.set.mark_ints(&a),
+            UnitKey::Texts(a) => self.set.mark_texts(&a),
+            UnitKey::Views(a) => self.set.mark_text_views(&a),
+        };
+        Ok(ColumnarValue::Array(Arc::new(out) as ArrayRef))
+    }
+}
+
+/// A unit column as the unit sets key it: integers that fit an `i64` losslessly as `i64`, every
+/// other type as its text. Building a set and probing it go through this one function, so a
+/// unit always meets itself.
+pub(crate) enum UnitKey {
+    Ints(datafusion::arrow::array::Int64Array),
+    Texts(datafusion::arrow::array::StringArray),
+    Views(datafusion::arrow::array::StringViewArray),
+}
+
+pub(crate) fn units_key(units: &ArrayRef) -> Result<UnitKey> {
+    use datafusion::arrow::array::AsArray;
+    Ok(match units.data_type() {
+        DataType::Utf8View => UnitKey::Views(units.as_string_view().clone()),
+        DataType::Int8
+        | DataType::Int16
+        | DataType::Int32
+        | DataType::Int64
+        | DataType::UInt8
+        | DataType::UInt16
+        | DataType::UInt32 => UnitKey::Ints(
+            cast(units, &DataType::Int64)?
+                .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
+                .clone(),
+        ),
+        _ => UnitKey::Texts(cast(units, &DataType::Utf8)?.as_string::<i32>().clone()),
+    })
+}
+
+/// The set of the units in `units` (rows of one column); `nulls` says whether the missing unit
+/// belongs to it.
+pub(crate) fn unit_set(units: &ArrayRef, nulls: bool) -> Result<sluice_kernels::UnitSet> {
+    Ok(match units_key(units)? {
+        UnitKey::Ints(a) => sluice_kernels::UnitSet::ints(&a, nulls),
+        UnitKey::Texts(a) => sluice_kernels::UnitSet::texts(&a, nulls),
+        UnitKey::Views(a) => {
+            let text = cast(&(Arc::new(a) as ArrayRef), &DataType::Utf8)?;
+            sluice_kernels::UnitSet::texts(
+                datafusion::arrow::array::AsArray::as_string::<i32>(&text),
+                nulls,
+            )
+        }
+    })
+}
