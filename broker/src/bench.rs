@@ -77,6 +77,7 @@ pub(crate) fn ms(d: Duration) -> f64 {
 /// naive bounding window), then a job's first and cached load.
 pub fn run(rows: usize, reps: usize, dir: &Path) -> Result<ExitCode> {
     let reps = reps.max(1);
+    crate::bench_workloads::run(rows, reps, dir)?;
     let path = dir.join(format!("health_visits_{rows}.parquet"));
     if !path.exists() {
         eprintln!("generating {rows} rows into {} (once)…", path.display());

@@ -11,6 +11,7 @@
 
 mod bench;
 mod bench_console;
+mod bench_workloads;
 mod local;
 mod print;
 mod remote;

@@ -5,7 +5,9 @@
 //!   differ by all rows of one unit.
 //! - **Contribution bounding:** after the WHERE filter, at most `max_rows_per_unit` (k) rows per unit
 //!   are kept, chosen uniformly at random (`ROW_NUMBER() OVER (PARTITION BY unit ORDER BY random)`,
-//!   applied only to the rows of units that have more than k; a missing unit counts as one unit).
+//!   applied only to the rows of the units that have more than k rows in the whole dataset, which
+//!   the contribution index (`index.rs`) finds once per dataset version; a missing unit counts as one
+//!   unit).
 //! - **Released:** for every combination of the GROUP BY keys' *public* domains (empty groups
 //!   too, rows whose key is outside the domain dropped), each requested aggregate plus noise.
 //!   Key values come from policy, never from data, except for keys whose policy allows DP

@@ -19,6 +19,10 @@
 //! - `tourism_trips`: one row per visit to a scenic spot. Privacy unit `visitor_id`; 1–14 trips per
 //!   visitor. Columns: spot, month (`2026-MM`, seasonal), origin province, spend in CNY, group size,
 //!   and the hidden `visitor_name` and `phone`.
+//! - `residents`: the performance benchmark's shape (one row per person and month of income
+//!   records). Privacy unit `person_id`; 1–5 rows per person, uniformly (3 on average, so 10M rows
+//!   hold about 3.33M persons and none is above a bound of 5). Columns: one of 12 districts, age,
+//!   income in CNY (log-normal, a few above a 200,000 bound).
 //!
 //! Every name and number is invented; no real person is described.
 
@@ -327,6 +331,54 @@ impl HealthCols {
         ];
         Ok(RecordBatch::try_new(schema.clone(), arrays)?)
     }
+}
+
+/// The twelve districts of the `residents` benchmark table.
+pub const RESIDENT_DISTRICTS: [&str; 12] = [
+    "D01", "D02", "D03", "D04", "D05", "D06", "D07", "D08", "D09", "D10", "D11", "D12",
+];
+
+/// Writes `rows` resident income records to `path` (Parquet), deterministically from `seed`: the
+/// benchmark shape of 1–5 rows per person (see the crate docs).
+pub fn residents(path: &Path, rows: usize, seed: u64) -> Result<()> {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("person_id", DataType::Int64, false),
+        Field::new("district", DataType::Utf8, false),
+        Field::new("age", DataType::Int64, false),
+        Field::new("income", DataType::Float64, false),
+    ]));
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut out = Writer::create(path, schema.clone(), rows)?;
+    let (mut written, mut person) = (0usize, 0i64);
+    let mut cols: (Vec<i64>, Vec<&str>, Vec<i64>, Vec<f64>) = Default::default();
+    while written < rows {
+        person += 1;
+        let district = RESIDENT_DISTRICTS[rng.random_range(0..RESIDENT_DISTRICTS.len())];
+        let age = ((normal(&mut rng) * 18.0 + 42.0).round() as i64).clamp(16, 100);
+        let level = 60_000.0 * (normal(&mut rng) * 0.6).exp();
+        for _ in 0..rng.random_range(1..=5) {
+            if written >= rows {
+                break;
+            }
+            let income = (level * (normal(&mut rng) * 0.1).exp()).round();
+            cols.0.push(person);
+            cols.1.push(district);
+            cols.2.push(age);
+            cols.3.push(income);
+            written += 1;
+            if cols.0.len() == BATCH || written == rows {
+                let (p, d, a, i) = std::mem::take(&mut cols);
+                let arrays: Vec<ArrayRef> = vec![
+                    Arc::new(Int64Array::from(p)),
+                    Arc::new(StringArray::from(d)),
+                    Arc::new(Int64Array::from(a)),
+                    Arc::new(Float64Array::from(i)),
+                ];
+                out.write(&RecordBatch::try_new(schema.clone(), arrays)?)?;
+            }
+        }
+    }
+    out.finish()
 }
 
 /// Writes `rows` tourism trips to `path` (Parquet), deterministically from `seed`.
