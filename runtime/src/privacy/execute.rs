@@ -3,6 +3,7 @@
 //! proof that the query was charged.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, AsArray, Int64Array, StringArray};
 use datafusion::arrow::compute::cast;
@@ -12,6 +13,8 @@ use datafusion::common::DataFusionError;
 use datafusion::functions_aggregate::expr_fn::{count, count_distinct, sum};
 use datafusion::functions_window::expr_fn::row_number;
 use datafusion::logical_expr::ExprFunctionExt;
+use datafusion::physical_plan::execution_plan::reset_plan_states;
+use datafusion::physical_plan::{ExecutionPlan, collect};
 use datafusion::prelude::{DataFrame, Expr, JoinType, col, lit};
 
 use super::accountant::Charged;
@@ -47,49 +50,83 @@ impl PrivacyEngine {
 
     /// The bounded relation, built once (contribution bounding picks rows at random, and every
     /// release of a query reads the same pick), then the additive aggregates and each quantile's
-    /// histogram from it. Read by more than one of them, it is materialized once, with only the
-    /// columns they read.
+    /// histogram from it. With one reader, its physical plan is kept for the next query of the
+    /// same shape ([`super::plans`]); read by more than one, it is materialized once, with only
+    /// the columns they read.
     async fn truth(
         &self,
         q: &ValidatedQuery,
         ds: &sluice_policy::Dataset,
         releases: &[Release],
     ) -> Result<Truth, DataFusionError> {
-        let quantiles: Vec<(usize, &str, f64, f64, bool)> = releases
-            .iter()
-            .enumerate()
-            .filter_map(|(i, r)| match &r.stat {
-                Statistic::Quantile {
-                    column,
-                    lo,
-                    hi,
-                    integer,
-                    ..
-                } => Some((i, column.as_str(), *lo, *hi, *integer)),
-                _ => None,
-            })
-            .collect();
-        let additive = quantiles.len() < releases.len();
-        let mut bounded = self.bound(self.base(q, ds).await?, q, ds).await?;
-        if quantiles.len() + usize::from(additive) > 1 {
-            let columns = read_columns(q, releases, ds);
-            let columns: Vec<&str> = columns.iter().map(String::as_str).collect();
-            bounded = bounded.select_columns(&columns)?.cache().await?;
-        }
+        let readers = readers(releases);
         let mut truth = Truth {
             additive: HashMap::new(),
             histograms: HashMap::new(),
         };
-        if additive {
-            truth.additive = self.true_values(bounded.clone(), q, ds, releases).await?;
+        if let [reader] = readers.as_slice() {
+            let plan = self.plan(q, ds, releases, reader).await?;
+            let task = self.catalog.execution.task_ctx();
+            let batches = collect(reset_plan_states(plan)?, task).await?;
+            read(reader, &batches, q, releases, &mut truth)?;
+            return Ok(truth);
         }
-        for (i, column, lo, hi, integer) in quantiles {
-            let h = self
-                .quantile_histograms(bounded.clone(), q, column, lo, hi, integer)
-                .await?;
-            truth.histograms.insert(i, h);
+        let columns = read_columns(q, releases, ds);
+        let columns: Vec<&str> = columns.iter().map(String::as_str).collect();
+        let bounded = self
+            .bound(self.base(q, ds).await?, q, ds)
+            .await?
+            .select_columns(&columns)?
+            .cache()
+            .await?;
+        for reader in &readers {
+            let frame = self.reader_frame(bounded.clone(), reader, q, ds, releases)?;
+            read(reader, &frame.collect().await?, q, releases, &mut truth)?;
         }
         Ok(truth)
+    }
+
+    /// The physical plan of a query's only reader: the one kept for this query shape, or a new
+    /// one (kept unless it holds state that a rerun would see).
+    async fn plan(
+        &self,
+        q: &ValidatedQuery,
+        ds: &sluice_policy::Dataset,
+        releases: &[Release],
+        reader: &Reader<'_>,
+    ) -> Result<Arc<dyn ExecutionPlan>, DataFusionError> {
+        let key = super::plans::PlanKey::new(q, releases);
+        if let Some(plan) = self.plans.get(&key) {
+            return Ok(plan);
+        }
+        let bounded = self.bound(self.base(q, ds).await?, q, ds).await?;
+        let plan = self
+            .reader_frame(bounded, reader, q, ds, releases)?
+            .create_physical_plan()
+            .await?;
+        self.plans.insert(key, &plan);
+        Ok(plan)
+    }
+
+    /// The aggregate `reader` runs over the bounded relation.
+    fn reader_frame(
+        &self,
+        bounded: DataFrame,
+        reader: &Reader<'_>,
+        q: &ValidatedQuery,
+        ds: &sluice_policy::Dataset,
+        releases: &[Release],
+    ) -> Result<DataFrame, DataFusionError> {
+        match *reader {
+            Reader::Additive => Ok(self.additive_frame(bounded, q, ds, releases)?.1),
+            Reader::Quantile {
+                column,
+                lo,
+                hi,
+                integer,
+                ..
+            } => self.histogram_frame(bounded, q, column, lo, hi, integer),
+        }
     }
 
     /// Contribution bounding as the policy declares it: for a grouped query, at most
@@ -282,30 +319,6 @@ impl PrivacyEngine {
         })
     }
 
-    /// Runs the DP rewrite on DataFusion and returns, per key tuple, the exact value of each
-    /// additive release.
-    async fn true_values(
-        &self,
-        df: DataFrame,
-        q: &ValidatedQuery,
-        ds: &sluice_policy::Dataset,
-        releases: &[Release],
-    ) -> Result<HashMap<Vec<String>, Vec<i64>>, DataFusionError> {
-        let (additive, df) = self.additive_frame(df, q, ds, releases)?;
-        let batches = df.collect().await?;
-        let truth = collect_truth(&batches, q.keys.len(), additive.len())?;
-        Ok(truth
-            .into_iter()
-            .map(|(key, vals)| {
-                let mut full = vec![0i64; releases.len()];
-                for (v, &i) in vals.into_iter().zip(&additive) {
-                    full[i] = v;
-                }
-                (key, full)
-            })
-            .collect())
-    }
-
     /// The aggregate over `df` (the bounded relation) that computes every additive release, and
     /// which releases its columns are.
     fn additive_frame(
@@ -343,9 +356,9 @@ impl PrivacyEngine {
             .map_err(super::after_charge(QueryError::ExecutionFailed))
     }
 
-    /// Per key tuple, the histogram of [`sluice_kernels::rank_code`]s of `column`'s bounded
-    /// values: the counts OpenDP's quantile score is computed from.
-    async fn quantile_histograms(
+    /// The aggregate that counts, per key tuple, the [`sluice_kernels::rank_code`]s of
+    /// `column`'s bounded values: the counts OpenDP's quantile score is computed from.
+    fn histogram_frame(
         &self,
         df: DataFrame,
         q: &ValidatedQuery,
@@ -353,8 +366,7 @@ impl PrivacyEngine {
         lo: f64,
         hi: f64,
         integer: bool,
-    ) -> Result<HashMap<Vec<String>, Vec<u64>>, DataFusionError> {
-        let m = quantile::candidates(lo, hi, integer).len();
+    ) -> Result<DataFrame, DataFusionError> {
         let mut keys = key_exprs(q);
         keys.push(
             self.rank
@@ -366,24 +378,99 @@ impl PrivacyEngine {
                 ])
                 .alias("__sluice_code"),
         );
-        let batches = df
-            .aggregate(keys, vec![count(lit(1i64)).alias("__sluice_n")])?
-            .collect()
-            .await?;
-        // The code becomes the last "key"; rows with a NULL code (NULL or NaN value) are dropped
-        // like rows outside every public domain.
-        let flat = collect_truth(&batches, q.keys.len() + 1, 1)?;
-        let mut out: HashMap<Vec<String>, Vec<u64>> = HashMap::new();
-        for (mut key, n) in flat {
-            let code: usize = key
-                .pop()
-                .and_then(|c| c.parse().ok())
-                .filter(|c| *c <= 2 * m)
-                .ok_or_else(|| DataFusionError::Internal("rank code".into()))?;
-            out.entry(key).or_insert_with(|| vec![0; 2 * m + 1])[code] += n[0].max(0) as u64;
-        }
-        Ok(out)
+        df.aggregate(keys, vec![count(lit(1i64)).alias("__sluice_n")])
     }
+}
+
+/// One consumer of a query's bounded relation: the aggregate of all its additive releases, or
+/// one quantile release's histogram.
+enum Reader<'a> {
+    Additive,
+    Quantile {
+        release: usize,
+        column: &'a str,
+        lo: f64,
+        hi: f64,
+        integer: bool,
+    },
+}
+
+/// The readers of `releases`: one per quantile release, and one for all the additive ones.
+fn readers(releases: &[Release]) -> Vec<Reader<'_>> {
+    let mut readers: Vec<Reader<'_>> = releases
+        .iter()
+        .enumerate()
+        .filter_map(|(release, r)| match &r.stat {
+            Statistic::Quantile {
+                column,
+                lo,
+                hi,
+                integer,
+                ..
+            } => Some(Reader::Quantile {
+                release,
+                column: column.as_str(),
+                lo: *lo,
+                hi: *hi,
+                integer: *integer,
+            }),
+            _ => None,
+        })
+        .collect();
+    if readers.len() < releases.len() {
+        readers.insert(0, Reader::Additive);
+    }
+    readers
+}
+
+/// Reads what `reader`'s aggregate returned into `truth`.
+fn read(
+    reader: &Reader<'_>,
+    batches: &[RecordBatch],
+    q: &ValidatedQuery,
+    releases: &[Release],
+    truth: &mut Truth,
+) -> Result<(), DataFusionError> {
+    match *reader {
+        Reader::Additive => {
+            // The additive releases, in the order of `additive_frame`'s columns.
+            let additive: Vec<usize> = releases
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| !matches!(r.stat, Statistic::Quantile { .. }))
+                .map(|(i, _)| i)
+                .collect();
+            for (key, vals) in collect_truth(batches, q.keys.len(), additive.len())? {
+                let mut full = vec![0i64; releases.len()];
+                for (v, &i) in vals.into_iter().zip(&additive) {
+                    full[i] = v;
+                }
+                truth.additive.insert(key, full);
+            }
+        }
+        Reader::Quantile {
+            release,
+            lo,
+            hi,
+            integer,
+            ..
+        } => {
+            let m = quantile::candidates(lo, hi, integer).len();
+            // The code is the last "key"; rows with a NULL code (NULL or NaN value) are dropped
+            // like rows outside every public domain.
+            let mut out: HashMap<Vec<String>, Vec<u64>> = HashMap::new();
+            for (mut key, n) in collect_truth(batches, q.keys.len() + 1, 1)? {
+                let code: usize = key
+                    .pop()
+                    .and_then(|c| c.parse().ok())
+                    .filter(|c| *c <= 2 * m)
+                    .ok_or_else(|| DataFusionError::Internal("rank code".into()))?;
+                out.entry(key).or_insert_with(|| vec![0; 2 * m + 1])[code] += n[0].max(0) as u64;
+            }
+            truth.histograms.insert(release, out);
+        }
+    }
+    Ok(())
 }
 
 /// The columns a query's keys and releases read (and the privacy unit).

@@ -51,6 +51,7 @@ mod design;
 mod execute;
 mod index;
 pub mod mechanisms;
+mod plans;
 pub mod quantile;
 mod release;
 pub mod selection;
@@ -163,6 +164,8 @@ pub struct PrivacyEngine {
     rank: Arc<ScalarUDF>,
     /// The heavy units of each dataset, found once ([`index`]).
     index: index::ContributionIndex,
+    /// Physical plans of the query shapes run so far ([`plans`]).
+    plans: plans::PlanCache,
     /// Whether bounding sends only heavy units' rows through the random choice (the default) or
     /// every row (a baseline for benchmarks and tests).
     contribution_index: bool,
@@ -189,6 +192,7 @@ impl PrivacyEngine {
             random: Arc::new(RandomKey::udf()),
             rank: Arc::new(RankCode::udf()),
             index: index::ContributionIndex::default(),
+            plans: plans::PlanCache::default(),
             contribution_index: true,
             pad_response_time: true,
         }

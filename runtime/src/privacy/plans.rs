@@ -1,0 +1,78 @@
+//! Physical plans kept per query shape, so that a query asked again (by any job, at any ε) skips
+//! DataFusion's optimizer and physical planner, which are most of a small query's time.
+//!
+//! A plan is a pure function of what its key holds: the dataset (one version for the engine's
+//! life, with one contribution index), the validated query (filter, keys, lookup join) and the
+//! releases (statistics, clamp bounds, fixed-point scales); the policy is the engine's own. It
+//! holds no data and no answer: every run executes it afresh, with fresh random choices in
+//! contribution bounding, on a copy whose run-time state DataFusion resets
+//! (`reset_plan_states`), never on the kept original. A plan with a dynamic filter (a hash
+//! join's, pushed into a scan) is not kept, since DataFusion does not support rerunning those.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use datafusion::physical_plan::{ExecutionPlan, displayable};
+
+use super::design::Release;
+use super::validate::ValidatedQuery;
+
+/// Plans kept at most; past that the cache starts afresh (query shapes are few in practice).
+const MAX_PLANS: usize = 512;
+
+/// What a kept plan is the plan of.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct PlanKey(String);
+
+impl PlanKey {
+    /// The key of `q`'s releases: its canonical plan text and the exact expressions and releases
+    /// the rewrite reads (their debug forms, which name every literal).
+    pub(crate) fn new(q: &ValidatedQuery, releases: &[Release]) -> Self {
+        let keys: Vec<_> = q.keys.iter().map(|k| &k.expr).collect();
+        let stats: Vec<_> = releases.iter().map(|r| &r.stat).collect();
+        Self(format!(
+            "{}\n{}\n{:?}\n{:?}\n{:?}\n{:?}",
+            q.dataset, q.normalized, q.filter, keys, q.lookup, stats
+        ))
+    }
+}
+
+/// The kept plans.
+#[derive(Default)]
+pub(crate) struct PlanCache {
+    plans: Mutex<HashMap<PlanKey, Arc<dyn ExecutionPlan>>>,
+}
+
+impl PlanCache {
+    /// The plan kept for `key`.
+    pub(crate) fn get(&self, key: &PlanKey) -> Option<Arc<dyn ExecutionPlan>> {
+        self.lock().get(key).cloned()
+    }
+
+    /// Keeps `plan` for `key`, unless it cannot be rerun.
+    pub(crate) fn insert(&self, key: PlanKey, plan: &Arc<dyn ExecutionPlan>) {
+        if !rerunnable(plan.as_ref()) {
+            return;
+        }
+        let mut plans = self.lock();
+        if plans.len() >= MAX_PLANS {
+            plans.clear();
+        }
+        plans.insert(key, plan.clone());
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PlanKey, Arc<dyn ExecutionPlan>>> {
+        self.plans
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Whether DataFusion supports running `plan` again after resetting its state: not with a
+/// dynamic filter.
+fn rerunnable(plan: &dyn ExecutionPlan) -> bool {
+    !displayable(plan)
+        .indent(true)
+        .to_string()
+        .contains("DynamicFilter")
+}
