@@ -392,3 +392,26 @@ fn a_refusal_reaches_the_guest_with_the_same_message_through_the_wit_boundary() 
     );
     assert!(failure.queries.is_empty());
 }
+
+#[test]
+fn a_query_kept_after_one_grant_validated_it_is_still_refused_under_another() {
+    // The engine keeps a validated query (and its plan) per SQL text; the grant's aggregations
+    // are part of that key, and authorization runs on every query.
+    let (s, _) = sandbox();
+    let sql = "SELECT SUM(age) AS s FROM health_visits";
+    for _ in 0..2 {
+        s.block_on(s.engine().query(&asker("analyst"), sql, 0.5))
+            .expect("the analyst's grant allows SUM");
+    }
+    let err = s
+        .block_on(s.engine().query(&asker("counter"), sql, 0.5))
+        .expect_err("the counter's grant does not");
+    assert_eq!(
+        err,
+        QueryError::AggregationDenied("the grant does not allow `sum`; it allows: count".into())
+    );
+    let err = s
+        .block_on(s.engine().query(&asker("tourism-lab"), sql, 0.5))
+        .expect_err("not granted at all");
+    assert!(matches!(err, QueryError::NotGranted(_)), "{err}");
+}

@@ -314,14 +314,24 @@ impl PrivacyEngine {
             .check_unchanged()
             .map_err(QueryError::NotGranted)?;
         refuse_hidden(&statement, registered)?;
-        let plan = state
-            .statement_to_plan(statement)
-            .await
-            .map_err(|e| plan_error(&e, &registered.policy))?;
-        let mut q = validate::validate(&plan, &registered.policy, &grant.aggregations, lookup)?;
-        q.submitted = sql.to_string();
-        // After validation, whose refusals say more about the query; both come before the charge.
-        constants::check(&plan)?;
+        let key = plans::ValidatedKey::new(sql, &registered.policy, grant);
+        let q = match self.plans.validated(&key) {
+            Some(q) => q,
+            None => {
+                let plan = state
+                    .statement_to_plan(statement)
+                    .await
+                    .map_err(|e| plan_error(&e, &registered.policy))?;
+                let mut q =
+                    validate::validate(&plan, &registered.policy, &grant.aggregations, lookup)?;
+                q.submitted = sql.to_string();
+                // After validation, whose refusals say more about the query; both come before
+                // the charge.
+                constants::check(&plan)?;
+                self.plans.keep_validated(key, &q);
+                q
+            }
+        };
         if let (Some(column), None) = (q.selected().first(), grant.delta_per_query) {
             return Err(QueryError::NotGranted(format!(
                 "column `{column}` has no public value domain: its values are released only by DP partition selection, which spends δ, and the grant of operator `{}` on dataset `{}` allows no δ (delta_per_query)",

@@ -1,5 +1,11 @@
 //! Physical plans kept per query shape, so that a query asked again (by any job, at any ε) skips
-//! DataFusion's optimizer and physical planner, which are most of a small query's time.
+//! DataFusion's optimizer and physical planner, which are most of a small query's time; and
+//! validated queries kept per SQL text, so that it also skips logical planning and validation.
+//!
+//! A validated query is a pure function of the SQL, the dataset's policy (the engine's own, fixed
+//! for its life) and the grant's aggregations; only validations that succeeded are kept, so every
+//! refusal is worked out afresh. Authorization (the grant, the job's declared datasets, the
+//! source's stamp, hidden columns) runs on every query before the kept query is looked up.
 //!
 //! A plan is a pure function of what its key holds: the dataset (one version for the engine's
 //! life, with one contribution index), the validated query (filter, keys, lookup join) and the
@@ -17,8 +23,23 @@ use datafusion::physical_plan::{ExecutionPlan, displayable};
 use super::design::Release;
 use super::validate::ValidatedQuery;
 
-/// Plans kept at most; past that the cache starts afresh (query shapes are few in practice).
+/// Plans (and validated queries) kept at most; past that the cache starts afresh (query shapes are few in practice).
 const MAX_PLANS: usize = 512;
+
+/// What a kept validated query is the validation of.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct ValidatedKey(String);
+
+impl ValidatedKey {
+    /// The key of `sql` validated against `ds` under `grant`'s aggregations.
+    pub(crate) fn new(
+        sql: &str,
+        ds: &sluice_policy::Dataset,
+        grant: &sluice_policy::Grant,
+    ) -> Self {
+        Self(format!("{}\n{:?}\n{sql}", ds.id, grant.aggregations))
+    }
+}
 
 /// What a kept plan is the plan of.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -37,16 +58,31 @@ impl PlanKey {
     }
 }
 
-/// The kept plans.
+/// The kept plans and validated queries.
 #[derive(Default)]
 pub(crate) struct PlanCache {
     plans: Mutex<HashMap<PlanKey, Arc<dyn ExecutionPlan>>>,
+    validated: Mutex<HashMap<ValidatedKey, ValidatedQuery>>,
 }
 
 impl PlanCache {
+    /// The validated query kept for `key`.
+    pub(crate) fn validated(&self, key: &ValidatedKey) -> Option<ValidatedQuery> {
+        lock(&self.validated).get(key).cloned()
+    }
+
+    /// Keeps the validation of `key`.
+    pub(crate) fn keep_validated(&self, key: ValidatedKey, q: &ValidatedQuery) {
+        let mut kept = lock(&self.validated);
+        if kept.len() >= MAX_PLANS {
+            kept.clear();
+        }
+        kept.insert(key, q.clone());
+    }
+
     /// The plan kept for `key`.
     pub(crate) fn get(&self, key: &PlanKey) -> Option<Arc<dyn ExecutionPlan>> {
-        self.lock().get(key).cloned()
+        lock(&self.plans).get(key).cloned()
     }
 
     /// Keeps `plan` for `key`, unless it cannot be rerun.
@@ -54,18 +90,16 @@ impl PlanCache {
         if !rerunnable(plan.as_ref()) {
             return;
         }
-        let mut plans = self.lock();
+        let mut plans = lock(&self.plans);
         if plans.len() >= MAX_PLANS {
             plans.clear();
         }
         plans.insert(key, plan.clone());
     }
+}
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PlanKey, Arc<dyn ExecutionPlan>>> {
-        self.plans
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Whether DataFusion supports running `plan` again after resetting its state: not with a
