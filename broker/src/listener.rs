@@ -199,6 +199,11 @@ pub async fn serve(
             drop(stream);
             continue;
         };
+        // Responses and event streams are written in small pieces: without this, Nagle's
+        // algorithm holds each one back until the client's delayed ACK of the one before.
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!("cannot set TCP_NODELAY: {e}");
+        }
         let app = app.clone();
         let mut closing = closing_rx.clone();
         tokio::spawn(async move {
