@@ -138,6 +138,26 @@ pub fn run(rows: usize, reps: usize, dir: &Path) -> Result<()> {
             d.as_secs_f64() / b.as_secs_f64()
         );
     }
+    // Validation, design and the budget's solution of a query shape already seen (what comes
+    // before the charge), by `estimate`, which stops there.
+    let estimate = |sql: &str| -> Result<Duration> {
+        let t = Instant::now();
+        indexed
+            .block_on(indexed.engine().estimate(
+                &asker,
+                sql,
+                sluice_runtime::privacy::Budget::Epsilon(EPSILON),
+            ))
+            .map_err(|e| anyhow::anyhow!("{sql}: {e}"))?;
+        Ok(t.elapsed())
+    };
+    let planning = (0..50)
+        .map(|_| estimate(WORKLOADS[0].dp))
+        .collect::<Result<Vec<_>>>()?;
+    println!(
+        "validation and design of a query shape already seen (W1, no charge): {:.2} ms (median of 50)",
+        ms(median(planning))
+    );
     let [p, b, d, e] = peaks.map(|kib| kib as f64 / 1024.0);
     println!(
         "peak RSS of the process while each column ran (MiB): plain {p:.0}, bounded {b:.0}, DP {d:.0}, DP every-row {e:.0}"
