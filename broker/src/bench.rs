@@ -104,12 +104,7 @@ pub fn run(rows: usize, reps: usize, dir: &Path) -> Result<ExitCode> {
             ParquetReadOptions::default(),
         ))?;
     }
-    let asker = Asker::new(
-        "canal-analytics"
-            .parse()
-            .map_err(|e: String| anyhow::anyhow!(e))?,
-        "bench",
-    );
+    let asker = asker()?;
     println!("\n{rows} rows, median of {reps} runs; ε = 0.5 per DP query");
     println!(
         "{:<40} {:>10} {:>14} {:>10} {:>7}",
@@ -120,6 +115,14 @@ pub fn run(rows: usize, reps: usize, dir: &Path) -> Result<ExitCode> {
     }
     job_load(&sandbox, &asker, rows)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Who asks the benchmark's queries: the operator its policies grant, for job `bench`.
+pub(crate) fn asker() -> Result<Asker> {
+    let operator = "canal-analytics"
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!(e))?;
+    Ok(Asker::new(operator, "bench"))
 }
 
 /// The benchmark's policy over the Parquet file at `abs`.

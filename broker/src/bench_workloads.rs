@@ -87,12 +87,7 @@ pub fn run(rows: usize, reps: usize, dir: &Path) -> Result<()> {
         abs.to_str().context("utf-8 path")?,
         ParquetReadOptions::default(),
     ))?;
-    let asker = Asker::new(
-        "canal-analytics"
-            .parse()
-            .map_err(|e: String| anyhow::anyhow!(e))?,
-        "bench",
-    );
+    let asker = crate::bench::asker()?;
     let t = Instant::now();
     dp(&indexed, &asker, WORKLOADS[0].dp)?;
     println!(
