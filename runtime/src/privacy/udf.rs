@@ -255,3 +255,54 @@ pub(crate) fn unit_set(units: &ArrayRef, nulls: bool) -> Result<sluice_kernels::
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{
+        BooleanArray, Float64Array, Int32Array, StringArray, StringViewArray, UInt64Array,
+    };
+
+    /// What `sluice_heavy` returns for `units`.
+    fn marks(set: &sluice_kernels::UnitSet, units: &ArrayRef) -> BooleanArray {
+        match units_key(units).unwrap() {
+            UnitKey::Ints(a) => set.mark_ints(&a),
+            UnitKey::Texts(a) => set.mark_texts(&a),
+            UnitKey::Views(a) => set.mark_text_views(&a),
+        }
+    }
+
+    #[test]
+    fn a_unit_set_recognises_its_units_whatever_the_unit_column_type() {
+        // A unit the set misses would escape contribution bounding: build and probe must agree
+        // for every type a privacy unit column can have.
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(Int32Array::from(vec![Some(7), None, Some(-3)])),
+            Arc::new(UInt64Array::from(vec![Some(u64::MAX), None, Some(1)])),
+            Arc::new(StringArray::from(vec![Some("p-1"), None, Some("p-2")])),
+            Arc::new(StringViewArray::from(vec![
+                Some("a person id longer than twelve bytes"),
+                None,
+                Some("short"),
+            ])),
+            Arc::new(Float64Array::from(vec![Some(1.5), None, Some(2.0)])),
+        ];
+        for units in columns {
+            let heavy = units.slice(0, 1);
+            let set = unit_set(&heavy, false).unwrap();
+            assert_eq!(
+                marks(&set, &units),
+                BooleanArray::from(vec![true, false, false]),
+                "{:?}",
+                units.data_type()
+            );
+            let with_missing = unit_set(&units.slice(0, 2), true).unwrap();
+            assert_eq!(
+                marks(&with_missing, &units),
+                BooleanArray::from(vec![true, true, false]),
+                "{:?}",
+                units.data_type()
+            );
+        }
+    }
+}

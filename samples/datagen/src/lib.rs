@@ -511,3 +511,43 @@ pub fn ensure_demo_data(dir: &Path, rows: usize, seed: u64) -> Result<Vec<std::p
     }
     Ok(wrote)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::datatypes::Int64Type;
+    use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+    #[test]
+    fn residents_have_one_to_five_rows_each_and_the_same_seed_gives_the_same_bytes() {
+        let dir = std::env::temp_dir().join(format!("sluice-datagen-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (a, b) = (dir.join("a.parquet"), dir.join("b.parquet"));
+        residents(&a, 30_000, 7).unwrap();
+        residents(&b, 30_000, 7).unwrap();
+        assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+        let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(&a).unwrap())
+            .unwrap()
+            .build()
+            .unwrap();
+        let mut per_person = std::collections::HashMap::<i64, usize>::new();
+        let mut districts = std::collections::BTreeSet::new();
+        for batch in reader {
+            let batch = batch.unwrap();
+            for p in batch.column(0).as_primitive::<Int64Type>().values() {
+                *per_person.entry(*p).or_default() += 1;
+            }
+            for d in batch.column(1).as_string::<i32>().iter().flatten() {
+                districts.insert(d.to_string());
+            }
+        }
+        assert_eq!(per_person.values().sum::<usize>(), 30_000);
+        // The last person may be cut short by the row count.
+        assert!(per_person.values().all(|n| (1..=5).contains(n)));
+        let mean = 30_000.0 / per_person.len() as f64;
+        assert!((2.8..3.2).contains(&mean), "{mean} rows per person");
+        assert_eq!(districts.len(), RESIDENT_DISTRICTS.len());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
