@@ -118,7 +118,7 @@ impl PrivacyEngine {
         releases: &[Release],
     ) -> Result<DataFrame, DataFusionError> {
         match *reader {
-            Reader::Additive => Ok(self.additive_frame(bounded, q, ds, releases)?.1),
+            Reader::Additive => self.additive_frame(bounded, q, ds, releases),
             Reader::Quantile {
                 column,
                 lo,
@@ -319,24 +319,23 @@ impl PrivacyEngine {
         })
     }
 
-    /// The aggregate over `df` (the bounded relation) that computes every additive release, and
-    /// which releases its columns are.
+    /// The aggregate over `df` (the bounded relation) that computes every additive release, one
+    /// column each, in the order of [`additive_releases`].
     fn additive_frame(
         &self,
         df: DataFrame,
         q: &ValidatedQuery,
         ds: &sluice_policy::Dataset,
         releases: &[Release],
-    ) -> Result<(Vec<usize>, DataFrame), DataFusionError> {
-        let (additive, aggs): (Vec<usize>, Vec<Expr>) = releases
-            .iter()
-            .enumerate()
-            .filter_map(|(i, r)| {
-                let e = self.exact(&r.stat, &ds.privacy_unit)?;
-                Some((i, e.alias(format!("__sluice_{i}"))))
+    ) -> Result<DataFrame, DataFusionError> {
+        let aggs: Vec<Expr> = additive_releases(releases)
+            .into_iter()
+            .filter_map(|i| {
+                let e = self.exact(&releases[i].stat, &ds.privacy_unit)?;
+                Some(e.alias(format!("__sluice_{i}")))
             })
-            .unzip();
-        Ok((additive, df.aggregate(key_exprs(q), aggs)?))
+            .collect();
+        df.aggregate(key_exprs(q), aggs)
     }
 
     /// The logical plan of a query's additive releases over its bounded relation, as text, for
@@ -349,7 +348,7 @@ impl PrivacyEngine {
         let design = Design::new(&q, ds, grant);
         let plan = async {
             let bounded = self.bound(self.base(&q, ds).await?, &q, ds).await?;
-            let (_, df) = self.additive_frame(bounded, &q, ds, &design.releases)?;
+            let df = self.additive_frame(bounded, &q, ds, &design.releases)?;
             Ok::<_, DataFusionError>(df.logical_plan().display_indent().to_string())
         };
         plan.await
@@ -423,6 +422,16 @@ fn readers(releases: &[Release]) -> Vec<Reader<'_>> {
     readers
 }
 
+/// The releases one additive aggregate computes (all but the quantiles), by index.
+fn additive_releases(releases: &[Release]) -> Vec<usize> {
+    releases
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| !matches!(r.stat, Statistic::Quantile { .. }))
+        .map(|(i, _)| i)
+        .collect()
+}
+
 /// Reads what `reader`'s aggregate returned into `truth`.
 fn read(
     reader: &Reader<'_>,
@@ -433,13 +442,7 @@ fn read(
 ) -> Result<(), DataFusionError> {
     match *reader {
         Reader::Additive => {
-            // The additive releases, in the order of `additive_frame`'s columns.
-            let additive: Vec<usize> = releases
-                .iter()
-                .enumerate()
-                .filter(|(_, r)| !matches!(r.stat, Statistic::Quantile { .. }))
-                .map(|(i, _)| i)
-                .collect();
+            let additive = additive_releases(releases);
             for (key, vals) in collect_truth(batches, q.keys.len(), additive.len())? {
                 let mut full = vec![0i64; releases.len()];
                 for (v, &i) in vals.into_iter().zip(&additive) {
