@@ -45,6 +45,11 @@ pub struct Config {
     /// turns it on (`sluice init --public-register`, or `"public_register": true` here).
     #[serde(default)]
     pub public_register: bool,
+    /// Datasets whose source file and decoded rows each take at most this many MiB are read once
+    /// at start and held in memory (queries scan memory instead of decoding the file each
+    /// time); 0 scans every file at each query.
+    #[serde(default = "default_hold_in_memory_mib")]
+    pub hold_in_memory_mib: usize,
 }
 
 fn default_workers() -> usize {
@@ -58,6 +63,9 @@ fn default_max_pending_reviews() -> i64 {
 }
 fn default_max_pending_reviews_per_operator() -> i64 {
     8
+}
+fn default_hold_in_memory_mib() -> usize {
+    sluice_runtime::data::DEFAULT_MEMORY_BYTES >> 20
 }
 fn default_timeout() -> u64 {
     30
@@ -82,6 +90,7 @@ impl Config {
             connections: Default::default(),
             alert_webhook: None,
             public_register: false,
+            hold_in_memory_mib: default_hold_in_memory_mib(),
         }
     }
 

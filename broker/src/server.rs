@@ -92,6 +92,7 @@ pub(crate) fn start_sandbox(
         )
         .with_answer_cache(Arc::new(LedgerAnswerCache(store.clone())))
         .with_compiled_dir(store.dir().join("compiled"))
+        .with_memory_bytes(config.hold_in_memory_mib.saturating_mul(1 << 20))
         .with_limits(limits.clone()),
     )
     .context("while starting the sandbox")?;

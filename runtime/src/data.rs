@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::datasource::MemTable;
 use datafusion::datasource::empty::EmptyTable;
 use datafusion::prelude::{CsvReadOptions, ParquetReadOptions, SessionConfig, SessionContext};
 use sha2::{Digest, Sha256};
@@ -187,7 +189,38 @@ pub struct Registered {
     pub declared_schema: SchemaRef,
     /// The source file's size and modification time when it was hashed (`None` for mock data).
     pub stamp: Option<SourceStamp>,
+    /// Whether its rows are held in memory (a small source, or mock data), and how many.
+    pub held: Option<HeldInMemory>,
 }
+
+/// A dataset whose decoded rows the engine holds in memory: read once at registration (after
+/// hashing, and checked against the source's stamp afterwards, so the rows are the version's),
+/// then every query scans memory instead of decoding the file again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeldInMemory {
+    /// Rows held.
+    pub rows: usize,
+    /// Bytes of Arrow memory they take.
+    pub bytes: usize,
+}
+
+impl HeldInMemory {
+    /// Whether its queries are planned on one partition: below this many rows, splitting a scan
+    /// across threads costs more (repartitioning, task hand-offs) than it saves.
+    pub fn narrow(&self) -> bool {
+        self.rows <= NARROW_MAX_ROWS
+    }
+}
+
+/// Largest dataset held in memory that is planned on one partition (rows).
+pub const NARROW_MAX_ROWS: usize = 262_144;
+
+/// Default for [`crate::SandboxConfig::memory_bytes`]: sources whose decoded rows take at most
+/// this many bytes are held in memory.
+pub const DEFAULT_MEMORY_BYTES: usize = 64 << 20;
+
+/// Rows per batch of a dataset held in memory (DataFusion's default batch size).
+const HELD_BATCH_ROWS: usize = 8192;
 
 /// A source file's size and modification time, taken before its bytes are hashed: a file that
 /// changes after that (even while it is hashed) no longer matches its stamp.
@@ -263,6 +296,9 @@ pub(crate) fn lookup_column(column: &str) -> String {
 pub struct Catalog {
     pub(crate) planning: SessionContext,
     pub(crate) execution: SessionContext,
+    /// The execution context planning on one partition, for datasets held in memory that are
+    /// [narrow](HeldInMemory::narrow) (it shares the execution context's tables and functions).
+    pub(crate) narrow: SessionContext,
     pub(crate) datasets: BTreeMap<DatasetId, Registered>,
     pub(crate) lookups: BTreeMap<DatasetId, LoadedLookup>,
 }
@@ -393,15 +429,58 @@ pub(crate) fn contexts(partitions: usize) -> (SessionContext, SessionContext) {
     (execution, planning)
 }
 
+/// Every row of table `name` as one batch, or `None` as soon as the rows read take more than
+/// `limit` bytes (so a source that turns out too big costs at most `limit` to find out).
+async fn read_at_most(
+    execution: &SessionContext,
+    name: &str,
+    limit: usize,
+) -> Result<Option<RecordBatch>, datafusion::error::DataFusionError> {
+    use futures_util::StreamExt;
+    let df = execution.table(name).await?;
+    let schema = Arc::new(df.schema().as_arrow().clone());
+    let mut stream = df.execute_stream().await?;
+    let (mut batches, mut bytes) = (Vec::new(), 0usize);
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        bytes += batch.get_array_memory_size();
+        if bytes > limit {
+            return Ok(None);
+        }
+        batches.push(batch);
+    }
+    Ok(Some(datafusion::arrow::compute::concat_batches(
+        &schema, &batches,
+    )?))
+}
+
+/// `execution` planning on one partition, sharing its tables and functions.
+pub(crate) fn narrow(execution: &SessionContext) -> SessionContext {
+    let config = execution
+        .copied_config()
+        .with_target_partitions(1)
+        // Its tables are `execution`'s: no catalog of its own.
+        .with_create_default_catalog_and_schema(false);
+    SessionContext::new_with_state(
+        datafusion::execution::SessionStateBuilder::new_from_existing(execution.state())
+            .with_config(config)
+            .build(),
+    )
+}
+
 /// One dataset: its source hashed and registered for execution, its declared columns checked
 /// against the source (a CSV read whole), and an empty table of the declared schema registered
 /// for planning.
 async fn register(
     ds: &Dataset,
     data_root: &Path,
-    execution: &SessionContext,
-    planning: &SessionContext,
+    contexts: &Contexts<'_>,
+    options: &CatalogOptions,
 ) -> Result<Registered, DataError> {
+    let Contexts {
+        execution,
+        planning,
+    } = *contexts;
     let path = if ds.source.is_absolute() {
         ds.source.clone()
     } else {
@@ -468,12 +547,83 @@ async fn register(
             Arc::new(EmptyTable::new(Arc::new(Schema::new(fields)))),
         )
         .map_err(|e| schema_err(e.to_string()))?;
+    let held = hold_in_memory(execution, name, &stamp, options)
+        .await
+        .map_err(source_err)?;
     Ok(Registered {
         policy: ds.clone(),
         content_hash,
         declared_schema,
         stamp: Some(stamp),
+        held,
     })
+}
+
+/// The two contexts a dataset is registered in.
+#[derive(Clone, Copy)]
+struct Contexts<'a> {
+    execution: &'a SessionContext,
+    planning: &'a SessionContext,
+}
+
+/// How a [`Catalog`] registers its datasets.
+#[derive(Clone, Copy, Debug)]
+pub struct CatalogOptions {
+    /// DataFusion partitions.
+    pub partitions: usize,
+    /// Sources of at most this many bytes on disk whose decoded rows take at most this many
+    /// bytes of memory are held in memory ([`HeldInMemory`]); 0 scans every source from its
+    /// file at each query.
+    pub memory_bytes: usize,
+}
+
+/// Reads a small source's rows into memory and registers them in place of the file (see
+/// [`HeldInMemory`]); `None` when the source is larger than `options.memory_bytes` on disk or
+/// decoded, and it stays a file scan. The stamp is checked after the read, so that the rows
+/// held are the bytes that were hashed.
+async fn hold_in_memory(
+    execution: &SessionContext,
+    name: &str,
+    stamp: &SourceStamp,
+    options: &CatalogOptions,
+) -> Result<Option<HeldInMemory>, String> {
+    let limit = options.memory_bytes;
+    if limit == 0 || stamp.bytes > limit as u64 {
+        return Ok(None);
+    }
+    let Some(whole) = read_at_most(execution, name, limit)
+        .await
+        .map_err(|e| e.to_string().lines().next().unwrap_or("").to_string())?
+    else {
+        return Ok(None);
+    };
+    let held = HeldInMemory {
+        rows: whole.num_rows(),
+        bytes: whole.get_array_memory_size(),
+    };
+    if held.bytes > limit {
+        return Ok(None);
+    }
+    if SourceStamp::of(&stamp.path).ok().as_ref() != Some(stamp) {
+        return Err(
+            "the file changed while it was registered; register it again once it is written".into(),
+        );
+    }
+    let parts = if held.narrow() {
+        1
+    } else {
+        options.partitions.max(1)
+    };
+    let mut partitions = vec![Vec::new(); parts];
+    for (i, start) in (0..held.rows).step_by(HELD_BATCH_ROWS).enumerate() {
+        partitions[i % parts].push(whole.slice(start, HELD_BATCH_ROWS.min(held.rows - start)));
+    }
+    let table = MemTable::try_new(whole.schema(), partitions).map_err(|e| e.to_string())?;
+    execution
+        .deregister_table(name)
+        .and_then(|_| execution.register_table(name, Arc::new(table)))
+        .map_err(|e| e.to_string())?;
+    Ok(Some(held))
 }
 
 /// The source's field for each declared column, or what does not match.
@@ -512,14 +662,18 @@ impl Catalog {
     pub async fn open(
         policy: &Policy,
         data_root: &Path,
-        partitions: usize,
+        options: CatalogOptions,
     ) -> Result<Self, DataError> {
-        let (execution, planning) = contexts(partitions);
+        let (execution, planning) = contexts(options.partitions);
+        let both = Contexts {
+            execution: &execution,
+            planning: &planning,
+        };
         // Every source is tried, so that one start lists every problem.
         let mut problems = Vec::new();
         let mut datasets = BTreeMap::new();
         for ds in policy.datasets.values() {
-            match register(ds, data_root, &execution, &planning).await {
+            match register(ds, data_root, &both, &options).await {
                 Ok(registered) => {
                     datasets.insert(ds.id.clone(), registered);
                 }
@@ -543,10 +697,20 @@ impl Catalog {
         }
         Ok(Self {
             planning,
+            narrow: narrow(&execution),
             execution,
             datasets,
             lookups,
         })
+    }
+
+    /// The context a dataset's queries are planned and run in: the [narrow](Self::narrow) one
+    /// for a small dataset held in memory.
+    pub(crate) fn context_of(&self, id: &DatasetId) -> &SessionContext {
+        match self.datasets.get(id).and_then(|r| r.held) {
+            Some(held) if held.narrow() => &self.narrow,
+            _ => &self.execution,
+        }
     }
 
     /// A loaded lookup table.

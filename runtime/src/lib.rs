@@ -212,6 +212,10 @@ pub struct SandboxConfig {
     pub limits: Limits,
     /// DataFusion partitions (default: the number of CPUs).
     pub partitions: usize,
+    /// Sources whose decoded rows take at most this many bytes (and whose file is no larger)
+    /// are read once at start and held in memory ([`data::HeldInMemory`]); 0 scans every
+    /// source from its file at each query. Default [`data::DEFAULT_MEMORY_BYTES`].
+    pub memory_bytes: usize,
     /// Where answers to repeated queries are kept (default: in memory). `None` makes every
     /// repetition a fresh, charged release: only for statistical tests of the mechanisms.
     pub answer_cache: Option<Arc<dyn AnswerCache>>,
@@ -239,6 +243,7 @@ impl SandboxConfig {
             accountant,
             limits: Limits::default(),
             partitions: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            memory_bytes: data::DEFAULT_MEMORY_BYTES,
             answer_cache: Some(Arc::new(InMemoryAnswerCache::new())),
             compiled_dir: None,
             mock_data: false,
@@ -276,6 +281,13 @@ impl SandboxConfig {
     /// `sluice bench` and of the test that the contribution index changes no distribution.
     pub fn without_contribution_index(mut self) -> Self {
         self.contribution_index = false;
+        self
+    }
+
+    /// Holds sources of at most `bytes` (on disk and decoded) in memory; 0 reads every source
+    /// from its file at each query (a benchmark comparing with engines that scan the file).
+    pub fn with_memory_bytes(mut self, bytes: usize) -> Self {
+        self.memory_bytes = bytes;
         self
     }
 
@@ -403,7 +415,10 @@ impl Sandbox {
             rt.block_on(data::Catalog::open(
                 &config.policy,
                 &config.data_root,
-                config.partitions,
+                data::CatalogOptions {
+                    partitions: config.partitions,
+                    memory_bytes: config.memory_bytes,
+                },
             ))?
         };
         let mut engine = privacy::PrivacyEngine::new(

@@ -48,6 +48,7 @@ impl Catalog {
                 problem,
             })?;
             let schema = batch.schema();
+            let (batch_rows, batch_bytes) = (batch.num_rows(), batch.get_array_memory_size());
             let schema_err = |e: datafusion::error::DataFusionError| DataError::Schema {
                 dataset: ds.id.clone(),
                 problem: e.to_string(),
@@ -72,6 +73,10 @@ impl Catalog {
                     content_hash: hex::encode(version),
                     declared_schema: Arc::new(Schema::new(declared)),
                     stamp: None,
+                    held: Some(crate::data::HeldInMemory {
+                        rows: batch_rows,
+                        bytes: batch_bytes,
+                    }),
                 },
             );
         }
@@ -81,6 +86,7 @@ impl Catalog {
             lookups.insert(lk.id.clone(), loaded);
         }
         Ok(Self {
+            narrow: crate::data::narrow(&execution),
             planning,
             execution,
             datasets,

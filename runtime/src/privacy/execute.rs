@@ -66,7 +66,7 @@ impl PrivacyEngine {
         };
         if let [reader] = readers.as_slice() {
             let plan = self.plan(q, ds, releases, reader).await?;
-            let task = self.catalog.execution.task_ctx();
+            let task = self.catalog.context_of(&ds.id).task_ctx();
             let batches = collect(reset_plan_states(plan)?, task).await?;
             read(reader, &batches, q, releases, &mut truth)?;
             return Ok(truth);
@@ -171,7 +171,8 @@ impl PrivacyEngine {
             } else {
                 rows
             };
-            let heavy = self.index.heavy(&self.catalog.execution, ds, light).await?;
+            let ctx = self.catalog.context_of(&ds.id);
+            let heavy = self.index.heavy(ctx, ds, light).await?;
             // The group step drops rows without a unit, however few.
             let drop_missing = group_bounds && ds.max_groups_per_unit.is_some();
             if heavy.is_empty() {
@@ -275,9 +276,10 @@ impl PrivacyEngine {
         q: &ValidatedQuery,
         ds: &sluice_policy::Dataset,
     ) -> Result<DataFrame, DataFusionError> {
-        let mut df = self.catalog.execution.table(ds.id.as_str()).await?;
+        let ctx = self.catalog.context_of(&ds.id);
+        let mut df = ctx.table(ds.id.as_str()).await?;
         if let Some(j) = &q.lookup {
-            let lookup = self.catalog.execution.table(j.table.as_str()).await?;
+            let lookup = ctx.table(j.table.as_str()).await?;
             df = df.join_on(
                 lookup,
                 JoinType::Inner,
