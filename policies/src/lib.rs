@@ -70,7 +70,7 @@ pub use date::{Date, Expiry, TimeZone, unix_secs};
 pub use model::{
     Aggregation, AlertAction, AlertRule, AlertWhen, Classification, Column, ColumnKind, Dataset,
     DatasetBudget, DatasetId, Grade, Grant, Lookup, OperatorId, ParamsRule, Policy, PrivacyMeasure,
-    Review, SourceFormat, Tariff, Usage,
+    Review, RowFuel, SourceFormat, Tariff, Usage,
 };
 pub use parse::{duration_secs, load, load_dir, load_file, parse_files};
 

@@ -165,6 +165,9 @@ pub struct Grade {
     /// Whether each job on such a dataset also needs its holder's approval, beside a
     /// reviewer's (then review is required whatever the grant says).
     pub holder_approval: bool,
+    /// Whether grants may allow row functions (job code over rows); not for `important` data
+    /// unless its grade says so.
+    pub row_functions: bool,
 }
 
 impl Grade {
@@ -180,6 +183,7 @@ impl Grade {
             min_group_count: None,
             partition_selection: true,
             holder_approval: false,
+            row_functions: !matches!(c, Classification::Important | Classification::Core),
         }
     }
 }
@@ -387,9 +391,32 @@ pub struct Dataset {
     /// Declared columns, in declaration order. Columns of the source that are not declared are
     /// invisible to jobs.
     pub columns: Vec<Column>,
+    /// The fuel a job's row function may burn on this dataset's rows (`row_fuel_per_row`,
+    /// `row_fuel_per_unit`).
+    pub row_fuel: RowFuel,
     /// The cap on what every operator together may spend on the dataset in a period: the
     /// privacy promise is to the people in the data, whoever asks.
     pub budget: Option<DatasetBudget>,
+}
+
+/// The fuel (wasm instructions, about) a row function may burn: per row, and per privacy unit
+/// (one instance's whole life). A row over its fuel gets the function's declared default, and
+/// so do the unit's remaining rows once the unit's fuel is spent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RowFuel {
+    /// Fuel per call (one row).
+    pub per_row: u64,
+    /// Fuel per privacy unit (all its rows).
+    pub per_unit: u64,
+}
+
+impl Default for RowFuel {
+    fn default() -> Self {
+        Self {
+            per_row: 100_000,
+            per_unit: 10_000_000,
+        }
+    }
 }
 
 /// A dataset-wide cap: every charge on the dataset, by any operator under any grant, counts
@@ -429,6 +456,10 @@ pub struct Column {
     /// releases a histogram over the bins `[e0, e1)`, `[e1, e2)`, …, `[eₙ₋₁, eₙ]` (every bin,
     /// empty ones too; values outside every bin are dropped).
     pub bins: Option<Vec<f64>>,
+    /// Whether a job's row functions may read it (`row_functions = true`; numeric columns
+    /// only): the values go into the function, and only its clamped output reaches an
+    /// aggregate.
+    pub row_functions: bool,
 }
 
 impl Column {
@@ -681,6 +712,9 @@ pub struct Grant {
     pub delta_per_query: Option<f64>,
     /// The δ the operator may spend per dataset per period (0 when `delta_per_query` is `None`).
     pub delta_per_period: f64,
+    /// Whether the operator's jobs may run row functions (wasm over the rows of one privacy
+    /// unit at a time) on the columns its datasets mark `row_functions = true`.
+    pub row_functions: bool,
 }
 
 /// What a commercial scenario's use costs, in fen (0.01 CNY), under a monthly cap: the unit

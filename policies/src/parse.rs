@@ -183,6 +183,7 @@ const GRANT_FIELDS: &[&str] = &[
     "allowed_wasm",
     "params",
     "adhoc_sql",
+    "row_functions",
     "min_group_count",
     "scenario",
     "legal_basis",
@@ -333,6 +334,12 @@ fn grade_problems(policy: &Policy, d: &Dataset, grant: &Grant) -> Vec<String> {
                 d.id
             ));
         }
+    }
+    if !grade.row_functions && grant.row_functions {
+        out.push(format!(
+            "grade '{c}' does not allow row functions: remove `row_functions` from grants of `{}` (or set `row_functions = true` in `[grade.{c}]`)",
+            d.id
+        ));
     }
     if !grade.partition_selection && grant.delta_per_query.is_some() {
         out.push(format!(
@@ -590,6 +597,7 @@ impl Cx {
         let grantable = self.opt_bool(&mut f, "grantable");
         let partition = self.opt_bool(&mut f, "partition_selection");
         let holder_approval = self.opt_bool(&mut f, "holder_approval");
+        let row_functions = self.opt_bool(&mut f, "row_functions");
         let caps = [
             self.opt_budget(&mut f, "max_epsilon_per_job"),
             self.opt_budget(&mut f, "max_epsilon_per_period"),
@@ -617,15 +625,24 @@ impl Cx {
                 "min_group_count",
                 "partition_selection",
                 "holder_approval",
+                "row_functions",
             ],
         );
         let (
             Some(grantable),
             Some(partition),
             Some(holder_approval),
+            Some(row_functions),
             Some(review),
             Some(min_group),
-        ) = (grantable, partition, holder_approval, review, min_group)
+        ) = (
+            grantable,
+            partition,
+            holder_approval,
+            row_functions,
+            review,
+            min_group,
+        )
         else {
             return;
         };
@@ -644,6 +661,7 @@ impl Cx {
         g.grantable = grantable.map_or(g.grantable, |(b, _)| b);
         g.partition_selection = partition.map_or(g.partition_selection, |(b, _)| b);
         g.holder_approval = holder_approval.is_some_and(|(b, _)| b);
+        g.row_functions = row_functions.map_or(g.row_functions, |(b, _)| b);
         (g.max_epsilon_per_job, g.max_epsilon_per_period) = (epj.map(|c| c.0), epp.map(|c| c.0));
         (g.max_rho_per_job, g.max_rho_per_period) = (rpj.map(|c| c.0), rpp.map(|c| c.0));
         g.review = review.unwrap_or(Review::None);
@@ -955,7 +973,10 @@ impl Cx {
         let max_groups = self.opt_int(&mut f, "max_groups_per_unit", 1, MAX_ROWS_PER_UNIT_LIMIT);
         let max_rows_group = self.opt_int(&mut f, "max_rows_per_group", 1, MAX_ROWS_PER_UNIT_LIMIT);
         let bucket = self.opt_int(&mut f, "response_time_bucket_ms", 1, 60_000);
+        let fuel_row = self.opt_int(&mut f, "row_fuel_per_row", 1_000, 1_000_000_000);
+        let fuel_unit = self.opt_int(&mut f, "row_fuel_per_unit", 1_000, 100_000_000_000);
         let measure = self.privacy_measure(&mut f);
+        let fuel_span = f.span.clone();
         let columns = self.columns(&mut f, privacy_unit.as_deref(), unit_value);
         let budget = self.dataset_budget(&mut f, measure);
         f.finish(
@@ -971,10 +992,13 @@ impl Cx {
                 "max_groups_per_unit",
                 "max_rows_per_group",
                 "response_time_bucket_ms",
+                "row_fuel_per_row",
+                "row_fuel_per_unit",
                 "privacy_measure",
                 "columns",
             ],
         );
+        let row_fuel = self.row_fuel(fuel_row, fuel_unit, fuel_span);
 
         if let Some(u) = &privacy_unit
             && let Err(e) = validate_column_name(u)
@@ -998,6 +1022,7 @@ impl Cx {
             Some(measure),
             Some(columns),
             Some(budget),
+            Some(row_fuel),
         ) = (
             id,
             source,
@@ -1012,6 +1037,7 @@ impl Cx {
             measure,
             columns,
             budget,
+            row_fuel,
         )
         else {
             return;
@@ -1040,8 +1066,35 @@ impl Cx {
                 measure,
                 columns,
                 budget,
+                row_fuel,
             },
         );
+    }
+
+    /// The dataset's row-function fuel: its optional per-row and per-unit values (defaults
+    /// [`RowFuel::default`]), a unit's at least a row's; `None` after reporting.
+    fn row_fuel(
+        &mut self,
+        per_row: Option<Option<i64>>,
+        per_unit: Option<Option<i64>>,
+        span: std::ops::Range<usize>,
+    ) -> Option<RowFuel> {
+        let default = RowFuel::default();
+        let fuel = RowFuel {
+            per_row: per_row?.map_or(default.per_row, |n| n as u64),
+            per_unit: per_unit?.map_or(default.per_unit, |n| n as u64),
+        };
+        if fuel.per_unit < fuel.per_row {
+            self.err(
+                span,
+                format!(
+                    "`row_fuel_per_unit` ({}) must be at least `row_fuel_per_row` ({}): a unit's rows share its fuel",
+                    fuel.per_unit, fuel.per_row
+                ),
+            );
+            return None;
+        }
+        Some(fuel)
     }
 
     /// `privacy_measure`: `pure` (the default) or `zcdp`; `None` after reporting.
@@ -1183,6 +1236,7 @@ impl Cx {
         let bounds = f.get("bounds");
         let selection = f.get("partition_selection");
         let bins_value = f.get("bins");
+        let rows_value = f.get("row_functions");
         f.finish(
             self,
             "a column",
@@ -1192,14 +1246,17 @@ impl Cx {
                 "bounds",
                 "partition_selection",
                 "bins",
+                "row_functions",
             ],
         );
         let kind = kind?;
         let bins = self.column_bins(&kind, bins_value)?;
+        let row_functions = self.column_row_functions(&kind, rows_value)?;
         let column = |kind| Column {
             bins: bins.clone(),
             name: name.into(),
             kind,
+            row_functions,
         };
         match kind.as_str() {
             "category" => {
@@ -1239,6 +1296,28 @@ impl Cx {
                 (!bad1 && !bad2 && !bad3).then(|| column(ColumnKind::Hidden))
             }
             _ => None,
+        }
+    }
+
+    /// A column's `row_functions` flag, allowed on numeric columns only (row functions take
+    /// numbers): `None` after reporting a problem.
+    fn column_row_functions(&mut self, kind: &str, v: Option<&Value<'_>>) -> Option<bool> {
+        let Some(v) = v else {
+            return Some(false);
+        };
+        match (kind, v.get_ref()) {
+            ("int" | "float", DeValue::Boolean(b)) => Some(*b),
+            ("int" | "float", _) => {
+                self.err(v.span(), "`row_functions` must be true or false".into());
+                None
+            }
+            _ => {
+                self.err(
+                    v.span(),
+                    format!("`row_functions` is for int and float columns (row functions take numbers), not {kind}"),
+                );
+                None
+            }
         }
     }
 
@@ -1477,11 +1556,14 @@ impl Cx {
         let allowed_wasm = self.allowed_wasm(&mut f);
         let params = self.params_rule(&mut f);
         let adhoc_sql = self.opt_bool(&mut f, "adhoc_sql");
+        let row_functions = self.opt_bool(&mut f, "row_functions");
         let scenario = self.scenario_terms(&mut f);
         let min_group = self.min_group_count(&mut f);
         let delta = self.delta_pair(&mut f);
         f.finish(self, "a grant", GRANT_FIELDS);
-        let (Some(params), Some(adhoc_sql)) = (params, adhoc_sql) else {
+        let (Some(params), Some(adhoc_sql), Some(row_functions)) =
+            (params, adhoc_sql, row_functions)
+        else {
             return;
         };
         let (
@@ -1539,6 +1621,7 @@ impl Cx {
             allowed_wasm,
             params,
             adhoc_sql: adhoc_sql.is_some_and(|(b, _)| b),
+            row_functions: row_functions.is_some_and(|(b, _)| b),
             min_group_count,
             delta_per_query,
             delta_per_period,
