@@ -11,6 +11,12 @@ const GUESTS: &[(&str, &str)] = &[
     ("sample-tourism-spend", "GUEST_TOURISM_SPEND"),
     ("guest-hostile", "GUEST_HOSTILE"),
     ("guest-smuggler", "GUEST_SMUGGLER"),
+    ("sample-tourism-per-person", "GUEST_TOURISM_PER_PERSON"),
+    (
+        "sample-tourism-per-person-rows",
+        "GUEST_TOURISM_PER_PERSON_ROWS",
+    ),
+    ("guest-rows-hostile", "GUEST_ROWS_HOSTILE"),
 ];
 
 fn main() {
@@ -26,6 +32,7 @@ fn main() {
         "guest-sdk/Cargo.toml",
         "samples/visits-by-district",
         "samples/tourism-spend",
+        "samples/tourism-per-person",
         "tests/guests",
         "Cargo.lock",
     ] {

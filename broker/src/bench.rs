@@ -275,6 +275,9 @@ pub enum Which {
     /// Console page loads from a broker holding 1,100 jobs and 10,000 audit entries, against a
     /// `/healthz` round trip.
     Console,
+    /// A job's row function in SUM by district against the same query on a plain column, on
+    /// `--rows` rows, and one unit's instance.
+    Rows,
 }
 
 /// One job's load figures.

@@ -182,7 +182,7 @@ fn peak_rss_kib() -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-fn policy(abs: &Path) -> String {
+pub(crate) fn policy(abs: &Path) -> String {
     let districts: Vec<String> = sluice_datagen::RESIDENT_DISTRICTS
         .iter()
         .map(|d| format!("\"{d}\""))

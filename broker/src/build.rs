@@ -11,7 +11,9 @@
 //!   builds the same inside or outside this repository.
 //!
 //! The component is written to `<folder>/build/job.wasm` (Python) or cargo's target directory
-//! (Rust), and its path is returned.
+//! (Rust), and its path is returned. A Rust job with row functions keeps them in a crate of
+//! their own in `<folder>/rows/` (a module that imports nothing): both are built, and the job
+//! ships as `<job>.job.wasm` beside cargo's output, the rows module inside it.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -155,7 +157,31 @@ fn build_rust(dir: &Path) -> Result<PathBuf> {
             wasm.display()
         );
     }
+    // Row functions: a crate of their own in `rows/`, shipped inside the job's binary.
+    let rows = dir.join("rows");
+    if rows.join("Cargo.toml").is_file() {
+        let rows_wasm = build_rust(&rows)
+            .with_context(|| format!("while building the row functions in {}", rows.display()))?;
+        let shipped = wasm.with_extension("job.wasm");
+        ship_rows(&wasm, &rows_wasm, &shipped)?;
+        return Ok(shipped);
+    }
     Ok(wasm)
+}
+
+/// Writes to `out` the job at `job` with the rows module at `rows` inside it (its
+/// `sluice-rows` section; see the runtime's `rows` module).
+pub fn ship_rows(job: &Path, rows: &Path, out: &Path) -> Result<()> {
+    let read =
+        |p: &Path| std::fs::read(p).with_context(|| format!("while reading {}", p.display()));
+    let shipped = sluice_runtime::rows::embed(&read(job)?, &read(rows)?).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot put {} inside {}: {e}",
+            rows.display(),
+            job.display()
+        )
+    })?;
+    std::fs::write(out, shipped).with_context(|| format!("while writing {}", out.display()))
 }
 
 /// Installs the wasm target if it is missing (idempotent; needs rustup).

@@ -31,7 +31,19 @@ pub const SAMPLES: &[(&str, &str, &str)] = &[
         "epsilon=0.4&min_age=18",
     ),
     ("sample-tourism-spend", "yangzhou-tourism-lab", "rho=0.5"),
+    (
+        "sample-tourism-per-person",
+        "yangzhou-tourism-lab",
+        "rho=0.25",
+    ),
 ];
+
+/// Samples with row functions, and the crate of their rows module (built beside them and
+/// shipped inside their binary, as `sluice build` does).
+pub const SAMPLE_ROWS: &[(&str, &str)] = &[(
+    "sample-tourism-per-person",
+    "sample-tourism-per-person-rows",
+)];
 
 /// The workspace this binary was built from.
 pub fn workspace_root() -> PathBuf {
@@ -66,6 +78,9 @@ pub fn build_samples() -> Result<Vec<PathBuf>> {
     for (pkg, _, _) in SAMPLES {
         cmd.args(["-p", pkg]);
     }
+    for (_, rows) in SAMPLE_ROWS {
+        cmd.args(["-p", rows]);
+    }
     eprintln!("building the sample jobs (wasm32-unknown-unknown)…");
     let status = cmd
         .status()
@@ -74,10 +89,18 @@ pub fn build_samples() -> Result<Vec<PathBuf>> {
         bail!("building the sample jobs failed");
     }
     let dir = target_dir(&root).join("wasm32-unknown-unknown/guest");
-    Ok(SAMPLES
+    let built = |pkg: &str| dir.join(format!("{}.wasm", pkg.replace('-', "_")));
+    SAMPLES
         .iter()
-        .map(|(pkg, _, _)| dir.join(format!("{}.wasm", pkg.replace('-', "_"))))
-        .collect())
+        .map(|(pkg, _, _)| {
+            let Some((_, rows)) = SAMPLE_ROWS.iter().find(|(job, _)| job == pkg) else {
+                return Ok(built(pkg));
+            };
+            let shipped = dir.join(format!("{}.job.wasm", pkg.replace('-', "_")));
+            sluice_broker::build::ship_rows(&built(pkg), &built(rows), &shipped)?;
+            Ok(shipped)
+        })
+        .collect()
 }
 
 /// The default `--policy` of `run`.
@@ -301,7 +324,7 @@ pub fn plan(
 /// The datasets each sample job declares.
 fn sample_datasets(pkg: &str) -> Vec<String> {
     match pkg {
-        "sample-tourism-spend" => vec!["tourism_trips".into()],
+        "sample-tourism-spend" | "sample-tourism-per-person" => vec!["tourism_trips".into()],
         _ => vec!["health_visits".into()],
     }
 }

@@ -11,6 +11,7 @@
 
 mod bench;
 mod bench_console;
+mod bench_rows;
 mod bench_workloads;
 mod local;
 mod print;
@@ -1133,6 +1134,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             bench::Which::Broker => bench::broker(jobs),
             bench::Which::Python => bench::python(reps),
             bench::Which::Console => bench_console::console(),
+            bench::Which::Rows => bench_rows::run(rows, reps, &dir).map(|()| ExitCode::SUCCESS),
         },
     }
 }

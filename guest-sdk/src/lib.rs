@@ -420,6 +420,55 @@ impl Report {
     }
 }
 
+/// Declares a row function: job code that reads the rows of one privacy unit at a time, whose
+/// output a query aggregates like a column (`SELECT spot, AVG(per_person(spend, group_size))
+/// FROM tourism_trips GROUP BY spot`).
+///
+/// ```
+/// sluice_guest::row_function!(per_person(spend, group_size) in [0.0, 2000.0] default 0.0 => {
+///     spend / group_size.max(1.0)
+/// });
+/// assert_eq!(per_person(300.0, 3.0), 100.0);
+/// ```
+///
+/// Row functions live in a crate of their own, `rows/` beside the job's crate (`sluice build`
+/// builds it and puts it inside the job's binary): a module that imports nothing, so the only
+/// thing that leaves it is the number it returns. Arguments arrive as `f64` (NULL as NaN); the
+/// output is clamped to `[lo, hi]` (public bounds, chosen before seeing data: they set the
+/// sensitivity); a trap, running out of fuel, NaN or an infinity gives `default`. Every privacy
+/// unit's rows go through a fresh instance, in an order set by their own values, so a `static`
+/// may carry state across one unit's rows, never from one unit to another. See
+/// `guest-sdk/ROWS.md`.
+#[macro_export]
+macro_rules! row_function {
+    ($name:ident ( $($arg:ident),+ ) in [$lo:literal, $hi:literal] default $default:literal => $body:block) => {
+        const _: () = {
+            const LINE: &str = concat!(
+                stringify!($name), " ", stringify!($lo), " ", stringify!($hi), " ",
+                stringify!($default), "\n"
+            );
+            #[unsafe(link_section = "sluice-row-functions")]
+            #[used]
+            static MANIFEST: [u8; LINE.len()] = $crate::__manifest_bytes::<{ LINE.len() }>(LINE);
+        };
+        #[unsafe(export_name = concat!("sluice_row_", stringify!($name)))]
+        pub extern "C" fn $name($($arg: f64),+) -> f64 $body
+    };
+}
+
+/// The bytes of a manifest line, as a fixed-size array for a custom section.
+#[doc(hidden)]
+pub const fn __manifest_bytes<const N: usize>(s: &str) -> [u8; N] {
+    let b = s.as_bytes();
+    let mut out = [0u8; N];
+    let mut i = 0;
+    while i < N {
+        out[i] = b[i];
+        i += 1;
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::percent_decode;

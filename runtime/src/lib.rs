@@ -37,6 +37,7 @@ pub mod mock;
 pub mod plan;
 pub mod privacy;
 pub mod report;
+pub mod rows;
 pub mod sql_job;
 pub mod views;
 mod wasm;

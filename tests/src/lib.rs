@@ -60,6 +60,8 @@ mod quantiles;
 #[cfg(test)]
 mod registry;
 #[cfg(test)]
+mod rows;
+#[cfg(test)]
 mod samples;
 #[cfg(test)]
 mod selection;

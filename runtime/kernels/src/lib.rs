@@ -35,6 +35,8 @@ use arrow_array::{
 };
 use rand::RngCore;
 
+pub mod rows;
+
 /// `array` as `Float64` when it is a primitive number column (integers become the nearest
 /// float), or `None` for any other type, which the caller casts with Arrow's general cast.
 pub fn to_f64(array: &dyn Array) -> Option<Float64Array> {

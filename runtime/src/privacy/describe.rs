@@ -90,6 +90,11 @@ pub(crate) fn describe(
             " groups with noisy count below {min} are suppressed;"
         ));
     }
+    // A row function's column is named by its call, as the query wrote it.
+    for call in &q.row_calls {
+        let named = format!("{}({})", call.function.name, call.args.join(", "));
+        text = text.replace(&call.column, &named);
+    }
     text
 }
 

@@ -270,7 +270,8 @@ impl PrivacyEngine {
     }
 
     /// The rows a query reads before bounding: the dataset, joined with its public lookup (an
-    /// INNER join on a unique key, so no row is repeated), filtered by the WHERE clause.
+    /// INNER join on a unique key, so no row is repeated), filtered by the WHERE clause, with a
+    /// column per row function call, computed per privacy unit.
     async fn base(
         &self,
         q: &ValidatedQuery,
@@ -291,6 +292,9 @@ impl PrivacyEngine {
         }
         if let Some(f) = &q.filter {
             df = df.filter(f.clone())?;
+        }
+        for call in &q.row_calls {
+            df = df.window(vec![row_column(call, ds)?])?;
         }
         Ok(df)
     }
@@ -345,7 +349,8 @@ impl PrivacyEngine {
     /// more rows than the bounds allow; it charges and releases nothing.
     #[doc(hidden)]
     pub async fn rewritten_plan(&self, asker: &Asker, sql: &str) -> Result<String, QueryError> {
-        let (q, registered, grant) = self.prepare(asker, sql).await?;
+        let (q, prepared, grant) = self.prepare(asker, sql).await?;
+        let registered: &Registered = &prepared;
         let ds = &registered.policy;
         let design = Design::new(&q, ds, grant);
         let plan = async {
@@ -541,4 +546,31 @@ fn collect_truth(
         }
     }
     Ok(out)
+}
+
+/// `call` as a window column: the row function over each privacy unit's rows (rows without a
+/// unit are one unit), fed in the order of their arguments' values, so that what a unit's
+/// instance sees depends on that unit's rows alone, never on how other rows were laid out.
+fn row_column(
+    call: &super::validate::RowCall,
+    ds: &sluice_policy::Dataset,
+) -> Result<Expr, DataFusionError> {
+    let column = |name: &str| col(datafusion::common::Column::new_unqualified(name));
+    let udwf = crate::rows::RowWindow::udwf(call.module.clone(), call.index, ds.row_fuel);
+    let args = call
+        .args
+        .iter()
+        .map(|a| datafusion::prelude::cast(column(a), DataType::Float64))
+        .collect();
+    let order = call
+        .args
+        .iter()
+        .map(|a| column(a).sort(true, true))
+        .collect();
+    Ok(udwf
+        .call(args)
+        .partition_by(vec![column(&ds.privacy_unit)])
+        .order_by(order)
+        .build()?
+        .alias(&call.column))
 }

@@ -61,6 +61,7 @@ pub mod validate;
 
 pub use design::Bounds;
 
+use std::borrow::Cow;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
@@ -103,6 +104,8 @@ pub struct Asker {
     pub max_epsilon: Option<f64>,
     /// The scenario the asking runs under (`None`: the operator's only grant on the dataset).
     pub scenario: Option<String>,
+    /// The asking job's row functions, if it carries any ([`crate::rows`]).
+    pub rows: Option<Arc<crate::rows::RowModule>>,
 }
 
 impl Asker {
@@ -115,6 +118,7 @@ impl Asker {
             scope: None,
             max_epsilon: None,
             scenario: None,
+            rows: None,
         }
     }
 }
@@ -306,15 +310,15 @@ impl PrivacyEngine {
         &self,
         asker: &Asker,
         sql: &str,
-    ) -> Result<(ValidatedQuery, &Registered, &Grant), QueryError> {
+    ) -> Result<(ValidatedQuery, Cow<'_, Registered>, &Grant), QueryError> {
         let statement = parse(sql)?;
-        let state = self.catalog.planning.state();
+        let state = planning_state(self.catalog.planning.state(), asker.rows.as_deref())?;
         let (registered, grant, lookup) = self.resolve(asker, &state, &statement)?;
         registered
             .check_unchanged()
             .map_err(QueryError::NotGranted)?;
         refuse_hidden(&statement, registered)?;
-        let key = plans::ValidatedKey::new(sql, &registered.policy, grant);
+        let key = plans::ValidatedKey::new(sql, &registered.policy, grant, asker.rows.as_deref());
         let q = match self.plans.validated(&key) {
             Some(q) => q,
             None => {
@@ -322,8 +326,13 @@ impl PrivacyEngine {
                     .statement_to_plan(statement)
                     .await
                     .map_err(|e| plan_error(&e, &registered.policy))?;
-                let mut q =
-                    validate::validate(&plan, &registered.policy, &grant.aggregations, lookup)?;
+                let mut q = validate::validate(
+                    &plan,
+                    &registered.policy,
+                    &grant.aggregations,
+                    lookup,
+                    asker.rows.as_ref(),
+                )?;
                 q.submitted = sql.to_string();
                 // After validation, whose refusals say more about the query; both come before
                 // the charge.
@@ -338,7 +347,22 @@ impl PrivacyEngine {
                 asker.operator, registered.policy.id
             )));
         }
-        Ok((q, registered, grant))
+        if q.row_calls.is_empty() {
+            return Ok((q, Cow::Borrowed(registered), grant));
+        }
+        if !grant.row_functions {
+            return Err(QueryError::NotGranted(format!(
+                "the grant of operator `{}` on dataset `{}` does not allow row functions (`row_functions = true` in the grant)",
+                asker.operator, registered.policy.id
+            )));
+        }
+        // The computed columns are bounded columns of this query's view of the dataset.
+        let mut with_rows = registered.clone();
+        with_rows
+            .policy
+            .columns
+            .extend(q.row_calls.iter().map(validate::RowCall::column));
+        Ok((q, Cow::Owned(with_rows), grant))
     }
 
     /// The dataset a statement reads (with at most one public lookup joined), if the job
@@ -430,7 +454,8 @@ impl PrivacyEngine {
         sql: &str,
         budget: Budget,
     ) -> Result<Estimate, QueryError> {
-        let (q, registered, grant) = self.prepare(asker, sql).await?;
+        let (q, prepared, grant) = self.prepare(asker, sql).await?;
+        let registered: &Registered = &prepared;
         let ds = &registered.policy;
         let d = Design::new(&q, ds, grant);
         let amount = d.solve(&q, ds, budget)?;
@@ -493,7 +518,8 @@ impl PrivacyEngine {
         bucket: &mut Option<u32>,
     ) -> Result<(NoisyTable, QueryRecord), QueryError> {
         budget.check()?;
-        let (q, registered, grant) = self.prepare(asker, sql).await?;
+        let (q, prepared, grant) = self.prepare(asker, sql).await?;
+        let registered: &Registered = &prepared;
         let ds = &registered.policy;
         *bucket = ds.response_time_bucket_ms;
         let design = Design::new(&q, ds, grant);
@@ -558,6 +584,35 @@ impl PrivacyEngine {
         let record = record(registered, q, sql, &table, true);
         Some((table, record))
     }
+}
+
+/// The state a query is planned in: the planning context's, with the asking job's row
+/// functions as planning-only scalar functions (refused if one is named like a SQL function).
+fn planning_state(
+    state: datafusion::execution::SessionState,
+    rows: Option<&crate::rows::RowModule>,
+) -> Result<datafusion::execution::SessionState, QueryError> {
+    let Some(rows) = rows else {
+        return Ok(state);
+    };
+    let mut state = state;
+    for f in rows.functions() {
+        let taken = state.scalar_functions().contains_key(&f.name)
+            || state.aggregate_functions().contains_key(&f.name)
+            || state.window_functions().contains_key(&f.name);
+        if taken {
+            return Err(QueryError::InvalidSql(format!(
+                "the job's row function `{}` has the name of a SQL function; rename it",
+                f.name
+            )));
+        }
+        datafusion::execution::FunctionRegistry::register_udf(
+            &mut state,
+            Arc::new(udf::RowPlanning::udf(f)),
+        )
+        .map_err(|e| QueryError::InvalidSql(first_line(&e.to_string())))?;
+    }
+    Ok(state)
 }
 
 /// One SELECT statement, bounded in size and shape before it is parsed.

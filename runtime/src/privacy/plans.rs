@@ -36,8 +36,13 @@ impl ValidatedKey {
         sql: &str,
         ds: &sluice_policy::Dataset,
         grant: &sluice_policy::Grant,
+        rows: Option<&crate::rows::RowModule>,
     ) -> Self {
-        Self(format!("{}\n{:?}\n{sql}", ds.id, grant.aggregations))
+        let rows = rows.map_or("", |r| r.sha256.as_str());
+        Self(format!(
+            "{}\n{:?}\n{rows}\n{sql}",
+            ds.id, grant.aggregations
+        ))
     }
 }
 

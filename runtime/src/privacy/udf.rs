@@ -306,3 +306,40 @@ mod tests {
         }
     }
 }
+
+/// A job's row function as the planner sees it: its name and arity, floats in and out, so that
+/// `SUM(bmi_risk(height_cm, weight_kg))` plans and the validator can find the call. It is never
+/// executed: the engine computes row functions per unit ([`crate::rows::RowWindow`]).
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct RowPlanning {
+    name: String,
+    signature: Signature,
+}
+
+impl RowPlanning {
+    /// The planning function of `f`.
+    pub fn udf(f: &crate::rows::RowFunction) -> ScalarUDF {
+        ScalarUDF::new_from_impl(Self {
+            name: f.name.clone(),
+            signature: Signature::exact(vec![DataType::Float64; f.arity], Volatility::Immutable),
+        })
+    }
+}
+
+impl ScalarUDFImpl for RowPlanning {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Float64)
+    }
+    fn invoke_with_args(&self, _args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        exec_err!(
+            "row function `{}` is planned, never executed, as a scalar",
+            self.name
+        )
+    }
+}

@@ -27,9 +27,12 @@ use datafusion::logical_expr::{
 };
 use sluice_policy::{Aggregation, ColumnKind, Dataset, DatasetId};
 
+use std::sync::Arc;
+
 use super::dates::{DateKey, Granularity};
 use crate::QueryError;
 use crate::data::LoadedLookup;
+use crate::rows::{RowFunction, RowModule};
 
 /// The aggregates the engine answers, for messages.
 const SUPPORTED: &str = "COUNT(*), COUNT(DISTINCT <privacy unit>), SUM(column), AVG(column), VARIANCE(column), STDDEV(column) (and _POP), MEDIAN(column), PERCENTILE_CONT(q) WITHIN GROUP (ORDER BY column)";
@@ -128,6 +131,37 @@ pub enum OutputSource {
     Agg(usize),
 }
 
+/// A row function applied to columns inside an aggregate: the engine computes it per privacy
+/// unit ([`crate::rows`]) as the column `column`, which the aggregate then reads like any other
+/// bounded column (its bounds are the function's declared ones).
+#[derive(Clone, Debug)]
+pub struct RowCall {
+    /// The column it is computed as (`__sluice_row_<i>`).
+    pub column: String,
+    /// The function, as its module declares it.
+    pub function: RowFunction,
+    /// Its index in the module.
+    pub index: usize,
+    /// The columns it reads, in argument order.
+    pub args: Vec<String>,
+    /// The module that runs it.
+    pub module: Arc<RowModule>,
+}
+
+impl RowCall {
+    /// The dataset column the engine adds for it: a float within the function's bounds.
+    pub fn column(&self) -> sluice_policy::Column {
+        sluice_policy::Column {
+            name: self.column.clone(),
+            kind: ColumnKind::Float {
+                bounds: Some((self.function.lo, self.function.hi)),
+            },
+            bins: None,
+            row_functions: false,
+        }
+    }
+}
+
 /// A query that passed validation, in the engine's own terms.
 #[derive(Clone, Debug)]
 pub struct ValidatedQuery {
@@ -147,6 +181,8 @@ pub struct ValidatedQuery {
     pub normalized: String,
     /// The SQL as the job wrote it (set by the engine after validation), for the audit log.
     pub submitted: String,
+    /// The row functions its aggregates read.
+    pub row_calls: Vec<RowCall>,
 }
 
 /// One GROUP BY key.
@@ -217,12 +253,15 @@ pub fn validate(
     dataset: &Dataset,
     allowed: &[Aggregation],
     lookup: Option<&LoadedLookup>,
+    rows: Option<&Arc<RowModule>>,
 ) -> Result<ValidatedQuery, QueryError> {
     let (projection, aggregate) = shape(plan)?;
     let source = source(aggregate, dataset, lookup)?;
     let cx = Cx {
         dataset,
         filter: source.filter.as_ref(),
+        rows,
+        row_calls: Default::default(),
     };
     let uses_lookup = |e: &Expr| {
         e.column_refs()
@@ -259,6 +298,23 @@ pub fn validate(
         .map(|e| granted(cx.aggregate(e)?, allowed))
         .collect::<Result<Vec<_>, _>>()?;
     let outputs = outputs(projection, aggregate, &keys)?;
+    let row_calls = cx.row_calls.into_inner();
+    let mut normalized = plan.display_indent().to_string();
+    // The plan names a row function; its identity (the module's bytes) and declared terms are
+    // part of what the query is, for the caches and the audit.
+    for c in &row_calls {
+        let f = &c.function;
+        normalized += &format!(
+            "\nrow function {}({}) of rows module sha256 {}: clamped to [{}, {}], default {}, as {}",
+            f.name,
+            c.args.join(", "),
+            c.module.sha256,
+            f.lo,
+            f.hi,
+            f.default,
+            c.column
+        );
+    }
     Ok(ValidatedQuery {
         dataset: dataset.id.clone(),
         filter: source.filter.map(unqualify).transpose()?,
@@ -266,8 +322,9 @@ pub fn validate(
         lookup: source.join.map(|j| j.join),
         aggregates,
         outputs,
-        normalized: plan.display_indent().to_string(),
+        normalized,
         submitted: String::new(),
+        row_calls,
     })
 }
 
@@ -433,6 +490,8 @@ fn lookup_join<'a, 'p>(
         (Cx {
             dataset,
             filter: None,
+            rows: None,
+            row_calls: Default::default(),
         })
         .column(&ds_col.name)?,
         ColumnKind::Category { .. }
@@ -702,6 +761,10 @@ struct Cx<'a> {
     dataset: &'a Dataset,
     /// The WHERE clause: its date-range literals narrow the released domain of date keys.
     filter: Option<&'a Expr>,
+    /// The asking job's row functions, if any.
+    rows: Option<&'a Arc<RowModule>>,
+    /// The row function calls the aggregates read, in order of first use.
+    row_calls: std::cell::RefCell<Vec<RowCall>>,
 }
 
 /// A date literal as days since 1970-01-01: `DATE '2025-01-31'` (planned as a cast of the
@@ -880,14 +943,26 @@ impl Cx<'_> {
             },
             "sum" | "avg" | "var" | "var_samp" | "var_sample" | "var_pop" | "var_population"
             | "variance" | "stddev" | "stddev_samp" | "stddev_pop" | "median" | "approx_median" => {
-                let [Expr::Column(c)] = p.args.as_slice() else {
-                    return Err(unsupported(format!(
-                        "{}() accepts one plain column (no expressions)",
-                        name.to_uppercase()
-                    )));
+                let (column, c) = match p.args.as_slice() {
+                    [e] if let Some(row) = self.row_call(e)? => {
+                        (row.clone(), Column::from_name(row))
+                    }
+                    [Expr::Column(c)] => {
+                        self.bounded(c, &name)?;
+                        (c.name.clone(), c.clone())
+                    }
+                    _ => {
+                        return Err(unsupported(format!(
+                            "{}() accepts one plain column (no expressions){}",
+                            name.to_uppercase(),
+                            match self.rows {
+                                Some(_) => " or one of the job's row functions over columns",
+                                None => "",
+                            }
+                        )));
+                    }
                 };
-                self.bounded(c, &name)?;
-                let column = c.name.clone();
+                let c = &c;
                 Ok(match name.as_str() {
                     "sum" => AggSpec::Sum(column),
                     "avg" => AggSpec::Mean(column),
@@ -935,6 +1010,69 @@ impl Cx<'_> {
                 "aggregate `{other}` is not supported; supported: {SUPPORTED}"
             ))),
         }
+    }
+
+    /// The column `e` is computed as, if it is a call of one of the job's row functions (each
+    /// argument a column the policy lets row functions read, possibly cast to a float by
+    /// planning); the same call twice is one column.
+    fn row_call(&self, e: &Expr) -> Result<Option<String>, QueryError> {
+        let (Some(module), Expr::ScalarFunction(f)) = (self.rows, e) else {
+            return Ok(None);
+        };
+        let Some((index, function)) = module.function(f.func.name()) else {
+            return Ok(None);
+        };
+        let mut args = Vec::new();
+        for a in &f.args {
+            let mut a = a;
+            while let Expr::Cast(c) = a {
+                a = c.expr.as_ref();
+            }
+            let Expr::Column(c) = a else {
+                return Err(unsupported(format!(
+                    "the arguments of row function `{}` must be plain columns",
+                    function.name
+                )));
+            };
+            self.column(&c.name)?;
+            let readable = self
+                .dataset
+                .column(&c.name)
+                .is_some_and(|col| col.row_functions);
+            if !readable {
+                let visible: Vec<&str> = self
+                    .dataset
+                    .columns
+                    .iter()
+                    .filter(|c| c.row_functions)
+                    .map(|c| c.name.as_str())
+                    .collect();
+                return Err(QueryError::ColumnDenied(format!(
+                    "column `{}` of dataset `{}` is not readable by row functions; the policy marks those with `row_functions = true`: {}",
+                    c.name,
+                    self.dataset.id,
+                    if visible.is_empty() {
+                        "none".to_string()
+                    } else {
+                        visible.join(", ")
+                    }
+                )));
+            }
+            args.push(c.name.clone());
+        }
+        let mut calls = self.row_calls.borrow_mut();
+        if let Some(known) = calls.iter().find(|c| c.index == index && c.args == args) {
+            return Ok(Some(known.column.clone()));
+        }
+        let column = format!("__sluice_row_{}", calls.len());
+        calls.push(RowCall {
+            column: column.clone(),
+            function: function.clone(),
+            index,
+            args,
+            module: module.clone(),
+        });
+        Ok(Some(column))
     }
 
     /// A column an aggregate reads: public, with policy bounds.
@@ -1241,7 +1379,7 @@ delta_per_period = 1e-5
         let plan = rt
             .block_on(ctx.state().create_logical_plan(sql))
             .expect("the test SQL plans");
-        validate(&plan, ds, allowed, None)
+        validate(&plan, ds, allowed, None, None)
     }
 
     fn check(sql: &str) -> Result<ValidatedQuery, QueryError> {

@@ -27,6 +27,8 @@ mod disk;
 mod load;
 mod wasi;
 
+pub(crate) use load::{configure as configure_features, with_feature_list};
+
 mod bindings {
     wasmtime::component::bindgen!({
         path: "../guest-sdk/wit",
@@ -69,6 +71,8 @@ pub(crate) struct Host {
     /// `sluice:job` and the null WASI, for components that import WASI.
     wasi_linker: Linker<JobState>,
     contract: load::Contract,
+    /// Where jobs' row functions are compiled and run.
+    rows: crate::rows::RowEngine,
     cache: Mutex<HashMap<[u8; 32], Loaded>>,
     /// Compiled components kept across restarts, if configured.
     disk: Option<disk::DiskCache>,
@@ -81,6 +85,8 @@ pub(crate) struct Loaded {
     component: Component,
     /// Whether it imports WASI (and so gets the null WASI).
     wasi: bool,
+    /// The row functions it carries, compiled.
+    rows: Option<Arc<crate::rows::RowModule>>,
 }
 
 /// Advances the engine's epoch every [`TICK`] until dropped.
@@ -268,6 +274,7 @@ impl Host {
                 .map_err(|e| JobError::Host(e.to_string()))?;
         }
         Ok(Self {
+            rows: crate::rows::RowEngine::new()?,
             engine,
             linker,
             wasi_linker,
@@ -294,11 +301,17 @@ impl Host {
         }
         if let Some(component) = self.disk.as_ref().and_then(|d| d.get(&self.engine, &key)) {
             let wasi = check_imports(&component, &self.engine)?;
-            let loaded = Loaded { component, wasi };
+            let rows = crate::rows::RowModule::from_job(wasm, &self.rows)?;
+            let loaded = Loaded {
+                component,
+                wasi,
+                rows,
+            };
             self.remember(key, &loaded);
             return Ok((loaded, true));
         }
         let component_bytes = load::component_bytes(wasm, &self.contract)?;
+        let rows = crate::rows::RowModule::from_job(wasm, &self.rows)?;
         // wasmtime validates a component against the engine's features; a panic in it (none is
         // known) would be a bug to report as a refusal, not a reason to stop the broker.
         let compiled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -312,7 +325,11 @@ impl Host {
         if let Some(d) = &self.disk {
             d.put(&key, &component);
         }
-        let loaded = Loaded { component, wasi };
+        let loaded = Loaded {
+            component,
+            wasi,
+            rows,
+        };
         self.remember(key, &loaded);
         Ok((loaded, false))
     }
@@ -352,6 +369,8 @@ impl Host {
         let started = Instant::now();
         let (loaded, cached) = self.load(wasm).map_err(fail)?;
         let load_time = started.elapsed();
+        let mut asker = asker;
+        asker.rows = loaded.rows.clone();
         let started = Instant::now();
 
         let state = JobState {
