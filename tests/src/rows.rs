@@ -384,3 +384,107 @@ fn the_sample_runs_locally_with_accurate_answers() {
     );
     assert!(t.mechanism.contains("per_person"), "{}", t.mechanism);
 }
+
+#[test]
+fn the_sample_runs_through_the_broker_and_its_audit_names_the_function() {
+    let mut b = crate::TestBroker::start("rows-broker", |p| {
+        p.replace(
+            "columns.spend = { kind = \"float\", bounds = [0.0, 5000.0] }",
+            "columns.spend = { kind = \"float\", bounds = [0.0, 5000.0], row_functions = true }",
+        )
+        .replace(
+            "columns.group_size = { kind = \"int\", bounds = [1, 20] }",
+            "columns.group_size = { kind = \"int\", bounds = [1, 20], row_functions = true }",
+        )
+        .replacen(
+            "operator = \"tourism-lab\"",
+            "operator = \"tourism-lab\"\nrow_functions = true",
+            1,
+        )
+    });
+    let job = sluice_runtime::rows::embed(
+        &crate::guest(env!("GUEST_TOURISM_PER_PERSON")),
+        &crate::guest(env!("GUEST_TOURISM_PER_PERSON_ROWS")),
+    )
+    .unwrap();
+    let c = b.client(&b.tourism);
+    let r = c
+        .submit(&sluice_broker::client::Submission {
+            wasm: &job,
+            purpose: "spend per person",
+            params: "epsilon=0.5",
+            datasets: &["tourism_trips".into()],
+            max_epsilon: None,
+            scenario: None,
+        })
+        .unwrap();
+    let id = r["id"].as_str().unwrap().to_string();
+    b.client(&b.reviewer)
+        .post_json(
+            &format!("/v1/reviews/{id}/approve"),
+            &serde_json::json!({"reason": "bounds 0-2000 per person are public"}),
+        )
+        .unwrap();
+    c.follow(&id, |_, _| {}).unwrap();
+    let state = c.get_json(&format!("/v1/jobs/{id}")).unwrap();
+    assert_eq!(state["state"], "succeeded", "{state}");
+    let report = c.get_text(&format!("/v1/jobs/{id}/result")).unwrap();
+    assert!(report.contains("spend_per_person"), "{report}");
+    // Every charge's audit entry names the function, its bounds and its module's sha256.
+    let audit = b
+        .client(&b.reviewer)
+        .get_json(&format!("/v1/audit?job={id}"))
+        .unwrap();
+    let queries: Vec<String> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "query")
+        .map(|e| e["detail"]["sql"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(queries.len(), 2, "{audit}");
+    let module = RowModule::from_job(&job, &RowEngine::new().unwrap())
+        .unwrap()
+        .unwrap();
+    assert!(
+        queries[0].contains("row function per_person(spend, group_size)")
+            && queries[0].contains(&module.sha256)
+            && queries[0].contains("[0, 2000]"),
+        "{}",
+        queries[0]
+    );
+    assert!(
+        queries[1].contains("row function repeat_trip(spend)"),
+        "{}",
+        queries[1]
+    );
+    b.stop();
+}
+
+#[test]
+fn response_time_padding_covers_what_a_row_function_burns() {
+    // A function that spins on every row takes longer than one that returns at once; with the
+    // dataset's padding both answers leave at the same bucket boundary.
+    let persons: Vec<(u32, &str, Vec<i64>)> = (0..200).map(|p| (p, "a", vec![60, 70])).collect();
+    let world = World::csv(
+        "rows-padding",
+        "visits",
+        &csv(&persons),
+        &policy(GRANT, "response_time_bucket_ms = 1500"),
+    );
+    let s = world.unlimited();
+    let m = hostile();
+    let timed = |f: &str| {
+        let t = std::time::Instant::now();
+        query(&s, &m, &format!("SELECT SUM({f}(v)) AS s FROM visits"), 1.0);
+        t.elapsed()
+    };
+    let bucket = std::time::Duration::from_millis(1500);
+    for f in ["spin", "default_above"] {
+        let took = timed(f);
+        assert!(
+            took >= bucket && took < bucket * 2,
+            "{f}: answered after {took:?}, not in the first 1.5 s bucket"
+        );
+    }
+}
