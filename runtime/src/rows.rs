@@ -328,6 +328,12 @@ fn leb128(mut n: usize) -> Vec<u8> {
     }
 }
 
+/// Whether `wasm` carries a rows module (a well-formed [`ROWS_SECTION`] at its top level);
+/// a malformed binary is left to the job's own loading to refuse.
+pub fn carries_rows(wasm: &[u8]) -> bool {
+    matches!(rows_section(wasm), Ok(Some(_)) | Err(_)) && wasm.len() >= 8 && wasm[..4] == *b"\0asm"
+}
+
 /// The bytes of a binary's [`ROWS_SECTION`], at its top level (not inside a nested module).
 fn rows_section(wasm: &[u8]) -> Result<Option<&[u8]>, JobError> {
     use wasmparser::{Parser, Payload};

@@ -71,8 +71,9 @@ pub(crate) struct Host {
     /// `sluice:job` and the null WASI, for components that import WASI.
     wasi_linker: Linker<JobState>,
     contract: load::Contract,
-    /// Where jobs' row functions are compiled and run.
-    rows: crate::rows::RowEngine,
+    /// Where jobs' row functions are compiled and run: started with the first job that carries
+    /// some (its instance pool reserves address space).
+    rows: std::sync::OnceLock<crate::rows::RowEngine>,
     cache: Mutex<HashMap<[u8; 32], Loaded>>,
     /// Compiled components kept across restarts, if configured.
     disk: Option<disk::DiskCache>,
@@ -274,7 +275,7 @@ impl Host {
                 .map_err(|e| JobError::Host(e.to_string()))?;
         }
         Ok(Self {
-            rows: crate::rows::RowEngine::new()?,
+            rows: std::sync::OnceLock::new(),
             engine,
             linker,
             wasi_linker,
@@ -301,7 +302,7 @@ impl Host {
         }
         if let Some(component) = self.disk.as_ref().and_then(|d| d.get(&self.engine, &key)) {
             let wasi = check_imports(&component, &self.engine)?;
-            let rows = crate::rows::RowModule::from_job(wasm, &self.rows)?;
+            let rows = self.row_module(wasm)?;
             let loaded = Loaded {
                 component,
                 wasi,
@@ -311,7 +312,7 @@ impl Host {
             return Ok((loaded, true));
         }
         let component_bytes = load::component_bytes(wasm, &self.contract)?;
-        let rows = crate::rows::RowModule::from_job(wasm, &self.rows)?;
+        let rows = self.row_module(wasm)?;
         // wasmtime validates a component against the engine's features; a panic in it (none is
         // known) would be a bug to report as a refusal, not a reason to stop the broker.
         let compiled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -332,6 +333,21 @@ impl Host {
         };
         self.remember(key, &loaded);
         Ok((loaded, false))
+    }
+
+    /// The row functions `wasm` carries, compiled on the row engine (started now if needed).
+    fn row_module(&self, wasm: &[u8]) -> Result<Option<Arc<crate::rows::RowModule>>, JobError> {
+        if !crate::rows::carries_rows(wasm) {
+            return Ok(None);
+        }
+        let engine = match self.rows.get() {
+            Some(e) => e,
+            None => {
+                let _ = self.rows.set(crate::rows::RowEngine::new()?);
+                self.rows.get().expect("just set")
+            }
+        };
+        crate::rows::RowModule::from_job(wasm, engine)
     }
 
     /// Keeps `loaded` in memory (at most [`CACHE_CAPACITY`] components).
