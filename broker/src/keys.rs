@@ -196,6 +196,10 @@ pub struct Receipt {
     /// when the job needed no review or its approval named no report).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub risk_report_sha256: Option<String>,
+    /// The job's row functions its queries aggregated: code that read rows inside the sandbox,
+    /// each with its declared bounds and its module's sha256 (absent, and not signed, when none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub row_functions: Vec<String>,
     /// Sequence number of the audit entry recording the release.
     pub audit_seq: i64,
     /// sha256 of the report as JSON (the exact bytes `result` serves).
@@ -284,6 +288,7 @@ mod tests {
             reviewers: vec![],
             recipients: vec![],
             risk_report_sha256: None,
+            row_functions: vec![],
             audit_seq: 7,
             report_sha256: sha256_hex(b"{}"),
             report_csv_sha256: sha256_hex(b"csv"),

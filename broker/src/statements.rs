@@ -467,6 +467,7 @@ mod tests {
             cached,
             cells,
             accuracy: vec![],
+            row_functions: vec![],
         };
         let m = meters(&[q("a", false, 9), q("a", true, 9), q("b", false, 4)], 1001);
         assert_eq!(m["a"].queries, 2);

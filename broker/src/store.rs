@@ -496,6 +496,8 @@ pub struct Outcome<'a> {
     /// What a filing of this release says beside its receipt, when a dataset it read is graded
     /// `important` (filed when the report is released, at once or by a reviewer).
     pub filing: Option<FilingTerms>,
+    /// The job's row functions its queries aggregated (named on the receipt).
+    pub row_functions: Vec<String>,
 }
 
 /// A job's log as the broker keeps it.
@@ -1326,6 +1328,7 @@ impl Store {
             datasets,
             recipients,
             filing,
+            row_functions,
         } = out;
         let released = self.write(|tx| -> Result<Released> {
             let (wasm_sha256, operator, declared, purpose, reviewer, scenario): (
@@ -1397,6 +1400,7 @@ impl Store {
                 reviewers: approvers(tx, id, reviewer)?,
                 recipients,
                 risk_report_sha256: approved_risk(tx, id)?,
+                row_functions: row_functions.clone(),
                 audit_seq: moved.audit_seq,
                 report_sha256,
                 report_csv_sha256,

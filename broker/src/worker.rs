@@ -127,6 +127,7 @@ fn run_claimed(shared: &Shared, job: crate::store::Claimed) -> Result<()> {
                     policy_sha256: &cur.policy_sha256,
                     datasets: versions,
                     recipients,
+                    row_functions: row_functions(&out.queries),
                     filing: filing_terms(
                         cur.sandbox.engine().policy(),
                         &job.operator,
@@ -185,4 +186,15 @@ fn filing_terms(
             .map_or("public-interest", |g| g.usage.as_str())
             .to_string(),
     })
+}
+
+/// The row functions `queries` aggregated, each once, in order of first use.
+fn row_functions(queries: &[sluice_runtime::privacy::QueryRecord]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for f in queries.iter().flat_map(|q| &q.row_functions) {
+        if !out.contains(f) {
+            out.push(f.clone());
+        }
+    }
+    out
 }

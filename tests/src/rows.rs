@@ -458,6 +458,25 @@ fn the_sample_runs_through_the_broker_and_its_audit_names_the_function() {
         "{}",
         queries[1]
     );
+    // The signed receipt names both functions with their bounds and the module.
+    let receipt: sluice_broker::keys::Receipt =
+        serde_json::from_str(&c.get_text(&format!("/v1/jobs/{id}/receipt")).unwrap()).unwrap();
+    receipt
+        .verify(
+            &sluice_broker::keys::public_key(&b.public_key).unwrap(),
+            report.as_bytes(),
+        )
+        .unwrap();
+    let sha = &module.sha256;
+    assert_eq!(
+        receipt.row_functions,
+        [
+            format!(
+                "per_person(spend, group_size) in [0, 2000] default 0, rows module sha256 {sha}"
+            ),
+            format!("repeat_trip(spend) in [0, 1] default 0, rows module sha256 {sha}"),
+        ]
+    );
     b.stop();
 }
 

@@ -146,6 +146,10 @@ pub struct QueryRecord {
     /// where the mechanism states its accuracy otherwise (a quantile's is a rank error, in its
     /// mechanism text).
     pub accuracy: Vec<ColumnAccuracy>,
+    /// The job's row functions the query aggregated, each as `name(args) in [lo, hi] default d,
+    /// rows module sha256 <hex>` (absent when none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub row_functions: Vec<String>,
 }
 
 /// How accurate one aggregate column of an answer is.
@@ -754,6 +758,11 @@ fn record(
             .filter(|v| !matches!(v, crate::report::Value::Null))
             .count() as u64,
         accuracy,
+        row_functions: q
+            .row_calls
+            .iter()
+            .map(validate::RowCall::describe)
+            .collect(),
     }
 }
 

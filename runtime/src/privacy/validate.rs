@@ -149,6 +149,21 @@ pub struct RowCall {
 }
 
 impl RowCall {
+    /// What receipts and records name it by: `name(args) in [lo, hi] default d, rows module
+    /// sha256 <hex>`.
+    pub fn describe(&self) -> String {
+        let f = &self.function;
+        format!(
+            "{}({}) in [{}, {}] default {}, rows module sha256 {}",
+            f.name,
+            self.args.join(", "),
+            f.lo,
+            f.hi,
+            f.default,
+            self.module.sha256
+        )
+    }
+
     /// The dataset column the engine adds for it: a float within the function's bounds.
     pub fn column(&self) -> sluice_policy::Column {
         sluice_policy::Column {
