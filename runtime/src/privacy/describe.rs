@@ -90,8 +90,9 @@ pub(crate) fn describe(
             " groups with noisy count below {min} are suppressed;"
         ));
     }
-    // A row function's column is named by its call, as the query wrote it.
-    for call in &q.row_calls {
+    // A row function's column is named by its call, as the query wrote it (the last first, so
+    // that `__sluice_row_1` never replaces the start of `__sluice_row_10`).
+    for call in q.row_calls.iter().rev() {
         let named = format!("{}({})", call.function.name, call.args.join(", "));
         text = text.replace(&call.column, &named);
     }
