@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::keys::{self, Keys, sha256_hex};
+use crate::store::Cached;
 
 /// Entries between automatic checkpoints.
 pub const CHECKPOINT_EVERY: i64 = 16;
@@ -134,7 +135,7 @@ pub fn append(tx: &Transaction<'_>, e: NewEntry) -> Result<i64> {
     })
     .to_string();
     let hash = sha256_hex(body.as_bytes());
-    tx.execute(
+    tx.exec(
         "INSERT INTO audit (seq, kind, job, operator, dataset, body, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         params![seq, e.kind, e.job, e.operator, e.dataset, body, hash],
     )?;
@@ -171,7 +172,7 @@ pub fn checkpoint(conn: &Connection, keys: &Keys, file: &Path) -> Result<Option<
     let Some((seq, hash)) = head else {
         return Ok(None);
     };
-    let done: bool = conn.query_row(
+    let done: bool = conn.row(
         "SELECT EXISTS(SELECT 1 FROM checkpoints WHERE seq = ?1)",
         [seq],
         |r| r.get(0),
@@ -186,7 +187,7 @@ pub fn checkpoint(conn: &Connection, keys: &Keys, file: &Path) -> Result<Option<
         at_ms: now_ms(),
     };
     append_line(file, &serde_json::to_string(&cp)?)?;
-    conn.execute(
+    conn.exec(
         "INSERT OR IGNORE INTO checkpoints (seq, hash, at_ms, signature) VALUES (?1, ?2, ?3, ?4)",
         params![cp.seq, cp.hash, cp.at_ms, cp.signature],
     )?;

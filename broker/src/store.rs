@@ -715,11 +715,44 @@ pub fn checkpoint_path(dir: &Path) -> PathBuf {
     dir.join("audit-checkpoints.jsonl")
 }
 
+/// `execute` and `query_row` through the connection's statement cache: the broker runs the same
+/// few statements for every job (a charge, an audit entry, a job step), and compiling one is a
+/// good part of its cost in SQLite.
+pub(crate) trait Cached {
+    /// [`Connection::execute`], with the statement kept.
+    fn exec<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize>;
+    /// [`Connection::query_row`], with the statement kept.
+    fn row<T, P: rusqlite::Params, F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>>(
+        &self,
+        sql: &str,
+        params: P,
+        f: F,
+    ) -> rusqlite::Result<T>;
+}
+
+impl Cached for Connection {
+    fn exec<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize> {
+        self.prepare_cached(sql)?.execute(params)
+    }
+    fn row<T, P: rusqlite::Params, F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>>(
+        &self,
+        sql: &str,
+        params: P,
+        f: F,
+    ) -> rusqlite::Result<T> {
+        self.prepare_cached(sql)?.query_row(params, f)
+    }
+}
+
+/// Statements kept per connection (the default keeps 16).
+const STATEMENT_CACHE: usize = 128;
+
 fn open_conn(dir: &Path) -> Result<Connection> {
     let path = db_path(dir);
     let mut conn =
         Connection::open(&path).with_context(|| format!("while opening {}", path.display()))?;
     conn.busy_timeout(Duration::from_secs(10))?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
@@ -863,7 +896,7 @@ impl Store {
     }
 
     fn checkpoint_if_due(&self, conn: &Connection) -> Result<()> {
-        let (head, last): (i64, i64) = conn.query_row(
+        let (head, last): (i64, i64) = conn.row(
             "SELECT (SELECT COALESCE(MAX(seq), 0) FROM audit), (SELECT COALESCE(MAX(seq), 0) FROM checkpoints)",
             [],
             |r| Ok((r.get(0)?, r.get(1)?)),
@@ -944,7 +977,7 @@ impl Store {
                     "expires_ms": expires_ms,
                 })),
             )?;
-            tx.execute(
+            tx.exec(
                 "INSERT INTO tokens (hash, principal, role, created_ms, expires_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![hash, principal, role.as_str(), now_ms(), expires_ms],
@@ -997,7 +1030,7 @@ impl Store {
                     "token_id": id,
                 })),
             )?;
-            tx.execute("DELETE FROM tokens WHERE substr(hash, 1, 16) = ?1", [id])?;
+            tx.exec("DELETE FROM tokens WHERE substr(hash, 1, 16) = ?1", [id])?;
             Ok(())
         })
     }
@@ -1055,11 +1088,11 @@ impl Store {
                         "decision": if job.needs_review { "allowed, pending review" } else { "allowed" },
                     })),
             )?;
-            tx.execute(
+            tx.exec(
                 "INSERT OR IGNORE INTO wasm (sha256, bytes) VALUES (?1, ?2)",
                 params![sha, job.wasm],
             )?;
-            tx.execute(
+            tx.exec(
                 "INSERT INTO jobs (id, n, operator, purpose, params, wasm_sha256, datasets, max_epsilon, state, created_ms, holders_to_approve, scenario)
                  VALUES (?1, (SELECT COALESCE(MAX(n), 0) + 1 FROM jobs), ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                 params![
@@ -1189,7 +1222,7 @@ impl Store {
             if allow && role == Role::Reviewer {
                 allow_build(tx, id, who, reason)?;
             }
-            tx.execute(
+            tx.exec(
                 "INSERT OR IGNORE INTO approvals (job, principal, role, at_ms) VALUES (?1, ?2, ?3, ?4)",
                 params![id, who, role.as_str(), now_ms()],
             )?;
@@ -1232,7 +1265,7 @@ impl Store {
     /// claimed: queued jobs wait for the freeze to be lifted.
     pub fn claim_next(&self) -> Result<Option<Claimed>> {
         self.write(|tx| -> Result<Option<Claimed>> {
-            let frozen: bool = tx.query_row(
+            let frozen: bool = tx.row(
                 "SELECT EXISTS (SELECT 1 FROM suspensions WHERE kind = 'all')",
                 [],
                 |r| r.get(0),
@@ -1294,11 +1327,11 @@ impl Store {
                     |_| json!({}),
                 )?;
                 let wasm: Vec<u8> =
-                    tx.query_row("SELECT bytes FROM wasm WHERE sha256 = ?1", [&sha], |r| {
+                    tx.row("SELECT bytes FROM wasm WHERE sha256 = ?1", [&sha], |r| {
                         r.get(0)
                     })?;
                 let scenario: Option<String> =
-                    tx.query_row("SELECT scenario FROM jobs WHERE id = ?1", [&id], |r| {
+                    tx.row("SELECT scenario FROM jobs WHERE id = ?1", [&id], |r| {
                         r.get(0)
                     })?;
                 return Ok(Some(Claimed {
@@ -1338,7 +1371,7 @@ impl Store {
                 String,
                 Option<String>,
                 Option<String>,
-            ) = tx.query_row(
+            ) = tx.row(
                 "SELECT wasm_sha256, operator, datasets, purpose, reviewer, scenario FROM jobs WHERE id = ?1",
                 [id],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
@@ -1348,7 +1381,7 @@ impl Store {
                 Some(why) => Some(why),
                 None => releases_held(tx, &operator, &declared)?,
             };
-            let (epsilon, delta, rho): (f64, f64, f64) = tx.query_row(
+            let (epsilon, delta, rho): (f64, f64, f64) = tx.row(
                 "SELECT COALESCE(SUM(epsilon), 0), COALESCE(SUM(delta), 0), COALESCE(SUM(rho), 0)
                  FROM charges WHERE job = ?1",
                 [id],
@@ -1409,12 +1442,12 @@ impl Store {
                 signature: String::new(),
             };
             receipt.sign(&self.keys);
-            tx.execute(
+            tx.exec(
                 "UPDATE jobs SET receipt = ?2 WHERE id = ?1",
                 params![id, serde_json::to_string(&receipt)?],
             )?;
             if let Some(terms) = &filing {
-                tx.execute(
+                tx.exec(
                     "INSERT INTO filings (job, terms) VALUES (?1, ?2)",
                     params![id, serde_json::to_string(terms)?],
                 )?;
@@ -1479,7 +1512,7 @@ impl Store {
             receipt.issued_at_ms = now_ms();
             receipt.reviewers.push(reviewer.to_string());
             receipt.sign(&self.keys);
-            tx.execute(
+            tx.exec(
                 "UPDATE jobs SET receipt = ?2 WHERE id = ?1",
                 params![
                     id,
@@ -1518,12 +1551,12 @@ impl Store {
                 },
                 |_| json!({ "error": error }),
             )?;
-            tx.execute(
+            tx.exec(
                 "UPDATE jobs SET report_json = NULL, report_csv = NULL, receipt = NULL WHERE id = ?1",
                 [id],
             )?;
             // Nothing was released: nothing to file.
-            tx.execute("DELETE FROM filings WHERE job = ?1", [id])?;
+            tx.exec("DELETE FROM filings WHERE job = ?1", [id])?;
             Ok(JobState::Failed)
         })
     }
@@ -1555,7 +1588,7 @@ impl Store {
     pub fn record_run(&self, run: &RunRecord<'_>) -> Result<()> {
         let text = serde_json::to_string(run.log)?;
         self.write(|tx| {
-            tx.execute(
+            tx.exec(
                 "UPDATE jobs SET log = ?2, log_dropped = ?3 WHERE id = ?1",
                 params![
                     run.job,
@@ -1699,7 +1732,7 @@ impl Store {
     pub fn raise_alert(&self, alert: &NewAlert<'_>, window: Duration) -> Result<bool> {
         self.write(|tx| -> Result<bool> {
             let since = now_ms().saturating_sub(window.as_millis().min(i64::MAX as u128) as i64);
-            let raised: bool = tx.query_row(
+            let raised: bool = tx.row(
                 "SELECT EXISTS (SELECT 1 FROM alerts
                                 WHERE rule = ?1 AND operator = ?2 AND dataset = ?3 AND at_ms >= ?4)",
                 params![alert.rule, alert.operator, alert.dataset, since],
@@ -1722,7 +1755,7 @@ impl Store {
                 entry = entry.operator(alert.operator);
             }
             let seq = audit::append(tx, entry)?;
-            tx.execute(
+            tx.exec(
                 "INSERT INTO alerts (at_ms, rule, operator, dataset, share, action, audit_seq, watching)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 params![now_ms(), alert.rule, alert.operator, alert.dataset, alert.share, alert.action, seq, alert.when],
@@ -1814,7 +1847,7 @@ impl Store {
     /// Notes that alert `id` reached the webhook.
     pub fn alert_delivered(&self, id: i64) -> Result<()> {
         self.write(|tx| {
-            tx.execute(
+            tx.exec(
                 "UPDATE alerts SET delivered_ms = ?2 WHERE id = ?1",
                 params![id, now_ms()],
             )?;
@@ -1825,7 +1858,7 @@ impl Store {
     /// The highest alert number so far (0 before the first).
     pub fn last_alert(&self) -> Result<i64> {
         let conn = self.lock();
-        Ok(conn.query_row("SELECT COALESCE(MAX(id), 0) FROM alerts", [], |r| r.get(0))?)
+        Ok(conn.row("SELECT COALESCE(MAX(id), 0) FROM alerts", [], |r| r.get(0))?)
     }
 
     fn alerts_where(&self, clause: &str, arg: i64) -> Result<Vec<Alert>> {
@@ -2079,7 +2112,7 @@ impl Store {
                         "scenario": c.scenario,
                     })),
             )?;
-            tx.execute(
+            tx.exec(
                 "INSERT INTO charges (at_ms, operator, dataset, job, epsilon, delta, audit_seq, rho, scenario)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 params![
@@ -2190,7 +2223,7 @@ fn transition(
     let audit_seq = audit::append(tx, entry.job(id).operator(&operator))?;
     let (reviewer, reason) = update.review.unzip();
     let (report_json, report_csv) = update.report.unzip();
-    tx.execute(
+    tx.exec(
         "UPDATE jobs SET state = ?2,
            started_ms = CASE WHEN ?3 THEN ?4 ELSE started_ms END,
            finished_ms = CASE WHEN ?5 THEN ?4 ELSE finished_ms END,
@@ -2219,7 +2252,7 @@ fn transition(
 }
 
 fn event(tx: &Connection, job: &str, kind: &str, detail: Value) -> rusqlite::Result<usize> {
-    tx.execute(
+    tx.exec(
         "INSERT INTO events (job, at_ms, kind, detail) VALUES (?1, ?2, ?3, ?4)",
         params![job, now_ms(), kind, detail.to_string()],
     )
@@ -2255,12 +2288,12 @@ fn set_suspension(
     }
     audit::append(tx, e)?;
     if on {
-        tx.execute(
+        tx.exec(
             "INSERT OR REPLACE INTO suspensions (kind, name, reason, at_ms) VALUES (?1, ?2, ?3, ?4)",
             params![kind, name, reason, now_ms()],
         )?;
     } else {
-        tx.execute(
+        tx.exec(
             "DELETE FROM suspensions WHERE kind = ?1 AND name = ?2",
             params![kind, name],
         )?;
@@ -2324,7 +2357,7 @@ fn allow_build(
             .detail(json!({ "wasm_sha256": sha, "datasets": datasets, "reason": reason })),
     )?;
     for d in &datasets {
-        tx.execute(
+        tx.exec(
             "INSERT OR IGNORE INTO allowed_builds (operator, dataset, wasm_sha256, allowed_by, at_ms)
              VALUES (?1, ?2, ?3, ?4, ?5)",
             params![operator, d, sha, reviewer, now_ms()],
@@ -2344,7 +2377,7 @@ fn suspended_since_start(
     if let Some(why) = suspended(tx, operator, datasets)? {
         return Ok(Some(why));
     }
-    let started: i64 = tx.query_row(
+    let started: i64 = tx.row(
         "SELECT COALESCE(MAX(seq), 0) FROM audit WHERE job = ?1 AND kind = 'job.started'",
         [id],
         |r| r.get(0),
@@ -2392,7 +2425,7 @@ fn file(tx: &rusqlite::Transaction<'_>, id: &str, actor: &str) -> Result<()> {
             .job(id)
             .detail(json!({ "number": number })),
     )?;
-    tx.execute(
+    tx.exec(
         "UPDATE filings SET filed_ms = ?2, audit_seq = ?3 WHERE job = ?1",
         params![id, now_ms(), seq],
     )?;
@@ -2466,7 +2499,7 @@ fn spent(
     period: Duration,
 ) -> Result<Spent> {
     let since = now_ms().saturating_sub(period.as_millis().min(i64::MAX as u128) as i64);
-    Ok(conn.query_row(
+    Ok(conn.row(
         "SELECT
            COALESCE(SUM(CASE WHEN job = ?3 THEN epsilon END), 0),
            COALESCE(SUM(CASE WHEN at_ms >= ?4 THEN epsilon END), 0),
@@ -2496,7 +2529,7 @@ fn spent(
 /// What every operator together spent on `dataset` in the last `period`.
 fn dataset_spent(conn: &Connection, dataset: &str, period: Duration) -> Result<Totals> {
     let since = now_ms().saturating_sub(period.as_millis().min(i64::MAX as u128) as i64);
-    Ok(conn.query_row(
+    Ok(conn.row(
         "SELECT COALESCE(SUM(epsilon), 0), COALESCE(SUM(rho), 0), COALESCE(SUM(delta), 0)
          FROM charges WHERE dataset = ?1 AND at_ms >= ?2",
         params![dataset, since],
@@ -2513,7 +2546,7 @@ fn dataset_spent(conn: &Connection, dataset: &str, period: Duration) -> Result<T
 /// The sha256 of the risk report job `id` was approved on: the one its approvals' audit entries
 /// name, if any named one.
 fn approved_risk(tx: &Connection, id: &str) -> rusqlite::Result<Option<String>> {
-    tx.query_row(
+    tx.row(
         "SELECT json_extract(body, '$.detail.risk_report.sha256') FROM audit
          WHERE job = ?1 AND kind = 'review.approved'
            AND json_extract(body, '$.detail.risk_report.sha256') IS NOT NULL
