@@ -990,7 +990,7 @@ impl Store {
     /// Every token, expired ones too. The id is a prefix of the token's hash, never the token.
     pub fn tokens(&self) -> Result<Vec<TokenInfo>> {
         let conn = self.lock();
-        let mut stmt = conn.prepare(
+        let mut stmt = conn.prepare_cached(
             "SELECT hash, principal, role, created_ms, expires_ms FROM tokens ORDER BY created_ms",
         )?;
         Ok(stmt
@@ -1676,7 +1676,7 @@ impl Store {
         let ids: Vec<String> = {
             let conn = self.lock();
             let mut stmt =
-                conn.prepare("SELECT id FROM jobs WHERE state = 'running' ORDER BY n")?;
+                conn.prepare_cached("SELECT id FROM jobs WHERE state = 'running' ORDER BY n")?;
             stmt.query_map([], |r| r.get(0))?
                 .collect::<rusqlite::Result<_>>()?
         };
@@ -1779,7 +1779,7 @@ impl Store {
     /// Filings made since `since_ms` (Unix ms), oldest first, at most 10 000.
     pub fn filings(&self, since_ms: i64) -> Result<Vec<Filing>> {
         let conn = self.lock();
-        let mut stmt = conn.prepare(
+        let mut stmt = conn.prepare_cached(
             "SELECT f.number, f.filed_ms, f.audit_seq, f.terms, j.receipt
              FROM filings f JOIN jobs j ON j.id = f.job
              WHERE f.filed_ms IS NOT NULL AND f.filed_ms >= ?1 AND j.receipt IS NOT NULL
@@ -1863,7 +1863,7 @@ impl Store {
 
     fn alerts_where(&self, clause: &str, arg: i64) -> Result<Vec<Alert>> {
         let conn = self.lock();
-        let mut stmt = conn.prepare(&format!(
+        let mut stmt = conn.prepare_cached(&format!(
             "SELECT id, at_ms, rule, operator, dataset, share, action, audit_seq, watching
              FROM alerts WHERE {clause}"
         ))?;
@@ -1906,7 +1906,7 @@ impl Store {
     /// Events of a job after `after`.
     pub fn events(&self, job: &str, after: i64) -> Result<Vec<Event>> {
         let conn = self.lock();
-        let mut stmt = conn.prepare(
+        let mut stmt = conn.prepare_cached(
             "SELECT id, at_ms, kind, detail FROM events WHERE job = ?1 AND id > ?2 ORDER BY id",
         )?;
         let rows = stmt.query_map(params![job, after], |r| {
@@ -1946,7 +1946,7 @@ impl Store {
     /// Jobs by state.
     pub fn job_counts(&self) -> Result<Vec<(String, i64)>> {
         let conn = self.lock();
-        let mut stmt = conn.prepare("SELECT state, COUNT(*) FROM jobs GROUP BY state")?;
+        let mut stmt = conn.prepare_cached("SELECT state, COUNT(*) FROM jobs GROUP BY state")?;
         Ok(stmt
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<rusqlite::Result<_>>()?)
@@ -1972,7 +1972,7 @@ impl Store {
     /// What each operator spent on `dataset` per UTC day since `since_ms`, oldest first.
     pub fn daily_spend(&self, dataset: &str, since_ms: i64) -> Result<Vec<DailySpend>> {
         let conn = self.lock();
-        let mut stmt = conn.prepare(
+        let mut stmt = conn.prepare_cached(
             "SELECT at_ms / 86400000 AS day, operator, COUNT(*), SUM(epsilon), SUM(delta), SUM(rho)
              FROM charges WHERE dataset = ?1 AND at_ms >= ?2
              GROUP BY day, operator ORDER BY day, operator",
@@ -1994,7 +1994,7 @@ impl Store {
     /// Usage by dataset and operator.
     pub fn usage(&self) -> Result<Vec<Usage>> {
         let conn = self.lock();
-        let mut stmt = conn.prepare(
+        let mut stmt = conn.prepare_cached(
             "SELECT dataset, operator, COUNT(*), COUNT(DISTINCT job), SUM(epsilon), SUM(delta), SUM(rho)
              FROM charges GROUP BY dataset, operator ORDER BY dataset, operator",
         )?;
@@ -2062,7 +2062,7 @@ impl Store {
     pub fn suspensions(&self) -> Result<Vec<(String, String, String)>> {
         let conn = self.lock();
         let mut stmt =
-            conn.prepare("SELECT kind, name, reason FROM suspensions ORDER BY kind, name")?;
+            conn.prepare_cached("SELECT kind, name, reason FROM suspensions ORDER BY kind, name")?;
         Ok(stmt
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
             .collect::<rusqlite::Result<_>>()?)
@@ -2170,7 +2170,7 @@ impl Store {
     pub fn ledger_by_job(&self) -> Result<Vec<(String, f64)>> {
         let conn = self.lock();
         let mut stmt =
-            conn.prepare("SELECT job, SUM(epsilon) FROM charges GROUP BY job ORDER BY job")?;
+            conn.prepare_cached("SELECT job, SUM(epsilon) FROM charges GROUP BY job ORDER BY job")?;
         Ok(stmt
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<rusqlite::Result<_>>()?)
@@ -2304,7 +2304,7 @@ fn set_suspension(
 /// Whose approval job `id` still waits for: a reviewer's (`reviewer`) and each holder's in
 /// `needed` that has not approved yet.
 fn waiting_for(tx: &Connection, id: &str, needed: &[String]) -> Result<Vec<String>, StateError> {
-    let mut stmt = tx.prepare("SELECT principal, role FROM approvals WHERE job = ?1")?;
+    let mut stmt = tx.prepare_cached("SELECT principal, role FROM approvals WHERE job = ?1")?;
     let given: Vec<(String, String)> = stmt
         .query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<rusqlite::Result<_>>()?;
@@ -2323,7 +2323,7 @@ fn waiting_for(tx: &Connection, id: &str, needed: &[String]) -> Result<Vec<Strin
 /// Who approved job `id`, in order (before approvals were recorded: its one reviewer).
 fn approvers(tx: &Connection, id: &str, reviewer: Option<String>) -> Result<Vec<String>> {
     let mut stmt =
-        tx.prepare("SELECT principal FROM approvals WHERE job = ?1 ORDER BY at_ms, rowid")?;
+        tx.prepare_cached("SELECT principal FROM approvals WHERE job = ?1 ORDER BY at_ms, rowid")?;
     let mut out: Vec<String> = stmt
         .query_map([id], |r| r.get(0))?
         .collect::<rusqlite::Result<_>>()?;
@@ -2575,7 +2575,7 @@ fn jobs_where(conn: &Connection, clause: &str, p: &[&dyn rusqlite::ToSql]) -> Re
                 (SELECT COALESCE(length(w.bytes), 0) FROM wasm w WHERE w.sha256 = j.wasm_sha256)
          FROM jobs j WHERE {clause}"
     );
-    let mut stmt = conn.prepare(&sql)?;
+    let mut stmt = conn.prepare_cached(&sql)?;
     let rows = stmt.query_map(p, |r| {
         Ok(JobInfo {
             id: r.get(0)?,
@@ -2975,7 +2975,7 @@ mod tests {
     fn trail(s: &Store, id: &str) -> (Vec<String>, Vec<String>) {
         let conn = s.lock();
         let kinds = |sql: &str| -> Vec<String> {
-            let mut stmt = conn.prepare(sql).unwrap();
+            let mut stmt = conn.prepare_cached(sql).unwrap();
             stmt.query_map([id], |r| r.get(0))
                 .unwrap()
                 .map(Result::unwrap)
