@@ -419,6 +419,11 @@ fn manifest_line(line: &str) -> Result<RowFunction, String> {
             name.chars().take(60).collect::<String>()
         ));
     }
+    if !callable_in_sql(name) {
+        return Err(format!(
+            "function name `{name}` is a SQL keyword, so a query cannot call it; rename it"
+        ));
+    }
     let number = |s: &str, what: &str| {
         s.parse::<f64>()
             .ok()
@@ -442,6 +447,33 @@ fn manifest_line(line: &str) -> Result<RowFunction, String> {
         hi,
         default,
     })
+}
+
+/// Whether `SELECT SUM(<name>(x)) FROM t` parses with `<name>` as a function call: names that
+/// are SQL keywords (`returning`, `case`, …) do not.
+fn callable_in_sql(name: &str) -> bool {
+    use datafusion::sql::parser::{DFParserBuilder, Statement};
+    use datafusion::sql::sqlparser::ast::{Expr, SelectItem, SetExpr, Statement as Sql};
+    let sql = format!("SELECT SUM({name}(x)) FROM t");
+    let Ok(mut statements) = DFParserBuilder::new(sql.as_str())
+        .build()
+        .and_then(|mut p| p.parse_statements())
+    else {
+        return false;
+    };
+    let Some(Statement::Statement(statement)) = statements.pop_front() else {
+        return false;
+    };
+    let Sql::Query(query) = *statement else {
+        return false;
+    };
+    let SetExpr::Select(select) = *query.body else {
+        return false;
+    };
+    let [SelectItem::UnnamedExpr(Expr::Function(sum))] = select.projection.as_slice() else {
+        return false;
+    };
+    sum.to_string() == format!("SUM({name}(x))")
 }
 
 /// The window function that runs row function `index` of `module` over each partition of its
@@ -549,5 +581,41 @@ impl PartitionEvaluator for UnitEvaluator {
             .run_unit(self.index, &args, num_rows, self.fuel)
             .map_err(datafusion::common::DataFusionError::Execution)?;
         Ok(Arc::new(Float64Array::from(out)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manifest_lines_are_checked_and_names_must_be_callable() {
+        let f = manifest_line("per_person 0 2000 0").unwrap();
+        assert_eq!(
+            (f.name.as_str(), f.lo, f.hi, f.default),
+            ("per_person", 0.0, 2000.0, 0.0)
+        );
+        for (line, why) in [
+            ("returning 0 1 0", "SQL keyword"),
+            ("interval 0 1 0", "SQL keyword"),
+            ("Upper 0 1 0", "lowercase"),
+            ("f 1 0 0", "lo < hi"),
+            ("f 0 1 2", "default within"),
+            ("f 0 inf 0", "finite"),
+            ("f 0 1", "<name> <lo> <hi> <default>"),
+        ] {
+            let e = manifest_line(line).expect_err(line);
+            assert!(e.contains(why), "{line}: {e}");
+        }
+    }
+
+    #[test]
+    fn embedding_replaces_an_earlier_rows_module() {
+        let module = b"\0asm\x01\0\0\0".to_vec();
+        let once = embed(&module, &module).unwrap();
+        let twice = embed(&once, &module).unwrap();
+        assert_eq!(once, twice);
+        assert_eq!(rows_section(&twice).unwrap(), Some(&module[..]));
+        assert!(embed(b"not wasm", &module).is_err());
     }
 }
