@@ -334,10 +334,16 @@ fn build_python(dir: &Path) -> Result<PathBuf> {
     Ok(wasm)
 }
 
-/// Writes a new job folder `dir` for `lang`: a job that answers one question on the demo data.
-pub fn new(dir: &Path, lang: Lang) -> Result<()> {
+/// Writes a new job folder `dir` for `lang`: a job that answers one question on the demo data;
+/// with `rows`, a Rust job with a row function in `rows/` (guest-sdk/ROWS.md).
+pub fn new(dir: &Path, lang: Lang, rows: bool) -> Result<()> {
     if dir.exists() {
         bail!("{} exists already; choose a new folder", dir.display());
+    }
+    if rows && lang == Lang::Python {
+        bail!(
+            "row functions are written in Rust (a module that imports nothing); use --lang rust with --rows"
+        );
     }
     let name = dir
         .file_name()
@@ -356,8 +362,20 @@ pub fn new(dir: &Path, lang: Lang) -> Result<()> {
                 dir.join("Cargo.toml"),
                 RUST_MANIFEST.replace("{name}", name),
             )?;
-            std::fs::write(dir.join("src/lib.rs"), RUST_TEMPLATE)?;
+            std::fs::write(
+                dir.join("src/lib.rs"),
+                if rows { RUST_ROWS_JOB } else { RUST_TEMPLATE },
+            )?;
             std::fs::write(dir.join(".gitignore"), "target/\n")?;
+            if rows {
+                std::fs::create_dir_all(dir.join("rows/src"))?;
+                std::fs::write(
+                    dir.join("rows/Cargo.toml"),
+                    RUST_ROWS_MANIFEST.replace("{name}", name),
+                )?;
+                std::fs::write(dir.join("rows/build.rs"), RUST_ROWS_BUILD)?;
+                std::fs::write(dir.join("rows/src/lib.rs"), RUST_ROWS)?;
+            }
         }
     }
     Ok(())
@@ -495,6 +513,74 @@ fn run(job: &mut Job) -> Result<Report> {
 }
 
 sluice_guest::job!(run);
+"#;
+
+const RUST_ROWS_JOB: &str = r#"//! What does one member of a travelling group spend per trip, by scenic spot? The row function
+//! `per_person` (in `rows/`) runs inside the sandbox over each visitor's trips; the query sees only
+//! its clamped output, in a DP average. (`sluice build .`, then `sluice run --operator
+//! yangzhou-tourism-lab --dataset tourism_trips <the printed path>`.)
+
+use sluice_guest::{Job, PrivacyMeasure, Report, Result};
+
+fn run(job: &mut Job) -> Result<Report> {
+    let zcdp = matches!(
+        job.describe("tourism_trips").map(|d| d.privacy_measure),
+        Some(PrivacyMeasure::Zcdp)
+    );
+    let query = job.query(
+        "SELECT spot, AVG(per_person(spend, group_size)) AS spend_per_person \
+         FROM tourism_trips GROUP BY spot",
+    );
+    let spend = if zcdp {
+        query.rho(job.param_f64("rho", 0.25)?)
+    } else {
+        query.epsilon(job.param_f64("epsilon", 0.5)?)
+    }
+    .run()?;
+    Ok(Report::new("Spend per person by scenic spot").table("spend per person", &spend))
+}
+
+sluice_guest::job!(run);
+"#;
+
+const RUST_ROWS_MANIFEST: &str = r#"[package]
+name = "{name}-rows"
+version = "0.1.0"
+edition = "2024"
+
+# The job's row functions: a module of their own that imports nothing. `sluice build` on the
+# job's folder builds this crate too and ships it inside the job's wasm.
+[lib]
+crate-type = ["cdylib"]
+
+[dependencies]
+sluice-guest = { path = "../sluice-guest" }
+
+[profile.release]
+opt-level = "s"
+lto = true
+
+[workspace]
+"#;
+
+const RUST_ROWS_BUILD: &str = r#"//! A 32 KiB stack (rustc's default for wasm is 1 MiB): each privacy unit's rows run in a fresh
+//! instance, and a small memory is reset fastest.
+fn main() {
+    println!("cargo:rustc-link-arg-cdylib=-zstack-size=32768");
+}
+"#;
+
+const RUST_ROWS: &str = r#"//! Row functions: each runs over one visitor's rows at a time, in a fresh instance. Arguments are
+//! numbers (NULL as NaN); the output is clamped to its public bounds; a trap, running out of fuel,
+//! NaN or an infinity gives the default. See guest-sdk/ROWS.md in the Sluice repository.
+
+// What one member of a travelling group spent on a trip (0 to 2,000 CNY, clamped).
+sluice_guest::row_function!(per_person(spend, group_size) in [0.0, 2000.0] default 0.0 => {
+    if spend.is_nan() || group_size.is_nan() {
+        return 0.0;
+    }
+    spend / group_size.max(1.0)
+});
 "#;
 
 #[cfg(test)]

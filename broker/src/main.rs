@@ -440,6 +440,10 @@ enum Command {
         /// The job's language.
         #[arg(long, value_parser = ["python", "rust"], default_value = "python")]
         lang: String,
+        /// Rust: also write a row function (a crate in `rows/`, code that reads one person's
+        /// rows inside the sandbox) and a job that aggregates it.
+        #[arg(long)]
+        rows: bool,
     },
     /// Build the job in a folder (Python: job.py, with componentize-py; Rust: Cargo.toml, with
     /// cargo) and print the path of its wasm.
@@ -1109,7 +1113,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Statement { command } => statement(command),
         Command::Register { command } => register(command),
         Command::Certificate { command } => certificate(command),
-        Command::New { dir, lang } => remote::new_job(&dir, &lang),
+        Command::New { dir, lang, rows } => remote::new_job(&dir, &lang, rows),
         Command::Build { dir } => remote::build_job(&dir),
         Command::Run {
             policy,

@@ -971,13 +971,19 @@ fn urlencode(s: &str) -> String {
 }
 
 /// `sluice new`.
-pub fn new_job(dir: &Path, lang: &str) -> Result<ExitCode> {
+pub fn new_job(dir: &Path, lang: &str, rows: bool) -> Result<ExitCode> {
     let lang = match lang {
         "rust" => sluice_broker::build::Lang::Rust,
         _ => sluice_broker::build::Lang::Python,
     };
-    sluice_broker::build::new(dir, lang)?;
+    sluice_broker::build::new(dir, lang, rows)?;
     let d = dir.display();
+    if rows {
+        println!(
+            "wrote {d} (the job) and {d}/rows (its row function). Next:\n  sluice build {d}        # builds both; prints the path of <job>.job.wasm\n  sluice run --operator yangzhou-tourism-lab --dataset tourism_trips <wasm>"
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     println!(
         "wrote {d}. Next:\n  sluice build {d}        # prints the path of the job's wasm\n  sluice run --operator canal-analytics --dataset health_visits <wasm>\n  sluice plan --policy policies/examples --operator canal-analytics --dataset health_visits <wasm>"
     );

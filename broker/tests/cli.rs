@@ -550,6 +550,60 @@ fn policy_check_lists_every_problem_and_fails() {
     assert_eq!(stderr, expected);
 }
 
+/// A job with a row function from an empty folder outside this repository: `sluice new --rows`,
+/// `sluice build` (both crates, the rows module shipped inside the job), `sluice run`.
+#[test]
+fn a_job_developer_scaffolds_builds_and_runs_a_row_function() {
+    let dir = temp_dir("rows-dev");
+    let _ = std::fs::remove_dir_all(dir.join("pp"));
+    let (code, stdout, stderr) = sluice_in(&dir, &["new", "pp", "--lang", "rust", "--rows"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("pp/rows (its row function)"), "{stdout}");
+    let rows = std::fs::read_to_string(dir.join("pp/rows/Cargo.toml")).unwrap();
+    assert!(
+        rows.contains(r#"sluice-guest = { path = "../sluice-guest" }"#),
+        "{rows}"
+    );
+    let (code, _, stderr) = sluice_in(&dir, &["new", "py", "--rows"]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("row functions are written in Rust"),
+        "{stderr}"
+    );
+    let build = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .current_dir(&dir)
+        .args(["build", "pp"])
+        .env(
+            "CARGO_TARGET_DIR",
+            std::env::var_os("CARGO_TARGET_DIR")
+                .map(std::path::PathBuf::from)
+                .unwrap_or_else(|| std::env::temp_dir().join("sluice-test-job-target")),
+        )
+        .output()
+        .unwrap();
+    let wasm = String::from_utf8_lossy(&build.stdout).trim().to_string();
+    assert!(
+        build.status.success() && wasm.ends_with("pp.job.wasm"),
+        "{}",
+        String::from_utf8_lossy(&build.stderr)
+    );
+    let run = [
+        "run",
+        "--operator",
+        "yangzhou-tourism-lab",
+        "--dataset",
+        "tourism_trips",
+        &wasm,
+    ];
+    let (code, stdout, stderr) = sluice_in(&dir, &run);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.starts_with("Spend per person by scenic spot"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("per_person(spend, group_size)"), "{stdout}");
+}
+
 fn temp_dir(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("sluice-cli-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
