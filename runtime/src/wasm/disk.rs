@@ -9,15 +9,26 @@
 //! is loaded only when its MAC verifies: a file corrupted on disk, or swapped by someone who can
 //! write the directory but not read the key, is compiled afresh instead. Writes go to a temporary
 //! file renamed into place, so a crash leaves no half-written entry.
+//!
+//! The directory holds at most [`MAX_BYTES`] of entries: after each write, entries of another
+//! engine (an upgraded or reconfigured broker never loads them) and then the least recently used
+//! ones (a load touches its entry) are removed until the rest fit. Without the bound every
+//! distinct job ever submitted would stay on disk (a Python job's entry is about 40 MB).
 
 use std::path::{Path, PathBuf};
 
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
+/// Bytes of compiled entries a cache directory keeps (about 50 Python jobs, thousands of Rust
+/// ones).
+pub const MAX_BYTES: u64 = 2 << 30;
+
 /// A directory of compiled components.
 pub(crate) struct DiskCache {
     dir: PathBuf,
+    /// The most bytes of entries kept.
+    max_bytes: u64,
     key: [u8; 32],
     /// The engine's compatibility hash, hex (the part of each entry's name that is not the job's).
     engine: String,
@@ -41,6 +52,7 @@ impl DiskCache {
         std::hash::Hash::hash(&engine.precompile_compatibility_hash(), &mut h);
         Ok(Self {
             dir: dir.to_path_buf(),
+            max_bytes: MAX_BYTES,
             key: key.try_into().expect("32 bytes"),
             engine: format!("{:016x}", std::hash::Hasher::finish(&h)),
         })
@@ -66,6 +78,11 @@ impl DiskCache {
             tracing::warn!("ignoring {}: its MAC does not verify", file.display());
             return None;
         }
+        // Last use, for eviction; failing to record it only makes the entry look older.
+        let _ = std::fs::File::options()
+            .append(true)
+            .open(&file)
+            .and_then(|f| f.set_modified(std::time::SystemTime::now()));
         // SAFETY: the file holds what `Component::serialize` wrote for this engine
         // configuration (the name carries its compatibility hash, which wasmtime checks again):
         // the MAC, under a key only this cache holds, shows it is unchanged since. The file is
@@ -100,6 +117,47 @@ impl DiskCache {
                 self.dir.display()
             );
         }
+        if let Err(e) = self.prune() {
+            tracing::warn!("cannot prune {}: {e}", self.dir.display());
+        }
+    }
+
+    /// Removes entries until the rest take at most `max_bytes`: another engine's first, then
+    /// the least recently used.
+    fn prune(&self) -> std::io::Result<()> {
+        struct Entry {
+            file: PathBuf,
+            bytes: u64,
+            ours: bool,
+            used: std::time::SystemTime,
+        }
+        let mut entries = Vec::new();
+        for e in std::fs::read_dir(&self.dir)? {
+            let e = e?;
+            let file = e.path();
+            if file.extension().is_none_or(|x| x != "cwasm") {
+                continue;
+            }
+            let meta = e.metadata()?;
+            let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+            entries.push(Entry {
+                ours: stem.ends_with(&format!("-{}", self.engine)),
+                bytes: meta.len(),
+                used: meta.modified().unwrap_or(std::time::UNIX_EPOCH),
+                file,
+            });
+        }
+        let mut total: u64 = entries.iter().map(|e| e.bytes).sum();
+        entries.sort_by_key(|e| (e.ours, e.used));
+        for e in entries {
+            if total <= self.max_bytes {
+                break;
+            }
+            std::fs::remove_file(&e.file)?;
+            let _ = std::fs::remove_file(e.file.with_extension("mac"));
+            total -= e.bytes;
+        }
+        Ok(())
     }
 }
 
@@ -148,6 +206,43 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_directory_keeps_at_most_its_bound_dropping_other_engines_then_the_least_used() {
+        let dir = std::env::temp_dir().join(format!("sluice-disk-prune-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let engine = Engine::default();
+        let mut cache = DiskCache::open(&dir, &engine).unwrap();
+        cache.max_bytes = 250;
+        let entry = |name: &str, age_secs: u64| {
+            let f = dir.join(format!("{name}.cwasm"));
+            std::fs::write(&f, [0u8; 100]).unwrap();
+            std::fs::write(f.with_extension("mac"), [0u8; 32]).unwrap();
+            let at = std::time::SystemTime::now() - std::time::Duration::from_secs(age_secs);
+            std::fs::File::options()
+                .append(true)
+                .open(&f)
+                .unwrap()
+                .set_modified(at)
+                .unwrap();
+        };
+        let ours = |job: &str| format!("{job}-{}", cache.engine);
+        entry(&ours("old"), 300);
+        entry(&ours("new"), 10);
+        entry("stale-0000000000000000", 5);
+        cache.prune().unwrap();
+        // 300 bytes > 250: the other engine's entry goes first, however recent.
+        assert!(!dir.join("stale-0000000000000000.cwasm").exists());
+        assert!(dir.join(format!("{}.cwasm", ours("old"))).exists());
+        entry(&ours("newest"), 1);
+        cache.prune().unwrap();
+        // Then the least recently used, with its MAC.
+        assert!(!dir.join(format!("{}.cwasm", ours("old"))).exists());
+        assert!(!dir.join(format!("{}.mac", ours("old"))).exists());
+        assert!(dir.join(format!("{}.cwasm", ours("new"))).exists());
+        assert!(dir.join(format!("{}.cwasm", ours("newest"))).exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn the_mac_depends_on_the_key_the_name_and_every_byte() {
