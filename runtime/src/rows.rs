@@ -424,6 +424,11 @@ fn manifest_line(line: &str) -> Result<RowFunction, String> {
             "function name `{name}` is a SQL keyword, so a query cannot call it; rename it"
         ));
     }
+    if sql_function_names().contains(*name) {
+        return Err(format!(
+            "function name `{name}` is the name of a SQL function; rename it"
+        ));
+    }
     let number = |s: &str, what: &str| {
         s.parse::<f64>()
             .ok()
@@ -446,6 +451,26 @@ fn manifest_line(line: &str) -> Result<RowFunction, String> {
         lo,
         hi,
         default,
+    })
+}
+
+/// The names (and aliases) of DataFusion's built-in scalar, aggregate and window functions,
+/// which a row function may not take.
+fn sql_function_names() -> &'static std::collections::HashSet<String> {
+    static NAMES: std::sync::OnceLock<std::collections::HashSet<String>> =
+        std::sync::OnceLock::new();
+    NAMES.get_or_init(|| {
+        let state = datafusion::execution::SessionStateBuilder::new()
+            .with_default_features()
+            .build();
+        state
+            .scalar_functions()
+            .keys()
+            .chain(state.aggregate_functions().keys())
+            .chain(state.window_functions().keys())
+            .map(|n| n.to_ascii_lowercase())
+            .chain(["date_trunc", "date_part", "variance"].map(String::from))
+            .collect()
     })
 }
 
@@ -598,6 +623,9 @@ mod tests {
         for (line, why) in [
             ("returning 0 1 0", "SQL keyword"),
             ("interval 0 1 0", "SQL keyword"),
+            ("abs 0 1 0", "name of a SQL function"),
+            ("median 0 1 0", "name of a SQL function"),
+            ("row_number 0 1 0", "name of a SQL function"),
             ("Upper 0 1 0", "lowercase"),
             ("f 1 0 0", "lo < hi"),
             ("f 0 1 2", "default within"),
