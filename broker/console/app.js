@@ -811,13 +811,18 @@ async function statementsPage(body) {
     el('option', { value: 'holders', text: 'holder' }), el('option', { value: 'operators', text: 'operator' }));
   kind.value = role === 'operator' ? 'operators' : 'holders';
   const party = el('input', { type: 'text', 'aria-label': 'Party', value: own ? state.me.principal : '', readonly: own, required: true });
+  // Until the user picks a month, ask for `current`: this month in the policy's time zone, which
+  // the browser's own clock may not share; the answer then fills the field.
   const month = el('input', { type: 'month', 'aria-label': 'Month', value: new Date().toISOString().slice(0, 7), required: true });
+  let picked = false;
+  month.addEventListener('input', () => { picked = true; });
   const out = el('div', { class: 'outcome', id: 'statement' });
   const form = el('form', { class: 'card row' }, el('label', {}, 'Whose', kind), el('label', {}, 'Party', party),
     el('label', {}, 'Month', month), el('button', { type: 'submit', class: 'primary', text: 'Show' }));
   onSubmit(form, out, async () => {
-    const path = `/v1/statements/${kind.value}/${encodeURIComponent(party.value.trim())}/${encodeURIComponent(month.value)}`;
+    const path = `/v1/statements/${kind.value}/${encodeURIComponent(party.value.trim())}/${picked ? encodeURIComponent(month.value) : 'current'}`;
     const s = await api('GET', path);
+    month.value = s.month;
     const t = s.totals;
     const saved = el('div', { class: 'outcome' });
     return [

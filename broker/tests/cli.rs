@@ -42,25 +42,7 @@ fn a_job_developer_goes_from_an_empty_folder_to_a_planned_run() {
         manifest.contains(r#"sluice-guest = { path = "sluice-guest" }"#),
         "{manifest}"
     );
-    // Job builds share one target directory across test runs (the SDK's dependencies compile
-    // once).
-    let build = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .current_dir(&dir)
-        .args(["build", "visits"])
-        .env(
-            "CARGO_TARGET_DIR",
-            std::env::var_os("CARGO_TARGET_DIR")
-                .map(std::path::PathBuf::from)
-                .unwrap_or_else(|| std::env::temp_dir().join("sluice-test-job-target")),
-        )
-        .output()
-        .unwrap();
-    let wasm = String::from_utf8_lossy(&build.stdout).trim().to_string();
-    assert!(
-        build.status.success() && wasm.ends_with("visits.wasm"),
-        "{}",
-        String::from_utf8_lossy(&build.stderr)
-    );
+    let wasm = build_job(&dir, "visits", "visits.wasm");
     // Three commands: the run writes the demo data the built-in example policies read.
     let run = [
         "run",
@@ -570,23 +552,7 @@ fn a_job_developer_scaffolds_builds_and_runs_a_row_function() {
         stderr.contains("row functions are written in Rust"),
         "{stderr}"
     );
-    let build = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .current_dir(&dir)
-        .args(["build", "pp"])
-        .env(
-            "CARGO_TARGET_DIR",
-            std::env::var_os("CARGO_TARGET_DIR")
-                .map(std::path::PathBuf::from)
-                .unwrap_or_else(|| std::env::temp_dir().join("sluice-test-job-target")),
-        )
-        .output()
-        .unwrap();
-    let wasm = String::from_utf8_lossy(&build.stdout).trim().to_string();
-    assert!(
-        build.status.success() && wasm.ends_with("pp.job.wasm"),
-        "{}",
-        String::from_utf8_lossy(&build.stderr)
-    );
+    let wasm = build_job(&dir, "pp", "pp.job.wasm");
     let run = [
         "run",
         "--operator",
@@ -602,6 +568,30 @@ fn a_job_developer_scaffolds_builds_and_runs_a_row_function() {
         "{stdout}"
     );
     assert!(stdout.contains("per_person(spend, group_size)"), "{stdout}");
+}
+
+/// `sluice build <job>` in `dir`, asserting it succeeds and prints a path ending in `ends`;
+/// returns the path. Job builds share one target directory across test runs (the SDK's
+/// dependencies compile once).
+fn build_job(dir: &std::path::Path, job: &str, ends: &str) -> String {
+    let build = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .current_dir(dir)
+        .args(["build", job])
+        .env(
+            "CARGO_TARGET_DIR",
+            std::env::var_os("CARGO_TARGET_DIR")
+                .map(std::path::PathBuf::from)
+                .unwrap_or_else(|| std::env::temp_dir().join("sluice-test-job-target")),
+        )
+        .output()
+        .unwrap();
+    let wasm = String::from_utf8_lossy(&build.stdout).trim().to_string();
+    assert!(
+        build.status.success() && wasm.ends_with(ends),
+        "{}",
+        String::from_utf8_lossy(&build.stderr)
+    );
+    wasm
 }
 
 fn temp_dir(name: &str) -> std::path::PathBuf {

@@ -22,7 +22,7 @@ use crate::store::Role;
     params(
         ("kind" = String, Path, description = "`holders` or `operators`"),
         ("party" = String, Path, description = "The holder id or operator id"),
-        ("month" = String, Path, description = "`YYYY-MM`, in the policy's time zone"),
+        ("month" = String, Path, description = "`YYYY-MM`, in the policy's time zone, or `current`: this month there"),
     ),
     responses((status = 200, description = "The signed statement", body = Statement))
 )]
@@ -51,6 +51,15 @@ pub(crate) async fn statement(
             auth.0.role.as_str()
         )));
     }
+    // `current` is this month in the policy's zone: a browser's own month can differ from it
+    // (it is 1 December in Shanghai from 16:00 UTC on 30 November).
+    let month = match month.as_str() {
+        "current" => crate::statements::month_at(
+            crate::audit::now_ms(),
+            &current(&s).sandbox.engine().policy().time_zone,
+        ),
+        _ => month,
+    };
     // A month that does not parse is the caller's; any other failure is the broker's.
     crate::statements::month_bounds(&month, 0)
         .map_err(|e| ApiError::new(ErrorCode::BadQuery, first_line(&e.to_string())))?;
