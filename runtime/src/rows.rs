@@ -16,7 +16,7 @@
 //!   [`MAX_ARITY`] arguments): the row's arguments as numbers (NULL as NaN).
 //!
 //! The engine calls a function through a DataFusion window function partitioned by the privacy
-//! unit ([`RowWindow`]): every unit's rows go to a **fresh instance** (state may live within a
+//! unit (`RowWindow`): every unit's rows go to a **fresh instance** (state may live within a
 //! unit, never across units), in an order that depends only on the unit's own argument values,
 //! each call with fuel of its own and the unit's total capped ([`sluice_policy::RowFuel`]).
 //! Instances come from wasmtime's pooling allocator with copy-on-write memory images, so an
