@@ -207,6 +207,19 @@ impl RowModule {
         let pre = Linker::new(&engine.engine)
             .instantiate_pre(&module)
             .map_err(|e| bad(format!("{e:#}")))?;
+        // What makes every unit's instance fail is known now, before any query is charged: a
+        // memory or table above the caps, a start function that traps.
+        let mut store = wasmtime::Store::new(&engine.engine, ());
+        store
+            .set_fuel(RowFuel::default().per_unit)
+            .map_err(|e| bad(e.to_string()))?;
+        if let Err(e) = pre.instantiate(&mut store) {
+            return Err(bad(format!(
+                "the rows module cannot be instantiated ({}); each instance has at most {} MiB of memory",
+                e.to_string().lines().next().unwrap_or(""),
+                ROW_MEMORY_BYTES >> 20
+            )));
+        }
         Ok(Self {
             sha256: hex::encode(Sha256::digest(bytes)),
             functions,

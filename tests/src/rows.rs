@@ -302,7 +302,7 @@ fn a_grade_may_forbid_row_functions() {
 }
 
 #[test]
-fn a_rows_module_that_imports_anything_is_refused_at_load() {
+fn a_rows_module_that_imports_anything_or_cannot_be_instantiated_is_refused_at_load() {
     // (module (import "env" "clock" (func (result f64)))
     //   (func (export "sluice_row_f") (param f64) (result f64) local.get 0)
     //   + the manifest section "f 0 1 0")
@@ -335,6 +335,33 @@ fn a_rows_module_that_imports_anything_is_refused_at_load() {
         .unwrap();
     assert_eq!(loaded.functions()[0].name, "f");
     assert_eq!(loaded.functions()[0].arity, 1);
+    // A memory of 300 pages (18.75 MiB, above the 16 MiB cap) would fail every unit's
+    // instance after the charge: refused at load.
+    let mut big = b"\0asm\x01\0\0\0".to_vec();
+    section(&mut big, 1, b"\x01\x60\x01\x7c\x01\x7c");
+    section(&mut big, 3, b"\x01\x00");
+    section(&mut big, 5, b"\x01\x00\xac\x02");
+    section(&mut big, 7, b"\x01\x0csluice_row_f\x00\x00");
+    section(&mut big, 10, b"\x01\x04\x00\x20\x00\x0b");
+    section(&mut big, 0, manifest);
+    let job = sluice_runtime::rows::embed(&big, &big).unwrap();
+    let err = RowModule::from_job(&job, &RowEngine::new().unwrap()).expect_err("memory");
+    assert!(err.to_string().contains("exceeds the limit"), "{err}");
+    // A start function that traps would give every row the default: refused at load.
+    let mut trapping = b"\0asm\x01\0\0\0".to_vec();
+    section(&mut trapping, 1, b"\x02\x60\x01\x7c\x01\x7c\x60\x00\x00");
+    section(&mut trapping, 3, b"\x02\x00\x01");
+    section(&mut trapping, 7, b"\x01\x0csluice_row_f\x00\x00");
+    section(&mut trapping, 8, b"\x01");
+    section(
+        &mut trapping,
+        10,
+        b"\x02\x04\x00\x20\x00\x0b\x03\x00\x00\x0b",
+    );
+    section(&mut trapping, 0, manifest);
+    let job = sluice_runtime::rows::embed(&trapping, &trapping).unwrap();
+    let err = RowModule::from_job(&job, &RowEngine::new().unwrap()).expect_err("start traps");
+    assert!(err.to_string().contains("cannot be instantiated"), "{err}");
 }
 
 #[test]
