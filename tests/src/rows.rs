@@ -534,3 +534,44 @@ fn response_time_padding_covers_what_a_row_function_burns() {
         );
     }
 }
+
+#[test]
+fn row_functions_compose_with_group_bounds_and_several_readers() {
+    // Group bounds (a random choice of groups per unit), several aggregates of one call (one
+    // column, read by two releases) and a quantile reader (a second reader, so the bounded
+    // relation is materialized): each plans and answers.
+    let persons: Vec<(u32, &str, Vec<i64>)> = (0..50)
+        .map(|p| (p, ["a", "b", "y", "z"][p as usize % 4], vec![10, 20, 30]))
+        .collect();
+    let world = World::csv(
+        "rows-compose",
+        "visits",
+        &csv(&persons),
+        &policy(GRANT, "max_groups_per_unit = 2\nmax_rows_per_group = 2").replace(
+            "\"count\", \"sum\", \"mean\"",
+            "\"count\", \"sum\", \"mean\", \"quantile\"",
+        ),
+    );
+    let s = world.unlimited();
+    let m = hostile();
+    let rows = query(
+        &s,
+        &m,
+        "SELECT grp, COUNT(*) AS n, SUM(default_above(v)) AS s, AVG(default_above(v)) AS a FROM visits GROUP BY grp",
+        50.0,
+    );
+    assert_eq!(rows.len(), 4, "{rows:?}");
+    for r in &rows {
+        // Each person keeps at most 2 rows in its one group: the mean of 10, 20, 30 picks.
+        let a = number(&r[3]);
+        assert!((5.0..=35.0).contains(&a), "{r:?}");
+    }
+    let rows = query(
+        &s,
+        &m,
+        "SELECT COUNT(*) AS n, MEDIAN(default_above(v)) AS med FROM visits",
+        50.0,
+    );
+    let med = number(&rows[0][1]);
+    assert!((0.0..=100.0).contains(&med), "{rows:?}");
+}
