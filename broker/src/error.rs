@@ -64,6 +64,8 @@ pub enum ErrorCode {
     BadName,
     /// an objection needs a subject (1 to 200 bytes) and a text (1 to 4,000 bytes); a contact is at most 200 bytes.
     BadObjection,
+    /// this address (or its IPv6 /64) filed its limit of objections in the last hour; retry after `Retry-After` seconds.
+    TooManyObjections,
     /// the new policy did not load; the old one stays in force.
     InvalidPolicy,
     /// the request took longer than `request_timeout_secs` (`submit_timeout_secs` for a submission).
@@ -101,6 +103,7 @@ impl ErrorCode {
         Self::BadReason,
         Self::BadName,
         Self::BadObjection,
+        Self::TooManyObjections,
         Self::InvalidPolicy,
         Self::Timeout,
         Self::Internal,
@@ -135,6 +138,7 @@ impl ErrorCode {
             Self::BadReason => "bad_reason",
             Self::BadName => "bad_name",
             Self::BadObjection => "bad_objection",
+            Self::TooManyObjections => "too_many_objections",
             Self::InvalidPolicy => "invalid_policy",
             Self::Timeout => "timeout",
             Self::Internal => "internal",
@@ -170,6 +174,7 @@ impl ErrorCode {
             Self::BadReason => StatusCode::BAD_REQUEST,
             Self::BadName => StatusCode::BAD_REQUEST,
             Self::BadObjection => StatusCode::BAD_REQUEST,
+            Self::TooManyObjections => StatusCode::TOO_MANY_REQUESTS,
             Self::InvalidPolicy => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Timeout => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -218,6 +223,9 @@ impl ErrorCode {
             Self::BadName => "a suspended name is empty or over 64 characters",
             Self::BadObjection => {
                 "an objection needs a subject (1 to 200 bytes) and a text (1 to 4,000 bytes); a contact is at most 200 bytes"
+            }
+            Self::TooManyObjections => {
+                "this address (or its IPv6 /64) filed its limit of objections in the last hour; retry after `Retry-After` seconds"
             }
             Self::InvalidPolicy => "the new policy did not load; the old one stays in force",
             Self::Timeout => {

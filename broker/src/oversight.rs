@@ -20,6 +20,43 @@ pub const MAX_TEXT: usize = 4000;
 pub const MAX_CONTACT: usize = 200;
 /// Open objections beyond which new ones are refused (`429`) until reviewers catch up.
 pub const MAX_OPEN: i64 = 1000;
+/// Objections one address (an IPv6 address's /64) may file in an hour: without it one source
+/// could fill the reviewers' queue ([`MAX_OPEN`]) and shut everyone else out.
+pub const MAX_PER_ADDRESS_PER_HOUR: usize = 10;
+
+/// When each address filed its objections in the last hour, in memory only: the broker keeps no
+/// filer's address (a restart forgets the counts).
+#[derive(Debug, Default)]
+pub struct ObjectionRate {
+    filed: std::collections::HashMap<std::net::IpAddr, Vec<std::time::Instant>>,
+}
+
+impl ObjectionRate {
+    /// Counts a filing from `addr` at `now` if it is within the limit; otherwise `Err` with the
+    /// seconds until the oldest of its filings leaves the hour.
+    pub fn allow(&mut self, addr: std::net::IpAddr, now: std::time::Instant) -> Result<(), u64> {
+        let hour = std::time::Duration::from_secs(3600);
+        self.filed.retain(|_, times| {
+            times.retain(|t| now.duration_since(*t) < hour);
+            !times.is_empty()
+        });
+        let key = match addr {
+            std::net::IpAddr::V6(v6) => {
+                let mut octets = v6.octets();
+                octets[8..].fill(0);
+                std::net::IpAddr::V6(octets.into())
+            }
+            v4 => v4,
+        };
+        let times = self.filed.entry(key).or_default();
+        if times.len() >= MAX_PER_ADDRESS_PER_HOUR {
+            let wait = hour.saturating_sub(now.duration_since(times[0]));
+            return Err(wait.as_secs().max(1));
+        }
+        times.push(now);
+        Ok(())
+    }
+}
 
 /// An objection as filed.
 #[derive(Clone, Copy, Debug)]
@@ -427,5 +464,36 @@ impl Store {
             )? > 0,
             events,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::IpAddr;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn the_objection_limit_is_per_address_per_hour_and_an_ipv6_64_is_one_address() {
+        let mut rate = ObjectionRate::default();
+        let t0 = Instant::now();
+        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let same_64: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let other: IpAddr = "192.0.2.7".parse().unwrap();
+        for i in 0..MAX_PER_ADDRESS_PER_HOUR {
+            let from = if i % 2 == 0 { a } else { same_64 };
+            assert_eq!(rate.allow(from, t0 + Duration::from_secs(i as u64)), Ok(()));
+        }
+        // The /64 is spent: the wait is until its first filing leaves the hour.
+        let late = t0 + Duration::from_secs(600);
+        assert_eq!(rate.allow(same_64, late), Err(3000));
+        assert_eq!(
+            rate.allow(other, late),
+            Ok(()),
+            "another address has its own limit"
+        );
+        // An hour after the first filing, one more fits.
+        assert_eq!(rate.allow(a, t0 + Duration::from_secs(3600)), Ok(()));
+        assert!(rate.allow(a, t0 + Duration::from_secs(3600)).is_err());
     }
 }

@@ -58,6 +58,8 @@ pub(crate) struct Shared {
     pub(crate) metrics: Metrics,
     /// Open windows of denied requests, per source.
     pub(crate) denials: Mutex<crate::denials::DenialLog>,
+    /// Objections filed per address in the last hour.
+    pub(crate) objection_rate: Mutex<crate::oversight::ObjectionRate>,
     /// Plans running at once: asked for (plan, risk report on request) and made in the
     /// background (risk reports of jobs waiting for review), each pool its own.
     pub(crate) plans: crate::api::plans::PlanPermits,
@@ -132,6 +134,7 @@ impl Broker {
             closing: AtomicBool::new(false),
             metrics: Metrics::default(),
             denials: Mutex::default(),
+            objection_rate: Mutex::default(),
             plans: Default::default(),
             config,
         });

@@ -361,3 +361,40 @@ fn objections_go_from_filed_to_resolved_and_count_on_the_credit_record() {
     let verdict = reviewer.get_json("/v1/audit/verify").unwrap();
     assert_eq!(verdict["ok"], true, "{verdict}");
 }
+
+#[test]
+fn one_address_cannot_fill_the_objection_queue() {
+    // From one address, the first MAX_PER_ADDRESS_PER_HOUR objections are filed and the next is
+    // refused with its own code (429, a Retry-After); nothing of the address is kept.
+    let b = published("objection-rate");
+    let url = b.url().to_string();
+    let limit = sluice_broker::oversight::MAX_PER_ADDRESS_PER_HOUR;
+    let file = |i: usize| {
+        let body = json!({"subject": format!("study {i}"), "text": "I object."}).to_string();
+        http(
+            &url,
+            "POST",
+            "/public/objections",
+            None,
+            Some("application/json"),
+            body.as_bytes(),
+        )
+    };
+    for i in 0..limit {
+        let (status, v) = file(i);
+        assert_eq!(status, 202, "objection {i}: {v}");
+    }
+    let (status, v) = file(limit);
+    assert_eq!(
+        (status, v["error"]["code"].clone()),
+        (429, json!("too_many_objections")),
+        "{v}"
+    );
+    // Reviewers see exactly the ones filed.
+    let (_, open) = http(&url, "GET", "/v1/objections", Some(&b.reviewer), None, b"");
+    assert_eq!(
+        open["objections"].as_array().map(Vec::len),
+        Some(limit),
+        "{open}"
+    );
+}

@@ -189,6 +189,7 @@ pub(crate) struct ObjectionBody {
 )]
 pub(crate) async fn file(
     State(s): State<Arc<Shared>>,
+    peer: Option<axum::Extension<crate::listener::Peer>>,
     JsonBody(o): JsonBody<ObjectionBody>,
 ) -> ApiResult<Response> {
     published(&s)?;
@@ -208,6 +209,23 @@ pub(crate) async fn file(
             ErrorCode::BadObjection,
             ErrorCode::BadObjection.meaning(),
         ));
+    }
+    if let Some(axum::Extension(crate::listener::Peer(addr))) = peer {
+        let allowed = s
+            .objection_rate
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .allow(addr.ip(), std::time::Instant::now());
+        if let Err(wait) = allowed {
+            return Err(ApiError::new(
+                ErrorCode::TooManyObjections,
+                format!(
+                    "this address filed {} objections in the last hour; try again later",
+                    crate::oversight::MAX_PER_ADDRESS_PER_HOUR
+                ),
+            )
+            .retry_after(wait));
+        }
     }
     if s.store.objection_counts()?.0 >= MAX_OPEN {
         return Err(ApiError::new(
