@@ -148,7 +148,7 @@ impl RowModule {
 
     /// Compiles a rows module: validated with the job features, no imports, a manifest whose
     /// every function is exported with the declared type.
-    fn compile(bytes: &[u8], engine: &RowEngine) -> Result<Self, JobError> {
+    pub(crate) fn compile(bytes: &[u8], engine: &RowEngine) -> Result<Self, JobError> {
         let bad = |why: String| JobError::InvalidWasm(format!("the job's row functions: {why}"));
         if bytes.len() > MAX_ROWS_MODULE_BYTES {
             return Err(bad(format!(
@@ -289,26 +289,14 @@ pub fn embed(job: &[u8], rows: &[u8]) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
-/// `wasm` without its top-level [`ROWS_SECTION`]s: its sections walked one by one (an id byte,
-/// a LEB128 size, the contents), the same in a module and a component.
+/// `wasm` without its top-level [`ROWS_SECTION`]s.
 fn without_rows_section(wasm: &[u8]) -> Result<Vec<u8>, String> {
-    let malformed = || "the job's sections are malformed".to_string();
     let mut out = wasm[..8].to_vec();
-    let mut at = 8;
-    while at < wasm.len() {
-        let id = wasm[at];
-        let (size, body) = read_leb128(wasm, at + 1).ok_or_else(malformed)?;
-        let end = body
-            .checked_add(size)
-            .filter(|&e| e <= wasm.len())
-            .ok_or_else(malformed)?;
-        let ours = id == 0
-            && read_leb128(wasm, body)
-                .is_some_and(|(n, name)| wasm.get(name..name + n) == Some(ROWS_SECTION.as_bytes()));
-        if !ours {
-            out.extend_from_slice(&wasm[at..end]);
+    for section in top_level_sections(wasm) {
+        let section = section?;
+        if !section.is_rows {
+            out.extend_from_slice(&wasm[section.whole]);
         }
-        at = end;
     }
     Ok(out)
 }
@@ -341,36 +329,68 @@ fn leb128(mut n: usize) -> Vec<u8> {
     }
 }
 
-/// Whether `wasm` carries a rows module (a well-formed [`ROWS_SECTION`] at its top level);
-/// a malformed binary is left to the job's own loading to refuse.
-pub fn carries_rows(wasm: &[u8]) -> bool {
-    matches!(rows_section(wasm), Ok(Some(_)) | Err(_)) && wasm.len() >= 8 && wasm[..4] == *b"\0asm"
-}
-
-/// The bytes of a binary's [`ROWS_SECTION`], at its top level (not inside a nested module).
-fn rows_section(wasm: &[u8]) -> Result<Option<&[u8]>, JobError> {
-    use wasmparser::{Parser, Payload};
-    let mut depth = 0usize;
+/// The bytes of a binary's [`ROWS_SECTION`] at its top level (a nested module's sections are
+/// inside a top-level section's contents, so they are never read as the job's).
+pub(crate) fn rows_section(wasm: &[u8]) -> Result<Option<&[u8]>, JobError> {
     let mut found = None;
-    for payload in Parser::new(0).parse_all(wasm) {
-        let payload = payload.map_err(|e| {
-            JobError::InvalidWasm(format!("cannot read the job's sections: {}", e.message()))
-        })?;
-        match payload {
-            Payload::ModuleSection { .. } | Payload::ComponentSection { .. } => depth += 1,
-            Payload::End(_) => depth = depth.saturating_sub(1),
-            Payload::CustomSection(c) if depth == 0 && c.name() == ROWS_SECTION => {
-                if found.is_some() {
-                    return Err(JobError::InvalidWasm(format!(
-                        "the job carries two `{ROWS_SECTION}` sections; a job has one rows module"
-                    )));
-                }
-                found = Some(c.data());
+    for section in top_level_sections(wasm) {
+        let section = section.map_err(JobError::InvalidWasm)?;
+        if section.is_rows {
+            if found.is_some() {
+                return Err(JobError::InvalidWasm(format!(
+                    "the job carries two `{ROWS_SECTION}` sections; a job has one rows module"
+                )));
             }
-            _ => {}
+            found = Some(&wasm[section.payload]);
         }
     }
     Ok(found)
+}
+
+/// One top-level section of a module or component: an id byte, a LEB128 size, the contents.
+struct Section {
+    /// The whole section, id byte included.
+    whole: std::ops::Range<usize>,
+    /// Whether it is the custom section [`ROWS_SECTION`].
+    is_rows: bool,
+    /// A custom section's payload after its name (the whole contents otherwise).
+    payload: std::ops::Range<usize>,
+}
+
+/// The top-level sections of `wasm` after its 8-byte header (the caller checks the header),
+/// the same walk in a module and a component; an error names a malformed section.
+fn top_level_sections(wasm: &[u8]) -> impl Iterator<Item = Result<Section, String>> + '_ {
+    let mut at = 8;
+    std::iter::from_fn(move || {
+        if at >= wasm.len() {
+            return None;
+        }
+        let start = at;
+        let parsed = read_leb128(wasm, start + 1).and_then(|(size, body)| {
+            let end = body.checked_add(size).filter(|&e| e <= wasm.len())?;
+            Some((body, end))
+        });
+        let Some((body, end)) = parsed else {
+            at = wasm.len();
+            return Some(Err("the job's sections are malformed".to_string()));
+        };
+        at = end;
+        let named = (wasm[start] == 0)
+            .then(|| read_leb128(wasm, body))
+            .flatten()
+            .and_then(|(n, name)| Some((wasm.get(name..name.checked_add(n)?)?, name + n)));
+        let (is_rows, payload) = match named {
+            Some((name, data)) if name == ROWS_SECTION.as_bytes() && data <= end => {
+                (true, data..end)
+            }
+            _ => (false, body..end),
+        };
+        Some(Ok(Section {
+            whole: start..end,
+            is_rows,
+            payload,
+        }))
+    })
 }
 
 /// The functions a rows module declares in its [`MANIFEST_SECTION`] (the sections of that name,

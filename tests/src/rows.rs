@@ -303,64 +303,59 @@ fn a_grade_may_forbid_row_functions() {
 
 #[test]
 fn a_rows_module_that_imports_anything_or_cannot_be_instantiated_is_refused_at_load() {
-    // (module (import "env" "clock" (func (result f64)))
-    //   (func (export "sluice_row_f") (param f64) (result f64) local.get 0)
-    //   + the manifest section "f 0 1 0")
-    let mut m = b"\0asm\x01\0\0\0".to_vec();
-    let section = |m: &mut Vec<u8>, id: u8, body: &[u8]| {
-        m.push(id);
-        m.push(body.len() as u8);
-        m.extend_from_slice(body);
+    // Each module: its sections, then the manifest section "f 0 1 0", shipped inside itself.
+    let load = |sections: &[(u8, &[u8])]| {
+        let mut m = b"\0asm\x01\0\0\0".to_vec();
+        let manifest: &[u8] = b"\x14sluice-row-functionsf 0 1 0\n";
+        for (id, body) in sections.iter().chain([&(0, manifest)]) {
+            m.push(*id);
+            m.push(body.len() as u8);
+            m.extend_from_slice(body);
+        }
+        let job = sluice_runtime::rows::embed(&m, &m).unwrap();
+        RowModule::from_job(&job, &RowEngine::new().unwrap())
     };
-    section(&mut m, 1, b"\x02\x60\x01\x7c\x01\x7c\x60\x00\x01\x7c");
-    section(&mut m, 2, b"\x01\x03env\x05clock\x00\x01");
-    section(&mut m, 3, b"\x01\x00");
-    section(&mut m, 7, b"\x01\x0csluice_row_f\x00\x01");
-    section(&mut m, 10, b"\x01\x04\x00\x20\x00\x0b");
-    let manifest = b"\x14sluice-row-functionsf 0 1 0\n";
-    section(&mut m, 0, manifest);
-    let job = sluice_runtime::rows::embed(&m, &m).unwrap();
-    let err = RowModule::from_job(&job, &RowEngine::new().unwrap()).expect_err("imports");
+    // (func (export "sluice_row_f") (param f64) (result f64) local.get 0)
+    let (one_type, one_func): (&[u8], &[u8]) = (b"\x01\x60\x01\x7c\x01\x7c", b"\x01\x00");
+    let (export, code): (&[u8], &[u8]) =
+        (b"\x01\x0csluice_row_f\x00\x00", b"\x01\x04\x00\x20\x00\x0b");
+    // The same function beside an import `env::clock: () -> f64` (function 0).
+    let err = load(&[
+        (1, b"\x02\x60\x01\x7c\x01\x7c\x60\x00\x01\x7c"),
+        (2, b"\x01\x03env\x05clock\x00\x01"),
+        (3, one_func),
+        (7, b"\x01\x0csluice_row_f\x00\x01"),
+        (10, code),
+    ])
+    .expect_err("imports");
     assert!(err.to_string().contains("imports `env::clock`"), "{err}");
-    // Without the import (the same function), it loads.
-    let mut ok = b"\0asm\x01\0\0\0".to_vec();
-    section(&mut ok, 1, b"\x01\x60\x01\x7c\x01\x7c");
-    section(&mut ok, 3, b"\x01\x00");
-    section(&mut ok, 7, b"\x01\x0csluice_row_f\x00\x00");
-    section(&mut ok, 10, b"\x01\x04\x00\x20\x00\x0b");
-    section(&mut ok, 0, manifest);
-    let job = sluice_runtime::rows::embed(&ok, &ok).unwrap();
-    let loaded = RowModule::from_job(&job, &RowEngine::new().unwrap())
+    // Without the import, it loads.
+    let loaded = load(&[(1, one_type), (3, one_func), (7, export), (10, code)])
         .unwrap()
         .unwrap();
     assert_eq!(loaded.functions()[0].name, "f");
     assert_eq!(loaded.functions()[0].arity, 1);
     // A memory of 300 pages (18.75 MiB, above the 16 MiB cap) would fail every unit's
     // instance after the charge: refused at load.
-    let mut big = b"\0asm\x01\0\0\0".to_vec();
-    section(&mut big, 1, b"\x01\x60\x01\x7c\x01\x7c");
-    section(&mut big, 3, b"\x01\x00");
-    section(&mut big, 5, b"\x01\x00\xac\x02");
-    section(&mut big, 7, b"\x01\x0csluice_row_f\x00\x00");
-    section(&mut big, 10, b"\x01\x04\x00\x20\x00\x0b");
-    section(&mut big, 0, manifest);
-    let job = sluice_runtime::rows::embed(&big, &big).unwrap();
-    let err = RowModule::from_job(&job, &RowEngine::new().unwrap()).expect_err("memory");
+    let err = load(&[
+        (1, one_type),
+        (3, one_func),
+        (5, b"\x01\x00\xac\x02"),
+        (7, export),
+        (10, code),
+    ])
+    .expect_err("memory");
     assert!(err.to_string().contains("exceeds the limit"), "{err}");
-    // A start function that traps would give every row the default: refused at load.
-    let mut trapping = b"\0asm\x01\0\0\0".to_vec();
-    section(&mut trapping, 1, b"\x02\x60\x01\x7c\x01\x7c\x60\x00\x00");
-    section(&mut trapping, 3, b"\x02\x00\x01");
-    section(&mut trapping, 7, b"\x01\x0csluice_row_f\x00\x00");
-    section(&mut trapping, 8, b"\x01");
-    section(
-        &mut trapping,
-        10,
-        b"\x02\x04\x00\x20\x00\x0b\x03\x00\x00\x0b",
-    );
-    section(&mut trapping, 0, manifest);
-    let job = sluice_runtime::rows::embed(&trapping, &trapping).unwrap();
-    let err = RowModule::from_job(&job, &RowEngine::new().unwrap()).expect_err("start traps");
+    // A start function (function 1: `unreachable`) that traps would give every row the
+    // default: refused at load.
+    let err = load(&[
+        (1, b"\x02\x60\x01\x7c\x01\x7c\x60\x00\x00"),
+        (3, b"\x02\x00\x01"),
+        (7, export),
+        (8, b"\x01"),
+        (10, b"\x02\x04\x00\x20\x00\x0b\x03\x00\x00\x0b"),
+    ])
+    .expect_err("start traps");
     assert!(err.to_string().contains("cannot be instantiated"), "{err}");
 }
 

@@ -337,9 +337,9 @@ impl Host {
 
     /// The row functions `wasm` carries, compiled on the row engine (started now if needed).
     fn row_module(&self, wasm: &[u8]) -> Result<Option<Arc<crate::rows::RowModule>>, JobError> {
-        if !crate::rows::carries_rows(wasm) {
+        let Some(bytes) = crate::rows::rows_section(wasm)? else {
             return Ok(None);
-        }
+        };
         let engine = match self.rows.get() {
             Some(e) => e,
             None => {
@@ -347,7 +347,7 @@ impl Host {
                 self.rows.get().expect("just set")
             }
         };
-        crate::rows::RowModule::from_job(wasm, engine)
+        crate::rows::RowModule::compile(bytes, engine).map(|m| Some(Arc::new(m)))
     }
 
     /// Keeps `loaded` in memory (at most [`CACHE_CAPACITY`] components).
