@@ -278,6 +278,9 @@ pub enum Which {
     /// A job's row function in SUM by district against the same query on a plain column, on
     /// `--rows` rows, and one unit's instance.
     Rows,
+    /// W1–W4 in the broker's engine against a Ballista cluster of one and of two executors on
+    /// this machine (scale-out builds only).
+    Scale,
 }
 
 /// One job's load figures.

@@ -162,6 +162,148 @@ pub fn run(rows: usize, reps: usize, dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// W1–W4 as DP queries in the broker's engine and on a Ballista cluster of one, then two,
+/// executors started on this machine (`sluice scheduler`, `sluice executor`), on `rows` rows.
+#[cfg(feature = "scale-out")]
+pub fn scale(rows: usize, reps: usize, dir: &Path) -> Result<()> {
+    use std::process::{Command, Stdio};
+    let reps = reps.clamp(1, MAX_REPS);
+    let path = dir.join(format!("residents_{rows}.parquet"));
+    if !path.exists() {
+        eprintln!("generating {rows} rows into {} (once)…", path.display());
+        sluice_datagen::residents(&path, rows, sluice_datagen::DEFAULT_SEED)?;
+    }
+    let abs = std::fs::canonicalize(&path)?;
+    let port = || -> Result<u16> {
+        Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port())
+    };
+    let exe = std::env::current_exe()?;
+    // Killed when dropped.
+    struct Procs(Vec<std::process::Child>);
+    impl Drop for Procs {
+        fn drop(&mut self) {
+            for c in &mut self.0 {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+    let mut procs = Procs(Vec::new());
+    let scheduler = port()?;
+    procs.0.push(
+        Command::new(&exe)
+            .args(["scheduler", "--bind", &format!("127.0.0.1:{scheduler}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?,
+    );
+    let wait = |port: u16| -> Result<()> {
+        let t = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            anyhow::ensure!(
+                t.elapsed() < Duration::from_secs(60),
+                "nothing listens on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    };
+    wait(scheduler)?;
+    let address = format!("df://127.0.0.1:{scheduler}");
+    let sandbox = |remote: bool| -> Result<Sandbox> {
+        let policy = sluice_policy::parse_str("workloads.toml", &policy(&abs))?;
+        let mut config = SandboxConfig::new(policy, "/", Arc::new(InMemoryAccountant::new()))
+            .without_answer_cache()
+            .with_memory_bytes(0);
+        if remote {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            config.remote =
+                Some(rt.block_on(sluice_scale::connect(&address, Duration::from_secs(5)))?);
+        }
+        Ok(Sandbox::new(config)?)
+    };
+    let asker = crate::bench::asker()?;
+    let time = |sandbox: &Sandbox, sql: &str| -> Result<Duration> {
+        dp(sandbox, &asker, sql)?; // warm: the index, file metadata, page cache
+        let mut t = Vec::new();
+        for _ in 0..reps {
+            let start = Instant::now();
+            dp(sandbox, &asker, sql)?;
+            t.push(start.elapsed());
+        }
+        Ok(median(t))
+    };
+    let mut columns: Vec<Vec<Duration>> = Vec::new();
+    let local = sandbox(false)?;
+    columns.push(
+        WORKLOADS
+            .iter()
+            .map(|w| time(&local, w.dp))
+            .collect::<Result<_>>()?,
+    );
+    drop(local);
+    for _ in 0..2 {
+        let (flight, grpc) = (port()?, port()?);
+        procs.0.push(
+            Command::new(&exe)
+                .args([
+                    "executor",
+                    "--scheduler",
+                    &address,
+                    "--flight-port",
+                    &flight.to_string(),
+                    "--grpc-port",
+                    &grpc.to_string(),
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()?,
+        );
+        wait(flight)?;
+        std::thread::sleep(Duration::from_secs(2));
+        let remote = sandbox(true)?;
+        columns.push(
+            WORKLOADS
+                .iter()
+                .map(|w| time(&remote, w.dp))
+                .collect::<Result<_>>()?,
+        );
+    }
+    println!(
+        "\nresidents: {rows} rows, bound 5 rows per person, ε = {EPSILON}; median of {reps} DP queries after one warm-up; executors on this machine ({} CPUs), one task slot per CPU each",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    println!(
+        "{:<36} {:>9} {:>14} {:>14} {:>10} {:>10}",
+        "workload", "local ms", "1 executor ms", "2 executors ms", "1 ex/local", "2 ex/1 ex"
+    );
+    for (i, w) in WORKLOADS.iter().enumerate() {
+        let [l, one, two] = [columns[0][i], columns[1][i], columns[2][i]];
+        println!(
+            "{:<36} {:>9.0} {:>14.0} {:>14.0} {:>9.2}x {:>9.2}x",
+            w.name,
+            ms(l),
+            ms(one),
+            ms(two),
+            one.as_secs_f64() / l.as_secs_f64(),
+            two.as_secs_f64() / one.as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
+/// Without the feature: says how to build it.
+#[cfg(not(feature = "scale-out"))]
+pub fn scale(_rows: usize, _reps: usize, _dir: &Path) -> Result<()> {
+    anyhow::bail!(
+        "this sluice was built without scale-out: build it with `cargo build --release -p sluice-broker --features scale-out`"
+    )
+}
+
 fn dp(sandbox: &Sandbox, asker: &Asker, sql: &str) -> Result<()> {
     sandbox
         .block_on(sandbox.engine().query(asker, sql, EPSILON))

@@ -50,6 +50,39 @@ pub struct Config {
     /// time); 0 scans every file at each query.
     #[serde(default = "default_hold_in_memory_mib")]
     pub hold_in_memory_mib: usize,
+    /// A Ballista cluster that runs the queries of datasets scanned from their files (see
+    /// [`crate::cluster`]). Absent: every query runs in the broker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// Where the cluster's scheduler is and what to do when it does not answer at start.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterConfig {
+    /// The scheduler's address, `df://host:port`.
+    pub scheduler: String,
+    /// What the broker does when the scheduler does not answer at start.
+    #[serde(default)]
+    pub when_unavailable: WhenUnavailable,
+    /// Seconds to wait for the scheduler at start.
+    #[serde(default = "default_cluster_connect_secs")]
+    pub connect_timeout_secs: u64,
+}
+
+/// What a broker configured for a cluster does when the scheduler does not answer at start.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenUnavailable {
+    /// Refuse to start, saying why (the default: an operator who configured a cluster learns
+    /// at once that it is not there).
+    #[default]
+    Refuse,
+    /// Start, say so in the log and the audit log, and run every query in the broker.
+    Local,
+}
+
+fn default_cluster_connect_secs() -> u64 {
+    5
 }
 
 fn default_workers() -> usize {
@@ -91,6 +124,7 @@ impl Config {
             alert_webhook: None,
             public_register: false,
             hold_in_memory_mib: default_hold_in_memory_mib(),
+            cluster: None,
         }
     }
 

@@ -200,6 +200,11 @@ pub struct Receipt {
     /// each with its declared bounds and its module's sha256 (absent, and not signed, when none).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub row_functions: Vec<String>,
+    /// The engines other than the broker itself that computed the report's answers (a Ballista
+    /// cluster, by its scheduler's address; absent, and not signed, when the broker computed
+    /// every answer).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub engines: Vec<String>,
     /// Sequence number of the audit entry recording the release.
     pub audit_seq: i64,
     /// sha256 of the report as JSON (the exact bytes `result` serves).
@@ -289,6 +294,7 @@ mod tests {
             recipients: vec![],
             risk_report_sha256: None,
             row_functions: vec![],
+            engines: vec![],
             audit_seq: 7,
             report_sha256: sha256_hex(b"{}"),
             report_csv_sha256: sha256_hex(b"csv"),

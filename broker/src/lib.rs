@@ -37,6 +37,7 @@ mod api;
 pub mod audit;
 pub mod build;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod console;
 pub mod denials;

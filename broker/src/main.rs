@@ -232,7 +232,19 @@ enum Command {
         /// Override the listen address from the config.
         #[arg(long)]
         listen: Option<String>,
+        /// Run the queries of datasets scanned from their files on the Ballista cluster whose
+        /// scheduler is here (`df://host:port`; overrides `cluster` in the config; scale-out
+        /// builds only, see docs/scaling.md).
+        #[arg(long)]
+        scheduler: Option<String>,
+        /// With --scheduler: what to do when the scheduler does not answer at start.
+        #[arg(long, value_enum, default_value_t = sluice_broker::config::WhenUnavailable::Refuse, requires = "scheduler")]
+        when_unavailable: sluice_broker::config::WhenUnavailable,
     },
+    /// Run a Ballista scheduler with Sluice's functions and codecs (scale-out builds only).
+    Scheduler(sluice_broker::cluster::SchedulerArgs),
+    /// Run a Ballista executor with Sluice's functions and codecs (scale-out builds only).
+    Executor(sluice_broker::cluster::ExecutorArgs),
     /// Manage tokens.
     Token {
         #[command(subcommand)]
@@ -1042,7 +1054,26 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             key_file.as_deref(),
             public_register,
         ),
-        Command::Serve { data_dir, listen } => remote::serve(&data_dir, listen),
+        Command::Serve {
+            data_dir,
+            listen,
+            scheduler,
+            when_unavailable,
+        } => remote::serve(
+            &data_dir,
+            listen,
+            scheduler.map(|scheduler| sluice_broker::config::ClusterConfig {
+                scheduler,
+                when_unavailable,
+                connect_timeout_secs: 5,
+            }),
+        ),
+        Command::Scheduler(args) => {
+            sluice_broker::cluster::scheduler(args).map(|()| ExitCode::SUCCESS)
+        }
+        Command::Executor(args) => {
+            sluice_broker::cluster::executor(args).map(|()| ExitCode::SUCCESS)
+        }
         Command::Token { command } => token(command),
         Command::Submit(a) => remote::submit(&a),
         Command::Plan(args) => plan(args),
@@ -1139,6 +1170,9 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             bench::Which::Python => bench::python(reps),
             bench::Which::Console => bench_console::console(),
             bench::Which::Rows => bench_rows::run(rows, reps, &dir).map(|()| ExitCode::SUCCESS),
+            bench::Which::Scale => {
+                bench_workloads::scale(rows, reps, &dir).map(|()| ExitCode::SUCCESS)
+            }
         },
     }
 }

@@ -121,10 +121,17 @@ pub fn token_revoke(dir: &Path, id: &str) -> Result<ExitCode> {
 }
 
 /// `sluice serve`.
-pub fn serve(dir: &Path, listen: Option<String>) -> Result<ExitCode> {
+pub fn serve(
+    dir: &Path,
+    listen: Option<String>,
+    cluster: Option<sluice_broker::config::ClusterConfig>,
+) -> Result<ExitCode> {
     let mut config = Config::load(dir)?;
     if let Some(l) = listen {
         config.listen = l;
+    }
+    if cluster.is_some() {
+        config.cluster = cluster;
     }
     let addr = config.listen.clone();
     let broker = Broker::start(dir, config, Limits::default())?;

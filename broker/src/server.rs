@@ -86,18 +86,31 @@ pub(crate) fn start_sandbox(
     let policy = load_policy(&config.policy)?;
     let alerts = policy.alerts.clone();
     let policy_sha256 = policy_sha256(&policy);
-    let sandbox = Sandbox::new(
-        SandboxConfig::new(
-            policy,
-            &config.data_root,
-            Arc::new(LedgerAccountant::with_alerts(store.clone(), alerts)),
-        )
-        .with_answer_cache(Arc::new(LedgerAnswerCache(store.clone())))
-        .with_compiled_dir(store.dir().join("compiled"))
-        .with_memory_bytes(config.hold_in_memory_mib.saturating_mul(1 << 20))
-        .with_limits(limits.clone()),
+    let mut sandbox_config = SandboxConfig::new(
+        policy,
+        &config.data_root,
+        Arc::new(LedgerAccountant::with_alerts(store.clone(), alerts)),
     )
-    .context("while starting the sandbox")?;
+    .with_answer_cache(Arc::new(LedgerAnswerCache(store.clone())))
+    .with_compiled_dir(store.dir().join("compiled"))
+    .with_memory_bytes(config.hold_in_memory_mib.saturating_mul(1 << 20))
+    .with_limits(limits.clone());
+    // A configured cluster's state at each start or reload is in the audit log.
+    let engine = match crate::cluster::connect(config.cluster.as_ref())? {
+        crate::cluster::Connected::None => None,
+        crate::cluster::Connected::Cluster(remote) => {
+            let name = remote.name.clone();
+            sandbox_config.remote = Some(remote);
+            Some(json!({ "engine": name }))
+        }
+        crate::cluster::Connected::FellBack(why) => {
+            Some(json!({ "engine": sluice_runtime::remote::LOCAL, "cluster_unavailable": why }))
+        }
+    };
+    if let Some(engine) = engine {
+        store.record(NewEntry::new("cluster.connected", "broker").detail(engine))?;
+    }
+    let sandbox = Sandbox::new(sandbox_config).context("while starting the sandbox")?;
     Ok(Current {
         sandbox,
         policy_sha256,

@@ -468,6 +468,7 @@ mod tests {
             cells,
             accuracy: vec![],
             row_functions: vec![],
+            engine: sluice_runtime::remote::LOCAL.into(),
         };
         let m = meters(&[q("a", false, 9), q("a", true, 9), q("b", false, 4)], 1001);
         assert_eq!(m["a"].queries, 2);

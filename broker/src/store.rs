@@ -498,6 +498,8 @@ pub struct Outcome<'a> {
     pub filing: Option<FilingTerms>,
     /// The job's row functions its queries aggregated (named on the receipt).
     pub row_functions: Vec<String>,
+    /// The engines other than the broker that computed its answers (named on the receipt).
+    pub engines: Vec<String>,
 }
 
 /// A job's log as the broker keeps it.
@@ -1362,6 +1364,7 @@ impl Store {
             recipients,
             filing,
             row_functions,
+            engines,
         } = out;
         let released = self.write(|tx| -> Result<Released> {
             let (wasm_sha256, operator, declared, purpose, reviewer, scenario): (
@@ -1434,6 +1437,7 @@ impl Store {
                 recipients,
                 risk_report_sha256: approved_risk(tx, id)?,
                 row_functions: row_functions.clone(),
+                engines: engines.clone(),
                 audit_seq: moved.audit_seq,
                 report_sha256,
                 report_csv_sha256,
@@ -2106,6 +2110,7 @@ impl Store {
                         "sql": c.sql,
                         "dataset_sha256": c.dataset_hash,
                         "mechanism": c.mechanism,
+                        "engine": c.engine,
                         "epsilon": c.amount.epsilon(),
                         "rho": c.amount.rho(),
                         "delta": c.delta,

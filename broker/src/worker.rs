@@ -128,6 +128,7 @@ fn run_claimed(shared: &Shared, job: crate::store::Claimed) -> Result<()> {
                     datasets: versions,
                     recipients,
                     row_functions: row_functions(&out.queries),
+                    engines: engines(&out.queries),
                     filing: filing_terms(
                         cur.sandbox.engine().policy(),
                         &job.operator,
@@ -186,6 +187,20 @@ fn filing_terms(
             .map_or("public-interest", |g| g.usage.as_str())
             .to_string(),
     })
+}
+
+/// The engines other than the broker's own (and its answer cache) that answered `queries`, each
+/// once, in order of first use.
+fn engines(queries: &[sluice_runtime::privacy::QueryRecord]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for q in queries {
+        let e = &q.engine;
+        let here = e == sluice_runtime::remote::LOCAL || e == sluice_runtime::privacy::CACHE_ENGINE;
+        if !here && !out.contains(e) {
+            out.push(e.clone());
+        }
+    }
+    out
 }
 
 /// The row functions `queries` aggregated, each once, in order of first use.

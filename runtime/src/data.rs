@@ -5,7 +5,7 @@
 //! (or fail because of) data. The **execution** context holds the real Parquet/CSV sources and runs
 //! only the plans the privacy engine builds itself.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -301,6 +301,20 @@ pub struct Catalog {
     pub(crate) narrow: SessionContext,
     pub(crate) datasets: BTreeMap<DatasetId, Registered>,
     pub(crate) lookups: BTreeMap<DatasetId, LoadedLookup>,
+    /// The other engine, if one is configured, and the datasets registered in it.
+    pub(crate) remote: Option<(crate::remote::RemoteEngine, BTreeSet<DatasetId>)>,
+}
+
+/// Where one query's plans run: the context they are planned in and the engine's name.
+#[derive(Clone, Copy)]
+pub(crate) struct Placement<'a> {
+    /// The context.
+    pub context: &'a SessionContext,
+    /// The engine's name for audit entries and receipts ([`crate::remote::LOCAL`] or the remote
+    /// engine's name).
+    pub engine: &'a str,
+    /// Whether the context executes elsewhere.
+    pub remote: bool,
 }
 
 impl std::fmt::Debug for Catalog {
@@ -497,19 +511,9 @@ async fn register(
         .to_str()
         .ok_or_else(|| source_err("path is not valid UTF-8".into()))?;
     let name = ds.id.as_str();
-    let registered = match ds.format {
-        SourceFormat::Parquet => {
-            execution
-                .register_parquet(name, path_str, ParquetReadOptions::default())
-                .await
-        }
-        SourceFormat::Csv => {
-            execution
-                .register_csv(name, path_str, CsvReadOptions::new().has_header(true))
-                .await
-        }
-    };
-    registered.map_err(|e| source_err(e.to_string()))?;
+    register_source(execution, ds.format, name, path_str)
+        .await
+        .map_err(|e| source_err(e.to_string()))?;
     let provider = execution
         .table_provider(name)
         .await
@@ -550,6 +554,13 @@ async fn register(
     let held = hold_in_memory(execution, name, &stamp, options)
         .await
         .map_err(source_err)?;
+    if held.is_none()
+        && let Some(remote) = &options.remote
+    {
+        register_source(&remote.context, ds.format, name, path_str)
+            .await
+            .map_err(|e| source_err(format!("on {}: {e}", remote.name)))?;
+    }
     Ok(Registered {
         policy: ds.clone(),
         content_hash,
@@ -557,6 +568,25 @@ async fn register(
         stamp: Some(stamp),
         held,
     })
+}
+
+/// Registers the file at `path` as table `name` of `ctx`, read as `format` declares.
+async fn register_source(
+    ctx: &SessionContext,
+    format: SourceFormat,
+    name: &str,
+    path: &str,
+) -> Result<(), datafusion::error::DataFusionError> {
+    match format {
+        SourceFormat::Parquet => {
+            ctx.register_parquet(name, path, ParquetReadOptions::default())
+                .await
+        }
+        SourceFormat::Csv => {
+            ctx.register_csv(name, path, CsvReadOptions::new().has_header(true))
+                .await
+        }
+    }
 }
 
 /// The two contexts a dataset is registered in.
@@ -567,7 +597,7 @@ struct Contexts<'a> {
 }
 
 /// How a [`Catalog`] registers its datasets.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct CatalogOptions {
     /// DataFusion partitions.
     pub partitions: usize,
@@ -575,6 +605,9 @@ pub struct CatalogOptions {
     /// bytes of memory are held in memory ([`HeldInMemory`]); 0 scans every source from its
     /// file at each query.
     pub memory_bytes: usize,
+    /// Another engine that runs the queries of every dataset scanned from its file (not held in
+    /// memory), see [`crate::remote`].
+    pub remote: Option<crate::remote::RemoteEngine>,
 }
 
 /// Reads a small source's rows into memory and registers them in place of the file (see
@@ -665,6 +698,11 @@ impl Catalog {
         options: CatalogOptions,
     ) -> Result<Self, DataError> {
         let (execution, planning) = contexts(options.partitions);
+        if let Some(remote) = &options.remote {
+            for udf in crate::remote::execution_udfs() {
+                remote.context.register_udf(udf.as_ref().clone());
+            }
+        }
         let both = Contexts {
             execution: &execution,
             planning: &planning,
@@ -695,13 +733,40 @@ impl Catalog {
         if !problems.is_empty() {
             return Err(DataError::Several(problems));
         }
+        let remote = options.remote.map(|remote| {
+            let on = datasets
+                .values()
+                .filter(|r| r.held.is_none())
+                .map(|r| r.policy.id.clone())
+                .collect();
+            (remote, on)
+        });
         Ok(Self {
             planning,
             narrow: narrow(&execution),
             execution,
             datasets,
             lookups,
+            remote,
         })
+    }
+
+    /// Where a query on dataset `id` runs: on the remote engine when one is configured and the
+    /// dataset is registered there, unless the query must run here (`local_only`: it joins a
+    /// lookup or runs row functions, see [`crate::remote`]).
+    pub(crate) fn placement(&self, id: &DatasetId, local_only: bool) -> Placement<'_> {
+        match &self.remote {
+            Some((remote, on)) if !local_only && on.contains(id) => Placement {
+                context: &remote.context,
+                engine: &remote.name,
+                remote: true,
+            },
+            _ => Placement {
+                context: self.context_of(id),
+                engine: crate::remote::LOCAL,
+                remote: false,
+            },
+        }
     }
 
     /// The context a dataset's queries are planned and run in: the [narrow](Self::narrow) one

@@ -36,6 +36,7 @@ pub mod data;
 pub mod mock;
 pub mod plan;
 pub mod privacy;
+pub mod remote;
 pub mod report;
 pub mod rows;
 pub mod sql_job;
@@ -229,6 +230,9 @@ pub struct SandboxConfig {
     /// Whether contribution bounding uses the per-dataset index of heavy units (default) or sends
     /// every row through the random choice ([`privacy::PrivacyEngine::without_contribution_index`]).
     pub contribution_index: bool,
+    /// Another engine for the datasets scanned from their files (a Ballista cluster, through
+    /// `sluice-scale`; see [`remote`]). Default: none, every query runs in this process.
+    pub remote: Option<remote::RemoteEngine>,
 }
 
 impl SandboxConfig {
@@ -249,6 +253,7 @@ impl SandboxConfig {
             compiled_dir: None,
             mock_data: false,
             contribution_index: true,
+            remote: None,
         }
     }
 
@@ -419,6 +424,7 @@ impl Sandbox {
                 data::CatalogOptions {
                     partitions: config.partitions,
                     memory_bytes: config.memory_bytes,
+                    remote: config.remote.clone(),
                 },
             ))?
         };

@@ -91,6 +91,7 @@ impl Catalog {
             execution,
             datasets,
             lookups,
+            remote: None,
         })
     }
 }

@@ -122,6 +122,7 @@ fn a_suspension_refuses_further_charges_at_once_and_records_nothing() {
         submitted_sql: "SELECT COUNT(*) FROM health_visits".into(),
         dataset_hash: "00".into(),
         mechanism: "discrete-laplace".into(),
+        engine: sluice_runtime::remote::LOCAL.into(),
     };
     store.charge(&charge).unwrap();
     for (kind, name) in [("dataset", "health_visits"), ("operator", "analyst")] {
@@ -266,6 +267,7 @@ fn zcdp_charges_are_stored_in_rho_capped_in_rho_and_survive_a_restart() {
         submitted_sql: "SELECT COUNT(*) FROM visits_zcdp".into(),
         dataset_hash: "00".into(),
         mechanism: "discrete-gaussian".into(),
+        engine: sluice_runtime::remote::LOCAL.into(),
     };
     {
         let store = Store::init(&dir).unwrap();

@@ -20,6 +20,8 @@ mod bounding;
 #[cfg(test)]
 mod browser;
 #[cfg(test)]
+mod cluster;
+#[cfg(test)]
 mod console;
 #[cfg(test)]
 mod crash;

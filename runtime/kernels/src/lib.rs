@@ -158,6 +158,72 @@ impl UnitSet {
         self.len() == 0 && !self.nulls
     }
 
+    /// The set as bytes, for a plan that ships it to another process (a cluster's executors):
+    /// `b"SLUS1"`, a byte for the missing unit, the integer count and each integer (8 bytes
+    /// little-endian), the text count and each text (its length, 4 bytes, then its UTF-8).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let texts: usize = self.texts.iter().map(|t| 4 + t.len()).sum();
+        let mut out = Vec::with_capacity(22 + 8 * self.ints.len() + texts);
+        out.extend_from_slice(Self::MAGIC);
+        out.push(u8::from(self.nulls));
+        out.extend_from_slice(&(self.ints.len() as u64).to_le_bytes());
+        for i in &self.ints {
+            out.extend_from_slice(&i.to_le_bytes());
+        }
+        out.extend_from_slice(&(self.texts.len() as u64).to_le_bytes());
+        for t in &self.texts {
+            out.extend_from_slice(&(t.len() as u32).to_le_bytes());
+            out.extend_from_slice(t.as_bytes());
+        }
+        out
+    }
+
+    /// The set [`Self::to_bytes`] wrote, or why `bytes` is not one (truncated, trailing bytes,
+    /// text that is not UTF-8). Never panics on any input.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
+        struct Reader<'a>(&'a [u8]);
+        impl<'a> Reader<'a> {
+            fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+                if self.0.len() < n {
+                    return Err("a unit set's bytes end early".into());
+                }
+                let (head, rest) = self.0.split_at(n);
+                self.0 = rest;
+                Ok(head)
+            }
+            fn u64(&mut self) -> Result<u64, String> {
+                Ok(u64::from_le_bytes(
+                    self.take(8)?.try_into().unwrap_or_default(),
+                ))
+            }
+        }
+        let mut r = Reader(bytes);
+        if r.take(Self::MAGIC.len())? != Self::MAGIC {
+            return Err("not a unit set".into());
+        }
+        let mut set = Self {
+            nulls: r.take(1)?[0] != 0,
+            ..Self::default()
+        };
+        let ints = r.u64()?;
+        for _ in 0..ints {
+            set.ints.insert(r.u64()? as i64);
+        }
+        let texts = r.u64()?;
+        for _ in 0..texts {
+            let len = u32::from_le_bytes(r.take(4)?.try_into().unwrap_or_default()) as usize;
+            let text = std::str::from_utf8(r.take(len)?)
+                .map_err(|_| "a unit set's text is not UTF-8".to_string())?;
+            set.texts.insert(text.to_string());
+        }
+        if !r.0.is_empty() {
+            return Err("a unit set's bytes go on after its last unit".into());
+        }
+        Ok(set)
+    }
+
+    const MAGIC: &'static [u8] = b"SLUS1";
+
     /// Per row, whether its unit is in the set (never NULL).
     pub fn mark_ints(&self, units: &Int64Array) -> BooleanArray {
         units
@@ -205,6 +271,23 @@ mod tests {
             texts.mark_text_views(&StringViewArray::from(vec![Some("b"), None, Some("a")])),
             BooleanArray::from(vec![false, true, true])
         );
+        let both = UnitSet {
+            nulls: true,
+            ..UnitSet::texts(&StringArray::from(vec!["a", "é", ""]), true)
+        };
+        let ints = UnitSet::ints(&Int64Array::from(vec![i64::MIN, 0, 7]), false);
+        for set in [&both, &ints, &UnitSet::default()] {
+            let back = UnitSet::from_bytes(&set.to_bytes()).unwrap();
+            assert_eq!(
+                (back.ints.clone(), back.texts.clone(), back.nulls),
+                (set.ints.clone(), set.texts.clone(), set.nulls)
+            );
+            let bytes = set.to_bytes();
+            for cut in 0..bytes.len() {
+                assert!(UnitSet::from_bytes(&bytes[..cut]).is_err(), "{cut}");
+            }
+            assert!(UnitSet::from_bytes(&[bytes.as_slice(), &[0]].concat()).is_err());
+        }
         assert!(UnitSet::default().is_empty());
         assert!(
             !UnitSet {

@@ -42,6 +42,9 @@ pub struct Charge {
     pub dataset_hash: String,
     /// The mechanism family, e.g. `discrete-laplace`.
     pub mechanism: String,
+    /// The engine that will run the query ([`crate::remote::LOCAL`] or a cluster's name), for
+    /// the audit log.
+    pub engine: String,
 }
 
 /// The caps on one dataset's spending, in the dataset's measure (ε or ρ).
@@ -492,6 +495,7 @@ mod tests {
             submitted_sql: "SELECT COUNT(*) FROM ds".into(),
             dataset_hash: "00".into(),
             mechanism: "discrete-laplace".into(),
+            engine: crate::remote::LOCAL.into(),
             caps: Caps {
                 per_job: 1.0,
                 per_period: 5.0,

@@ -73,6 +73,7 @@ impl Calibrated {
         registered: &Registered,
         grant: &Grant,
         q: &ValidatedQuery,
+        engine: &str,
     ) -> Charge {
         let family = match self.design.measure {
             PrivacyMeasure::Pure => "discrete-laplace",
@@ -101,6 +102,7 @@ impl Calibrated {
             submitted_sql: q.submitted.clone(),
             dataset_hash: registered.content_hash.clone(),
             mechanism: format!("{family}{selection}"),
+            engine: engine.to_string(),
         }
     }
 }

@@ -64,10 +64,14 @@ impl PrivacyEngine {
             additive: HashMap::new(),
             histograms: HashMap::new(),
         };
+        let placement = self.catalog.placement(&ds.id, q.local_only());
         if let [reader] = readers.as_slice() {
             let plan = self.plan(q, ds, releases, reader).await?;
-            let task = self.catalog.context_of(&ds.id).task_ctx();
-            let batches = collect(reset_plan_states(plan)?, task).await?;
+            let schema = plan.schema();
+            let batches = collect(reset_plan_states(plan)?, placement.context.task_ctx()).await?;
+            if placement.remote {
+                same_schema(&batches, &schema)?;
+            }
             read(reader, &batches, q, releases, &mut truth)?;
             return Ok(truth);
         }
@@ -76,9 +80,20 @@ impl PrivacyEngine {
         let bounded = self
             .bound(self.base(q, ds).await?, q, ds)
             .await?
-            .select_columns(&columns)?
-            .cache()
-            .await?;
+            .select_columns(&columns)?;
+        let bounded = if placement.remote {
+            // Its readers run here, over the rows the cluster chose: a plan over a table held in
+            // this process's memory cannot be shipped.
+            let schema = Arc::new(bounded.schema().as_arrow().clone());
+            let batches = bounded.collect().await?;
+            same_schema(&batches, &schema)?;
+            let table = datafusion::datasource::MemTable::try_new(schema, vec![batches])?;
+            self.catalog
+                .context_of(&ds.id)
+                .read_table(Arc::new(table))?
+        } else {
+            bounded.cache().await?
+        };
         for reader in &readers {
             let frame = self.reader_frame(bounded.clone(), reader, q, ds, releases)?;
             read(reader, &frame.collect().await?, q, releases, &mut truth)?;
@@ -171,7 +186,7 @@ impl PrivacyEngine {
             } else {
                 rows
             };
-            let ctx = self.catalog.context_of(&ds.id);
+            let ctx = self.catalog.placement(&ds.id, q.local_only()).context;
             let heavy = self.index.heavy(ctx, ds, light).await?;
             // The group step drops rows without a unit, however few.
             let drop_missing = group_bounds && ds.max_groups_per_unit.is_some();
@@ -277,7 +292,7 @@ impl PrivacyEngine {
         q: &ValidatedQuery,
         ds: &sluice_policy::Dataset,
     ) -> Result<DataFrame, DataFusionError> {
-        let ctx = self.catalog.context_of(&ds.id);
+        let ctx = self.catalog.placement(&ds.id, q.local_only()).context;
         let mut df = ctx.table(ds.id.as_str()).await?;
         if let Some(j) = &q.lookup {
             let lookup = ctx.table(j.table.as_str()).await?;
@@ -512,6 +527,30 @@ fn key_exprs(q: &ValidatedQuery) -> Vec<Expr> {
         .enumerate()
         .map(|(i, k)| k.expr.clone().alias(format!("__sluice_key_{i}")))
         .collect()
+}
+
+/// Refuses rows another engine returned in a schema other than the plan's (a misconfigured or
+/// hostile executor): nothing is read from them.
+fn same_schema(
+    batches: &[RecordBatch],
+    schema: &datafusion::arrow::datatypes::SchemaRef,
+) -> Result<(), DataFusionError> {
+    let fits = |b: &RecordBatch| {
+        let got = b.schema();
+        got.fields().len() == schema.fields().len()
+            && got
+                .fields()
+                .iter()
+                .zip(schema.fields())
+                .all(|(g, w)| g.name() == w.name() && g.data_type() == w.data_type())
+    };
+    if batches.iter().all(fits) {
+        Ok(())
+    } else {
+        Err(DataFusionError::Execution(
+            "the cluster returned rows of another schema than the plan's".into(),
+        ))
+    }
 }
 
 fn collect_truth(

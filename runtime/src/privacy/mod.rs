@@ -150,6 +150,9 @@ pub struct QueryRecord {
     /// rows module sha256 <hex>` (absent when none).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub row_functions: Vec<String>,
+    /// The engine that answered: [`crate::remote::LOCAL`], a remote engine's name (a Ballista
+    /// cluster's scheduler) or [`CACHE_ENGINE`].
+    pub engine: String,
 }
 
 /// How accurate one aggregate column of an answer is.
@@ -533,9 +536,10 @@ impl PrivacyEngine {
             return Ok(hit);
         }
         let calibrated = Calibrated::new(design, amount, grant)?;
+        let engine = self.catalog.placement(&ds.id, q.local_only()).engine;
         let charged = accountant::charge(
             &*self.accountant,
-            &calibrated.charge(asker, registered, grant, &q),
+            &calibrated.charge(asker, registered, grant, &q, engine),
         )
         .map_err(|e| match e {
             BudgetError::Suspended(_) => QueryError::NotGranted(e.to_string()),
@@ -566,7 +570,7 @@ impl PrivacyEngine {
         if let Some(c) = &self.cache {
             c.store(&key, &table);
         }
-        let record = record(registered, &q, sql, &table, false);
+        let record = record(registered, &q, sql, &table, engine);
         Ok((table, record))
     }
 
@@ -585,7 +589,7 @@ impl PrivacyEngine {
             "identical to an earlier answer to the same query (returned from the cache, no charge); {}",
             table.mechanism
         );
-        let record = record(registered, q, sql, &table, true);
+        let record = record(registered, q, sql, &table, CACHE_ENGINE);
         Some((table, record))
     }
 }
@@ -727,13 +731,17 @@ fn cache_key(
 }
 
 /// The record of one answer, for logs and audit.
+/// The engine a cached answer's record names: no engine ran the query again.
+pub const CACHE_ENGINE: &str = "answer cache";
+
 fn record(
     registered: &Registered,
     q: &ValidatedQuery,
     sql: &str,
     table: &NoisyTable,
-    cached: bool,
+    engine: &str,
 ) -> QueryRecord {
+    let cached = engine == CACHE_ENGINE;
     let accuracy = (table.key_columns..table.columns.len())
         .map(|c| ColumnAccuracy {
             column: table.columns[c].clone(),
@@ -763,6 +771,7 @@ fn record(
             .iter()
             .map(validate::RowCall::describe)
             .collect(),
+        engine: engine.to_string(),
     }
 }
 

@@ -169,6 +169,11 @@ impl InUnits {
             signature: Signature::any(1, Volatility::Immutable),
         })
     }
+
+    /// The units it marks.
+    pub fn set(&self) -> &Arc<sluice_kernels::UnitSet> {
+        &self.set
+    }
 }
 
 // Never the units themselves: a plan's debug text can reach logs.

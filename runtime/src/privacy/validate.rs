@@ -231,6 +231,12 @@ impl Domain {
 }
 
 impl ValidatedQuery {
+    /// Whether the query must run in this process even when its dataset is on another engine:
+    /// it joins a public lookup (held here) or runs row functions (in this process's sandbox).
+    pub fn local_only(&self) -> bool {
+        self.lookup.is_some() || !self.row_calls.is_empty()
+    }
+
     /// The keys whose values are released by DP partition selection (no public domain).
     pub fn selected(&self) -> Vec<&str> {
         self.keys
