@@ -483,8 +483,10 @@ enum Command {
     },
     /// Benchmarks: DP queries against plain DataFusion and job compile vs cache (`engine`),
     /// submit→result over HTTP on loopback (`broker`), a Python job's compile, load from disk
-    /// and instantiation against a Rust job's (`python`), or console page loads from a broker
-    /// holding 1,100 jobs and 10,000 audit entries (`console`).
+    /// and instantiation against a Rust job's (`python`), console page loads from a broker
+    /// holding 1,100 jobs and 10,000 audit entries (`console`), a job's row function against a
+    /// plain column (`rows`), or W1–W4 locally against a Ballista cluster of one and two
+    /// executors (`scale`, scale-out builds).
     Bench {
         /// What to benchmark.
         #[arg(value_enum, default_value_t = bench::Which::Engine)]

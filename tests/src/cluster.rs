@@ -29,6 +29,13 @@ fn cluster_child() {
             .parse()
             .expect("a port number")
     };
+    if role == "wrong-executor" {
+        return wrong_executor(
+            port("SLUICE_CLUSTER_SCHEDULER"),
+            port("SLUICE_CLUSTER_PORT"),
+            port("SLUICE_CLUSTER_GRPC_PORT"),
+        );
+    }
     let result = match role.as_str() {
         "scheduler" => sluice_broker::cluster::scheduler(sluice_broker::cluster::SchedulerArgs {
             bind: format!("127.0.0.1:{}", port("SLUICE_CLUSTER_PORT"))
@@ -49,6 +56,85 @@ fn cluster_child() {
         }),
     };
     result.expect("the cluster member runs");
+}
+
+/// `sluice_fixed` as a misbuilt executor has it: floats where the plan's function gives integers.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct WrongFixed(datafusion::logical_expr::Signature);
+
+impl datafusion::logical_expr::ScalarUDFImpl for WrongFixed {
+    fn name(&self) -> &str {
+        "sluice_fixed"
+    }
+    fn signature(&self) -> &datafusion::logical_expr::Signature {
+        &self.0
+    }
+    fn return_type(
+        &self,
+        _: &[datafusion::arrow::datatypes::DataType],
+    ) -> datafusion::common::Result<datafusion::arrow::datatypes::DataType> {
+        Ok(datafusion::arrow::datatypes::DataType::Float64)
+    }
+    fn invoke_with_args(
+        &self,
+        args: datafusion::logical_expr::ScalarFunctionArgs,
+    ) -> datafusion::common::Result<datafusion::logical_expr::ColumnarValue> {
+        let zeros = datafusion::arrow::array::Float64Array::from(vec![0.0; args.number_rows]);
+        Ok(datafusion::logical_expr::ColumnarValue::Array(
+            std::sync::Arc::new(zeros),
+        ))
+    }
+}
+
+/// A Ballista executor with Sluice's codecs and functions, but `sluice_fixed` replaced by
+/// [`WrongFixed`].
+fn wrong_executor(scheduler: u16, flight: u16, grpc: u16) {
+    use ballista_core::extension::SessionConfigExt;
+    use std::sync::Arc;
+    let mut registry = ballista_core::registry::BallistaFunctionRegistry::default();
+    for udf in sluice_runtime::remote::execution_udfs() {
+        registry
+            .scalar_functions
+            .insert(udf.name().to_string(), udf);
+    }
+    registry.scalar_functions.insert(
+        "sluice_fixed".into(),
+        Arc::new(datafusion::logical_expr::ScalarUDF::new_from_impl(
+            WrongFixed(datafusion::logical_expr::Signature::any(
+                6,
+                datafusion::logical_expr::Volatility::Immutable,
+            )),
+        )),
+    );
+    let config = || {
+        datafusion::prelude::SessionConfig::new_with_ballista()
+            .with_ballista_logical_extension_codec(Arc::new(
+                sluice_scale::codec::LogicalCodec::default(),
+            ))
+            .with_ballista_physical_extension_codec(Arc::new(
+                sluice_scale::codec::PhysicalCodec::default(),
+            ))
+    };
+    let process = ballista_executor::executor_process::ExecutorProcessConfig {
+        port: flight,
+        grpc_port: grpc,
+        scheduler_port: scheduler,
+        scheduler_host: "127.0.0.1".into(),
+        external_host: Some("127.0.0.1".into()),
+        vcores: 2,
+        executor_heartbeat_interval_seconds: 1,
+        override_function_registry: Some(Arc::new(registry)),
+        override_config_producer: Some(Arc::new(config)),
+        override_logical_codec: Some(Arc::new(sluice_scale::codec::LogicalCodec::default())),
+        override_physical_codec: Some(Arc::new(sluice_scale::codec::PhysicalCodec::default())),
+        ..Default::default()
+    };
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(ballista_executor::executor_process::start_executor_process(
+            Arc::new(process),
+        ))
+        .expect("the executor runs");
 }
 
 /// A free loopback port.
@@ -125,6 +211,11 @@ struct Cluster {
 
 impl Cluster {
     fn start(name: &str, executors: usize) -> Self {
+        Self::with(name, &vec!["executor"; executors])
+    }
+
+    /// A scheduler and one executor per role (`executor`, or `wrong-executor`).
+    fn with(name: &str, roles: &[&str]) -> Self {
         let dir = temp_dir(name);
         let scheduler_port = free_port();
         let scheduler = Member::start(
@@ -136,8 +227,10 @@ impl Cluster {
             ],
         );
         wait_for(scheduler_port, &scheduler);
-        let executors = (0..executors)
-            .map(|i| {
+        let executors = roles
+            .iter()
+            .enumerate()
+            .map(|(i, role)| {
                 let (flight, grpc) = (free_port(), free_port());
                 let work = dir.join(format!("work-{i}"));
                 std::fs::create_dir_all(&work).unwrap();
@@ -145,7 +238,7 @@ impl Cluster {
                     &dir,
                     &format!("executor-{i}"),
                     &[
-                        ("SLUICE_CLUSTER_ROLE", "executor".into()),
+                        ("SLUICE_CLUSTER_ROLE", role.to_string()),
                         ("SLUICE_CLUSTER_SCHEDULER", scheduler_port.to_string()),
                         ("SLUICE_CLUSTER_PORT", flight.to_string()),
                         ("SLUICE_CLUSTER_GRPC_PORT", grpc.to_string()),
@@ -561,4 +654,33 @@ adhoc_sql = true
         }
         other => panic!("{other:?}: {job}\n{}", cluster.logs()),
     }
+}
+
+#[test]
+fn an_executor_whose_functions_do_not_match_the_plan_is_refused_after_one_charge() {
+    let cluster = Cluster::with("cluster-wrong", &["wrong-executor"]);
+    let b = broker(
+        "cluster-wrong-broker",
+        Some(ClusterConfig {
+            scheduler: cluster.address(),
+            when_unavailable: WhenUnavailable::Refuse,
+            connect_timeout_secs: 5,
+        }),
+    );
+    // SUM(cost) encodes each cost with `sluice_fixed`, which this executor gets wrong.
+    let (id, job) = ask(&b, QUERIES[1], 1.0);
+    assert_eq!(job["state"], "failed", "{job}\n{}", cluster.logs());
+    assert!(job.to_string().contains("execution failed"), "{job}");
+    assert_eq!(audit(&b, &id, "query").len(), 1, "{job}");
+    assert_eq!(job["spent"][0]["epsilon"], 1.0, "{job}");
+    assert!(audit(&b, &id, "job.released").is_empty());
+    let (status, _) = http(
+        b.url(),
+        "GET",
+        &format!("/v1/jobs/{id}/result"),
+        Some(&b.analyst),
+        None,
+        b"",
+    );
+    assert_ne!(status, 200);
 }

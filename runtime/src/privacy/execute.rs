@@ -613,3 +613,34 @@ fn row_column(
         .build()?
         .alias(&call.column))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{Float64Array, Int64Array};
+    use datafusion::arrow::datatypes::{Field, Schema};
+
+    #[test]
+    fn rows_of_another_schema_than_the_plans_are_refused() {
+        let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, true)]));
+        let fits =
+            RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from(vec![1, 2]))])
+                .unwrap();
+        assert!(same_schema(std::slice::from_ref(&fits), &schema).is_ok());
+        assert!(same_schema(&[], &schema).is_ok());
+        let float =
+            RecordBatch::try_from_iter([("n", Arc::new(Float64Array::from(vec![1.0])) as _)])
+                .unwrap();
+        let renamed =
+            RecordBatch::try_from_iter([("m", Arc::new(Int64Array::from(vec![1])) as _)]).unwrap();
+        let wider = RecordBatch::try_from_iter([
+            ("n", Arc::new(Int64Array::from(vec![1])) as _),
+            ("secret", Arc::new(Int64Array::from(vec![7])) as _),
+        ])
+        .unwrap();
+        for wrong in [float, renamed, wider] {
+            let e = same_schema(&[fits.clone(), wrong], &schema).unwrap_err();
+            assert!(e.to_string().contains("another schema"), "{e}");
+        }
+    }
+}
