@@ -293,12 +293,13 @@ classification = "sensitive"
 privacy_unit = "person_id"
 max_rows_per_unit = 7
 columns.diagnosis_group = { kind = "category", partition_selection = true }
+columns.age = { kind = "int", bounds = [0, 100] }
 
 [[grant]]
 operator = "analyst"
 datasets = ["health_codes"]
 purpose = "tests: partition selection"
-aggregations = ["count"]
+aggregations = ["count", "quantile"]
 epsilon_per_job = 50.0
 epsilon_per_period = 100.0
 period = "30d"
@@ -319,13 +320,17 @@ fn broker(name: &str, cluster: Option<ClusterConfig>) -> TestBroker {
     })
 }
 
-/// The queries the issue names: COUNT, SUM, AVG, a quantile and a partition selection.
-const QUERIES: [&str; 5] = [
+/// COUNT, SUM, AVG, a quantile and a partition selection, then COUNT and MEDIAN read from one
+/// bounded relation: with heavy units (it is computed on the cluster and read back) and without
+/// (each release's plan runs on the cluster).
+const QUERIES: [&str; 7] = [
     "SELECT district, COUNT(*) AS n FROM health_visits GROUP BY district",
     "SELECT district, SUM(cost) AS total FROM health_visits GROUP BY district",
     "SELECT AVG(age) AS mean_age FROM health_visits",
     "SELECT MEDIAN(age) AS median_age FROM health_visits",
     "SELECT diagnosis_group, COUNT(*) AS n FROM health_codes GROUP BY diagnosis_group",
+    "SELECT district, COUNT(*) AS n, MEDIAN(age) AS median_age FROM health_visits GROUP BY district",
+    "SELECT COUNT(*) AS n, MEDIAN(age) AS median_age FROM health_codes",
 ];
 
 /// Runs `sql` as an ad-hoc query at `epsilon`; the job's id and its final state.
@@ -354,8 +359,8 @@ fn ask(b: &TestBroker, sql: &str, epsilon: f64) -> (String, Value) {
     (id, job)
 }
 
-/// The answer table of job `id`: per row, its key (the first cell, or "" without keys), its value
-/// and the value's 95% half-width where the answer states one.
+/// The answer table of job `id`: per value cell, its row's key (the first cell, or "" without
+/// keys) and column, its value and its 95% half-width where the answer states one.
 fn answer(b: &TestBroker, id: &str) -> Vec<(String, f64, Option<f64>)> {
     let (status, report) = http(
         b.url(),
@@ -370,19 +375,20 @@ fn answer(b: &TestBroker, id: &str) -> Vec<(String, f64, Option<f64>)> {
     let keys = table["key_columns"].as_u64().unwrap_or(0) as usize;
     let rows = table["rows"].as_array().unwrap();
     let accuracy = table["accuracy"].as_array();
-    rows.iter()
-        .enumerate()
-        .map(|(i, row)| {
-            let key = if keys > 0 {
-                row[0].as_str().unwrap_or_default().to_string()
-            } else {
-                String::new()
-            };
-            let value = row[keys].as_f64().unwrap_or(f64::NAN);
-            let hw = accuracy.and_then(|a| a[i][keys].as_f64());
-            (key, value, hw)
-        })
-        .collect()
+    let mut cells = Vec::new();
+    for (i, row) in rows.iter().enumerate() {
+        let key = if keys > 0 {
+            row[0].as_str().unwrap_or_default().to_string()
+        } else {
+            String::new()
+        };
+        for c in keys..row.as_array().unwrap().len() {
+            let value = row[c].as_f64().unwrap_or(f64::NAN);
+            let hw = accuracy.and_then(|a| a[i][c].as_f64());
+            cells.push((format!("{key}/{c}"), value, hw));
+        }
+    }
+    cells
 }
 
 /// The audit entries of job `id` of kind `kind`.

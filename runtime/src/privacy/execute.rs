@@ -75,6 +75,19 @@ impl PrivacyEngine {
             read(reader, &batches, q, releases, &mut truth)?;
             return Ok(truth);
         }
+        if placement.remote && self.bounding_keeps_every_row(q, ds).await? {
+            // Nothing is chosen at random, so every reader's own plan reads the same rows: each
+            // runs wholly on the cluster instead of the bounded rows coming back here.
+            for reader in &readers {
+                let bounded = self.bound(self.base(q, ds).await?, q, ds).await?;
+                let frame = self.reader_frame(bounded, reader, q, ds, releases)?;
+                let schema = Arc::new(frame.schema().as_arrow().clone());
+                let batches = frame.collect().await?;
+                same_schema(&batches, &schema)?;
+                read(reader, &batches, q, releases, &mut truth)?;
+            }
+            return Ok(truth);
+        }
         let columns = read_columns(q, releases, ds);
         let columns: Vec<&str> = columns.iter().map(String::as_str).collect();
         let bounded = self
@@ -165,12 +178,9 @@ impl PrivacyEngine {
         ds: &sluice_policy::Dataset,
     ) -> Result<DataFrame, DataFusionError> {
         let unit = ds.privacy_unit.as_str();
-        let group_bounds = !q.keys.is_empty()
-            && (ds.max_groups_per_unit.is_some() || ds.max_rows_per_group.is_some());
-        let rows = match (q.keys.is_empty(), ds.max_rows_per_group) {
-            (true, Some(r)) => r.min(ds.max_rows_per_unit),
-            _ => ds.max_rows_per_unit,
-        };
+        let UnitBounds {
+            group_bounds, rows, ..
+        } = UnitBounds::of(q, ds);
         let columns: Vec<Expr> = df
             .schema()
             .fields()
@@ -178,16 +188,7 @@ impl PrivacyEngine {
             .map(|f| col(datafusion::common::Column::new_unqualified(f.name())))
             .collect();
         let (kept, chosen) = if self.contribution_index {
-            let light = if group_bounds {
-                [ds.max_groups_per_unit, ds.max_rows_per_group]
-                    .into_iter()
-                    .flatten()
-                    .fold(rows, u32::min)
-            } else {
-                rows
-            };
-            let ctx = self.catalog.placement(&ds.id, q.local_only()).context;
-            let heavy = self.index.heavy(ctx, ds, light).await?;
+            let heavy = self.heavy_units(q, ds).await?;
             // The group step drops rows without a unit, however few.
             let drop_missing = group_bounds && ds.max_groups_per_unit.is_some();
             if heavy.is_empty() {
@@ -226,6 +227,27 @@ impl PrivacyEngine {
             Some(kept) => kept.union(chosen),
             None => Ok(chosen),
         }
+    }
+
+    /// The units that go through [`Self::bound`]'s random choice: those with more rows in the
+    /// dataset than the smallest bound that applies to `q` ([`super::index`]).
+    async fn heavy_units(
+        &self,
+        q: &ValidatedQuery,
+        ds: &sluice_policy::Dataset,
+    ) -> Result<Arc<sluice_kernels::UnitSet>, DataFusionError> {
+        let ctx = self.catalog.placement(&ds.id, q.local_only()).context;
+        self.index.heavy(ctx, ds, UnitBounds::of(q, ds).light).await
+    }
+
+    /// Whether [`Self::bound`] keeps every row of `q`'s dataset as it is (no unit is heavy):
+    /// then two plans of the bounded relation read the same rows.
+    async fn bounding_keeps_every_row(
+        &self,
+        q: &ValidatedQuery,
+        ds: &sluice_policy::Dataset,
+    ) -> Result<bool, DataFusionError> {
+        Ok(self.contribution_index && self.heavy_units(q, ds).await?.is_empty())
     }
 
     /// The group steps of [`Self::bound`] for a grouped query: at most `max_groups_per_unit` key
@@ -527,6 +549,40 @@ fn key_exprs(q: &ValidatedQuery) -> Vec<Expr> {
         .enumerate()
         .map(|(i, k)| k.expr.clone().alias(format!("__sluice_key_{i}")))
         .collect()
+}
+
+/// The contribution bounds that apply to one query.
+struct UnitBounds {
+    /// Whether the group steps apply (a grouped query on a dataset with group bounds).
+    group_bounds: bool,
+    /// Rows kept per unit.
+    rows: u32,
+    /// The smallest of the bounds that apply: a unit with no more rows is never cut.
+    light: u32,
+}
+
+impl UnitBounds {
+    fn of(q: &ValidatedQuery, ds: &sluice_policy::Dataset) -> Self {
+        let group_bounds = !q.keys.is_empty()
+            && (ds.max_groups_per_unit.is_some() || ds.max_rows_per_group.is_some());
+        let rows = match (q.keys.is_empty(), ds.max_rows_per_group) {
+            (true, Some(r)) => r.min(ds.max_rows_per_unit),
+            _ => ds.max_rows_per_unit,
+        };
+        let light = if group_bounds {
+            [ds.max_groups_per_unit, ds.max_rows_per_group]
+                .into_iter()
+                .flatten()
+                .fold(rows, u32::min)
+        } else {
+            rows
+        };
+        Self {
+            group_bounds,
+            rows,
+            light,
+        }
+    }
 }
 
 /// Refuses rows another engine returned in a schema other than the plan's (a misconfigured or
