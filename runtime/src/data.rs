@@ -313,8 +313,8 @@ pub(crate) struct Placement<'a> {
     /// The engine's name for audit entries and receipts ([`crate::remote::LOCAL`] or the remote
     /// engine's name).
     pub engine: &'a str,
-    /// Whether the context executes elsewhere.
-    pub remote: bool,
+    /// The other engine, when the context executes there.
+    pub remote: Option<&'a crate::remote::RemoteEngine>,
 }
 
 impl std::fmt::Debug for Catalog {
@@ -759,12 +759,12 @@ impl Catalog {
             Some((remote, on)) if !local_only && on.contains(id) => Placement {
                 context: &remote.context,
                 engine: &remote.name,
-                remote: true,
+                remote: Some(remote),
             },
             _ => Placement {
                 context: self.context_of(id),
                 engine: crate::remote::LOCAL,
-                remote: false,
+                remote: None,
             },
         }
     }

@@ -124,7 +124,8 @@ pub enum QueryError {
     /// The job's query limit was reached.
     #[error("too many queries: the limit is {0} per job")]
     TooManyQueries(u32),
-    /// Execution failed after the charge; the cause is never shown.
+    /// Execution failed after the charge (the cause is never shown), or, with nothing charged,
+    /// the cluster that runs the dataset's queries did not answer before it.
     #[error("query execution failed")]
     ExecutionFailed,
 }

@@ -30,6 +30,23 @@ pub struct RemoteEngine {
     pub name: String,
     /// The context: datasets and the DP rewrite's functions are registered in it by the catalog.
     pub context: SessionContext,
+    /// An address (`host:port`) that must accept a TCP connection before a query is charged:
+    /// the scheduler. A query it would run while that is down is refused before its charge.
+    pub probe: Option<String>,
+}
+
+impl RemoteEngine {
+    /// Whether the probe address accepts a connection within 2 s (true without one).
+    pub(crate) async fn reachable(&self) -> bool {
+        let Some(addr) = &self.probe else {
+            return true;
+        };
+        let connect = tokio::net::TcpStream::connect(addr.as_str());
+        matches!(
+            tokio::time::timeout(std::time::Duration::from_secs(2), connect).await,
+            Ok(Ok(_))
+        )
+    }
 }
 
 impl std::fmt::Debug for RemoteEngine {

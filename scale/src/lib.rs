@@ -114,6 +114,7 @@ pub async fn connect(address: &str, timeout: Duration) -> Result<RemoteEngine, S
     Ok(RemoteEngine {
         name: format!("ballista {url}"),
         context: SessionContext::new_with_state(state),
+        probe: Some(url.trim_start_matches("http://").to_string()),
     })
 }
 

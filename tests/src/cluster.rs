@@ -690,3 +690,29 @@ fn an_executor_whose_functions_do_not_match_the_plan_is_refused_after_one_charge
     );
     assert_ne!(status, 200);
 }
+
+#[test]
+fn a_query_while_the_scheduler_is_down_is_refused_before_its_charge() {
+    let mut cluster = Cluster::start("cluster-gone", 1);
+    let b = broker(
+        "cluster-gone-broker",
+        Some(ClusterConfig {
+            scheduler: cluster.address(),
+            when_unavailable: WhenUnavailable::Refuse,
+            connect_timeout_secs: 5,
+        }),
+    );
+    let (_, job) = ask(&b, QUERIES[0], 1.0);
+    assert_eq!(job["state"], "succeeded", "{job}\n{}", cluster.logs());
+    cluster.scheduler.kill();
+    // Another query (the same one would be answered from the answer cache).
+    let (id, job) = ask(&b, QUERIES[1], 1.0);
+    assert_eq!(job["state"], "failed", "{job}");
+    assert!(job.to_string().contains("execution failed"), "{job}");
+    // Nothing was charged: no query entry, nothing spent.
+    assert!(audit(&b, &id, "query").is_empty(), "{job}");
+    let spent = job["spent"].as_array().map_or(0.0, |s| {
+        s.iter().map(|x| x["epsilon"].as_f64().unwrap_or(0.0)).sum()
+    });
+    assert_eq!(spent, 0.0, "{job}");
+}

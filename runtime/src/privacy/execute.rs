@@ -69,13 +69,13 @@ impl PrivacyEngine {
             let plan = self.plan(q, ds, releases, reader).await?;
             let schema = plan.schema();
             let batches = collect(reset_plan_states(plan)?, placement.context.task_ctx()).await?;
-            if placement.remote {
+            if placement.remote.is_some() {
                 same_schema(&batches, &schema)?;
             }
             read(reader, &batches, q, releases, &mut truth)?;
             return Ok(truth);
         }
-        if placement.remote && self.bounding_keeps_every_row(q, ds).await? {
+        if placement.remote.is_some() && self.bounding_keeps_every_row(q, ds).await? {
             // Nothing is chosen at random, so every reader's own plan reads the same rows: each
             // runs wholly on the cluster instead of the bounded rows coming back here.
             for reader in &readers {
@@ -94,7 +94,7 @@ impl PrivacyEngine {
             .bound(self.base(q, ds).await?, q, ds)
             .await?
             .select_columns(&columns)?;
-        let bounded = if placement.remote {
+        let bounded = if placement.remote.is_some() {
             // Its readers run here, over the rows the cluster chose: a plan over a table held in
             // this process's memory cannot be shipped.
             let schema = Arc::new(bounded.schema().as_arrow().clone());

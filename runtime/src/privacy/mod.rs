@@ -536,7 +536,19 @@ impl PrivacyEngine {
             return Ok(hit);
         }
         let calibrated = Calibrated::new(design, amount, grant)?;
-        let engine = self.catalog.placement(&ds.id, q.local_only()).engine;
+        let placement = self.catalog.placement(&ds.id, q.local_only());
+        if let Some(remote) = placement.remote
+            && !remote.reachable().await
+        {
+            // Known before the charge: nothing is spent on a query that cannot run.
+            tracing::warn!(
+                "{} does not accept connections; a query on `{}` is refused before its charge",
+                remote.name,
+                ds.id
+            );
+            return Err(QueryError::ExecutionFailed);
+        }
+        let engine = placement.engine;
         let charged = accountant::charge(
             &*self.accountant,
             &calibrated.charge(asker, registered, grant, &q, engine),
