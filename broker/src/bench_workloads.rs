@@ -60,15 +60,20 @@ const EPSILON: f64 = 1.0;
 /// Repetitions at most: each sandbox spends (reps + 1) · 4 · ε (+ ε) of its grant's 100.
 const MAX_REPS: usize = 20;
 
-/// Prints the W1–W4 table on `rows` rows of `residents` (generated into `dir` once).
-pub fn run(rows: usize, reps: usize, dir: &Path) -> Result<()> {
-    let reps = reps.clamp(1, MAX_REPS);
+/// The absolute path of `rows` rows of `residents` in `dir`, generated there the first time.
+fn residents(rows: usize, dir: &Path) -> Result<std::path::PathBuf> {
     let path = dir.join(format!("residents_{rows}.parquet"));
     if !path.exists() {
         eprintln!("generating {rows} rows into {} (once)…", path.display());
         sluice_datagen::residents(&path, rows, sluice_datagen::DEFAULT_SEED)?;
     }
-    let abs = std::fs::canonicalize(&path)?;
+    Ok(std::fs::canonicalize(&path)?)
+}
+
+/// Prints the W1–W4 table on `rows` rows of `residents` (generated into `dir` once).
+pub fn run(rows: usize, reps: usize, dir: &Path) -> Result<()> {
+    let reps = reps.clamp(1, MAX_REPS);
+    let abs = residents(rows, dir)?;
     let sandbox = |index: bool| -> Result<Sandbox> {
         let policy = sluice_policy::parse_str("workloads.toml", &policy(&abs))?;
         // Scans the file at each query, as the plain engines it is compared with do.
@@ -168,12 +173,7 @@ pub fn run(rows: usize, reps: usize, dir: &Path) -> Result<()> {
 pub fn scale(rows: usize, reps: usize, dir: &Path) -> Result<()> {
     use std::process::{Command, Stdio};
     let reps = reps.clamp(1, MAX_REPS);
-    let path = dir.join(format!("residents_{rows}.parquet"));
-    if !path.exists() {
-        eprintln!("generating {rows} rows into {} (once)…", path.display());
-        sluice_datagen::residents(&path, rows, sluice_datagen::DEFAULT_SEED)?;
-    }
-    let abs = std::fs::canonicalize(&path)?;
+    let abs = residents(rows, dir)?;
     let port = || -> Result<u16> {
         Ok(std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?

@@ -348,28 +348,19 @@ fn ask(b: &TestBroker, sql: &str, epsilon: f64) -> (String, Value) {
     assert_eq!(status, 202, "{v}");
     let id = v["id"].as_str().unwrap().to_string();
     b.client(&b.analyst).follow(&id, |_, _| {}).unwrap();
-    let (_, job) = http(
-        b.url(),
-        "GET",
-        &format!("/v1/jobs/{id}"),
-        Some(&b.analyst),
-        None,
-        b"",
-    );
+    let (_, job) = get(b.url(), &b.analyst, &format!("/v1/jobs/{id}"));
     (id, job)
+}
+
+/// `GET path` at `url` with `token`.
+fn get(url: &str, token: &str, path: &str) -> (u16, Value) {
+    http(url, "GET", path, Some(token), None, b"")
 }
 
 /// The answer table of job `id`: per value cell, its row's key (the first cell, or "" without
 /// keys) and column, its value and its 95% half-width where the answer states one.
 fn answer(b: &TestBroker, id: &str) -> Vec<(String, f64, Option<f64>)> {
-    let (status, report) = http(
-        b.url(),
-        "GET",
-        &format!("/v1/jobs/{id}/result"),
-        Some(&b.analyst),
-        None,
-        b"",
-    );
+    let (status, report) = get(b.url(), &b.analyst, &format!("/v1/jobs/{id}/result"));
     assert_eq!(status, 200, "{report}");
     let table = &report["tables"][0]["table"];
     let keys = table["key_columns"].as_u64().unwrap_or(0) as usize;
@@ -393,14 +384,7 @@ fn answer(b: &TestBroker, id: &str) -> Vec<(String, f64, Option<f64>)> {
 
 /// The audit entries of job `id` of kind `kind`.
 fn audit(b: &TestBroker, id: &str, kind: &str) -> Vec<Value> {
-    let (_, v) = http(
-        b.url(),
-        "GET",
-        &format!("/v1/audit?job={id}"),
-        Some(&b.reviewer),
-        None,
-        b"",
-    );
+    let (_, v) = get(b.url(), &b.reviewer, &format!("/v1/audit?job={id}"));
     v["entries"]
         .as_array()
         .unwrap()
@@ -448,22 +432,16 @@ fn queries_on_a_ballista_cluster_agree_with_the_local_engine_and_are_accounted_a
             );
         }
         // The receipt names the cluster; a local one names no engine.
-        let (_, receipt) = http(
+        let (_, receipt) = get(
             remote.url(),
-            "GET",
+            &remote.analyst,
             &format!("/v1/jobs/{rid}/receipt"),
-            Some(&remote.analyst),
-            None,
-            b"",
         );
         assert_eq!(receipt["engines"], json!([engine]), "{receipt}");
-        let (_, receipt) = http(
+        let (_, receipt) = get(
             local.url(),
-            "GET",
+            &local.analyst,
             &format!("/v1/jobs/{lid}/receipt"),
-            Some(&local.analyst),
-            None,
-            b"",
         );
         assert!(receipt.get("engines").is_none(), "{receipt}");
         // The answers: the same keys, and values within their stated accuracy of each other
@@ -524,7 +502,7 @@ fn a_scheduler_that_is_down_at_start_is_refused_or_replaced_by_the_local_engine_
             ..down
         }),
     );
-    let (_, v) = http(b.url(), "GET", "/v1/audit", Some(&b.reviewer), None, b"");
+    let (_, v) = get(b.url(), &b.reviewer, "/v1/audit");
     let connected: Vec<&Value> = v["entries"]
         .as_array()
         .unwrap()
@@ -619,14 +597,7 @@ adhoc_sql = true
     }
     cluster.executors[0].kill();
     b.client(&b.analyst).follow(&id, |_, _| {}).unwrap();
-    let (_, job) = http(
-        b.url(),
-        "GET",
-        &format!("/v1/jobs/{id}"),
-        Some(&b.analyst),
-        None,
-        b"",
-    );
+    let (_, job) = get(b.url(), &b.analyst, &format!("/v1/jobs/{id}"));
     eprintln!(
         "after the kill the query ended {} in {:?}",
         job["state"],
@@ -647,14 +618,7 @@ adhoc_sql = true
                     || text.contains("execution failed"),
                 "{job}"
             );
-            let (status, _) = http(
-                b.url(),
-                "GET",
-                &format!("/v1/jobs/{id}/result"),
-                Some(&b.analyst),
-                None,
-                b"",
-            );
+            let (status, _) = get(b.url(), &b.analyst, &format!("/v1/jobs/{id}/result"));
             assert_ne!(status, 200);
             assert!(audit(&b, &id, "job.released").is_empty());
         }
@@ -680,14 +644,7 @@ fn an_executor_whose_functions_do_not_match_the_plan_is_refused_after_one_charge
     assert_eq!(audit(&b, &id, "query").len(), 1, "{job}");
     assert_eq!(job["spent"][0]["epsilon"], 1.0, "{job}");
     assert!(audit(&b, &id, "job.released").is_empty());
-    let (status, _) = http(
-        b.url(),
-        "GET",
-        &format!("/v1/jobs/{id}/result"),
-        Some(&b.analyst),
-        None,
-        b"",
-    );
+    let (status, _) = get(b.url(), &b.analyst, &format!("/v1/jobs/{id}/result"));
     assert_ne!(status, 200);
 }
 
