@@ -31,6 +31,34 @@ fn decode_udf(name: &str, buf: &[u8]) -> Result<Option<Arc<ScalarUDF>>> {
         .map_err(|e| exec_datafusion_err!("sluice: function `{name}` in a plan: {e}"))
 }
 
+/// The function methods both codecs share (the logical and the physical codec traits declare
+/// them alike): scalar functions with Sluice's state, the rest as Ballista's codec has them.
+macro_rules! functions {
+    () => {
+        fn try_decode_udf(&self, name: &str, buf: &[u8]) -> Result<Arc<ScalarUDF>> {
+            match decode_udf(name, buf)? {
+                Some(f) => Ok(f),
+                None => self.inner.try_decode_udf(name, buf),
+            }
+        }
+        fn try_encode_udf(&self, node: &ScalarUDF, buf: &mut Vec<u8>) -> Result<()> {
+            encode_udf(node, buf)
+        }
+        fn try_decode_udaf(&self, name: &str, buf: &[u8]) -> Result<Arc<AggregateUDF>> {
+            self.inner.try_decode_udaf(name, buf)
+        }
+        fn try_encode_udaf(&self, node: &AggregateUDF, buf: &mut Vec<u8>) -> Result<()> {
+            self.inner.try_encode_udaf(node, buf)
+        }
+        fn try_decode_udwf(&self, name: &str, buf: &[u8]) -> Result<Arc<WindowUDF>> {
+            self.inner.try_decode_udwf(name, buf)
+        }
+        fn try_encode_udwf(&self, node: &WindowUDF, buf: &mut Vec<u8>) -> Result<()> {
+            self.inner.try_encode_udwf(node, buf)
+        }
+    };
+}
+
 /// Ballista's logical codec with Sluice's function state.
 #[derive(Debug, Default)]
 pub struct LogicalCodec {
@@ -81,27 +109,7 @@ impl LogicalExtensionCodec for LogicalCodec {
     ) -> Result<()> {
         self.inner.try_encode_file_format(buf, node)
     }
-    fn try_decode_udf(&self, name: &str, buf: &[u8]) -> Result<Arc<ScalarUDF>> {
-        match decode_udf(name, buf)? {
-            Some(f) => Ok(f),
-            None => self.inner.try_decode_udf(name, buf),
-        }
-    }
-    fn try_encode_udf(&self, node: &ScalarUDF, buf: &mut Vec<u8>) -> Result<()> {
-        encode_udf(node, buf)
-    }
-    fn try_decode_udaf(&self, name: &str, buf: &[u8]) -> Result<Arc<AggregateUDF>> {
-        self.inner.try_decode_udaf(name, buf)
-    }
-    fn try_encode_udaf(&self, node: &AggregateUDF, buf: &mut Vec<u8>) -> Result<()> {
-        self.inner.try_encode_udaf(node, buf)
-    }
-    fn try_decode_udwf(&self, name: &str, buf: &[u8]) -> Result<Arc<WindowUDF>> {
-        self.inner.try_decode_udwf(name, buf)
-    }
-    fn try_encode_udwf(&self, node: &WindowUDF, buf: &mut Vec<u8>) -> Result<()> {
-        self.inner.try_encode_udwf(node, buf)
-    }
+    functions!();
 }
 
 /// Ballista's physical codec (its shuffle operators) with Sluice's function state.
@@ -128,25 +136,5 @@ impl PhysicalExtensionCodec for PhysicalCodec {
     ) -> Result<()> {
         self.inner.try_encode(node, buf, proto_converter)
     }
-    fn try_decode_udf(&self, name: &str, buf: &[u8]) -> Result<Arc<ScalarUDF>> {
-        match decode_udf(name, buf)? {
-            Some(f) => Ok(f),
-            None => self.inner.try_decode_udf(name, buf),
-        }
-    }
-    fn try_encode_udf(&self, node: &ScalarUDF, buf: &mut Vec<u8>) -> Result<()> {
-        encode_udf(node, buf)
-    }
-    fn try_decode_udaf(&self, name: &str, buf: &[u8]) -> Result<Arc<AggregateUDF>> {
-        self.inner.try_decode_udaf(name, buf)
-    }
-    fn try_encode_udaf(&self, node: &AggregateUDF, buf: &mut Vec<u8>) -> Result<()> {
-        self.inner.try_encode_udaf(node, buf)
-    }
-    fn try_decode_udwf(&self, name: &str, buf: &[u8]) -> Result<Arc<WindowUDF>> {
-        self.inner.try_decode_udwf(name, buf)
-    }
-    fn try_encode_udwf(&self, node: &WindowUDF, buf: &mut Vec<u8>) -> Result<()> {
-        self.inner.try_encode_udwf(node, buf)
-    }
+    functions!();
 }
