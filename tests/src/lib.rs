@@ -187,14 +187,42 @@ pub fn golden_cases(name: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-/// A fresh temporary directory for one test.
+/// A fresh temporary directory for one test. The first call also removes the directories of
+/// earlier test processes that are no longer running (tests leave theirs behind for a look after
+/// a failure; a suite run writes several GB of them).
 pub fn temp_dir(name: &str) -> PathBuf {
+    static SWEEP: std::sync::Once = std::sync::Once::new();
+    SWEEP.call_once(sweep_stale_temp_dirs);
     static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let dir = std::env::temp_dir().join(format!("sluice-t-{}-{name}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("create a temp dir");
     dir
+}
+
+/// Removes `sluice-t-<pid>-…` directories whose process has ended (Linux: `/proc/<pid>`).
+fn sweep_stale_temp_dirs() {
+    if !cfg!(target_os = "linux") {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("sluice-t-"))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// A small world for one test, where every row matters: a data root holding
