@@ -281,11 +281,34 @@ impl Cluster {
 /// counts by diagnosis group would, so `health_codes` bounds at 7, where no one is heavy and the
 /// two engines' answers differ by their noise alone.
 fn policy(t: String) -> String {
-    t.replacen(
-        "operator = \"analyst\"\n",
-        "operator = \"analyst\"\nadhoc_sql = true\n",
-        1,
-    ) + r#"
+    // A public lookup (held in the broker's memory): queries joining it run in the broker.
+    let lookup = temp_dir("cluster-lookup").join("district_region.csv");
+    let mut csv = String::from("district,region\n");
+    for (d, r) in [
+        ("Guangling", "urban"),
+        ("Hanjiang", "urban"),
+        ("Development Zone", "urban"),
+        ("Shugang-Slender West Lake", "urban"),
+        ("Ecological New City", "urban"),
+        ("Jiangdu", "county"),
+        ("Yizheng", "county"),
+        ("Gaoyou", "county"),
+        ("Baoying", "county"),
+    ] {
+        csv += &format!("{d},{r}\n");
+    }
+    std::fs::write(&lookup, csv).expect("write the lookup");
+    let lookup = format!(
+        "\n[lookup.district_region]\nsource = \"{}\"\nkey = \"district\"\n",
+        lookup.display()
+    );
+    lookup
+        + &t.replacen(
+            "operator = \"analyst\"\n",
+            "operator = \"analyst\"\nadhoc_sql = true\n",
+            1,
+        )
+        + r#"
 [dataset.health_codes]
 source = "data/health_visits.parquet"
 holder = "city-health-commission"
@@ -407,7 +430,7 @@ fn queries_on_a_ballista_cluster_agree_with_the_local_engine_and_are_accounted_a
     );
     let local = broker("cluster-local", None);
     let engine = format!("ballista http://127.0.0.1:{}", cluster.scheduler_port);
-    const EPSILON: f64 = 20.0;
+    const EPSILON: f64 = 10.0;
     for sql in QUERIES {
         let (rid, rjob) = ask(&remote, sql, EPSILON);
         assert_eq!(
@@ -467,6 +490,20 @@ fn queries_on_a_ballista_cluster_agree_with_the_local_engine_and_are_accounted_a
             );
         }
     }
+    // A query joining the public lookup runs in the broker, and says so.
+    let (id, job) = ask(
+        &remote,
+        "SELECT r.region, COUNT(*) AS n FROM health_visits v JOIN district_region r ON v.district = r.district GROUP BY r.region",
+        1.0,
+    );
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(audit(&remote, &id, "query")[0]["detail"]["engine"], "local");
+    let (_, receipt) = get(
+        remote.url(),
+        &remote.analyst,
+        &format!("/v1/jobs/{id}/receipt"),
+    );
+    assert!(receipt.get("engines").is_none(), "{receipt}");
 }
 
 #[test]
