@@ -397,6 +397,9 @@ pub struct Dataset {
     /// The cap on what every operator together may spend on the dataset in a period: the
     /// privacy promise is to the people in the data, whoever asks.
     pub budget: Option<DatasetBudget>,
+    /// Whether its queries may run on a cluster the broker is configured with (`cluster`,
+    /// default true); `false` keeps every read of its rows in the broker's process.
+    pub cluster: bool,
 }
 
 /// The fuel (wasm instructions, about) a row function may burn: per row, and per privacy unit

@@ -975,6 +975,7 @@ impl Cx {
         let bucket = self.opt_int(&mut f, "response_time_bucket_ms", 1, 60_000);
         let fuel_row = self.opt_int(&mut f, "row_fuel_per_row", 1_000, 1_000_000_000);
         let fuel_unit = self.opt_int(&mut f, "row_fuel_per_unit", 1_000, 100_000_000_000);
+        let cluster = self.opt_bool(&mut f, "cluster");
         let measure = self.privacy_measure(&mut f);
         let fuel_span = f.span.clone();
         let columns = self.columns(&mut f, privacy_unit.as_deref(), unit_value);
@@ -995,6 +996,7 @@ impl Cx {
                 "row_fuel_per_row",
                 "row_fuel_per_unit",
                 "privacy_measure",
+                "cluster",
                 "columns",
             ],
         );
@@ -1067,6 +1069,7 @@ impl Cx {
                 columns,
                 budget,
                 row_fuel,
+                cluster: cluster.flatten().is_none_or(|(b, _)| b),
             },
         );
     }

@@ -555,6 +555,7 @@ async fn register(
         .await
         .map_err(source_err)?;
     if held.is_none()
+        && ds.cluster
         && let Some(remote) = &options.remote
     {
         register_source(&remote.context, ds.format, name, path_str)
@@ -736,7 +737,7 @@ impl Catalog {
         let remote = options.remote.map(|remote| {
             let on = datasets
                 .values()
-                .filter(|r| r.held.is_none())
+                .filter(|r| r.held.is_none() && r.policy.cluster)
                 .map(|r| r.policy.id.clone())
                 .collect();
             (remote, on)

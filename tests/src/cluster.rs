@@ -318,9 +318,18 @@ max_rows_per_unit = 7
 columns.diagnosis_group = { kind = "category", partition_selection = true }
 columns.age = { kind = "int", bounds = [0, 100] }
 
+[dataset.health_here]
+source = "data/health_visits.parquet"
+holder = "city-health-commission"
+classification = "sensitive"
+privacy_unit = "person_id"
+max_rows_per_unit = 5
+cluster = false
+columns.district = { kind = "category", public_values = ["Guangling", "Hanjiang"] }
+
 [[grant]]
 operator = "analyst"
-datasets = ["health_codes"]
+datasets = ["health_codes", "health_here"]
 purpose = "tests: partition selection"
 aggregations = ["count", "quantile"]
 epsilon_per_job = 50.0
@@ -490,6 +499,10 @@ fn queries_on_a_ballista_cluster_agree_with_the_local_engine_and_are_accounted_a
             );
         }
     }
+    // A dataset whose policy says `cluster = false` is read in the broker alone.
+    let (id, job) = ask(&remote, "SELECT COUNT(*) AS n FROM health_here", 1.0);
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(audit(&remote, &id, "query")[0]["detail"]["engine"], "local");
     // A query joining the public lookup runs in the broker, and says so.
     let (id, job) = ask(
         &remote,
