@@ -262,6 +262,24 @@ fn job_load(sandbox: &Sandbox, asker: &Asker, rows: usize) -> Result<()> {
     Ok(())
 }
 
+/// Runs the benchmark `which` names.
+pub fn dispatch(
+    which: Which,
+    rows: usize,
+    reps: usize,
+    dir: &Path,
+    jobs: usize,
+) -> Result<ExitCode> {
+    match which {
+        Which::Engine => run(rows, reps, dir),
+        Which::Broker => broker(jobs),
+        Which::Python => python(reps),
+        Which::Console => crate::bench_console::console(),
+        Which::Rows => crate::bench_rows::run(rows, reps, dir).map(|()| ExitCode::SUCCESS),
+        Which::Scale => crate::bench_workloads::scale(rows, reps, dir).map(|()| ExitCode::SUCCESS),
+    }
+}
+
 /// Which benchmark `sluice bench` runs.
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 pub enum Which {

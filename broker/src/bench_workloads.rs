@@ -171,35 +171,109 @@ pub fn run(rows: usize, reps: usize, dir: &Path) -> Result<()> {
 /// executors started on this machine (`sluice scheduler`, `sluice executor`), on `rows` rows.
 #[cfg(feature = "scale-out")]
 pub fn scale(rows: usize, reps: usize, dir: &Path) -> Result<()> {
-    use std::process::{Command, Stdio};
     let reps = reps.clamp(1, MAX_REPS);
     let abs = residents(rows, dir)?;
-    let port = || -> Result<u16> {
+    // W1–W4, and W4's median alone: a query read by one release runs wholly on the cluster,
+    // while W4's two quantiles read one bounded relation.
+    let queries: Vec<(&str, &str)> = WORKLOADS
+        .iter()
+        .map(|w| (w.name, w.dp))
+        .chain([(
+            "W4a median of income alone",
+            "SELECT MEDIAN(income) AS m FROM residents",
+        )])
+        .collect();
+    let local = time_each(&scale_sandbox(&abs, None)?, &queries, reps)?;
+    let mut cluster = scale::LocalCluster::start()?;
+    cluster.add_executor()?;
+    let one = time_each(
+        &scale_sandbox(&abs, Some(&cluster.address))?,
+        &queries,
+        reps,
+    )?;
+    cluster.add_executor()?;
+    let two = time_each(
+        &scale_sandbox(&abs, Some(&cluster.address))?,
+        &queries,
+        reps,
+    )?;
+    let rows_out: Vec<scale::Row> = queries
+        .iter()
+        .enumerate()
+        .map(|(i, (name, _))| scale::Row {
+            name,
+            local: local[i],
+            one_executor: one[i],
+            two_executors: two[i],
+        })
+        .collect();
+    scale::print(rows, reps, &rows_out);
+    Ok(())
+}
+
+/// A sandbox over the benchmark's dataset scanning its file at each query, on the cluster whose
+/// scheduler is at `scheduler` when given.
+#[cfg(feature = "scale-out")]
+fn scale_sandbox(abs: &Path, scheduler: Option<&str>) -> Result<Sandbox> {
+    let policy = sluice_policy::parse_str("workloads.toml", &policy(abs))?;
+    let mut config = SandboxConfig::new(policy, "/", Arc::new(InMemoryAccountant::new()))
+        .without_answer_cache()
+        .with_memory_bytes(0);
+    if let Some(address) = scheduler {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        config.remote = Some(rt.block_on(sluice_scale::connect(address, Duration::from_secs(5)))?);
+    }
+    Ok(Sandbox::new(config)?)
+}
+
+/// The median time of each query's DP answer in `sandbox`, after one warm-up (the index, file
+/// metadata, the page cache).
+#[cfg(feature = "scale-out")]
+fn time_each(sandbox: &Sandbox, queries: &[(&str, &str)], reps: usize) -> Result<Vec<Duration>> {
+    let asker = crate::bench::asker()?;
+    queries
+        .iter()
+        .map(|(_, sql)| {
+            dp(sandbox, &asker, sql)?;
+            let mut t = Vec::new();
+            for _ in 0..reps {
+                let start = Instant::now();
+                dp(sandbox, &asker, sql)?;
+                t.push(start.elapsed());
+            }
+            Ok(median(t))
+        })
+        .collect()
+}
+
+/// The scale benchmark's cluster and table.
+#[cfg(feature = "scale-out")]
+mod scale {
+    use std::process::{Child, Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    use anyhow::Result;
+
+    use super::EPSILON;
+    use crate::bench::ms;
+
+    /// A scheduler and executors started from this binary on loopback, killed when dropped.
+    pub(super) struct LocalCluster {
+        /// The scheduler's address (`df://127.0.0.1:port`).
+        pub address: String,
+        processes: Vec<Child>,
+    }
+
+    fn free_port() -> Result<u16> {
         Ok(std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port())
-    };
-    let exe = std::env::current_exe()?;
-    // Killed when dropped.
-    struct Procs(Vec<std::process::Child>);
-    impl Drop for Procs {
-        fn drop(&mut self) {
-            for c in &mut self.0 {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
-        }
     }
-    let mut procs = Procs(Vec::new());
-    let scheduler = port()?;
-    procs.0.push(
-        Command::new(&exe)
-            .args(["scheduler", "--bind", &format!("127.0.0.1:{scheduler}")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?,
-    );
-    let wait = |port: u16| -> Result<()> {
+
+    /// Waits until something listens on `port`.
+    fn wait_for(port: u16) -> Result<()> {
         let t = Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             anyhow::ensure!(
@@ -209,109 +283,96 @@ pub fn scale(rows: usize, reps: usize, dir: &Path) -> Result<()> {
             std::thread::sleep(Duration::from_millis(50));
         }
         Ok(())
-    };
-    wait(scheduler)?;
-    let address = format!("df://127.0.0.1:{scheduler}");
-    let sandbox = |remote: bool| -> Result<Sandbox> {
-        let policy = sluice_policy::parse_str("workloads.toml", &policy(&abs))?;
-        let mut config = SandboxConfig::new(policy, "/", Arc::new(InMemoryAccountant::new()))
-            .without_answer_cache()
-            .with_memory_bytes(0);
-        if remote {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            config.remote =
-                Some(rt.block_on(sluice_scale::connect(&address, Duration::from_secs(5)))?);
-        }
-        Ok(Sandbox::new(config)?)
-    };
-    let asker = crate::bench::asker()?;
-    let time = |sandbox: &Sandbox, sql: &str| -> Result<Duration> {
-        dp(sandbox, &asker, sql)?; // warm: the index, file metadata, page cache
-        let mut t = Vec::new();
-        for _ in 0..reps {
-            let start = Instant::now();
-            dp(sandbox, &asker, sql)?;
-            t.push(start.elapsed());
-        }
-        Ok(median(t))
-    };
-    // W1–W4, and W4's median alone: a query read by one release runs wholly on the cluster,
-    // while W4's two quantiles read one bounded relation, which comes back to the broker.
-    let queries: Vec<(&str, &str)> = WORKLOADS
-        .iter()
-        .map(|w| (w.name, w.dp))
-        .chain([(
-            "W4a median of income alone",
-            "SELECT MEDIAN(income) AS m FROM residents",
-        )])
-        .collect();
-    let mut columns: Vec<Vec<Duration>> = Vec::new();
-    let local = sandbox(false)?;
-    columns.push(
-        queries
-            .iter()
-            .map(|q| time(&local, q.1))
-            .collect::<Result<_>>()?,
-    );
-    drop(local);
-    for _ in 0..2 {
-        let (flight, grpc) = (port()?, port()?);
-        procs.0.push(
-            Command::new(&exe)
-                .args([
-                    "executor",
-                    "--scheduler",
-                    &address,
-                    "--flight-port",
-                    &flight.to_string(),
-                    "--grpc-port",
-                    &grpc.to_string(),
-                ])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()?,
-        );
-        wait(flight)?;
-        std::thread::sleep(Duration::from_secs(2));
-        let remote = sandbox(true)?;
-        columns.push(
-            queries
-                .iter()
-                .map(|q| time(&remote, q.1))
-                .collect::<Result<_>>()?,
-        );
     }
-    println!(
-        "\nresidents: {rows} rows, bound 5 rows per person, ε = {EPSILON}; median of {reps} DP queries after one warm-up; executors on this machine ({} CPUs), one task slot per CPU each",
-        std::thread::available_parallelism().map_or(0, |n| n.get())
-    );
-    println!(
-        "{:<36} {:>9} {:>14} {:>14} {:>10} {:>10}",
-        "workload", "local ms", "1 executor ms", "2 executors ms", "1 ex/local", "2 ex/1 ex"
-    );
-    for (i, (name, _)) in queries.iter().enumerate() {
-        let [l, one, two] = [columns[0][i], columns[1][i], columns[2][i]];
+
+    impl LocalCluster {
+        /// A scheduler, listening.
+        pub fn start() -> Result<Self> {
+            let port = free_port()?;
+            let mut cluster = Self {
+                address: format!("df://127.0.0.1:{port}"),
+                processes: Vec::new(),
+            };
+            cluster.spawn(&["scheduler", "--bind", &format!("127.0.0.1:{port}")])?;
+            wait_for(port)?;
+            Ok(cluster)
+        }
+
+        /// One more executor, registered (its first heartbeats take a moment).
+        pub fn add_executor(&mut self) -> Result<()> {
+            let (flight, grpc) = (free_port()?, free_port()?);
+            let address = self.address.clone();
+            self.spawn(&[
+                "executor",
+                "--scheduler",
+                &address,
+                "--flight-port",
+                &flight.to_string(),
+                "--grpc-port",
+                &grpc.to_string(),
+            ])?;
+            wait_for(flight)?;
+            std::thread::sleep(Duration::from_secs(2));
+            Ok(())
+        }
+
+        fn spawn(&mut self, args: &[&str]) -> Result<()> {
+            self.processes.push(
+                Command::new(std::env::current_exe()?)
+                    .args(args)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()?,
+            );
+            Ok(())
+        }
+    }
+
+    impl Drop for LocalCluster {
+        fn drop(&mut self) {
+            for c in &mut self.processes {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+
+    /// One query's medians.
+    pub(super) struct Row<'a> {
+        pub name: &'a str,
+        pub local: Duration,
+        pub one_executor: Duration,
+        pub two_executors: Duration,
+    }
+
+    /// The table, with ratios measured in the same run.
+    pub(super) fn print(rows: usize, reps: usize, table: &[Row<'_>]) {
         println!(
-            "{:<36} {:>9.0} {:>14.0} {:>14.0} {:>9.2}x {:>9.2}x",
-            name,
-            ms(l),
-            ms(one),
-            ms(two),
-            one.as_secs_f64() / l.as_secs_f64(),
-            two.as_secs_f64() / one.as_secs_f64()
+            "\nresidents: {rows} rows, bound 5 rows per person, ε = {EPSILON}; median of {reps} DP queries after one warm-up; executors on this machine ({} CPUs), one task slot per CPU each",
+            std::thread::available_parallelism().map_or(0, |n| n.get())
         );
+        println!(
+            "{:<36} {:>9} {:>14} {:>14} {:>10} {:>10}",
+            "workload", "local ms", "1 executor ms", "2 executors ms", "1 ex/local", "2 ex/1 ex"
+        );
+        for r in table {
+            println!(
+                "{:<36} {:>9.0} {:>14.0} {:>14.0} {:>9.2}x {:>9.2}x",
+                r.name,
+                ms(r.local),
+                ms(r.one_executor),
+                ms(r.two_executors),
+                r.one_executor.as_secs_f64() / r.local.as_secs_f64(),
+                r.two_executors.as_secs_f64() / r.one_executor.as_secs_f64()
+            );
+        }
     }
-    Ok(())
 }
 
 /// Without the feature: says how to build it.
 #[cfg(not(feature = "scale-out"))]
 pub fn scale(_rows: usize, _reps: usize, _dir: &Path) -> Result<()> {
-    anyhow::bail!(
-        "this sluice was built without scale-out: build it with `cargo build --release -p sluice-broker --features scale-out`"
-    )
+    anyhow::bail!("{}", sluice_broker::cluster::NOT_BUILT)
 }
 
 fn dp(sandbox: &Sandbox, asker: &Asker, sql: &str) -> Result<()> {

@@ -59,9 +59,8 @@ fn try_connect(_cluster: &ClusterConfig) -> Result<RemoteEngine, String> {
     Err(NOT_BUILT.to_string())
 }
 
-/// What a build without the feature says.
-#[cfg(not(feature = "scale-out"))]
-const NOT_BUILT: &str = "this sluice was built without scale-out: build it with `cargo build --release -p sluice-broker --features scale-out`";
+/// What a build without the feature says when asked for scale-out.
+pub const NOT_BUILT: &str = "this sluice was built without scale-out: build it with `cargo build --release -p sluice-broker --features scale-out`";
 
 /// `sluice scheduler`'s arguments.
 #[derive(clap::Args, Debug)]

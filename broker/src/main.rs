@@ -1061,15 +1061,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             listen,
             scheduler,
             when_unavailable,
-        } => remote::serve(
-            &data_dir,
-            listen,
-            scheduler.map(|scheduler| sluice_broker::config::ClusterConfig {
-                scheduler,
-                when_unavailable,
-                connect_timeout_secs: 5,
-            }),
-        ),
+        } => remote::serve(&data_dir, listen, scheduler, when_unavailable),
         Command::Scheduler(args) => {
             sluice_broker::cluster::scheduler(args).map(|()| ExitCode::SUCCESS)
         }
@@ -1166,16 +1158,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             reps,
             dir,
             jobs,
-        } => match which {
-            bench::Which::Engine => bench::run(rows, reps, &dir),
-            bench::Which::Broker => bench::broker(jobs),
-            bench::Which::Python => bench::python(reps),
-            bench::Which::Console => bench_console::console(),
-            bench::Which::Rows => bench_rows::run(rows, reps, &dir).map(|()| ExitCode::SUCCESS),
-            bench::Which::Scale => {
-                bench_workloads::scale(rows, reps, &dir).map(|()| ExitCode::SUCCESS)
-            }
-        },
+        } => bench::dispatch(which, rows, reps, &dir, jobs),
     }
 }
 

@@ -120,18 +120,24 @@ pub fn token_revoke(dir: &Path, id: &str) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `sluice serve`.
+/// `sluice serve`: the listen address and the cluster's scheduler (with what to do when it is
+/// down at start) override the config's.
 pub fn serve(
     dir: &Path,
     listen: Option<String>,
-    cluster: Option<sluice_broker::config::ClusterConfig>,
+    scheduler: Option<String>,
+    when_unavailable: sluice_broker::config::WhenUnavailable,
 ) -> Result<ExitCode> {
     let mut config = Config::load(dir)?;
     if let Some(l) = listen {
         config.listen = l;
     }
-    if cluster.is_some() {
-        config.cluster = cluster;
+    if let Some(scheduler) = scheduler {
+        config.cluster = Some(sluice_broker::config::ClusterConfig {
+            scheduler,
+            when_unavailable,
+            connect_timeout_secs: 5,
+        });
     }
     let addr = config.listen.clone();
     let broker = Broker::start(dir, config, Limits::default())?;

@@ -262,6 +262,15 @@ impl Cluster {
         format!("df://127.0.0.1:{}", self.scheduler_port)
     }
 
+    /// A broker's configuration for it, refusing to start without it.
+    fn config(&self) -> ClusterConfig {
+        ClusterConfig {
+            scheduler: self.address(),
+            when_unavailable: WhenUnavailable::Refuse,
+            connect_timeout_secs: 5,
+        }
+    }
+
     fn logs(&self) -> String {
         let mut out = format!("scheduler:\n{}", self.scheduler.log());
         for (i, e) in self.executors.iter().enumerate() {
@@ -365,8 +374,8 @@ const QUERIES: [&str; 7] = [
     "SELECT COUNT(*) AS n, MEDIAN(age) AS median_age FROM health_codes",
 ];
 
-/// Runs `sql` as an ad-hoc query at `epsilon`; the job's id and its final state.
-fn ask(b: &TestBroker, sql: &str, epsilon: f64) -> (String, Value) {
+/// Submits `sql` as an ad-hoc query at `epsilon`; the job's id.
+fn submit(b: &TestBroker, sql: &str, epsilon: f64) -> String {
     let (status, v) = http(
         b.url(),
         "POST",
@@ -378,7 +387,12 @@ fn ask(b: &TestBroker, sql: &str, epsilon: f64) -> (String, Value) {
             .as_bytes(),
     );
     assert_eq!(status, 202, "{v}");
-    let id = v["id"].as_str().unwrap().to_string();
+    v["id"].as_str().unwrap().to_string()
+}
+
+/// Runs `sql` as an ad-hoc query at `epsilon`; the job's id and its final state.
+fn ask(b: &TestBroker, sql: &str, epsilon: f64) -> (String, Value) {
+    let id = submit(b, sql, epsilon);
     b.client(&b.analyst).follow(&id, |_, _| {}).unwrap();
     let (_, job) = get(b.url(), &b.analyst, &format!("/v1/jobs/{id}"));
     (id, job)
@@ -414,6 +428,13 @@ fn answer(b: &TestBroker, id: &str) -> Vec<(String, f64, Option<f64>)> {
     cells
 }
 
+/// Job `id` released nothing: no report to fetch, no release in the audit log.
+fn assert_nothing_released(b: &TestBroker, id: &str) {
+    let (status, _) = get(b.url(), &b.analyst, &format!("/v1/jobs/{id}/result"));
+    assert_ne!(status, 200);
+    assert!(audit(b, id, "job.released").is_empty());
+}
+
 /// The audit entries of job `id` of kind `kind`.
 fn audit(b: &TestBroker, id: &str, kind: &str) -> Vec<Value> {
     let (_, v) = get(b.url(), &b.reviewer, &format!("/v1/audit?job={id}"));
@@ -429,14 +450,7 @@ fn audit(b: &TestBroker, id: &str, kind: &str) -> Vec<Value> {
 #[test]
 fn queries_on_a_ballista_cluster_agree_with_the_local_engine_and_are_accounted_alike() {
     let cluster = Cluster::start("cluster-agree", 2);
-    let remote = broker(
-        "cluster-remote",
-        Some(ClusterConfig {
-            scheduler: cluster.address(),
-            when_unavailable: WhenUnavailable::Refuse,
-            connect_timeout_secs: 5,
-        }),
-    );
+    let remote = broker("cluster-remote", Some(cluster.config()));
     let local = broker("cluster-local", None);
     let engine = format!("ballista http://127.0.0.1:{}", cluster.scheduler_port);
     const EPSILON: f64 = 10.0;
@@ -615,29 +629,14 @@ adhoc_sql = true
         |t| policy(t) + &residents,
         |mut c| {
             c.hold_in_memory_mib = 0;
-            c.cluster = Some(ClusterConfig {
-                scheduler: cluster.address(),
-                when_unavailable: WhenUnavailable::Refuse,
-                connect_timeout_secs: 5,
-            });
+            c.cluster = Some(cluster.config());
             c
         },
     );
     // Stages: the scan, the random choice of at most 3 rows per person (heavy persons only),
     // the sums by district.
     let sql = "SELECT district, SUM(income) AS total FROM residents GROUP BY district";
-    let (status, v) = http(
-        b.url(),
-        "POST",
-        "/v1/query",
-        Some(&b.analyst),
-        Some("application/json"),
-        json!({"purpose": "tests: a fault", "sql": sql, "epsilon": 1.0})
-            .to_string()
-            .as_bytes(),
-    );
-    assert_eq!(status, 202, "{v}");
-    let id = v["id"].as_str().unwrap().to_string();
+    let id = submit(&b, sql, 1.0);
     // Kill one executor as soon as the query is charged (its audit entry is written before it
     // executes).
     let started = Instant::now();
@@ -668,9 +667,7 @@ adhoc_sql = true
                     || text.contains("execution failed"),
                 "{job}"
             );
-            let (status, _) = get(b.url(), &b.analyst, &format!("/v1/jobs/{id}/result"));
-            assert_ne!(status, 200);
-            assert!(audit(&b, &id, "job.released").is_empty());
+            assert_nothing_released(&b, &id);
         }
         other => panic!("{other:?}: {job}\n{}", cluster.logs()),
     }
@@ -679,36 +676,20 @@ adhoc_sql = true
 #[test]
 fn an_executor_whose_functions_do_not_match_the_plan_is_refused_after_one_charge() {
     let cluster = Cluster::with("cluster-wrong", &["wrong-executor"]);
-    let b = broker(
-        "cluster-wrong-broker",
-        Some(ClusterConfig {
-            scheduler: cluster.address(),
-            when_unavailable: WhenUnavailable::Refuse,
-            connect_timeout_secs: 5,
-        }),
-    );
+    let b = broker("cluster-wrong-broker", Some(cluster.config()));
     // SUM(cost) encodes each cost with `sluice_fixed`, which this executor gets wrong.
     let (id, job) = ask(&b, QUERIES[1], 1.0);
     assert_eq!(job["state"], "failed", "{job}\n{}", cluster.logs());
     assert!(job.to_string().contains("execution failed"), "{job}");
     assert_eq!(audit(&b, &id, "query").len(), 1, "{job}");
     assert_eq!(job["spent"][0]["epsilon"], 1.0, "{job}");
-    assert!(audit(&b, &id, "job.released").is_empty());
-    let (status, _) = get(b.url(), &b.analyst, &format!("/v1/jobs/{id}/result"));
-    assert_ne!(status, 200);
+    assert_nothing_released(&b, &id);
 }
 
 #[test]
 fn a_query_while_the_scheduler_is_down_is_refused_before_its_charge() {
     let mut cluster = Cluster::start("cluster-gone", 1);
-    let b = broker(
-        "cluster-gone-broker",
-        Some(ClusterConfig {
-            scheduler: cluster.address(),
-            when_unavailable: WhenUnavailable::Refuse,
-            connect_timeout_secs: 5,
-        }),
-    );
+    let b = broker("cluster-gone-broker", Some(cluster.config()));
     let (_, job) = ask(&b, QUERIES[0], 1.0);
     assert_eq!(job["state"], "succeeded", "{job}\n{}", cluster.logs());
     cluster.scheduler.kill();
