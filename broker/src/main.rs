@@ -1075,22 +1075,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Usage { conn } => remote::usage(&conn),
         Command::Reload { conn } => remote::reload(&conn),
         Command::Query(q) => remote::query(&q),
-        Command::Result(a) => match &a.plot {
-            Some(plot) => remote::plot(
-                &a.conn,
-                &a.id,
-                plot,
-                a.table.as_deref(),
-                a.column.as_deref(),
-            ),
-            None => remote::result(
-                &a.conn,
-                &a.id,
-                a.output.as_deref(),
-                a.csv,
-                a.table.as_deref(),
-            ),
-        },
+        Command::Result(a) => remote::result_or_plot(&a),
         Command::Budget { conn } => remote::budget(&conn),
         Command::Alerts { conn, follow } => remote::alerts(&conn, follow),
         Command::Logs { conn, id } => remote::logs(&conn, &id),

@@ -486,6 +486,26 @@ pub fn status(conn: &Conn, id: Option<&str>) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `sluice result`: the report, or with `--plot` a chart of one of its tables.
+pub fn result_or_plot(a: &crate::ResultArgs) -> Result<ExitCode> {
+    match &a.plot {
+        Some(plot) => self::plot(
+            &a.conn,
+            &a.id,
+            plot,
+            a.table.as_deref(),
+            a.column.as_deref(),
+        ),
+        None => result(
+            &a.conn,
+            &a.id,
+            a.output.as_deref(),
+            a.csv,
+            a.table.as_deref(),
+        ),
+    }
+}
+
 /// `sluice result`: the report as text (or JSON with `--json`, CSV with `--csv`), or written
 /// to a file with its receipt beside it.
 pub fn result(
