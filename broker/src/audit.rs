@@ -162,12 +162,21 @@ pub struct Checkpoint {
 
 /// Signs the current head (if not signed yet) into the database and the checkpoint file.
 pub fn checkpoint(conn: &Connection, keys: &Keys, file: &Path) -> Result<Option<Checkpoint>> {
+    let cp = sign_head(conn, keys)?;
+    if let Some(cp) = &cp {
+        anchor(file, cp)?;
+    }
+    Ok(cp)
+}
+
+/// Signs the current head (if not signed yet) into the database, in the caller's transaction
+/// when there is one; [`anchor`] it in the checkpoint file once that commits. A crash between
+/// leaves the checkpoint in the database only, which [`verify`] accepts: it checks every
+/// checkpoint of either place against the chain.
+pub fn sign_head(conn: &Connection, keys: &Keys) -> Result<Option<Checkpoint>> {
     let head: Option<(i64, String)> = conn
-        .query_row(
-            "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
+        .prepare_cached("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     let Some((seq, hash)) = head else {
         return Ok(None);
@@ -186,12 +195,17 @@ pub fn checkpoint(conn: &Connection, keys: &Keys, file: &Path) -> Result<Option<
         hash,
         at_ms: now_ms(),
     };
-    append_line(file, &serde_json::to_string(&cp)?)?;
     conn.exec(
         "INSERT OR IGNORE INTO checkpoints (seq, hash, at_ms, signature) VALUES (?1, ?2, ?3, ?4)",
         params![cp.seq, cp.hash, cp.at_ms, cp.signature],
     )?;
     Ok(Some(cp))
+}
+
+/// Appends a committed checkpoint to the checkpoint file (kept apart from the database, so that a
+/// database rolled back past it is caught).
+pub fn anchor(file: &Path, cp: &Checkpoint) -> Result<()> {
+    append_line(file, &serde_json::to_string(cp)?)
 }
 
 /// Appends `line` to `file` in one write, on a line of its own: a process killed mid-write leaves

@@ -7,7 +7,7 @@
 //! release*.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -502,6 +502,25 @@ pub struct Outcome<'a> {
     pub engines: Vec<String>,
 }
 
+/// Where a charge left the totals it was checked against, in its own measure (ε or ρ).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AfterCharge {
+    /// What its operator has spent on its dataset (under its scenario) this period.
+    pub own_period: f64,
+    /// What every operator has spent on its dataset in the dataset cap's period, when the
+    /// dataset has a cap.
+    pub dataset_period: Option<f64>,
+}
+
+/// How a job's run ended, for [`Store::finish`].
+#[derive(Debug)]
+pub enum Ending<'a> {
+    /// It finished: release its report.
+    Released(Outcome<'a>),
+    /// It failed, for this reason (shown to its operator).
+    Failed(&'a str),
+}
+
 /// A job's log as the broker keeps it.
 #[derive(Clone, Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct JobLog {
@@ -705,6 +724,119 @@ pub struct Store {
     keys: Keys,
     dir: PathBuf,
     changed: tokio::sync::Notify,
+    /// Answers kept for the identical-query cache and not written yet: each is written with
+    /// the store's next transaction (its job's next charge, or its ending), so that keeping one
+    /// costs no commit of its own. A crash before that loses it from the cache only: the query
+    /// asked again is answered afresh and charged again.
+    unwritten: Mutex<Vec<KeptAnswer>>,
+    /// Read-only connections for the requests that only read (authentication, a job, its
+    /// events and report): with the log in WAL mode they read the last commit while a worker
+    /// writes, instead of waiting for the writer's lock.
+    readers: Mutex<Vec<Connection>>,
+    /// The jobs whose events someone follows, each woken when an event of it commits (rather
+    /// than every follower at every commit).
+    followed: Mutex<Followed>,
+}
+
+/// The jobs followed, and how far the store has looked for their events.
+#[derive(Default)]
+struct Followed {
+    /// Each followed job's waker and how many follow it.
+    jobs: std::collections::HashMap<String, (Arc<tokio::sync::Notify>, usize)>,
+    /// The last event id looked at for them.
+    seen: i64,
+}
+
+/// One follower of a job's events: woken when an event of the job commits; stops following
+/// when dropped.
+pub struct Following {
+    store: Arc<Store>,
+    job: String,
+    woken: Arc<tokio::sync::Notify>,
+}
+
+impl Following {
+    /// Woken when an event of the job commits in this process.
+    pub fn woken(&self) -> &tokio::sync::Notify {
+        &self.woken
+    }
+
+    /// The job followed.
+    pub fn job(&self) -> &str {
+        &self.job
+    }
+}
+
+impl Drop for Following {
+    fn drop(&mut self) {
+        let mut followed = self.store.followed();
+        if let Some((_, n)) = followed.jobs.get_mut(&self.job) {
+            *n -= 1;
+            if *n == 0 {
+                followed.jobs.remove(&self.job);
+            }
+        }
+    }
+}
+
+/// Read-only connections kept open for reuse; more are opened when more readers run at once.
+const READERS_KEPT: usize = 4;
+
+/// A read-only connection borrowed from the store, returned to it when dropped.
+pub(crate) struct Reader<'a> {
+    store: &'a Store,
+    conn: Option<Connection>,
+}
+
+impl std::ops::Deref for Reader<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        self.conn
+            .as_ref()
+            .expect("a reader holds its connection until dropped")
+    }
+}
+
+impl Drop for Reader<'_> {
+    fn drop(&mut self) {
+        let mut kept = self.store.readers.lock().unwrap_or_else(|p| p.into_inner());
+        if kept.len() < READERS_KEPT
+            && let Some(conn) = self.conn.take()
+        {
+            kept.push(conn);
+        }
+    }
+}
+
+impl Drop for Store {
+    /// Writes the answers still kept in memory (a process that ends without a crash loses none).
+    fn drop(&mut self) {
+        let kept = !self
+            .unwritten
+            .get_mut()
+            .map_or_else(|p| p.into_inner().is_empty(), |v| v.is_empty());
+        if kept && let Err(e) = self.flush() {
+            tracing::warn!("cannot write the answers kept for the cache: {e:#}");
+        }
+    }
+}
+
+/// An answer for the identical-query cache, as the `answers` table keeps it.
+struct KeptAnswer {
+    /// The cache key's digest.
+    key: String,
+    operator: String,
+    dataset: String,
+    dataset_hash: String,
+    /// The normalized query.
+    sql: String,
+    /// The amount the original was charged, in `measure`.
+    amount: f64,
+    /// `pure` or `zcdp`.
+    measure: &'static str,
+    /// The released table, as JSON.
+    answer: String,
+    created_ms: i64,
 }
 
 /// The database file in a data directory.
@@ -838,6 +970,9 @@ impl Store {
             keys,
             dir: dir.to_path_buf(),
             changed: tokio::sync::Notify::new(),
+            unwritten: Mutex::new(Vec::new()),
+            readers: Mutex::new(Vec::new()),
+            followed: Mutex::default(),
         })
     }
 
@@ -853,9 +988,61 @@ impl Store {
         )?)
     }
 
-    /// Woken after every committed change (job event streams wait on it).
+    /// Woken after every committed change (the alert stream waits on it).
     pub fn changed(&self) -> &tokio::sync::Notify {
         &self.changed
+    }
+
+    fn followed(&self) -> MutexGuard<'_, Followed> {
+        self.followed.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Follows job `job`'s events: the returned waker is woken when one commits.
+    pub fn follow(self: &Arc<Self>, job: &str) -> Result<Following> {
+        let mut followed = self.followed();
+        if followed.jobs.is_empty() {
+            // Nobody followed: the store stopped looking; start from the last event now.
+            followed.seen =
+                self.reader()?
+                    .row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| r.get(0))?;
+        }
+        let (woken, n) = followed
+            .jobs
+            .entry(job.to_string())
+            .or_insert_with(|| (Arc::new(tokio::sync::Notify::new()), 0));
+        *n += 1;
+        Ok(Following {
+            store: self.clone(),
+            job: job.to_string(),
+            woken: woken.clone(),
+        })
+    }
+
+    /// After a commit on `conn`: wakes the alert stream, and the followers of each job that the
+    /// commit (or one since the last look) wrote an event of.
+    fn committed(&self, conn: &Connection) {
+        self.changed.notify_waiters();
+        let mut followed = self.followed();
+        if followed.jobs.is_empty() {
+            return;
+        }
+        let looked = (|| -> rusqlite::Result<i64> {
+            let mut stmt = conn.prepare_cached("SELECT id, job FROM events WHERE id > ?1")?;
+            let mut rows = stmt.query([followed.seen])?;
+            let mut last = followed.seen;
+            while let Some(r) = rows.next()? {
+                last = last.max(r.get(0)?);
+                if let Some((woken, _)) = followed.jobs.get(r.get_ref(1)?.as_str()?) {
+                    woken.notify_waiters();
+                }
+            }
+            Ok(last)
+        })();
+        match looked {
+            Ok(last) => followed.seen = last,
+            // Followers look again within a second regardless.
+            Err(e) => tracing::warn!("cannot look for new job events: {e}"),
+        }
     }
 
     /// The data directory.
@@ -880,6 +1067,28 @@ impl Store {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// A read-only connection: sees the last commit, never waits for the writer.
+    pub(crate) fn reader(&self) -> Result<Reader<'_>> {
+        let kept = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let conn = match kept {
+            Some(conn) => conn,
+            None => {
+                let conn = Connection::open_with_flags(
+                    db_path(&self.dir),
+                    rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                        | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )?;
+                conn.busy_timeout(Duration::from_secs(10))?;
+                conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+                conn
+            }
+        };
+        Ok(Reader {
+            store: self,
+            conn: Some(conn),
+        })
+    }
+
     /// Runs `f` in an immediate transaction, commits, then checkpoints if due.
     pub(crate) fn write<T, E>(
         &self,
@@ -889,12 +1098,88 @@ impl Store {
         E: From<rusqlite::Error> + From<anyhow::Error>,
     {
         let mut conn = self.lock();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let out = f(&tx)?;
-        tx.commit()?;
-        self.changed.notify_waiters();
+        let out = self.commit(&mut conn, f)?;
         self.checkpoint_if_due(&conn)?;
         Ok(out)
+    }
+
+    /// [`Store::write`] for a transaction whose loss in a power failure or an operating system
+    /// crash is harmless, committed without waiting for the disk: claiming a job (lost, the job
+    /// is queued again, having done nothing anyone else can see). The next durable commit (the
+    /// job's first charge, or its end) carries it to the disk, since the log is written in
+    /// order; a process that crashes loses nothing either way (the data is in the operating
+    /// system's hands). No checkpoint is signed after it: a signed checkpoint must name
+    /// entries that are on the disk.
+    pub(crate) fn write_lazily<T, E>(
+        &self,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> std::result::Result<T, E>,
+    ) -> std::result::Result<T, E>
+    where
+        E: From<rusqlite::Error> + From<anyhow::Error>,
+    {
+        let mut conn = self.lock();
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let out = self.commit(&mut conn, f);
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        out
+    }
+
+    /// Runs `f` in an immediate transaction on `conn` with the answers kept for the cache,
+    /// commits, and wakes who waits for the commit.
+    fn commit<T, E>(
+        &self,
+        conn: &mut Connection,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> std::result::Result<T, E>,
+    ) -> std::result::Result<T, E>
+    where
+        E: From<rusqlite::Error> + From<anyhow::Error>,
+    {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let answers = self.write_answers(&tx)?;
+        let out = f(&tx)?;
+        tx.commit()?;
+        self.answers_written(answers);
+        self.committed(conn);
+        Ok(out)
+    }
+
+    /// Writes the answers kept since the last transaction in `tx`; returns how many, for
+    /// [`Store::answers_written`] once `tx` commits (a transaction rolled back leaves them kept).
+    fn write_answers(&self, tx: &Connection) -> rusqlite::Result<usize> {
+        let unwritten = self.unwritten.lock().unwrap_or_else(|p| p.into_inner());
+        for a in unwritten.iter() {
+            tx.exec(
+                "INSERT OR IGNORE INTO answers (key, operator, dataset, dataset_hash, sql, amount, measure, answer, created_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    a.key,
+                    a.operator,
+                    a.dataset,
+                    a.dataset_hash,
+                    a.sql,
+                    a.amount,
+                    a.measure,
+                    a.answer,
+                    a.created_ms
+                ],
+            )?;
+        }
+        Ok(unwritten.len())
+    }
+
+    /// Forgets the first `n` kept answers: a transaction wrote them.
+    fn answers_written(&self, n: usize) {
+        if n > 0 {
+            self.unwritten
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .drain(..n);
+        }
+    }
+
+    /// Writes what the store keeps in memory (answers for the cache) now: at shutdown.
+    pub fn flush(&self) -> Result<()> {
+        self.write(|_| Ok::<_, anyhow::Error>(()))
     }
 
     fn checkpoint_if_due(&self, conn: &Connection) -> Result<()> {
@@ -1044,7 +1329,7 @@ impl Store {
         }
         let hash = token_hash(token);
         let row: Option<(String, String, String)> = self
-            .lock()
+            .reader()?
             .query_row(
                 "SELECT hash, principal, role FROM tokens
                  WHERE hash = ?1 AND COALESCE(expires_ms, 0) > ?2",
@@ -1266,7 +1551,7 @@ impl Store {
     /// suspended operators or datasets fail instead. While the platform is frozen nothing is
     /// claimed: queued jobs wait for the freeze to be lifted.
     pub fn claim_next(&self) -> Result<Option<Claimed>> {
-        self.write(|tx| -> Result<Option<Claimed>> {
+        self.write_lazily(|tx| -> Result<Option<Claimed>> {
             let frozen: bool = tx.row(
                 "SELECT EXISTS (SELECT 1 FROM suspensions WHERE kind = 'all')",
                 [],
@@ -1356,6 +1641,45 @@ impl Store {
     /// receipt is readable, and a reviewer decides ([`Store::release_held`],
     /// [`Store::discard_held`]).
     pub fn release(&self, id: &str, out: Outcome<'_>) -> Result<Released> {
+        self.finish(id, None, Ending::Released(out))?
+            .context("a released job has a release")
+    }
+
+    /// Ends a job that ran in one transaction: keeps what its run left (`run`, see
+    /// [`Store::record_run`]), then releases its report or records why it failed, and signs a
+    /// checkpoint of the log's head. Returns the release, `None` for a failure.
+    pub fn finish(
+        &self,
+        id: &str,
+        run: Option<&RunRecord<'_>>,
+        ending: Ending<'_>,
+    ) -> Result<Option<Released>> {
+        let (released, checkpoint) = self.write(|tx| -> Result<_> {
+            if let Some(run) = run {
+                record_run(tx, run)?;
+            }
+            let released = match ending {
+                Ending::Released(out) => Some(self.release_in(tx, id, out)?),
+                Ending::Failed(error) => {
+                    fail(tx, id, error)?;
+                    None
+                }
+            };
+            Ok((released, audit::sign_head(tx, &self.keys)?))
+        })?;
+        if let Some(cp) = checkpoint {
+            audit::anchor(&checkpoint_path(&self.dir), &cp)?;
+        }
+        Ok(released)
+    }
+
+    /// [`Store::release`]'s work in `tx`.
+    fn release_in(
+        &self,
+        tx: &rusqlite::Transaction<'_>,
+        id: &str,
+        out: Outcome<'_>,
+    ) -> Result<Released> {
         let Outcome {
             report_json,
             report_csv,
@@ -1366,106 +1690,102 @@ impl Store {
             row_functions,
             engines,
         } = out;
-        let released = self.write(|tx| -> Result<Released> {
-            let (wasm_sha256, operator, declared, purpose, reviewer, scenario): (
-                String,
-                String,
-                String,
-                String,
-                Option<String>,
-                Option<String>,
-            ) = tx.row(
-                "SELECT wasm_sha256, operator, datasets, purpose, reviewer, scenario FROM jobs WHERE id = ?1",
-                [id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
-            )?;
-            let declared: Vec<String> = serde_json::from_str(&declared).unwrap_or_default();
-            let held = match suspended_since_start(tx, id, &operator, &declared)? {
-                Some(why) => Some(why),
-                None => releases_held(tx, &operator, &declared)?,
-            };
-            let (epsilon, delta, rho): (f64, f64, f64) = tx.row(
-                "SELECT COALESCE(SUM(epsilon), 0), COALESCE(SUM(delta), 0), COALESCE(SUM(rho), 0)
-                 FROM charges WHERE job = ?1",
-                [id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )?;
-            let report_sha256 = sha256_hex(report_json.as_bytes());
-            let report_csv_sha256 = sha256_hex(report_csv.as_bytes());
-            let (to, kind) = match &held {
-                Some(_) => (JobState::Held, "job.held"),
-                None => (JobState::Succeeded, "job.released"),
-            };
-            let moved = transition(
-                tx,
-                id,
-                Move {
-                    from: &[JobState::Running],
-                    to,
-                    refused: "only running jobs can be released",
-                },
-                NewEntry::new(kind, "broker").detail(json!({
-                    "report_sha256": report_sha256,
-                    "report_csv_sha256": report_csv_sha256,
-                    "report_bytes": report_json.len(),
-                    "epsilon": epsilon,
-                    "delta": delta,
-                    "rho": rho,
-                    "policy_sha256": policy_sha256,
-                    "held_because": held,
-                })),
-                JobUpdate {
-                    report: Some((report_json, report_csv)),
-                    ..JobUpdate::default()
-                },
-                |seq| json!({ "epsilon": epsilon, "delta": delta, "rho": rho, "audit_seq": seq, "held_because": held }),
-            )?;
-            // A held job's receipt is drafted now and signed again when a reviewer releases it.
-            let mut receipt = Receipt {
-                version: 2,
-                job: id.into(),
-                operator: moved.operator,
-                wasm_sha256,
-                policy_sha256: policy_sha256.into(),
-                datasets,
-                epsilon,
-                delta,
-                rho,
-                scenario,
-                purpose: Some(purpose),
-                reviewers: approvers(tx, id, reviewer)?,
-                recipients,
-                risk_report_sha256: approved_risk(tx, id)?,
-                row_functions: row_functions.clone(),
-                engines: engines.clone(),
-                audit_seq: moved.audit_seq,
-                report_sha256,
-                report_csv_sha256,
-                issued_at_ms: now_ms(),
-                public_key: String::new(),
-                signature: String::new(),
-            };
-            receipt.sign(&self.keys);
+        let (wasm_sha256, operator, declared, purpose, reviewer, scenario): (
+            String,
+            String,
+            String,
+            String,
+            Option<String>,
+            Option<String>,
+        ) = tx.row(
+            "SELECT wasm_sha256, operator, datasets, purpose, reviewer, scenario FROM jobs WHERE id = ?1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
+        )?;
+        let declared: Vec<String> = serde_json::from_str(&declared).unwrap_or_default();
+        let held = match suspended_since_start(tx, id, &operator, &declared)? {
+            Some(why) => Some(why),
+            None => releases_held(tx, &operator, &declared)?,
+        };
+        let (epsilon, delta, rho): (f64, f64, f64) = tx.row(
+            "SELECT COALESCE(SUM(epsilon), 0), COALESCE(SUM(delta), 0), COALESCE(SUM(rho), 0)
+             FROM charges WHERE job = ?1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?;
+        let report_sha256 = sha256_hex(report_json.as_bytes());
+        let report_csv_sha256 = sha256_hex(report_csv.as_bytes());
+        let (to, kind) = match &held {
+            Some(_) => (JobState::Held, "job.held"),
+            None => (JobState::Succeeded, "job.released"),
+        };
+        let moved = transition(
+            tx,
+            id,
+            Move {
+                from: &[JobState::Running],
+                to,
+                refused: "only running jobs can be released",
+            },
+            NewEntry::new(kind, "broker").detail(json!({
+                "report_sha256": report_sha256,
+                "report_csv_sha256": report_csv_sha256,
+                "report_bytes": report_json.len(),
+                "epsilon": epsilon,
+                "delta": delta,
+                "rho": rho,
+                "policy_sha256": policy_sha256,
+                "held_because": held,
+            })),
+            JobUpdate {
+                report: Some((report_json, report_csv)),
+                ..JobUpdate::default()
+            },
+            |seq| json!({ "epsilon": epsilon, "delta": delta, "rho": rho, "audit_seq": seq, "held_because": held }),
+        )?;
+        // A held job's receipt is drafted now and signed again when a reviewer releases it.
+        let mut receipt = Receipt {
+            version: 2,
+            job: id.into(),
+            operator: moved.operator,
+            wasm_sha256,
+            policy_sha256: policy_sha256.into(),
+            datasets,
+            epsilon,
+            delta,
+            rho,
+            scenario,
+            purpose: Some(purpose),
+            reviewers: approvers(tx, id, reviewer)?,
+            recipients,
+            risk_report_sha256: approved_risk(tx, id)?,
+            row_functions: row_functions.clone(),
+            engines: engines.clone(),
+            audit_seq: moved.audit_seq,
+            report_sha256,
+            report_csv_sha256,
+            issued_at_ms: now_ms(),
+            public_key: String::new(),
+            signature: String::new(),
+        };
+        receipt.sign(&self.keys);
+        tx.exec(
+            "UPDATE jobs SET receipt = ?2 WHERE id = ?1",
+            params![id, serde_json::to_string(&receipt)?],
+        )?;
+        if let Some(terms) = &filing {
             tx.exec(
-                "UPDATE jobs SET receipt = ?2 WHERE id = ?1",
-                params![id, serde_json::to_string(&receipt)?],
+                "INSERT INTO filings (job, terms) VALUES (?1, ?2)",
+                params![id, serde_json::to_string(terms)?],
             )?;
-            if let Some(terms) = &filing {
-                tx.exec(
-                    "INSERT INTO filings (job, terms) VALUES (?1, ?2)",
-                    params![id, serde_json::to_string(terms)?],
-                )?;
-                if held.is_none() {
-                    file(tx, id, "broker")?;
-                }
+            if held.is_none() {
+                file(tx, id, "broker")?;
             }
-            Ok(match held {
-                Some(why) => Released::Held { why },
-                None => Released::Receipt(Box::new(receipt)),
-            })
-        })?;
-        self.checkpoint()?;
-        Ok(released)
+        }
+        Ok(match held {
+            Some(why) => Released::Held { why },
+            None => Released::Receipt(Box::new(receipt)),
+        })
     }
 
     /// A reviewer releases a held job: refused while a suspension it ran under is still in
@@ -1567,48 +1887,14 @@ impl Store {
 
     /// Marks a running job failed.
     pub fn fail(&self, id: &str, error: &str) -> Result<(), StateError> {
-        self.write(|tx| {
-            transition(
-                tx,
-                id,
-                Move {
-                    from: &[JobState::Running],
-                    to: JobState::Failed,
-                    refused: "only running jobs can fail",
-                },
-                NewEntry::new("job.failed", "broker").detail(json!({ "error": error })),
-                JobUpdate {
-                    error: Some(error),
-                    ..JobUpdate::default()
-                },
-                |_| json!({ "error": error }),
-            )?;
-            Ok(())
-        })
+        self.write(|tx| fail(tx, id, error))
     }
 
     /// Keeps what a job's run left, in one transaction: its log (the lines the log cap kept, and
-    /// how many it dropped), sent to its followers as a `log` event, and its meters.
+    /// how many it dropped), sent to its followers as a `log` event, and its meters. A job that
+    /// ends keeps these with its ending instead ([`Store::finish`]).
     pub fn record_run(&self, run: &RunRecord<'_>) -> Result<()> {
-        let text = serde_json::to_string(run.log)?;
-        self.write(|tx| {
-            tx.exec(
-                "UPDATE jobs SET log = ?2, log_dropped = ?3 WHERE id = ?1",
-                params![
-                    run.job,
-                    text,
-                    i64::try_from(run.dropped).unwrap_or(i64::MAX)
-                ],
-            )?;
-            event(
-                tx,
-                run.job,
-                "log",
-                json!({ "lines": run.log, "dropped": run.dropped }),
-            )?;
-            crate::statements::insert_meters(tx, run.job, run.operator, run.scenario, run.meters)?;
-            Ok(())
-        })
+        self.write(|tx| record_run(tx, run))
     }
 
     /// Job `id`'s risk report `(sha256, body)`, if one was made.
@@ -1692,13 +1978,13 @@ impl Store {
 
     /// One job.
     pub fn job(&self, id: &str) -> Result<Option<JobInfo>> {
-        let conn = self.lock();
+        let conn = self.reader()?;
         Ok(jobs_where(&conn, "j.id = ?1", params![id])?.pop())
     }
 
     /// An operator's jobs, newest first.
     pub fn jobs_of(&self, operator: &str, limit: i64) -> Result<Vec<JobInfo>> {
-        let conn = self.lock();
+        let conn = self.reader()?;
         jobs_where(
             &conn,
             "j.operator = ?1 ORDER BY j.n DESC LIMIT ?2",
@@ -1720,7 +2006,7 @@ impl Store {
 
     /// Whether a reviewer allowed build `wasm_sha256` for `operator` on `dataset`.
     pub fn build_allowed(&self, operator: &str, dataset: &str, wasm_sha256: &str) -> Result<bool> {
-        Ok(self.lock().query_row(
+        Ok(self.reader()?.query_row(
             "SELECT EXISTS (SELECT 1 FROM allowed_builds
                             WHERE operator = ?1 AND dataset = ?2 AND wasm_sha256 = ?3)",
             params![operator, dataset, wasm_sha256],
@@ -1734,15 +2020,22 @@ impl Store {
     /// operator or the dataset, with its own `suspended` entry), in one transaction. Returns
     /// whether it was raised.
     pub fn raise_alert(&self, alert: &NewAlert<'_>, window: Duration) -> Result<bool> {
-        self.write(|tx| -> Result<bool> {
-            let since = now_ms().saturating_sub(window.as_millis().min(i64::MAX as u128) as i64);
-            let raised: bool = tx.row(
+        let since = now_ms().saturating_sub(window.as_millis().min(i64::MAX as u128) as i64);
+        let raised = |c: &Connection| -> rusqlite::Result<bool> {
+            c.row(
                 "SELECT EXISTS (SELECT 1 FROM alerts
                                 WHERE rule = ?1 AND operator = ?2 AND dataset = ?3 AND at_ms >= ?4)",
                 params![alert.rule, alert.operator, alert.dataset, since],
                 |r| r.get(0),
-            )?;
-            if raised {
+            )
+        };
+        // A rule at its level fires on every charge until its window passes: look before
+        // opening a transaction, and again inside it.
+        if raised(&self.lock())? {
+            return Ok(false);
+        }
+        self.write(|tx| -> Result<bool> {
+            if raised(tx)? {
                 return Ok(false);
             }
             let actor = format!("alert:{}", alert.rule);
@@ -1896,7 +2189,7 @@ impl Store {
 
     /// A released job's report (JSON or CSV) and receipt.
     pub fn result(&self, id: &str, csv: bool) -> Result<Option<(String, String)>> {
-        let conn = self.lock();
+        let conn = self.reader()?;
         let col = if csv { "report_csv" } else { "report_json" };
         Ok(conn
             .query_row(
@@ -1909,7 +2202,7 @@ impl Store {
 
     /// Events of a job after `after`.
     pub fn events(&self, job: &str, after: i64) -> Result<Vec<Event>> {
-        let conn = self.lock();
+        let conn = self.reader()?;
         let mut stmt = conn.prepare_cached(
             "SELECT id, at_ms, kind, detail FROM events WHERE job = ?1 AND id > ?2 ORDER BY id",
         )?;
@@ -1931,7 +2224,7 @@ impl Store {
 
     /// Number of queued jobs.
     pub fn queued(&self) -> Result<i64> {
-        Ok(self.lock().query_row(
+        Ok(self.reader()?.query_row(
             "SELECT COUNT(*) FROM jobs WHERE state = 'queued'",
             [],
             |r| r.get(0),
@@ -1940,7 +2233,7 @@ impl Store {
 
     /// Jobs waiting for review: `operator`'s, and everyone's.
     pub fn pending_review_counts(&self, operator: &str) -> Result<(i64, i64)> {
-        Ok(self.lock().query_row(
+        Ok(self.reader()?.query_row(
             "SELECT COUNT(*) FILTER (WHERE operator = ?1), COUNT(*) FROM jobs WHERE state = 'pending_review'",
             [operator],
             |r| Ok((r.get(0)?, r.get(1)?)),
@@ -2064,7 +2357,7 @@ impl Store {
 
     /// Current suspensions: (kind, name, reason).
     pub fn suspensions(&self) -> Result<Vec<(String, String, String)>> {
-        let conn = self.lock();
+        let conn = self.reader()?;
         let mut stmt =
             conn.prepare_cached("SELECT kind, name, reason FROM suspensions ORDER BY kind, name")?;
         Ok(stmt
@@ -2077,10 +2370,11 @@ impl Store {
     /// Charges a query: checks suspension and the grant's caps against the ledger, appends the
     /// `query` audit entry and the charge, and commits, all in one transaction, before the query
     /// runs. Nothing is recorded when it is refused.
-    pub fn charge(&self, c: &Charge) -> Result<(), BudgetError> {
+    pub fn charge(&self, c: &Charge) -> Result<AfterCharge, BudgetError> {
         let mut conn = self.lock();
-        let result = (|| -> Result<Result<(), BudgetError>> {
+        let result = (|| -> Result<Result<AfterCharge, BudgetError>> {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let answers = self.write_answers(&tx)?;
             if let Some(why) = suspended(&tx, c.operator.as_str(), &[c.dataset.to_string()])? {
                 return Ok(Err(BudgetError::Suspended(why)));
             }
@@ -2099,6 +2393,13 @@ impl Store {
             if let Err(e) = check_limits(c, spent, dataset) {
                 return Ok(Err(e));
             }
+            let measure = c.amount.measure;
+            let after = AfterCharge {
+                own_period: spent.period.in_measure(measure) + c.amount.value,
+                dataset_period: c
+                    .dataset_cap
+                    .map(|_| dataset.in_measure(measure) + c.amount.value),
+            };
             let seq = audit::append(
                 &tx,
                 NewEntry::new("query", c.operator.as_str())
@@ -2139,9 +2440,10 @@ impl Store {
                 json!({ "dataset": c.dataset.as_str(), "epsilon": c.amount.epsilon(), "rho": c.amount.rho(), "delta": c.delta }),
             )?;
             tx.commit()?;
-            self.changed.notify_waiters();
+            self.answers_written(answers);
+            self.committed(&conn);
             self.checkpoint_if_due(&conn)?;
-            Ok(Ok(()))
+            Ok(Ok(after))
         })();
         result.unwrap_or_else(|e| {
             tracing::error!("budget ledger failure: {e:#}");
@@ -2203,6 +2505,47 @@ struct JobUpdate<'a> {
 struct Moved {
     operator: String,
     audit_seq: i64,
+}
+
+/// [`Store::record_run`]'s work in `tx`.
+fn record_run(tx: &rusqlite::Transaction<'_>, run: &RunRecord<'_>) -> Result<()> {
+    let text = serde_json::to_string(run.log)?;
+    tx.exec(
+        "UPDATE jobs SET log = ?2, log_dropped = ?3 WHERE id = ?1",
+        params![
+            run.job,
+            text,
+            i64::try_from(run.dropped).unwrap_or(i64::MAX)
+        ],
+    )?;
+    event(
+        tx,
+        run.job,
+        "log",
+        json!({ "lines": run.log, "dropped": run.dropped }),
+    )?;
+    crate::statements::insert_meters(tx, run.job, run.operator, run.scenario, run.meters)?;
+    Ok(())
+}
+
+/// [`Store::fail`]'s work in `tx`.
+fn fail(tx: &rusqlite::Transaction<'_>, id: &str, error: &str) -> Result<(), StateError> {
+    transition(
+        tx,
+        id,
+        Move {
+            from: &[JobState::Running],
+            to: JobState::Failed,
+            refused: "only running jobs can fail",
+        },
+        NewEntry::new("job.failed", "broker").detail(json!({ "error": error })),
+        JobUpdate {
+            error: Some(error),
+            ..JobUpdate::default()
+        },
+        |_| json!({ "error": error }),
+    )?;
+    Ok(())
 }
 
 /// The one way a job changes state, inside `tx`: the job must be in one of `m.from`; the audit
@@ -2504,31 +2847,31 @@ fn spent(
     period: Duration,
 ) -> Result<Spent> {
     let since = now_ms().saturating_sub(period.as_millis().min(i64::MAX as u128) as i64);
-    Ok(conn.row(
-        "SELECT
-           COALESCE(SUM(CASE WHEN job = ?3 THEN epsilon END), 0),
-           COALESCE(SUM(CASE WHEN at_ms >= ?4 THEN epsilon END), 0),
-           COALESCE(SUM(CASE WHEN at_ms >= ?4 THEN delta END), 0),
-           COALESCE(SUM(CASE WHEN job = ?3 THEN rho END), 0),
-           COALESCE(SUM(CASE WHEN at_ms >= ?4 THEN rho END), 0),
-           COALESCE(SUM(CASE WHEN job = ?3 THEN delta END), 0)
-         FROM charges WHERE operator = ?1 AND dataset = ?2 AND scenario IS ?5",
-        params![operator, dataset, job, since, scenario],
-        |r| {
-            Ok(Spent {
-                job: Totals {
-                    epsilon: r.get(0)?,
-                    rho: r.get(3)?,
-                    delta: r.get(5)?,
-                },
-                period: Totals {
-                    epsilon: r.get(1)?,
-                    rho: r.get(4)?,
-                    delta: r.get(2)?,
-                },
-            })
-        },
-    )?)
+    // Two sums, each read through an index (the job's charges; the grant's since `since`), so
+    // that a charge costs the same after years of charges as on the first day.
+    let totals = |r: &rusqlite::Row<'_>| -> rusqlite::Result<Totals> {
+        Ok(Totals {
+            epsilon: r.get(0)?,
+            rho: r.get(1)?,
+            delta: r.get(2)?,
+        })
+    };
+    Ok(Spent {
+        job: conn.row(
+            "SELECT COALESCE(SUM(epsilon), 0), COALESCE(SUM(rho), 0), COALESCE(SUM(delta), 0)
+             FROM charges INDEXED BY charges_job
+             WHERE job = ?3 AND operator = ?1 AND dataset = ?2 AND scenario IS ?4",
+            params![operator, dataset, job, scenario],
+            totals,
+        )?,
+        period: conn.row(
+            "SELECT COALESCE(SUM(epsilon), 0), COALESCE(SUM(rho), 0), COALESCE(SUM(delta), 0)
+             FROM charges INDEXED BY charges_grant
+             WHERE operator = ?1 AND dataset = ?2 AND at_ms >= ?3 AND scenario IS ?4",
+            params![operator, dataset, since, scenario],
+            totals,
+        )?,
+    })
 }
 
 /// What every operator together spent on `dataset` in the last `period`.
@@ -2621,17 +2964,26 @@ impl sluice_runtime::AnswerCache for LedgerAnswerCache {
         job: &str,
     ) -> Option<sluice_runtime::NoisyTable> {
         let digest = key.digest();
-        let found: Option<String> = self
+        let kept = self
             .0
+            .unwritten
             .lock()
-            .query_row(
-                "SELECT answer FROM answers WHERE key = ?1",
-                [&digest],
-                |r| r.get(0),
-            )
-            .optional()
-            .ok()
-            .flatten();
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .find(|a| a.key == digest)
+            .map(|a| a.answer.clone());
+        let found = kept.or_else(|| {
+            self.0
+                .lock()
+                .row(
+                    "SELECT answer FROM answers WHERE key = ?1",
+                    [&digest],
+                    |r| r.get(0),
+                )
+                .optional()
+                .ok()
+                .flatten()
+        });
         let table: sluice_runtime::NoisyTable = serde_json::from_str(&found?).ok()?;
         // Log before effect: if the hit cannot be audited, answer afresh (and charge) instead.
         // A suspended operator or dataset gets no answer from the cache either: the charge that
@@ -2679,27 +3031,24 @@ impl sluice_runtime::AnswerCache for LedgerAnswerCache {
         let Ok(answer) = serde_json::to_string(table) else {
             return;
         };
-        let r = self.0.lock().execute(
-            "INSERT OR IGNORE INTO answers (key, operator, dataset, dataset_hash, sql, amount, measure, answer, created_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            params![
-                key.digest(),
-                key.operator,
-                key.dataset,
-                key.dataset_hash,
-                key.normalized,
-                key.amount.value,
-                match key.amount.measure {
+        self.0
+            .unwritten
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(KeptAnswer {
+                key: key.digest(),
+                operator: key.operator.clone(),
+                dataset: key.dataset.clone(),
+                dataset_hash: key.dataset_hash.clone(),
+                sql: key.normalized.clone(),
+                amount: key.amount.value,
+                measure: match key.amount.measure {
                     sluice_policy::PrivacyMeasure::Pure => "pure",
                     sluice_policy::PrivacyMeasure::Zcdp => "zcdp",
                 },
                 answer,
-                now_ms()
-            ],
-        );
-        if let Err(e) = r {
-            tracing::warn!("cannot store an answer in the cache: {e}");
-        }
+                created_ms: now_ms(),
+            });
     }
 }
 
@@ -2749,23 +3098,24 @@ impl LedgerAccountant {
 
     /// Raises every spending rule that `c` brought to its level. The charge is committed
     /// already: an alert's suspension stops the next query, not this one.
-    fn check_alerts(&self, c: &Charge) {
+    fn check_alerts(&self, c: &Charge, after: AfterCharge) {
         for rule in &self.alerts {
             if !(rule.datasets.is_empty() || rule.datasets.contains(&c.dataset)) {
                 continue;
             }
-            if let Some(level) = self.spending_level(rule, c) {
+            if let Some(level) = self.spending_level(rule, c, after) {
                 self.raise(rule, c.dataset.as_str(), level);
             }
         }
     }
 
-    /// Where a spending rule stands after charge `c`; `None` for rules that watch refusals,
-    /// and for `dataset_share` on a dataset without a dataset-wide cap.
+    /// Where a spending rule stands after charge `c` left the totals at `after`; `None` for
+    /// rules that watch refusals, and for `dataset_share` on a dataset without a dataset-wide cap.
     fn spending_level<'c>(
         &self,
         rule: &sluice_policy::AlertRule,
         c: &'c Charge,
+        after: AfterCharge,
     ) -> Option<Level<'c>> {
         use sluice_policy::AlertWhen;
         let measure = c.amount.measure;
@@ -2787,7 +3137,7 @@ impl LedgerAccountant {
         let operator = ("operator", c.operator.as_str());
         Some(match rule.when {
             AlertWhen::BudgetShare { threshold } => {
-                let share = own(c.period);
+                let share = after.own_period / c.caps.per_period;
                 Level {
                     operator: c.operator.as_str(),
                     share,
@@ -2812,8 +3162,7 @@ impl LedgerAccountant {
             }
             AlertWhen::DatasetShare { threshold } => {
                 let cap = c.dataset_cap?;
-                let all = self.store.dataset_spent(c.dataset.as_str(), cap.period);
-                let share = all.in_measure(measure) / cap.per_period;
+                let share = after.dataset_period? / cap.per_period;
                 Level {
                     operator: "*",
                     share,
@@ -2913,8 +3262,8 @@ impl LedgerAccountant {
 
 impl sluice_runtime::Accountant for LedgerAccountant {
     fn charge(&self, charge: &Charge) -> Result<(), BudgetError> {
-        self.store.charge(charge)?;
-        self.check_alerts(charge);
+        let after = self.store.charge(charge)?;
+        self.check_alerts(charge, after);
         Ok(())
     }
 
@@ -3222,5 +3571,71 @@ mod tests {
         let (entries, events) = trail(&s, &queued);
         assert_eq!(entries, ["job.submitted", "job.failed"]);
         assert_eq!(events, ["queued", "failed"]);
+    }
+
+    /// How many answers the `answers` table holds.
+    fn answers_on_disk(s: &Store) -> i64 {
+        s.lock()
+            .query_row("SELECT COUNT(*) FROM answers", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_kept_answer_is_served_before_it_is_written_and_written_with_the_next_commit() {
+        use sluice_runtime::AnswerCache;
+        let dir = std::env::temp_dir().join(format!(
+            "sluice-store-{}-answers-{}",
+            std::process::id(),
+            hex::encode(random_bytes::<4>())
+        ));
+        let s = Arc::new(Store::init(&dir).unwrap());
+        let cache = LedgerAnswerCache(s.clone());
+        let key = |sql: &str| sluice_runtime::CacheKey {
+            operator: "op".into(),
+            dataset: "visits".into(),
+            dataset_hash: "ab".repeat(32),
+            normalized: sql.into(),
+            amount: sluice_runtime::privacy::accountant::Amount {
+                measure: sluice_policy::PrivacyMeasure::Pure,
+                value: 0.5,
+            },
+            terms: String::new(),
+        };
+        let table: sluice_runtime::NoisyTable = serde_json::from_value(json!({
+            "columns": ["n"], "key_columns": 0, "rows": [[41]], "accuracy": [[3.0]],
+            "cost": { "epsilon": 0.5, "delta": 0.0 }, "mechanism": "laplace"
+        }))
+        .unwrap();
+        let job = submit(&s, false);
+        s.claim_next().unwrap().unwrap();
+
+        cache.store(&key("SELECT COUNT(*) FROM visits"), &table);
+        assert_eq!(
+            answers_on_disk(&s),
+            0,
+            "kept in memory, no commit of its own"
+        );
+        let hit = cache
+            .lookup(&key("SELECT COUNT(*) FROM visits"), &job)
+            .expect("a kept answer is served");
+        assert_eq!(hit.rows, table.rows);
+        // The hit's audit entry was a commit: the answer went to disk with it.
+        assert_eq!(answers_on_disk(&s), 1);
+
+        // A commit that rolls back (a refused transition) leaves the kept answer kept.
+        cache.store(&key("SELECT SUM(x) FROM visits"), &table);
+        assert!(s.review(&job, "rev", true, "not pending").is_err());
+        assert_eq!(answers_on_disk(&s), 1);
+        s.fail(&job, "done").unwrap();
+        assert_eq!(answers_on_disk(&s), 2);
+
+        // One kept at shutdown is written when the store closes, and found after a restart.
+        cache.store(&key("SELECT AVG(x) FROM visits"), &table);
+        drop(cache);
+        drop(Arc::into_inner(s).expect("the only reference"));
+        let s = Arc::new(Store::open(&dir).unwrap());
+        assert_eq!(answers_on_disk(&s), 3);
+        let again = LedgerAnswerCache(s.clone()).lookup(&key("SELECT AVG(x) FROM visits"), "job-x");
+        assert_eq!(again.map(|t| t.rows), Some(table.rows));
     }
 }

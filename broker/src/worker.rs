@@ -12,6 +12,7 @@ use sluice_runtime::JobRequest;
 use crate::api::jobs::admit;
 use crate::keys::DatasetVersion;
 use crate::server::{Shared, current};
+use crate::store::{Ending, Outcome, Released};
 
 /// A worker's loop, until the broker stops.
 pub(crate) fn worker(shared: Arc<Shared>) {
@@ -89,61 +90,75 @@ fn run_claimed(shared: &Shared, job: crate::store::Claimed) -> Result<()> {
         Ok(o) => (&o.log, o.log_dropped, &o.queries),
         Err(f) => (&f.log, f.log_dropped, &f.queries),
     };
-    // Logged and metered before its release, so that every released report is on a statement.
+    // Logged and metered with its release, so that every released report is on a statement.
     let run_ms = started.elapsed().as_millis() as i64;
-    shared.store.record_run(&crate::store::RunRecord {
+    let meters = crate::statements::meters(queries, run_ms);
+    let run = crate::store::RunRecord {
         job: &job.id,
         operator: &job.operator,
         scenario: job.scenario.as_deref(),
         log,
         dropped,
-        meters: &crate::statements::meters(queries, run_ms),
-    })?;
-    match out {
+        meters: &meters,
+    };
+    let (json, csv, error);
+    let ending = match &out {
         Ok(out) => {
-            let versions = datasets
-                .iter()
-                .filter_map(|d| cur.sandbox.engine().catalog().get(d))
-                .map(|r| DatasetVersion {
-                    name: r.policy.id.to_string(),
-                    sha256: r.content_hash.clone(),
-                })
-                .collect();
-            let recipients = crate::api::jobs::recipients_of(
-                cur.sandbox.engine().policy(),
-                &job.operator,
-                job.scenario.as_deref(),
-                &job.datasets,
-            )
-            .into_iter()
-            .map(|r| r.to_string())
-            .collect();
-            let (json, csv) = (out.report.to_json(), out.report.to_csv());
-            let released = shared.store.release(
-                &job.id,
-                crate::store::Outcome {
-                    report_json: &json,
-                    report_csv: &csv,
-                    policy_sha256: &cur.policy_sha256,
-                    datasets: versions,
-                    recipients,
-                    row_functions: row_functions(&out.queries),
-                    engines: engines(&out.queries),
-                    filing: filing_terms(
-                        cur.sandbox.engine().policy(),
-                        &job.operator,
-                        job.scenario.as_deref(),
-                        &job.datasets,
-                    ),
-                },
-            )?;
-            if let crate::store::Released::Held { why } = released {
-                tracing::warn!("job {} is held for a reviewer: {why}", job.id);
-            }
+            (json, csv) = (out.report.to_json(), out.report.to_csv());
+            Ending::Released(outcome(&cur, &job, &datasets, out, &json, &csv))
         }
-        Err(f) => shared.store.fail(&job.id, &f.error.to_string())?,
+        Err(f) => {
+            error = f.error.to_string();
+            Ending::Failed(&error)
+        }
+    };
+    if let Some(Released::Held { why }) = shared.store.finish(&job.id, Some(&run), ending)? {
+        tracing::warn!("job {} is held for a reviewer: {why}", job.id);
     }
     Ok(())
+}
+
+/// What job `job`'s release of `out` records: its report, the policy and dataset versions it ran
+/// under, its recipients, filing terms, row functions and engines.
+fn outcome<'a>(
+    cur: &'a crate::server::Current,
+    job: &crate::store::Claimed,
+    datasets: &[DatasetId],
+    out: &sluice_runtime::JobOutput,
+    json: &'a str,
+    csv: &'a str,
+) -> Outcome<'a> {
+    let policy = cur.sandbox.engine().policy();
+    Outcome {
+        report_json: json,
+        report_csv: csv,
+        policy_sha256: &cur.policy_sha256,
+        datasets: datasets
+            .iter()
+            .filter_map(|d| cur.sandbox.engine().catalog().get(d))
+            .map(|r| DatasetVersion {
+                name: r.policy.id.to_string(),
+                sha256: r.content_hash.clone(),
+            })
+            .collect(),
+        recipients: crate::api::jobs::recipients_of(
+            policy,
+            &job.operator,
+            job.scenario.as_deref(),
+            &job.datasets,
+        )
+        .into_iter()
+        .map(|r| r.to_string())
+        .collect(),
+        row_functions: row_functions(&out.queries),
+        engines: engines(&out.queries),
+        filing: filing_terms(
+            policy,
+            &job.operator,
+            job.scenario.as_deref(),
+            &job.datasets,
+        ),
+    }
 }
 
 /// What the filing of a release by `operator` under `scenario` on `datasets` says, when one of

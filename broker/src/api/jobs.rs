@@ -881,9 +881,10 @@ pub(crate) async fn events(
     Sse<impl futures_util::Stream<Item = std::result::Result<SseEvent, std::convert::Infallible>>>,
 > {
     visible_job(&s, &auth, &id, Readers::Staff)?;
+    let following = s.store.follow(id.as_str())?;
     let stream = futures_util::stream::unfold(
-        (s, id, 0i64, false, std::collections::VecDeque::new()),
-        |(s, id, mut after, mut done, mut pending)| async move {
+        (s, following, 0i64, false, std::collections::VecDeque::new()),
+        |(s, following, mut after, mut done, mut pending)| async move {
             loop {
                 if let Some(e) = pending.pop_front() {
                     let e: crate::store::Event = e;
@@ -896,17 +897,18 @@ pub(crate) async fn events(
                             detail: &e.detail,
                         })
                         .unwrap_or_else(|err| SseEvent::default().comment(err.to_string()));
-                    return Some((Ok(ev), (s, id, after, done, pending)));
+                    return Some((Ok(ev), (s, following, after, done, pending)));
                 }
                 if done || s.closing.load(Ordering::SeqCst) {
                     return None;
                 }
-                let store = s.store.clone();
-                let changed = store.changed().notified();
-                tokio::pin!(changed);
-                changed.as_mut().enable();
-                match store.events(id.as_str(), after) {
-                    Ok(evs) if !evs.is_empty() => {
+                let woken = following.woken().notified();
+                tokio::pin!(woken);
+                woken.as_mut().enable();
+                let (store, job) = (s.store.clone(), following.job().to_string());
+                let found = tokio::task::spawn_blocking(move || store.events(&job, after)).await;
+                match found {
+                    Ok(Ok(evs)) if !evs.is_empty() => {
                         after = evs.last().map_or(after, |e| e.id);
                         done = evs.iter().any(|e| {
                             matches!(
@@ -916,12 +918,12 @@ pub(crate) async fn events(
                         });
                         pending.extend(evs);
                     }
-                    Ok(_) => {
+                    Ok(Ok(_)) => {
                         // Another process (e.g. `sluice token create`) may write without waking
                         // us: look again every second regardless.
-                        let _ = tokio::time::timeout(Duration::from_secs(1), changed).await;
+                        let _ = tokio::time::timeout(Duration::from_secs(1), woken).await;
                     }
-                    Err(_) => return None,
+                    _ => return None,
                 }
             }
         },
