@@ -455,6 +455,8 @@ pub struct NewJob<'a> {
     pub params: &'a str,
     /// The wasm.
     pub wasm: &'a [u8],
+    /// Hex sha256 of `wasm` (computed once, by the caller that had the bytes first).
+    pub wasm_sha256: &'a str,
     /// Datasets it will use.
     pub datasets: &'a [String],
     /// Requested per-dataset ε cap.
@@ -1350,7 +1352,7 @@ impl Store {
     /// Records a submitted job; returns its id.
     pub fn submit(&self, job: &NewJob<'_>) -> Result<(JobId, JobState)> {
         let id = JobId(format!("job-{}", hex::encode(random_bytes::<8>())));
-        let sha = sha256_hex(job.wasm);
+        let sha = job.wasm_sha256;
         let state = if job.needs_review {
             JobState::PendingReview
         } else {
@@ -3310,6 +3312,7 @@ mod tests {
             purpose: "state machine",
             params: "",
             wasm: b"\0asm",
+            wasm_sha256: &sha256_hex(b"\0asm"),
             datasets: &datasets,
             max_epsilon: None,
             needs_review,

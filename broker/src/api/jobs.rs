@@ -227,7 +227,15 @@ pub(crate) async fn query(
         &Declaration::of(&job, true),
         &|_, _| false,
     )?;
-    accepted(&s, &auth.0.name, &job, needs_review, &holders_to_approve)
+    let sha = sluice_runtime::sql_job::SQL_JOB_SHA256.clone();
+    accepted(
+        &s,
+        &auth.0.name,
+        &job,
+        sha,
+        needs_review,
+        &holders_to_approve,
+    )
 }
 
 /// A submission at the door: admitted by policy (whether it needs review, and which holders
@@ -255,6 +263,7 @@ fn accepted(
     s: &Arc<Shared>,
     operator: &str,
     job: &Submission,
+    wasm_sha256: String,
     needs_review: bool,
     holders_to_approve: &[String],
 ) -> ApiResult<Response> {
@@ -263,6 +272,7 @@ fn accepted(
         purpose: &job.purpose,
         params: &job.params,
         wasm: &job.wasm,
+        wasm_sha256: &wasm_sha256,
         datasets: &job.datasets,
         max_epsilon: job.max_epsilon,
         needs_review,
@@ -278,7 +288,7 @@ fn accepted(
     let body = Submitted {
         id,
         state,
-        wasm_sha256: sha256_hex(&job.wasm),
+        wasm_sha256,
     };
     Ok((
         StatusCode::ACCEPTED,
@@ -324,7 +334,14 @@ pub(crate) async fn submit(
     .await
     .map_err(ApiError::internal)?
     .map_err(|e| ApiError::new(ErrorCode::InvalidWasm, e.to_string()))?;
-    accepted(&s, &auth.0.name, &job, needs_review, &holders_to_approve)
+    accepted(
+        &s,
+        &auth.0.name,
+        &job,
+        sha,
+        needs_review,
+        &holders_to_approve,
+    )
 }
 
 /// A job as submitted: application/wasm with its metadata in the query string, or
