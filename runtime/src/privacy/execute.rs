@@ -50,9 +50,11 @@ impl PrivacyEngine {
 
     /// The bounded relation, built once (contribution bounding picks rows at random, and every
     /// release of a query reads the same pick), then the additive aggregates and each quantile's
-    /// histogram from it. With one reader, its physical plan is kept for the next query of the
-    /// same shape ([`super::plans`]); read by more than one, it is materialized once, with only
-    /// the columns they read.
+    /// histogram from it. When the query has one reader, or when bounding keeps every row (no
+    /// unit is heavy, so nothing is chosen at random and every plan of the bounded relation reads
+    /// the same rows), each reader runs its own physical plan, kept for the next query of the
+    /// same shape ([`super::plans`]). Otherwise the bounded relation is materialized once, with
+    /// only the columns its readers read.
     async fn truth(
         &self,
         q: &ValidatedQuery,
@@ -65,25 +67,17 @@ impl PrivacyEngine {
             histograms: HashMap::new(),
         };
         let placement = self.catalog.placement(&ds.id, q.local_only());
-        if let [reader] = readers.as_slice() {
-            let plan = self.plan(q, ds, releases, reader).await?;
-            let schema = plan.schema();
-            let batches = collect(reset_plan_states(plan)?, placement.context.task_ctx()).await?;
-            if placement.remote.is_some() {
-                same_schema(&batches, &schema)?;
-            }
-            read(reader, &batches, q, releases, &mut truth)?;
-            return Ok(truth);
-        }
-        if placement.remote.is_some() && self.bounding_keeps_every_row(q, ds).await? {
-            // Nothing is chosen at random, so every reader's own plan reads the same rows: each
-            // runs wholly on the cluster instead of the bounded rows coming back here.
-            for reader in &readers {
-                let bounded = self.bound(self.base(q, ds).await?, q, ds).await?;
-                let frame = self.reader_frame(bounded, reader, q, ds, releases)?;
-                let schema = Arc::new(frame.schema().as_arrow().clone());
-                let batches = frame.collect().await?;
-                same_schema(&batches, &schema)?;
+        if readers.len() == 1 || self.bounding_keeps_every_row(q, ds).await? {
+            // On a cluster, each reader's plan runs wholly there, instead of the bounded rows
+            // coming back here.
+            for (i, reader) in readers.iter().enumerate() {
+                let plan = self.plan(q, ds, releases, reader, i).await?;
+                let schema = plan.schema();
+                let batches =
+                    collect(reset_plan_states(plan)?, placement.context.task_ctx()).await?;
+                if placement.remote.is_some() {
+                    same_schema(&batches, &schema)?;
+                }
                 read(reader, &batches, q, releases, &mut truth)?;
             }
             return Ok(truth);
@@ -114,16 +108,17 @@ impl PrivacyEngine {
         Ok(truth)
     }
 
-    /// The physical plan of a query's only reader: the one kept for this query shape, or a new
-    /// one (kept unless it holds state that a rerun would see).
+    /// The physical plan of a query's reader `index` (`reader`): the one kept for this query
+    /// shape, or a new one (kept unless it holds state that a rerun would see).
     async fn plan(
         &self,
         q: &ValidatedQuery,
         ds: &sluice_policy::Dataset,
         releases: &[Release],
         reader: &Reader<'_>,
+        index: usize,
     ) -> Result<Arc<dyn ExecutionPlan>, DataFusionError> {
-        let key = super::plans::PlanKey::new(q, releases);
+        let key = super::plans::PlanKey::new(q, releases, index);
         if let Some(plan) = self.plans.get(&key) {
             return Ok(plan);
         }

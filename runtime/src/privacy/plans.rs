@@ -51,13 +51,13 @@ impl ValidatedKey {
 pub(crate) struct PlanKey(String);
 
 impl PlanKey {
-    /// The key of `q`'s releases: its canonical plan text and the exact expressions and releases
-    /// the rewrite reads (their debug forms, which name every literal).
-    pub(crate) fn new(q: &ValidatedQuery, releases: &[Release]) -> Self {
+    /// The key of reader `reader` of `q`'s releases: its canonical plan text and the exact
+    /// expressions and releases the rewrite reads (their debug forms, which name every literal).
+    pub(crate) fn new(q: &ValidatedQuery, releases: &[Release], reader: usize) -> Self {
         let keys: Vec<_> = q.keys.iter().map(|k| &k.expr).collect();
         let stats: Vec<_> = releases.iter().map(|r| &r.stat).collect();
         Self(format!(
-            "{}\n{}\n{:?}\n{:?}\n{:?}\n{:?}",
+            "{}\n{}\n{:?}\n{:?}\n{:?}\n{:?}\nreader {reader}",
             q.dataset, q.normalized, q.filter, keys, q.lookup, stats
         ))
     }
