@@ -651,6 +651,65 @@ action = "suspend"
     assert_eq!(kinds, ["alert.raised", "suspended"]);
 }
 
+#[test]
+fn a_dataset_share_alert_suspends_the_dataset_when_all_operators_together_cross_it() {
+    // `health_visits` may give out ε 1.0 a period to everyone together; the rule suspends the
+    // dataset at a fifth of that. One operator's job asks ε 0.01 queries until one is refused.
+    let mut b = TestBroker::start("alert-dataset", |t| {
+        capped(t)
+            + r#"
+[[alert]]
+name = "visits-fifth"
+when = "dataset_share"
+threshold = 0.2
+datasets = ["health_visits"]
+action = "suspend"
+"#
+    });
+    let counter = Store::open(&b.dir)
+        .and_then(|s| s.create_token(Role::Operator, "counter", "test"))
+        .expect("a token for counter");
+    let id = submit_params(b.url(), &counter, "until-refused");
+    assert_eq!(final_state(&b, &counter, &id), "held");
+    let (_, job) = http(
+        b.url(),
+        "GET",
+        &format!("/v1/jobs/{id}"),
+        Some(&counter),
+        None,
+        b"",
+    );
+    // 20 answers of ε 0.01 reach a fifth of ε 1.0; the 21st is refused as suspended.
+    assert_eq!(job["queries"], 20, "{job}");
+    let alerts = get_ok(&b, &b.admin, "/v1/admin/alerts");
+    let a = &alerts["alerts"][0];
+    assert_eq!(
+        (
+            a["rule"].as_str(),
+            a["operator"].as_str(),
+            a["action"].as_str()
+        ),
+        (Some("visits-fifth"), Some("*"), Some("suspend")),
+        "{alerts}"
+    );
+    let share = a["share"].as_f64().unwrap();
+    assert!((share - 0.2).abs() < 1e-9, "{alerts}");
+    let s = get_ok(&b, &b.admin, "/v1/admin/suspensions");
+    assert_eq!(
+        (
+            s["suspensions"][0]["kind"].as_str(),
+            s["suspensions"][0]["name"].as_str()
+        ),
+        (Some("dataset"), Some("health_visits")),
+        "{s}"
+    );
+    b.stop();
+    assert_eq!(
+        audit_kinds(&b, &["alert.raised", "suspended"]),
+        ["alert.raised", "suspended"]
+    );
+}
+
 /// Audit entry kinds among `kinds`, in log order, from the stopped broker's database.
 fn audit_kinds(b: &TestBroker, kinds: &[&str]) -> Vec<String> {
     let conn = Store::open_conn_readonly(&b.dir).unwrap();
