@@ -220,7 +220,7 @@ pub(crate) async fn query(
         wasm: SQL_JOB.as_bytes().to_vec(),
     };
     job.check(&s.limits)?;
-    let (needs_review, holders_to_approve) = admission(
+    let admitted = admission(
         &s,
         &auth,
         &operator,
@@ -228,14 +228,15 @@ pub(crate) async fn query(
         &|_, _| false,
     )?;
     let sha = sluice_runtime::sql_job::SQL_JOB_SHA256.clone();
-    accepted(
-        &s,
-        &auth.0.name,
-        &job,
-        sha,
-        needs_review,
-        &holders_to_approve,
-    )
+    accepted(&s, &auth.0.name, &job, sha, &admitted)
+}
+
+/// What admission decided about a submission.
+struct Admitted {
+    /// Whether a reviewer must approve it first.
+    needs_review: bool,
+    /// Holders who must approve it too.
+    holders_to_approve: Vec<String>,
 }
 
 /// A submission at the door: admitted by policy (whether it needs review, and which holders
@@ -246,15 +247,17 @@ fn admission(
     operator: &OperatorId,
     job: &Declaration<'_>,
     listed: &dyn Fn(&sluice_policy::Grant, &DatasetId) -> bool,
-) -> ApiResult<(bool, Vec<String>)> {
-    let (needs_review, holders) = {
+) -> ApiResult<Admitted> {
+    let admitted = {
         let cur = current(s);
         let policy = cur.sandbox.engine().policy();
-        let review = admit(policy, operator, job, listed).map_err(Refusal::into_api)?;
-        (review, holders_to_approve(policy, job.datasets))
+        Admitted {
+            needs_review: admit(policy, operator, job, listed).map_err(Refusal::into_api)?,
+            holders_to_approve: holders_to_approve(policy, job.datasets),
+        }
     };
-    room_for(s, auth, job.datasets, needs_review)?;
-    Ok((needs_review, holders))
+    room_for(s, auth, job.datasets, admitted.needs_review)?;
+    Ok(admitted)
 }
 
 /// Stores an admitted job and answers `202` with its id, first state and wasm sha256, and
@@ -264,9 +267,9 @@ fn accepted(
     operator: &str,
     job: &Submission,
     wasm_sha256: String,
-    needs_review: bool,
-    holders_to_approve: &[String],
+    admitted: &Admitted,
 ) -> ApiResult<Response> {
+    let needs_review = admitted.needs_review;
     let (id, state) = s.store.submit(&NewJob {
         operator,
         purpose: &job.purpose,
@@ -276,7 +279,7 @@ fn accepted(
         datasets: &job.datasets,
         max_epsilon: job.max_epsilon,
         needs_review,
-        holders_to_approve,
+        holders_to_approve: &admitted.holders_to_approve,
         scenario: job.scenario.as_deref(),
     })?;
     notify(s);
@@ -324,8 +327,7 @@ pub(crate) async fn submit(
                 .build_allowed(operator.as_str(), d.as_str(), &sha)
                 .unwrap_or(false)
     };
-    let (needs_review, holders_to_approve) =
-        admission(&s, &auth, &operator, &Declaration::of(&job, false), &listed)?;
+    let admitted = admission(&s, &auth, &operator, &Declaration::of(&job, false), &listed)?;
     // Compile now: an invalid job is refused at the door, and the first run skips compilation.
     let s2 = s.clone();
     let job = tokio::task::spawn_blocking(move || {
@@ -334,14 +336,7 @@ pub(crate) async fn submit(
     .await
     .map_err(ApiError::internal)?
     .map_err(|e| ApiError::new(ErrorCode::InvalidWasm, e.to_string()))?;
-    accepted(
-        &s,
-        &auth.0.name,
-        &job,
-        sha,
-        needs_review,
-        &holders_to_approve,
-    )
+    accepted(&s, &auth.0.name, &job, sha, &admitted)
 }
 
 /// A job as submitted: application/wasm with its metadata in the query string, or
