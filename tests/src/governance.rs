@@ -51,6 +51,13 @@ fn submit_params(url: &str, token: &str, params: &str) -> String {
     v["id"].as_str().expect("an id").to_string()
 }
 
+/// A token for the second operator of the test policy, `counter`.
+fn counter_token(b: &TestBroker) -> String {
+    Store::open(&b.dir)
+        .and_then(|s| s.create_token(Role::Operator, "counter", "test"))
+        .expect("a token for counter")
+}
+
 /// Follows a job to its end; returns its final state.
 fn final_state(b: &TestBroker, token: &str, id: &str) -> String {
     b.client(token)
@@ -71,9 +78,7 @@ fn final_state(b: &TestBroker, token: &str, id: &str) -> String {
 #[test]
 fn two_operators_under_concurrency_never_exceed_the_dataset_wide_cap() {
     let mut b = TestBroker::start("dataset-cap", capped);
-    let counter = Store::open(&b.dir)
-        .and_then(|s| s.create_token(Role::Operator, "counter", "test"))
-        .expect("a token for the second operator");
+    let counter = counter_token(&b);
     // 2 × 8 jobs of one ε 0.1 query each, all different (no cached answers): each operator's own
     // caps allow all of its jobs, the dataset's allows 10 queries in all.
     let threads: Vec<_> = [b.analyst.clone(), counter.clone()]
@@ -591,9 +596,7 @@ datasets = ["health_visits"]
 action = "suspend"
 "#
     });
-    let counter = Store::open(&b.dir)
-        .and_then(|s| s.create_token(Role::Operator, "counter", "test"))
-        .expect("a token for counter");
+    let counter = counter_token(&b);
     let id = submit_params(b.url(), &counter, "until-refused");
     b.client(&counter)
         .follow(&id, |_, _| {})
@@ -666,9 +669,7 @@ datasets = ["health_visits"]
 action = "suspend"
 "#
     });
-    let counter = Store::open(&b.dir)
-        .and_then(|s| s.create_token(Role::Operator, "counter", "test"))
-        .expect("a token for counter");
+    let counter = counter_token(&b);
     let id = submit_params(b.url(), &counter, "until-refused");
     assert_eq!(final_state(&b, &counter, &id), "held");
     let (_, job) = http(
@@ -749,9 +750,7 @@ window = "1h"
 action = "hold_releases"
 "#
     });
-    let counter = Store::open(&b.dir)
-        .and_then(|s| s.create_token(Role::Operator, "counter", "test"))
-        .expect("a token for counter");
+    let counter = counter_token(&b);
     let sql = "SELECT COUNT(*) AS n FROM health_visits";
     // The job whose ε 0.1 query fires the rule, and the next one, run while the hold stands.
     let first = submit(b.url(), &counter, sql);
@@ -846,9 +845,7 @@ window = "10m"
 action = "suspend"
 "#
     });
-    let counter = Store::open(&b.dir)
-        .and_then(|s| s.create_token(Role::Operator, "counter", "test"))
-        .expect("a token for counter");
+    let counter = counter_token(&b);
     // SUM is not among counter's aggregations: every one of the eight is refused, before any
     // charge; the fifth raises the alert.
     let id = submit_params(
@@ -944,9 +941,7 @@ action = "notify"
             c
         },
     );
-    let counter = Store::open(&b.dir)
-        .and_then(|s| s.create_token(Role::Operator, "counter", "test"))
-        .expect("a token for counter");
+    let counter = counter_token(&b);
     // An admin watches the stream from before the alert.
     let (tx, rx) = std::sync::mpsc::channel();
     let watcher = b.client(&b.admin);
@@ -1014,9 +1009,7 @@ fn a_scenarios_recipient_fetches_its_released_reports_and_no_other_operator_does
             1,
         )
     });
-    let counter = Store::open(&b.dir)
-        .and_then(|s| s.create_token(Role::Operator, "counter", "test"))
-        .expect("a token for counter");
+    let counter = counter_token(&b);
     let id = submit(
         b.url(),
         &b.analyst,
