@@ -114,7 +114,7 @@ pub fn now_ms() -> i64 {
 /// Appends `e` inside `tx`; returns its sequence number. The caller commits.
 pub fn append(tx: &Transaction<'_>, e: NewEntry) -> Result<i64> {
     let (last_seq, prev): (i64, String) = tx
-        .query_row(
+        .row(
             "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
             [],
             |r| Ok((r.get(0)?, r.get(1)?)),

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use sluice_policy::{DatasetId, Date, OperatorId, Policy, Tariff, Usage};
 use sluice_runtime::privacy::QueryRecord;
 
-use crate::store::Store;
+use crate::store::{Cached, Store};
 
 /// One job's meter on one dataset.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -386,7 +386,7 @@ pub(crate) fn insert_meters(
 ) -> rusqlite::Result<()> {
     let now = crate::audit::now_ms();
     for (dataset, m) in meters {
-        tx.execute(
+        tx.exec(
             "INSERT OR REPLACE INTO meters
              (job, dataset, operator, scenario, queries, cached, cells, compute_ms, at_ms)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",

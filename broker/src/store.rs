@@ -1332,7 +1332,7 @@ impl Store {
         let hash = token_hash(token);
         let row: Option<(String, String, String)> = self
             .reader()?
-            .query_row(
+            .row(
                 "SELECT hash, principal, role FROM tokens
                  WHERE hash = ?1 AND COALESCE(expires_ms, 0) > ?2",
                 params![&hash, now_ms()],
@@ -1406,7 +1406,7 @@ impl Store {
 
     fn job_state(tx: &Connection, id: &str) -> Result<Option<(JobState, String)>, StateError> {
         Ok(tx
-            .query_row(
+            .row(
                 "SELECT state, operator FROM jobs WHERE id = ?1",
                 [id],
                 |r| Ok((JobState::parse(&r.get::<_, String>(0)?), r.get(1)?)),
@@ -1564,7 +1564,7 @@ impl Store {
             }
             loop {
                 let row: Option<(String, String, String, String, String, Option<f64>)> = tx
-                    .query_row(
+                    .row(
                         "SELECT id, operator, wasm_sha256, params, datasets, max_epsilon FROM jobs
                          WHERE state = 'queued' ORDER BY n LIMIT 1",
                         [],
@@ -2226,7 +2226,7 @@ impl Store {
 
     /// Number of queued jobs.
     pub fn queued(&self) -> Result<i64> {
-        Ok(self.reader()?.query_row(
+        Ok(self.reader()?.row(
             "SELECT COUNT(*) FROM jobs WHERE state = 'queued'",
             [],
             |r| r.get(0),
