@@ -1179,8 +1179,8 @@ impl Store {
         }
     }
 
-    /// Writes what the store keeps in memory (answers for the cache) now: at shutdown.
-    pub fn flush(&self) -> Result<()> {
+    /// Writes what the store keeps in memory (answers for the cache) now: when it closes.
+    fn flush(&self) -> Result<()> {
         self.write(|_| Ok::<_, anyhow::Error>(()))
     }
 
@@ -1196,7 +1196,8 @@ impl Store {
         Ok(())
     }
 
-    /// Signs a checkpoint of the current head now (at releases and at shutdown).
+    /// Signs a checkpoint of the current head now (at shutdown; a release signs its own, see
+    /// [`Store::finish`]).
     pub fn checkpoint(&self) -> Result<Option<audit::Checkpoint>> {
         let conn = self.lock();
         audit::checkpoint(&conn, &self.keys, &checkpoint_path(&self.dir))
@@ -1647,8 +1648,8 @@ impl Store {
             .context("a released job has a release")
     }
 
-    /// Ends a job that ran in one transaction: keeps what its run left (`run`, see
-    /// [`Store::record_run`]), then releases its report or records why it failed, and signs a
+    /// Ends a job that ran in one transaction: keeps what its run left (`run`: its log and
+    /// meters), then releases its report or records why it failed, and signs a
     /// checkpoint of the log's head. Returns the release, `None` for a failure.
     pub fn finish(
         &self,
@@ -1892,13 +1893,6 @@ impl Store {
         self.write(|tx| fail(tx, id, error))
     }
 
-    /// Keeps what a job's run left, in one transaction: its log (the lines the log cap kept, and
-    /// how many it dropped), sent to its followers as a `log` event, and its meters. A job that
-    /// ends keeps these with its ending instead ([`Store::finish`]).
-    pub fn record_run(&self, run: &RunRecord<'_>) -> Result<()> {
-        self.write(|tx| record_run(tx, run))
-    }
-
     /// Job `id`'s risk report `(sha256, body)`, if one was made.
     pub fn risk_report(&self, id: &str) -> Result<Option<(String, String)>> {
         Ok(self
@@ -2033,7 +2027,7 @@ impl Store {
         };
         // A rule at its level fires on every charge until its window passes: look before
         // opening a transaction, and again inside it.
-        if raised(&self.lock())? {
+        if raised(&*self.reader()?)? {
             return Ok(false);
         }
         self.write(|tx| -> Result<bool> {
@@ -2455,7 +2449,9 @@ impl Store {
 
     /// What every operator together spent on `dataset` in the last `period`.
     pub fn dataset_spent(&self, dataset: &str, period: Duration) -> Totals {
-        dataset_spent(&self.lock(), dataset, period).unwrap_or_default()
+        self.reader()
+            .and_then(|c| dataset_spent(&c, dataset, period))
+            .unwrap_or_default()
     }
 
     /// What `operator` spent on `dataset` this period, and `job` in all.
@@ -2472,7 +2468,9 @@ impl Store {
         job: &str,
         period: Duration,
     ) -> Spent {
-        spent(&self.lock(), operator, dataset, scenario, job, period).unwrap_or_default()
+        self.reader()
+            .and_then(|c| spent(&c, operator, dataset, scenario, job, period))
+            .unwrap_or_default()
     }
 
     /// Totals per job from the ledger, for consistency checks: (job, ε).
@@ -2509,7 +2507,8 @@ struct Moved {
     audit_seq: i64,
 }
 
-/// [`Store::record_run`]'s work in `tx`.
+/// Keeps what a job's run left in `tx`: its log (the lines the log cap kept, and how many it
+/// dropped), sent to its followers as a `log` event, and its meters.
 fn record_run(tx: &rusqlite::Transaction<'_>, run: &RunRecord<'_>) -> Result<()> {
     let text = serde_json::to_string(run.log)?;
     tx.exec(
@@ -2976,7 +2975,8 @@ impl sluice_runtime::AnswerCache for LedgerAnswerCache {
             .map(|a| a.answer.clone());
         let found = kept.or_else(|| {
             self.0
-                .lock()
+                .reader()
+                .ok()?
                 .row(
                     "SELECT answer FROM answers WHERE key = ?1",
                     [&digest],
