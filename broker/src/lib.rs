@@ -44,6 +44,7 @@ pub mod denials;
 pub mod error;
 pub mod filings;
 pub mod keys;
+mod ledger_totals;
 pub mod listener;
 pub mod oversight;
 pub mod plot;

@@ -19,6 +19,7 @@ use sluice_runtime::{BudgetError, Charge, Spent, Totals, privacy::accountant::ch
 use crate::audit::{self, NewEntry, now_ms};
 use crate::filings::{Filing, FilingTerms};
 use crate::keys::{DatasetVersion, Keys, Receipt, random_bytes, sha256_hex};
+use crate::ledger_totals::{Key, NextCharge, Units};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` is the number applied.
 const MIGRATIONS: &[&str] = &[
@@ -159,6 +160,36 @@ CREATE TABLE registry_events (
     number TEXT NOT NULL, n INTEGER NOT NULL, kind TEXT NOT NULL, at_ms INTEGER NOT NULL,
     actor TEXT NOT NULL, reason TEXT NOT NULL, audit_seq INTEGER NOT NULL,
     PRIMARY KEY (number, n));
+"#,
+    // Running totals of the ledger (`ledger_totals`): each charge carries the sums of its grant's
+    // (operator, dataset, scenario) and of its dataset's charges up to and including it, in
+    // charge order (at_ms, id), in whole units of 1e-12 (ε, ρ) and 1e-18 (δ), each charge rounded
+    // up. A period's spend is then two index lookups instead of a sum over the period.
+    r#"
+ALTER TABLE charges ADD COLUMN grant_total_epsilon INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE charges ADD COLUMN grant_total_rho INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE charges ADD COLUMN grant_total_delta INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE charges ADD COLUMN dataset_total_epsilon INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE charges ADD COLUMN dataset_total_rho INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE charges ADD COLUMN dataset_total_delta INTEGER NOT NULL DEFAULT 0;
+UPDATE charges SET
+    grant_total_epsilon = t.ge, grant_total_rho = t.gr, grant_total_delta = t.gd,
+    dataset_total_epsilon = t.de, dataset_total_rho = t.dr, dataset_total_delta = t.dd
+FROM (
+    SELECT id,
+        SUM(e) OVER g AS ge, SUM(r) OVER g AS gr, SUM(d) OVER g AS gd,
+        SUM(e) OVER ds AS de, SUM(r) OVER ds AS dr, SUM(d) OVER ds AS dd
+    FROM (
+        SELECT id, operator, dataset, scenario, at_ms,
+            CAST(epsilon * 1e12 AS INTEGER) + (epsilon * 1e12 > CAST(epsilon * 1e12 AS INTEGER)) AS e,
+            CAST(rho * 1e12 AS INTEGER) + (rho * 1e12 > CAST(rho * 1e12 AS INTEGER)) AS r,
+            CAST(delta * 1e18 AS INTEGER) + (delta * 1e18 > CAST(delta * 1e18 AS INTEGER)) AS d
+        FROM charges)
+    WINDOW g AS (PARTITION BY operator, dataset, scenario ORDER BY at_ms, id),
+           ds AS (PARTITION BY dataset ORDER BY at_ms, id)
+) AS t
+WHERE charges.id = t.id;
+CREATE INDEX charges_grant_totals ON charges(operator, dataset, scenario, at_ms);
 "#,
 ];
 
@@ -2414,11 +2445,20 @@ impl Store {
                         "scenario": c.scenario,
                     })),
             )?;
+            let next = NextCharge::new(
+                &tx,
+                grant_key(c),
+                Key::Dataset(c.dataset.as_str()),
+                Units::of_charge(c.amount.epsilon(), c.amount.rho(), c.delta)?,
+                now_ms(),
+            )?;
             tx.exec(
-                "INSERT INTO charges (at_ms, operator, dataset, job, epsilon, delta, audit_seq, rho, scenario)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                "INSERT INTO charges (at_ms, operator, dataset, job, epsilon, delta, audit_seq, rho, scenario,
+                     grant_total_epsilon, grant_total_rho, grant_total_delta,
+                     dataset_total_epsilon, dataset_total_rho, dataset_total_delta)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
                 params![
-                    now_ms(),
+                    next.at_ms,
                     c.operator.as_str(),
                     c.dataset.as_str(),
                     c.job,
@@ -2426,7 +2466,13 @@ impl Store {
                     c.delta,
                     seq,
                     c.amount.rho(),
-                    c.scenario
+                    c.scenario,
+                    next.grant.epsilon,
+                    next.grant.rho,
+                    next.grant.delta,
+                    next.dataset.epsilon,
+                    next.dataset.rho,
+                    next.dataset.delta
                 ],
             )?;
             event(
@@ -2847,49 +2893,49 @@ fn spent(
     job: &str,
     period: Duration,
 ) -> Result<Spent> {
-    let since = now_ms().saturating_sub(period.as_millis().min(i64::MAX as u128) as i64);
-    // Two sums, each read through an index (the job's charges; the grant's since `since`), so
-    // that a charge costs the same after years of charges as on the first day.
-    let totals = |r: &rusqlite::Row<'_>| -> rusqlite::Result<Totals> {
-        Ok(Totals {
-            epsilon: r.get(0)?,
-            rho: r.get(1)?,
-            delta: r.get(2)?,
-        })
+    let grant = Key::Grant {
+        operator,
+        dataset,
+        scenario,
     };
     Ok(Spent {
+        // A job's charges are few: summed through their index.
         job: conn.row(
             "SELECT COALESCE(SUM(epsilon), 0), COALESCE(SUM(rho), 0), COALESCE(SUM(delta), 0)
              FROM charges INDEXED BY charges_job
              WHERE job = ?3 AND operator = ?1 AND dataset = ?2 AND scenario IS ?4",
             params![operator, dataset, job, scenario],
-            totals,
+            |r| {
+                Ok(Totals {
+                    epsilon: r.get(0)?,
+                    rho: r.get(1)?,
+                    delta: r.get(2)?,
+                })
+            },
         )?,
-        period: conn.row(
-            "SELECT COALESCE(SUM(epsilon), 0), COALESCE(SUM(rho), 0), COALESCE(SUM(delta), 0)
-             FROM charges INDEXED BY charges_grant
-             WHERE operator = ?1 AND dataset = ?2 AND at_ms >= ?3 AND scenario IS ?4",
-            params![operator, dataset, since, scenario],
-            totals,
-        )?,
+        // A period's may be many: read from the running totals, the same cost after a year of
+        // charges as on the first day.
+        period: grant.spent_since(conn, period_start(period))?,
     })
+}
+
+/// The grant a charge is made on, as the ledger's running totals key it.
+fn grant_key(c: &Charge) -> Key<'_> {
+    Key::Grant {
+        operator: c.operator.as_str(),
+        dataset: c.dataset.as_str(),
+        scenario: c.scenario.as_deref(),
+    }
+}
+
+/// When the period of length `period` that ends now began.
+fn period_start(period: Duration) -> i64 {
+    now_ms().saturating_sub(period.as_millis().min(i64::MAX as u128) as i64)
 }
 
 /// What every operator together spent on `dataset` in the last `period`.
 fn dataset_spent(conn: &Connection, dataset: &str, period: Duration) -> Result<Totals> {
-    let since = now_ms().saturating_sub(period.as_millis().min(i64::MAX as u128) as i64);
-    Ok(conn.row(
-        "SELECT COALESCE(SUM(epsilon), 0), COALESCE(SUM(rho), 0), COALESCE(SUM(delta), 0)
-         FROM charges WHERE dataset = ?1 AND at_ms >= ?2",
-        params![dataset, since],
-        |r| {
-            Ok(Totals {
-                epsilon: r.get(0)?,
-                rho: r.get(1)?,
-                delta: r.get(2)?,
-            })
-        },
-    )?)
+    Key::Dataset(dataset).spent_since(conn, period_start(period))
 }
 
 /// The sha256 of the risk report job `id` was approved on: the one its approvals' audit entries
@@ -3365,6 +3411,7 @@ mod tests {
         "0eabe5a2fd8e9ab0499146f31b169e79696375604297e3e58bf058c8c1fbcf52",
         "5fe9a1997771877e0a08034c3d2e32eb984cb9686de7b316eb4d5b4bb803b4d2",
         "781e2569dae1a96ef1609de1df6dbbfb88d70b5c2ba3e8198c80b4952ccf75f8",
+        "a003bf49c54d8d1c36281cfa626f62379d757760bd677bf15943c5f9fc9b9a20",
     ];
 
     #[test]
@@ -3640,5 +3687,244 @@ mod tests {
         assert_eq!(answers_on_disk(&s), 3);
         let again = LedgerAnswerCache(s.clone()).lookup(&key("SELECT AVG(x) FROM visits"), "job-x");
         assert_eq!(again.map(|t| t.rows), Some(table.rows));
+    }
+
+    /// A charge of `epsilon` (and `delta`) by `operator` on `dataset` under `scenario`, far below
+    /// every cap, with a dataset cap so that the dataset's total is checked too.
+    fn a_charge(
+        operator: &str,
+        dataset: &str,
+        scenario: Option<&str>,
+        epsilon: f64,
+        delta: f64,
+    ) -> Charge {
+        Charge {
+            operator: operator.parse().unwrap(),
+            dataset: sluice_policy::DatasetId::new(dataset).unwrap(),
+            job: format!("job-{operator}"),
+            scenario: scenario.map(str::to_string),
+            amount: sluice_runtime::privacy::accountant::Amount {
+                measure: sluice_policy::PrivacyMeasure::Pure,
+                value: epsilon,
+            },
+            delta,
+            caps: sluice_runtime::Caps {
+                per_job: 1e6,
+                per_period: 1e6,
+            },
+            dataset_cap: Some(sluice_runtime::DatasetCap {
+                per_period: 1e6,
+                period: Duration::from_secs(86_400),
+            }),
+            delta_per_period: 1.0,
+            period: Duration::from_secs(86_400),
+            sql: "SELECT COUNT(*) FROM visits".into(),
+            submitted_sql: "SELECT COUNT(*) FROM visits".into(),
+            dataset_hash: "ab".repeat(32),
+            mechanism: "discrete-laplace".into(),
+            engine: "local".into(),
+        }
+    }
+
+    /// The ledger's own sum of ε and δ over a grant's (`Some((operator, scenario))`) or a
+    /// dataset's (`None`) charges at `since` or later.
+    fn summed(
+        conn: &Connection,
+        grant: Option<(&str, Option<&str>)>,
+        dataset: &str,
+        since: i64,
+    ) -> (f64, f64) {
+        let sum = |r: &rusqlite::Row<'_>| Ok((r.get(0)?, r.get(1)?));
+        match grant {
+            Some((op, scenario)) => conn.query_row(
+                "SELECT COALESCE(SUM(epsilon), 0), COALESCE(SUM(delta), 0) FROM charges
+                 WHERE operator = ?1 AND dataset = ?2 AND scenario IS ?3 AND at_ms >= ?4",
+                params![op, dataset, scenario, since],
+                sum,
+            ),
+            None => conn.query_row(
+                "SELECT COALESCE(SUM(epsilon), 0), COALESCE(SUM(delta), 0) FROM charges
+                 WHERE dataset = ?1 AND at_ms >= ?2",
+                params![dataset, since],
+                sum,
+            ),
+        }
+        .unwrap()
+    }
+
+    /// Every grant's and dataset's running total since each charge's time (and since before
+    /// the first and after the last) is the sum of its charges since then, to within the
+    /// rounding up of each charge to a whole unit, and never less.
+    fn assert_totals_match_sums(s: &Store, grants: &[(&str, Option<&str>)], datasets: &[&str]) {
+        let conn = s.lock();
+        let times: Vec<i64> = conn
+            .prepare("SELECT DISTINCT at_ms FROM charges")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert!(times.len() > 3, "charges at several times");
+        let close = |kept: Totals, (epsilon, delta): (f64, f64), what: &str| {
+            assert!(
+                kept.epsilon >= epsilon - 1e-12 && kept.epsilon - epsilon < 1e-9,
+                "{what}: ε {} kept, {epsilon} charged",
+                kept.epsilon
+            );
+            assert!(
+                kept.delta >= delta - 1e-18 && kept.delta - delta < 1e-15,
+                "{what}: δ {} kept, {delta} charged",
+                kept.delta
+            );
+        };
+        for since in times.iter().copied().chain([0, i64::MAX]) {
+            for &dataset in datasets {
+                for &(operator, scenario) in grants {
+                    let key = Key::Grant {
+                        operator,
+                        dataset,
+                        scenario,
+                    };
+                    close(
+                        key.spent_since(&conn, since).unwrap(),
+                        summed(&conn, Some((operator, scenario)), dataset, since),
+                        &format!("{key:?} since {since}"),
+                    );
+                }
+                close(
+                    Key::Dataset(dataset).spent_since(&conn, since).unwrap(),
+                    summed(&conn, None, dataset, since),
+                    &format!("{dataset} since {since}"),
+                );
+            }
+        }
+    }
+
+    /// Moves each charge back by `step_ms` per charge after it, keeping their order: a history
+    /// spread over time, so that periods cut through it.
+    fn spread_back(s: &Store, step_ms: i64) {
+        s.lock()
+            .execute(
+                "UPDATE charges SET at_ms = at_ms - ?1 * (SELECT COUNT(*) FROM charges c WHERE c.id > charges.id)",
+                [step_ms],
+            )
+            .unwrap();
+    }
+
+    const GRANTS: &[(&str, Option<&str>)] =
+        &[("op-a", None), ("op-a", Some("tourism")), ("op-b", None)];
+    const DATASETS: &[&str] = &["visits", "tours"];
+
+    /// Charges from every grant on every dataset, of amounts that are not whole units.
+    fn charge_each(s: &Store, rounds: usize) {
+        for i in 0..rounds {
+            for &(operator, scenario) in GRANTS {
+                for &dataset in DATASETS {
+                    let epsilon = 0.0100001 * (1 + i % 7) as f64 + 1e-13;
+                    s.charge(&a_charge(operator, dataset, scenario, epsilon, 1e-9 / 3.0))
+                        .expect("far below every cap");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_periods_spend_from_running_totals_is_its_charges_sum() {
+        let s = store("totals");
+        charge_each(&s, 8);
+        spread_back(&s, 60_000);
+        assert_totals_match_sums(&s, GRANTS, DATASETS);
+        // Charges after the spread continue the totals.
+        charge_each(&s, 2);
+        assert_totals_match_sums(&s, GRANTS, DATASETS);
+        // What the runtime reads: the grant's period (one day: the last 24 charges of each
+        // key are within it, the spread put the others further back).
+        let day = Duration::from_secs(86_400);
+        let spent = s.spent_in("op-a", "visits", Some("tourism"), "job-op-a", day);
+        let since = period_start(day);
+        let (epsilon, _) = summed(&s.lock(), Some(("op-a", Some("tourism"))), "visits", since);
+        assert!((spent.period.epsilon - epsilon).abs() < 1e-9 && epsilon > 0.0);
+        let all = s.dataset_spent("visits", day);
+        let (epsilon, _) = summed(&s.lock(), None, "visits", since);
+        assert!((all.epsilon - epsilon).abs() < 1e-9 && epsilon > spent.period.epsilon);
+    }
+
+    #[test]
+    fn a_charge_is_never_stamped_before_its_keys_last_charge() {
+        let s = store("clock-back");
+        charge_each(&s, 1);
+        // The clock steps back an hour: the last charge looks an hour ahead of it.
+        let ahead = now_ms() + 3_600_000;
+        s.lock()
+            .execute(
+                "UPDATE charges SET at_ms = ?1 WHERE id = (SELECT MAX(id) FROM charges)",
+                [ahead],
+            )
+            .unwrap();
+        let (operator, scenario) = GRANTS[GRANTS.len() - 1];
+        let dataset = DATASETS[DATASETS.len() - 1];
+        s.charge(&a_charge(operator, dataset, scenario, 0.25, 0.0))
+            .unwrap();
+        let stamped: i64 = s
+            .lock()
+            .query_row(
+                "SELECT at_ms FROM charges ORDER BY id DESC LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(
+            stamped, ahead,
+            "stamped at its key's last charge, not earlier"
+        );
+        assert_totals_match_sums(&s, GRANTS, DATASETS);
+    }
+
+    #[test]
+    fn an_upgraded_ledger_gets_running_totals_of_its_past_charges() {
+        let dir = std::env::temp_dir().join(format!(
+            "sluice-store-{}-totals-upgrade-{}",
+            std::process::id(),
+            hex::encode(random_bytes::<4>())
+        ));
+        drop(Store::init(&dir).unwrap());
+        let before = MIGRATIONS.len() - 1;
+        let old = dir.join("old.db");
+        {
+            let conn = Connection::open(&old).unwrap();
+            for m in &MIGRATIONS[..before] {
+                conn.execute_batch(m).unwrap();
+            }
+            conn.pragma_update(None, "user_version", before as i64)
+                .unwrap();
+            // Charges out of time order (a clock that stepped back), on two keys.
+            for (i, (at_ms, operator, scenario)) in [
+                (5_000, "op-a", None),
+                (3_000, "op-a", None),
+                (4_000, "op-b", Some("tourism")),
+                (9_000, "op-a", None),
+                (1_000, "op-b", Some("tourism")),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                conn.execute(
+                    "INSERT INTO charges (at_ms, operator, dataset, job, epsilon, delta, audit_seq, rho, scenario)
+                     VALUES (?1, ?2, 'visits', 'job-old', ?3, 1e-9, 0, 0, ?4)",
+                    params![at_ms, operator, 0.1 * (i + 1) as f64 + 1e-14, scenario],
+                )
+                .unwrap();
+            }
+        }
+        for ext in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{ext}", db_path(&dir).display()));
+        }
+        std::fs::rename(&old, db_path(&dir)).unwrap();
+        let s = Store::open(&dir).expect("the old ledger upgrades");
+        let grants = [("op-a", None), ("op-b", Some("tourism"))];
+        assert_totals_match_sums(&s, &grants, &["visits"]);
+        s.charge(&a_charge("op-b", "visits", Some("tourism"), 0.5, 0.0))
+            .unwrap();
+        assert_totals_match_sums(&s, &grants, &["visits"]);
     }
 }
