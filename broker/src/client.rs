@@ -32,6 +32,10 @@ pub struct Submission<'a> {
     pub scenario: Option<&'a str>,
 }
 
+/// The most bytes of purpose and parameters a submission carries in its query string (percent
+/// encoding may triple them); beyond, it goes as JSON.
+const QUERY_STRING_BYTES: usize = 16 << 10;
+
 impl Client {
     /// A client for the broker at `base` (e.g. `http://127.0.0.1:7878`).
     pub fn new(base: &str, token: &str) -> Self {
@@ -136,17 +140,20 @@ impl Client {
 
     /// Submits a job; returns the broker's answer (`id`, `state`, `wasm_sha256`).
     pub fn submit(&self, job: &Submission<'_>) -> Result<Value> {
-        self.post_json("/v1/jobs", &Self::submission_body(job)?)
+        self.post_job("/v1/jobs", job)
     }
 
     /// Asks the broker for the job's plan (`POST /v1/plan`): a dry run on mock data against
     /// what the operator's grants have left. Nothing is charged.
     pub fn plan(&self, job: &Submission<'_>) -> Result<Value> {
-        self.post_json("/v1/plan", &Self::submission_body(job)?)
+        self.post_job("/v1/plan", job)
     }
 
-    /// The JSON body of a submission (and of a plan request).
-    fn submission_body(job: &Submission<'_>) -> Result<Value> {
+    /// POSTs a job to `path` as `application/wasm`, its declarations in the query string: the
+    /// component's bytes as they are, without the third more (and the encoding and decoding)
+    /// that base64 in JSON costs. Long parameters would not fit a request line (the broker's
+    /// HTTP server takes URIs up to 64 KiB), so with them the job goes as JSON.
+    fn post_job(&self, path: &str, job: &Submission<'_>) -> Result<Value> {
         // Refused here rather than by the broker mid-upload (which a client sees as a broken
         // pipe).
         let cap = crate::server::MAX_WASM_BYTES;
@@ -156,14 +163,40 @@ impl Client {
                 job.wasm.len()
             );
         }
-        Ok(json!({
+        if job.params.len() + job.purpose.len() > QUERY_STRING_BYTES {
+            return self.post_json(path, &Self::submission_json(job));
+        }
+        let mut req = self
+            .agent
+            .post(self.url(path))
+            .header("Authorization", self.auth())
+            .header("Content-Type", "application/wasm")
+            .query("purpose", job.purpose)
+            .query("params", job.params)
+            .query("datasets", job.datasets.join(","));
+        if let Some(m) = job.max_epsilon {
+            req = req.query("max_epsilon", m.to_string());
+        }
+        if let Some(s) = job.scenario {
+            req = req.query("scenario", s);
+        }
+        let resp = req
+            .send(job.wasm)
+            .with_context(|| format!("cannot reach the broker at {}", self.base))?;
+        let (s, t) = Self::finish(resp)?;
+        Ok(serde_json::from_str(&Self::check(s, t)?)?)
+    }
+
+    /// The JSON body of a submission (and of a plan request), the component in base64.
+    fn submission_json(job: &Submission<'_>) -> Value {
+        json!({
             "purpose": job.purpose,
             "params": job.params,
             "datasets": job.datasets,
             "max_epsilon": job.max_epsilon,
             "scenario": job.scenario,
             "wasm_base64": base64::engine::general_purpose::STANDARD.encode(job.wasm),
-        }))
+        })
     }
 
     /// Follows a job's event stream until it ends, calling `on` for each `(kind, data)`.

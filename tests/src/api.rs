@@ -972,3 +972,36 @@ fn a_refusal_decided_before_the_body_is_read_still_reaches_the_client() {
     assert_eq!(v["error"]["code"], "forbidden", "{v}");
     b.stop();
 }
+
+#[test]
+fn the_client_submits_the_component_as_is_and_long_parameters_as_json() {
+    let b = TestBroker::start("client-forms", |p| p);
+    let c = b.client(&b.analyst);
+    let wasm = guest(env!("GUEST_VISITS_BY_DISTRICT"));
+    // Characters a query string must escape; then parameters too long for one (JSON).
+    let awkward = "epsilon=0.1&note=a+b c#d?e%f/市区";
+    let long = format!("epsilon=0.1&pad={}", "x".repeat(20 << 10));
+    for (purpose, params) in [
+        ("planning & budgets: 100% of #districts?", awkward),
+        ("long", &long),
+    ] {
+        let r = c
+            .submit(&Submission {
+                wasm: &wasm,
+                purpose,
+                params,
+                datasets: &["health_visits".into()],
+                max_epsilon: Some(0.5),
+                scenario: None,
+            })
+            .unwrap();
+        let id = r["id"].as_str().unwrap();
+        assert_eq!(r["wasm_sha256"], sluice_broker::keys::sha256_hex(&wasm));
+        let job = c.get_json(&format!("/v1/jobs/{id}")).unwrap();
+        assert_eq!(
+            (&job["purpose"], &job["params"], &job["max_epsilon"]),
+            (&json!(purpose), &json!(params), &json!(0.5)),
+            "the declarations arrive as written"
+        );
+    }
+}
