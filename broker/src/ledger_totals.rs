@@ -203,7 +203,11 @@ mod tests {
         let u = Units::of_charge(0.01, 0.0, 1e-9).unwrap();
         assert_eq!(u.epsilon, 10_000_000_000);
         // 1e-9 × 1e18 is a hair above 10⁹ in floating point: rounded up, one unit more.
-        assert!((1_000_000_000..=1_000_000_001).contains(&u.delta), "{}", u.delta);
+        assert!(
+            (1_000_000_000..=1_000_000_001).contains(&u.delta),
+            "{}",
+            u.delta
+        );
         // Below one unit still costs one.
         assert_eq!(Units::of_charge(1e-15, 0.0, 0.0).unwrap().epsilon, 1);
         assert_eq!(Units::of_charge(0.0, 0.0, 0.0).unwrap(), Units::default());

@@ -52,6 +52,7 @@ pub mod registry;
 pub mod server;
 pub mod statements;
 pub mod store;
+mod wal_sync;
 pub mod webhook;
 mod worker;
 

@@ -14,12 +14,15 @@ use anyhow::{Context, Result, bail};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use sluice_runtime::{BudgetError, Charge, Spent, Totals, privacy::accountant::check_limits};
+use sluice_runtime::{
+    BudgetError, Charge, Recorded, Spent, Totals, privacy::accountant::check_limits,
+};
 
 use crate::audit::{self, NewEntry, now_ms};
 use crate::filings::{Filing, FilingTerms};
 use crate::keys::{DatasetVersion, Keys, Receipt, random_bytes, sha256_hex};
 use crate::ledger_totals::{Key, NextCharge, Units};
+use crate::wal_sync::WalSync;
 
 /// Schema migrations, applied in order; `PRAGMA user_version` is the number applied.
 const MIGRATIONS: &[&str] = &[
@@ -769,6 +772,9 @@ pub struct Store {
     /// The jobs whose events someone follows, each woken when an event of it commits (rather
     /// than every follower at every commit).
     followed: Mutex<Followed>,
+    /// Syncs the WAL for charges, which commit without waiting for the disk (see
+    /// [`Store::charge_syncing`]).
+    wal_sync: WalSync,
 }
 
 /// The jobs followed, and how far the store has looked for their events.
@@ -875,6 +881,11 @@ struct KeptAnswer {
 /// The database file in a data directory.
 pub fn db_path(dir: &Path) -> PathBuf {
     dir.join("sluice.db")
+}
+
+/// The database's write-ahead log in a data directory.
+fn wal_path(dir: &Path) -> PathBuf {
+    dir.join("sluice.db-wal")
 }
 
 /// The checkpoint file in a data directory.
@@ -1006,6 +1017,7 @@ impl Store {
             unwritten: Mutex::new(Vec::new()),
             readers: Mutex::new(Vec::new()),
             followed: Mutex::default(),
+            wal_sync: WalSync::start(wal_path(dir))?,
         })
     }
 
@@ -2396,63 +2408,116 @@ impl Store {
 
     /// Charges a query: checks suspension and the grant's caps against the ledger, appends the
     /// `query` audit entry and the charge, and commits, all in one transaction, before the query
-    /// runs. Nothing is recorded when it is refused.
+    /// runs; durable when it returns. Nothing is recorded when it is refused.
     pub fn charge(&self, c: &Charge) -> Result<AfterCharge, BudgetError> {
+        let (after, recorded) = self.charge_syncing(c)?;
+        self.settle(recorded)?;
+        Ok(after)
+    }
+
+    /// [`Store::charge`], returning once the charge is committed but before it is durable: its
+    /// sync runs on the store's sync thread (with other charges' syncs, group commit) while the
+    /// query runs, and [`Store::settle`] waits for it before the answer leaves the engine. A
+    /// power cut before then may lose the charge, but then nothing it paid for was released.
+    pub fn charge_syncing(&self, c: &Charge) -> Result<(AfterCharge, Recorded), BudgetError> {
         let mut conn = self.lock();
-        let result = (|| -> Result<Result<AfterCharge, BudgetError>> {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let answers = self.write_answers(&tx)?;
-            if let Some(why) = suspended(&tx, c.operator.as_str(), &[c.dataset.to_string()])? {
-                return Ok(Err(BudgetError::Suspended(why)));
+        let lazily = |conn: &Connection, mode: &str| {
+            conn.pragma_update(None, "synchronous", mode).map_err(|e| {
+                tracing::error!("budget ledger failure: {e:#}");
+                BudgetError::Unavailable
+            })
+        };
+        lazily(&conn, "NORMAL")?;
+        let result = self.charge_in(&mut conn, c);
+        // Back to durable commits before anything else commits (a signed checkpoint must name
+        // entries on disk).
+        lazily(&conn, "FULL")?;
+        let after = match result {
+            Ok(Ok(after)) => after,
+            Ok(Err(refused)) => return Err(refused),
+            Err(e) => {
+                tracing::error!("budget ledger failure: {e:#}");
+                return Err(BudgetError::Unavailable);
             }
-            let spent = spent(
-                &tx,
-                c.operator.as_str(),
-                c.dataset.as_str(),
-                c.scenario.as_deref(),
-                &c.job,
-                c.period,
-            )?;
-            let dataset = match c.dataset_cap {
-                Some(cap) => dataset_spent(&tx, c.dataset.as_str(), cap.period)?,
-                None => Totals::default(),
-            };
-            if let Err(e) = check_limits(c, spent, dataset) {
-                return Ok(Err(e));
-            }
-            let measure = c.amount.measure;
-            let after = AfterCharge {
-                own_period: spent.period.in_measure(measure) + c.amount.value,
-                dataset_period: c
-                    .dataset_cap
-                    .map(|_| dataset.in_measure(measure) + c.amount.value),
-            };
-            let seq = audit::append(
-                &tx,
-                NewEntry::new("query", c.operator.as_str())
-                    .job(&c.job)
-                    .operator(c.operator.as_str())
-                    .dataset(c.dataset.as_str())
-                    .detail(json!({
-                        "submitted_sql": c.submitted_sql,
-                        "sql": c.sql,
-                        "dataset_sha256": c.dataset_hash,
-                        "mechanism": c.mechanism,
-                        "engine": c.engine,
-                        "epsilon": c.amount.epsilon(),
-                        "rho": c.amount.rho(),
-                        "delta": c.delta,
-                        "scenario": c.scenario,
-                    })),
-            )?;
-            let next = NextCharge::new(
-                &tx,
-                grant_key(c),
-                Key::Dataset(c.dataset.as_str()),
-                Units::of_charge(c.amount.epsilon(), c.amount.rho(), c.delta)?,
-                now_ms(),
-            )?;
-            tx.exec(
+        };
+        let recorded = Recorded::Syncing(self.wal_sync.request());
+        if let Err(e) = self.checkpoint_if_due(&conn) {
+            tracing::error!("cannot sign an audit checkpoint after a charge: {e:#}");
+        }
+        Ok((after, recorded))
+    }
+
+    /// Returns once a charge made by [`Store::charge_syncing`] is durable.
+    pub fn settle(&self, recorded: Recorded) -> Result<(), BudgetError> {
+        match recorded {
+            Recorded::Durable => Ok(()),
+            Recorded::Syncing(mark) => self.wal_sync.wait(mark).map_err(|e| {
+                tracing::error!("budget ledger failure: {e:#}");
+                BudgetError::Unavailable
+            }),
+        }
+    }
+
+    /// The charge's transaction on `conn`, committed: its totals after it, or why it was
+    /// refused (nothing written).
+    fn charge_in(
+        &self,
+        conn: &mut Connection,
+        c: &Charge,
+    ) -> Result<Result<AfterCharge, BudgetError>> {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let answers = self.write_answers(&tx)?;
+        if let Some(why) = suspended(&tx, c.operator.as_str(), &[c.dataset.to_string()])? {
+            return Ok(Err(BudgetError::Suspended(why)));
+        }
+        let spent = spent(
+            &tx,
+            c.operator.as_str(),
+            c.dataset.as_str(),
+            c.scenario.as_deref(),
+            &c.job,
+            c.period,
+        )?;
+        let dataset = match c.dataset_cap {
+            Some(cap) => dataset_spent(&tx, c.dataset.as_str(), cap.period)?,
+            None => Totals::default(),
+        };
+        if let Err(e) = check_limits(c, spent, dataset) {
+            return Ok(Err(e));
+        }
+        let measure = c.amount.measure;
+        let after = AfterCharge {
+            own_period: spent.period.in_measure(measure) + c.amount.value,
+            dataset_period: c
+                .dataset_cap
+                .map(|_| dataset.in_measure(measure) + c.amount.value),
+        };
+        let seq = audit::append(
+            &tx,
+            NewEntry::new("query", c.operator.as_str())
+                .job(&c.job)
+                .operator(c.operator.as_str())
+                .dataset(c.dataset.as_str())
+                .detail(json!({
+                    "submitted_sql": c.submitted_sql,
+                    "sql": c.sql,
+                    "dataset_sha256": c.dataset_hash,
+                    "mechanism": c.mechanism,
+                    "engine": c.engine,
+                    "epsilon": c.amount.epsilon(),
+                    "rho": c.amount.rho(),
+                    "delta": c.delta,
+                    "scenario": c.scenario,
+                })),
+        )?;
+        let next = NextCharge::new(
+            &tx,
+            grant_key(c),
+            Key::Dataset(c.dataset.as_str()),
+            Units::of_charge(c.amount.epsilon(), c.amount.rho(), c.delta)?,
+            now_ms(),
+        )?;
+        tx.exec(
                 "INSERT INTO charges (at_ms, operator, dataset, job, epsilon, delta, audit_seq, rho, scenario,
                      grant_total_epsilon, grant_total_rho, grant_total_delta,
                      dataset_total_epsilon, dataset_total_rho, dataset_total_delta)
@@ -2475,22 +2540,16 @@ impl Store {
                     next.dataset.delta
                 ],
             )?;
-            event(
-                &tx,
-                &c.job,
-                "query",
-                json!({ "dataset": c.dataset.as_str(), "epsilon": c.amount.epsilon(), "rho": c.amount.rho(), "delta": c.delta }),
-            )?;
-            tx.commit()?;
-            self.answers_written(answers);
-            self.committed(&conn);
-            self.checkpoint_if_due(&conn)?;
-            Ok(Ok(after))
-        })();
-        result.unwrap_or_else(|e| {
-            tracing::error!("budget ledger failure: {e:#}");
-            Err(BudgetError::Unavailable)
-        })
+        event(
+            &tx,
+            &c.job,
+            "query",
+            json!({ "dataset": c.dataset.as_str(), "epsilon": c.amount.epsilon(), "rho": c.amount.rho(), "delta": c.delta }),
+        )?;
+        tx.commit()?;
+        self.answers_written(answers);
+        self.committed(conn);
+        Ok(Ok(after))
     }
 
     /// What every operator together spent on `dataset` in the last `period`.
@@ -3309,10 +3368,16 @@ impl LedgerAccountant {
 }
 
 impl sluice_runtime::Accountant for LedgerAccountant {
-    fn charge(&self, charge: &Charge) -> Result<(), BudgetError> {
-        let after = self.store.charge(charge)?;
+    /// Commits the charge without waiting for the disk; the engine settles it (waits for its
+    /// sync) after the query ran and before the answer is handed to the job.
+    fn charge(&self, charge: &Charge) -> Result<Recorded, BudgetError> {
+        let (after, recorded) = self.store.charge_syncing(charge)?;
         self.check_alerts(charge, after);
-        Ok(())
+        Ok(recorded)
+    }
+
+    fn settle(&self, recorded: Recorded) -> Result<(), BudgetError> {
+        self.store.settle(recorded)
     }
 
     fn spent_in(

@@ -50,7 +50,8 @@ use std::time::Duration;
 use sluice_policy::{DatasetId, OperatorId, Policy};
 
 pub use privacy::accountant::{
-    Accountant, Amount, BudgetError, Caps, Charge, DatasetCap, InMemoryAccountant, Spent, Totals,
+    Accountant, Amount, BudgetError, Caps, Charge, DatasetCap, InMemoryAccountant, Recorded, Spent,
+    Totals,
 };
 pub use privacy::cache::{AnswerCache, CacheKey, InMemoryAnswerCache};
 pub use privacy::{Budget, ColumnAccuracy, Estimate, QueryRecord};

@@ -24,7 +24,9 @@ use std::time::Duration;
 
 use sluice_policy::{DatasetId, OperatorId, PrivacyMeasure};
 
-use crate::privacy::accountant::{Accountant, BudgetError, Charge, InMemoryAccountant, Spent};
+use crate::privacy::accountant::{
+    Accountant, BudgetError, Charge, InMemoryAccountant, Recorded, Spent,
+};
 use crate::privacy::{ColumnAccuracy, PrivacyEngine};
 use crate::report::{PrivacyCost, sig};
 use crate::wasm::LogLine;
@@ -208,7 +210,7 @@ impl PlanLedger {
 }
 
 impl Accountant for PlanLedger {
-    fn charge(&self, c: &Charge) -> Result<(), BudgetError> {
+    fn charge(&self, c: &Charge) -> Result<Recorded, BudgetError> {
         let scenario = c.scenario.as_deref();
         let real = self
             .real
@@ -230,7 +232,8 @@ impl Accountant for PlanLedger {
                 real_dataset: real_dataset.in_measure(c.amount.measure),
                 verdict,
             });
-        Ok(())
+        // A dry run: nothing to make durable.
+        Ok(Recorded::Durable)
     }
 
     fn spent_in(

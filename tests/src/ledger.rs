@@ -315,3 +315,66 @@ fn zcdp_charges_are_stored_in_rho_capped_in_rho_and_survive_a_restart() {
         Err(BudgetError::MeasureChanged { .. })
     ));
 }
+
+/// A ledger that records charges (in memory) but can never make them durable: its `settle`
+/// fails, as the broker's does after a failed sync of its log.
+struct NeverDurable(sluice_runtime::InMemoryAccountant);
+
+impl sluice_runtime::Accountant for NeverDurable {
+    fn charge(
+        &self,
+        c: &sluice_runtime::Charge,
+    ) -> Result<sluice_runtime::Recorded, sluice_runtime::BudgetError> {
+        let _in_memory = self.0.charge(c)?;
+        Ok(sluice_runtime::Recorded::Syncing(1))
+    }
+    fn settle(&self, _: sluice_runtime::Recorded) -> Result<(), sluice_runtime::BudgetError> {
+        Err(sluice_runtime::BudgetError::Unavailable)
+    }
+    fn spent_in(
+        &self,
+        operator: &sluice_policy::OperatorId,
+        dataset: &sluice_policy::DatasetId,
+        scenario: Option<&str>,
+        job: &str,
+        period: std::time::Duration,
+    ) -> sluice_runtime::Spent {
+        self.0.spent_in(operator, dataset, scenario, job, period)
+    }
+    fn dataset_spent(
+        &self,
+        dataset: &sluice_policy::DatasetId,
+        period: std::time::Duration,
+    ) -> sluice_runtime::Totals {
+        self.0.dataset_spent(dataset, period)
+    }
+}
+
+#[test]
+fn an_answer_whose_charge_cannot_be_made_durable_is_not_released_nor_cached() {
+    let root = temp_dir("never-durable");
+    let policy_dir = write_policy(&root, |p| p.to_string());
+    let accountant = Arc::new(NeverDurable(sluice_runtime::InMemoryAccountant::new()));
+    let sandbox = Sandbox::new(SandboxConfig::new(
+        sluice_policy::load(&policy_dir).unwrap(),
+        data_root(),
+        accountant.clone(),
+    ))
+    .unwrap();
+    let sql = "SELECT COUNT(*) AS n FROM health_visits";
+    for job in ["job-1", "job-2"] {
+        let r = sandbox.block_on(sandbox.engine().query(&asker("counter", job), sql, 0.1));
+        assert!(
+            matches!(r, Err(QueryError::ExecutionFailed)),
+            "no answer leaves before its charge is durable: {r:?}"
+        );
+    }
+    // Both were charged (the charge stands, as for any failure after it): the second was not
+    // served from a cache the first filled.
+    let spent = sluice_runtime::Accountant::dataset_spent(
+        &*accountant,
+        &sluice_policy::DatasetId::new("health_visits").unwrap(),
+        std::time::Duration::from_secs(86_400),
+    );
+    assert!((spent.epsilon - 0.2).abs() < 1e-9, "{spent:?}");
+}

@@ -309,8 +309,11 @@ pub fn ks_two_sample(a: &[f64], b: &[f64]) -> f64 {
 pub struct Unlimited;
 
 impl sluice_runtime::Accountant for Unlimited {
-    fn charge(&self, _: &sluice_runtime::Charge) -> Result<(), sluice_runtime::BudgetError> {
-        Ok(())
+    fn charge(
+        &self,
+        _: &sluice_runtime::Charge,
+    ) -> Result<sluice_runtime::Recorded, sluice_runtime::BudgetError> {
+        Ok(sluice_runtime::Recorded::Durable)
     }
     fn spent_in(
         &self,

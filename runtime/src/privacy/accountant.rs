@@ -235,7 +235,18 @@ pub enum BudgetError {
 /// one grant must never together exceed it, and a charge that returned `Ok` is durable.
 pub trait Accountant: Send + Sync {
     /// Checks the limits and records the charge, or refuses it without recording anything.
-    fn charge(&self, charge: &Charge) -> Result<(), BudgetError>;
+    ///
+    /// A charge may be recorded before it is durable ([`Recorded::Syncing`]): the engine then
+    /// runs the query while the accountant makes it durable, and calls [`Accountant::settle`]
+    /// before the value is handed to the job.
+    fn charge(&self, charge: &Charge) -> Result<Recorded, BudgetError>;
+
+    /// Returns once the charge `recorded` is durable (at once for [`Recorded::Durable`]); an
+    /// error if it cannot be made so, and then the value must not be released.
+    fn settle(&self, recorded: Recorded) -> Result<(), BudgetError> {
+        let _ = recorded;
+        Ok(())
+    }
 
     /// What has been spent on `dataset` by `operator` under `scenario` (`None`: its grant
     /// without one) in the last `period`, and by `job`.
@@ -269,14 +280,37 @@ pub trait Accountant: Send + Sync {
     fn dataset_spent(&self, dataset: &DatasetId, period: Duration) -> Totals;
 }
 
-/// Proof that a query's cost was charged: execution takes one, and only [`charge`] makes one,
-/// so "charge before release" is a fact of the types.
+/// Where a recorded charge stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use = "a charge is durable only once it is settled"]
+pub enum Recorded {
+    /// Durable when [`Accountant::charge`] returned.
+    Durable,
+    /// Committed and being made durable: the accountant's own mark, for
+    /// [`Accountant::settle`].
+    Syncing(u64),
+}
+
+/// Proof that a query's cost was charged: execution takes one, and only [`charge`] makes one.
 #[derive(Debug)]
-pub(crate) struct Charged(());
+pub(crate) struct Charged(Recorded);
+
+/// Proof that a query's charge is durable: release takes one, and only [`settle`] makes one
+/// (from a [`Charged`]), so "charge before release" is a fact of the types.
+#[derive(Debug)]
+pub(crate) struct Settled(());
 
 /// Charges `c` to `accountant`; the [`Charged`] it returns is what execution requires.
 pub(crate) fn charge(accountant: &dyn Accountant, c: &Charge) -> Result<Charged, BudgetError> {
-    accountant.charge(c).map(|()| Charged(()))
+    accountant.charge(c).map(Charged)
+}
+
+/// Waits until the charge is durable; the [`Settled`] it returns is what release requires.
+pub(crate) fn settle(
+    accountant: &dyn Accountant,
+    charged: Charged,
+) -> Result<Settled, BudgetError> {
+    accountant.settle(charged.0).map(|()| Settled(()))
 }
 
 /// The δ at which spending on zCDP datasets is also reported as (ε, δ)-DP.
@@ -435,7 +469,8 @@ impl InMemoryAccountant {
 }
 
 impl Accountant for InMemoryAccountant {
-    fn charge(&self, charge: &Charge) -> Result<(), BudgetError> {
+    /// Nothing outlives the process, so a charge is as durable as it gets once it is recorded.
+    fn charge(&self, charge: &Charge) -> Result<Recorded, BudgetError> {
         let mut map = self.entries.lock().map_err(|_| BudgetError::Unavailable)?;
         let dataset = charge.dataset_cap.map_or_else(Totals::default, |cap| {
             Self::dataset_sums(&map, &charge.dataset, cap.period)
@@ -451,7 +486,7 @@ impl Accountant for InMemoryAccountant {
         );
         check_limits(charge, spent, dataset)?;
         Self::push(entries, charge);
-        Ok(())
+        Ok(Recorded::Durable)
     }
 
     fn spent_in(
@@ -510,7 +545,7 @@ mod tests {
     fn refuses_a_charge_beyond_the_job_cap_and_records_nothing() {
         let a = InMemoryAccountant::new();
         for _ in 0..10 {
-            a.charge(&charge("j1", 0.1)).unwrap();
+            assert_eq!(a.charge(&charge("j1", 0.1)), Ok(Recorded::Durable));
         }
         assert!(matches!(
             a.charge(&charge("j1", 0.1)),
@@ -542,7 +577,10 @@ mod tests {
             Err(BudgetError::DeltaCap { .. })
         ));
         for i in 0..10 {
-            a.charge(&with_delta(&format!("j{i}"), 1e-6)).unwrap();
+            assert_eq!(
+                a.charge(&with_delta(&format!("j{i}"), 1e-6)),
+                Ok(Recorded::Durable)
+            );
         }
         assert!(matches!(
             a.charge(&with_delta("j11", 1e-6)),
@@ -561,10 +599,10 @@ mod tests {
             },
             ..charge(job, 0.0)
         };
-        a.charge(&zcdp("j1", 0.3)).unwrap();
+        assert_eq!(a.charge(&zcdp("j1", 0.3)), Ok(Recorded::Durable));
         let e = a.charge(&zcdp("j1", 0.3)).unwrap_err();
         assert!(matches!(e, BudgetError::JobCap { unit: "ρ", .. }), "{e}");
-        a.charge(&zcdp("j2", 0.5)).unwrap();
+        assert_eq!(a.charge(&zcdp("j2", 0.5)), Ok(Recorded::Durable));
         assert!(matches!(
             a.charge(&zcdp("j3", 0.3)),
             Err(BudgetError::PeriodCap { unit: "ρ", .. })

@@ -560,7 +560,9 @@ impl PrivacyEngine {
         let truth = self
             .execute(&q, registered, &calibrated.design.releases, &charged)
             .await?;
-        let released = release::release(&q, &calibrated, &truth, grant.min_group_count)?;
+        let settled = accountant::settle(&*self.accountant, charged)
+            .map_err(after_charge(QueryError::ExecutionFailed))?;
+        let released = release::release(&q, &calibrated, &truth, grant.min_group_count, &settled)?;
         let mechanism = describe::describe(&calibrated, &q, ds, grant.min_group_count);
         let cost = PrivacyCost {
             epsilon: calibrated.amount.epsilon(),

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 
+use super::accountant::Settled;
 use super::calibrate::{Calibrated, Mechanism};
 use super::design::Reads;
 use super::execute::Truth;
@@ -50,6 +51,7 @@ pub(crate) fn release(
     c: &Calibrated,
     truth: &Truth,
     min_group_count: Option<u64>,
+    _settled: &Settled,
 ) -> Result<Released, QueryError> {
     let (cells, selected) = cells(q, c, truth)?;
     let noisy = noise(c, &cells, truth, &selected)?;
