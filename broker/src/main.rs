@@ -20,6 +20,12 @@ mod remote;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// mimalloc rather than glibc's malloc: DataFusion's many short-lived buffers and the broker's
+/// request bodies made glibc's allocator (its frees of large blocks consolidate its bins) about
+/// a tenth of the broker benchmark's CPU. The library crates leave the choice to the binary.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Args, Parser, Subcommand};
 use sluice_broker::store::Role;
 
