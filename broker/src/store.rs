@@ -772,8 +772,8 @@ pub struct Store {
     /// The jobs whose events someone follows, each woken when an event of it commits (rather
     /// than every follower at every commit).
     followed: Mutex<Followed>,
-    /// Syncs the WAL for charges, which commit without waiting for the disk (see
-    /// [`Store::charge_syncing`]).
+    /// Syncs the WAL for the commits that do not wait for the disk themselves: charges (see
+    /// [`Store::charge_syncing`]) and submissions ([`Store::write_grouped`]).
     wal_sync: WalSync,
 }
 
@@ -891,6 +891,25 @@ fn wal_path(dir: &Path) -> PathBuf {
 /// The checkpoint file in a data directory.
 pub fn checkpoint_path(dir: &Path) -> PathBuf {
     dir.join("audit-checkpoints.jsonl")
+}
+
+/// Whether a commit waits for the disk.
+#[derive(Clone, Copy)]
+enum Synchronous {
+    /// It does (the connection's setting between transactions).
+    Full,
+    /// It does not: the WAL frames are written, and synced later.
+    Normal,
+}
+
+/// Sets how the next commits on `conn` wait for the disk (a kept statement: the broker switches
+/// several times per job).
+fn synchronous(conn: &Connection, mode: Synchronous) -> rusqlite::Result<()> {
+    let sql = match mode {
+        Synchronous::Full => "PRAGMA synchronous = FULL",
+        Synchronous::Normal => "PRAGMA synchronous = NORMAL",
+    };
+    conn.exec(sql, []).map(drop)
 }
 
 /// `execute` and `query_row` through the connection's statement cache: the broker runs the same
@@ -1163,10 +1182,37 @@ impl Store {
         E: From<rusqlite::Error> + From<anyhow::Error>,
     {
         let mut conn = self.lock();
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        synchronous(&conn, Synchronous::Normal)?;
         let out = self.commit(&mut conn, f);
-        conn.pragma_update(None, "synchronous", "FULL")?;
+        synchronous(&conn, Synchronous::Full)?;
         out
+    }
+
+    /// [`Store::write`] without holding the writer's lock through the disk's sync: the
+    /// transaction commits without waiting for the disk, and its sync is asked of the sync
+    /// thread, which covers it together with the commits that arrive meanwhile (group commit).
+    /// Returns once it is durable. For a change whose effect reaches nobody before it returns: a
+    /// submission, whose `202` is sent after (a worker may claim the job earlier, but its
+    /// charges are settled, and its end committed durably, after this sync).
+    pub(crate) fn write_grouped<T, E>(
+        &self,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> std::result::Result<T, E>,
+    ) -> std::result::Result<T, E>
+    where
+        E: From<rusqlite::Error> + From<anyhow::Error>,
+    {
+        let (out, mark) = {
+            let mut conn = self.lock();
+            synchronous(&conn, Synchronous::Normal)?;
+            let out = self.commit(&mut conn, f);
+            synchronous(&conn, Synchronous::Full)?;
+            let out = out?;
+            let mark = self.wal_sync.request();
+            self.checkpoint_if_due(&conn)?;
+            (out, mark)
+        };
+        self.wal_sync.wait(mark)?;
+        Ok(out)
     }
 
     /// Runs `f` in an immediate transaction on `conn` with the answers kept for the cache,
@@ -1393,7 +1439,8 @@ impl Store {
 
     // ---- jobs ---------------------------------------------------------------------------
 
-    /// Records a submitted job; returns its id.
+    /// Records a submitted job; returns its id once the record is durable (a group commit with
+    /// the submissions and charges committed meanwhile, see [`Store::write_grouped`]).
     pub fn submit(&self, job: &NewJob<'_>) -> Result<(JobId, JobState)> {
         let id = JobId(format!("job-{}", hex::encode(random_bytes::<8>())));
         let sha = job.wasm_sha256;
@@ -1402,7 +1449,7 @@ impl Store {
         } else {
             JobState::Queued
         };
-        self.write(|tx| -> Result<()> {
+        self.write_grouped(|tx| -> Result<()> {
             audit::append(
                 tx,
                 NewEntry::new("job.submitted", job.operator)
@@ -2421,17 +2468,17 @@ impl Store {
     /// power cut before then may lose the charge, but then nothing it paid for was released.
     pub fn charge_syncing(&self, c: &Charge) -> Result<(AfterCharge, Recorded), BudgetError> {
         let mut conn = self.lock();
-        let lazily = |conn: &Connection, mode: &str| {
-            conn.pragma_update(None, "synchronous", mode).map_err(|e| {
+        let set = |conn: &Connection, mode| {
+            synchronous(conn, mode).map_err(|e| {
                 tracing::error!("budget ledger failure: {e:#}");
                 BudgetError::Unavailable
             })
         };
-        lazily(&conn, "NORMAL")?;
+        set(&conn, Synchronous::Normal)?;
         let result = self.charge_in(&mut conn, c);
         // Back to durable commits before anything else commits (a signed checkpoint must name
         // entries on disk).
-        lazily(&conn, "FULL")?;
+        set(&conn, Synchronous::Full)?;
         let after = match result {
             Ok(Ok(after)) => after,
             Ok(Err(refused)) => return Err(refused),

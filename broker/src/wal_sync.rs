@@ -1,9 +1,10 @@
-//! Makes commits durable off the committing thread.
+//! Makes commits durable off the committing thread, and without the writer's lock.
 //!
 //! A charge commits without waiting for the disk (`synchronous=NORMAL`: its WAL frames are
 //! written, not yet synced) and asks this syncer for a sync; its query runs meanwhile, and the
 //! engine waits for the sync before the answer is handed to the job ("charge before release":
-//! durable before the value leaves the engine). One thread syncs the WAL file: a sync started
+//! durable before the value leaves the engine). A submission does the same and waits before
+//! its `202` is sent. One thread syncs the WAL file: a sync started
 //! after a request covers that request's commit, since SQLite writes the WAL in order and the
 //! commit returned before the request. Requests that arrive while a sync runs are covered
 //! together by the next one (group commit).
