@@ -379,8 +379,12 @@ pub fn broker(jobs: usize) -> Result<ExitCode> {
     let jobs = jobs.max(10);
     let world = BrokerWorld::new(10_000)?;
     let base = world.baseline(jobs)?;
-    let (seq, wall, concurrency) = world.over_http(jobs)?;
+    let (seq, wall, concurrency, split) = world.over_http(jobs)?;
     print_broker_table(&world, jobs, base, seq, wall, concurrency);
+    println!(
+        "concurrent jobs in the broker (medians): {} ms queued, {} ms from claim to end",
+        split.queued_ms, split.running_ms
+    );
     let _ = std::fs::remove_dir_all(&world.work);
     Ok(ExitCode::SUCCESS)
 }
@@ -503,7 +507,7 @@ impl BrokerWorld {
     /// Submit → follow → result over loopback HTTP: `jobs` one after another, then `jobs` from
     /// concurrent clients. Returns the sequential latencies, the concurrent wall time and the
     /// number of clients.
-    fn over_http(&self, jobs: usize) -> Result<(Vec<Duration>, Duration, usize)> {
+    fn over_http(&self, jobs: usize) -> Result<(Vec<Duration>, Duration, usize, PhaseSplit)> {
         use sluice_broker::client::{Client, Submission};
         use sluice_broker::server::{Config, Running};
         use sluice_broker::store::{Role, Store};
@@ -560,7 +564,39 @@ impl BrokerWorld {
         })?;
         let wall = t.elapsed();
         running.stop()?;
-        Ok((seq, wall, concurrency))
+        let split = PhaseSplit::read(&dir, jobs + 1)?;
+        Ok((seq, wall, concurrency, split))
+    }
+}
+
+/// Where the concurrent phase's jobs spent their time in the broker, from their records:
+/// waiting in the queue (submitted → claimed) and running (claimed → ended), medians in ms.
+struct PhaseSplit {
+    queued_ms: i64,
+    running_ms: i64,
+}
+
+impl PhaseSplit {
+    /// The split of the jobs after the first `before` (the warm-up and sequential ones).
+    fn read(dir: &Path, before: usize) -> Result<Self> {
+        let conn = sluice_broker::store::Store::open_conn_readonly(dir)?;
+        let mut stmt = conn.prepare(
+            "SELECT started_ms - created_ms, finished_ms - started_ms FROM jobs
+             WHERE n > ?1 AND finished_ms IS NOT NULL",
+        )?;
+        let (mut queued, mut running): (Vec<i64>, Vec<i64>) = stmt
+            .query_map([before as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<Vec<(i64, i64)>>>()?
+            .into_iter()
+            .unzip();
+        let median = |v: &mut Vec<i64>| {
+            v.sort_unstable();
+            v.get(v.len() / 2).copied().unwrap_or(0)
+        };
+        Ok(Self {
+            queued_ms: median(&mut queued),
+            running_ms: median(&mut running),
+        })
     }
 }
 
