@@ -13,7 +13,8 @@
 //! written after the last checkpoint can be truncated undetectably; checkpoints bound that window.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
 
 use anyhow::{Context, Result};
 use ed25519_dalek::VerifyingKey;
@@ -206,6 +207,95 @@ pub fn sign_head(conn: &Connection, keys: &Keys) -> Result<Option<Checkpoint>> {
 /// database rolled back past it is caught).
 pub fn anchor(file: &Path, cp: &Checkpoint) -> Result<()> {
     append_line(file, &serde_json::to_string(cp)?)
+}
+
+/// Appends committed checkpoints to the checkpoint file on a thread of its own, so that the
+/// job whose release signed one does not wait for the file's sync: the checkpoints that arrive
+/// while one sync runs are appended together (in order of `seq`) and synced once. A crash
+/// before a checkpoint is appended leaves it in the database only, which [`verify`] accepts, as
+/// it did when the append came right after the commit. Dropping it appends what is pending.
+pub(crate) struct Anchorer {
+    shared: Arc<AnchorQueue>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+struct AnchorQueue {
+    file: PathBuf,
+    pending: Mutex<(Vec<Checkpoint>, bool)>,
+    wake: Condvar,
+}
+
+impl Anchorer {
+    /// Starts the thread that appends to `file`.
+    pub(crate) fn start(file: PathBuf) -> Result<Self> {
+        let shared = Arc::new(AnchorQueue {
+            file,
+            pending: Mutex::new((Vec::new(), false)),
+            wake: Condvar::new(),
+        });
+        let q = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("sluice-anchor".into())
+            .spawn(move || q.run())
+            .context("cannot start the checkpoint file's thread")?;
+        Ok(Self {
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    /// Appends `cp` (committed) to the file soon.
+    pub(crate) fn anchor(&self, cp: Checkpoint) {
+        let mut pending = self.shared.lock();
+        pending.0.push(cp);
+        self.shared.wake.notify_one();
+    }
+}
+
+impl AnchorQueue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (Vec<Checkpoint>, bool)> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Until stopped with nothing pending: takes what is pending, appends it in one write.
+    fn run(&self) {
+        loop {
+            let mut batch = {
+                let mut pending = self.lock();
+                while pending.0.is_empty() && !pending.1 {
+                    pending = self.wake.wait(pending).unwrap_or_else(|p| p.into_inner());
+                }
+                if pending.0.is_empty() {
+                    return;
+                }
+                std::mem::take(&mut pending.0)
+            };
+            batch.sort_by_key(|cp| cp.seq);
+            let lines = batch
+                .iter()
+                .map(serde_json::to_string)
+                .collect::<serde_json::Result<Vec<_>>>()
+                .map_err(anyhow::Error::from)
+                .and_then(|lines| append_line(&self.file, &lines.join("\n")));
+            if let Err(e) = lines {
+                tracing::error!(
+                    "cannot append {} checkpoint(s) to {} (they stay in the database): {e:#}",
+                    batch.len(),
+                    self.file.display()
+                );
+            }
+        }
+    }
+}
+
+impl Drop for Anchorer {
+    fn drop(&mut self) {
+        self.shared.lock().1 = true;
+        self.shared.wake.notify_one();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// Appends `line` to `file` in one write, on a line of its own: a process killed mid-write leaves
@@ -456,6 +546,42 @@ mod tests {
         let text = std::fs::read_to_string(&file).unwrap();
         assert_eq!(text, format!("{a}\n{}\n{b}\n", &b[..30]));
         assert_eq!(file_checkpoints(&text, &file).unwrap().len(), 2);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn checkpoints_anchored_from_several_threads_are_all_in_the_file_once_it_is_dropped() {
+        let dir = std::env::temp_dir().join(format!("sluice-anchor-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("audit-checkpoints.jsonl");
+        let _ = std::fs::remove_file(&file);
+        let anchorer = Arc::new(Anchorer::start(file.clone()).unwrap());
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let a = anchorer.clone();
+                std::thread::spawn(move || {
+                    for i in 0..25 {
+                        a.anchor(serde_json::from_str(&cp(t * 100 + i)).unwrap());
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        drop(Arc::into_inner(anchorer).expect("the only reference"));
+        let text = std::fs::read_to_string(&file).unwrap();
+        let mut seqs: Vec<i64> = file_checkpoints(&text, &file)
+            .unwrap()
+            .iter()
+            .map(|c| c.seq)
+            .collect();
+        assert_eq!(text.lines().count(), 100, "one line each");
+        seqs.sort_unstable();
+        let expected: Vec<i64> = (0..4)
+            .flat_map(|t| (0..25).map(move |i| t * 100 + i))
+            .collect();
+        assert_eq!(seqs, expected);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -775,6 +775,8 @@ pub struct Store {
     /// Syncs the WAL for the commits that do not wait for the disk themselves: charges (see
     /// [`Store::charge_syncing`]) and submissions ([`Store::write_grouped`]).
     wal_sync: WalSync,
+    /// Appends the checkpoints releases sign to the checkpoint file, off the worker's path.
+    anchorer: audit::Anchorer,
 }
 
 /// The jobs followed, and how far the store has looked for their events.
@@ -1037,6 +1039,7 @@ impl Store {
             readers: Mutex::new(Vec::new()),
             followed: Mutex::default(),
             wal_sync: WalSync::start(wal_path(dir))?,
+            anchorer: audit::Anchorer::start(checkpoint_path(dir))?,
         })
     }
 
@@ -1740,7 +1743,8 @@ impl Store {
 
     /// Ends a job that ran in one transaction: keeps what its run left (`run`: its log and
     /// meters), then releases its report or records why it failed, and signs a
-    /// checkpoint of the log's head. Returns the release, `None` for a failure.
+    /// checkpoint of the log's head (appended to the checkpoint file soon after, by the store's
+    /// anchor thread). Returns the release, `None` for a failure.
     pub fn finish(
         &self,
         id: &str,
@@ -1761,7 +1765,7 @@ impl Store {
             Ok((released, audit::sign_head(tx, &self.keys)?))
         })?;
         if let Some(cp) = checkpoint {
-            audit::anchor(&checkpoint_path(&self.dir), &cp)?;
+            self.anchorer.anchor(cp);
         }
         Ok(released)
     }
