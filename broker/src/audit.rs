@@ -211,9 +211,11 @@ pub fn anchor(file: &Path, cp: &Checkpoint) -> Result<()> {
 
 /// Appends committed checkpoints to the checkpoint file on a thread of its own, so that the
 /// job whose release signed one does not wait for the file's sync: the checkpoints that arrive
-/// while one sync runs are appended together (in order of `seq`) and synced once. A crash
-/// before a checkpoint is appended leaves it in the database only, which [`verify`] accepts, as
-/// it did when the append came right after the commit. Dropping it appends what is pending.
+/// while one sync runs are appended together (in order of `seq`) and synced once. Each waits
+/// first for the sync of the commit that signed it, so that the file never names an entry that
+/// is not on disk. A crash before a checkpoint is appended leaves it in the database only,
+/// which [`verify`] accepts, as it did when the append came right after the commit. Dropping it
+/// appends what is pending.
 pub(crate) struct Anchorer {
     shared: Arc<AnchorQueue>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -221,15 +223,18 @@ pub(crate) struct Anchorer {
 
 struct AnchorQueue {
     file: PathBuf,
-    pending: Mutex<(Vec<Checkpoint>, bool)>,
+    synced: crate::wal_sync::SyncWaiter,
+    /// Checkpoints to append, each with the sync mark of its commit; and whether to stop.
+    pending: Mutex<(Vec<(Checkpoint, u64)>, bool)>,
     wake: Condvar,
 }
 
 impl Anchorer {
-    /// Starts the thread that appends to `file`.
-    pub(crate) fn start(file: PathBuf) -> Result<Self> {
+    /// Starts the thread that appends to `file` once `synced` says their commits are on disk.
+    pub(crate) fn start(file: PathBuf, synced: crate::wal_sync::SyncWaiter) -> Result<Self> {
         let shared = Arc::new(AnchorQueue {
             file,
+            synced,
             pending: Mutex::new((Vec::new(), false)),
             wake: Condvar::new(),
         });
@@ -244,16 +249,16 @@ impl Anchorer {
         })
     }
 
-    /// Appends `cp` (committed) to the file soon.
-    pub(crate) fn anchor(&self, cp: Checkpoint) {
+    /// Appends `cp` to the file once the commit that signed it, of sync mark `mark`, is on disk.
+    pub(crate) fn anchor(&self, cp: Checkpoint, mark: u64) {
         let mut pending = self.shared.lock();
-        pending.0.push(cp);
+        pending.0.push((cp, mark));
         self.shared.wake.notify_one();
     }
 }
 
 impl AnchorQueue {
-    fn lock(&self) -> std::sync::MutexGuard<'_, (Vec<Checkpoint>, bool)> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (Vec<(Checkpoint, u64)>, bool)> {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -270,13 +275,15 @@ impl AnchorQueue {
                 }
                 std::mem::take(&mut pending.0)
             };
-            batch.sort_by_key(|cp| cp.seq);
-            let lines = batch
-                .iter()
-                .map(serde_json::to_string)
-                .collect::<serde_json::Result<Vec<_>>>()
-                .map_err(anyhow::Error::from)
-                .and_then(|lines| append_line(&self.file, &lines.join("\n")));
+            batch.sort_by_key(|(cp, _)| cp.seq);
+            let last_mark = batch.iter().map(|(_, mark)| *mark).max().unwrap_or(0);
+            let lines = self.synced.wait(last_mark).and_then(|()| {
+                let lines = batch
+                    .iter()
+                    .map(|(cp, _)| serde_json::to_string(cp))
+                    .collect::<serde_json::Result<Vec<_>>>()?;
+                append_line(&self.file, &lines.join("\n"))
+            });
             if let Err(e) = lines {
                 tracing::error!(
                     "cannot append {} checkpoint(s) to {} (they stay in the database): {e:#}",
@@ -555,13 +562,14 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("audit-checkpoints.jsonl");
         let _ = std::fs::remove_file(&file);
-        let anchorer = Arc::new(Anchorer::start(file.clone()).unwrap());
+        let sync = crate::wal_sync::WalSync::start(dir.join("x.db-wal")).unwrap();
+        let anchorer = Arc::new(Anchorer::start(file.clone(), sync.waiter()).unwrap());
         let threads: Vec<_> = (0..4)
             .map(|t| {
                 let a = anchorer.clone();
                 std::thread::spawn(move || {
                     for i in 0..25 {
-                        a.anchor(serde_json::from_str(&cp(t * 100 + i)).unwrap());
+                        a.anchor(serde_json::from_str(&cp(t * 100 + i)).unwrap(), 0);
                     }
                 })
             })
@@ -582,6 +590,23 @@ mod tests {
             .flat_map(|t| (0..25).map(move |i| t * 100 + i))
             .collect();
         assert_eq!(seqs, expected);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_checkpoint_whose_commit_never_reached_the_disk_is_not_anchored() {
+        let dir = std::env::temp_dir().join(format!("sluice-anchor-fail-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("audit-checkpoints.jsonl");
+        let _ = std::fs::remove_file(&file);
+        // A WAL under a plain file: its sync fails.
+        let plain = dir.join("plain");
+        std::fs::write(&plain, b"x").unwrap();
+        let sync = crate::wal_sync::WalSync::start(plain.join("x.db-wal")).unwrap();
+        let anchorer = Anchorer::start(file.clone(), sync.waiter()).unwrap();
+        anchorer.anchor(serde_json::from_str(&cp(7)).unwrap(), sync.request());
+        drop(anchorer);
+        assert!(!file.exists(), "nothing appended");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

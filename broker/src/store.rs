@@ -774,9 +774,10 @@ pub struct Store {
     followed: Mutex<Followed>,
     /// Syncs the WAL for the commits that do not wait for the disk themselves: charges (see
     /// [`Store::charge_syncing`]) and submissions ([`Store::write_grouped`]).
-    wal_sync: WalSync,
-    /// Appends the checkpoints releases sign to the checkpoint file, off the worker's path.
+    /// Appends the checkpoints releases sign to the checkpoint file, off the worker's path
+    /// (declared before `wal_sync`, so that it is dropped, and drained, while syncs still run).
     anchorer: audit::Anchorer,
+    wal_sync: WalSync,
 }
 
 /// The jobs followed, and how far the store has looked for their events.
@@ -1030,6 +1031,7 @@ impl Store {
 
     fn open_unchecked(dir: &Path) -> Result<Self> {
         let keys = Keys::load(dir)?;
+        let wal_sync = WalSync::start(wal_path(dir))?;
         Ok(Self {
             conn: Mutex::new(open_conn(dir)?),
             keys,
@@ -1038,8 +1040,8 @@ impl Store {
             unwritten: Mutex::new(Vec::new()),
             readers: Mutex::new(Vec::new()),
             followed: Mutex::default(),
-            wal_sync: WalSync::start(wal_path(dir))?,
-            anchorer: audit::Anchorer::start(checkpoint_path(dir))?,
+            anchorer: audit::Anchorer::start(checkpoint_path(dir), wal_sync.waiter())?,
+            wal_sync,
         })
     }
 
@@ -1204,18 +1206,31 @@ impl Store {
     where
         E: From<rusqlite::Error> + From<anyhow::Error>,
     {
-        let (out, mark) = {
-            let mut conn = self.lock();
-            synchronous(&conn, Synchronous::Normal)?;
-            let out = self.commit(&mut conn, f);
-            synchronous(&conn, Synchronous::Full)?;
-            let out = out?;
-            let mark = self.wal_sync.request();
-            self.checkpoint_if_due(&conn)?;
-            (out, mark)
-        };
+        let (out, mark) = self.write_unsynced(f)?;
         self.wal_sync.wait(mark)?;
         Ok(out)
+    }
+
+    /// Commits `f` without waiting for the disk and asks the sync thread for its sync; returns
+    /// the sync's mark with `f`'s result. The caller keeps the commit's effect from reaching
+    /// anyone until the sync is done (see [`Store::write_grouped`] and [`Store::finish`]).
+    fn write_unsynced<T, E>(
+        &self,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> std::result::Result<T, E>,
+    ) -> std::result::Result<(T, u64), E>
+    where
+        E: From<rusqlite::Error> + From<anyhow::Error>,
+    {
+        let mut conn = self.lock();
+        synchronous(&conn, Synchronous::Normal)?;
+        let out = self.commit(&mut conn, f);
+        synchronous(&conn, Synchronous::Full)?;
+        let out = out?;
+        // Asked while the writer's lock is held: whoever sees this commit and then takes the
+        // lock finds the request counted (see `Store::result`).
+        let mark = self.wal_sync.request();
+        self.checkpoint_if_due(&conn)?;
+        Ok((out, mark))
     }
 
     /// Runs `f` in an immediate transaction on `conn` with the answers kept for the cache,
@@ -1743,15 +1758,20 @@ impl Store {
 
     /// Ends a job that ran in one transaction: keeps what its run left (`run`: its log and
     /// meters), then releases its report or records why it failed, and signs a
-    /// checkpoint of the log's head (appended to the checkpoint file soon after, by the store's
-    /// anchor thread). Returns the release, `None` for a failure.
+    /// checkpoint of the log's head (appended to the checkpoint file once on disk, by the
+    /// store's anchor thread). Returns the release, `None` for a failure.
+    ///
+    /// It returns without waiting for the disk, so that the worker goes on to its next job: the
+    /// sync thread syncs the commit, and the report and receipt are served only once it has
+    /// ([`Store::result`] waits for it), so that no report leaves before its release is on
+    /// disk. The job's state and events are seen before (they carry nothing from the data).
     pub fn finish(
         &self,
         id: &str,
         run: Option<&RunRecord<'_>>,
         ending: Ending<'_>,
     ) -> Result<Option<Released>> {
-        let (released, checkpoint) = self.write(|tx| -> Result<_> {
+        let ((released, checkpoint), mark) = self.write_unsynced(|tx| -> Result<_> {
             if let Some(run) = run {
                 record_run(tx, run)?;
             }
@@ -1765,7 +1785,7 @@ impl Store {
             Ok((released, audit::sign_head(tx, &self.keys)?))
         })?;
         if let Some(cp) = checkpoint {
-            self.anchorer.anchor(cp);
+            self.anchorer.anchor(cp, mark);
         }
         Ok(released)
     }
@@ -2277,17 +2297,32 @@ impl Store {
         jobs_where(&conn, "j.state = 'held' ORDER BY j.n", params![])
     }
 
-    /// A released job's report (JSON or CSV) and receipt.
+    /// A released job's report (JSON or CSV) and receipt, once its release is on disk.
     pub fn result(&self, id: &str, csv: bool) -> Result<Option<(String, String)>> {
-        let conn = self.reader()?;
         let col = if csv { "report_csv" } else { "report_json" };
-        Ok(conn
+        let found = self
+            .reader()?
             .query_row(
                 &format!("SELECT {col}, receipt FROM jobs WHERE id = ?1 AND state = 'succeeded'"),
                 [id],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
-            .optional()?)
+            .optional()?;
+        if found.is_some() {
+            self.synced_through_now()?;
+        }
+        Ok(found)
+    }
+
+    /// Returns once every commit seen so far is on disk: a release commits without waiting for
+    /// the disk ([`Store::finish`]), and asks for its sync before it lets go of the writer's
+    /// lock, so that a reader that saw it and then takes the lock finds its request counted.
+    fn synced_through_now(&self) -> Result<()> {
+        let mark = {
+            let _writer = self.lock();
+            self.wal_sync.requests()
+        };
+        self.wal_sync.wait(mark)
     }
 
     /// Events of a job after `after`.

@@ -81,9 +81,32 @@ impl WalSync {
         state.requests
     }
 
+    /// The number of requests made so far: waiting for it waits for every commit that asked
+    /// for a sync before now.
+    pub(crate) fn requests(&self) -> u64 {
+        self.shared.state().requests
+    }
+
+    /// A handle that waits for syncs (for another thread).
+    pub(crate) fn waiter(&self) -> SyncWaiter {
+        SyncWaiter(self.shared.clone())
+    }
+
     /// Returns once a sync covering request `mark` has finished, or the error of a failed one.
     pub(crate) fn wait(&self, mark: u64) -> Result<()> {
-        let mut state = self.shared.state();
+        self.waiter().wait(mark)
+    }
+}
+
+/// Waits for a [`WalSync`]'s syncs from another thread.
+#[derive(Clone)]
+pub(crate) struct SyncWaiter(Arc<Shared>);
+
+impl SyncWaiter {
+    /// [`WalSync::wait`].
+    pub(crate) fn wait(&self, mark: u64) -> Result<()> {
+        let shared = &self.0;
+        let mut state = shared.state();
         loop {
             if let Some(e) = &state.failed {
                 bail!("the database's log could not be synced to disk: {e}");
@@ -91,11 +114,7 @@ impl WalSync {
             if state.synced >= mark {
                 return Ok(());
             }
-            state = self
-                .shared
-                .synced
-                .wait(state)
-                .unwrap_or_else(|p| p.into_inner());
+            state = shared.synced.wait(state).unwrap_or_else(|p| p.into_inner());
         }
     }
 }
