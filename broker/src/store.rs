@@ -3577,11 +3577,11 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_database_of_the_previous_release_upgrades_and_keeps_its_jobs() {
-        // The schema of the release before filings and job logs: the first 10 migrations.
+    /// A data directory whose database has only the first `applied` migrations, filled by
+    /// `fill` (the store's signing key made by a current `init`).
+    fn older_database(name: &str, applied: usize, fill: impl FnOnce(&Connection)) -> PathBuf {
         let dir = std::env::temp_dir().join(format!(
-            "sluice-store-{}-upgrade-{}",
+            "sluice-store-{}-{name}-{}",
             std::process::id(),
             hex::encode(random_bytes::<4>())
         ));
@@ -3589,21 +3589,31 @@ mod tests {
         let old = dir.join("old.db");
         {
             let conn = Connection::open(&old).unwrap();
-            for m in &MIGRATIONS[..10] {
+            for m in &MIGRATIONS[..applied] {
                 conn.execute_batch(m).unwrap();
             }
-            conn.pragma_update(None, "user_version", 10).unwrap();
+            conn.pragma_update(None, "user_version", applied as i64)
+                .unwrap();
+            fill(&conn);
+        }
+        for ext in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{ext}", db_path(&dir).display()));
+        }
+        std::fs::rename(&old, db_path(&dir)).unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_database_of_the_previous_release_upgrades_and_keeps_its_jobs() {
+        // The schema of the release before filings and job logs: the first 10 migrations.
+        let dir = older_database("upgrade", 10, |conn| {
             conn.execute_batch(
                 "INSERT INTO wasm (sha256, bytes) VALUES ('x', x'00');
                  INSERT INTO jobs (id, n, operator, purpose, params, wasm_sha256, datasets, state, created_ms)
                  VALUES ('job-old', 1, 'op', 'p', '', 'x', '[]', 'succeeded', 0);",
             )
             .unwrap();
-        }
-        for ext in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{ext}", db_path(&dir).display()));
-        }
-        std::fs::rename(&old, db_path(&dir)).unwrap();
+        });
         let s = Store::open(&dir).expect("the old database upgrades");
         let job = s.job("job-old").unwrap().expect("its job is still there");
         assert_eq!(job.state, JobState::Succeeded);
@@ -4033,21 +4043,7 @@ mod tests {
 
     #[test]
     fn an_upgraded_ledger_gets_running_totals_of_its_past_charges() {
-        let dir = std::env::temp_dir().join(format!(
-            "sluice-store-{}-totals-upgrade-{}",
-            std::process::id(),
-            hex::encode(random_bytes::<4>())
-        ));
-        drop(Store::init(&dir).unwrap());
-        let before = MIGRATIONS.len() - 1;
-        let old = dir.join("old.db");
-        {
-            let conn = Connection::open(&old).unwrap();
-            for m in &MIGRATIONS[..before] {
-                conn.execute_batch(m).unwrap();
-            }
-            conn.pragma_update(None, "user_version", before as i64)
-                .unwrap();
+        let dir = older_database("totals-upgrade", MIGRATIONS.len() - 1, |conn| {
             // Charges out of time order (a clock that stepped back), on two keys.
             for (i, (at_ms, operator, scenario)) in [
                 (5_000, "op-a", None),
@@ -4066,11 +4062,7 @@ mod tests {
                 )
                 .unwrap();
             }
-        }
-        for ext in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{ext}", db_path(&dir).display()));
-        }
-        std::fs::rename(&old, db_path(&dir)).unwrap();
+        });
         let s = Store::open(&dir).expect("the old ledger upgrades");
         let grants = [("op-a", None), ("op-b", Some("tourism"))];
         assert_totals_match_sums(&s, &grants, &["visits"]);
