@@ -232,7 +232,8 @@ pub enum BudgetError {
 }
 
 /// Records privacy spending. Implementations must make `charge` atomic: concurrent charges against
-/// one grant must never together exceed it, and a charge that returned `Ok` is durable.
+/// one grant must never together exceed it; and a charge is durable once it is recorded as
+/// [`Recorded::Durable`], or once [`Accountant::settle`] returned `Ok` for it.
 pub trait Accountant: Send + Sync {
     /// Checks the limits and records the charge, or refuses it without recording anything.
     ///
@@ -242,10 +243,14 @@ pub trait Accountant: Send + Sync {
     fn charge(&self, charge: &Charge) -> Result<Recorded, BudgetError>;
 
     /// Returns once the charge `recorded` is durable (at once for [`Recorded::Durable`]); an
-    /// error if it cannot be made so, and then the value must not be released.
+    /// error if it cannot be made so, and then the value must not be released. An accountant
+    /// that records charges as [`Recorded::Syncing`] must override it: by default such a charge
+    /// never settles (fail closed).
     fn settle(&self, recorded: Recorded) -> Result<(), BudgetError> {
-        let _ = recorded;
-        Ok(())
+        match recorded {
+            Recorded::Durable => Ok(()),
+            Recorded::Syncing(_) => Err(BudgetError::Unavailable),
+        }
     }
 
     /// What has been spent on `dataset` by `operator` under `scenario` (`None`: its grant
@@ -687,5 +692,41 @@ mod tests {
             t.join().unwrap();
         }
         assert_eq!(ok.load(std::sync::atomic::Ordering::SeqCst), 50);
+    }
+
+    /// An accountant that records charges as syncing but does not say how to settle them.
+    struct Forgetful(InMemoryAccountant);
+
+    impl Accountant for Forgetful {
+        fn charge(&self, c: &Charge) -> Result<Recorded, BudgetError> {
+            let _in_memory = self.0.charge(c)?;
+            Ok(Recorded::Syncing(1))
+        }
+        fn spent_in(
+            &self,
+            operator: &OperatorId,
+            dataset: &DatasetId,
+            scenario: Option<&str>,
+            job: &str,
+            period: Duration,
+        ) -> Spent {
+            self.0.spent_in(operator, dataset, scenario, job, period)
+        }
+        fn dataset_spent(&self, dataset: &DatasetId, period: Duration) -> Totals {
+            self.0.dataset_spent(dataset, period)
+        }
+    }
+
+    #[test]
+    fn a_syncing_charge_never_settles_by_default() {
+        let a = Forgetful(InMemoryAccountant::new());
+        let charged = super::charge(&a, &charge("j1", 0.1)).unwrap();
+        assert_eq!(
+            super::settle(&a, charged).map(|_| ()),
+            Err(BudgetError::Unavailable),
+            "fail closed: nothing is released"
+        );
+        let durable = super::charge(&InMemoryAccountant::new(), &charge("j1", 0.1)).unwrap();
+        assert!(super::settle(&InMemoryAccountant::new(), durable).is_ok());
     }
 }
