@@ -1186,10 +1186,22 @@ impl Store {
     where
         E: From<rusqlite::Error> + From<anyhow::Error>,
     {
-        let mut conn = self.lock();
-        synchronous(&conn, Synchronous::Normal)?;
-        let out = self.commit(&mut conn, f);
-        synchronous(&conn, Synchronous::Full)?;
+        self.commit_lazily(&mut self.lock(), f)
+    }
+
+    /// [`Store::commit`] without waiting for the disk; the connection is back to waiting for
+    /// it afterwards, whatever `f` did.
+    fn commit_lazily<T, E>(
+        &self,
+        conn: &mut Connection,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> std::result::Result<T, E>,
+    ) -> std::result::Result<T, E>
+    where
+        E: From<rusqlite::Error> + From<anyhow::Error>,
+    {
+        synchronous(conn, Synchronous::Normal)?;
+        let out = self.commit(conn, f);
+        synchronous(conn, Synchronous::Full)?;
         out
     }
 
@@ -1222,10 +1234,7 @@ impl Store {
         E: From<rusqlite::Error> + From<anyhow::Error>,
     {
         let mut conn = self.lock();
-        synchronous(&conn, Synchronous::Normal)?;
-        let out = self.commit(&mut conn, f);
-        synchronous(&conn, Synchronous::Full)?;
-        let out = out?;
+        let out = self.commit_lazily(&mut conn, f)?;
         // Asked while the writer's lock is held: whoever sees this commit and then takes the
         // lock finds the request counted (see `Store::result`).
         let mark = self.wal_sync.request();
