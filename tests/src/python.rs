@@ -36,9 +36,30 @@ fn hostile() -> &'static [u8] {
     WASM.get_or_init(|| build(&manifest_dir().join("guests/hostile-py"), "hostile"))
 }
 
-/// Where every test keeps compiled Python components (keyed by content and engine).
+/// Where every test keeps compiled Python components (keyed by content and engine). Python
+/// builds are not byte-for-byte reproducible, so each run of the tests compiles new ones (about
+/// 40 MB each): the first use in a process removes those older than a day, which no run still
+/// going can be using.
 fn compiled_dir() -> PathBuf {
-    std::env::temp_dir().join("sluice-test-compiled")
+    static PRUNED: OnceLock<PathBuf> = OnceLock::new();
+    PRUNED
+        .get_or_init(|| {
+            let dir = std::env::temp_dir().join("sluice-test-compiled");
+            let day = std::time::Duration::from_secs(86_400);
+            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let old = entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age > day);
+                if old {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+            dir
+        })
+        .clone()
 }
 
 fn sandbox_with(limits: Limits) -> (Sandbox, Arc<InMemoryAccountant>) {
