@@ -2515,31 +2515,14 @@ impl Store {
     /// query runs, and [`Store::settle`] waits for it before the answer leaves the engine. A
     /// power cut before then may lose the charge, but then nothing it paid for was released.
     pub fn charge_syncing(&self, c: &Charge) -> Result<(AfterCharge, Recorded), BudgetError> {
-        let mut conn = self.lock();
-        let set = |conn: &Connection, mode| {
-            synchronous(conn, mode).map_err(|e| {
+        match self.write_unsynced(|tx| charge_in(tx, c)) {
+            Ok((after, mark)) => Ok((after, Recorded::Syncing(mark))),
+            Err(NotCharged::Refused(e)) => Err(e),
+            Err(NotCharged::Ledger(e)) => {
                 tracing::error!("budget ledger failure: {e:#}");
-                BudgetError::Unavailable
-            })
-        };
-        set(&conn, Synchronous::Normal)?;
-        let result = self.charge_in(&mut conn, c);
-        // Back to durable commits before anything else commits (a signed checkpoint must name
-        // entries on disk).
-        set(&conn, Synchronous::Full)?;
-        let after = match result {
-            Ok(Ok(after)) => after,
-            Ok(Err(refused)) => return Err(refused),
-            Err(e) => {
-                tracing::error!("budget ledger failure: {e:#}");
-                return Err(BudgetError::Unavailable);
+                Err(BudgetError::Unavailable)
             }
-        };
-        let recorded = Recorded::Syncing(self.wal_sync.request());
-        if let Err(e) = self.checkpoint_if_due(&conn) {
-            tracing::error!("cannot sign an audit checkpoint after a charge: {e:#}");
         }
-        Ok((after, recorded))
     }
 
     /// Returns once a charge made by [`Store::charge_syncing`] is durable.
@@ -2551,100 +2534,6 @@ impl Store {
                 BudgetError::Unavailable
             }),
         }
-    }
-
-    /// The charge's transaction on `conn`, committed: its totals after it, or why it was
-    /// refused (nothing written).
-    fn charge_in(
-        &self,
-        conn: &mut Connection,
-        c: &Charge,
-    ) -> Result<Result<AfterCharge, BudgetError>> {
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let answers = self.write_answers(&tx)?;
-        if let Some(why) = suspended(&tx, c.operator.as_str(), &[c.dataset.to_string()])? {
-            return Ok(Err(BudgetError::Suspended(why)));
-        }
-        let spent = spent(
-            &tx,
-            c.operator.as_str(),
-            c.dataset.as_str(),
-            c.scenario.as_deref(),
-            &c.job,
-            c.period,
-        )?;
-        let dataset = match c.dataset_cap {
-            Some(cap) => dataset_spent(&tx, c.dataset.as_str(), cap.period)?,
-            None => Totals::default(),
-        };
-        if let Err(e) = check_limits(c, spent, dataset) {
-            return Ok(Err(e));
-        }
-        let measure = c.amount.measure;
-        let after = AfterCharge {
-            own_period: spent.period.in_measure(measure) + c.amount.value,
-            dataset_period: c
-                .dataset_cap
-                .map(|_| dataset.in_measure(measure) + c.amount.value),
-        };
-        let seq = audit::append(
-            &tx,
-            NewEntry::new("query", c.operator.as_str())
-                .job(&c.job)
-                .operator(c.operator.as_str())
-                .dataset(c.dataset.as_str())
-                .detail(json!({
-                    "submitted_sql": c.submitted_sql,
-                    "sql": c.sql,
-                    "dataset_sha256": c.dataset_hash,
-                    "mechanism": c.mechanism,
-                    "engine": c.engine,
-                    "epsilon": c.amount.epsilon(),
-                    "rho": c.amount.rho(),
-                    "delta": c.delta,
-                    "scenario": c.scenario,
-                })),
-        )?;
-        let next = NextCharge::new(
-            &tx,
-            grant_key(c),
-            Key::Dataset(c.dataset.as_str()),
-            Units::of_charge(c.amount.epsilon(), c.amount.rho(), c.delta)?,
-            now_ms(),
-        )?;
-        tx.exec(
-                "INSERT INTO charges (at_ms, operator, dataset, job, epsilon, delta, audit_seq, rho, scenario,
-                     grant_total_epsilon, grant_total_rho, grant_total_delta,
-                     dataset_total_epsilon, dataset_total_rho, dataset_total_delta)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
-                params![
-                    next.at_ms,
-                    c.operator.as_str(),
-                    c.dataset.as_str(),
-                    c.job,
-                    c.amount.epsilon(),
-                    c.delta,
-                    seq,
-                    c.amount.rho(),
-                    c.scenario,
-                    next.grant.epsilon,
-                    next.grant.rho,
-                    next.grant.delta,
-                    next.dataset.epsilon,
-                    next.dataset.rho,
-                    next.dataset.delta
-                ],
-            )?;
-        event(
-            &tx,
-            &c.job,
-            "query",
-            json!({ "dataset": c.dataset.as_str(), "epsilon": c.amount.epsilon(), "rho": c.amount.rho(), "delta": c.delta }),
-        )?;
-        tx.commit()?;
-        self.answers_written(answers);
-        self.committed(conn);
-        Ok(Ok(after))
     }
 
     /// What every operator together spent on `dataset` in the last `period`.
@@ -3037,6 +2926,107 @@ fn suspended(tx: &Connection, operator: &str, datasets: &[String]) -> Result<Opt
         }
     }
     Ok(None)
+}
+
+/// Why a charge was not recorded: refused by a rule, or the ledger failed.
+enum NotCharged {
+    Refused(BudgetError),
+    Ledger(anyhow::Error),
+}
+
+impl From<rusqlite::Error> for NotCharged {
+    fn from(e: rusqlite::Error) -> Self {
+        Self::Ledger(e.into())
+    }
+}
+
+impl From<anyhow::Error> for NotCharged {
+    fn from(e: anyhow::Error) -> Self {
+        Self::Ledger(e)
+    }
+}
+
+/// The charge's work in `tx`: its totals after it, or why it was refused (an error, so that
+/// the transaction rolls back and nothing is written).
+fn charge_in(tx: &rusqlite::Transaction<'_>, c: &Charge) -> Result<AfterCharge, NotCharged> {
+    if let Some(why) = suspended(tx, c.operator.as_str(), &[c.dataset.to_string()])? {
+        return Err(NotCharged::Refused(BudgetError::Suspended(why)));
+    }
+    let spent = spent(
+        tx,
+        c.operator.as_str(),
+        c.dataset.as_str(),
+        c.scenario.as_deref(),
+        &c.job,
+        c.period,
+    )?;
+    let dataset = match c.dataset_cap {
+        Some(cap) => dataset_spent(tx, c.dataset.as_str(), cap.period)?,
+        None => Totals::default(),
+    };
+    check_limits(c, spent, dataset).map_err(NotCharged::Refused)?;
+    let measure = c.amount.measure;
+    let after = AfterCharge {
+        own_period: spent.period.in_measure(measure) + c.amount.value,
+        dataset_period: c
+            .dataset_cap
+            .map(|_| dataset.in_measure(measure) + c.amount.value),
+    };
+    let seq = audit::append(
+        tx,
+        NewEntry::new("query", c.operator.as_str())
+            .job(&c.job)
+            .operator(c.operator.as_str())
+            .dataset(c.dataset.as_str())
+            .detail(json!({
+                "submitted_sql": c.submitted_sql,
+                "sql": c.sql,
+                "dataset_sha256": c.dataset_hash,
+                "mechanism": c.mechanism,
+                "engine": c.engine,
+                "epsilon": c.amount.epsilon(),
+                "rho": c.amount.rho(),
+                "delta": c.delta,
+                "scenario": c.scenario,
+            })),
+    )?;
+    let next = NextCharge::new(
+        tx,
+        grant_key(c),
+        Key::Dataset(c.dataset.as_str()),
+        Units::of_charge(c.amount.epsilon(), c.amount.rho(), c.delta)?,
+        now_ms(),
+    )?;
+    tx.exec(
+            "INSERT INTO charges (at_ms, operator, dataset, job, epsilon, delta, audit_seq, rho, scenario,
+                 grant_total_epsilon, grant_total_rho, grant_total_delta,
+                 dataset_total_epsilon, dataset_total_rho, dataset_total_delta)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+            params![
+                next.at_ms,
+                c.operator.as_str(),
+                c.dataset.as_str(),
+                c.job,
+                c.amount.epsilon(),
+                c.delta,
+                seq,
+                c.amount.rho(),
+                c.scenario,
+                next.grant.epsilon,
+                next.grant.rho,
+                next.grant.delta,
+                next.dataset.epsilon,
+                next.dataset.rho,
+                next.dataset.delta
+            ],
+        )?;
+    event(
+        tx,
+        &c.job,
+        "query",
+        json!({ "dataset": c.dataset.as_str(), "epsilon": c.amount.epsilon(), "rho": c.amount.rho(), "delta": c.delta }),
+    )?;
+    Ok(after)
 }
 
 fn spent(
