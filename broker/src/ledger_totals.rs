@@ -158,7 +158,16 @@ impl Key<'_> {
 
     /// What it spent at `since_ms` or later.
     pub(crate) fn spent_since(&self, conn: &Connection, since_ms: i64) -> Result<Totals> {
-        let last = self.last(conn)?;
+        self.spent_since_mark(conn, self.last(conn)?, since_ms)
+    }
+
+    /// [`Key::spent_since`], its last mark `last` already read.
+    pub(crate) fn spent_since_mark(
+        &self,
+        conn: &Connection,
+        last: Mark,
+        since_ms: i64,
+    ) -> Result<Totals> {
         let before = self.mark(conn, Some(since_ms))?.unwrap_or_default();
         Ok(last.units.minus(before.units).totals())
     }
@@ -177,15 +186,9 @@ pub(crate) struct NextCharge {
 }
 
 impl NextCharge {
-    /// The charge `amount` of `grant` on `dataset`, made at `now_ms`.
-    pub(crate) fn new(
-        conn: &Connection,
-        grant: Key<'_>,
-        dataset: Key<'_>,
-        amount: Units,
-        now_ms: i64,
-    ) -> Result<Self> {
-        let (g, d) = (grant.last(conn)?, dataset.last(conn)?);
+    /// The charge `amount` made at `now_ms`, after `g` and `d`, its grant's and its dataset's
+    /// last marks ([`Key::last`]).
+    pub(crate) fn new(g: Mark, d: Mark, amount: Units, now_ms: i64) -> Result<Self> {
         Ok(Self {
             at_ms: now_ms.max(g.at_ms).max(d.at_ms),
             grant: g.units.plus(amount)?,

@@ -2952,16 +2952,22 @@ fn charge_in(tx: &rusqlite::Transaction<'_>, c: &Charge) -> Result<AfterCharge, 
     if let Some(why) = suspended(tx, c.operator.as_str(), &[c.dataset.to_string()])? {
         return Err(NotCharged::Refused(BudgetError::Suspended(why)));
     }
-    let spent = spent(
-        tx,
-        c.operator.as_str(),
-        c.dataset.as_str(),
-        c.scenario.as_deref(),
-        &c.job,
-        c.period,
-    )?;
+    // Each key's last running total, read once: for the spend before the charge and for the
+    // totals stored with it.
+    let (grant, dataset_key) = (grant_key(c), Key::Dataset(c.dataset.as_str()));
+    let (grant_last, dataset_last) = (grant.last(tx)?, dataset_key.last(tx)?);
+    let spent = Spent {
+        job: job_spent(
+            tx,
+            c.operator.as_str(),
+            c.dataset.as_str(),
+            c.scenario.as_deref(),
+            &c.job,
+        )?,
+        period: grant.spent_since_mark(tx, grant_last, period_start(c.period))?,
+    };
     let dataset = match c.dataset_cap {
-        Some(cap) => dataset_spent(tx, c.dataset.as_str(), cap.period)?,
+        Some(cap) => dataset_key.spent_since_mark(tx, dataset_last, period_start(cap.period))?,
         None => Totals::default(),
     };
     check_limits(c, spent, dataset).map_err(NotCharged::Refused)?;
@@ -2991,9 +2997,8 @@ fn charge_in(tx: &rusqlite::Transaction<'_>, c: &Charge) -> Result<AfterCharge, 
             })),
     )?;
     let next = NextCharge::new(
-        tx,
-        grant_key(c),
-        Key::Dataset(c.dataset.as_str()),
+        grant_last,
+        dataset_last,
         Units::of_charge(c.amount.epsilon(), c.amount.rho(), c.delta)?,
         now_ms(),
     )?;
@@ -3043,24 +3048,35 @@ fn spent(
         scenario,
     };
     Ok(Spent {
-        // A job's charges are few: summed through their index.
-        job: conn.row(
-            "SELECT COALESCE(SUM(epsilon), 0), COALESCE(SUM(rho), 0), COALESCE(SUM(delta), 0)
-             FROM charges INDEXED BY charges_job
-             WHERE job = ?3 AND operator = ?1 AND dataset = ?2 AND scenario IS ?4",
-            params![operator, dataset, job, scenario],
-            |r| {
-                Ok(Totals {
-                    epsilon: r.get(0)?,
-                    rho: r.get(1)?,
-                    delta: r.get(2)?,
-                })
-            },
-        )?,
-        // A period's may be many: read from the running totals, the same cost after a year of
-        // charges as on the first day.
+        job: job_spent(conn, operator, dataset, scenario, job)?,
+        // A period's charges may be many: read from the running totals, the same cost after a
+        // year of charges as on the first day.
         period: grant.spent_since(conn, period_start(period))?,
     })
+}
+
+/// What `job` spent on `dataset` under `scenario`: a job's charges are few, summed through
+/// their index.
+fn job_spent(
+    conn: &Connection,
+    operator: &str,
+    dataset: &str,
+    scenario: Option<&str>,
+    job: &str,
+) -> Result<Totals> {
+    Ok(conn.row(
+        "SELECT COALESCE(SUM(epsilon), 0), COALESCE(SUM(rho), 0), COALESCE(SUM(delta), 0)
+         FROM charges INDEXED BY charges_job
+         WHERE job = ?3 AND operator = ?1 AND dataset = ?2 AND scenario IS ?4",
+        params![operator, dataset, job, scenario],
+        |r| {
+            Ok(Totals {
+                epsilon: r.get(0)?,
+                rho: r.get(1)?,
+                delta: r.get(2)?,
+            })
+        },
+    )?)
 }
 
 /// The grant a charge is made on, as the ledger's running totals key it.
